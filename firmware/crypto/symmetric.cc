@@ -1,0 +1,181 @@
+#include "firmware/crypto/symmetric.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+
+#include <climits>
+#include <string>
+
+#include "common/str_cat.h"
+#include "common/status.h"
+#include "firmware/crypto/openssl_ptr.h"
+
+namespace hsmsim::crypto {
+namespace {
+
+// Fetched once: implicit fetches by name cost a lookup on every call.
+const EVP_CIPHER* Aes256Gcm() {
+  static const EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  return cipher;
+}
+const EVP_CIPHER* Aes256WrapPad() {
+  static const EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-256-WRAP-PAD", nullptr);
+  return cipher;
+}
+
+absl::Status CheckSizes(absl::Span<const uint8_t> key, absl::Span<const uint8_t> iv) {
+  if (key.size() != kAes256KeySize) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+                 StrCat("AES-256 key must be 32 bytes, got ", key.size()));
+  }
+  if (iv.size() != kGcmIvSize) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_IV_SIZE",
+                 StrCat("GCM IV must be 12 bytes, got ", iv.size()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status AesGcmSeal(absl::Span<const uint8_t> key, absl::Span<const uint8_t> iv,
+                        absl::Span<const uint8_t> aad, absl::Span<const uint8_t> plaintext,
+                        absl::Span<uint8_t> ciphertext, absl::Span<uint8_t> tag) {
+  HSMSIM_RETURN_IF_ERROR(CheckSizes(key, iv));
+  if (ciphertext.size() != plaintext.size() || tag.size() != kGcmTagSize ||
+      plaintext.size() > INT_MAX || aad.size() > INT_MAX) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_BUFFER_SIZE",
+                 "AES-GCM output buffers do not match the input size");
+  }
+  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  int len = 0;
+  if (!ctx || EVP_EncryptInit_ex2(ctx.get(), Aes256Gcm(), key.data(), iv.data(), nullptr) != 1 ||
+      (!aad.empty() &&
+       EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1) ||
+      EVP_EncryptUpdate(ctx.get(), ciphertext.data(), &len, plaintext.data(),
+                        static_cast<int>(plaintext.size())) != 1 ||
+      EVP_EncryptFinal_ex(ctx.get(), ciphertext.data() + len, &len) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kGcmTagSize, tag.data()) != 1) {
+    return OpenSslError("CRYPTO_FAILED", "AES-256-GCM encryption failed");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AesGcmOpen(absl::Span<const uint8_t> key, absl::Span<const uint8_t> iv,
+                        absl::Span<const uint8_t> aad, absl::Span<const uint8_t> ciphertext,
+                        absl::Span<const uint8_t> tag, absl::Span<uint8_t> plaintext) {
+  HSMSIM_RETURN_IF_ERROR(CheckSizes(key, iv));
+  if (ciphertext.size() != plaintext.size() || tag.size() != kGcmTagSize ||
+      ciphertext.size() > INT_MAX || aad.size() > INT_MAX) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_BUFFER_SIZE",
+                 "AES-GCM buffers do not match the input size");
+  }
+  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  int len = 0;
+  if (!ctx || EVP_DecryptInit_ex2(ctx.get(), Aes256Gcm(), key.data(), iv.data(), nullptr) != 1 ||
+      (!aad.empty() &&
+       EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1) ||
+      EVP_DecryptUpdate(ctx.get(), plaintext.data(), &len, ciphertext.data(),
+                        static_cast<int>(ciphertext.size())) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kGcmTagSize,
+                          const_cast<uint8_t*>(tag.data())) != 1) {
+    OPENSSL_cleanse(plaintext.data(), plaintext.size());
+    return OpenSslError("CRYPTO_FAILED", "AES-256-GCM decryption failed");
+  }
+  if (EVP_DecryptFinal_ex(ctx.get(), plaintext.data() + len, &len) != 1) {
+    OPENSSL_cleanse(plaintext.data(), plaintext.size());
+    ClearOpenSslErrors();
+    return Error(absl::StatusCode::kInvalidArgument, "AUTHENTICATION_FAILED",
+                 "AES-256-GCM tag does not verify: wrong key, or the data was altered");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> AesKeyWrapPad(absl::Span<const uint8_t> kek,
+                                          absl::Span<const uint8_t> plaintext) {
+  if (kek.size() != kAes256KeySize) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+                 StrCat("key-wrap key must be 32 bytes, got ", kek.size()));
+  }
+  if (plaintext.empty() || plaintext.size() > 4096) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_BUFFER_SIZE",
+                 StrCat("key wrap input must be 1..4096 bytes, got ", plaintext.size()));
+  }
+  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  std::string out(((plaintext.size() + 7) / 8) * 8 + 8, '\0');
+  auto* o = reinterpret_cast<uint8_t*>(out.data());
+  int len = 0;
+  int total = 0;
+  if (!ctx || EVP_EncryptInit_ex2(ctx.get(), Aes256WrapPad(), kek.data(), nullptr, nullptr) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), o, &len, plaintext.data(), static_cast<int>(plaintext.size())) !=
+          1) {
+    return OpenSslError("CRYPTO_FAILED", "AES key wrap failed");
+  }
+  total = len;
+  if (EVP_EncryptFinal_ex(ctx.get(), o + total, &len) != 1) {
+    return OpenSslError("CRYPTO_FAILED", "AES key wrap failed");
+  }
+  total += len;
+  out.resize(static_cast<size_t>(total));
+  return out;
+}
+
+absl::StatusOr<SecretBytes> AesKeyUnwrapPad(absl::Span<const uint8_t> kek,
+                                            absl::Span<const uint8_t> wrapped) {
+  if (kek.size() != kAes256KeySize) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+                 StrCat("key-wrap key must be 32 bytes, got ", kek.size()));
+  }
+  if (wrapped.size() < 16 || wrapped.size() % 8 != 0 || wrapped.size() > 4104) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_WRAPPED_SIZE",
+                 StrCat("wrapped key must be 16..4104 bytes in multiples of 8, got ",
+                              wrapped.size()));
+  }
+  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  SecretBytes out(wrapped.size());
+  int len = 0;
+  int total = 0;
+  if (!ctx || EVP_DecryptInit_ex2(ctx.get(), Aes256WrapPad(), kek.data(), nullptr, nullptr) != 1) {
+    return OpenSslError("CRYPTO_FAILED", "AES key unwrap setup failed");
+  }
+  if (EVP_DecryptUpdate(ctx.get(), out.data(), &len, wrapped.data(),
+                        static_cast<int>(wrapped.size())) != 1 ||
+      (total = len, EVP_DecryptFinal_ex(ctx.get(), out.data() + total, &len) != 1)) {
+    ClearOpenSslErrors();
+    return Error(absl::StatusCode::kInvalidArgument, "AUTHENTICATION_FAILED",
+                 "AES key unwrap integrity check failed: wrong key, or the data was altered");
+  }
+  total += len;
+  out.resize(static_cast<size_t>(total));
+  return out;
+}
+
+absl::StatusOr<SecretBytes> HkdfSha256(absl::Span<const uint8_t> ikm,
+                                       absl::Span<const uint8_t> salt,
+                                       absl::Span<const uint8_t> info, size_t length) {
+  EvpKdfPtr kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
+  if (!kdf) return OpenSslError("CRYPTO_FAILED", "HKDF is not available");
+  EvpKdfCtxPtr ctx(EVP_KDF_CTX_new(kdf.get()));
+  if (!ctx) return OpenSslError("CRYPTO_FAILED", "HKDF context allocation failed");
+  char digest[] = "SHA256";
+  OSSL_PARAM params[5];
+  int n = 0;
+  params[n++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0);
+  params[n++] = OSSL_PARAM_construct_octet_string(
+      OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(ikm.data()), ikm.size());
+  if (!salt.empty()) {
+    params[n++] = OSSL_PARAM_construct_octet_string(
+        OSSL_KDF_PARAM_SALT, const_cast<uint8_t*>(salt.data()), salt.size());
+  }
+  params[n++] = OSSL_PARAM_construct_octet_string(
+      OSSL_KDF_PARAM_INFO, const_cast<uint8_t*>(info.data()), info.size());
+  params[n] = OSSL_PARAM_construct_end();
+  SecretBytes out(length);
+  if (EVP_KDF_derive(ctx.get(), out.data(), out.size(), params) != 1) {
+    return OpenSslError("CRYPTO_FAILED", "HKDF-SHA-256 derivation failed");
+  }
+  return out;
+}
+
+}  // namespace hsmsim::crypto

@@ -1,0 +1,144 @@
+#include "firmware/key_blob.h"
+
+#include <algorithm>
+#include <string>
+
+#include "common/str_cat.h"
+#include "common/hex.h"
+#include "common/status.h"
+#include "firmware/crypto/symmetric.h"
+
+namespace hsmsim::firmware {
+namespace {
+
+constexpr size_t kFixedHeaderSize = 1 + 1 + 4 + crypto::kWkidSize + 2;
+constexpr std::string_view kKekInfo = "hsmsim/v1 blob kek";
+
+absl::Status Malformed(std::string_view what) {
+  return Error(absl::StatusCode::kInvalidArgument, "MALFORMED_BLOB",
+               StrCat("key blob is malformed: ", what));
+}
+
+}  // namespace
+
+std::string BuildBlobHeader(uint8_t algorithm, uint32_t attributes, const crypto::Wkid& wkid,
+                            std::string_view key_id) {
+  std::string h;
+  h.reserve(kFixedHeaderSize + key_id.size());
+  h.push_back(static_cast<char>(kBlobFormatVersion));
+  h.push_back(static_cast<char>(algorithm));
+  for (int shift = 24; shift >= 0; shift -= 8) h.push_back(static_cast<char>(attributes >> shift));
+  h.append(reinterpret_cast<const char*>(wkid.data()), wkid.size());
+  h.push_back(static_cast<char>(key_id.size() >> 8));
+  h.push_back(static_cast<char>(key_id.size() & 0xff));
+  h.append(key_id);
+  return h;
+}
+
+absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob) {
+  if (blob.size() < kFixedHeaderSize) {
+    return Malformed(StrCat(blob.size(), " bytes is shorter than a blob header"));
+  }
+  ParsedBlob p;
+  p.format_version = blob[0];
+  if (p.format_version != kBlobFormatVersion) {
+    return Error(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_BLOB_VERSION",
+                 StrCat("key blob format version ", p.format_version,
+                              " is not supported (this firmware reads version ",
+                              kBlobFormatVersion, ")"));
+  }
+  p.algorithm = blob[1];
+  if (p.algorithm != kBlobAlgorithmAes256) {
+    return Malformed(StrCat("unknown algorithm ", p.algorithm));
+  }
+  p.attributes = (uint32_t{blob[2]} << 24) | (uint32_t{blob[3]} << 16) | (uint32_t{blob[4]} << 8) |
+                 uint32_t{blob[5]};
+  std::copy_n(blob.begin() + 6, crypto::kWkidSize, p.wkid.begin());
+  size_t id_len = (size_t{blob[22]} << 8) | size_t{blob[23]};
+  if (id_len == 0 || id_len > kMaxKeyIdSize) {
+    return Malformed(StrCat("key id length ", id_len, " is outside 1..255"));
+  }
+  size_t header_size = kFixedHeaderSize + id_len;
+  size_t expected = header_size + crypto::kGcmIvSize + kRootKeySize + crypto::kGcmTagSize;
+  if (blob.size() != expected) {
+    return Malformed(StrCat("size ", blob.size(), " bytes, expected ", expected));
+  }
+  p.key_id = std::string_view(reinterpret_cast<const char*>(blob.data()) + kFixedHeaderSize, id_len);
+  p.header = blob.subspan(0, header_size);
+  p.iv = blob.subspan(header_size, crypto::kGcmIvSize);
+  p.ciphertext = blob.subspan(header_size + crypto::kGcmIvSize, kRootKeySize);
+  p.tag = blob.subspan(header_size + crypto::kGcmIvSize + kRootKeySize, crypto::kGcmTagSize);
+  return p;
+}
+
+absl::StatusOr<std::shared_ptr<const BlobKek>> BlobKek::Create(
+    absl::Span<const uint8_t> master_key) {
+  if (master_key.size() != crypto::kMasterKeySize) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+                 StrCat("master key must be 32 bytes, got ", master_key.size()));
+  }
+  HSMSIM_ASSIGN_OR_RETURN(SecretBytes kek,
+                          crypto::HkdfSha256(master_key, {}, AsBytes(kKekInfo),
+                                             crypto::kAes256KeySize));
+  crypto::Wkid wkid = crypto::WkidOf(crypto::ComputeVerificationPattern(master_key));
+  return std::shared_ptr<const BlobKek>(new BlobKek(std::move(kek), wkid));
+}
+
+absl::StatusOr<std::string> BlobKek::SealWithHeader(std::string header,
+                                                    absl::Span<const uint8_t> key,
+                                                    crypto::Entropy& entropy) const {
+  size_t header_size = header.size();
+  std::string blob = std::move(header);
+  blob.resize(header_size + crypto::kGcmIvSize + key.size() + crypto::kGcmTagSize);
+  auto* base = reinterpret_cast<uint8_t*>(blob.data());
+  absl::Span<uint8_t> iv(base + header_size, crypto::kGcmIvSize);
+  HSMSIM_RETURN_IF_ERROR(entropy.Generate(iv));
+  HSMSIM_RETURN_IF_ERROR(crypto::AesGcmSeal(
+      kek_, iv, absl::Span<const uint8_t>(base, header_size), key,
+      absl::Span<uint8_t>(base + header_size + crypto::kGcmIvSize, key.size()),
+      absl::Span<uint8_t>(base + header_size + crypto::kGcmIvSize + key.size(),
+                          crypto::kGcmTagSize)));
+  return blob;
+}
+
+absl::StatusOr<std::string> BlobKek::Seal(std::string_view key_id, uint32_t attributes,
+                                          absl::Span<const uint8_t> key,
+                                          crypto::Entropy& entropy) const {
+  if (key_id.empty() || key_id.size() > kMaxKeyIdSize) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_ID",
+                 StrCat("key id must be 1..255 bytes, got ", key_id.size()));
+  }
+  if (key.size() != kRootKeySize) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+                 StrCat("root key must be 32 bytes, got ", key.size()));
+  }
+  return SealWithHeader(BuildBlobHeader(kBlobAlgorithmAes256, attributes, wkid_, key_id), key,
+                        entropy);
+}
+
+absl::StatusOr<SecretBytes> BlobKek::Open(const ParsedBlob& blob) const {
+  if (!std::equal(blob.wkid.begin(), blob.wkid.end(), wkid_.begin())) {
+    return Error(absl::StatusCode::kFailedPrecondition, "WRONG_MASTER_KEY",
+                 StrCat("blob for key '", blob.key_id, "' is under master key WKID ",
+                              ToHex(blob.wkid), ", not ", ToHex(wkid_)));
+  }
+  SecretBytes key(blob.ciphertext.size());
+  absl::Status opened =
+      crypto::AesGcmOpen(kek_, blob.iv, blob.header, blob.ciphertext, blob.tag, absl::MakeSpan(key));
+  if (!opened.ok()) {
+    return Error(absl::StatusCode::kInvalidArgument, "BLOB_AUTHENTICATION_FAILED",
+                 StrCat("blob for key '", blob.key_id,
+                              "' does not authenticate under master key WKID ", ToHex(wkid_),
+                              ": it was altered or damaged"));
+  }
+  return key;
+}
+
+absl::StatusOr<std::string> BlobKek::Rewrap(const ParsedBlob& blob, const BlobKek& target,
+                                            crypto::Entropy& entropy) const {
+  HSMSIM_ASSIGN_OR_RETURN(SecretBytes key, Open(blob));
+  return target.SealWithHeader(
+      BuildBlobHeader(blob.algorithm, blob.attributes, target.wkid_, blob.key_id), key, entropy);
+}
+
+}  // namespace hsmsim::firmware

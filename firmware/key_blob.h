@@ -1,0 +1,94 @@
+// Key storage blobs: a key wrapped under a master key.
+//
+// Layout (all integers big-endian):
+//   header  u8  format_version (1)
+//           u8  algorithm (1 = AES-256)
+//           u32 attributes
+//           16  WKID of the master key
+//           u16 key_id length (1..255), then the key id bytes
+//   body    12  IV (from the CSPRNG)
+//           N   ciphertext (32 for AES-256)
+//           16  GCM tag
+// The body is AES-256-GCM under a key-encryption key (KEK) derived from the
+// master key by HKDF-SHA-256 (never the master key itself), with the whole
+// header as associated data.
+#ifndef HSMSIM_FIRMWARE_KEY_BLOB_H_
+#define HSMSIM_FIRMWARE_KEY_BLOB_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/secret_bytes.h"
+#include "firmware/crypto/entropy.h"
+#include "firmware/crypto/verification_pattern.h"
+
+namespace hsmsim::firmware {
+
+inline constexpr uint8_t kBlobFormatVersion = 1;
+inline constexpr uint8_t kBlobAlgorithmAes256 = 1;
+inline constexpr size_t kMaxKeyIdSize = 255;
+inline constexpr size_t kRootKeySize = 32;
+
+// ParsedBlob is a view into a blob's bytes: valid only while they live.
+struct ParsedBlob {
+  uint8_t format_version = 0;
+  uint8_t algorithm = 0;
+  uint32_t attributes = 0;
+  crypto::Wkid wkid{};
+  std::string_view key_id;
+  absl::Span<const uint8_t> header;  // associated data
+  absl::Span<const uint8_t> iv;
+  absl::Span<const uint8_t> ciphertext;
+  absl::Span<const uint8_t> tag;
+};
+
+// ParseBlob checks the structure of `blob` (not its authenticity). Returns
+// INVALID_ARGUMENT with reason MALFORMED_BLOB naming the first problem, or
+// UNSUPPORTED_BLOB_VERSION for another format version.
+absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob);
+
+// BlobKek is the key-encryption key of one master key, with its WKID.
+// Immutable after Create; thread-safe. Shared by the registers that hold it
+// and by re-encryption work in flight.
+class BlobKek {
+ public:
+  // Create derives the KEK from a 32-byte master key.
+  static absl::StatusOr<std::shared_ptr<const BlobKek>> Create(absl::Span<const uint8_t> master_key);
+
+  const crypto::Wkid& wkid() const { return wkid_; }
+
+  // Seal returns a new blob holding `key` with the given header fields.
+  // Returns INVALID_ARGUMENT for a bad key id or key size.
+  absl::StatusOr<std::string> Seal(std::string_view key_id, uint32_t attributes,
+                                   absl::Span<const uint8_t> key, crypto::Entropy& entropy) const;
+
+  // Open returns the key inside `blob`. Returns FAILED_PRECONDITION
+  // (WRONG_MASTER_KEY) when the blob names another WKID, INVALID_ARGUMENT
+  // (BLOB_AUTHENTICATION_FAILED) when it does not authenticate.
+  absl::StatusOr<SecretBytes> Open(const ParsedBlob& blob) const;
+
+  // Rewrap opens `blob` (which must be under this KEK) and seals its key
+  // under `target` with a fresh IV, keeping key id, algorithm and attributes.
+  absl::StatusOr<std::string> Rewrap(const ParsedBlob& blob, const BlobKek& target,
+                                     crypto::Entropy& entropy) const;
+
+ private:
+  BlobKek(SecretBytes kek, const crypto::Wkid& wkid) : kek_(std::move(kek)), wkid_(wkid) {}
+  absl::StatusOr<std::string> SealWithHeader(std::string header, absl::Span<const uint8_t> key,
+                                             crypto::Entropy& entropy) const;
+
+  SecretBytes kek_;
+  crypto::Wkid wkid_;
+};
+
+// BuildBlobHeader returns the header bytes for the given fields.
+std::string BuildBlobHeader(uint8_t algorithm, uint32_t attributes, const crypto::Wkid& wkid,
+                            std::string_view key_id);
+
+}  // namespace hsmsim::firmware
+
+#endif  // HSMSIM_FIRMWARE_KEY_BLOB_H_
