@@ -1,0 +1,59 @@
+#include "proto/wire/frame_codec.h"
+
+#include <google/protobuf/io/coded_stream.h>
+
+#include "common/status.h"
+#include "common/str_cat.h"
+
+namespace hsmsim::wire {
+
+absl::StatusOr<std::optional<FrameHeader>> DecodeFrameHeader(absl::Span<const uint8_t> data,
+                                                             size_t max_body_size) {
+  uint64_t value = 0;
+  for (size_t i = 0; i < kMaxVarint32Bytes; ++i) {
+    if (i >= data.size()) return std::optional<FrameHeader>();
+    uint8_t byte = data[i];
+    value |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
+    if ((byte & 0x80) == 0) {
+      if (value > UINT32_MAX) {
+        return Error(absl::StatusCode::kInvalidArgument, "MALFORMED_FRAME",
+                     "frame length prefix exceeds 32 bits");
+      }
+      if (value > max_body_size) {
+        return Error(absl::StatusCode::kResourceExhausted, "FRAME_TOO_LARGE",
+                     StrCat("frame of ", value, " bytes exceeds the maximum of ", max_body_size,
+                            " bytes"));
+      }
+      return std::optional<FrameHeader>(FrameHeader{i + 1, static_cast<size_t>(value)});
+    }
+  }
+  return Error(absl::StatusCode::kInvalidArgument, "MALFORMED_FRAME",
+               "frame length prefix is longer than 5 bytes");
+}
+
+void AppendFrame(const google::protobuf::MessageLite& message, std::string* out) {
+  size_t body = message.ByteSizeLong();
+  uint8_t prefix[kMaxVarint32Bytes];
+  uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
+      static_cast<uint32_t>(body), prefix);
+  out->append(reinterpret_cast<const char*>(prefix), static_cast<size_t>(end - prefix));
+  message.AppendToString(out);
+}
+
+std::string EncodeFrame(const google::protobuf::MessageLite& message) {
+  std::string out;
+  AppendFrame(message, &out);
+  return out;
+}
+
+absl::Status ParseFrameBody(absl::Span<const uint8_t> body,
+                            google::protobuf::MessageLite* message) {
+  if (!message->ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+    return Error(absl::StatusCode::kInvalidArgument, "MALFORMED_FRAME",
+                 StrCat("frame body of ", body.size(), " bytes is not a valid ",
+                        message->GetTypeName()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace hsmsim::wire
