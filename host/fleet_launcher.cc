@@ -1,0 +1,311 @@
+#include "host/fleet_launcher.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "host/admin_key_file.h"
+#include "host/signed_command.h"
+#include "host/unit_client.h"
+
+extern char** environ;
+
+namespace hsmsim::host {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+bool IsExecutable(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
+}
+
+// ReapIfChild collects `pid` when it is our exited child, so it does not
+// linger as a zombie while hsmctl runs.
+void ReapIfChild(int pid) {
+  int status = 0;
+  ::waitpid(pid, &status, WNOHANG);
+}
+
+std::string LogTail(const std::string& log_path) {
+  auto text = ReadFileBytes(log_path);
+  if (!text.ok() || text->empty()) return "(the log is empty)";
+  constexpr size_t kTail = 1500;
+  std::string tail = text->size() > kTail ? text->substr(text->size() - kTail) : *text;
+  while (!tail.empty() && tail.back() == '\n') tail.pop_back();
+  return tail;
+}
+
+struct Started {
+  FleetUnit unit;
+  std::string port_file;
+  std::string log_file;
+};
+
+absl::StatusOr<int> Spawn(const std::string& binary, const Started& s) {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, s.log_file.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  std::vector<std::string> args = {binary,      "--listen",    "127.0.0.1:0",   "--port-file",
+                                   s.port_file, "--state-dir", s.unit.state_dir};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    return Error(absl::StatusCode::kInternal, "SPAWN_FAILED",
+                 StrCat("cannot start ", binary, " for ", s.unit.name, ": ", std::strerror(rc)));
+  }
+  return static_cast<int>(pid);
+}
+
+// WaitForEndpoint waits for the unit's port file and returns
+// "127.0.0.1:PORT".
+absl::StatusOr<std::string> WaitForEndpoint(const Started& s, Clock::time_point deadline) {
+  while (Clock::now() < deadline) {
+    ReapIfChild(s.unit.pid);
+    std::error_code ec;
+    if (fs::exists(s.port_file, ec)) {
+      auto text = ReadFileBytes(s.port_file);
+      if (text.ok()) {
+        std::string t = *text;
+        while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' '))
+          t.pop_back();
+        if (size_t colon = t.rfind(':'); colon != std::string::npos) t = t.substr(colon + 1);
+        char* end = nullptr;
+        long port = std::strtol(t.c_str(), &end, 10);
+        if (!t.empty() && end != nullptr && *end == '\0' && port > 0 && port < 65536) {
+          return StrCat("127.0.0.1:", port);
+        }
+      }
+    }
+    if (!ProcessAlive(s.unit.pid)) {
+      return Error(absl::StatusCode::kUnavailable, "UNIT_EXITED",
+                   StrCat(s.unit.name, " (pid ", s.unit.pid, ") exited before listening; ",
+                          s.log_file, " ends with:\n", LogTail(s.log_file)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return Error(absl::StatusCode::kDeadlineExceeded, "UNIT_TIMEOUT",
+               StrCat(s.unit.name, " (pid ", s.unit.pid, ") did not write its port file ",
+                      s.port_file, " in time; see ", s.log_file));
+}
+
+absl::Status ReadyAndAssign(Started& s, const std::string& instance, Clock::time_point deadline) {
+  HSMSIM_ASSIGN_OR_RETURN(s.unit.endpoint, WaitForEndpoint(s, deadline));
+  UnitClientOptions client_options;
+  client_options.timeout = std::chrono::milliseconds(2'000);
+  HSMSIM_ASSIGN_OR_RETURN(auto client,
+                          UnitClient::Create(s.unit.name, s.unit.endpoint, client_options));
+  absl::StatusOr<v1::GetInfoResponse> info;
+  while (true) {
+    info = client->GetInfo();
+    if (info.ok() || !IsUnreachable(info.status()) || Clock::now() >= deadline) break;
+    if (!ProcessAlive(s.unit.pid)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!info.ok()) {
+    return WithContext(info.status(),
+                       StrCat("waiting for ", s.unit.name, " (log: ", s.log_file, ")"));
+  }
+  if (info->instance() == instance) return absl::OkStatus();
+  v1::Command op;
+  op.mutable_assign_instance()->set_instance(instance);
+  auto assigned = IssueCommand(*client, *info, op, {});
+  if (!assigned.ok()) {
+    return WithContext(assigned.status(),
+                       StrCat("assigning ", s.unit.name, " to instance '", instance, "'"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> LocateUnitBinary(const std::string& flag) {
+  if (!flag.empty()) {
+    if (!IsExecutable(flag)) {
+      return Error(absl::StatusCode::kNotFound, "NO_UNIT_BINARY",
+                   StrCat("--unit-binary ", flag, " is not an executable file"));
+    }
+    return flag;
+  }
+  if (const char* env = std::getenv(kUnitBinaryEnv); env != nullptr && *env != '\0') {
+    if (!IsExecutable(env)) {
+      return Error(absl::StatusCode::kNotFound, "NO_UNIT_BINARY",
+                   StrCat(kUnitBinaryEnv, "=", env, " is not an executable file"));
+    }
+    return std::string(env);
+  }
+  std::vector<std::string> looked;
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    fs::path candidate =
+        (self.parent_path() / ".." / "emulator" / "hsmsim-unit").lexically_normal();
+    if (IsExecutable(candidate)) return candidate.string();
+    looked.push_back(candidate.string());
+  }
+  if (const char* path = std::getenv("PATH"); path != nullptr) {
+    std::string_view rest(path);
+    while (!rest.empty()) {
+      size_t colon = rest.find(':');
+      std::string_view dir = rest.substr(0, colon);
+      if (!dir.empty()) {
+        fs::path candidate = fs::path(std::string(dir)) / "hsmsim-unit";
+        if (IsExecutable(candidate)) return candidate.string();
+      }
+      if (colon == std::string_view::npos) break;
+      rest.remove_prefix(colon + 1);
+    }
+    looked.push_back("PATH");
+  }
+  std::string where;
+  for (const std::string& l : looked) where += (where.empty() ? "" : ", ") + l;
+  return Error(absl::StatusCode::kNotFound, "NO_UNIT_BINARY",
+               StrCat("cannot find hsmsim-unit (looked in --unit-binary, ", kUnitBinaryEnv, ", ",
+                      where, ")"));
+}
+
+bool ProcessAlive(int pid) {
+  if (pid <= 0) return false;
+  ReapIfChild(pid);
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  auto stat = ReadFileBytes(StrCat("/proc/", pid, "/stat"));
+  if (!stat.ok()) return false;
+  // The state follows the parenthesised command name: "pid (comm) S ...".
+  size_t paren = stat->rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat->size()) return true;
+  char state = (*stat)[paren + 2];
+  return state != 'Z' && state != 'X';
+}
+
+bool IsUnitProcess(int pid, const std::string& state_dir) {
+  if (!ProcessAlive(pid)) return false;
+  auto cmdline = ReadFileBytes(StrCat("/proc/", pid, "/cmdline"));
+  if (!cmdline.ok()) return false;
+  // Arguments are NUL-separated; the state dir is one of them.
+  std::string_view rest(*cmdline);
+  while (!rest.empty()) {
+    size_t nul = rest.find('\0');
+    if (rest.substr(0, nul) == state_dir) return true;
+    if (nul == std::string_view::npos) break;
+    rest.remove_prefix(nul + 1);
+  }
+  return false;
+}
+
+bool StopProcess(int pid, std::chrono::milliseconds grace) {
+  if (!ProcessAlive(pid)) return true;
+  ::kill(pid, SIGTERM);
+  auto deadline = Clock::now() + grace;
+  while (Clock::now() < deadline) {
+    if (!ProcessAlive(pid)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGKILL);
+  auto kill_deadline = Clock::now() + std::chrono::seconds(5);
+  while (Clock::now() < kill_deadline && ProcessAlive(pid)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
+  if (options.units < 1 || options.units > 64) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_UNIT_COUNT",
+                 StrCat("--units must be 1..64, got ", options.units));
+  }
+  std::error_code ec;
+  fs::create_directories(options.fleet_dir, ec);
+  if (ec) {
+    return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+                 StrCat("cannot create ", options.fleet_dir, ": ", ec.message()));
+  }
+  const std::string dir = fs::absolute(options.fleet_dir).lexically_normal().string();
+  if (fs::exists(FleetManifestPath(dir), ec)) {
+    auto old = LoadFleetManifest(dir);
+    if (old.ok()) {
+      for (const FleetUnit& u : old->units) {
+        if (!u.stopped && IsUnitProcess(u.pid, u.state_dir)) {
+          return Error(absl::StatusCode::kFailedPrecondition, "FLEET_RUNNING",
+                       StrCat("fleet ", dir, " is running (", u.name, " is pid ", u.pid,
+                              "); run `hsmctl fleet down` first"));
+        }
+      }
+    }
+  }
+  HSMSIM_ASSIGN_OR_RETURN(std::string binary, LocateUnitBinary(options.unit_binary));
+
+  std::vector<Started> started;
+  auto stop_all = [&] {
+    for (const Started& s : started) {
+      if (s.unit.pid > 0) StopProcess(s.unit.pid, std::chrono::seconds(5));
+    }
+  };
+  for (int i = 1; i <= options.units; ++i) {
+    Started s;
+    s.unit.name = StrCat("unit", i);
+    s.unit.state_dir = (fs::path(dir) / s.unit.name).string();
+    fs::create_directories(s.unit.state_dir, ec);
+    if (ec) {
+      stop_all();
+      return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+                   StrCat("cannot create ", s.unit.state_dir, ": ", ec.message()));
+    }
+    s.port_file = (fs::path(s.unit.state_dir) / "port").string();
+    s.log_file = (fs::path(s.unit.state_dir) / "unit.log").string();
+    fs::remove(s.port_file, ec);
+    auto pid = Spawn(binary, s);
+    if (!pid.ok()) {
+      stop_all();
+      return pid.status();
+    }
+    s.unit.pid = *pid;
+    started.push_back(std::move(s));
+  }
+  const auto deadline = Clock::now() + options.ready_timeout;
+  for (Started& s : started) {
+    absl::Status ready = ReadyAndAssign(s, options.instance, deadline);
+    if (!ready.ok()) {
+      stop_all();
+      return ready;
+    }
+    if (options.progress) {
+      options.progress(StrCat(s.unit.name, ": pid ", s.unit.pid, ", listening on ", s.unit.endpoint,
+                              ", instance ", options.instance));
+    }
+  }
+  FleetManifest manifest;
+  manifest.instance = options.instance;
+  manifest.keystore = (fs::path(dir) / "keystore.db").string();
+  for (Started& s : started) manifest.units.push_back(s.unit);
+  absl::Status saved = SaveFleetManifest(dir, manifest);
+  if (!saved.ok()) {
+    stop_all();
+    return saved;
+  }
+  return manifest;
+}
+
+}  // namespace hsmsim::host

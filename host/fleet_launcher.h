@@ -1,0 +1,57 @@
+// Launching and stopping a local fleet of hsmsim-unit processes.
+//
+// Units run in the background in their own session (posix_spawn with
+// POSIX_SPAWN_SETSID) so they outlive hsmctl; each writes its log to
+// DIR/unitK/unit.log and keeps its state in DIR/unitK.
+#ifndef HSMSIM_HOST_FLEET_LAUNCHER_H_
+#define HSMSIM_HOST_FLEET_LAUNCHER_H_
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "host/fleet_manifest.h"
+
+namespace hsmsim::host {
+
+inline constexpr char kUnitBinaryEnv[] = "HSMSIM_UNIT_BINARY";
+
+// LocateUnitBinary returns the hsmsim-unit to run: `flag` when not empty,
+// else env HSMSIM_UNIT_BINARY, else SELF_DIR/../emulator/hsmsim-unit (the
+// build tree layout), else hsmsim-unit on PATH. NOT_FOUND (NO_UNIT_BINARY)
+// listing where it looked.
+absl::StatusOr<std::string> LocateUnitBinary(const std::string& flag);
+
+struct FleetLaunchOptions {
+  std::string fleet_dir;
+  int units = 3;
+  std::string instance = "default";
+  std::string unit_binary;
+  std::chrono::milliseconds ready_timeout{20'000};
+  // Called with a line of progress ("unit2: listening on ...").
+  std::function<void(const std::string&)> progress;
+};
+
+// LaunchFleet starts `units` units, waits until each answers GetInfo,
+// assigns each to the instance (unsigned, as imprint mode allows; skipped
+// when already assigned to it), then writes DIR/fleet.json and returns it.
+// On any failure it stops the units it started and returns the error (the
+// unit's log tail included when it exited early). FAILED_PRECONDITION
+// (FLEET_RUNNING) when DIR/fleet.json lists a unit that is still running.
+absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options);
+
+// ProcessAlive is true when `pid` exists and is not a zombie.
+bool ProcessAlive(int pid);
+
+// IsUnitProcess is true when `pid` is alive and its command line names
+// `state_dir` (guards against signalling a recycled pid).
+bool IsUnitProcess(int pid, const std::string& state_dir);
+
+// StopProcess sends SIGTERM, waits up to `grace`, then SIGKILL and waits
+// again. Returns true when the process was gone in time without SIGKILL.
+bool StopProcess(int pid, std::chrono::milliseconds grace);
+
+}  // namespace hsmsim::host
+
+#endif  // HSMSIM_HOST_FLEET_LAUNCHER_H_

@@ -1,0 +1,72 @@
+// FleetManifest: the fleet.json file that says which units make up a fleet.
+//
+//   {
+//     "format": "hsmsim-fleet", "format_version": 1,
+//     "instance": "prod-1",
+//     "keystore": "/path/keystore.db",
+//     "units": [
+//       {"name": "unit1", "endpoint": "127.0.0.1:40123", "state_dir": "/path/unit1",
+//        "pid": 4242, "selected": true, "stopped": false}
+//     ]
+//   }
+//
+// `pid` is 0 (or absent) for a unit not launched by this host; `selected`
+// false means `hsmctl unit rm` dropped it from the commands' selection (it
+// keeps running and `fleet down` still stops it).
+#ifndef HSMSIM_HOST_FLEET_MANIFEST_H_
+#define HSMSIM_HOST_FLEET_MANIFEST_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace hsmsim::host {
+
+inline constexpr char kFleetManifestFile[] = "fleet.json";
+inline constexpr int kFleetManifestVersion = 1;
+
+struct FleetUnit {
+  std::string name;
+  std::string endpoint;  // HOST:PORT
+  std::string state_dir;
+  int pid = 0;
+  bool selected = true;
+  bool stopped = false;
+};
+
+struct FleetManifest {
+  std::string instance;
+  std::string keystore;
+  std::vector<FleetUnit> units;
+
+  // SelectedUnits returns the units commands apply to.
+  std::vector<const FleetUnit*> SelectedUnits() const;
+  // FindUnit returns the unit called `name`, or nullptr.
+  FleetUnit* FindUnit(std::string_view name);
+};
+
+// ParseFleetManifest parses fleet.json text; `source` names the file in
+// errors. Returns INVALID_ARGUMENT (BAD_MANIFEST) naming the first problem
+// (not JSON, a missing or mistyped field, a duplicate unit name), and
+// FAILED_PRECONDITION (UNSUPPORTED_MANIFEST_VERSION) for another version.
+absl::StatusOr<FleetManifest> ParseFleetManifest(std::string_view text, std::string_view source);
+
+// SerializeFleetManifest returns the JSON text (pretty-printed).
+std::string SerializeFleetManifest(const FleetManifest& manifest);
+
+// FleetManifestPath returns DIR/fleet.json.
+std::string FleetManifestPath(const std::string& fleet_dir);
+
+// LoadFleetManifest reads DIR/fleet.json. NOT_FOUND (NO_FLEET) when there is
+// none, with a hint to run `hsmctl fleet up`.
+absl::StatusOr<FleetManifest> LoadFleetManifest(const std::string& fleet_dir);
+
+// SaveFleetManifest replaces DIR/fleet.json atomically (temp file, fsync,
+// rename, fsync of the directory).
+absl::Status SaveFleetManifest(const std::string& fleet_dir, const FleetManifest& manifest);
+
+}  // namespace hsmsim::host
+
+#endif  // HSMSIM_HOST_FLEET_MANIFEST_H_

@@ -1,0 +1,187 @@
+#include "host/hsmctl/context.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <set>
+
+#include "common/hex.h"
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "host/password.h"
+
+namespace hsmsim::hsmctl {
+
+void AddFleetOption(CLI::App* cmd, Invocation& inv) {
+  cmd->add_option("--fleet", inv.fleet_flag,
+                  "Fleet directory holding fleet.json (default: $HSMSIM_FLEET, else ./.hsmsim)");
+}
+
+void AddJsonOption(CLI::App* cmd, Invocation& inv) {
+  cmd->add_flag("--json", inv.json, "Print the result as JSON on stdout");
+}
+
+void AddPasswordOption(CLI::App* cmd, Invocation& inv) {
+  cmd->add_option("--password-file", inv.password_file,
+                  "Read the password from the first line of FILE (default: $HSMSIM_PASSWORD, "
+                  "else a prompt when stdin is a terminal)");
+}
+
+void AddSignOption(CLI::App* cmd, Invocation& inv) {
+  cmd->add_option("--sign", inv.sign_files,
+                  "Administrator key files that sign the command, FILE[,FILE...]")
+      ->delimiter(',');
+  AddPasswordOption(cmd, inv);
+}
+
+void AddUnitOptions(CLI::App* cmd, Invocation& inv) {
+  AddFleetOption(cmd, inv);
+  cmd->add_option("--timeout-ms", inv.timeout_ms, "Timeout of each request to a unit")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3'600'000));
+}
+
+std::string FleetDir(const Invocation& inv) {
+  if (!inv.fleet_flag.empty()) return inv.fleet_flag;
+  if (const char* env = std::getenv(kFleetEnv); env != nullptr && *env != '\0') return env;
+  return ".hsmsim";
+}
+
+int ExitCodeFor(const absl::Status& status) {
+  if (status.ok()) return kExitOk;
+  static const std::set<std::string> kBadInput = {"WRONG_PASSWORD",
+                                                  "NO_PASSWORD",
+                                                  "PASSWORD_MISMATCH",
+                                                  "EMPTY_PASSWORD",
+                                                  "BAD_PART_FILE",
+                                                  "UNSUPPORTED_VERSION",
+                                                  "BAD_ADMIN_KEY_FILE",
+                                                  "BAD_ADMIN_NAME",
+                                                  "BAD_MANIFEST",
+                                                  "UNSUPPORTED_MANIFEST_VERSION",
+                                                  "FILE_UNREADABLE",
+                                                  "NO_FLEET",
+                                                  "FILE_EXISTS",
+                                                  "BAD_HEX",
+                                                  "BAD_VP",
+                                                  "NO_UNIT_BINARY",
+                                                  "NO_SUCH_UNIT"};
+  if (kBadInput.count(ReasonOf(status))) return kExitBadInput;
+  if (host::IsUnreachable(status)) return kExitUnreachable;
+  return kExitRefused;
+}
+
+json StatusJson(const absl::Status& status) {
+  return {{"code", static_cast<int>(status.code())},
+          {"reason", ReasonOf(status)},
+          {"message", std::string(status.message())}};
+}
+
+int Fail(const Invocation& inv, const absl::Status& status) {
+  std::cerr << "hsmctl: " << ReasonOf(status) << ": " << std::string(status.message()) << "\n";
+  if (inv.json) std::cout << json{{"ok", false}, {"error", StatusJson(status)}}.dump(2) << "\n";
+  return ExitCodeFor(status);
+}
+
+absl::StatusOr<std::string_view> GetPassword(Invocation& inv, std::string_view prompt,
+                                             bool confirm) {
+  if (!inv.password.has_value()) {
+    HSMSIM_ASSIGN_OR_RETURN(SecretBytes password,
+                            host::ResolvePassword(inv.password_file, prompt, confirm));
+    inv.password = std::move(password);
+  }
+  return AsStringView(*inv.password);
+}
+
+absl::StatusOr<std::vector<host::AdminKey>> LoadSigners(Invocation& inv) {
+  std::vector<host::AdminKey> keys;
+  if (inv.sign_files.empty()) return keys;
+  HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, "Password: "));
+  for (const std::string& file : inv.sign_files) {
+    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey key, host::ReadAdminKeyFile(file, password));
+    keys.push_back(std::move(key));
+  }
+  return keys;
+}
+
+std::vector<const host::AdminKey*> SignerPointers(const std::vector<host::AdminKey>& keys) {
+  std::vector<const host::AdminKey*> out;
+  for (const host::AdminKey& k : keys) out.push_back(&k);
+  return out;
+}
+
+absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(const Invocation& inv,
+                                                            host::FleetManifest* manifest_out) {
+  HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
+  std::vector<UnitConnection> out;
+  host::UnitClientOptions options;
+  options.timeout = std::chrono::milliseconds(inv.timeout_ms);
+  for (const host::FleetUnit* unit : manifest.SelectedUnits()) {
+    HSMSIM_ASSIGN_OR_RETURN(auto client,
+                            host::UnitClient::Create(unit->name, unit->endpoint, options));
+    out.push_back(UnitConnection{*unit, std::move(client)});
+  }
+  if (out.empty()) {
+    return Error(absl::StatusCode::kFailedPrecondition, "NO_UNITS_SELECTED",
+                 StrCat("the fleet ", FleetDir(inv), " has no selected units"));
+  }
+  if (manifest_out != nullptr) *manifest_out = std::move(manifest);
+  return out;
+}
+
+std::vector<UnitOutcome> ForEachUnit(std::vector<UnitConnection>& conns, const UnitStep& step) {
+  std::vector<UnitOutcome> outcomes;
+  for (UnitConnection& c : conns) {
+    UnitOutcome o{c.unit.name, c.unit.endpoint, absl::OkStatus(), "", json::object()};
+    auto info = c.client->GetInfo();
+    o.status = info.ok() ? step(c, *info, o) : info.status();
+    outcomes.push_back(std::move(o));
+  }
+  return outcomes;
+}
+
+int ReportOutcomes(const Invocation& inv, std::string_view command,
+                   const std::vector<UnitOutcome>& outcomes, json extra) {
+  bool any_unreachable = false;
+  bool any_failed = false;
+  for (const UnitOutcome& o : outcomes) {
+    if (!o.status.ok()) {
+      any_failed = true;
+      if (host::IsUnreachable(o.status)) any_unreachable = true;
+    }
+  }
+  const int code = any_unreachable ? kExitUnreachable : any_failed ? kExitRefused : kExitOk;
+  if (inv.json) {
+    json doc = extra;
+    doc["command"] = std::string(command);
+    doc["ok"] = !any_failed;
+    doc["units"] = json::array();
+    for (const UnitOutcome& o : outcomes) {
+      json u = o.details;
+      u["unit"] = o.unit;
+      u["endpoint"] = o.endpoint;
+      u["ok"] = o.status.ok();
+      if (!o.status.ok()) u["error"] = StatusJson(o.status);
+      doc["units"].push_back(std::move(u));
+    }
+    std::cout << doc.dump(2) << "\n";
+    return code;
+  }
+  for (const UnitOutcome& o : outcomes) {
+    if (o.status.ok()) {
+      std::cout << o.unit << ": ok" << (o.text.empty() ? "" : ": ") << o.text << "\n";
+    } else {
+      std::cout << o.unit << ": FAILED: " << ReasonOf(o.status) << ": "
+                << std::string(o.status.message()) << "\n";
+    }
+  }
+  return code;
+}
+
+std::string VpHex(std::string_view vp, bool full) {
+  if (vp.empty()) return "-";
+  std::string hex = ToHex(vp);
+  return full ? hex : hex.substr(0, 16);
+}
+
+}  // namespace hsmsim::hsmctl

@@ -1,0 +1,123 @@
+// Shared plumbing of the hsmctl commands: the options every command takes,
+// exit codes, the fleet and unit connections, and per-unit reporting.
+#ifndef HSMSIM_HOST_HSMCTL_CONTEXT_H_
+#define HSMSIM_HOST_HSMCTL_CONTEXT_H_
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/secret_bytes.h"
+#include "host/admin_key_file.h"
+#include "host/fleet_manifest.h"
+#include "host/unit_client.h"
+
+namespace hsmsim::hsmctl {
+
+using json = nlohmann::json;
+
+// Exit codes (docs/cli.md).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitRefused = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitUnreachable = 3;
+inline constexpr int kExitBadInput = 4;
+
+inline constexpr char kFleetEnv[] = "HSMSIM_FLEET";
+
+// Invocation holds every flag value; only the chosen command's are set.
+struct Invocation {
+  std::string fleet_flag;
+  bool json = false;
+  std::string password_file;
+  std::vector<std::string> sign_files;
+  int timeout_ms = 10'000;
+  // The password, once resolved (see GetPassword).
+  std::optional<SecretBytes> password;
+  // The chosen command's action, returning the exit code.
+  std::function<int()> action;
+};
+
+// Option helpers: each adds one common option to a command.
+void AddFleetOption(CLI::App* cmd, Invocation& inv);
+void AddJsonOption(CLI::App* cmd, Invocation& inv);
+void AddPasswordOption(CLI::App* cmd, Invocation& inv);
+void AddSignOption(CLI::App* cmd, Invocation& inv);
+// AddUnitOptions adds --fleet and --timeout-ms (commands that talk to units).
+void AddUnitOptions(CLI::App* cmd, Invocation& inv);
+
+// FleetDir returns --fleet, else env HSMSIM_FLEET, else ./.hsmsim.
+std::string FleetDir(const Invocation& inv);
+
+// ExitCodeFor maps an error to an exit code: bad input file or password 4,
+// unit unreachable 3, anything else 1.
+int ExitCodeFor(const absl::Status& status);
+
+// Fail prints `status` to stderr (and as JSON on stdout with --json) and
+// returns its exit code.
+int Fail(const Invocation& inv, const absl::Status& status);
+
+// LoadSigners opens every --sign file with the password (asked once, only
+// when there are files).
+absl::StatusOr<std::vector<host::AdminKey>> LoadSigners(Invocation& inv);
+
+// GetPassword resolves the password once per invocation (--password-file,
+// $HSMSIM_PASSWORD, or a prompt) and returns it.
+absl::StatusOr<std::string_view> GetPassword(Invocation& inv, std::string_view prompt,
+                                             bool confirm = false);
+std::vector<const host::AdminKey*> SignerPointers(const std::vector<host::AdminKey>& keys);
+
+// A selected unit and its connection.
+struct UnitConnection {
+  host::FleetUnit unit;
+  std::unique_ptr<host::UnitClient> client;
+};
+
+// ConnectSelected loads the manifest and creates a client per selected unit
+// (connections open lazily).
+absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(
+    const Invocation& inv, host::FleetManifest* manifest = nullptr);
+
+// UnitOutcome is what one command did on one unit.
+struct UnitOutcome {
+  std::string unit;
+  std::string endpoint;
+  absl::Status status;
+  std::string text;  // a line for people: what happened (on success)
+  json details = json::object();
+};
+
+// UnitStep is one command's work on one unit, given its current state; it
+// fills `outcome.text`/`details` and returns the unit's answer.
+using UnitStep =
+    std::function<absl::Status(UnitConnection&, const v1::GetInfoResponse&, UnitOutcome&)>;
+
+// ForEachUnit reads each unit's state and runs `step` on it, unit by unit.
+std::vector<UnitOutcome> ForEachUnit(std::vector<UnitConnection>& conns, const UnitStep& step);
+
+// ReportOutcomes prints one line per unit (or a JSON document) and returns
+// 0 when all succeeded, 3 when any unit was unreachable, else 1.
+int ReportOutcomes(const Invocation& inv, std::string_view command,
+                   const std::vector<UnitOutcome>& outcomes, json extra = json::object());
+
+// StatusJson returns {"code", "reason", "message"} of a status.
+json StatusJson(const absl::Status& status);
+
+// VpHex returns the hex of a VP, its first 16 digits unless `full`.
+std::string VpHex(std::string_view vp, bool full);
+
+// Command registration, one function per source file.
+void AddFleetCommands(CLI::App& app, Invocation& inv);
+void AddStatusCommands(CLI::App& app, Invocation& inv);
+void AddAdminCommands(CLI::App& app, Invocation& inv);
+void AddKeyPartCommands(CLI::App& app, Invocation& inv);
+void AddMasterKeyCommands(CLI::App& app, Invocation& inv);
+
+}  // namespace hsmsim::hsmctl
+
+#endif  // HSMSIM_HOST_HSMCTL_CONTEXT_H_

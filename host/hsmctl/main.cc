@@ -1,0 +1,33 @@
+// hsmctl: the operator's command line for a fleet of hsmsim crypto units.
+// docs/cli.md documents every command, flag and exit code.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "host/hsmctl/context.h"
+
+int main(int argc, char** argv) {
+  using namespace hsmsim::hsmctl;
+  CLI::App app{"hsmctl: manage a fleet of hsmsim crypto units (see docs/cli.md)", "hsmctl"};
+  app.require_subcommand(1);
+  Invocation inv;
+  AddFleetCommands(app, inv);
+  AddStatusCommands(app, inv);
+  AddAdminCommands(app, inv);
+  AddKeyPartCommands(app, inv);
+  AddMasterKeyCommands(app, inv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (!inv.action) {
+    std::cerr << "hsmctl: choose a command; see hsmctl --help\n";
+    return kExitUsage;
+  }
+  return inv.action();
+}

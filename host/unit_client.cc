@@ -1,0 +1,450 @@
+#include "host/unit_client.h"
+
+#include <algorithm>
+#include <array>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <cctype>
+#include <deque>
+#include <future>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "firmware/crypto_unit.h"
+#include "proto/wire/frame_codec.h"
+
+namespace hsmsim::host {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+// Asio's messages start with a capital ("Connection refused"); ours follow
+// "unit u2 at HOST:PORT: " and read better in lower case.
+std::string LowerFirst(std::string s) {
+  if (!s.empty()) s[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(s[0])));
+  return s;
+}
+
+// One request from CallAsync until its callback runs. Retries reuse it with a
+// fresh request id, so a late answer to an abandoned attempt is ignored.
+struct PendingCall {
+  v1::Request request;
+  UnitClient::Callback done;
+  int attempts_left = 1;
+  bool idempotent = false;
+  bool sent = false;   // written to the current connection
+  uint64_t epoch = 0;  // bumped whenever the timer is re-armed or cancelled
+  std::unique_ptr<asio::steady_timer> timer;
+};
+
+}  // namespace
+
+class UnitClient::Impl {
+ public:
+  Impl(std::string name, std::string endpoint, std::string host, std::string port,
+       UnitClientOptions options)
+      : name_(std::move(name)),
+        endpoint_(std::move(endpoint)),
+        host_(std::move(host)),
+        port_(std::move(port)),
+        options_(options),
+        work_(asio::make_work_guard(io_)),
+        socket_(io_),
+        resolver_(io_),
+        connect_timer_(io_) {
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  ~Impl() {
+    asio::post(io_, [this] { Shutdown(); });
+    work_.reset();
+    thread_.join();
+  }
+
+  const std::string& name() const { return name_; }
+  const std::string& endpoint() const { return endpoint_; }
+
+  void CallAsync(v1::Request request, Callback done) {
+    auto call = std::make_shared<PendingCall>();
+    call->idempotent = IsIdempotent(request);
+    call->attempts_left = call->idempotent ? std::max(1, options_.idempotent_attempts) : 1;
+    call->request = std::move(request);
+    call->done = std::move(done);
+    asio::post(io_, [this, call] {
+      call->timer = std::make_unique<asio::steady_timer>(io_);
+      Submit(call);
+    });
+  }
+
+  std::string Prefix() const { return StrCat("unit ", name_, " at ", endpoint_); }
+
+ private:
+  enum class ConnState { kDisconnected, kConnecting, kConnected };
+
+  // --- everything below runs on thread_ ---
+
+  void Submit(const std::shared_ptr<PendingCall>& call) {
+    if (shutting_down_) {
+      call->done(Error(absl::StatusCode::kCancelled, "CLIENT_CLOSED",
+                       StrCat(Prefix(), ": the client is closing")));
+      return;
+    }
+    call->request.set_id(next_id_++);
+    call->sent = false;
+    pending_[call->request.id()] = call;
+    ArmTimeout(call);
+    if (state_ == ConnState::kConnected) {
+      Write(call);
+      return;
+    }
+    waiting_.push_back(call);
+    if (state_ == ConnState::kDisconnected) StartConnect();
+  }
+
+  bool IsPending(const std::shared_ptr<PendingCall>& call) const {
+    auto it = pending_.find(call->request.id());
+    return it != pending_.end() && it->second == call;
+  }
+
+  void ArmTimeout(const std::shared_ptr<PendingCall>& call) {
+    uint64_t epoch = ++call->epoch;
+    call->timer->expires_after(options_.timeout);
+    call->timer->async_wait([this, call, epoch](boost::system::error_code ec) {
+      if (ec || shutting_down_ || epoch != call->epoch || !IsPending(call)) return;
+      const bool signed_command = call->request.has_signed_command();
+      Finish(call, Error(absl::StatusCode::kDeadlineExceeded, kUnitTimeout,
+                         StrCat(Prefix(), ": no response within ", options_.timeout.count(), " ms",
+                                signed_command ? "; the command may or may not have been applied: "
+                                                 "read the unit's state before signing it again"
+                                               : "")));
+    });
+  }
+
+  // Finish removes `call` from the table and either retries it (idempotent,
+  // attempts left, transport error) or delivers `result`.
+  void Finish(const std::shared_ptr<PendingCall>& call, absl::StatusOr<v1::Response> result) {
+    pending_.erase(call->request.id());
+    ++call->epoch;
+    call->timer->cancel();
+    const bool transport_error = !result.ok();
+    if (transport_error && call->idempotent && --call->attempts_left > 0 && !shutting_down_) {
+      uint64_t epoch = ++call->epoch;
+      call->timer->expires_after(options_.retry_backoff);
+      call->timer->async_wait([this, call, epoch](boost::system::error_code ec) {
+        if (ec || epoch != call->epoch) return;
+        Submit(call);
+      });
+      return;
+    }
+    call->done(std::move(result));
+  }
+
+  absl::Status Unreachable(std::string_view what) const {
+    return Error(absl::StatusCode::kUnavailable, kUnitUnreachable, StrCat(Prefix(), ": ", what));
+  }
+
+  void StartConnect() {
+    state_ = ConnState::kConnecting;
+    connect_timer_.expires_after(options_.timeout);
+    connect_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec || state_ != ConnState::kConnecting) return;
+      connect_timed_out_ = true;
+      resolver_.cancel();
+      boost::system::error_code ignored;
+      socket_.close(ignored);
+    });
+    connect_timed_out_ = false;
+    resolver_.async_resolve(
+        host_, port_, [this](boost::system::error_code ec, tcp::resolver::results_type results) {
+          if (shutting_down_) return;
+          if (ec) {
+            OnConnectFailed(ec);
+            return;
+          }
+          asio::async_connect(socket_, results,
+                              [this](boost::system::error_code ec2, const tcp::endpoint&) {
+                                if (shutting_down_) return;
+                                if (ec2) {
+                                  OnConnectFailed(ec2);
+                                } else {
+                                  OnConnected();
+                                }
+                              });
+        });
+  }
+
+  void OnConnectFailed(boost::system::error_code ec) {
+    connect_timer_.cancel();
+    state_ = ConnState::kDisconnected;
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    absl::Status status = Unreachable(
+        connect_timed_out_ ? StrCat("connect timed out after ", options_.timeout.count(), " ms")
+                           : LowerFirst(ec.message()));
+    std::vector<std::shared_ptr<PendingCall>> waiting(waiting_.begin(), waiting_.end());
+    waiting_.clear();
+    for (auto& call : waiting) {
+      if (IsPending(call)) Finish(call, status);
+    }
+  }
+
+  void OnConnected() {
+    connect_timer_.cancel();
+    state_ = ConnState::kConnected;
+    boost::system::error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+    read_buf_.clear();
+    StartRead();
+    std::vector<std::shared_ptr<PendingCall>> waiting(waiting_.begin(), waiting_.end());
+    waiting_.clear();
+    for (auto& call : waiting) {
+      if (IsPending(call)) Write(call);
+    }
+  }
+
+  void OnConnectionLost(std::string_view what) {
+    if (state_ != ConnState::kConnected) return;
+    state_ = ConnState::kDisconnected;
+    ++generation_;
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    write_queue_.clear();
+    writing_ = false;
+    absl::Status status = Unreachable(StrCat("connection lost: ", what));
+    std::vector<std::shared_ptr<PendingCall>> sent;
+    for (auto& [id, call] : pending_) {
+      if (call->sent) sent.push_back(call);
+    }
+    for (auto& call : sent) {
+      if (call->request.has_signed_command()) {
+        Finish(call, Unreachable(StrCat("connection lost: ", what,
+                                        "; the command may or may not have been applied: read "
+                                        "the unit's state before signing it again")));
+      } else {
+        Finish(call, status);
+      }
+    }
+    if (!waiting_.empty() && state_ == ConnState::kDisconnected) StartConnect();
+  }
+
+  void Write(const std::shared_ptr<PendingCall>& call) {
+    call->sent = true;
+    write_queue_.push_back(wire::EncodeFrame(call->request));
+    if (!writing_) DoWrite();
+  }
+
+  void DoWrite() {
+    writing_ = true;
+    uint64_t generation = generation_;
+    asio::async_write(socket_, asio::buffer(write_queue_.front()),
+                      [this, generation](boost::system::error_code ec, size_t) {
+                        if (shutting_down_ || generation != generation_) return;
+                        if (ec) {
+                          OnConnectionLost(LowerFirst(ec.message()));
+                          return;
+                        }
+                        write_queue_.pop_front();
+                        if (write_queue_.empty()) {
+                          writing_ = false;
+                        } else {
+                          DoWrite();
+                        }
+                      });
+  }
+
+  void StartRead() {
+    uint64_t generation = generation_;
+    socket_.async_read_some(
+        asio::buffer(chunk_), [this, generation](boost::system::error_code ec, size_t n) {
+          if (shutting_down_ || generation != generation_) return;
+          if (ec) {
+            OnConnectionLost(ec == asio::error::eof ? std::string("the unit closed the connection")
+                                                    : LowerFirst(ec.message()));
+            return;
+          }
+          read_buf_.insert(read_buf_.end(), chunk_.begin(), chunk_.begin() + n);
+          if (!ParseFrames()) return;
+          StartRead();
+        });
+  }
+
+  // ParseFrames dispatches every whole frame in read_buf_. Returns false
+  // after dropping the connection on a malformed or oversized frame.
+  bool ParseFrames() {
+    size_t offset = 0;
+    while (offset < read_buf_.size()) {
+      absl::Span<const uint8_t> rest(read_buf_.data() + offset, read_buf_.size() - offset);
+      auto header = wire::DecodeFrameHeader(rest, options_.max_frame_bytes);
+      if (!header.ok()) {
+        OnConnectionLost(StrCat("bad frame from the unit: ", header.status().message()));
+        return false;
+      }
+      if (!header->has_value()) break;
+      const size_t total = (*header)->prefix_size + (*header)->body_size;
+      if (rest.size() < total) break;
+      v1::Response response;
+      absl::Status parsed = wire::ParseFrameBody(
+          rest.subspan((*header)->prefix_size, (*header)->body_size), &response);
+      if (!parsed.ok()) {
+        OnConnectionLost(StrCat("bad response from the unit: ", parsed.message()));
+        return false;
+      }
+      offset += total;
+      Dispatch(std::move(response));
+    }
+    read_buf_.erase(read_buf_.begin(), read_buf_.begin() + static_cast<std::ptrdiff_t>(offset));
+    return true;
+  }
+
+  void Dispatch(v1::Response response) {
+    auto it = pending_.find(response.id());
+    if (it == pending_.end()) return;  // an abandoned attempt
+    std::shared_ptr<PendingCall> call = it->second;
+    Finish(call, std::move(response));
+  }
+
+  void Shutdown() {
+    shutting_down_ = true;
+    boost::system::error_code ignored;
+    connect_timer_.cancel();
+    resolver_.cancel();
+    socket_.close(ignored);
+    std::vector<std::shared_ptr<PendingCall>> all;
+    for (auto& [id, call] : pending_) all.push_back(call);
+    pending_.clear();
+    waiting_.clear();
+    for (auto& call : all) {
+      ++call->epoch;
+      call->timer->cancel();
+      call->done(Error(absl::StatusCode::kCancelled, "CLIENT_CLOSED",
+                       StrCat(Prefix(), ": the client closed before the unit answered")));
+    }
+  }
+
+  const std::string name_;
+  const std::string endpoint_;
+  const std::string host_;
+  const std::string port_;
+  const UnitClientOptions options_;
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  tcp::socket socket_;
+  tcp::resolver resolver_;
+  asio::steady_timer connect_timer_;
+
+  // Owned by thread_.
+  ConnState state_ = ConnState::kDisconnected;
+  bool shutting_down_ = false;
+  bool connect_timed_out_ = false;
+  bool writing_ = false;
+  uint64_t generation_ = 0;
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_;
+  std::deque<std::shared_ptr<PendingCall>> waiting_;  // submitted while not connected
+  std::deque<std::string> write_queue_;
+  std::vector<uint8_t> read_buf_;
+  std::array<uint8_t, 64 * 1024> chunk_{};
+
+  std::thread thread_;
+};
+
+absl::StatusOr<std::unique_ptr<UnitClient>> UnitClient::Create(std::string name,
+                                                               std::string endpoint,
+                                                               UnitClientOptions options) {
+  const size_t colon = endpoint.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == endpoint.size()) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_ENDPOINT",
+                 StrCat("unit ", name, ": endpoint '", endpoint, "' is not HOST:PORT"));
+  }
+  std::string host = endpoint.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  std::string port = endpoint.substr(colon + 1);
+  auto impl = std::make_unique<Impl>(std::move(name), std::move(endpoint), std::move(host),
+                                     std::move(port), options);
+  return std::unique_ptr<UnitClient>(new UnitClient(std::move(impl)));
+}
+
+UnitClient::UnitClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+UnitClient::~UnitClient() = default;
+
+const std::string& UnitClient::name() const { return impl_->name(); }
+const std::string& UnitClient::endpoint() const { return impl_->endpoint(); }
+
+bool UnitClient::IsIdempotent(const v1::Request& request) {
+  switch (request.body_case()) {
+    case v1::Request::kGetInfo:
+    case v1::Request::kWrapKey:
+    case v1::Request::kUnwrapKey:
+    case v1::Request::kReencryptBatch:
+    case v1::Request::kReencryptFromOld:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void UnitClient::CallAsync(v1::Request request, Callback done) {
+  impl_->CallAsync(std::move(request), std::move(done));
+}
+
+absl::StatusOr<v1::Response> UnitClient::Call(v1::Request request) {
+  auto promise = std::make_shared<std::promise<absl::StatusOr<v1::Response>>>();
+  std::future<absl::StatusOr<v1::Response>> future = promise->get_future();
+  CallAsync(std::move(request),
+            [promise](absl::StatusOr<v1::Response> r) { promise->set_value(std::move(r)); });
+  return future.get();
+}
+
+namespace {
+
+// UnitStatus converts a response's whole-request status into an absl::Status
+// whose message names the unit.
+absl::Status UnitStatus(const v1::Response& response, std::string_view unit_name) {
+  if (response.status().code() == 0) return absl::OkStatus();
+  return WithContext(firmware::FromWireStatus(response.status()), StrCat("unit ", unit_name));
+}
+
+absl::Status BadResponse(std::string_view unit_name, std::string_view expected) {
+  return Error(absl::StatusCode::kInternal, "BAD_RESPONSE",
+               StrCat("unit ", unit_name, " answered without a ", expected, " body"));
+}
+
+}  // namespace
+
+absl::StatusOr<v1::GetInfoResponse> UnitClient::GetInfo() {
+  v1::Request request;
+  request.mutable_get_info();
+  HSMSIM_ASSIGN_OR_RETURN(v1::Response response, Call(std::move(request)));
+  HSMSIM_RETURN_IF_ERROR(UnitStatus(response, name()));
+  if (!response.has_get_info()) return BadResponse(name(), "get_info");
+  return std::move(*response.mutable_get_info());
+}
+
+absl::StatusOr<v1::CommandResponse> UnitClient::SendCommand(const v1::SignedCommand& command) {
+  v1::Request request;
+  *request.mutable_signed_command() = command;
+  HSMSIM_ASSIGN_OR_RETURN(v1::Response response, Call(std::move(request)));
+  HSMSIM_RETURN_IF_ERROR(UnitStatus(response, name()));
+  if (!response.has_command()) return BadResponse(name(), "command");
+  return std::move(*response.mutable_command());
+}
+
+bool IsUnreachable(const absl::Status& status) {
+  const std::string reason = ReasonOf(status);
+  return reason == kUnitUnreachable || reason == kUnitTimeout;
+}
+
+}  // namespace hsmsim::host

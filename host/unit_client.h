@@ -1,0 +1,94 @@
+// UnitClient: the host's connection to one crypto unit (hsmsim-unit).
+//
+// One TCP connection per unit, opened lazily and reopened after a failure.
+// Requests are pipelined: many may be in flight at once, and responses, which
+// the unit sends in completion order, are matched to requests by id. Every
+// request has a timeout. Only idempotent requests (GetInfo, WrapKey,
+// UnwrapKey, ReencryptBatch, ReencryptFromOld) are retried after a lost
+// connection or a timeout; signed commands never are, because the unit's
+// transaction counter makes a resend either fail or apply twice.
+//
+// Errors of the transport name the unit and its endpoint, e.g.
+// "unit u2 at 127.0.0.1:40123: connection refused", with code UNAVAILABLE
+// and reason UNIT_UNREACHABLE, or DEADLINE_EXCEEDED and reason UNIT_TIMEOUT.
+//
+// Thread-safety: all methods may be called from any thread concurrently. The
+// client owns one background thread that runs the socket.
+#ifndef HSMSIM_HOST_UNIT_CLIENT_H_
+#define HSMSIM_HOST_UNIT_CLIENT_H_
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "hsmsim/v1/unit.pb.h"
+
+namespace hsmsim::host {
+
+inline constexpr char kUnitUnreachable[] = "UNIT_UNREACHABLE";
+inline constexpr char kUnitTimeout[] = "UNIT_TIMEOUT";
+
+struct UnitClientOptions {
+  // Time allowed for one attempt of a request, connecting included.
+  std::chrono::milliseconds timeout{10'000};
+  // Attempts of an idempotent request (1 = no retry). Signed commands always
+  // get exactly one.
+  int idempotent_attempts = 3;
+  // Pause before a retry.
+  std::chrono::milliseconds retry_backoff{100};
+  // Largest response frame accepted.
+  size_t max_frame_bytes = size_t{64} << 20;
+};
+
+class UnitClient {
+ public:
+  using Callback = std::function<void(absl::StatusOr<v1::Response>)>;
+
+  // Create returns a client for unit `name` at `endpoint` ("HOST:PORT").
+  // It does not connect yet. Returns INVALID_ARGUMENT (BAD_ENDPOINT) when the
+  // endpoint has no port.
+  static absl::StatusOr<std::unique_ptr<UnitClient>> Create(std::string name, std::string endpoint,
+                                                            UnitClientOptions options = {});
+  ~UnitClient();
+  UnitClient(const UnitClient&) = delete;
+  UnitClient& operator=(const UnitClient&) = delete;
+
+  const std::string& name() const;
+  const std::string& endpoint() const;
+
+  // IsIdempotent is true for requests that may safely be sent twice.
+  static bool IsIdempotent(const v1::Request& request);
+
+  // CallAsync sends `request` (its id is chosen by the client) and calls
+  // `done` exactly once, on the client's thread, with the unit's response
+  // (whatever its status) or a transport error. `done` must not block.
+  void CallAsync(v1::Request request, Callback done);
+
+  // Call is the synchronous form of CallAsync.
+  absl::StatusOr<v1::Response> Call(v1::Request request);
+
+  // GetInfo returns the unit's public state, or the transport error or the
+  // unit's refusal (its code and reason kept, the message prefixed with the
+  // unit's name).
+  absl::StatusOr<v1::GetInfoResponse> GetInfo();
+
+  // SendCommand sends one signed command (once, never retried) and returns
+  // the unit's state after it, or the unit's refusal as above.
+  absl::StatusOr<v1::CommandResponse> SendCommand(const v1::SignedCommand& command);
+
+ private:
+  class Impl;
+  explicit UnitClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// IsUnreachable is true for the transport errors of UnitClient (the unit did
+// not answer), false for a unit's refusal.
+bool IsUnreachable(const absl::Status& status);
+
+}  // namespace hsmsim::host
+
+#endif  // HSMSIM_HOST_UNIT_CLIENT_H_
