@@ -1,0 +1,100 @@
+// hsmsim-unit: one emulated crypto unit as a process. See DESIGN.md section 4
+// and `hsmsim-unit --help`.
+//
+// Exit codes: 0 after SIGTERM/SIGINT; 1 when the unit cannot listen or write
+// its port file; 2 for bad flags or a state directory it cannot use (a
+// damaged state file is never replaced by a blank unit); 3 when persisting a
+// state change failed (see RequestDispatcher).
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+#include "common/hex.h"
+#include "emulator/port_file.h"
+#include "emulator/request_dispatcher.h"
+#include "emulator/state_file_system.h"
+#include "emulator/state_store.h"
+#include "emulator/unit_options.h"
+#include "emulator/unit_server.h"
+#include "firmware/crypto/entropy.h"
+
+namespace {
+
+constexpr int kExitCannotServe = 1;
+constexpr int kExitBadSetup = 2;
+
+int Fail(int code, std::string_view message) {
+  std::fprintf(stderr, "hsmsim-unit: %.*s\n", static_cast<int>(message.size()), message.data());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  namespace asio = boost::asio;
+  using namespace hsmsim::emulator;  // NOLINT
+
+  CLI::App app;
+  UnitOptions options;
+  AddUnitOptions(app, options);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitBadSetup;
+  }
+  if (absl::Status s = FinishUnitOptions(options); !s.ok()) {
+    return Fail(kExitBadSetup, std::string(s.message()));
+  }
+
+  auto logger = spdlog::stderr_logger_mt("hsmsim-unit");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n %P] %v");
+  spdlog::set_level(spdlog::level::from_str(options.log_level));
+
+  hsmsim::crypto::Entropy& entropy = hsmsim::crypto::OpenSslEntropyInstance();
+  auto store = StateStore::Open(options.state_dir, PosixStateFileSystemInstance(), entropy);
+  if (!store.ok()) return Fail(kExitBadSetup, std::string(store.status().message()));
+  auto unit = LoadOrCreateUnit(**store, entropy);
+  if (!unit.ok()) return Fail(kExitBadSetup, std::string(unit.status().message()));
+  const std::string unit_id = hsmsim::ToHex((*unit)->unit_id());
+  RequestDispatcher dispatcher(std::move(unit).value(), **store);
+
+  asio::io_context io(1);
+  asio::thread_pool pool(options.workers);
+  UnitServer server(io, pool, dispatcher,
+                    SessionConfig{options.max_frame_bytes, options.read_timeout});
+  auto endpoint = server.Listen(options.listen_host, options.listen_port);
+  if (!endpoint.ok()) return Fail(kExitCannotServe, std::string(endpoint.status().message()));
+
+  // Installed before the port file appears, so a launcher may signal as
+  // soon as it sees the port.
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&server](const boost::system::error_code& ec, int signal_number) {
+    if (ec) return;
+    spdlog::info("signal {} received, shutting down", signal_number);
+    server.Stop();
+  });
+  server.Start();
+
+  if (!options.port_file.empty()) {
+    if (absl::Status s = WritePortFile(options.port_file, endpoint->port()); !s.ok()) {
+      return Fail(kExitCannotServe, std::string(s.message()));
+    }
+  }
+  spdlog::info("unit {} listening on {}:{} (state {}, {} workers{})", unit_id,
+               endpoint->address().to_string(), endpoint->port(), (*store)->dir(), options.workers,
+               options.allow_fault_injection ? ", fault injection allowed" : "");
+
+  io.run();
+  pool.join();
+  spdlog::info("unit {} stopped", unit_id);
+  return 0;
+}

@@ -1,0 +1,81 @@
+#include "emulator/unit_options.h"
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <thread>
+
+#include "common/status.h"
+#include "common/str_cat.h"
+
+namespace hsmsim::emulator {
+
+void AddUnitOptions(CLI::App& app, UnitOptions& options) {
+  app.description(
+      "hsmsim-unit: one emulated crypto unit, serving the hsmsim.v1 protocol over TCP.");
+  app.add_option("--listen", options.listen,
+                 "Address to listen on as HOST:PORT; port 0 lets the system choose a free port.")
+      ->capture_default_str();
+  app.add_option("--port-file", options.port_file,
+                 "File the chosen port is written to (atomically) once the unit accepts "
+                 "connections, so launchers can wait for it.");
+  app.add_option("--state-dir", options.state_dir,
+                 "Directory of the unit's nonvolatile state (device.key, unit.state); created "
+                 "if missing.")
+      ->required();
+  app.add_option("--max-frame-bytes", options.max_frame_bytes,
+                 "Largest request frame accepted, in bytes; a larger length prefix is refused "
+                 "before its body is read.")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{UINT32_MAX}));
+  app.add_flag("--allow-fault-injection", options.allow_fault_injection,
+               "Allow requests that inject faults (crash, hang, drop, fail at named points); "
+               "off by default.");
+  app.add_option("--log-level", options.log_level,
+                 "Log level on stderr: trace, debug, info, warn, error, critical or off.")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--workers", options.workers,
+                 "Number of worker threads that run requests; default: the number of cores.")
+      ->check(CLI::Range(1u, 1024u));
+  app.add_option_function<int64_t>(
+         "--read-timeout-ms",
+         [&options](const int64_t& ms) { options.read_timeout = std::chrono::milliseconds(ms); },
+         "Milliseconds a connection may stall in the middle of a frame before the unit closes "
+         "it (default 30000).")
+      ->check(CLI::Range(int64_t{1}, int64_t{86'400'000}));
+}
+
+absl::Status ParseHostPort(const std::string& text, std::string* host, uint16_t* port) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 == text.size()) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+                 StrCat("--listen ", text, ": expected HOST:PORT"));
+  }
+  std::string h = text.substr(0, colon);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.empty()) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+                 StrCat("--listen ", text, ": empty host"));
+  }
+  const char* begin = text.data() + colon + 1;
+  const char* end = text.data() + text.size();
+  unsigned value = 0;
+  auto [ptr, ec] = std::from_chars(begin, end, value);
+  if (ec != std::errc() || ptr != end || value > 65535) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+                 StrCat("--listen ", text, ": port must be a number 0..65535"));
+  }
+  *host = std::move(h);
+  *port = static_cast<uint16_t>(value);
+  return absl::OkStatus();
+}
+
+absl::Status FinishUnitOptions(UnitOptions& options) {
+  HSMSIM_RETURN_IF_ERROR(ParseHostPort(options.listen, &options.listen_host, &options.listen_port));
+  if (options.workers == 0) {
+    options.workers = std::max(1u, std::thread::hardware_concurrency());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace hsmsim::emulator

@@ -1,0 +1,48 @@
+// UnitOptions: the command line of hsmsim-unit, parsed with CLI11.
+#ifndef HSMSIM_EMULATOR_UNIT_OPTIONS_H_
+#define HSMSIM_EMULATOR_UNIT_OPTIONS_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proto/wire/frame_codec.h"
+
+namespace CLI {
+class App;
+}  // namespace CLI
+
+namespace hsmsim::emulator {
+
+struct UnitOptions {
+  std::string listen = "127.0.0.1:0";  // HOST:PORT as given
+  std::string listen_host;             // parsed from `listen`
+  uint16_t listen_port = 0;            // parsed from `listen`
+  std::string port_file;               // empty: none
+  std::string state_dir;
+  size_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
+  bool allow_fault_injection = false;
+  std::string log_level = "info";
+  unsigned workers = 0;  // 0 before parsing: the number of cores
+  std::chrono::milliseconds read_timeout{30000};
+};
+
+// AddUnitOptions registers every flag of hsmsim-unit on `app`, bound to
+// `options` (which must outlive the parse). Call FinishUnitOptions after
+// app.parse().
+void AddUnitOptions(CLI::App& app, UnitOptions& options);
+
+// FinishUnitOptions splits --listen into host and port and fills defaults
+// that depend on the machine. Returns INVALID_ARGUMENT (BAD_FLAG) naming the
+// flag when a value is unusable.
+absl::Status FinishUnitOptions(UnitOptions& options);
+
+// ParseHostPort splits "HOST:PORT" or "[V6HOST]:PORT". INVALID_ARGUMENT
+// (BAD_FLAG) on a missing or out-of-range port.
+absl::Status ParseHostPort(const std::string& text, std::string* host, uint16_t* port);
+
+}  // namespace hsmsim::emulator
+
+#endif  // HSMSIM_EMULATOR_UNIT_OPTIONS_H_

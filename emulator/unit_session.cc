@@ -1,0 +1,234 @@
+#include "emulator/unit_session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "common/secret_bytes.h"
+#include "firmware/crypto_unit.h"
+#include "proto/wire/frame_codec.h"
+
+namespace hsmsim::emulator {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+// Bytes asked of the socket per read when no frame size is known yet, and
+// the most asked at once while a large body arrives (the buffer grows as
+// data comes, not to the announced size up front).
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kMaxReadChunk = 1024 * 1024;
+// Frames gathered into one write.
+constexpr size_t kMaxWriteBatch = 64;
+
+asio::awaitable<std::string> RunOnPool(RequestDispatcher* dispatcher, v1::Request request) {
+  v1::Response response = dispatcher->Dispatch(request);
+  co_return wire::EncodeFrame(response);
+}
+
+}  // namespace
+
+UnitSession::UnitSession(tcp::socket socket, asio::thread_pool& pool, RequestDispatcher& dispatcher,
+                         SessionConfig config)
+    : socket_(std::move(socket)),
+      read_timer_(socket_.get_executor()),
+      pool_(pool),
+      dispatcher_(dispatcher),
+      config_(config) {
+  boost::system::error_code ec;
+  tcp::endpoint remote = socket_.remote_endpoint(ec);
+  peer_ = ec ? std::string("unknown peer")
+             : remote.address().to_string() + ":" + std::to_string(remote.port());
+}
+
+void UnitSession::Start() {
+  spdlog::debug("connection from {} opened", peer_);
+  asio::co_spawn(socket_.get_executor(), ReadLoop(shared_from_this()), asio::detached);
+}
+
+void UnitSession::Close() {
+  asio::post(socket_.get_executor(),
+             [self = shared_from_this()] { self->CloseNow("the unit is shutting down"); });
+}
+
+asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
+  std::vector<uint8_t> buf;
+  size_t begin = 0;  // bytes of `buf` already consumed
+  for (;;) {
+    if (self->closed_) co_return;
+    absl::Span<const uint8_t> avail(buf.data() + begin, buf.size() - begin);
+    auto header = wire::DecodeFrameHeader(avail, self->config_.max_frame_bytes);
+    if (!header.ok()) {
+      // Refused before the body is read or allocated.
+      self->FailConnection(header.status());
+      co_return;
+    }
+    size_t frame_size = 0;
+    if (header->has_value()) {
+      frame_size = (*header)->prefix_size + (*header)->body_size;
+      if (avail.size() >= frame_size) {
+        v1::Request request;
+        absl::Status parsed = wire::ParseFrameBody(
+            avail.subspan((*header)->prefix_size, (*header)->body_size), &request);
+        if (!parsed.ok()) {
+          self->FailConnection(parsed);
+          co_return;
+        }
+        begin += frame_size;
+        ++self->in_flight_;
+        asio::co_spawn(self->socket_.get_executor(), Serve(self, std::move(request)),
+                       asio::detached);
+        continue;
+      }
+    }
+
+    // Need more bytes.
+    if (begin > 0) {
+      buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(begin));
+      begin = 0;
+    }
+    const bool mid_frame = !buf.empty();
+    size_t want = kReadChunk;
+    if (frame_size > buf.size()) {
+      want = std::clamp(frame_size - buf.size(), kReadChunk, kMaxReadChunk);
+    }
+    const size_t old_size = buf.size();
+    buf.resize(old_size + want);
+    auto target = asio::buffer(buf.data() + old_size, want);
+
+    boost::system::error_code ec;
+    size_t n = 0;
+    if (mid_frame) {
+      self->read_timer_.expires_after(self->config_.read_timeout);
+      auto [order, read_ec, read_n, timer_ec] =
+          co_await asio::experimental::make_parallel_group(
+              self->socket_.async_read_some(target, asio::deferred),
+              self->read_timer_.async_wait(asio::deferred))
+              .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+      (void)timer_ec;
+      if (order[0] == 1) {
+        spdlog::warn("connection from {}: no complete frame within {} ms, closing", self->peer_,
+                     self->config_.read_timeout.count());
+        self->CloseNow("read timeout");
+        co_return;
+      }
+      ec = read_ec;
+      n = read_n;
+    } else {
+      std::tie(ec, n) =
+          co_await self->socket_.async_read_some(target, asio::as_tuple(asio::use_awaitable));
+    }
+    buf.resize(old_size + n);
+    if (ec) {
+      if (self->closed_) co_return;
+      if (ec == asio::error::eof) {
+        if (!buf.empty()) {
+          spdlog::debug("connection from {}: closed by the peer inside a frame ({} bytes)",
+                        self->peer_, buf.size());
+        }
+        self->reader_done_ = true;
+        self->MaybeFinish();
+      } else {
+        spdlog::debug("connection from {}: read failed: {}", self->peer_, ec.message());
+        self->CloseNow("read error");
+      }
+      co_return;
+    }
+  }
+}
+
+asio::awaitable<void> UnitSession::Serve(std::shared_ptr<UnitSession> self, v1::Request request) {
+  std::string frame = co_await asio::co_spawn(self->pool_.get_executor(),
+                                              RunOnPool(&self->dispatcher_, std::move(request)),
+                                              asio::use_awaitable);
+  --self->in_flight_;
+  self->Enqueue(std::move(frame));
+  self->MaybeFinish();
+}
+
+void UnitSession::Enqueue(std::string frame) {
+  if (closed_) {
+    WipeString(&frame);
+    return;
+  }
+  write_queue_.push_back(std::move(frame));
+  if (!writing_) {
+    writing_ = true;
+    asio::co_spawn(socket_.get_executor(), WriteLoop(shared_from_this()), asio::detached);
+  }
+}
+
+asio::awaitable<void> UnitSession::WriteLoop(std::shared_ptr<UnitSession> self) {
+  std::vector<std::string> batch;
+  std::vector<asio::const_buffer> buffers;
+  while (!self->closed_ && !self->write_queue_.empty()) {
+    batch.clear();
+    buffers.clear();
+    while (!self->write_queue_.empty() && batch.size() < kMaxWriteBatch) {
+      batch.push_back(std::move(self->write_queue_.front()));
+      self->write_queue_.pop_front();
+    }
+    for (const std::string& frame : batch) buffers.push_back(asio::buffer(frame));
+    auto [ec, n] =
+        co_await asio::async_write(self->socket_, buffers, asio::as_tuple(asio::use_awaitable));
+    (void)n;
+    // Responses may hold unwrapped data keys.
+    for (std::string& frame : batch) WipeString(&frame);
+    if (ec) {
+      if (!self->closed_) {
+        spdlog::debug("connection from {}: write failed: {}", self->peer_, ec.message());
+      }
+      self->CloseNow("write error");
+      break;
+    }
+  }
+  self->writing_ = false;
+  self->MaybeFinish();
+}
+
+void UnitSession::FailConnection(const absl::Status& status) {
+  spdlog::warn("connection from {}: {}; answering and closing", peer_,
+               std::string(status.message()));
+  v1::Response response;
+  response.set_id(0);
+  *response.mutable_status() = firmware::ToWireStatus(status);
+  reader_done_ = true;
+  close_after_flush_ = true;
+  Enqueue(wire::EncodeFrame(response));
+}
+
+void UnitSession::MaybeFinish() {
+  if (closed_ || writing_ || !write_queue_.empty()) return;
+  if (close_after_flush_) {
+    CloseNow("protocol error");
+  } else if (reader_done_ && in_flight_ == 0) {
+    CloseNow("closed by the peer");
+  }
+}
+
+void UnitSession::CloseNow(const char* why) {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  read_timer_.cancel();
+  for (std::string& frame : write_queue_) WipeString(&frame);
+  write_queue_.clear();
+  spdlog::debug("connection from {} closed: {}", peer_, why);
+}
+
+}  // namespace hsmsim::emulator
