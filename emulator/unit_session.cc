@@ -120,6 +120,7 @@ asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
               .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
       (void)timer_ec;
       if (order[0] == 1) {
+        if (self->closed_) co_return;  // the timer was cancelled by CloseNow()
         spdlog::warn("connection from {}: no complete frame within {} ms, closing", self->peer_,
                      self->config_.read_timeout.count());
         self->CloseNow("read timeout");
