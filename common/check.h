@@ -7,12 +7,12 @@
 #include <cstdio>
 #include <cstdlib>
 
-#define HSMSIM_CHECK(cond)                                                              \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);     \
-      std::abort();                                                                     \
-    }                                                                                   \
+#define HSMSIM_CHECK(cond)                                                          \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::abort();                                                                 \
+    }                                                                               \
   } while (0)
 
 #endif  // HSMSIM_COMMON_CHECK_H_

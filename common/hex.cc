@@ -1,7 +1,7 @@
 #include "common/hex.h"
 
-#include "common/str_cat.h"
 #include "common/status.h"
+#include "common/str_cat.h"
 
 namespace hsmsim {
 
@@ -37,6 +37,23 @@ absl::StatusOr<std::string> FromHex(std::string_view hex) {
     }
     out[i] = static_cast<char>((hi << 4) | lo);
   }
+  return out;
+}
+
+std::string Printable(std::string_view s, size_t max_chars) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max_chars; ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += "\\x";
+      out.push_back(kDigits[c >> 4]);
+      out.push_back(kDigits[c & 0xf]);
+    }
+  }
+  if (s.size() > max_chars) out += "...";
   return out;
 }
 

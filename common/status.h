@@ -30,12 +30,11 @@ absl::Status WithContext(const absl::Status& status, std::string_view context);
 }  // namespace hsmsim
 
 // HSMSIM_RETURN_IF_ERROR(expr) returns the status of `expr` when it is not OK.
-#define HSMSIM_RETURN_IF_ERROR(expr)                 \
-  do {                                               \
-    if (absl::Status hsmsim_status_ = (expr);        \
-        !hsmsim_status_.ok()) {                      \
-      return hsmsim_status_;                         \
-    }                                                \
+#define HSMSIM_RETURN_IF_ERROR(expr)                                  \
+  do {                                                                \
+    if (absl::Status hsmsim_status_ = (expr); !hsmsim_status_.ok()) { \
+      return hsmsim_status_;                                          \
+    }                                                                 \
   } while (0)
 
 #define HSMSIM_CONCAT_INNER_(a, b) a##b

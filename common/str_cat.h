@@ -25,15 +25,15 @@ inline void Append(std::string& out, char c) = delete;  // ambiguous: a digit or
 inline void Append(std::string& out, bool b) { out.append(b ? "true" : "false"); }
 
 template <typename T>
-  requires(std::integral<T> && !std::same_as<T, bool> && !std::same_as<T, char>)
-void Append(std::string& out, T value) {
+requires(std::integral<T> && !std::same_as<T, bool> &&
+         !std::same_as<T, char>) void Append(std::string& out, T value) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value);
   out.append(buf, end);
 }
 
 template <typename T>
-  requires std::is_enum_v<T>
+requires std::is_enum_v<T>
 void Append(std::string& out, T value) {
   Append(out, static_cast<std::underlying_type_t<T>>(value));
 }

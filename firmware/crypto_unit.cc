@@ -8,10 +8,10 @@
 #include <string>
 #include <utility>
 
-#include "common/str_cat.h"
 #include "common/check.h"
 #include "common/hex.h"
 #include "common/status.h"
+#include "common/str_cat.h"
 #include "firmware/crypto/key_part.h"
 #include "firmware/crypto/symmetric.h"
 
@@ -32,19 +32,32 @@ absl::Status Invalid(std::string_view reason, std::string_view message) {
 
 std::string_view OpName(v1::Command::OpCase op) {
   switch (op) {
-    case v1::Command::kAddAdmin: return "ADD_ADMIN";
-    case v1::Command::kRemoveAdmin: return "REMOVE_ADMIN";
-    case v1::Command::kSetThresholds: return "SET_THRESHOLDS";
-    case v1::Command::kZeroize: return "ZEROIZE";
-    case v1::Command::kAssignInstance: return "ASSIGN_INSTANCE";
-    case v1::Command::kGenerateImporter: return "GENERATE_IMPORTER";
-    case v1::Command::kLoadKeyParts: return "LOAD_KEY_PARTS";
-    case v1::Command::kCommitNewMasterKey: return "COMMIT_NEW_MASTER_KEY";
-    case v1::Command::kSetImmediate: return "SET_IMMEDIATE";
-    case v1::Command::kClearNewMasterKey: return "CLEAR_NEW_MASTER_KEY";
-    case v1::Command::kClearCurrentMasterKey: return "CLEAR_CURRENT_MASTER_KEY";
-    case v1::Command::kClearOldMasterKey: return "CLEAR_OLD_MASTER_KEY";
-    case v1::Command::OP_NOT_SET: return "NONE";
+    case v1::Command::kAddAdmin:
+      return "ADD_ADMIN";
+    case v1::Command::kRemoveAdmin:
+      return "REMOVE_ADMIN";
+    case v1::Command::kSetThresholds:
+      return "SET_THRESHOLDS";
+    case v1::Command::kZeroize:
+      return "ZEROIZE";
+    case v1::Command::kAssignInstance:
+      return "ASSIGN_INSTANCE";
+    case v1::Command::kGenerateImporter:
+      return "GENERATE_IMPORTER";
+    case v1::Command::kLoadKeyParts:
+      return "LOAD_KEY_PARTS";
+    case v1::Command::kCommitNewMasterKey:
+      return "COMMIT_NEW_MASTER_KEY";
+    case v1::Command::kSetImmediate:
+      return "SET_IMMEDIATE";
+    case v1::Command::kClearNewMasterKey:
+      return "CLEAR_NEW_MASTER_KEY";
+    case v1::Command::kClearCurrentMasterKey:
+      return "CLEAR_CURRENT_MASTER_KEY";
+    case v1::Command::kClearOldMasterKey:
+      return "CLEAR_OLD_MASTER_KEY";
+    case v1::Command::OP_NOT_SET:
+      return "NONE";
   }
   return "UNKNOWN";
 }
@@ -60,8 +73,8 @@ bool AllowedInImprint(v1::Command::OpCase op) {
 bool ValidInstanceName(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
   });
 }
 
@@ -72,28 +85,29 @@ absl::Status ValidateArguments(const v1::Command& command) {
       const std::string& name = command.add_admin().name();
       if (name.empty() || name.size() > kMaxAdminNameLength) {
         return Invalid("BAD_ADMIN_NAME", StrCat("administrator name must be 1..30 "
-                                                      "characters, got ",
-                                                      name.size()));
+                                                "characters, got ",
+                                                name.size()));
       }
-      if (std::any_of(name.begin(), name.end(),
-                      [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
-        return Invalid("BAD_ADMIN_NAME", "administrator name contains a control character");
+      if (std::any_of(name.begin(), name.end(), [](char c) {
+            return static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e;
+          })) {
+        return Invalid("BAD_ADMIN_NAME",
+                       "administrator name must be printable ASCII (no control characters)");
       }
       return absl::OkStatus();
     }
     case v1::Command::kRemoveAdmin:
       if (command.remove_admin().key_id().size() != crypto::kKeyIdSize) {
         return Invalid("BAD_KEY_ID", StrCat("administrator key id must be 32 bytes, got ",
-                                                  command.remove_admin().key_id().size()));
+                                            command.remove_admin().key_id().size()));
       }
       return absl::OkStatus();
     case v1::Command::kSetThresholds: {
       uint32_t sig = command.set_thresholds().signature_threshold();
       uint32_t rev = command.set_thresholds().revocation_threshold();
       if (sig < 1 || sig > kMaxAdministrators || rev < 1 || rev > kMaxAdministrators) {
-        return Invalid("BAD_THRESHOLD",
-                       StrCat("thresholds must be 1..8; got signature ", sig,
-                                    ", revocation ", rev));
+        return Invalid("BAD_THRESHOLD", StrCat("thresholds must be 1..8; got signature ", sig,
+                                               ", revocation ", rev));
       }
       return absl::OkStatus();
     }
@@ -110,8 +124,8 @@ absl::Status ValidateArguments(const v1::Command& command) {
                        "a master key loaded from one part alone is refused; use 2 or 3 parts");
       }
       if (load.total_parts() < kMinKeyParts || load.total_parts() > kMaxKeyParts) {
-        return Invalid("BAD_PART_COUNT", StrCat("total parts must be 2..20, got ",
-                                                      load.total_parts()));
+        return Invalid("BAD_PART_COUNT",
+                       StrCat("total parts must be 2..20, got ", load.total_parts()));
       }
       if (load.parts_size() == 0) {
         return Invalid("NO_KEY_PARTS", "LOAD_KEY_PARTS carries no key part");
@@ -121,11 +135,10 @@ absl::Status ValidateArguments(const v1::Command& command) {
     case v1::Command::kCommitNewMasterKey:
       if (command.commit_new_master_key().expected_verification_pattern().size() !=
           crypto::kVerificationPatternSize) {
-        return Invalid("BAD_VERIFICATION_PATTERN",
-                       StrCat("expected verification pattern must be 32 bytes, got ",
-                                    command.commit_new_master_key()
-                                        .expected_verification_pattern()
-                                        .size()));
+        return Invalid(
+            "BAD_VERIFICATION_PATTERN",
+            StrCat("expected verification pattern must be 32 bytes, got ",
+                   command.commit_new_master_key().expected_verification_pattern().size()));
       }
       return absl::OkStatus();
     case v1::Command::OP_NOT_SET:
@@ -149,8 +162,7 @@ std::string SerializeDeterministic(const google::protobuf::MessageLite& message)
 void WipeRegisterSnapshot(v1::RegisterSnapshot* r) { WipeString(r->mutable_key()); }
 
 absl::Status BadState(std::string_view what) {
-  return Error(StatusCode::kDataLoss, "BAD_STATE",
-               StrCat("unit state is inconsistent: ", what));
+  return Error(StatusCode::kDataLoss, "BAD_STATE", StrCat("unit state is inconsistent: ", what));
 }
 
 absl::StatusOr<MasterKeyRegister> RestoreRegister(const v1::RegisterSnapshot& s,
@@ -209,12 +221,18 @@ v1::RegisterSnapshot SnapshotRegister(const MasterKeyRegister& r) {
 
 std::string_view RegisterStateName(v1::RegisterState state) {
   switch (state) {
-    case v1::REGISTER_EMPTY: return "EMPTY";
-    case v1::REGISTER_PARTIALLY_LOADED: return "PARTIALLY_LOADED";
-    case v1::REGISTER_FULL_UNCOMMITTED: return "FULL_UNCOMMITTED";
-    case v1::REGISTER_FULL_COMMITTED: return "FULL_COMMITTED";
-    case v1::REGISTER_VALID: return "VALID";
-    default: return "UNSPECIFIED";
+    case v1::REGISTER_EMPTY:
+      return "EMPTY";
+    case v1::REGISTER_PARTIALLY_LOADED:
+      return "PARTIALLY_LOADED";
+    case v1::REGISTER_FULL_UNCOMMITTED:
+      return "FULL_UNCOMMITTED";
+    case v1::REGISTER_FULL_COMMITTED:
+      return "FULL_COMMITTED";
+    case v1::REGISTER_VALID:
+      return "VALID";
+    default:
+      return "UNSPECIFIED";
   }
 }
 
@@ -232,8 +250,8 @@ absl::Status FromWireStatus(const v1::Status& status) {
   if (status.code() == 0) return absl::OkStatus();
   int code = status.code();
   if (code < 1 || code > 16) code = static_cast<int>(StatusCode::kUnknown);
-  return Error(static_cast<StatusCode>(code), status.reason().empty() ? "UNSPECIFIED" : status.reason(),
-               status.message());
+  return Error(static_cast<StatusCode>(code),
+               status.reason().empty() ? "UNSPECIFIED" : status.reason(), status.message());
 }
 
 // --- construction and persistence ------------------------------------------
@@ -290,8 +308,8 @@ SecretBytes CryptoUnit::Snapshot() const {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<CryptoUnit>> CryptoUnit::Restore(
-    absl::Span<const uint8_t> snapshot, crypto::Entropy& entropy) {
+absl::StatusOr<std::unique_ptr<CryptoUnit>> CryptoUnit::Restore(absl::Span<const uint8_t> snapshot,
+                                                                crypto::Entropy& entropy) {
   v1::UnitSnapshot s;
   if (!s.ParseFromArray(snapshot.data(), static_cast<int>(snapshot.size()))) {
     return BadState(StrCat("snapshot of ", snapshot.size(), " bytes does not parse"));
@@ -308,8 +326,8 @@ absl::StatusOr<std::unique_ptr<CryptoUnit>> CryptoUnit::Restore(
   if (s.format_version() > kStateFormatVersion) {
     return Error(StatusCode::kFailedPrecondition, "UNSUPPORTED_STATE_VERSION",
                  StrCat("unit state format version ", s.format_version(),
-                              " is newer than this firmware supports (", kStateFormatVersion,
-                              "); run a newer hsmsim-unit"));
+                        " is newer than this firmware supports (", kStateFormatVersion,
+                        "); run a newer hsmsim-unit"));
   }
   if (s.format_version() == 0) return BadState("format version is missing");
   std::unique_ptr<CryptoUnit> unit(new CryptoUnit(entropy));
@@ -318,7 +336,8 @@ absl::StatusOr<std::unique_ptr<CryptoUnit>> CryptoUnit::Restore(
     return BadState(StrCat("unit id has ", s.unit_id().size(), " bytes"));
   }
   std::copy(s.unit_id().begin(), s.unit_id().end(), st.unit_id.begin());
-  st.firmware_version = s.firmware_version();
+  // The unit reports the firmware that runs now, not the one that wrote the
+  // state; the snapshot records the writer for diagnosis only.
   st.instance = s.instance();
   if (s.mode() != v1::MODE_IMPRINT && s.mode() != v1::MODE_NORMAL) {
     return BadState(StrCat("unknown mode ", static_cast<int>(s.mode())));
@@ -338,8 +357,8 @@ absl::StatusOr<std::unique_ptr<CryptoUnit>> CryptoUnit::Restore(
   st.revocation_threshold = s.revocation_threshold();
   if (st.mode == v1::MODE_NORMAL) {
     uint32_t n = static_cast<uint32_t>(st.admins.size());
-    if (st.signature_threshold < 1 || st.signature_threshold > n ||
-        st.revocation_threshold < 1 || st.revocation_threshold > n) {
+    if (st.signature_threshold < 1 || st.signature_threshold > n || st.revocation_threshold < 1 ||
+        st.revocation_threshold > n) {
       return BadState("thresholds do not fit the administrators");
     }
   } else if (st.signature_threshold != 0 || st.revocation_threshold != 0) {
@@ -404,8 +423,8 @@ HandleResult CryptoUnit::Handle(const v1::Request& request) {
   result.response.set_id(request.id());
   if (request.body_case() != v1::Request::kSignedCommand) {
     *result.response.mutable_status() = ToWireStatus(
-        Invalid("UNKNOWN_REQUEST", StrCat("request ", request.id(),
-                                                " carries no operation this firmware knows")));
+        Invalid("UNKNOWN_REQUEST",
+                StrCat("request ", request.id(), " carries no operation this firmware knows")));
     return result;
   }
   auto command = HandleSignedCommand(request.signed_command());
@@ -474,19 +493,27 @@ absl::StatusOr<v1::CommandResponse> CryptoUnit::HandleSignedCommand(
   v1::Command command;
   if (!command.ParseFromString(signed_command.command())) {
     return Invalid("MALFORMED_COMMAND", StrCat("command bytes (", signed_command.command().size(),
-                                                     ") do not parse as hsmsim.v1.Command"));
+                                               ") do not parse as hsmsim.v1.Command"));
   }
   const std::string_view op = OpName(command.op_case());
+  if (command.op_case() == v1::Command::OP_NOT_SET) {
+    return Invalid("MISSING_OPERATION", "command names no operation");
+  }
+  if (signed_command.signatures_size() > static_cast<int>(kMaxAdministrators)) {
+    return Invalid("TOO_MANY_SIGNATURES", StrCat(op, " carries ", signed_command.signatures_size(),
+                                                 " signatures; a unit has at most ",
+                                                 kMaxAdministrators, " administrators"));
+  }
   if (!ConstantTimeEquals(AsBytes(command.unit_id()), state_.unit_id)) {
     return Error(StatusCode::kPermissionDenied, "WRONG_UNIT",
                  StrCat(op, " is for unit ", ToHex(command.unit_id()), ", this is unit ",
-                              ToHex(state_.unit_id)));
+                        ToHex(state_.unit_id)));
   }
   if (command.transaction_counter() != state_.transaction_counter) {
     return Error(StatusCode::kAborted, "COUNTER_MISMATCH",
                  StrCat(op, " carries transaction counter ", command.transaction_counter(),
-                              " but the unit expects ", state_.transaction_counter,
-                              " (a replayed or stale command); read the counter and sign again"));
+                        " but the unit expects ", state_.transaction_counter,
+                        " (a replayed or stale command); read the counter and sign again"));
   }
   // Every signature present must be by an installed administrator and valid;
   // the same administrator counts once.
@@ -498,21 +525,21 @@ absl::StatusOr<v1::CommandResponse> CryptoUnit::HandleSignedCommand(
     if (it == state_.admins.end()) {
       return Error(StatusCode::kUnauthenticated, "UNKNOWN_SIGNER",
                    StrCat(op, " is signed by key ", ToHex(sig.admin_key_id()),
-                                ", which is not an administrator of this unit"));
+                          ", which is not an administrator of this unit"));
     }
     absl::Status verified = crypto::VerifySha512(*it->public_key, AsBytes(signed_command.command()),
                                                  AsBytes(sig.signature()));
     if (!verified.ok()) {
       return Error(StatusCode::kUnauthenticated, "BAD_SIGNATURE",
                    StrCat(op, ": the signature of administrator '", it->name,
-                                "' does not verify over the command bytes"));
+                          "' does not verify over the command bytes"));
     }
     signers.insert(it->key_id);
   }
   if (state_.mode == v1::MODE_IMPRINT && !AllowedInImprint(command.op_case())) {
-    return Precondition("IMPRINT_MODE",
-                        StrCat(op, " is refused in imprint mode; set the signature "
-                                         "thresholds first"));
+    return Precondition("IMPRINT_MODE", StrCat(op,
+                                               " is refused in imprint mode; set the signature "
+                                               "thresholds first"));
   }
   HSMSIM_RETURN_IF_ERROR(ValidateArguments(command));
   uint32_t required = 1;
@@ -530,7 +557,7 @@ absl::StatusOr<v1::CommandResponse> CryptoUnit::HandleSignedCommand(
   if (signers.size() < required) {
     return Error(StatusCode::kPermissionDenied, "INSUFFICIENT_SIGNATURES",
                  StrCat(op, " needs ", required, " administrator signature(s), got ",
-                              signers.size(), " distinct"));
+                        signers.size(), " distinct"));
   }
   State next = state_;
   HSMSIM_RETURN_IF_ERROR(Apply(command, next));
@@ -548,14 +575,14 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
       if (next.admins.size() >= kMaxAdministrators) {
         return Error(StatusCode::kResourceExhausted, "TOO_MANY_ADMINS",
                      StrCat("the unit already has ", kMaxAdministrators,
-                                  " administrators, the most it holds"));
+                            " administrators, the most it holds"));
       }
       HSMSIM_ASSIGN_OR_RETURN(Administrator admin, MakeAdministrator(add.name(), add.public_key()));
       for (const Administrator& a : next.admins) {
         if (a.key_id == admin.key_id) {
           return Error(StatusCode::kAlreadyExists, "ADMIN_EXISTS",
                        StrCat("administrator key ", ToHex(admin.key_id),
-                                    " is already installed as '", a.name, "'"));
+                              " is already installed as '", a.name, "'"));
         }
         if (a.name == admin.name) {
           return Error(StatusCode::kAlreadyExists, "ADMIN_NAME_TAKEN",
@@ -570,18 +597,18 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
         return ConstantTimeEquals(a.key_id, AsBytes(command.remove_admin().key_id()));
       });
       if (it == next.admins.end()) {
-        return Error(StatusCode::kNotFound, "UNKNOWN_ADMIN",
-                     StrCat("no administrator with key id ",
-                                  ToHex(command.remove_admin().key_id())));
+        return Error(
+            StatusCode::kNotFound, "UNKNOWN_ADMIN",
+            StrCat("no administrator with key id ", ToHex(command.remove_admin().key_id())));
       }
       uint32_t remaining = static_cast<uint32_t>(next.admins.size() - 1);
       if (next.mode == v1::MODE_NORMAL &&
           (remaining < next.signature_threshold || remaining < next.revocation_threshold)) {
-        return Precondition("BELOW_THRESHOLD",
-                            StrCat("removing '", it->name, "' would leave ", remaining,
-                                         " administrator(s), below the signature threshold ",
-                                         next.signature_threshold, " or revocation threshold ",
-                                         next.revocation_threshold));
+        return Precondition(
+            "BELOW_THRESHOLD",
+            StrCat("removing '", it->name, "' would leave ", remaining,
+                   " administrator(s), below the signature threshold ", next.signature_threshold,
+                   " or revocation threshold ", next.revocation_threshold));
       }
       next.admins.erase(it);
       return absl::OkStatus();
@@ -593,7 +620,7 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
       if (sig > n || rev > n) {
         return Precondition("THRESHOLD_ABOVE_ADMINS",
                             StrCat("thresholds (signature ", sig, ", revocation ", rev,
-                                         ") exceed the ", n, " installed administrator(s)"));
+                                   ") exceed the ", n, " installed administrator(s)"));
       }
       next.signature_threshold = sig;
       next.revocation_threshold = rev;
@@ -634,19 +661,19 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
         if (reg.parts_total() != load.total_parts()) {
           return Invalid("PART_COUNT_MISMATCH",
                          StrCat("the load in progress expects ", reg.parts_total(),
-                                      " parts in all, this command says ", load.total_parts()));
+                                " parts in all, this command says ", load.total_parts()));
         }
         accumulated = MakeSecret(reg.key());
         vps = reg.part_vps();
       } else if (!reg.empty()) {
         return Precondition("NEW_REGISTER_FULL",
                             StrCat("NEW register is ", RegisterStateName(reg.state()),
-                                         "; clear it before loading another key"));
+                                   "; clear it before loading another key"));
       }
       if (vps.size() + static_cast<size_t>(load.parts_size()) > load.total_parts()) {
         return Invalid("TOO_MANY_PARTS",
                        StrCat(vps.size(), " part(s) loaded and ", load.parts_size(),
-                                    " more exceed the total of ", load.total_parts()));
+                              " more exceed the total of ", load.total_parts()));
       }
       for (int i = 0; i < load.parts_size(); ++i) {
         auto part = crypto::DecryptKeyPartWithImporter(*next.importer_key, next.importer_key_id,
@@ -657,21 +684,22 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
           if (ConstantTimeEquals(seen, vp)) {
             return Invalid("DUPLICATE_KEY_PART",
                            StrCat("key part ", i + 1, " (VP ", ToHex(vp).substr(0, 16),
-                                        "...) is already loaded"));
+                                  "...) is already loaded"));
           }
         }
         vps.push_back(vp);
         for (size_t b = 0; b < crypto::kMasterKeySize; ++b) accumulated[b] ^= (*part)[b];
       }
       if (vps.size() < load.total_parts()) {
-        reg = MasterKeyRegister::Partial(std::move(accumulated), load.total_parts(), std::move(vps));
+        reg =
+            MasterKeyRegister::Partial(std::move(accumulated), load.total_parts(), std::move(vps));
         return absl::OkStatus();
       }
       if (std::all_of(accumulated.begin(), accumulated.end(), [](uint8_t b) { return b == 0; })) {
         return Invalid("WEAK_MASTER_KEY", "the parts combine to an all-zero master key");
       }
-      HSMSIM_ASSIGN_OR_RETURN(reg, MasterKeyRegister::Holding(accumulated,
-                                                              v1::REGISTER_FULL_UNCOMMITTED));
+      HSMSIM_ASSIGN_OR_RETURN(
+          reg, MasterKeyRegister::Holding(accumulated, v1::REGISTER_FULL_UNCOMMITTED));
       return absl::OkStatus();
     }
     case v1::Command::kCommitNewMasterKey: {
@@ -682,13 +710,13 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
       if (reg.state() != v1::REGISTER_FULL_UNCOMMITTED) {
         return Precondition("NEW_REGISTER_NOT_FULL",
                             StrCat("NEW register is ", RegisterStateName(reg.state()),
-                                         "; load every key part before committing"));
+                                   "; load every key part before committing"));
       }
       const std::string& expected = command.commit_new_master_key().expected_verification_pattern();
       if (!ConstantTimeEquals(reg.vp(), AsBytes(expected))) {
         return Precondition("VERIFICATION_PATTERN_MISMATCH",
                             StrCat("NEW register holds VP ", ToHex(reg.vp()),
-                                         ", the command expects ", ToHex(expected)));
+                                   ", the command expects ", ToHex(expected)));
       }
       reg.set_state(v1::REGISTER_FULL_COMMITTED);
       return absl::OkStatus();
@@ -697,7 +725,7 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
       if (next.new_register.state() != v1::REGISTER_FULL_COMMITTED) {
         return Precondition("NEW_REGISTER_NOT_COMMITTED",
                             StrCat("SET_IMMEDIATE needs NEW FULL_COMMITTED; NEW is ",
-                                         RegisterStateName(next.new_register.state())));
+                                   RegisterStateName(next.new_register.state())));
       }
       next.old_register = std::move(next.current_register);
       next.current_register = std::move(next.new_register);
@@ -706,7 +734,8 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
       return absl::OkStatus();
     }
     case v1::Command::kClearNewMasterKey:
-      if (next.new_register.empty()) return Precondition("NEW_REGISTER_EMPTY", "NEW register is already empty");
+      if (next.new_register.empty())
+        return Precondition("NEW_REGISTER_EMPTY", "NEW register is already empty");
       next.new_register.Clear();
       return absl::OkStatus();
     case v1::Command::kClearCurrentMasterKey:
@@ -716,7 +745,8 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
       next.current_register.Clear();
       return absl::OkStatus();
     case v1::Command::kClearOldMasterKey:
-      if (next.old_register.empty()) return Precondition("OLD_REGISTER_EMPTY", "OLD register is already empty");
+      if (next.old_register.empty())
+        return Precondition("OLD_REGISTER_EMPTY", "OLD register is already empty");
       next.old_register.Clear();
       return absl::OkStatus();
     case v1::Command::OP_NOT_SET:
@@ -733,17 +763,16 @@ absl::StatusOr<v1::GenerateKeyResponse> CryptoUnit::GenerateKey(
       request.algorithm() != v1::KEY_ALGORITHM_AES_256) {
     return Invalid("UNSUPPORTED_ALGORITHM",
                    StrCat("key algorithm ", static_cast<int>(request.algorithm()),
-                                " is not supported; use AES_256"));
+                          " is not supported; use AES_256"));
   }
   if (!state_.current_register.HoldsKey()) {
-    return Precondition("CURRENT_REGISTER_EMPTY",
-                        "GENERATE_KEY needs a VALID CURRENT master key");
+    return Precondition("CURRENT_REGISTER_EMPTY", "GENERATE_KEY needs a VALID CURRENT master key");
   }
   SecretBytes key(kRootKeySize);
   HSMSIM_RETURN_IF_ERROR(entropy_.Generate(absl::MakeSpan(key)));
-  HSMSIM_ASSIGN_OR_RETURN(std::string blob, state_.current_register.kek()->Seal(
-                                                request.key_id(), request.attributes(), key,
-                                                entropy_));
+  HSMSIM_ASSIGN_OR_RETURN(
+      std::string blob,
+      state_.current_register.kek()->Seal(request.key_id(), request.attributes(), key, entropy_));
   v1::GenerateKeyResponse response;
   response.set_blob(std::move(blob));
   return response;
@@ -765,21 +794,20 @@ absl::StatusOr<SecretBytes> CryptoUnit::ResolveRootKey(std::string_view blob, st
     return state_.old_register.kek()->Open(parsed);
   }
   if (matches(state_.new_register)) {
-    return Precondition("BLOB_UNDER_NEW",
-                        StrCat("blob for key '", parsed.key_id, "' is under WKID ",
-                                     ToHex(parsed.wkid),
-                                     ", which this unit holds only in NEW (not yet promoted)"));
+    return Precondition(
+        "BLOB_UNDER_NEW",
+        StrCat("blob for key '", Printable(parsed.key_id), "' is under WKID ", ToHex(parsed.wkid),
+               ", which this unit holds only in NEW (not yet promoted)"));
   }
-  return Precondition("UNKNOWN_WKID",
-                      StrCat("blob for key '", parsed.key_id, "' is under WKID ",
-                                   ToHex(parsed.wkid),
-                                   ", which this unit holds in neither CURRENT nor OLD"));
+  return Precondition("UNKNOWN_WKID", StrCat("blob for key '", Printable(parsed.key_id),
+                                             "' is under WKID ", ToHex(parsed.wkid),
+                                             ", which this unit holds in neither CURRENT nor OLD"));
 }
 
 absl::StatusOr<v1::WrapKeyResponse> CryptoUnit::WrapKey(const v1::WrapKeyRequest& request) const {
   if (request.plaintext().empty() || request.plaintext().size() > kMaxDataKeySize) {
-    return Invalid("BAD_DATA_KEY_SIZE", StrCat("data key must be 1..1024 bytes, got ",
-                                                     request.plaintext().size()));
+    return Invalid("BAD_DATA_KEY_SIZE",
+                   StrCat("data key must be 1..1024 bytes, got ", request.plaintext().size()));
   }
   std::string key_id;
   bool under_old = false;
@@ -807,9 +835,8 @@ absl::StatusOr<v1::UnwrapKeyResponse> CryptoUnit::UnwrapKey(
   constexpr size_t kOverhead = 1 + crypto::kGcmIvSize + crypto::kGcmTagSize;
   if (w.size() <= kOverhead || w.size() > kOverhead + kMaxDataKeySize ||
       static_cast<uint8_t>(w[0]) != kWrappedKeyVersion) {
-    return Invalid("MALFORMED_WRAPPED_KEY",
-                   StrCat("wrapped data key of ", w.size(),
-                                " bytes is not a version-1 hsmsim wrapped key"));
+    return Invalid("MALFORMED_WRAPPED_KEY", StrCat("wrapped data key of ", w.size(),
+                                                   " bytes is not a version-1 hsmsim wrapped key"));
   }
   std::string key_id;
   bool under_old = false;
@@ -824,9 +851,10 @@ absl::StatusOr<v1::UnwrapKeyResponse> CryptoUnit::UnwrapKey(
       absl::Span<const uint8_t>(in + 1 + crypto::kGcmIvSize + ct_size, crypto::kGcmTagSize),
       absl::MakeSpan(plaintext));
   if (!opened.ok()) {
-    return Invalid("WRAPPED_KEY_AUTHENTICATION_FAILED",
-                   StrCat("wrapped data key does not authenticate under root key '", key_id,
-                                "': it was altered, or wrapped under another root key"));
+    return Invalid(
+        "WRAPPED_KEY_AUTHENTICATION_FAILED",
+        StrCat("wrapped data key does not authenticate under root key '", Printable(key_id),
+               "': it was altered, or wrapped under another root key"));
   }
   v1::UnwrapKeyResponse response;
   response.set_plaintext(std::string(AsStringView(plaintext)));
@@ -840,24 +868,25 @@ absl::StatusOr<v1::ReencryptBatchResponse> CryptoUnit::Reencrypt(
   const bool to_new = &to == &state_.new_register;
   if (to_new) {
     if (to.state() != v1::REGISTER_FULL_COMMITTED) {
-      return Precondition("NEW_REGISTER_NOT_COMMITTED",
-                          StrCat("re-encryption needs NEW FULL_COMMITTED; NEW is ",
-                                       RegisterStateName(to.state())));
+      return Precondition(
+          "NEW_REGISTER_NOT_COMMITTED",
+          StrCat("re-encryption needs NEW FULL_COMMITTED; NEW is ", RegisterStateName(to.state())));
     }
     if (!from.HoldsKey()) {
       return Precondition("CURRENT_REGISTER_EMPTY", "re-encryption needs a VALID CURRENT register");
     }
   } else {
     if (!from.HoldsKey()) {
-      return Precondition("OLD_REGISTER_EMPTY", "re-encryption from OLD needs a VALID OLD register");
+      return Precondition("OLD_REGISTER_EMPTY",
+                          "re-encryption from OLD needs a VALID OLD register");
     }
     if (!to.HoldsKey()) {
       return Precondition("CURRENT_REGISTER_EMPTY", "re-encryption needs a VALID CURRENT register");
     }
   }
   if (static_cast<size_t>(blobs.size()) > kMaxBatchBlobs) {
-    return Invalid("BATCH_TOO_LARGE", StrCat("a batch holds at most ", kMaxBatchBlobs,
-                                                   " blobs, got ", blobs.size()));
+    return Invalid("BATCH_TOO_LARGE",
+                   StrCat("a batch holds at most ", kMaxBatchBlobs, " blobs, got ", blobs.size()));
   }
   const BlobKek& source = *from.kek();
   const BlobKek& target = *to.kek();
@@ -875,11 +904,11 @@ absl::StatusOr<v1::ReencryptBatchResponse> CryptoUnit::Reencrypt(
       result->set_blob(blob);
       continue;
     } else if (parsed->wkid != source.wkid()) {
-      failure = Precondition(
-          "UNKNOWN_WKID", StrCat("blob for key '", parsed->key_id, "' is under WKID ",
-                                       ToHex(parsed->wkid), ", neither ", from_name, " (",
-                                       ToHex(source.wkid()), ") nor the target (",
-                                       ToHex(target.wkid()), ")"));
+      failure =
+          Precondition("UNKNOWN_WKID", StrCat("blob for key '", Printable(parsed->key_id),
+                                              "' is under WKID ", ToHex(parsed->wkid), ", neither ",
+                                              from_name, " (", ToHex(source.wkid()),
+                                              ") nor the target (", ToHex(target.wkid()), ")"));
     } else {
       auto rewrapped = source.Rewrap(*parsed, target, entropy_);
       if (rewrapped.ok()) {

@@ -115,9 +115,9 @@ class CryptoUnit {
   absl::StatusOr<v1::GenerateKeyResponse> GenerateKey(const v1::GenerateKeyRequest& request) const;
   absl::StatusOr<v1::WrapKeyResponse> WrapKey(const v1::WrapKeyRequest& request) const;
   absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& request) const;
-  absl::StatusOr<v1::ReencryptBatchResponse> Reencrypt(const google::protobuf::RepeatedPtrField<std::string>& blobs,
-                                                       const MasterKeyRegister& from,
-                                                       const MasterKeyRegister& to) const;
+  absl::StatusOr<v1::ReencryptBatchResponse> Reencrypt(
+      const google::protobuf::RepeatedPtrField<std::string>& blobs, const MasterKeyRegister& from,
+      const MasterKeyRegister& to) const;
 
   // ResolveRootKey opens a root-key blob under CURRENT or OLD.
   absl::StatusOr<SecretBytes> ResolveRootKey(std::string_view blob, std::string* key_id,

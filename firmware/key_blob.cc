@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <string>
 
-#include "common/str_cat.h"
 #include "common/hex.h"
 #include "common/status.h"
+#include "common/str_cat.h"
 #include "firmware/crypto/symmetric.h"
 
 namespace hsmsim::firmware {
@@ -42,10 +42,10 @@ absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob) {
   ParsedBlob p;
   p.format_version = blob[0];
   if (p.format_version != kBlobFormatVersion) {
-    return Error(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_BLOB_VERSION",
-                 StrCat("key blob format version ", p.format_version,
-                              " is not supported (this firmware reads version ",
-                              kBlobFormatVersion, ")"));
+    return Error(
+        absl::StatusCode::kInvalidArgument, "UNSUPPORTED_BLOB_VERSION",
+        StrCat("key blob format version ", p.format_version,
+               " is not supported (this firmware reads version ", kBlobFormatVersion, ")"));
   }
   p.algorithm = blob[1];
   if (p.algorithm != kBlobAlgorithmAes256) {
@@ -63,7 +63,8 @@ absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob) {
   if (blob.size() != expected) {
     return Malformed(StrCat("size ", blob.size(), " bytes, expected ", expected));
   }
-  p.key_id = std::string_view(reinterpret_cast<const char*>(blob.data()) + kFixedHeaderSize, id_len);
+  p.key_id =
+      std::string_view(reinterpret_cast<const char*>(blob.data()) + kFixedHeaderSize, id_len);
   p.header = blob.subspan(0, header_size);
   p.iv = blob.subspan(header_size, crypto::kGcmIvSize);
   p.ciphertext = blob.subspan(header_size + crypto::kGcmIvSize, kRootKeySize);
@@ -77,9 +78,8 @@ absl::StatusOr<std::shared_ptr<const BlobKek>> BlobKek::Create(
     return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
                  StrCat("master key must be 32 bytes, got ", master_key.size()));
   }
-  HSMSIM_ASSIGN_OR_RETURN(SecretBytes kek,
-                          crypto::HkdfSha256(master_key, {}, AsBytes(kKekInfo),
-                                             crypto::kAes256KeySize));
+  HSMSIM_ASSIGN_OR_RETURN(SecretBytes kek, crypto::HkdfSha256(master_key, {}, AsBytes(kKekInfo),
+                                                              crypto::kAes256KeySize));
   crypto::Wkid wkid = crypto::WkidOf(crypto::ComputeVerificationPattern(master_key));
   return std::shared_ptr<const BlobKek>(new BlobKek(std::move(kek), wkid));
 }
@@ -93,11 +93,11 @@ absl::StatusOr<std::string> BlobKek::SealWithHeader(std::string header,
   auto* base = reinterpret_cast<uint8_t*>(blob.data());
   absl::Span<uint8_t> iv(base + header_size, crypto::kGcmIvSize);
   HSMSIM_RETURN_IF_ERROR(entropy.Generate(iv));
-  HSMSIM_RETURN_IF_ERROR(crypto::AesGcmSeal(
-      kek_, iv, absl::Span<const uint8_t>(base, header_size), key,
-      absl::Span<uint8_t>(base + header_size + crypto::kGcmIvSize, key.size()),
-      absl::Span<uint8_t>(base + header_size + crypto::kGcmIvSize + key.size(),
-                          crypto::kGcmTagSize)));
+  HSMSIM_RETURN_IF_ERROR(
+      crypto::AesGcmSeal(kek_, iv, absl::Span<const uint8_t>(base, header_size), key,
+                         absl::Span<uint8_t>(base + header_size + crypto::kGcmIvSize, key.size()),
+                         absl::Span<uint8_t>(base + header_size + crypto::kGcmIvSize + key.size(),
+                                             crypto::kGcmTagSize)));
   return blob;
 }
 
@@ -119,17 +119,17 @@ absl::StatusOr<std::string> BlobKek::Seal(std::string_view key_id, uint32_t attr
 absl::StatusOr<SecretBytes> BlobKek::Open(const ParsedBlob& blob) const {
   if (!std::equal(blob.wkid.begin(), blob.wkid.end(), wkid_.begin())) {
     return Error(absl::StatusCode::kFailedPrecondition, "WRONG_MASTER_KEY",
-                 StrCat("blob for key '", blob.key_id, "' is under master key WKID ",
-                              ToHex(blob.wkid), ", not ", ToHex(wkid_)));
+                 StrCat("blob for key '", Printable(blob.key_id), "' is under master key WKID ",
+                        ToHex(blob.wkid), ", not ", ToHex(wkid_)));
   }
   SecretBytes key(blob.ciphertext.size());
-  absl::Status opened =
-      crypto::AesGcmOpen(kek_, blob.iv, blob.header, blob.ciphertext, blob.tag, absl::MakeSpan(key));
+  absl::Status opened = crypto::AesGcmOpen(kek_, blob.iv, blob.header, blob.ciphertext, blob.tag,
+                                           absl::MakeSpan(key));
   if (!opened.ok()) {
     return Error(absl::StatusCode::kInvalidArgument, "BLOB_AUTHENTICATION_FAILED",
-                 StrCat("blob for key '", blob.key_id,
-                              "' does not authenticate under master key WKID ", ToHex(wkid_),
-                              ": it was altered or damaged"));
+                 StrCat("blob for key '", Printable(blob.key_id),
+                        "' does not authenticate under master key WKID ", ToHex(wkid_),
+                        ": it was altered or damaged"));
   }
   return key;
 }

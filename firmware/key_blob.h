@@ -57,7 +57,8 @@ absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob);
 class BlobKek {
  public:
   // Create derives the KEK from a 32-byte master key.
-  static absl::StatusOr<std::shared_ptr<const BlobKek>> Create(absl::Span<const uint8_t> master_key);
+  static absl::StatusOr<std::shared_ptr<const BlobKek>> Create(
+      absl::Span<const uint8_t> master_key);
 
   const crypto::Wkid& wkid() const { return wkid_; }
 

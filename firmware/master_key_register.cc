@@ -1,7 +1,6 @@
 #include "firmware/master_key_register.h"
 
 #include "common/check.h"
-
 #include "common/status.h"
 #include "firmware/crypto/verification_pattern.h"
 

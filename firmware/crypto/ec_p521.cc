@@ -9,8 +9,8 @@
 #include <cstring>
 #include <string>
 
-#include "common/str_cat.h"
 #include "common/status.h"
+#include "common/str_cat.h"
 
 namespace hsmsim::crypto {
 namespace {
@@ -30,8 +30,7 @@ absl::StatusOr<EvpPkeyPtr> FromData(const BIGNUM* priv, absl::Span<const uint8_t
       OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, kGroupName, 0) != 1 ||
       OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(),
                                        point.size()) != 1 ||
-      (priv != nullptr &&
-       OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1)) {
+      (priv != nullptr && OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1)) {
     return OpenSslError("CRYPTO_FAILED", "building P-521 key parameters failed");
   }
   OsslParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
@@ -40,8 +39,7 @@ absl::StatusOr<EvpPkeyPtr> FromData(const BIGNUM* priv, absl::Span<const uint8_t
     return OpenSslError("CRYPTO_FAILED", "P-521 key import setup failed");
   }
   EVP_PKEY* raw = nullptr;
-  if (EVP_PKEY_fromdata(ctx.get(), &raw,
-                        priv != nullptr ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
+  if (EVP_PKEY_fromdata(ctx.get(), &raw, priv != nullptr ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
                         params.get()) != 1) {
     return BadPublicKey("P-521 point is not valid");
   }
@@ -80,7 +78,8 @@ absl::StatusOr<EvpPkeyPtr> P521FromPrivateScalar(absl::Span<const uint8_t> scala
   EcPointPtr pub(EC_POINT_new(group.get()));
   uint8_t point[133];
   size_t point_len = 0;
-  if (!pub || EC_POINT_mul(group.get(), pub.get(), priv.get(), nullptr, nullptr, bn_ctx.get()) != 1 ||
+  if (!pub ||
+      EC_POINT_mul(group.get(), pub.get(), priv.get(), nullptr, nullptr, bn_ctx.get()) != 1 ||
       (point_len = EC_POINT_point2oct(group.get(), pub.get(), POINT_CONVERSION_UNCOMPRESSED, point,
                                       sizeof(point), bn_ctx.get())) == 0) {
     return OpenSslError("CRYPTO_FAILED", "P-521 public point computation failed");
@@ -140,13 +139,26 @@ absl::StatusOr<EvpPkeyPtr> ParseP521PublicKeyDer(absl::Span<const uint8_t> der) 
     return BadPublicKey("public key DER has trailing bytes");
   }
   if (!IsP521(*key)) return BadPublicKey("public key is not on curve P-521");
+  // One key, one encoding: key ids hash the DER bytes, so a compressed point
+  // or explicit curve parameters must not give the same key a second id.
+  char uncompressed[] = "uncompressed";
+  if (EVP_PKEY_set_utf8_string_param(key.get(), OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                     uncompressed) != 1) {
+    return OpenSslError("CRYPTO_FAILED", "cannot set the point conversion format");
+  }
+  HSMSIM_ASSIGN_OR_RETURN(std::string canonical, PublicKeyDer(*key));
+  if (canonical != AsStringView(der)) {
+    return BadPublicKey(
+        "public key must be DER SubjectPublicKeyInfo with the named curve and an uncompressed "
+        "point (the canonical encoding)");
+  }
   return key;
 }
 
 absl::StatusOr<std::string> PublicPoint(const EVP_PKEY& key) {
   size_t len = 0;
-  if (EVP_PKEY_get_octet_string_param(&key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, nullptr, 0,
-                                      &len) != 1) {
+  if (EVP_PKEY_get_octet_string_param(&key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, nullptr, 0, &len) !=
+      1) {
     return OpenSslError("CRYPTO_FAILED", "public point export failed");
   }
   std::string out(len, '\0');
@@ -161,8 +173,7 @@ absl::StatusOr<std::string> PublicPoint(const EVP_PKEY& key) {
 
 absl::StatusOr<EvpPkeyPtr> ParseP521PublicPoint(absl::Span<const uint8_t> point) {
   if (point.size() != 133 || point[0] != 0x04) {
-    return BadPublicKey(
-        StrCat("P-521 point must be 133 bytes, uncompressed; got ", point.size()));
+    return BadPublicKey(StrCat("P-521 point must be 133 bytes, uncompressed; got ", point.size()));
   }
   return FromData(nullptr, point);
 }
@@ -209,8 +220,8 @@ absl::Status VerifySha512(const EVP_PKEY& key, absl::Span<const uint8_t> message
 }
 
 absl::StatusOr<SecretBytes> EcdhSharedSecret(const EVP_PKEY& private_key, const EVP_PKEY& peer) {
-  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, const_cast<EVP_PKEY*>(&private_key),
-                                               nullptr));
+  EvpPkeyCtxPtr ctx(
+      EVP_PKEY_CTX_new_from_pkey(nullptr, const_cast<EVP_PKEY*>(&private_key), nullptr));
   size_t len = 0;
   if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 ||
       EVP_PKEY_derive_set_peer(ctx.get(), const_cast<EVP_PKEY*>(&peer)) != 1 ||

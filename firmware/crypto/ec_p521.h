@@ -37,8 +37,8 @@ absl::StatusOr<SecretBytes> P521PrivateScalar(const EVP_PKEY& key);
 absl::StatusOr<std::string> PublicKeyDer(const EVP_PKEY& key);
 
 // ParseP521PublicKeyDer parses a DER SubjectPublicKeyInfo. Returns
-// INVALID_ARGUMENT (BAD_PUBLIC_KEY) unless it is a valid P-521 point with no
-// trailing bytes.
+// INVALID_ARGUMENT (BAD_PUBLIC_KEY) unless it is a valid P-521 point in the
+// canonical encoding (named curve, uncompressed point) with no trailing bytes.
 absl::StatusOr<EvpPkeyPtr> ParseP521PublicKeyDer(absl::Span<const uint8_t> der);
 
 // PublicPoint returns the uncompressed SEC1 encoding (133 bytes) of `key`.

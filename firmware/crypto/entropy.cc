@@ -7,8 +7,8 @@
 #include <climits>
 #include <cstring>
 
-#include "common/str_cat.h"
 #include "common/status.h"
+#include "common/str_cat.h"
 
 namespace hsmsim::crypto {
 

@@ -4,8 +4,8 @@
 
 #include <string>
 
-#include "common/str_cat.h"
 #include "common/status.h"
+#include "common/str_cat.h"
 #include "firmware/crypto/ec_p521.h"
 #include "firmware/crypto/symmetric.h"
 
@@ -32,8 +32,8 @@ absl::Status BadPartFile(std::string_view what) {
 // PartFileAad binds every envelope field but the ciphertext and tag.
 std::string PartFileAad(const v1::KeyPartFile& f) {
   return StrCat(f.magic(), "|", f.format_version(), "|", static_cast<int>(f.kdf()), "|",
-                      f.kdf_cost(), "|", f.scrypt_r(), "|", f.scrypt_p(), "|", f.salt(), "|",
-                      f.part_verification_pattern(), "|", f.description());
+                f.kdf_cost(), "|", f.scrypt_r(), "|", f.scrypt_p(), "|", f.salt(), "|",
+                f.part_verification_pattern(), "|", f.description());
 }
 
 absl::StatusOr<SecretBytes> PasswordKey(const v1::KeyPartFile& f, std::string_view password) {
@@ -50,8 +50,8 @@ absl::StatusOr<SecretBytes> PasswordKey(const v1::KeyPartFile& f, std::string_vi
     case v1::PASSWORD_KDF_SCRYPT:
       if (EVP_PBE_scrypt(password.data(), password.size(),
                          reinterpret_cast<const unsigned char*>(f.salt().data()), f.salt().size(),
-                         uint64_t{1} << f.kdf_cost(), f.scrypt_r(), f.scrypt_p(),
-                         uint64_t{1} << 30, key.data(), key.size()) != 1) {
+                         uint64_t{1} << f.kdf_cost(), f.scrypt_r(), f.scrypt_p(), uint64_t{1} << 30,
+                         key.data(), key.size()) != 1) {
         return OpenSslError("CRYPTO_FAILED", "scrypt failed");
       }
       return key;
@@ -64,15 +64,14 @@ absl::Status CheckKdf(const v1::KeyPartFile& f) {
   switch (f.kdf()) {
     case v1::PASSWORD_KDF_PBKDF2_HMAC_SHA256:
       if (f.kdf_cost() < 10'000 || f.kdf_cost() > 10'000'000) {
-        return BadPartFile(
-            StrCat("PBKDF2 iterations must be 10000..10000000, got ", f.kdf_cost()));
+        return BadPartFile(StrCat("PBKDF2 iterations must be 10000..10000000, got ", f.kdf_cost()));
       }
       return absl::OkStatus();
     case v1::PASSWORD_KDF_SCRYPT:
       if (f.kdf_cost() < 10 || f.kdf_cost() > 20 || f.scrypt_r() < 1 || f.scrypt_r() > 32 ||
           f.scrypt_p() < 1 || f.scrypt_p() > 16) {
         return BadPartFile(StrCat("scrypt parameters out of range: log2(N)=", f.kdf_cost(),
-                                        " r=", f.scrypt_r(), " p=", f.scrypt_p()));
+                                  " r=", f.scrypt_r(), " p=", f.scrypt_p()));
       }
       return absl::OkStatus();
     default:
@@ -160,10 +159,10 @@ absl::StatusOr<std::string> SealKeyPartFile(absl::Span<const uint8_t> part,
   std::string aad = PartFileAad(f);
   std::string ciphertext(part.size(), '\0');
   std::string tag(kGcmTagSize, '\0');
-  HSMSIM_RETURN_IF_ERROR(AesGcmSeal(
-      key, AsBytes(f.iv()), AsBytes(aad), part,
-      absl::MakeSpan(reinterpret_cast<uint8_t*>(ciphertext.data()), ciphertext.size()),
-      absl::MakeSpan(reinterpret_cast<uint8_t*>(tag.data()), tag.size())));
+  HSMSIM_RETURN_IF_ERROR(
+      AesGcmSeal(key, AsBytes(f.iv()), AsBytes(aad), part,
+                 absl::MakeSpan(reinterpret_cast<uint8_t*>(ciphertext.data()), ciphertext.size()),
+                 absl::MakeSpan(reinterpret_cast<uint8_t*>(tag.data()), tag.size())));
   f.set_ciphertext(std::move(ciphertext));
   f.set_tag(std::move(tag));
   return f.SerializeAsString();
@@ -171,15 +170,15 @@ absl::StatusOr<std::string> SealKeyPartFile(absl::Span<const uint8_t> part,
 
 absl::StatusOr<v1::KeyPartFile> ParseKeyPartFile(std::string_view file_bytes) {
   v1::KeyPartFile f;
-  if (file_bytes.size() > 4096 || !f.ParseFromArray(file_bytes.data(),
-                                                    static_cast<int>(file_bytes.size()))) {
+  if (file_bytes.size() > 4096 ||
+      !f.ParseFromArray(file_bytes.data(), static_cast<int>(file_bytes.size()))) {
     return BadPartFile(StrCat("not a key part file (", file_bytes.size(), " bytes)"));
   }
   if (f.magic() != kPartFileMagic) return BadPartFile("missing the hsmsim-keypart marker");
   if (f.format_version() > kPartFileVersion) {
     return Error(absl::StatusCode::kFailedPrecondition, "UNSUPPORTED_VERSION",
                  StrCat("key part file format version ", f.format_version(),
-                              " is newer than this build supports (", kPartFileVersion, ")"));
+                        " is newer than this build supports (", kPartFileVersion, ")"));
   }
   if (f.format_version() != kPartFileVersion) {
     return BadPartFile(StrCat("format version ", f.format_version(), " is not known"));

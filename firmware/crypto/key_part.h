@@ -62,8 +62,7 @@ absl::StatusOr<v1::KeyPartFile> ParseKeyPartFile(std::string_view file_bytes);
 // OpenKeyPartFile returns the 32-byte part. Returns PERMISSION_DENIED with
 // reason WRONG_PASSWORD when the password is wrong or the file was altered,
 // and the errors of ParseKeyPartFile.
-absl::StatusOr<SecretBytes> OpenKeyPartFile(std::string_view file_bytes,
-                                            std::string_view password);
+absl::StatusOr<SecretBytes> OpenKeyPartFile(std::string_view file_bytes, std::string_view password);
 
 }  // namespace hsmsim::crypto
 

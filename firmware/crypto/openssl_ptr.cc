@@ -4,8 +4,8 @@
 
 #include <string>
 
-#include "common/str_cat.h"
 #include "common/status.h"
+#include "common/str_cat.h"
 
 namespace hsmsim::crypto {
 

@@ -8,8 +8,8 @@
 #include <climits>
 #include <string>
 
-#include "common/str_cat.h"
 #include "common/status.h"
+#include "common/str_cat.h"
 #include "firmware/crypto/openssl_ptr.h"
 
 namespace hsmsim::crypto {
@@ -51,8 +51,8 @@ absl::Status AesGcmSeal(absl::Span<const uint8_t> key, absl::Span<const uint8_t>
   EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
   int len = 0;
   if (!ctx || EVP_EncryptInit_ex2(ctx.get(), Aes256Gcm(), key.data(), iv.data(), nullptr) != 1 ||
-      (!aad.empty() &&
-       EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1) ||
+      (!aad.empty() && EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(),
+                                         static_cast<int>(aad.size())) != 1) ||
       EVP_EncryptUpdate(ctx.get(), ciphertext.data(), &len, plaintext.data(),
                         static_cast<int>(plaintext.size())) != 1 ||
       EVP_EncryptFinal_ex(ctx.get(), ciphertext.data() + len, &len) != 1 ||
@@ -74,8 +74,8 @@ absl::Status AesGcmOpen(absl::Span<const uint8_t> key, absl::Span<const uint8_t>
   EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
   int len = 0;
   if (!ctx || EVP_DecryptInit_ex2(ctx.get(), Aes256Gcm(), key.data(), iv.data(), nullptr) != 1 ||
-      (!aad.empty() &&
-       EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1) ||
+      (!aad.empty() && EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(),
+                                         static_cast<int>(aad.size())) != 1) ||
       EVP_DecryptUpdate(ctx.get(), plaintext.data(), &len, ciphertext.data(),
                         static_cast<int>(ciphertext.size())) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kGcmTagSize,
@@ -128,9 +128,9 @@ absl::StatusOr<SecretBytes> AesKeyUnwrapPad(absl::Span<const uint8_t> kek,
                  StrCat("key-wrap key must be 32 bytes, got ", kek.size()));
   }
   if (wrapped.size() < 16 || wrapped.size() % 8 != 0 || wrapped.size() > 4104) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_WRAPPED_SIZE",
-                 StrCat("wrapped key must be 16..4104 bytes in multiples of 8, got ",
-                              wrapped.size()));
+    return Error(
+        absl::StatusCode::kInvalidArgument, "BAD_WRAPPED_SIZE",
+        StrCat("wrapped key must be 16..4104 bytes in multiples of 8, got ", wrapped.size()));
   }
   EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
   SecretBytes out(wrapped.size());
@@ -162,14 +162,14 @@ absl::StatusOr<SecretBytes> HkdfSha256(absl::Span<const uint8_t> ikm,
   OSSL_PARAM params[5];
   int n = 0;
   params[n++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0);
-  params[n++] = OSSL_PARAM_construct_octet_string(
-      OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(ikm.data()), ikm.size());
+  params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY,
+                                                  const_cast<uint8_t*>(ikm.data()), ikm.size());
   if (!salt.empty()) {
-    params[n++] = OSSL_PARAM_construct_octet_string(
-        OSSL_KDF_PARAM_SALT, const_cast<uint8_t*>(salt.data()), salt.size());
+    params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
+                                                    const_cast<uint8_t*>(salt.data()), salt.size());
   }
-  params[n++] = OSSL_PARAM_construct_octet_string(
-      OSSL_KDF_PARAM_INFO, const_cast<uint8_t*>(info.data()), info.size());
+  params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO,
+                                                  const_cast<uint8_t*>(info.data()), info.size());
   params[n] = OSSL_PARAM_construct_end();
   SecretBytes out(length);
   if (EVP_KDF_derive(ctx.get(), out.data(), out.size(), params) != 1) {

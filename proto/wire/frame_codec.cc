@@ -20,9 +20,9 @@ absl::StatusOr<std::optional<FrameHeader>> DecodeFrameHeader(absl::Span<const ui
                      "frame length prefix exceeds 32 bits");
       }
       if (value > max_body_size) {
-        return Error(absl::StatusCode::kResourceExhausted, "FRAME_TOO_LARGE",
-                     StrCat("frame of ", value, " bytes exceeds the maximum of ", max_body_size,
-                            " bytes"));
+        return Error(
+            absl::StatusCode::kResourceExhausted, "FRAME_TOO_LARGE",
+            StrCat("frame of ", value, " bytes exceeds the maximum of ", max_body_size, " bytes"));
       }
       return std::optional<FrameHeader>(FrameHeader{i + 1, static_cast<size_t>(value)});
     }
@@ -48,10 +48,11 @@ std::string EncodeFrame(const google::protobuf::MessageLite& message) {
 
 absl::Status ParseFrameBody(absl::Span<const uint8_t> body,
                             google::protobuf::MessageLite* message) {
-  if (!message->ParseFromArray(body.data(), static_cast<int>(body.size()))) {
-    return Error(absl::StatusCode::kInvalidArgument, "MALFORMED_FRAME",
-                 StrCat("frame body of ", body.size(), " bytes is not a valid ",
-                        message->GetTypeName()));
+  if (body.size() > static_cast<size_t>(INT32_MAX) ||
+      !message->ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+    return Error(
+        absl::StatusCode::kInvalidArgument, "MALFORMED_FRAME",
+        StrCat("frame body of ", body.size(), " bytes is not a valid ", message->GetTypeName()));
   }
   return absl::OkStatus();
 }
