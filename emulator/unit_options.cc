@@ -1,6 +1,7 @@
 #include "emulator/unit_options.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <thread>
 
