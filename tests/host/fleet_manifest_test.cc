@@ -57,6 +57,8 @@ struct BadCase {
   const char* mentions;
 };
 
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
+
 class FleetManifestBadTest : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(FleetManifestBadTest, NamesTheProblem) {
@@ -88,7 +90,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"EndpointWithoutPort", R"({"format":"hsmsim-fleet","format_version":1,"units":[
                   {"name":"u1","endpoint":"nohostport"}]})",
                 "BAD_MANIFEST", "HOST:PORT"}),
-    [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
+    [](const ::testing::TestParamInfo<BadCase>& param_info) {
+      return std::string(param_info.param.name);
+    });
 
 TEST(FleetManifestTest, SaveAndLoad) {
   char tmpl[] = "/tmp/hsmsim-manifest-XXXXXX";
