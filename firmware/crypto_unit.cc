@@ -411,6 +411,7 @@ bool CryptoUnit::IsReadOnly(const v1::Request& request) {
     case v1::Request::kUnwrapKey:
     case v1::Request::kReencryptBatch:
     case v1::Request::kReencryptFromOld:
+    case v1::Request::kCheckBlobs:
       return true;
     default:
       return false;
@@ -475,6 +476,12 @@ v1::Response CryptoUnit::HandleReadOnly(const v1::Request& request) const {
       auto r = Reencrypt(request.reencrypt_from_old().blobs(), state_.old_register,
                          state_.current_register);
       if (r.ok()) *response.mutable_reencrypt_from_old() = std::move(*r);
+      status = r.status();
+      break;
+    }
+    case v1::Request::kCheckBlobs: {
+      auto r = CheckBlobs(request.check_blobs());
+      if (r.ok()) *response.mutable_check_blobs() = std::move(*r);
       status = r.status();
       break;
     }
@@ -859,6 +866,25 @@ absl::StatusOr<v1::UnwrapKeyResponse> CryptoUnit::UnwrapKey(
   v1::UnwrapKeyResponse response;
   response.set_plaintext(std::string(AsStringView(plaintext)));
   response.set_blob_under_old(under_old);
+  return response;
+}
+
+absl::StatusOr<v1::CheckBlobsResponse> CryptoUnit::CheckBlobs(
+    const v1::CheckBlobsRequest& request) const {
+  if (static_cast<size_t>(request.blobs_size()) > kMaxBatchBlobs) {
+    return Invalid("BATCH_TOO_LARGE", StrCat("a batch holds at most ", kMaxBatchBlobs,
+                                             " blobs, got ", request.blobs_size()));
+  }
+  v1::CheckBlobsResponse response;
+  response.mutable_results()->Reserve(request.blobs_size());
+  for (const std::string& blob : request.blobs()) {
+    v1::BlobCheck* check = response.add_results();
+    std::string key_id;
+    bool under_old = false;
+    auto key = ResolveRootKey(blob, &key_id, &under_old);
+    *check->mutable_status() = ToWireStatus(key.status());
+    check->set_under_old(key.ok() && under_old);
+  }
   return response;
 }
 

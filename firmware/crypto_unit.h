@@ -115,6 +115,7 @@ class CryptoUnit {
   absl::StatusOr<v1::GenerateKeyResponse> GenerateKey(const v1::GenerateKeyRequest& request) const;
   absl::StatusOr<v1::WrapKeyResponse> WrapKey(const v1::WrapKeyRequest& request) const;
   absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& request) const;
+  absl::StatusOr<v1::CheckBlobsResponse> CheckBlobs(const v1::CheckBlobsRequest& request) const;
   absl::StatusOr<v1::ReencryptBatchResponse> Reencrypt(
       const google::protobuf::RepeatedPtrField<std::string>& blobs, const MasterKeyRegister& from,
       const MasterKeyRegister& to) const;

@@ -233,6 +233,31 @@ TEST_F(KeyBlobTest, BlobUnderOldStillUnwrapsAndIsFlagged) {
   EXPECT_EQ(Unwrap(blob, wrapped).status().reason(), "UNKNOWN_WKID");
 }
 
+TEST_F(KeyBlobTest, CheckBlobsReportsPerBlob) {
+  std::string current = GenerateKey("a");
+  LoadAndCommit(*unit_, k2_);
+  std::string under_new = Reencrypt({current}).reencrypt_batch().results(0).blob();
+  std::string damaged = current;
+  damaged.back() ^= 1;
+  v1::Request r;
+  for (const auto& b : {current, under_new, damaged, std::string("junk")}) {
+    r.mutable_check_blobs()->add_blobs(b);
+  }
+  v1::Response resp = Call(r);
+  ASSERT_EQ(resp.status().code(), 0);
+  const auto& res = resp.check_blobs().results();
+  ASSERT_EQ(res.size(), 4);
+  EXPECT_EQ(res[0].status().code(), 0);
+  EXPECT_FALSE(res[0].under_old());
+  EXPECT_EQ(res[1].status().reason(), "BLOB_UNDER_NEW");
+  EXPECT_EQ(res[2].status().reason(), "BLOB_AUTHENTICATION_FAILED");
+  EXPECT_EQ(res[3].status().reason(), "MALFORMED_BLOB");
+  Promote(*unit_);
+  resp = Call(r);
+  EXPECT_TRUE(resp.check_blobs().results(0).under_old());
+  EXPECT_EQ(resp.check_blobs().results(1).status().code(), 0);
+}
+
 TEST_F(KeyBlobTest, BlobUnderUnpromotedNewIsRefusedForUse) {
   LoadAndCommit(*unit_, k2_);
   std::string blob = GenerateKey("k");
