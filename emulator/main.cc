@@ -4,7 +4,8 @@
 // Exit codes: 0 after SIGTERM/SIGINT; 1 when the unit cannot listen or write
 // its port file; 2 for bad flags or a state directory it cannot use (a
 // damaged state file is never replaced by a blank unit); 3 when persisting a
-// state change failed (see RequestDispatcher).
+// state change failed (see RequestDispatcher); 137 when an injected CRASH
+// fault fired (docs/reliability.md).
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -17,6 +18,7 @@
 #include <string>
 
 #include "common/hex.h"
+#include "emulator/fault_injector.h"
 #include "emulator/port_file.h"
 #include "emulator/request_dispatcher.h"
 #include "emulator/state_file_system.h"
@@ -40,6 +42,7 @@ int Fail(int code, std::string_view message) {
 int main(int argc, char** argv) {
   namespace asio = boost::asio;
   using namespace hsmsim::emulator;  // NOLINT
+  namespace v1 = hsmsim::v1;
 
   CLI::App app;
   UnitOptions options;
@@ -66,6 +69,16 @@ int main(int argc, char** argv) {
   if (!unit.ok()) return Fail(kExitBadSetup, std::string(unit.status().message()));
   const std::string unit_id = hsmsim::ToHex((*unit)->unit_id());
   RequestDispatcher dispatcher(std::move(unit).value(), **store);
+  FaultInjector faults;
+  if (options.allow_fault_injection) {
+    dispatcher.EnableFaultInjection(faults, entropy);
+    for (const v1::Fault& fault : options.faults) {
+      if (absl::Status s = faults.Arm(fault); !s.ok()) {
+        return Fail(kExitBadSetup, std::string(s.message()));
+      }
+      spdlog::warn("fault {} armed", FaultSpec(fault));
+    }
+  }
 
   asio::io_context io(1);
   asio::thread_pool pool(options.workers);

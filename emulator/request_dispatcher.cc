@@ -4,10 +4,13 @@
 
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
+#include "common/check.h"
 #include "common/status.h"
+#include "common/str_cat.h"
 
 namespace hsmsim::emulator {
 
@@ -23,29 +26,190 @@ void DefaultPersistFailureHandler(const absl::Status& status) {
   std::_Exit(kExitPersistFailed);
 }
 
+void DefaultCrashHandler() {
+  // Nothing is flushed or shut down: the point is to look like kill -9.
+  std::_Exit(kExitInjectedCrash);
+}
+
+namespace {
+
+bool IsSetImmediate(const v1::Request& request) {
+  if (request.body_case() != v1::Request::kSignedCommand) return false;
+  v1::Command command;
+  return command.ParseFromString(request.signed_command().command()) &&
+         command.op_case() == v1::Command::kSetImmediate;
+}
+
+std::string PointName(v1::FaultPoint point) {
+  v1::Fault fault;
+  fault.set_point(point);
+  fault.set_action(v1::FAULT_CRASH);
+  std::string spec = FaultSpec(fault);
+  return spec.substr(0, spec.find(':'));
+}
+
+}  // namespace
+
 RequestDispatcher::RequestDispatcher(std::unique_ptr<firmware::CryptoUnit> unit, StateStore& store,
                                      PersistFailureHandler on_persist_failure)
     : unit_(std::move(unit)), store_(store), on_persist_failure_(std::move(on_persist_failure)) {}
 
-v1::Response RequestDispatcher::Dispatch(const v1::Request& request) {
+void RequestDispatcher::EnableFaultInjection(FaultInjector& faults, crypto::Entropy& entropy,
+                                             CrashHandler crash) {
+  faults_ = &faults;
+  entropy_ = &entropy;
+  crash_ = std::move(crash);
+}
+
+DispatchOutcome RequestDispatcher::Serve(const v1::Request& request) {
+  const v1::Request::BodyCase body = request.body_case();
+  if (body == v1::Request::kInjectFault || body == v1::Request::kClearFaults) {
+    return {ServeFaultRequest(request)};
+  }
   if (firmware::CryptoUnit::IsReadOnly(request)) {
+    if (faults_ != nullptr &&
+        (body == v1::Request::kReencryptBatch || body == v1::Request::kReencryptFromOld) &&
+        faults_->IsArmed(v1::FAULT_REENCRYPT_AFTER_BLOBS)) {
+      return ServeReencryptWithFault(request);
+    }
     std::shared_lock lock(mu_);
-    return unit_->HandleReadOnly(request);
+    return {unit_->HandleReadOnly(request)};
   }
   std::unique_lock lock(mu_);
+  // The state before the command, kept only while a BEFORE_PERSIST fault may
+  // need to roll the change back.
+  std::optional<SecretBytes> before;
+  if (faults_ != nullptr && faults_->IsArmed(v1::FAULT_BEFORE_PERSIST)) before = unit_->Snapshot();
   firmware::HandleResult result = unit_->Handle(request);
-  if (result.state_changed) {
-    absl::Status saved = store_.Save(unit_->Snapshot());
-    if (!saved.ok()) {
-      on_persist_failure_(saved);
-      v1::Response failed;
-      failed.set_id(request.id());
-      *failed.mutable_status() = firmware::ToWireStatus(
-          Error(absl::StatusCode::kInternal, "STATE_NOT_PERSISTED", std::string(saved.message())));
-      return failed;
+  if (!result.state_changed) return {std::move(result.response)};
+  if (before.has_value()) {
+    if (auto action = faults_->Take(v1::FAULT_BEFORE_PERSIST)) {
+      // Whatever the host is told, the change never reached the disk, so
+      // the unit must not go on serving from it.
+      auto restored = firmware::CryptoUnit::Restore(*before, *entropy_);
+      HSMSIM_CHECK(restored.ok());  // our own snapshot of a moment ago
+      unit_ = std::move(restored).value();
+      return Fire(request, v1::FAULT_BEFORE_PERSIST, *action);
     }
   }
-  return std::move(result.response);
+  absl::Status saved = store_.Save(unit_->Snapshot());
+  if (!saved.ok()) {
+    on_persist_failure_(saved);
+    v1::Response failed;
+    failed.set_id(request.id());
+    *failed.mutable_status() = firmware::ToWireStatus(
+        Error(absl::StatusCode::kInternal, "STATE_NOT_PERSISTED", std::string(saved.message())));
+    return {std::move(failed)};
+  }
+  if (faults_ != nullptr) {
+    if (auto action = faults_->Take(v1::FAULT_AFTER_PERSIST)) {
+      return Fire(request, v1::FAULT_AFTER_PERSIST, *action);
+    }
+    if (faults_->IsArmed(v1::FAULT_IN_SET_IMMEDIATE) && IsSetImmediate(request)) {
+      if (auto action = faults_->Take(v1::FAULT_IN_SET_IMMEDIATE)) {
+        return Fire(request, v1::FAULT_IN_SET_IMMEDIATE, *action);
+      }
+    }
+  }
+  return {std::move(result.response)};
+}
+
+DispatchOutcome RequestDispatcher::ServeReencryptWithFault(const v1::Request& request) {
+  const bool from_old = request.body_case() == v1::Request::kReencryptFromOld;
+  const auto& blobs =
+      from_old ? request.reencrypt_from_old().blobs() : request.reencrypt_batch().blobs();
+  std::shared_lock lock(mu_);
+  // A batch the firmware refuses as a whole processes no blob: it neither
+  // counts nor fires. An empty batch is refused exactly when this one would
+  // be for the state of the registers.
+  v1::Request first;
+  first.set_id(request.id());
+  if (from_old) {
+    first.mutable_reencrypt_from_old();
+  } else {
+    first.mutable_reencrypt_batch();
+  }
+  if (static_cast<size_t>(blobs.size()) > firmware::kMaxBatchBlobs) {
+    return {unit_->HandleReadOnly(request)};
+  }
+  v1::Response refused = unit_->HandleReadOnly(first);
+  if (refused.status().code() != 0) return {std::move(refused)};
+  std::optional<FaultInjector::BatchFault> fault =
+      faults_->ReserveBlobs(static_cast<size_t>(blobs.size()));
+  if (!fault.has_value()) return {unit_->HandleReadOnly(request)};
+  // The firmware re-encrypts the blobs before the fault's count; the fault
+  // fires right after them, in the middle of the batch.
+  auto* kept = from_old ? first.mutable_reencrypt_from_old()->mutable_blobs()
+                        : first.mutable_reencrypt_batch()->mutable_blobs();
+  for (size_t i = 0; i < fault->blobs_before; ++i) *kept->Add() = blobs[static_cast<int>(i)];
+  v1::Response partial = unit_->HandleReadOnly(first);
+  spdlog::warn("request {}: {} of {} blobs re-encrypted before the fault ({})", request.id(),
+               fault->blobs_before, blobs.size(),
+               partial.status().code() == 0 ? "ok" : partial.status().reason());
+  lock.unlock();
+  return Fire(request, v1::FAULT_REENCRYPT_AFTER_BLOBS, fault->action);
+}
+
+DispatchOutcome RequestDispatcher::Fire(const v1::Request& request, v1::FaultPoint point,
+                                        v1::FaultAction action) {
+  v1::Fault fault;
+  fault.set_point(point);
+  fault.set_action(action);
+  const std::string name = FaultSpec(fault);
+  spdlog::warn("request {}: injected fault {} fires", request.id(), name);
+  DispatchOutcome outcome;
+  outcome.response.set_id(request.id());
+  switch (action) {
+    case v1::FAULT_CRASH:
+      spdlog::default_logger()->flush();
+      crash_();
+      // Only a test's crash handler returns: the host sees no answer.
+      outcome.disposition = Disposition::kDropConnection;
+      break;
+    case v1::FAULT_HANG:
+      outcome.disposition = Disposition::kHang;
+      break;
+    case v1::FAULT_DROP_CONNECTION:
+      outcome.disposition = Disposition::kDropConnection;
+      break;
+    default:
+      *outcome.response.mutable_status() = firmware::ToWireStatus(
+          Error(absl::StatusCode::kInternal, "INJECTED_FAULT",
+                StrCat("injected fault ", name, " fired at ", PointName(point),
+                       point == v1::FAULT_BEFORE_PERSIST ? ": the change was not kept"
+                       : point == v1::FAULT_REENCRYPT_AFTER_BLOBS
+                           ? ": the batch was not completed"
+                           : ": the change was persisted; read the unit's state")));
+      break;
+  }
+  return outcome;
+}
+
+v1::Response RequestDispatcher::ServeFaultRequest(const v1::Request& request) {
+  v1::Response response;
+  response.set_id(request.id());
+  if (faults_ == nullptr) {
+    *response.mutable_status() = firmware::ToWireStatus(
+        Error(absl::StatusCode::kFailedPrecondition, "FAULT_INJECTION_DISABLED",
+              "fault injection is disabled: this unit was started without "
+              "--allow-fault-injection"));
+    return response;
+  }
+  if (request.body_case() == v1::Request::kClearFaults) {
+    faults_->Clear();
+    spdlog::warn("request {}: every injected fault cleared", request.id());
+  } else if (request.inject_fault().has_fault()) {
+    // An InjectFaultRequest without a fault arms nothing: it lists.
+    const v1::Fault& fault = request.inject_fault().fault();
+    if (absl::Status armed = faults_->Arm(fault); !armed.ok()) {
+      *response.mutable_status() = firmware::ToWireStatus(armed);
+      return response;
+    }
+    spdlog::warn("request {}: fault {} armed", request.id(), FaultSpec(fault));
+  }
+  *response.mutable_status() = firmware::ToWireStatus(absl::OkStatus());
+  for (const v1::Fault& f : faults_->Armed()) *response.mutable_faults()->add_armed() = f;
+  return response;
 }
 
 v1::GetInfoResponse RequestDispatcher::Info() const {

@@ -7,6 +7,7 @@
 
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "emulator/fault_injector.h"
 
 namespace hsmsim::emulator {
 
@@ -31,6 +32,12 @@ void AddUnitOptions(CLI::App& app, UnitOptions& options) {
   app.add_flag("--allow-fault-injection", options.allow_fault_injection,
                "Allow requests that inject faults (crash, hang, drop, fail at named points); "
                "off by default.");
+  app.add_option("--fault", options.fault_specs,
+                 "Arm a fault at start, POINT:ACTION[:N] (repeatable; needs "
+                 "--allow-fault-injection). POINT: before-persist, after-persist, "
+                 "reencrypt-after-blobs (N blobs since start), in-set-immediate. ACTION: crash, "
+                 "hang, drop-connection, return-error. Each fires once. See docs/reliability.md.")
+      ->allow_extra_args(false);
   app.add_option("--log-level", options.log_level,
                  "Log level on stderr: trace, debug, info, warn, error, critical or off.")
       ->capture_default_str()
@@ -41,8 +48,8 @@ void AddUnitOptions(CLI::App& app, UnitOptions& options) {
   app.add_option_function<int64_t>(
          "--read-timeout-ms",
          [&options](const int64_t& ms) { options.read_timeout = std::chrono::milliseconds(ms); },
-         "Milliseconds a connection may stall in the middle of a frame before the unit closes "
-         "it (default 30000).")
+         "Milliseconds a frame may take to arrive once its first byte came; a connection that "
+         "is still inside a frame then is closed (default 30000).")
       ->check(CLI::Range(int64_t{1}, int64_t{86'400'000}));
 }
 
@@ -73,6 +80,19 @@ absl::Status ParseHostPort(const std::string& text, std::string* host, uint16_t*
 
 absl::Status FinishUnitOptions(UnitOptions& options) {
   HSMSIM_RETURN_IF_ERROR(ParseHostPort(options.listen, &options.listen_host, &options.listen_port));
+  if (!options.fault_specs.empty() && !options.allow_fault_injection) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+                 "--fault needs --allow-fault-injection: fault injection is off by default");
+  }
+  options.faults.clear();
+  for (const std::string& spec : options.fault_specs) {
+    auto fault = ParseFaultSpec(spec);
+    if (!fault.ok()) {
+      return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+                   StrCat("--fault: ", fault.status().message()));
+    }
+    options.faults.push_back(*std::move(fault));
+  }
   if (options.workers == 0) {
     options.workers = std::max(1u, std::thread::hardware_concurrency());
   }

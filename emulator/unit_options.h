@@ -6,8 +6,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "hsmsim/v1/unit.pb.h"
 #include "proto/wire/frame_codec.h"
 
 namespace CLI {
@@ -24,6 +26,8 @@ struct UnitOptions {
   std::string state_dir;
   size_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
   bool allow_fault_injection = false;
+  std::vector<std::string> fault_specs;  // --fault POINT:ACTION[:N], repeatable
+  std::vector<v1::Fault> faults;         // parsed from fault_specs
   std::string log_level = "info";
   unsigned workers = 0;  // 0 before parsing: the number of cores
   std::chrono::milliseconds read_timeout{30000};
@@ -34,9 +38,10 @@ struct UnitOptions {
 // app.parse().
 void AddUnitOptions(CLI::App& app, UnitOptions& options);
 
-// FinishUnitOptions splits --listen into host and port and fills defaults
-// that depend on the machine. Returns INVALID_ARGUMENT (BAD_FLAG) naming the
-// flag when a value is unusable.
+// FinishUnitOptions splits --listen into host and port, parses --fault and
+// fills defaults that depend on the machine. Returns INVALID_ARGUMENT
+// (BAD_FLAG) naming the flag when a value is unusable, including --fault
+// without --allow-fault-injection.
 absl::Status FinishUnitOptions(UnitOptions& options);
 
 // ParseHostPort splits "HOST:PORT" or "[V6HOST]:PORT". INVALID_ARGUMENT

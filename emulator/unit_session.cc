@@ -34,9 +34,16 @@ constexpr size_t kMaxReadChunk = 1024 * 1024;
 // Frames gathered into one write.
 constexpr size_t kMaxWriteBatch = 64;
 
-asio::awaitable<std::string> RunOnPool(RequestDispatcher* dispatcher, v1::Request request) {
-  v1::Response response = dispatcher->Dispatch(request);
-  co_return wire::EncodeFrame(response);
+// A response frame, or no frame and what to do instead.
+struct Answer {
+  Disposition disposition = Disposition::kReply;
+  std::string frame;
+};
+
+asio::awaitable<Answer> RunOnPool(RequestDispatcher* dispatcher, v1::Request request) {
+  DispatchOutcome outcome = dispatcher->Serve(request);
+  if (outcome.disposition != Disposition::kReply) co_return Answer{outcome.disposition, {}};
+  co_return Answer{Disposition::kReply, wire::EncodeFrame(outcome.response)};
 }
 
 }  // namespace
@@ -67,6 +74,10 @@ void UnitSession::Close() {
 asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
   std::vector<uint8_t> buf;
   size_t begin = 0;  // bytes of `buf` already consumed
+  // A frame must arrive whole within read_timeout of its first byte: a
+  // deadline per frame, not per read, so a client that trickles a byte at a
+  // time cannot hold a connection (and its buffer) forever.
+  std::optional<std::chrono::steady_clock::time_point> frame_deadline;
   for (;;) {
     if (self->closed_) co_return;
     absl::Span<const uint8_t> avail(buf.data() + begin, buf.size() - begin);
@@ -88,6 +99,7 @@ asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
           co_return;
         }
         begin += frame_size;
+        frame_deadline.reset();
         ++self->in_flight_;
         asio::co_spawn(self->socket_.get_executor(), Serve(self, std::move(request)),
                        asio::detached);
@@ -112,7 +124,10 @@ asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
     boost::system::error_code ec;
     size_t n = 0;
     if (mid_frame) {
-      self->read_timer_.expires_after(self->config_.read_timeout);
+      if (!frame_deadline.has_value()) {
+        frame_deadline = std::chrono::steady_clock::now() + self->config_.read_timeout;
+      }
+      self->read_timer_.expires_at(*frame_deadline);
       auto [order, read_ec, read_n, timer_ec] =
           co_await asio::experimental::make_parallel_group(
               self->socket_.async_read_some(target, asio::deferred),
@@ -152,11 +167,23 @@ asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
 }
 
 asio::awaitable<void> UnitSession::Serve(std::shared_ptr<UnitSession> self, v1::Request request) {
-  std::string frame = co_await asio::co_spawn(self->pool_.get_executor(),
-                                              RunOnPool(&self->dispatcher_, std::move(request)),
-                                              asio::use_awaitable);
+  const uint64_t id = request.id();
+  Answer answer = co_await asio::co_spawn(self->pool_.get_executor(),
+                                          RunOnPool(&self->dispatcher_, std::move(request)),
+                                          asio::use_awaitable);
   --self->in_flight_;
-  self->Enqueue(std::move(frame));
+  switch (answer.disposition) {
+    case Disposition::kReply:
+      self->Enqueue(std::move(answer.frame));
+      break;
+    case Disposition::kHang:
+      spdlog::warn("connection from {}: request {} will never be answered (injected hang)",
+                   self->peer_, id);
+      break;
+    case Disposition::kDropConnection:
+      self->CloseNow("injected fault: connection dropped");
+      co_return;
+  }
   self->MaybeFinish();
 }
 

@@ -31,9 +31,9 @@ namespace hsmsim::emulator {
 
 struct SessionConfig {
   size_t max_frame_bytes = 0;
-  // How long a read may wait while a frame is partially received. A
-  // connection idle between frames is kept open: a host holds one
-  // connection per unit for its whole life.
+  // How long a frame may take to arrive once its first byte came (a
+  // deadline per frame, not per read). A connection idle between frames is
+  // kept open: a host holds one connection per unit for its whole life.
   std::chrono::milliseconds read_timeout{30000};
 };
 
