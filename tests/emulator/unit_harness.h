@@ -1,0 +1,257 @@
+// Helpers of the tests that run the real hsmsim-unit process: UnitProcess
+// (started on an ephemeral loopback port, always killed and reaped),
+// Connection (a blocking loopback client speaking frames) and GetInfo.
+#ifndef HSMSIM_TESTS_EMULATOR_UNIT_HARNESS_H_
+#define HSMSIM_TESTS_EMULATOR_UNIT_HARNESS_H_
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "hsmsim/v1/unit.pb.h"
+#include "proto/wire/frame_codec.h"
+
+#ifndef HSMSIM_UNIT_BINARY
+#error "HSMSIM_UNIT_BINARY must name the hsmsim-unit binary"
+#endif
+
+namespace hsmsim::emulator::testing {
+
+using namespace std::chrono_literals;  // NOLINT
+
+inline std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Generous: waiting ends as soon as the condition holds.
+inline constexpr auto kWaitLimit = 20s;
+
+// UnitProcess runs hsmsim-unit; its destructor SIGKILLs and reaps it if it is
+// still running, so no test leaks a process.
+class UnitProcess {
+ public:
+  UnitProcess(const std::string& state_dir, const std::string& work_dir,
+              std::vector<std::string> extra_args = {})
+      : port_file_(work_dir + "/port-" + std::to_string(++counter_)),
+        stderr_file_(work_dir + "/stderr-" + std::to_string(counter_)) {
+    std::vector<std::string> args = {
+        HSMSIM_UNIT_BINARY, "--listen",    "127.0.0.1:0", "--port-file", port_file_, "--state-dir",
+        state_dir,          "--log-level", "debug",       "--workers",   "2"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int fd = ::open(stderr_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd >= 0) {
+        ::dup2(fd, STDOUT_FILENO);  // --help prints to stdout
+        ::dup2(fd, STDERR_FILENO);
+      }
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+  }
+  UnitProcess(const UnitProcess&) = delete;
+  UnitProcess& operator=(const UnitProcess&) = delete;
+  ~UnitProcess() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      int status;
+      ::waitpid(pid_, &status, 0);
+    }
+  }
+
+  // WaitForPort returns the port once the port file appears, or nullopt if
+  // the process exits first or the wait limit passes.
+  std::optional<uint16_t> WaitForPort() {
+    auto deadline = std::chrono::steady_clock::now() + kWaitLimit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::string text = ReadAll(port_file_);
+      if (!text.empty()) return static_cast<uint16_t>(std::stoi(text));
+      if (TryReap()) return std::nullopt;
+      std::this_thread::sleep_for(10ms);
+    }
+    return std::nullopt;
+  }
+
+  void Signal(int sig) { ::kill(pid_, sig); }
+  bool Running() { return !TryReap(); }
+
+  // WaitForExit returns the wait status, or nullopt if still running at the
+  // wait limit.
+  std::optional<int> WaitForExit() {
+    auto deadline = std::chrono::steady_clock::now() + kWaitLimit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (TryReap()) return wait_status_;
+      std::this_thread::sleep_for(10ms);
+    }
+    return std::nullopt;
+  }
+
+  // Stderr returns what the process wrote to stderr and stdout.
+  std::string Stderr() const { return ReadAll(stderr_file_); }
+
+ private:
+  bool TryReap() {
+    if (exited_) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      exited_ = true;
+      wait_status_ = status;
+    }
+    return exited_;
+  }
+
+  static inline int counter_ = 0;
+  std::string port_file_;
+  std::string stderr_file_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int wait_status_ = 0;
+};
+
+// Connection is a blocking loopback socket with a receive timeout.
+class Connection {
+ public:
+  explicit Connection(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    timeval tv{};
+    tv.tv_sec = std::chrono::duration_cast<std::chrono::seconds>(kWaitLimit).count();
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool connected() const { return connected_; }
+
+  // SetReceiveTimeout bounds each later receive; timed_out() then tells a
+  // silent peer from a closed one.
+  void SetReceiveTimeout(std::chrono::milliseconds limit) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(limit.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((limit.count() % 1000) * 1000);
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  bool timed_out() const { return timed_out_; }
+
+  bool SendBytes(std::string_view bytes) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return false;
+      }
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  bool Send(const v1::Request& request) { return SendBytes(wire::EncodeFrame(request)); }
+
+  // Receive returns the next Response, or nullopt when the peer closed the
+  // connection (or the wait limit passed).
+  std::optional<v1::Response> Receive() {
+    for (;;) {
+      auto header = wire::DecodeFrameHeader(
+          absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(buf_.data()), buf_.size()),
+          wire::kDefaultMaxFrameBytes);
+      if (!header.ok()) return std::nullopt;
+      if (header->has_value()) {
+        size_t total = (*header)->prefix_size + (*header)->body_size;
+        if (buf_.size() >= total) {
+          v1::Response response;
+          if (!response.ParseFromArray(buf_.data() + (*header)->prefix_size,
+                                       static_cast<int>((*header)->body_size))) {
+            return std::nullopt;
+          }
+          buf_.erase(0, total);
+          return response;
+        }
+      }
+      if (!ReadMore()) return std::nullopt;
+    }
+  }
+
+  // WaitForClose is true when the peer closes the connection (EOF or reset)
+  // without sending anything more.
+  bool WaitForClose() {
+    char c;
+    ssize_t n;
+    do {
+      n = ::recv(fd_, &c, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0) return true;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) timed_out_ = true;
+    return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK;
+  }
+
+  void ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }
+
+ private:
+  bool ReadMore() {
+    char chunk[4096];
+    ssize_t n;
+    do {
+      n = ::recv(fd_, chunk, sizeof(chunk), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) timed_out_ = true;
+    if (n <= 0) return false;
+    buf_.append(chunk, static_cast<size_t>(n));
+    return true;
+  }
+
+  int fd_ = -1;
+  bool connected_ = false;
+  bool timed_out_ = false;
+  std::string buf_;
+};
+
+inline v1::Request GetInfoRequest(uint64_t id) {
+  v1::Request request;
+  request.set_id(id);
+  request.mutable_get_info();
+  return request;
+}
+
+// GetInfo asks for the unit's info on a new connection.
+inline std::optional<v1::GetInfoResponse> GetInfo(uint16_t port) {
+  Connection conn(port);
+  if (!conn.connected() || !conn.Send(GetInfoRequest(1))) return std::nullopt;
+  auto response = conn.Receive();
+  if (!response || response->id() != 1 || response->status().code() != 0 ||
+      !response->has_get_info()) {
+    return std::nullopt;
+  }
+  return response->get_info();
+}
+
+}  // namespace hsmsim::emulator::testing
+
+#endif  // HSMSIM_TESTS_EMULATOR_UNIT_HARNESS_H_
