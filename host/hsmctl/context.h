@@ -117,6 +117,7 @@ void AddStatusCommands(CLI::App& app, Invocation& inv);
 void AddAdminCommands(CLI::App& app, Invocation& inv);
 void AddKeyPartCommands(CLI::App& app, Invocation& inv);
 void AddMasterKeyCommands(CLI::App& app, Invocation& inv);
+void AddFaultCommands(CLI::App& app, Invocation& inv);
 
 }  // namespace hsmsim::hsmctl
 

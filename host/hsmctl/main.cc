@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   AddAdminCommands(app, inv);
   AddKeyPartCommands(app, inv);
   AddMasterKeyCommands(app, inv);
+  AddFaultCommands(app, inv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
