@@ -10,6 +10,8 @@
 #include "firmware/crypto_unit.h"
 #include "host/admin_key_file.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/keystore_support.h"
+#include "host/interlock.h"
 #include "host/signed_command.h"
 
 namespace hsmsim::hsmctl {
@@ -135,12 +137,22 @@ json RegistersJson(const v1::GetInfoResponse& info) {
           {"old", reg(info.old_register())}};
 }
 
-// RunSimple issues an op without arguments on every selected unit.
-int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Command&)) {
+// RunSimple issues an op without arguments on every selected unit, after
+// the interlock: the change must leave every stored key under a master key
+// some unit holds, unless `force`.
+int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Command&),
+              host::RegisterChange change, bool force) {
   auto signers = LoadSigners(inv);
   if (!signers.ok()) return Fail(inv, signers.status());
-  auto conns = ConnectSelected(inv);
+  host::FleetManifest manifest;
+  auto conns = ConnectSelected(inv, &manifest);
   if (!conns.ok()) return Fail(inv, conns.status());
+  if (!force) {
+    auto counts = KeyCounts(inv, manifest);
+    if (!counts.ok()) return Fail(inv, counts.status());
+    absl::Status lock = host::CheckInterlock(ObserveAll(*conns), change, *counts);
+    if (!lock.ok()) return Fail(inv, lock);
+  }
   const auto signer_ptrs = SignerPointers(*signers);
   auto outcomes = ForEachUnit(
       *conns,
@@ -162,14 +174,20 @@ int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Comm
 }
 
 void AddSimple(CLI::App* mk, Invocation& inv, const char* name, const char* help,
-               void (*set_op)(v1::Command&)) {
+               void (*set_op)(v1::Command&), host::RegisterChange change) {
   CLI::App* cmd = mk->add_subcommand(name, help);
+  auto force = std::make_shared<bool>(false);
+  cmd->add_flag("--force", *force,
+                "Skip the interlock that refuses to strand stored keys under a master key no "
+                "unit holds");
   AddSignOption(cmd, inv);
   AddUnitOptions(cmd, inv);
   AddJsonOption(cmd, inv);
   const std::string command = StrCat("mk ", name);
-  cmd->callback([&inv, command, set_op] {
-    inv.action = [&inv, command, set_op] { return RunSimple(inv, command, set_op); };
+  cmd->callback([&inv, command, set_op, change, force] {
+    inv.action = [&inv, command, set_op, change, force] {
+      return RunSimple(inv, command, set_op, change, *force);
+    };
   });
 }
 
@@ -203,13 +221,16 @@ void AddMasterKeyCommands(CLI::App& app, Invocation& inv) {
   commit->callback([&inv, vp] { inv.action = [&inv, vp] { return RunCommit(inv, *vp); }; });
 
   AddSimple(mk, inv, "setimm", "Set immediate: OLD := CURRENT, CURRENT := NEW, NEW := EMPTY",
-            [](v1::Command& op) { op.mutable_set_immediate(); });
+            [](v1::Command& op) { op.mutable_set_immediate(); }, host::RegisterChange::kSetImmediate);
   AddSimple(mk, inv, "clrnew", "Clear the NEW register",
-            [](v1::Command& op) { op.mutable_clear_new_master_key(); });
+            [](v1::Command& op) { op.mutable_clear_new_master_key(); },
+            host::RegisterChange::kClearNew);
   AddSimple(mk, inv, "clrcur", "Clear the CURRENT register",
-            [](v1::Command& op) { op.mutable_clear_current_master_key(); });
+            [](v1::Command& op) { op.mutable_clear_current_master_key(); },
+            host::RegisterChange::kClearCurrent);
   AddSimple(mk, inv, "clrold", "Clear the OLD register",
-            [](v1::Command& op) { op.mutable_clear_old_master_key(); });
+            [](v1::Command& op) { op.mutable_clear_old_master_key(); },
+            host::RegisterChange::kClearOld);
 }
 
 }  // namespace hsmsim::hsmctl

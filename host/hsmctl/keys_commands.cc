@@ -1,0 +1,520 @@
+// hsmctl keys create | list | wrap | unwrap | verify | upgrade.
+#include <condition_variable>
+#include <deque>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <mutex>
+
+#include "common/hex.h"
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "firmware/crypto/verification_pattern.h"
+#include "firmware/crypto_unit.h"
+#include "firmware/key_blob.h"
+#include "host/hsmctl/keystore_support.h"
+
+namespace hsmsim::hsmctl {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// AsyncFanout runs requests over several unit clients with a bounded number
+// in flight per unit and hands each completion to the caller's thread.
+class AsyncFanout {
+ public:
+  struct Done {
+    size_t unit;
+    uint64_t tag;
+    absl::StatusOr<v1::Response> result;
+  };
+  explicit AsyncFanout(std::vector<UnitConnection>& conns) : conns_(conns) {
+    in_flight_.assign(conns.size(), 0);
+  }
+  ~AsyncFanout() { Drain(); }
+
+  // FreeUnit returns a unit with fewer than `limit` requests in flight, or -1.
+  int FreeUnit(int limit) const {
+    int best = -1;
+    for (size_t i = 0; i < conns_.size(); ++i) {
+      if (in_flight_[i] >= limit) continue;
+      if (best < 0 || in_flight_[i] < in_flight_[static_cast<size_t>(best)]) {
+        best = static_cast<int>(i);
+      }
+    }
+    return best;
+  }
+  void Send(size_t unit, uint64_t tag, v1::Request request) {
+    ++in_flight_[unit];
+    ++total_;
+    conns_[unit].client->CallAsync(std::move(request),
+                                   [this, unit, tag](absl::StatusOr<v1::Response> r) {
+                                     std::lock_guard<std::mutex> lock(mu_);
+                                     done_.push_back(Done{unit, tag, std::move(r)});
+                                     cv_.notify_one();
+                                   });
+  }
+  int in_flight() const { return total_; }
+  // Next waits for one completion. REQUIRES: in_flight() > 0.
+  Done Next() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !done_.empty(); });
+    Done d = std::move(done_.front());
+    done_.pop_front();
+    --in_flight_[d.unit];
+    --total_;
+    return d;
+  }
+  void Drain() {
+    while (total_ > 0) Next();
+  }
+
+ private:
+  std::vector<UnitConnection>& conns_;
+  std::vector<int> in_flight_;
+  int total_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Done> done_;  // guarded by mu_
+};
+
+absl::Status ResponseStatus(const absl::StatusOr<v1::Response>& r, const std::string& unit) {
+  if (!r.ok()) return r.status();
+  absl::Status s = firmware::FromWireStatus(r->status());
+  return s.ok() ? s : WithContext(s, StrCat("unit ", unit));
+}
+
+struct Opened {
+  host::FleetManifest manifest;
+  std::vector<UnitConnection> conns;
+  std::unique_ptr<host::Keystore> store;
+};
+
+absl::StatusOr<Opened> OpenAll(const Invocation& inv, bool create) {
+  Opened o;
+  HSMSIM_ASSIGN_OR_RETURN(o.conns, ConnectSelected(inv, &o.manifest));
+  HSMSIM_ASSIGN_OR_RETURN(o.store, OpenKeystore(inv, o.manifest, create));
+  return o;
+}
+
+int RunCreate(Invocation& inv, int64_t count, const std::string& prefix) {
+  auto opened = OpenAll(inv, true);
+  if (!opened.ok()) return Fail(inv, opened.status());
+  if (absl::Status s = RefuseDuringRotation(*opened->store); !s.ok()) return Fail(inv, s);
+  auto existing = opened->store->CountKeys();
+  if (!existing.ok()) return Fail(inv, existing.status());
+  const auto start = Clock::now();
+  ProgressPrinter progress(inv.json);
+  AsyncFanout fanout(opened->conns);
+  int64_t next = 0;
+  int64_t created = 0;
+  std::vector<host::NewKey> pending;
+  absl::Status failure = absl::OkStatus();
+  auto flush = [&]() {
+    if (pending.empty() || !failure.ok()) return;
+    failure = opened->store->AddKeys(pending);
+    created += static_cast<int64_t>(pending.size());
+    pending.clear();
+  };
+  while (true) {
+    while (failure.ok() && next < count) {
+      int unit = fanout.FreeUnit(64);
+      if (unit < 0) break;
+      v1::Request r;
+      r.mutable_generate_key()->set_key_id(StrCat(prefix, *existing + next + 1));
+      r.mutable_generate_key()->set_algorithm(v1::KEY_ALGORITHM_AES_256);
+      fanout.Send(static_cast<size_t>(unit), static_cast<uint64_t>(next), std::move(r));
+      ++next;
+    }
+    if (fanout.in_flight() == 0) break;
+    AsyncFanout::Done d = fanout.Next();
+    absl::Status s = ResponseStatus(d.result, opened->conns[d.unit].unit.name);
+    if (!s.ok()) {
+      if (failure.ok()) failure = s;
+      continue;
+    }
+    const std::string& blob = d.result->generate_key().blob();
+    auto parsed = firmware::ParseBlob(AsBytes(blob));
+    if (!parsed.ok()) {
+      if (failure.ok()) failure = parsed.status();
+      continue;
+    }
+    pending.push_back(
+        host::NewKey{std::string(parsed->key_id), blob, crypto::AsString(parsed->wkid)});
+    if (pending.size() >= 4096) flush();
+    if ((created + static_cast<int64_t>(pending.size())) % 2048 == 0) {
+      progress.Update(host::RotationProgress{
+          created + static_cast<int64_t>(pending.size()), count,
+          std::chrono::duration<double>(Clock::now() - start).count(), "creating"});
+    }
+  }
+  flush();
+  progress.Finish();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (!failure.ok()) {
+    std::cerr << "hsmctl: " << created << " key(s) were created and stored before the error\n";
+    return Fail(inv, failure);
+  }
+  if (inv.json) {
+    std::cout << json{{"command", "keys create"},
+                      {"ok", true},
+                      {"created", created},
+                      {"seconds", seconds},
+                      {"keys_per_second", created / std::max(seconds, 1e-9)}}
+                     .dump(2)
+              << "\n";
+  } else {
+    std::cout << "created " << created << " key(s) in " << seconds << " s ("
+              << static_cast<int64_t>(created / std::max(seconds, 1e-9)) << " keys/s) in "
+              << opened->store->location() << "\n";
+  }
+  return kExitOk;
+}
+
+int RunList(Invocation& inv, int64_t limit) {
+  host::FleetManifest manifest;
+  auto m = host::LoadFleetManifest(FleetDir(inv));
+  if (!m.ok()) return Fail(inv, m.status());
+  auto store = OpenKeystore(inv, *m, false);
+  if (!store.ok()) return Fail(inv, store.status());
+  json keys = json::array();
+  int64_t after = 0;
+  int64_t shown = 0;
+  while (shown < limit) {
+    auto page =
+        (*store)->ReadPage(after, static_cast<size_t>(std::min<int64_t>(1000, limit - shown)));
+    if (!page.ok()) return Fail(inv, page.status());
+    if (page->empty()) break;
+    for (const host::StoredKey& k : *page) {
+      if (inv.json) {
+        keys.push_back(
+            {{"name", k.name}, {"wkid", ToHex(k.wkid)}, {"pending_wkid", ToHex(k.pending_wkid)}});
+      } else {
+        std::cout << k.name << "  wkid " << ToHex(k.wkid).substr(0, 16)
+                  << (k.pending_wkid.empty() ? ""
+                                             : "  pending " + ToHex(k.pending_wkid).substr(0, 16))
+                  << "\n";
+      }
+      ++shown;
+    }
+    after = page->back().id;
+  }
+  if (inv.json) std::cout << json{{"command", "keys list"}, {"keys", keys}}.dump(2) << "\n";
+  return kExitOk;
+}
+
+// UseKey runs a wrap or unwrap of `key` on the first unit that can use it.
+int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
+  std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  auto opened = OpenAll(inv, false);
+  if (!opened.ok()) return Fail(inv, opened.status());
+  auto key = opened->store->FindKey(name);
+  if (!key.ok()) return Fail(inv, key.status());
+  if (!key->has_value()) {
+    return Fail(inv, Error(absl::StatusCode::kNotFound, "NO_SUCH_KEY",
+                           StrCat("no key named '", name, "' in ", opened->store->location())));
+  }
+  std::string data = input;
+  if (!wrap) {
+    auto decoded = Base64Decode(input);
+    if (!decoded.ok()) return Fail(inv, decoded.status());
+    data = std::move(*decoded);
+  }
+  absl::Status last =
+      Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE", "no unit answered");
+  for (UnitConnection& c : opened->conns) {
+    for (const std::string* blob : {&(*key)->blob, &(*key)->pending_blob}) {
+      if (blob->empty()) continue;
+      v1::Request r;
+      if (wrap) {
+        r.mutable_wrap_key()->set_blob(*blob);
+        r.mutable_wrap_key()->set_plaintext(data);
+      } else {
+        r.mutable_unwrap_key()->set_blob(*blob);
+        r.mutable_unwrap_key()->set_wrapped(data);
+      }
+      auto resp = c.client->Call(std::move(r));
+      absl::Status s = ResponseStatus(resp, c.unit.name);
+      if (s.ok()) {
+        if (wrap) {
+          std::cout << Base64Encode(resp->wrap_key().wrapped()) << "\n";
+        } else {
+          std::string plain = resp->unwrap_key().plaintext();
+          std::cout.write(plain.data(), static_cast<std::streamsize>(plain.size()));
+          WipeString(&plain);
+          WipeString(resp->mutable_unwrap_key()->mutable_plaintext());
+        }
+        if ((wrap ? resp->wrap_key().blob_under_old() : resp->unwrap_key().blob_under_old())) {
+          std::cerr << "hsmctl: note: key '" << name
+                    << "' is under the OLD master key; re-encrypt it (hsmctl keys upgrade)\n";
+        }
+        WipeString(&data);
+        return kExitOk;
+      }
+      last = s;
+      // A refusal that names the key or data (not the unit) will not change
+      // on another unit.
+      const std::string reason = ReasonOf(s);
+      if (reason == "WRAPPED_KEY_AUTHENTICATION_FAILED" || reason == "MALFORMED_WRAPPED_KEY" ||
+          reason == "BAD_DATA_KEY_SIZE") {
+        WipeString(&data);
+        return Fail(inv, s);
+      }
+    }
+  }
+  WipeString(&data);
+  return Fail(inv, last);
+}
+
+int RunVerify(Invocation& inv) {
+  auto opened = OpenAll(inv, false);
+  if (!opened.ok()) return Fail(inv, opened.status());
+  const auto start = Clock::now();
+  auto total = opened->store->CountKeys();
+  if (!total.ok()) return Fail(inv, total.status());
+  ProgressPrinter progress(inv.json);
+  struct PerWkid {
+    int64_t keys = 0;
+    int64_t usable_everywhere = 0;
+    int64_t under_old_somewhere = 0;
+  };
+  std::map<std::string, PerWkid> per_wkid;
+  std::vector<std::string> failures;
+  int64_t failed_keys = 0;
+  int64_t checked = 0;
+  absl::Status unit_error = absl::OkStatus();
+  AsyncFanout fanout(opened->conns);
+  int64_t after = 0;
+  const size_t n_units = opened->conns.size();
+  while (true) {
+    auto page = opened->store->ReadPage(after, 2048);
+    if (!page.ok()) return Fail(inv, page.status());
+    if (page->empty()) break;
+    after = page->back().id;
+    v1::Request blobs, pendings;
+    for (const host::StoredKey& k : *page) {
+      blobs.mutable_check_blobs()->add_blobs(k.blob);
+      pendings.mutable_check_blobs()->add_blobs(k.pending_blob.empty() ? std::string("-")
+                                                                       : k.pending_blob);
+    }
+    bool any_pending = std::any_of(page->begin(), page->end(), [](const host::StoredKey& k) {
+      return !k.pending_blob.empty();
+    });
+    for (size_t u = 0; u < n_units; ++u) {
+      fanout.Send(u, 0, blobs);
+      if (any_pending) fanout.Send(u, 1, pendings);
+    }
+    // results[unit][tag]
+    std::vector<std::array<std::optional<v1::CheckBlobsResponse>, 2>> results(n_units);
+    while (fanout.in_flight() > 0) {
+      AsyncFanout::Done d = fanout.Next();
+      absl::Status s = ResponseStatus(d.result, opened->conns[d.unit].unit.name);
+      if (!s.ok()) {
+        if (unit_error.ok()) unit_error = s;
+        continue;
+      }
+      if (d.result->check_blobs().results_size() != static_cast<int>(page->size())) {
+        if (unit_error.ok()) {
+          unit_error = Error(absl::StatusCode::kInternal, "BAD_RESPONSE",
+                             StrCat("unit ", opened->conns[d.unit].unit.name, " answered ",
+                                    d.result->check_blobs().results_size(), " results for ",
+                                    page->size(), " blobs"));
+        }
+        continue;
+      }
+      results[d.unit][d.tag] = d.result->check_blobs();
+    }
+    for (size_t i = 0; i < page->size(); ++i) {
+      const host::StoredKey& k = (*page)[i];
+      PerWkid& w = per_wkid[ToHex(k.wkid)];
+      ++w.keys;
+      bool everywhere = true;
+      bool under_old = false;
+      std::string why;
+      for (size_t u = 0; u < n_units; ++u) {
+        bool ok = false;
+        for (int tag = 0; tag < 2 && !ok; ++tag) {
+          if (!results[u][tag].has_value() || (tag == 1 && k.pending_blob.empty())) continue;
+          const v1::BlobCheck& c = results[u][tag]->results(static_cast<int>(i));
+          if (c.status().code() == 0) {
+            ok = true;
+            under_old = under_old || c.under_old();
+          } else if (why.empty()) {
+            why = StrCat(opened->conns[u].unit.name, ": ", c.status().reason());
+          }
+        }
+        if (!ok) everywhere = false;
+      }
+      if (everywhere) {
+        ++w.usable_everywhere;
+      } else {
+        ++failed_keys;
+        if (failures.size() < 20) {
+          failures.push_back(StrCat(k.name, " (", why.empty() ? "unit did not answer" : why, ")"));
+        }
+      }
+      if (under_old) ++w.under_old_somewhere;
+    }
+    checked += static_cast<int64_t>(page->size());
+    progress.Update(host::RotationProgress{
+        checked, *total, std::chrono::duration<double>(Clock::now() - start).count(), "verifying"});
+  }
+  progress.Finish();
+  const bool ok = failed_keys == 0 && unit_error.ok();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (inv.json) {
+    json w = json::array();
+    for (const auto& [wkid, p] : per_wkid) {
+      w.push_back({{"wkid", wkid},
+                   {"keys", p.keys},
+                   {"usable_on_every_unit", p.usable_everywhere},
+                   {"under_old", p.under_old_somewhere}});
+    }
+    json doc{{"command", "keys verify"}, {"ok", ok},          {"keys", checked},
+             {"failed", failed_keys},    {"per_wkid", w},     {"failures", failures},
+             {"units", n_units},         {"seconds", seconds}};
+    if (!unit_error.ok()) doc["unit_error"] = StatusJson(unit_error);
+    std::cout << doc.dump(2) << "\n";
+  } else {
+    std::cout << "keys verify: " << checked << " key(s) on " << n_units << " unit(s) in " << seconds
+              << " s\n";
+    for (const auto& [wkid, p] : per_wkid) {
+      std::cout << "  WKID " << wkid << ": " << p.keys << " key(s), " << p.usable_everywhere
+                << " usable on every unit"
+                << (p.under_old_somewhere > 0 ? StrCat(", ", p.under_old_somewhere, " under OLD")
+                                              : std::string())
+                << "\n";
+    }
+    for (const auto& f : failures) std::cout << "  FAILED: " << f << "\n";
+    if (!unit_error.ok()) {
+      std::cout << "  UNIT ERROR: " << ReasonOf(unit_error) << ": " << unit_error.message() << "\n";
+    }
+    std::cout << (ok ? "OK: every key is usable on every unit\n"
+                     : StrCat("FAILED: ", failed_keys, " key(s) not usable on every unit\n"));
+  }
+  if (!unit_error.ok() && host::IsUnreachable(unit_error)) return kExitUnreachable;
+  return ok ? kExitOk : kExitRefused;
+}
+
+int RunUpgrade(Invocation& inv) {
+  auto opened = OpenAll(inv, false);
+  if (!opened.ok()) return Fail(inv, opened.status());
+  if (absl::Status s = RefuseDuringRotation(*opened->store); !s.ok()) return Fail(inv, s);
+  auto observed = ObserveAll(opened->conns);
+  std::string old_vp, current_vp;
+  for (const auto& o : observed) {
+    if (!o.info.ok()) return Fail(inv, o.info.status());
+    const auto& old = o.info->old_register();
+    const auto& cur = o.info->current_register();
+    if (old.state() != v1::REGISTER_VALID || cur.state() != v1::REGISTER_VALID ||
+        (!old_vp.empty() &&
+         (old.verification_pattern() != old_vp || cur.verification_pattern() != current_vp))) {
+      return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "REGISTERS_DIFFER",
+                             StrCat("keys upgrade needs every unit with the same VALID OLD and "
+                                    "CURRENT registers; unit ",
+                                    o.unit.name, " differs")));
+    }
+    old_vp = old.verification_pattern();
+    current_vp = cur.verification_pattern();
+  }
+  int64_t moved = 0, failed = 0, after = 0;
+  size_t next_unit = 0;
+  while (true) {
+    auto page = opened->store->ReadUnder(after, 2048, host::WkidOfVp(old_vp));
+    if (!page.ok()) return Fail(inv, page.status());
+    if (page->empty()) break;
+    after = page->back().id;
+    v1::Request r;
+    for (const auto& k : *page) r.mutable_reencrypt_from_old()->add_blobs(k.blob);
+    UnitConnection& c = opened->conns[next_unit++ % opened->conns.size()];
+    auto resp = c.client->Call(r);
+    absl::Status s = ResponseStatus(resp, c.unit.name);
+    if (!s.ok()) return Fail(inv, s);
+    std::vector<host::RewrappedKey> rewrapped;
+    for (int i = 0; i < resp->reencrypt_from_old().results_size(); ++i) {
+      const auto& res = resp->reencrypt_from_old().results(i);
+      if (res.outcome() == v1::BLOB_FAILED) {
+        ++failed;
+        continue;
+      }
+      rewrapped.push_back(host::RewrappedKey{(*page)[static_cast<size_t>(i)].id, res.blob(),
+                                             host::WkidOfVp(current_vp)});
+    }
+    if (absl::Status st = opened->store->ReplaceBlobs(rewrapped); !st.ok()) return Fail(inv, st);
+    moved += static_cast<int64_t>(rewrapped.size());
+  }
+  if (inv.json) {
+    std::cout << json{{"command", "keys upgrade"},
+                      {"ok", failed == 0},
+                      {"moved", moved},
+                      {"failed", failed}}
+                     .dump(2)
+              << "\n";
+  } else {
+    std::cout << "moved " << moved << " key(s) from OLD to CURRENT"
+              << (failed ? StrCat(", ", failed, " failed") : std::string()) << "\n";
+  }
+  return failed == 0 ? kExitOk : kExitRefused;
+}
+
+}  // namespace
+
+void AddKeysCommands(CLI::App& app, Invocation& inv) {
+  CLI::App* keys =
+      app.add_subcommand("keys", "Key storage: create, list, use and verify root keys");
+  keys->require_subcommand(1);
+
+  auto count = std::make_shared<int64_t>(0);
+  auto prefix = std::make_shared<std::string>("key-");
+  CLI::App* create = keys->add_subcommand(
+      "create", "Generate root keys on the units (spread across them) and store their blobs");
+  create->add_option("--count", *count, "How many keys")
+      ->required()
+      ->check(CLI::Range(1, 100'000'000));
+  create->add_option("--prefix", *prefix, "Key name prefix; names are PREFIX<number>")
+      ->capture_default_str();
+  AddUnitOptions(create, inv);
+  AddJsonOption(create, inv);
+  create->callback([&inv, count, prefix] {
+    inv.action = [&inv, count, prefix] { return RunCreate(inv, *count, *prefix); };
+  });
+
+  auto limit = std::make_shared<int64_t>(100);
+  CLI::App* list = keys->add_subcommand("list", "List stored keys with their WKIDs");
+  list->add_option("--limit", *limit, "At most this many keys")->capture_default_str();
+  AddFleetOption(list, inv);
+  AddJsonOption(list, inv);
+  list->callback([&inv, limit] { inv.action = [&inv, limit] { return RunList(inv, *limit); }; });
+
+  auto name = std::make_shared<std::string>();
+  CLI::App* wrap = keys->add_subcommand(
+      "wrap",
+      "Wrap a data key (raw bytes on stdin, 1..1024) under root key NAME; base64 on stdout");
+  wrap->add_option("--key", *name, "Root key name")->required();
+  AddUnitOptions(wrap, inv);
+  wrap->callback(
+      [&inv, name] { inv.action = [&inv, name] { return RunUseKey(inv, *name, true); }; });
+  CLI::App* unwrap = keys->add_subcommand(
+      "unwrap",
+      "Unwrap a wrapped data key (base64 on stdin) with root key NAME; raw bytes on stdout");
+  unwrap->add_option("--key", *name, "Root key name")->required();
+  AddUnitOptions(unwrap, inv);
+  unwrap->callback(
+      [&inv, name] { inv.action = [&inv, name] { return RunUseKey(inv, *name, false); }; });
+
+  CLI::App* verify = keys->add_subcommand(
+      "verify",
+      "Prove every stored key is usable by every selected unit; counts per WKID; exit 1 on any "
+      "failure");
+  AddUnitOptions(verify, inv);
+  AddJsonOption(verify, inv);
+  verify->callback([&inv] { inv.action = [&inv] { return RunVerify(inv); }; });
+
+  CLI::App* upgrade =
+      keys->add_subcommand("upgrade", "Re-encrypt keys still under the OLD master key to CURRENT");
+  AddUnitOptions(upgrade, inv);
+  AddJsonOption(upgrade, inv);
+  upgrade->callback([&inv] { inv.action = [&inv] { return RunUpgrade(inv); }; });
+}
+
+}  // namespace hsmsim::hsmctl

@@ -1,0 +1,120 @@
+#include "host/hsmctl/keystore_support.h"
+
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "common/status.h"
+#include "common/str_cat.h"
+
+namespace hsmsim::hsmctl {
+
+std::string KeystorePath(const Invocation& inv, const host::FleetManifest& manifest) {
+  if (!manifest.keystore.empty()) return manifest.keystore;
+  return (std::filesystem::path(FleetDir(inv)) / "keystore.db").string();
+}
+
+absl::StatusOr<std::unique_ptr<host::Keystore>> OpenKeystore(const Invocation& inv,
+                                                             const host::FleetManifest& manifest,
+                                                             bool create) {
+  return host::OpenSqliteKeystore(KeystorePath(inv, manifest), create);
+}
+
+absl::StatusOr<std::vector<host::WkidPairCount>> KeyCounts(const Invocation& inv,
+                                                           const host::FleetManifest& manifest) {
+  auto store = OpenKeystore(inv, manifest, false);
+  if (!store.ok()) {
+    if (ReasonOf(store.status()) == "NO_KEYSTORE") return std::vector<host::WkidPairCount>();
+    return store.status();
+  }
+  return (*store)->CountByWkid();
+}
+
+std::vector<host::UnitObservation> ObserveAll(std::vector<UnitConnection>& conns) {
+  std::vector<host::UnitObservation> out;
+  for (UnitConnection& c : conns) out.push_back(host::UnitObservation{c.unit, c.client->GetInfo()});
+  return out;
+}
+
+absl::Status RefuseDuringRotation(host::Keystore& keystore) {
+  HSMSIM_ASSIGN_OR_RETURN(auto journal, keystore.ReadJournal());
+  if (journal.has_value() && journal->phase != host::RotationPhase::kDone) {
+    return Error(absl::StatusCode::kFailedPrecondition, "ROTATION_IN_PROGRESS",
+                 StrCat("a master key rotation is in progress (phase ",
+                        host::RotationPhaseName(journal->phase),
+                        "); operational workloads wait until it completes: hsmctl mk rotate "
+                        "--resume, or hsmctl recover"));
+  }
+  return absl::OkStatus();
+}
+
+ProgressPrinter::ProgressPrinter(bool quiet)
+    : quiet_(quiet),
+      tty_(::isatty(STDERR_FILENO) == 1),
+      last_line_(std::chrono::steady_clock::now()) {}
+
+void ProgressPrinter::Update(const host::RotationProgress& p) {
+  if (quiet_) return;
+  const double rate = p.seconds > 0 ? static_cast<double>(p.done) / p.seconds : 0;
+  const double eta =
+      rate > 0 && p.total > p.done ? static_cast<double>(p.total - p.done) / rate : 0;
+  if (tty_) {
+    constexpr int kWidth = 30;
+    int filled =
+        p.total > 0 ? static_cast<int>(kWidth * p.done / std::max<int64_t>(p.total, 1)) : kWidth;
+    filled = std::min(filled, kWidth);
+    std::fprintf(stderr, "\r%-13s [%s%s] %lld/%lld keys  %.0f keys/s  ETA %.0fs   ",
+                 p.phase.c_str(), std::string(static_cast<size_t>(filled), '#').c_str(),
+                 std::string(static_cast<size_t>(kWidth - filled), '.').c_str(),
+                 static_cast<long long>(p.done), static_cast<long long>(p.total), rate, eta);
+    drawn_ = true;
+    return;
+  }
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_line_ < std::chrono::seconds(2) && p.done < p.total) return;
+  last_line_ = now;
+  std::fprintf(stderr, "%s: %lld/%lld keys, %.0f keys/s, ETA %.0fs\n", p.phase.c_str(),
+               static_cast<long long>(p.done), static_cast<long long>(p.total), rate, eta);
+}
+
+void ProgressPrinter::Finish() {
+  if (drawn_) std::fprintf(stderr, "\n");
+  drawn_ = false;
+}
+
+std::string Base64Encode(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(bytes.data()),
+                          static_cast<int>(bytes.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+absl::StatusOr<std::string> Base64Decode(std::string_view text) {
+  std::string clean;
+  for (char c : text) {
+    if (c != '\n' && c != '\r' && c != ' ' && c != '\t') clean.push_back(c);
+  }
+  if (clean.empty() || clean.size() % 4 != 0 || clean.size() > 8192) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_BASE64",
+                 StrCat("input is not base64 (", clean.size(), " characters)"));
+  }
+  std::string out(clean.size() / 4 * 3, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(clean.data()),
+                          static_cast<int>(clean.size()));
+  if (n < 0) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_BASE64", "input is not valid base64");
+  }
+  size_t pad = 0;
+  if (clean.back() == '=') ++pad;
+  if (clean.size() >= 2 && clean[clean.size() - 2] == '=') ++pad;
+  out.resize(static_cast<size_t>(n) - pad);
+  return out;
+}
+
+}  // namespace hsmsim::hsmctl

@@ -1,0 +1,61 @@
+// hsmctl plumbing for the commands that use key storage: the keystore's
+// location, observing the selected units, progress display, base64.
+#ifndef HSMSIM_HOST_HSMCTL_KEYSTORE_SUPPORT_H_
+#define HSMSIM_HOST_HSMCTL_KEYSTORE_SUPPORT_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "host/hsmctl/context.h"
+#include "host/keystore.h"
+#include "host/rotation.h"
+
+namespace hsmsim::hsmctl {
+
+// KeystorePath returns the manifest's keystore, else FLEET_DIR/keystore.db.
+std::string KeystorePath(const Invocation& inv, const host::FleetManifest& manifest);
+
+// OpenKeystore opens the fleet's keystore (creating it when `create`).
+absl::StatusOr<std::unique_ptr<host::Keystore>> OpenKeystore(const Invocation& inv,
+                                                             const host::FleetManifest& manifest,
+                                                             bool create);
+
+// KeyCounts returns the keystore's counts per WKID, or none when the fleet
+// has no keystore yet.
+absl::StatusOr<std::vector<host::WkidPairCount>> KeyCounts(const Invocation& inv,
+                                                           const host::FleetManifest& manifest);
+
+// ObserveAll reads GetInfo of every connection.
+std::vector<host::UnitObservation> ObserveAll(std::vector<UnitConnection>& conns);
+
+// RefuseDuringRotation returns FAILED_PRECONDITION (ROTATION_IN_PROGRESS)
+// when a rotation is journaled and not DONE: workloads wait for it.
+absl::Status RefuseDuringRotation(host::Keystore& keystore);
+
+// ProgressPrinter draws a progress bar on a terminal (stderr), or a plain
+// line every 2 seconds otherwise. Silent with --json.
+class ProgressPrinter {
+ public:
+  explicit ProgressPrinter(bool quiet);
+  void Update(const host::RotationProgress& p);
+  void Finish();
+
+ private:
+  bool quiet_;
+  bool tty_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_line_;
+};
+
+std::string Base64Encode(std::string_view bytes);
+absl::StatusOr<std::string> Base64Decode(std::string_view text);
+
+// Command registration.
+void AddKeysCommands(CLI::App& app, Invocation& inv);
+void AddRotationCommands(CLI::App& app, Invocation& inv);
+
+}  // namespace hsmsim::hsmctl
+
+#endif  // HSMSIM_HOST_HSMCTL_KEYSTORE_SUPPORT_H_

@@ -1,0 +1,76 @@
+#include "host/interlock.h"
+
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "host/recovery.h"
+
+namespace hsmsim::host {
+
+v1::GetInfoResponse ApplyRegisterChange(const v1::GetInfoResponse& info, RegisterChange change) {
+  v1::GetInfoResponse after = info;
+  v1::MasterKeyRegisterInfo empty;
+  empty.set_state(v1::REGISTER_EMPTY);
+  switch (change) {
+    case RegisterChange::kSetImmediate:
+      if (info.new_register().state() == v1::REGISTER_FULL_COMMITTED) {
+        *after.mutable_old_register() = info.current_register();
+        *after.mutable_current_register() = info.new_register();
+        after.mutable_current_register()->set_state(v1::REGISTER_VALID);
+        *after.mutable_new_register() = empty;
+      }
+      break;
+    case RegisterChange::kClearNew:
+      *after.mutable_new_register() = empty;
+      break;
+    case RegisterChange::kClearCurrent:
+      *after.mutable_current_register() = empty;
+      break;
+    case RegisterChange::kClearOld:
+      *after.mutable_old_register() = empty;
+      break;
+    case RegisterChange::kZeroize:
+      *after.mutable_new_register() = empty;
+      *after.mutable_current_register() = empty;
+      *after.mutable_old_register() = empty;
+      break;
+  }
+  return after;
+}
+
+absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterChange change,
+                            const std::vector<WkidPairCount>& counts) {
+  std::vector<UnitObservation> after;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok()) {
+      return Error(
+          absl::StatusCode::kFailedPrecondition, "INTERLOCK_UNVERIFIED",
+          StrCat("cannot prove the change keeps every stored key usable: unit ", u.unit.name,
+                 " does not answer (", u.info.status().message(), "); use --force to override"));
+    }
+    after.push_back(UnitObservation{u.unit, ApplyRegisterChange(*u.info, change)});
+  }
+  auto before_risk = KeysAtRisk(counts, HeldWkids(units));
+  auto risk = KeysAtRisk(counts, HeldWkids(after));
+  // Only keys this change would strand count; keys already stranded are
+  // reported by hsmctl recover.
+  std::vector<std::pair<std::string, int64_t>> new_risk;
+  for (const auto& r : risk) {
+    bool already = false;
+    for (const auto& b : before_risk) already = already || b.first == r.first;
+    if (!already) new_risk.push_back(r);
+  }
+  if (new_risk.empty()) return absl::OkStatus();
+  std::string list;
+  int64_t total = 0;
+  for (const auto& [wkid, n] : new_risk) {
+    total += n;
+    list += StrCat(list.empty() ? "" : "; ", n, " key(s) under WKID ", wkid);
+  }
+  return Error(absl::StatusCode::kFailedPrecondition, "INTERLOCK",
+               StrCat("refused: afterwards ", total,
+                      " stored key(s) would be under a master key that no unit holds (", list,
+                      "). Re-encrypt them first (hsmctl mk rotate / keys upgrade), or use "
+                      "--force if you accept losing them"));
+}
+
+}  // namespace hsmsim::host

@@ -1,0 +1,179 @@
+#include "host/recovery.h"
+
+#include <algorithm>
+#include <map>
+
+#include "common/hex.h"
+#include "common/str_cat.h"
+
+namespace hsmsim::host {
+namespace {
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += StrCat(out.empty() ? "" : ", ", s);
+  return out;
+}
+
+}  // namespace
+
+std::string_view RecoverySituationName(RecoverySituation s) {
+  switch (s) {
+    case RecoverySituation::kNothingToDo:
+      return "NOTHING_TO_DO";
+    case RecoverySituation::kFixAndRotateAgain:
+      return "FIX_AND_ROTATE_AGAIN";
+    case RecoverySituation::kReencryptionUnfinished:
+      return "REENCRYPTION_UNFINISHED";
+    case RecoverySituation::kSetImmediateAll:
+      return "SET_IMMEDIATE_ALL";
+    case RecoverySituation::kSetImmediateRest:
+      return "SET_IMMEDIATE_REST";
+    case RecoverySituation::kReloadNewRegister:
+      return "RELOAD_NEW_REGISTER";
+    case RecoverySituation::kFinalizeKeystore:
+      return "FINALIZE_KEYSTORE";
+    case RecoverySituation::kKeysAtRisk:
+      return "KEYS_AT_RISK";
+  }
+  return "UNKNOWN";
+}
+
+std::vector<std::string> HeldWkids(const std::vector<UnitObservation>& units) {
+  std::vector<std::string> held;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok()) continue;
+    for (const auto* r :
+         {&u.info->new_register(), &u.info->current_register(), &u.info->old_register()}) {
+      if (!r->verification_pattern().empty()) held.push_back(WkidOfVp(r->verification_pattern()));
+    }
+  }
+  std::sort(held.begin(), held.end());
+  held.erase(std::unique(held.begin(), held.end()), held.end());
+  return held;
+}
+
+std::vector<std::pair<std::string, int64_t>> KeysAtRisk(const std::vector<WkidPairCount>& counts,
+                                                        const std::vector<std::string>& held) {
+  auto is_held = [&](const std::string& w) {
+    return !w.empty() && std::find(held.begin(), held.end(), w) != held.end();
+  };
+  std::map<std::string, int64_t> risk;
+  for (const WkidPairCount& c : counts) {
+    if (!is_held(c.wkid) && !is_held(c.pending_wkid)) risk[ToHex(c.wkid)] += c.count;
+  }
+  return {risk.begin(), risk.end()};
+}
+
+RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
+                                const std::vector<UnitObservation>& units,
+                                const std::vector<WkidPairCount>& counts,
+                                const std::vector<Finding>& findings) {
+  RecoveryDecision d;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok()) d.unreachable_units.push_back(u.unit.name);
+  }
+  // Keys no reachable unit can use come first: whatever else is true, the
+  // only safe action is to stop and clear nothing.
+  d.keys_at_risk = KeysAtRisk(counts, HeldWkids(units));
+  if (!d.keys_at_risk.empty()) {
+    d.situation = RecoverySituation::kKeysAtRisk;
+    int64_t total = 0;
+    std::string list;
+    for (const auto& [wkid, n] : d.keys_at_risk) {
+      total += n;
+      list += StrCat(list.empty() ? "" : "; ", n, " under WKID ", wkid);
+    }
+    d.observed = StrCat(total,
+                        " stored key(s) are under a master key that no reachable unit holds "
+                        "in NEW, CURRENT or OLD (",
+                        list, ")");
+    d.action = StrCat(
+        "STOP. Do not clear, zeroize or promote anything. ",
+        d.unreachable_units.empty()
+            ? "Find a unit (or a backup of one) that still holds that master key, or reload it "
+              "from its key parts into NEW on a unit, then run hsmctl recover again."
+            : StrCat("Start the unreachable unit(s) (", Join(d.unreachable_units),
+                     "): they may hold that master key; then run hsmctl recover again."));
+    return d;
+  }
+  if (!d.unreachable_units.empty()) {
+    d.situation = RecoverySituation::kFixAndRotateAgain;
+    d.observed = StrCat("unit(s) ", Join(d.unreachable_units), " do not answer");
+    d.action =
+        "Fix the cause (start the unit or fix its address), then run hsmctl recover again "
+        "(or hsmctl mk rotate --resume if a rotation is in progress).";
+    return d;
+  }
+  const bool in_progress = journal.has_value() && journal->phase != RotationPhase::kDone;
+  if (!in_progress) {
+    if (!findings.empty()) {
+      d.situation = RecoverySituation::kFixAndRotateAgain;
+      d.observed = StrCat("no rotation in progress; ", findings.size(),
+                          " pre-check(s) fail, first: ", findings[0].status.message());
+      d.action = "Nothing changed. Fix the conditions hsmctl mk rotate reports, then run it again.";
+    } else {
+      d.situation = RecoverySituation::kNothingToDo;
+      d.observed = "no rotation in progress; the fleet is consistent";
+      d.action = "Nothing to do.";
+    }
+    return d;
+  }
+  for (const UnitObservation& u : units) {
+    switch (ClassifyUnit(u, journal->source_vp, journal->target_vp)) {
+      case UnitRotationState::kReady:
+        d.units_to_promote.push_back(u.unit.name);
+        break;
+      case UnitRotationState::kPromoted:
+        d.units_promoted.push_back(u.unit.name);
+        break;
+      default:
+        d.units_to_reload.push_back(u.unit.name);
+        break;
+    }
+  }
+  if (!d.units_to_reload.empty()) {
+    d.situation = RecoverySituation::kReloadNewRegister;
+    d.observed = StrCat("rotation ", RotationPhaseName(journal->phase), "; unit(s) ",
+                        Join(d.units_to_reload),
+                        " no longer hold the target key in NEW (lost or different)");
+    d.action = StrCat("Do not promote ", Join(d.units_to_reload),
+                      ". Reload the same key parts on them first: hsmctl recover --apply "
+                      "--parts F1,F2[,F3] --sign ... (it checks the parts give the target VP "
+                      "before loading), then the rotation continues.");
+    return d;
+  }
+  if (journal->phase == RotationPhase::kReencrypting) {
+    d.situation = RecoverySituation::kReencryptionUnfinished;
+    d.observed = StrCat("re-encryption not finished: ", journal->keys_done, " of ",
+                        journal->keys_total, " key(s) done");
+    d.action =
+        "Run the rotation again (hsmctl mk rotate --resume, or recover --apply); it "
+        "skips blobs already under NEW.";
+    return d;
+  }
+  if (journal->phase == RotationPhase::kFinalizing || d.units_to_promote.empty()) {
+    d.situation = RecoverySituation::kFinalizeKeystore;
+    d.observed = "re-encryption finished and every unit promoted; keystore not finalized";
+    d.action = "Finalize the keystore (hsmctl recover --apply or mk rotate --resume).";
+    return d;
+  }
+  if (d.units_promoted.empty()) {
+    d.situation = RecoverySituation::kSetImmediateAll;
+    d.observed = StrCat(
+        "re-encryption finished; every NEW is FULL_COMMITTED with the target VP "
+        "and every CURRENT is VALID with the source VP");
+    d.action =
+        "Set immediate on every unit (hsmctl recover --apply). It is safe: key storage is "
+        "prepared for the new master key.";
+  } else {
+    d.situation = RecoverySituation::kSetImmediateRest;
+    d.observed = StrCat("re-encryption finished; unit(s) ", Join(d.units_promoted),
+                        " already promoted, ", Join(d.units_to_promote), " not yet");
+    d.action = StrCat("Set immediate on ", Join(d.units_to_promote),
+                      " only (hsmctl recover --apply); the promoted units are left as they are.");
+  }
+  return d;
+}
+
+}  // namespace hsmsim::host

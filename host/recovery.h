@@ -1,0 +1,64 @@
+// Recovery from a rotation that failed half way: observe every unit's
+// registers, the keystore's keys per WKID and the journal, and choose the
+// one safe action (DESIGN.md section 5, the seed page's procedure).
+//
+// DecideRecovery is a pure function of the observation so that every row of
+// the table is tested without processes.
+#ifndef HSMSIM_HOST_RECOVERY_H_
+#define HSMSIM_HOST_RECOVERY_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "host/keystore.h"
+#include "host/rotation.h"
+
+namespace hsmsim::host {
+
+enum class RecoverySituation {
+  kNothingToDo,             // no rotation in progress, fleet consistent
+  kFixAndRotateAgain,       // error before anything changed (unreachable unit, pre-check)
+  kReencryptionUnfinished,  // run rotate again; it skips blobs already under NEW
+  kSetImmediateAll,         // re-encryption finished; promote every unit
+  kSetImmediateRest,        // some units already promoted; promote the rest only
+  kReloadNewRegister,       // a unit's NEW was lost or differs: reload the same parts first
+  kFinalizeKeystore,        // every unit promoted; finalize the keystore
+  kKeysAtRisk,              // keys under a WKID no unit holds: stop, clear nothing
+};
+std::string_view RecoverySituationName(RecoverySituation s);
+
+struct RecoveryDecision {
+  RecoverySituation situation = RecoverySituation::kNothingToDo;
+  // What was seen, in a sentence.
+  std::string observed;
+  // The one safe action, as an operator instruction.
+  std::string action;
+  std::vector<std::string> units_to_promote;
+  std::vector<std::string> units_promoted;
+  std::vector<std::string> units_to_reload;
+  std::vector<std::string> unreachable_units;
+  // WKID (hex) -> number of keys no unit can use.
+  std::vector<std::pair<std::string, int64_t>> keys_at_risk;
+};
+
+// DecideRecovery chooses the safe action. `signers_ok` is whether the
+// pre-check findings (for kFixAndRotateAgain) were computed; `findings` are
+// the rotation pre-check's findings when no rotation is in progress.
+RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
+                                const std::vector<UnitObservation>& units,
+                                const std::vector<WkidPairCount>& counts,
+                                const std::vector<Finding>& findings);
+
+// HeldWkids returns the WKIDs (16 bytes) held by reachable units in any
+// register holding a whole key.
+std::vector<std::string> HeldWkids(const std::vector<UnitObservation>& units);
+
+// KeysAtRisk returns, per blob WKID, the keys whose blob and pending blob are
+// both under master keys that none of `held` is.
+std::vector<std::pair<std::string, int64_t>> KeysAtRisk(const std::vector<WkidPairCount>& counts,
+                                                        const std::vector<std::string>& held);
+
+}  // namespace hsmsim::host
+
+#endif  // HSMSIM_HOST_RECOVERY_H_

@@ -1,0 +1,151 @@
+// Master key rotation of a fleet and its key storage (DESIGN.md section 5).
+//
+// The rotation runs in journaled phases (see RotationPhase):
+//   pre-checks -> REENCRYPTING (key storage CURRENT -> NEW, fanned out across
+//   every unit, several batches in flight per unit) -> REENCRYPTED (prints
+//   kRewrapDoneMessage) -> PROMOTING (set immediate on every unit not yet
+//   promoted) -> FINALIZING (pending blobs become the blobs; keys still under
+//   the old key are re-encrypted OLD -> CURRENT) -> DONE.
+// Every step can be interrupted at any point and resumed: re-encryption
+// skips keys that already have a pending blob under NEW, promotion skips
+// units already promoted, finalization is idempotent.
+//
+// Thread-safety: a RotationEngine is used from one thread; it drives the
+// unit clients' own threads.
+#ifndef HSMSIM_HOST_ROTATION_H_
+#define HSMSIM_HOST_ROTATION_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "host/admin_key_file.h"
+#include "host/fleet_manifest.h"
+#include "host/keystore.h"
+#include "host/unit_client.h"
+#include "hsmsim/v1/unit.pb.h"
+
+namespace hsmsim::host {
+
+// Printed, exactly, when the whole key storage is re-encrypted under NEW.
+inline constexpr char kRewrapDoneMessage[] =
+    "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm.";
+
+// What was observed of one selected unit.
+struct UnitObservation {
+  FleetUnit unit;
+  absl::StatusOr<v1::GetInfoResponse> info;
+};
+
+// A failed pre-check: which unit (or "keystore"/"fleet"), which condition,
+// and a status whose message names both.
+struct Finding {
+  std::string subject;
+  std::string check;
+  absl::Status status;
+};
+
+// PrecheckRotation checks the initial conditions of a rotation (the seed
+// page's list): every unit of the instance selected and of that instance,
+// reachable, none in imprint mode, equal signature thresholds, a common set
+// of administrators large enough for the threshold (and the signers among
+// them), every CURRENT VALID with one VP, every NEW FULL_COMMITTED with one
+// VP different from CURRENT's. Returns no findings when a rotation may start.
+std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
+                                      const std::vector<UnitObservation>& units,
+                                      const std::vector<const AdminKey*>& signers);
+
+// PrecheckKeystore checks that every stored key is under `source_wkid` or
+// `target_wkid` (a key under any other master key would be stranded).
+std::vector<Finding> PrecheckKeystore(const std::vector<WkidPairCount>& counts,
+                                      std::string_view source_wkid, std::string_view target_wkid);
+
+// Observe reads every selected unit's state.
+std::vector<UnitObservation> Observe(const FleetManifest& manifest,
+                                     const std::vector<UnitClient*>& clients);
+
+// How far a unit is in a rotation from `source_vp` to `target_vp`.
+enum class UnitRotationState {
+  kReady,         // NEW FULL_COMMITTED target, CURRENT VALID source
+  kPromoted,      // CURRENT VALID target
+  kNewLost,       // CURRENT source, but NEW empty, uncommitted or another key
+  kUnrecognized,  // CURRENT is neither key
+  kUnreachable,
+};
+std::string_view UnitRotationStateName(UnitRotationState state);
+UnitRotationState ClassifyUnit(const UnitObservation& unit, std::string_view source_vp,
+                               std::string_view target_vp);
+
+struct RotationProgress {
+  int64_t done = 0;
+  int64_t total = 0;
+  double seconds = 0;
+  std::string phase;
+};
+
+struct RotationOptions {
+  size_t batch_size = 2048;
+  int in_flight_per_unit = 4;
+  std::function<void(const RotationProgress&)> progress;  // may be empty
+  std::function<void(std::string_view)> say;              // lines for the operator
+};
+
+// Figures of one run, for the report and for benchmarks.
+struct RotationReport {
+  int64_t keys_rewrapped = 0;
+  int64_t keys_already_done = 0;
+  int64_t stragglers_moved = 0;
+  double reencrypt_seconds = 0;
+  double promote_seconds = 0;
+  double finalize_seconds = 0;
+  std::vector<std::string> promoted_units;
+  std::vector<std::string> skipped_units;  // already promoted
+};
+
+class RotationEngine {
+ public:
+  // `units` are the selected units (their clients outlive the engine);
+  // `signers` sign SET_IMMEDIATE.
+  RotationEngine(Keystore& keystore, std::vector<std::pair<FleetUnit, UnitClient*>> units,
+                 std::vector<const AdminKey*> signers, RotationOptions options);
+
+  // Reencrypt re-encrypts every key under the journal's source key that has
+  // no pending blob under its target yet, using the units in kReady state,
+  // then moves the journal to REENCRYPTED and says kRewrapDoneMessage.
+  // Returns UNAVAILABLE (NO_UNIT_AVAILABLE) when every unit stopped
+  // answering, FAILED_PRECONDITION (KEYS_NOT_REENCRYPTED) naming keys whose
+  // blobs a unit refused; the journal then stays REENCRYPTING.
+  absl::Status Reencrypt(RotationJournal& journal, RotationReport& report);
+
+  // Promote issues SET_IMMEDIATE to every unit in kReady state and skips
+  // those already promoted; refuses (FAILED_PRECONDITION, NEW_REGISTER_LOST)
+  // without touching any unit when one is kNewLost or kUnrecognized, and
+  // (UNAVAILABLE) when one is unreachable. Moves the journal to FINALIZING
+  // when every unit is promoted.
+  absl::Status Promote(RotationJournal& journal, RotationReport& report);
+
+  // Finalize makes every pending blob the key's blob, re-encrypts keys still
+  // under the source key OLD -> CURRENT, and marks the journal DONE.
+  absl::Status Finalize(RotationJournal& journal, RotationReport& report);
+
+  // Run continues a journaled rotation from its phase to DONE.
+  absl::Status Run(RotationJournal& journal, RotationReport& report);
+
+ private:
+  std::vector<UnitObservation> ObserveUnits();
+  void Say(std::string_view line);
+
+  Keystore& keystore_;
+  std::vector<std::pair<FleetUnit, UnitClient*>> units_;
+  std::vector<const AdminKey*> signers_;
+  RotationOptions options_;
+};
+
+// WkidOfVp returns the first 16 bytes of a 32-byte VP.
+inline std::string WkidOfVp(std::string_view vp) { return std::string(vp.substr(0, 16)); }
+
+}  // namespace hsmsim::host
+
+#endif  // HSMSIM_HOST_ROTATION_H_

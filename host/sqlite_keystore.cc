@@ -1,0 +1,313 @@
+#include <ctime>
+#include <string>
+
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "host/internal/sqlite.h"
+#include "host/keystore.h"
+
+namespace hsmsim::host {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys(
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  blob BLOB NOT NULL,
+  wkid BLOB NOT NULL,
+  pending_blob BLOB,
+  pending_wkid BLOB);
+CREATE INDEX IF NOT EXISTS keys_by_wkid ON keys(wkid, id);
+CREATE TABLE IF NOT EXISTS rotation_journal(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  phase TEXT NOT NULL,
+  source_vp BLOB NOT NULL,
+  target_vp BLOB NOT NULL,
+  keys_total INTEGER NOT NULL,
+  keys_done INTEGER NOT NULL,
+  started_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL);
+)sql";
+
+std::string NowUtc() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm;
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+class SqliteKeystore final : public Keystore {
+ public:
+  explicit SqliteKeystore(std::unique_ptr<internal::Database> db) : db_(std::move(db)) {}
+
+  absl::Status Init(bool create) {
+    HSMSIM_RETURN_IF_ERROR(db_->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"));
+    HSMSIM_ASSIGN_OR_RETURN(auto has_meta,
+                            db_->Prepare("SELECT count(*) FROM sqlite_master WHERE name='meta'"));
+    HSMSIM_ASSIGN_OR_RETURN(bool row, has_meta.Step());
+    const bool exists = row && has_meta.Int(0) > 0;
+    if (!exists) {
+      HSMSIM_ASSIGN_OR_RETURN(auto any, db_->Prepare("SELECT count(*) FROM sqlite_master"));
+      HSMSIM_ASSIGN_OR_RETURN(bool any_row, any.Step());
+      if (any_row && any.Int(0) > 0) {
+        return Error(
+            absl::StatusCode::kDataLoss, "BAD_KEYSTORE",
+            StrCat("keystore ", db_->path(), " is a SQLite database but not an hsmsim keystore"));
+      }
+      if (!create) {
+        return Error(absl::StatusCode::kNotFound, "NO_KEYSTORE",
+                     StrCat("keystore ", db_->path(), " is empty (hsmctl keys create makes it)"));
+      }
+      HSMSIM_RETURN_IF_ERROR(
+          db_->Exec(StrCat("BEGIN;", kSchema, "INSERT INTO meta VALUES('schema_version','",
+                           kSchemaVersion, "');COMMIT;")));
+      return absl::OkStatus();
+    }
+    HSMSIM_ASSIGN_OR_RETURN(auto version,
+                            db_->Prepare("SELECT value FROM meta WHERE key='schema_version'"));
+    HSMSIM_ASSIGN_OR_RETURN(bool vrow, version.Step());
+    if (!vrow) {
+      return Error(absl::StatusCode::kDataLoss, "BAD_KEYSTORE",
+                   StrCat("keystore ", db_->path(), " has no schema version"));
+    }
+    const std::string v(version.Text(0));
+    if (v != std::to_string(kSchemaVersion)) {
+      return Error(absl::StatusCode::kFailedPrecondition, "UNSUPPORTED_KEYSTORE_VERSION",
+                   StrCat("keystore ", db_->path(), " has schema version ", v,
+                          "; this hsmctl reads version ", kSchemaVersion));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status AddKeys(const std::vector<NewKey>& keys) override {
+    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+    absl::Status s = [&]() -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(auto insert,
+                              db_->Prepare("INSERT INTO keys(name, blob, wkid) VALUES(?,?,?)"));
+      for (const NewKey& k : keys) {
+        insert.Bind(1, k.name, false).Bind(2, k.blob).Bind(3, k.wkid);
+        absl::Status run = insert.Run();
+        if (!run.ok()) {
+          insert.Reset();
+          if (ReasonOf(run) == "KEY_EXISTS") {
+            return Error(absl::StatusCode::kAlreadyExists, "KEY_EXISTS",
+                         StrCat("a key named '", k.name, "' already exists in ", db_->path()));
+          }
+          return run;
+        }
+      }
+      return absl::OkStatus();
+    }();
+    return Finish(s);
+  }
+
+  absl::StatusOr<std::optional<StoredKey>> FindKey(std::string_view name) override {
+    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare(StrCat(kSelect, " WHERE name=?")));
+    q.Bind(1, name, false);
+    HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return std::optional<StoredKey>();
+    return std::optional<StoredKey>(FromRow(q));
+  }
+
+  absl::StatusOr<std::vector<StoredKey>> ReadPage(int64_t after_id, size_t limit) override {
+    HSMSIM_ASSIGN_OR_RETURN(auto q,
+                            db_->Prepare(StrCat(kSelect, " WHERE id>? ORDER BY id LIMIT ?")));
+    q.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
+    return Collect(q);
+  }
+
+  absl::StatusOr<std::vector<StoredKey>> ReadNeedingRewrap(int64_t after_id, size_t limit,
+                                                           std::string_view source_wkid,
+                                                           std::string_view target_wkid) override {
+    HSMSIM_ASSIGN_OR_RETURN(
+        auto q, db_->Prepare(StrCat(kSelect,
+                                    " WHERE wkid=? AND id>? AND (pending_wkid IS NULL OR "
+                                    "pending_wkid<>?) ORDER BY id LIMIT ?")));
+    q.Bind(1, source_wkid).Bind(2, after_id).Bind(3, target_wkid);
+    q.Bind(4, static_cast<int64_t>(limit));
+    return Collect(q);
+  }
+
+  absl::StatusOr<std::vector<StoredKey>> ReadUnder(int64_t after_id, size_t limit,
+                                                   std::string_view wkid) override {
+    HSMSIM_ASSIGN_OR_RETURN(auto q,
+                            db_->Prepare(StrCat(kSelect,
+                                                " WHERE wkid=? AND id>? AND pending_wkid IS NULL "
+                                                "ORDER BY id LIMIT ?")));
+    q.Bind(1, wkid).Bind(2, after_id).Bind(3, static_cast<int64_t>(limit));
+    return Collect(q);
+  }
+
+  absl::Status StorePending(const std::vector<RewrappedKey>& rewrapped) override {
+    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+    absl::Status s = [&]() -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(
+          auto update, db_->Prepare("UPDATE keys SET pending_blob=?, pending_wkid=? WHERE id=?"));
+      for (const RewrappedKey& r : rewrapped) {
+        update.Bind(1, r.blob).Bind(2, r.wkid).Bind(3, r.id);
+        HSMSIM_RETURN_IF_ERROR(update.Run());
+      }
+      HSMSIM_ASSIGN_OR_RETURN(
+          auto journal,
+          db_->Prepare("UPDATE rotation_journal SET keys_done=keys_done+?, updated_at=?"));
+      journal.Bind(1, static_cast<int64_t>(rewrapped.size())).Bind(2, NowUtc(), false);
+      return journal.Run();
+    }();
+    return Finish(s);
+  }
+
+  absl::Status ReplaceBlobs(const std::vector<RewrappedKey>& rewrapped) override {
+    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+    absl::Status s = [&]() -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(auto update,
+                              db_->Prepare("UPDATE keys SET blob=?, wkid=?, pending_blob=NULL, "
+                                           "pending_wkid=NULL WHERE id=?"));
+      for (const RewrappedKey& r : rewrapped) {
+        update.Bind(1, r.blob).Bind(2, r.wkid).Bind(3, r.id);
+        HSMSIM_RETURN_IF_ERROR(update.Run());
+      }
+      return absl::OkStatus();
+    }();
+    return Finish(s);
+  }
+
+  absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid, int64_t limit) override {
+    HSMSIM_ASSIGN_OR_RETURN(
+        auto q, db_->Prepare("UPDATE keys SET blob=pending_blob, wkid=pending_wkid, "
+                             "pending_blob=NULL, pending_wkid=NULL WHERE id IN (SELECT id FROM "
+                             "keys WHERE pending_wkid=? LIMIT ?)"));
+    q.Bind(1, target_wkid).Bind(2, limit);
+    HSMSIM_RETURN_IF_ERROR(q.Run());
+    return static_cast<int64_t>(sqlite3_changes(db_->handle()));
+  }
+
+  absl::StatusOr<std::vector<WkidPairCount>> CountByWkid() override {
+    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT wkid, pending_wkid, count(*) FROM keys "
+                                                 "GROUP BY wkid, pending_wkid"));
+    std::vector<WkidPairCount> out;
+    while (true) {
+      HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      out.push_back(WkidPairCount{std::string(q.Text(0)), std::string(q.Text(1)), q.Int(2)});
+    }
+    return out;
+  }
+
+  absl::StatusOr<int64_t> CountKeys() override {
+    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT count(*) FROM keys"));
+    HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+    return row ? q.Int(0) : 0;
+  }
+
+  absl::StatusOr<std::optional<RotationJournal>> ReadJournal() override {
+    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT phase, source_vp, target_vp, keys_total, "
+                                                 "keys_done, started_at, updated_at FROM "
+                                                 "rotation_journal WHERE id=1"));
+    HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return std::optional<RotationJournal>();
+    RotationJournal j;
+    auto phase = ParseRotationPhase(q.Text(0));
+    if (!phase.ok()) {
+      return Error(absl::StatusCode::kDataLoss, "BAD_KEYSTORE",
+                   StrCat("keystore ", db_->path(), ": rotation journal has unknown phase '",
+                          q.Text(0), "'"));
+    }
+    j.phase = *phase;
+    j.source_vp = std::string(q.Text(1));
+    j.target_vp = std::string(q.Text(2));
+    j.keys_total = q.Int(3);
+    j.keys_done = q.Int(4);
+    j.started_at = std::string(q.Text(5));
+    j.updated_at = std::string(q.Text(6));
+    return std::optional<RotationJournal>(std::move(j));
+  }
+
+  absl::Status WriteJournal(const RotationJournal& j) override {
+    HSMSIM_ASSIGN_OR_RETURN(
+        auto q, db_->Prepare("INSERT OR REPLACE INTO rotation_journal(id, phase, source_vp, "
+                             "target_vp, keys_total, keys_done, started_at, updated_at) "
+                             "VALUES(1,?,?,?,?,?,?,?)"));
+    q.Bind(1, RotationPhaseName(j.phase), false).Bind(2, j.source_vp).Bind(3, j.target_vp);
+    q.Bind(4, j.keys_total).Bind(5, j.keys_done);
+    q.Bind(6, j.started_at.empty() ? NowUtc() : j.started_at, false).Bind(7, NowUtc(), false);
+    return q.Run();
+  }
+
+  const std::string& location() const override { return db_->path(); }
+
+ private:
+  static constexpr char kSelect[] =
+      "SELECT id, name, blob, wkid, pending_blob, pending_wkid FROM keys";
+
+  static StoredKey FromRow(const internal::Statement& q) {
+    return StoredKey{q.Int(0),
+                     std::string(q.Text(1)),
+                     std::string(q.Text(2)),
+                     std::string(q.Text(3)),
+                     std::string(q.Text(4)),
+                     std::string(q.Text(5))};
+  }
+
+  absl::StatusOr<std::vector<StoredKey>> Collect(internal::Statement& q) {
+    std::vector<StoredKey> out;
+    while (true) {
+      HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      out.push_back(FromRow(q));
+    }
+    return out;
+  }
+
+  // Finish commits when `s` is OK, else rolls back and returns `s`.
+  absl::Status Finish(const absl::Status& s) {
+    if (!s.ok()) {
+      (void)db_->Exec("ROLLBACK");
+      return s;
+    }
+    return db_->Exec("COMMIT");
+  }
+
+  std::unique_ptr<internal::Database> db_;
+};
+
+}  // namespace
+
+std::string_view RotationPhaseName(RotationPhase phase) {
+  switch (phase) {
+    case RotationPhase::kReencrypting:
+      return "REENCRYPTING";
+    case RotationPhase::kReencrypted:
+      return "REENCRYPTED";
+    case RotationPhase::kPromoting:
+      return "PROMOTING";
+    case RotationPhase::kFinalizing:
+      return "FINALIZING";
+    case RotationPhase::kDone:
+      return "DONE";
+  }
+  return "UNKNOWN";
+}
+
+absl::StatusOr<RotationPhase> ParseRotationPhase(std::string_view name) {
+  for (RotationPhase p :
+       {RotationPhase::kReencrypting, RotationPhase::kReencrypted, RotationPhase::kPromoting,
+        RotationPhase::kFinalizing, RotationPhase::kDone}) {
+    if (RotationPhaseName(p) == name) return p;
+  }
+  return Error(absl::StatusCode::kInvalidArgument, "BAD_PHASE",
+               StrCat("unknown rotation phase '", name, "'"));
+}
+
+absl::StatusOr<std::unique_ptr<Keystore>> OpenSqliteKeystore(const std::string& path, bool create) {
+  HSMSIM_ASSIGN_OR_RETURN(auto db, internal::Database::Open(path, create));
+  auto store = std::make_unique<SqliteKeystore>(std::move(db));
+  HSMSIM_RETURN_IF_ERROR(store->Init(create));
+  return std::unique_ptr<Keystore>(std::move(store));
+}
+
+}  // namespace hsmsim::host
