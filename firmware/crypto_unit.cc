@@ -919,6 +919,10 @@ absl::StatusOr<v1::ReencryptBatchResponse> CryptoUnit::Reencrypt(
   const std::string_view from_name = to_new ? "CURRENT" : "OLD";
   v1::ReencryptBatchResponse response;
   response.mutable_results()->Reserve(static_cast<int>(blobs.size()));
+  // One rewrapper for the whole batch: keyed contexts leased once, IVs drawn
+  // in chunks.
+  auto rewrapper = BlobRewrapper::Create(source, target, entropy_, blobs.size());
+  if (!rewrapper.ok()) return rewrapper.status();
   for (const std::string& blob : blobs) {
     v1::BlobResult* result = response.add_results();
     auto parsed = ParseBlob(AsBytes(blob));
@@ -936,7 +940,7 @@ absl::StatusOr<v1::ReencryptBatchResponse> CryptoUnit::Reencrypt(
                                               from_name, " (", ToHex(source.wkid()),
                                               ") nor the target (", ToHex(target.wkid()), ")"));
     } else {
-      auto rewrapped = source.Rewrap(*parsed, target, entropy_);
+      auto rewrapped = rewrapper->Rewrap(*parsed);
       if (rewrapped.ok()) {
         result->set_outcome(v1::BLOB_REENCRYPTED);
         result->set_blob(std::move(*rewrapped));

@@ -19,11 +19,13 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/secret_bytes.h"
 #include "firmware/crypto/entropy.h"
+#include "firmware/crypto/symmetric.h"
 #include "firmware/crypto/verification_pattern.h"
 
 namespace hsmsim::firmware {
@@ -53,7 +55,8 @@ absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob);
 
 // BlobKek is the key-encryption key of one master key, with its WKID.
 // Immutable after Create; thread-safe. Shared by the registers that hold it
-// and by re-encryption work in flight.
+// and by re-encryption work in flight. Its AES key schedule is expanded once
+// (crypto::AesGcmKey) and wiped when the BlobKek is destroyed.
 class BlobKek {
  public:
   // Create derives the KEK from a 32-byte master key.
@@ -74,16 +77,63 @@ class BlobKek {
 
   // Rewrap opens `blob` (which must be under this KEK) and seals its key
   // under `target` with a fresh IV, keeping key id, algorithm and attributes.
+  // For many blobs use a BlobRewrapper, which does the same per blob with
+  // less overhead.
   absl::StatusOr<std::string> Rewrap(const ParsedBlob& blob, const BlobKek& target,
                                      crypto::Entropy& entropy) const;
 
  private:
-  BlobKek(SecretBytes kek, const crypto::Wkid& wkid) : kek_(std::move(kek)), wkid_(wkid) {}
+  friend class BlobRewrapper;
+  BlobKek(std::unique_ptr<const crypto::AesGcmKey> kek, const crypto::Wkid& wkid)
+      : kek_(std::move(kek)), wkid_(wkid) {}
   absl::StatusOr<std::string> SealWithHeader(std::string header, absl::Span<const uint8_t> key,
                                              crypto::Entropy& entropy) const;
 
-  SecretBytes kek_;
+  std::unique_ptr<const crypto::AesGcmKey> kek_;
   crypto::Wkid wkid_;
+};
+
+// BlobRewrapper re-encrypts a batch of blobs from `source` to `target`: the
+// re-encryption kernel. Per blob it does what BlobKek::Rewrap does, without
+// the per-blob setup: it leases one keyed cipher context from each KEK for
+// its lifetime, draws the fresh IVs from the entropy source in chunks rather
+// than one call per blob, decrypts the key into one wiping buffer it reuses,
+// and writes the new blob with a single allocation.
+//
+// Not thread-safe: one per batch, used on one thread. `source`, `target` and
+// `entropy` must outlive it.
+class BlobRewrapper {
+ public:
+  // Create prepares a rewrapper for about `expected_blobs` blobs (a hint for
+  // how many IVs to draw at once). Returns INTERNAL when OpenSSL fails.
+  static absl::StatusOr<BlobRewrapper> Create(const BlobKek& source, const BlobKek& target,
+                                              crypto::Entropy& entropy, size_t expected_blobs);
+
+  BlobRewrapper(BlobRewrapper&&) noexcept = default;
+  BlobRewrapper& operator=(BlobRewrapper&&) = delete;
+
+  // Rewrap returns `blob` (which must be under `source`) re-encrypted under
+  // `target` with a fresh IV, keeping key id, algorithm and attributes.
+  // Errors as BlobKek::Rewrap: FAILED_PRECONDITION (WRONG_MASTER_KEY),
+  // INVALID_ARGUMENT (BLOB_AUTHENTICATION_FAILED), INTERNAL (ENTROPY_FAILED
+  // or CRYPTO_FAILED).
+  absl::StatusOr<std::string> Rewrap(const ParsedBlob& blob);
+
+ private:
+  BlobRewrapper(const BlobKek& source, const BlobKek& target, crypto::Entropy& entropy,
+                crypto::AesGcmKey::Session source_session,
+                crypto::AesGcmKey::Session target_session, size_t expected_blobs);
+  absl::Status NextIv(absl::Span<uint8_t> iv);
+
+  const BlobKek& source_;
+  const BlobKek& target_;
+  crypto::Entropy& entropy_;
+  crypto::AesGcmKey::Session source_session_;
+  crypto::AesGcmKey::Session target_session_;
+  size_t ivs_wanted_;         // IVs still expected, to size the next draw
+  std::vector<uint8_t> ivs_;  // drawn, not yet used: ivs_[iv_pos_..]
+  size_t iv_pos_ = 0;
+  SecretBytes key_;  // the root key between open and seal
 };
 
 // BuildBlobHeader returns the header bytes for the given fields.

@@ -37,59 +37,176 @@ absl::Status CheckSizes(absl::Span<const uint8_t> key, absl::Span<const uint8_t>
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::Status AesGcmSeal(absl::Span<const uint8_t> key, absl::Span<const uint8_t> iv,
-                        absl::Span<const uint8_t> aad, absl::Span<const uint8_t> plaintext,
-                        absl::Span<uint8_t> ciphertext, absl::Span<uint8_t> tag) {
-  HSMSIM_RETURN_IF_ERROR(CheckSizes(key, iv));
-  if (ciphertext.size() != plaintext.size() || tag.size() != kGcmTagSize ||
-      plaintext.size() > INT_MAX || aad.size() > INT_MAX) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_BUFFER_SIZE",
-                 "AES-GCM output buffers do not match the input size");
+absl::Status CheckIvAndBuffers(absl::Span<const uint8_t> iv, absl::Span<const uint8_t> aad,
+                               absl::Span<const uint8_t> in, size_t out_size, size_t tag_size) {
+  if (iv.size() != kGcmIvSize) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_IV_SIZE",
+                 StrCat("GCM IV must be 12 bytes, got ", iv.size()));
   }
-  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  if (out_size != in.size() || tag_size != kGcmTagSize || in.size() > INT_MAX ||
+      aad.size() > INT_MAX) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_BUFFER_SIZE",
+                 "AES-GCM buffers do not match the input size");
+  }
+  return absl::OkStatus();
+}
+
+// SealWithContext encrypts with `ctx`, already keyed for AES-256-GCM
+// encryption: only the IV is set here.
+absl::Status SealWithContext(EVP_CIPHER_CTX* ctx, absl::Span<const uint8_t> iv,
+                             absl::Span<const uint8_t> aad, absl::Span<const uint8_t> plaintext,
+                             absl::Span<uint8_t> ciphertext, absl::Span<uint8_t> tag) {
+  HSMSIM_RETURN_IF_ERROR(CheckIvAndBuffers(iv, aad, plaintext, ciphertext.size(), tag.size()));
   int len = 0;
-  if (!ctx || EVP_EncryptInit_ex2(ctx.get(), Aes256Gcm(), key.data(), iv.data(), nullptr) != 1 ||
-      (!aad.empty() && EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(),
-                                         static_cast<int>(aad.size())) != 1) ||
-      EVP_EncryptUpdate(ctx.get(), ciphertext.data(), &len, plaintext.data(),
+  if (EVP_EncryptInit_ex(ctx, nullptr, nullptr, nullptr, iv.data()) != 1 ||
+      (!aad.empty() &&
+       EVP_EncryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1) ||
+      EVP_EncryptUpdate(ctx, ciphertext.data(), &len, plaintext.data(),
                         static_cast<int>(plaintext.size())) != 1 ||
-      EVP_EncryptFinal_ex(ctx.get(), ciphertext.data() + len, &len) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kGcmTagSize, tag.data()) != 1) {
+      EVP_EncryptFinal_ex(ctx, ciphertext.data() + len, &len) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kGcmTagSize, tag.data()) != 1) {
     return OpenSslError("CRYPTO_FAILED", "AES-256-GCM encryption failed");
   }
   return absl::OkStatus();
 }
 
-absl::Status AesGcmOpen(absl::Span<const uint8_t> key, absl::Span<const uint8_t> iv,
-                        absl::Span<const uint8_t> aad, absl::Span<const uint8_t> ciphertext,
-                        absl::Span<const uint8_t> tag, absl::Span<uint8_t> plaintext) {
-  HSMSIM_RETURN_IF_ERROR(CheckSizes(key, iv));
-  if (ciphertext.size() != plaintext.size() || tag.size() != kGcmTagSize ||
-      ciphertext.size() > INT_MAX || aad.size() > INT_MAX) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_BUFFER_SIZE",
-                 "AES-GCM buffers do not match the input size");
-  }
-  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+// OpenWithContext decrypts with `ctx`, already keyed for AES-256-GCM
+// decryption. Wipes `plaintext` on failure.
+absl::Status OpenWithContext(EVP_CIPHER_CTX* ctx, absl::Span<const uint8_t> iv,
+                             absl::Span<const uint8_t> aad, absl::Span<const uint8_t> ciphertext,
+                             absl::Span<const uint8_t> tag, absl::Span<uint8_t> plaintext) {
+  HSMSIM_RETURN_IF_ERROR(CheckIvAndBuffers(iv, aad, ciphertext, plaintext.size(), tag.size()));
   int len = 0;
-  if (!ctx || EVP_DecryptInit_ex2(ctx.get(), Aes256Gcm(), key.data(), iv.data(), nullptr) != 1 ||
-      (!aad.empty() && EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(),
-                                         static_cast<int>(aad.size())) != 1) ||
-      EVP_DecryptUpdate(ctx.get(), plaintext.data(), &len, ciphertext.data(),
+  if (EVP_DecryptInit_ex(ctx, nullptr, nullptr, nullptr, iv.data()) != 1 ||
+      (!aad.empty() &&
+       EVP_DecryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1) ||
+      EVP_DecryptUpdate(ctx, plaintext.data(), &len, ciphertext.data(),
                         static_cast<int>(ciphertext.size())) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kGcmTagSize,
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kGcmTagSize,
                           const_cast<uint8_t*>(tag.data())) != 1) {
     OPENSSL_cleanse(plaintext.data(), plaintext.size());
     return OpenSslError("CRYPTO_FAILED", "AES-256-GCM decryption failed");
   }
-  if (EVP_DecryptFinal_ex(ctx.get(), plaintext.data() + len, &len) != 1) {
+  if (EVP_DecryptFinal_ex(ctx, plaintext.data() + len, &len) != 1) {
     OPENSSL_cleanse(plaintext.data(), plaintext.size());
     ClearOpenSslErrors();
     return Error(absl::StatusCode::kInvalidArgument, "AUTHENTICATION_FAILED",
                  "AES-256-GCM tag does not verify: wrong key, or the data was altered");
   }
   return absl::OkStatus();
+}
+
+// NewKeyedContext returns a context keyed with `key` for encryption
+// (`encrypt`) or decryption, or null when OpenSSL fails.
+EvpCipherCtxPtr NewKeyedContext(absl::Span<const uint8_t> key, bool encrypt) {
+  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  if (!ctx) return nullptr;
+  int ok = encrypt ? EVP_EncryptInit_ex2(ctx.get(), Aes256Gcm(), key.data(), nullptr, nullptr)
+                   : EVP_DecryptInit_ex2(ctx.get(), Aes256Gcm(), key.data(), nullptr, nullptr);
+  if (ok != 1) return nullptr;
+  return ctx;
+}
+
+// Idle context pairs kept per key; more are freed on return. Enough for the
+// worker pool of a unit on any machine we run on.
+constexpr size_t kMaxIdleContexts = 256;
+
+}  // namespace
+
+absl::Status AesGcmSeal(absl::Span<const uint8_t> key, absl::Span<const uint8_t> iv,
+                        absl::Span<const uint8_t> aad, absl::Span<const uint8_t> plaintext,
+                        absl::Span<uint8_t> ciphertext, absl::Span<uint8_t> tag) {
+  HSMSIM_RETURN_IF_ERROR(CheckSizes(key, iv));
+  HSMSIM_RETURN_IF_ERROR(CheckIvAndBuffers(iv, aad, plaintext, ciphertext.size(), tag.size()));
+  EvpCipherCtxPtr ctx = NewKeyedContext(key, /*encrypt=*/true);
+  if (!ctx) return OpenSslError("CRYPTO_FAILED", "AES-256-GCM encryption failed");
+  return SealWithContext(ctx.get(), iv, aad, plaintext, ciphertext, tag);
+}
+
+absl::Status AesGcmOpen(absl::Span<const uint8_t> key, absl::Span<const uint8_t> iv,
+                        absl::Span<const uint8_t> aad, absl::Span<const uint8_t> ciphertext,
+                        absl::Span<const uint8_t> tag, absl::Span<uint8_t> plaintext) {
+  HSMSIM_RETURN_IF_ERROR(CheckSizes(key, iv));
+  HSMSIM_RETURN_IF_ERROR(CheckIvAndBuffers(iv, aad, ciphertext, plaintext.size(), tag.size()));
+  EvpCipherCtxPtr ctx = NewKeyedContext(key, /*encrypt=*/false);
+  if (!ctx) {
+    OPENSSL_cleanse(plaintext.data(), plaintext.size());
+    return OpenSslError("CRYPTO_FAILED", "AES-256-GCM decryption failed");
+  }
+  return OpenWithContext(ctx.get(), iv, aad, ciphertext, tag, plaintext);
+}
+
+// --- AesGcmKey -----------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<const AesGcmKey>> AesGcmKey::Create(absl::Span<const uint8_t> key) {
+  if (key.size() != kAes256KeySize) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+                 StrCat("AES-256 key must be 32 bytes, got ", key.size()));
+  }
+  std::unique_ptr<const AesGcmKey> k(new AesGcmKey(MakeSecret(key)));
+  // Key one pair now, so that a key OpenSSL cannot use fails here.
+  HSMSIM_ASSIGN_OR_RETURN(Session session, k->StartSession());
+  return k;
+}
+
+absl::StatusOr<AesGcmKey::Session> AesGcmKey::StartSession() const {
+  {
+    std::lock_guard lock(mu_);
+    if (!idle_.empty()) {
+      auto pair = std::move(idle_.back());
+      idle_.pop_back();
+      return Session(this, std::move(pair.first), std::move(pair.second));
+    }
+  }
+  EvpCipherCtxPtr encrypt = NewKeyedContext(key_, /*encrypt=*/true);
+  EvpCipherCtxPtr decrypt = NewKeyedContext(key_, /*encrypt=*/false);
+  if (!encrypt || !decrypt) {
+    return OpenSslError("CRYPTO_FAILED", "AES-256-GCM context setup failed");
+  }
+  return Session(this, std::move(encrypt), std::move(decrypt));
+}
+
+void AesGcmKey::Return(EvpCipherCtxPtr encrypt, EvpCipherCtxPtr decrypt) const {
+  std::lock_guard lock(mu_);
+  if (idle_.size() < kMaxIdleContexts) idle_.emplace_back(std::move(encrypt), std::move(decrypt));
+  // Otherwise both are freed (and wiped) here.
+}
+
+AesGcmKey::Session::~Session() {
+  if (owner_ != nullptr && encrypt_ && decrypt_) {
+    owner_->Return(std::move(encrypt_), std::move(decrypt_));
+  }
+}
+
+absl::Status AesGcmKey::Session::Seal(absl::Span<const uint8_t> iv, absl::Span<const uint8_t> aad,
+                                      absl::Span<const uint8_t> plaintext,
+                                      absl::Span<uint8_t> ciphertext, absl::Span<uint8_t> tag) {
+  return SealWithContext(encrypt_.get(), iv, aad, plaintext, ciphertext, tag);
+}
+
+absl::Status AesGcmKey::Session::Open(absl::Span<const uint8_t> iv, absl::Span<const uint8_t> aad,
+                                      absl::Span<const uint8_t> ciphertext,
+                                      absl::Span<const uint8_t> tag,
+                                      absl::Span<uint8_t> plaintext) {
+  return OpenWithContext(decrypt_.get(), iv, aad, ciphertext, tag, plaintext);
+}
+
+absl::Status AesGcmKey::Seal(absl::Span<const uint8_t> iv, absl::Span<const uint8_t> aad,
+                             absl::Span<const uint8_t> plaintext, absl::Span<uint8_t> ciphertext,
+                             absl::Span<uint8_t> tag) const {
+  HSMSIM_ASSIGN_OR_RETURN(Session session, StartSession());
+  return session.Seal(iv, aad, plaintext, ciphertext, tag);
+}
+
+absl::Status AesGcmKey::Open(absl::Span<const uint8_t> iv, absl::Span<const uint8_t> aad,
+                             absl::Span<const uint8_t> ciphertext, absl::Span<const uint8_t> tag,
+                             absl::Span<uint8_t> plaintext) const {
+  auto session = StartSession();
+  if (!session.ok()) {
+    OPENSSL_cleanse(plaintext.data(), plaintext.size());
+    return session.status();
+  }
+  return session->Open(iv, aad, ciphertext, tag, plaintext);
 }
 
 absl::StatusOr<std::string> AesKeyWrapPad(absl::Span<const uint8_t> kek,
