@@ -1,0 +1,295 @@
+// loopback_bench: re-encryption through one real hsmsim-unit process over
+// TCP on 127.0.0.1, driven by host::UnitClient::CallAsync, against the
+// single-core kernel rate (CryptoUnit::HandleReadOnly in this process)
+// measured at start-up in the same run.
+//
+// The benchmark starts the unit (port 0, a temporary state directory), runs
+// the master key ceremony over the wire to reach CURRENT VALID and NEW
+// FULL_COMMITTED, seals blobs offline under CURRENT (it chose the key parts,
+// so it knows the master key), then sweeps batch size x batches in flight.
+// Each benchmark iteration is one completed batch; `inflight` batches are kept
+// outstanding all the time. The unit is stopped at the end (and dies with
+// this process if it is killed).
+//
+//   build/bench/loopback_bench --benchmark_min_time=1
+//   build/bench/loopback_bench --benchmark_filter='batch:4096/inflight:(1|4)$'
+//   build/bench/loopback_bench --benchmark_format=json --benchmark_out=loopback.json
+#include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/bench_support.h"
+#include "host/unit_client.h"
+
+#ifndef HSMSIM_UNIT_PATH
+#error "HSMSIM_UNIT_PATH must name the hsmsim-unit binary"
+#endif
+
+namespace hsmsim::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kMaxBatch = 16384;
+
+// UnitProcess: one hsmsim-unit child on 127.0.0.1, port 0, in a temporary
+// directory that is removed with it. Stopped (SIGTERM, then SIGKILL) on
+// destruction; PR_SET_PDEATHSIG kills it if this process dies first.
+class UnitProcess {
+ public:
+  static absl::StatusOr<std::unique_ptr<UnitProcess>> Start() {
+    char tmpl[] = "/tmp/hsmsim-loopback-bench-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) {
+      return Error(absl::StatusCode::kInternal, "MKDTEMP", "cannot create a temp directory");
+    }
+    auto unit = std::unique_ptr<UnitProcess>(new UnitProcess(tmpl));
+    const std::string port_file = unit->dir_ + "/port";
+    const std::string state_dir = unit->dir_ + "/state";
+    const std::string log = unit->dir_ + "/unit.log";
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return Error(absl::StatusCode::kInternal, "FORK", "fork failed");
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd >= 0) {
+        dup2(fd, STDERR_FILENO);
+        dup2(fd, STDOUT_FILENO);
+      }
+      execl(HSMSIM_UNIT_PATH, HSMSIM_UNIT_PATH, "--listen", "127.0.0.1:0", "--port-file",
+            port_file.c_str(), "--state-dir", state_dir.c_str(), "--log-level", "warn",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    unit->pid_ = pid;
+    Clock::time_point deadline = Clock::now() + std::chrono::seconds(20);
+    while (Clock::now() < deadline) {
+      std::ifstream in(port_file);
+      int port = 0;
+      if (in >> port && port > 0) {
+        unit->port_ = port;
+        return unit;
+      }
+      int status = 0;
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        unit->pid_ = -1;
+        return Error(absl::StatusCode::kUnavailable, "UNIT_EXITED",
+                     StrCat("hsmsim-unit exited before listening; see ", log));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return Error(absl::StatusCode::kDeadlineExceeded, "UNIT_NOT_READY",
+                 "hsmsim-unit wrote no port file within 20 s");
+  }
+
+  ~UnitProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status = 0;
+      Clock::time_point deadline = Clock::now() + std::chrono::seconds(5);
+      while (waitpid(pid_, &status, WNOHANG) == 0) {
+        if (Clock::now() > deadline) {
+          kill(pid_, SIGKILL);
+          waitpid(pid_, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  std::string endpoint() const { return StrCat("127.0.0.1:", port_); }
+
+ private:
+  explicit UnitProcess(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+// RemoteSender signs and sends commands over the client.
+CommandSender RemoteSender(host::UnitClient& client) {
+  return [&client](v1::Command op, const std::vector<const BenchAdmin*>& signers) -> absl::Status {
+    HSMSIM_ASSIGN_OR_RETURN(v1::GetInfoResponse info, client.GetInfo());
+    op.set_unit_id(info.unit_id());
+    op.set_transaction_counter(info.transaction_counter());
+    HSMSIM_ASSIGN_OR_RETURN(v1::SignedCommand signed_command, SignCommand(op, signers));
+    v1::Request request;
+    *request.mutable_signed_command() = std::move(signed_command);
+    HSMSIM_ASSIGN_OR_RETURN(v1::Response response, client.Call(std::move(request)));
+    return firmware::FromWireStatus(response.status());
+  };
+}
+
+struct LoopbackFixture {
+  std::unique_ptr<UnitProcess> unit;
+  std::unique_ptr<host::UnitClient> client;
+  std::map<int64_t, v1::Request> requests;  // a ReencryptBatch per batch size
+  double kernel_rate = 0;                   // blobs/s, one core, this run
+};
+
+LoopbackFixture* fixture = nullptr;
+
+// MeasureKernel returns the single-core rate of CryptoUnit::HandleReadOnly
+// on batches of 4096, on an in-process unit brought to the same state.
+absl::StatusOr<double> MeasureKernel(crypto::Entropy& entropy) {
+  HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<firmware::CryptoUnit> unit,
+                          firmware::CryptoUnit::Create(entropy));
+  firmware::CryptoUnit& u = *unit;
+  HSMSIM_ASSIGN_OR_RETURN(
+      Ceremony c,
+      RunCeremony(
+          InProcessSender(u), [&u] { return u.Info().importer_public_key(); }, entropy));
+  HSMSIM_ASSIGN_OR_RETURN(auto current, firmware::BlobKek::Create(c.current_master_key));
+  constexpr size_t kBatch = 4096;
+  v1::Request request;
+  request.set_id(1);
+  for (std::string& blob : SealBlobs(*current, kBatch, entropy)) {
+    request.mutable_reencrypt_batch()->add_blobs(std::move(blob));
+  }
+  size_t done = 0;
+  Clock::time_point start = Clock::now();
+  Clock::duration elapsed{};
+  while ((elapsed = Clock::now() - start) < std::chrono::seconds(1)) {
+    v1::Response response = u.HandleReadOnly(request);
+    if (response.status().code() != 0) return firmware::FromWireStatus(response.status());
+    done += kBatch;
+  }
+  return static_cast<double>(done) / std::chrono::duration<double>(elapsed).count();
+}
+
+absl::Status SetUp() {
+  crypto::Entropy& entropy = crypto::OpenSslEntropyInstance();
+  fixture = new LoopbackFixture;
+  HSMSIM_ASSIGN_OR_RETURN(fixture->kernel_rate, MeasureKernel(entropy));
+  HSMSIM_ASSIGN_OR_RETURN(fixture->unit, UnitProcess::Start());
+  host::UnitClientOptions options;
+  options.timeout = std::chrono::seconds(120);
+  options.idempotent_attempts = 1;  // a retry would hide a failure and skew the rate
+  HSMSIM_ASSIGN_OR_RETURN(fixture->client,
+                          host::UnitClient::Create("bench", fixture->unit->endpoint(), options));
+  host::UnitClient& client = *fixture->client;
+  HSMSIM_ASSIGN_OR_RETURN(Ceremony c, RunCeremony(
+                                          RemoteSender(client),
+                                          [&client] {
+                                            auto info = client.GetInfo();
+                                            return info.ok() ? info->importer_public_key()
+                                                             : std::string();
+                                          },
+                                          entropy));
+  HSMSIM_ASSIGN_OR_RETURN(auto current, firmware::BlobKek::Create(c.current_master_key));
+  std::vector<std::string> blobs = SealBlobs(*current, kMaxBatch, entropy);
+  for (int64_t batch : {64, 256, 1024, 4096, 16384}) {
+    v1::Request& request = fixture->requests[batch];
+    for (int64_t i = 0; i < batch; ++i) request.mutable_reencrypt_batch()->add_blobs(blobs[i]);
+  }
+  return absl::OkStatus();
+}
+
+// Pipeline counts completions; shared with the callbacks, which may run after
+// the benchmark function returned.
+struct Pipeline {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t completed = 0;  // guarded by mu
+  size_t failed = 0;     // guarded by mu
+  std::string error;     // guarded by mu
+};
+
+void BM_Loopback(benchmark::State& state) {
+  const int64_t batch = state.range(0);
+  const int64_t inflight = state.range(1);
+  const v1::Request& prototype = fixture->requests.at(batch);
+  auto pipe = std::make_shared<Pipeline>();
+  auto send = [&] {
+    fixture->client->CallAsync(prototype, [pipe, batch](absl::StatusOr<v1::Response> response) {
+      std::string problem;
+      if (!response.ok()) {
+        problem = std::string(response.status().message());
+      } else if (response->status().code() != 0) {
+        problem = response->status().message();
+      } else if (response->reencrypt_batch().results_size() != batch ||
+                 response->reencrypt_batch().results(0).outcome() != v1::BLOB_REENCRYPTED) {
+        problem = "the batch was not re-encrypted";
+      }
+      std::lock_guard lock(pipe->mu);
+      ++pipe->completed;
+      if (!problem.empty()) {
+        ++pipe->failed;
+        pipe->error = std::move(problem);
+      }
+      pipe->cv.notify_all();
+    });
+  };
+  for (int64_t i = 0; i < inflight; ++i) send();
+  size_t consumed = 0;
+  Clock::time_point start = Clock::now();
+  for (auto _ : state) {
+    {
+      std::unique_lock lock(pipe->mu);
+      pipe->cv.wait(lock, [&] { return pipe->completed > consumed; });
+    }
+    ++consumed;
+    send();
+  }
+  Clock::duration elapsed = Clock::now() - start;
+  {
+    std::unique_lock lock(pipe->mu);
+    pipe->cv.wait(lock,
+                  [&] { return pipe->completed == consumed + static_cast<size_t>(inflight); });
+    if (pipe->failed > 0) {
+      state.SkipWithError(StrCat(pipe->failed, " batches failed, e.g.: ", pipe->error).c_str());
+      return;
+    }
+  }
+  const double blobs = static_cast<double>(consumed) * static_cast<double>(batch);
+  const double rate = blobs / std::chrono::duration<double>(elapsed).count();
+  state.SetItemsProcessed(static_cast<int64_t>(blobs));
+  state.counters["blobs_per_s"] = rate;
+  state.counters["kernel_1core"] = fixture->kernel_rate;
+  state.counters["vs_kernel"] = rate / fixture->kernel_rate;
+}
+
+BENCHMARK(BM_Loopback)
+    ->ArgsProduct({{64, 256, 1024, 4096, 16384}, {1, 2, 4, 8, 16}})
+    ->ArgNames({"batch", "inflight"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace hsmsim::bench
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  signal(SIGPIPE, SIG_IGN);
+  if (absl::Status s = hsmsim::bench::SetUp(); !s.ok()) {
+    std::fprintf(stderr, "loopback_bench: setup failed: %s\n", std::string(s.message()).c_str());
+    delete hsmsim::bench::fixture;
+    return 1;
+  }
+  std::fprintf(stderr, "loopback_bench: single-core kernel %.0f blobs/s (batches of 4096)\n",
+               hsmsim::bench::fixture->kernel_rate);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  delete hsmsim::bench::fixture;  // closes the client, stops the unit
+  return 0;
+}
