@@ -1,0 +1,123 @@
+// FixedUnit: the deterministic crypto unit the fuzzers start from, and the
+// signed commands the corpus generator builds for it. Everything comes from
+// SeededEntropy, so the unit id, the administrator key and the importer key
+// are the same in every build: a committed corpus of signed commands stays
+// valid. The unit is in normal mode with one administrator (thresholds 1/1),
+// an importer key, CURRENT VALID, NEW FULL_COMMITTED.
+#ifndef HSMSIM_FUZZ_FIXED_UNIT_H_
+#define HSMSIM_FUZZ_FIXED_UNIT_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "common/secret_bytes.h"
+#include "firmware/crypto/ec_p521.h"
+#include "firmware/crypto/entropy.h"
+#include "firmware/crypto/key_part.h"
+#include "firmware/crypto/verification_pattern.h"
+#include "firmware/crypto_unit.h"
+
+namespace hsmsim::fuzz {
+
+inline constexpr uint64_t kFixedSeed = 20240601;
+
+struct FixedUnit {
+  crypto::SeededEntropy entropy{kFixedSeed};
+  std::shared_ptr<EVP_PKEY> admin_key;
+  std::string admin_der;
+  std::unique_ptr<firmware::CryptoUnit> unit;
+
+  // Sign returns a request carrying `command` for the unit's current counter,
+  // signed by the administrator.
+  v1::Request Sign(v1::Command command, uint64_t id = 1) const {
+    v1::GetInfoResponse info = unit->Info();
+    command.set_unit_id(info.unit_id());
+    command.set_transaction_counter(info.transaction_counter());
+    v1::Request request;
+    request.set_id(id);
+    auto* sc = request.mutable_signed_command();
+    sc->set_command(command.SerializeAsString());
+    if (info.mode() == v1::MODE_NORMAL || command.has_set_thresholds()) {
+      auto* sig = sc->add_signatures();
+      sig->set_admin_key_id(crypto::AsString(crypto::KeyIdOfPublicKeyDer(AsBytes(admin_der))));
+      sig->set_signature(*crypto::SignSha512(*admin_key, AsBytes(sc->command())));
+    }
+    return request;
+  }
+
+  void Apply(const v1::Command& command) {
+    firmware::HandleResult r = unit->Handle(Sign(command));
+    HSMSIM_CHECK(r.response.status().code() == 0);
+  }
+
+  static SecretBytes Part(uint8_t fill) {
+    SecretBytes p(crypto::kKeyPartSize);
+    for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<uint8_t>(fill + i * 7);
+    return p;
+  }
+
+  v1::Command LoadParts(std::vector<SecretBytes> parts, uint32_t total) {
+    v1::Command c;
+    c.mutable_load_key_parts()->set_total_parts(total);
+    std::string importer = unit->Info().importer_public_key();
+    for (const SecretBytes& p : parts) {
+      auto enc = crypto::EncryptKeyPartToImporter(p, AsBytes(importer), entropy);
+      HSMSIM_CHECK(enc.ok());
+      *c.mutable_load_key_parts()->add_parts() = *enc;
+    }
+    return c;
+  }
+
+  static v1::Command Commit(const std::vector<SecretBytes>& parts) {
+    SecretBytes key(crypto::kKeyPartSize, 0);
+    for (const SecretBytes& p : parts)
+      for (size_t i = 0; i < key.size(); ++i) key[i] ^= p[i];
+    v1::Command c;
+    c.mutable_commit_new_master_key()->set_expected_verification_pattern(
+        crypto::AsString(crypto::ComputeVerificationPattern(key)));
+    return c;
+  }
+
+  FixedUnit() {
+    auto key = crypto::GenerateP521(entropy);
+    HSMSIM_CHECK(key.ok());
+    admin_der = *crypto::PublicKeyDer(**key);
+    admin_key = std::shared_ptr<EVP_PKEY>(key->release(), EVP_PKEY_free);
+    unit = *firmware::CryptoUnit::Create(entropy);
+    v1::Command add;
+    add.mutable_add_admin()->set_name("fuzz-admin");
+    add.mutable_add_admin()->set_public_key(admin_der);
+    Apply(add);
+    v1::Command thresholds;
+    thresholds.mutable_set_thresholds()->set_signature_threshold(1);
+    thresholds.mutable_set_thresholds()->set_revocation_threshold(1);
+    Apply(thresholds);
+    v1::Command importer;
+    importer.mutable_generate_importer();
+    Apply(importer);
+    const std::vector<SecretBytes> a = {Part(1), Part(2)};
+    const std::vector<SecretBytes> b = {Part(3), Part(4), Part(5)};
+    Apply(LoadParts(a, 2));
+    Apply(Commit(a));
+    v1::Command promote;
+    promote.mutable_set_immediate();
+    Apply(promote);
+    Apply(LoadParts(b, 3));
+    Apply(Commit(b));
+  }
+
+  // Blob returns a new root-key blob under CURRENT.
+  std::string Blob(const std::string& key_id) const {
+    v1::Request r;
+    r.mutable_generate_key()->set_key_id(key_id);
+    v1::Response response = unit->HandleReadOnly(r);
+    HSMSIM_CHECK(response.status().code() == 0);
+    return response.generate_key().blob();
+  }
+};
+
+}  // namespace hsmsim::fuzz
+
+#endif  // HSMSIM_FUZZ_FIXED_UNIT_H_
