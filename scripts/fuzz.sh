@@ -60,7 +60,7 @@ for name in "${fuzzers[@]}"; do
   fi
   grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' \
     "$work/$name.log" | sed "s/^/fuzz: $name /" >&2
-  grep -E '^#[0-9]+ +DONE' "$work/$name.log" | sed "s/^/fuzz: $name /" >&2 || true
+  grep -E '^#[0-9]+[[:space:]]+DONE' "$work/$name.log" | sed "s/^/fuzz: $name /" >&2 || true
 done
 if [ "$status" -eq 0 ]; then echo "fuzz: no findings" >&2; fi
 exit "$status"
