@@ -2,11 +2,13 @@
 // limit of this machine, raw OpenSSL AES-256-GCM decrypt + encrypt of the
 // same blobs, in the same process.
 //
-// The limit benchmarks are registered first, so Google Benchmark runs them
-// first; each stores its rate per batch size. The kernel benchmarks report
-// `vs_limit` = kernel rate / limit rate for the same batch size. When a
-// filter leaves the limit out, the kernel benchmark measures the limit itself
-// (about 0.3 s) before it starts, so the ratio is always a same-run figure.
+// The machine this runs on is shared and its load drifts, so a ratio of two
+// benchmarks run a minute apart is not trustworthy. The kernel benchmarks
+// therefore pair every kernel batch with a limit batch of the same blobs run
+// right after it: the reported time (manual time) is the kernel's alone, and
+// `vs_limit` = kernel rate / limit rate over the same iterations, with
+// `limit_blobs_per_s` the paired limit rate. The BM_Limit rows give the limit
+// on its own, and with IVs drawn from RAND_bytes (one call per batch).
 //
 //   build/bench/reencrypt_kernel_bench --benchmark_min_time=1
 //   build/bench/reencrypt_kernel_bench --benchmark_format=json --benchmark_out=kernel.json
@@ -18,9 +20,7 @@
 
 #include <chrono>
 #include <cstring>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -161,38 +161,6 @@ std::unique_ptr<GcmLimit> MakeLimit() {
                                     parsed->header.size());
 }
 
-std::mutex limit_mu;
-std::map<int64_t, double> limit_rates;  // guarded by limit_mu: blobs/s per batch size
-
-double StoredLimit(int64_t batch) {
-  std::lock_guard lock(limit_mu);
-  auto it = limit_rates.find(batch);
-  return it == limit_rates.end() ? 0 : it->second;
-}
-
-void StoreLimit(int64_t batch, double rate) {
-  std::lock_guard lock(limit_mu);
-  limit_rates[batch] = rate;
-}
-
-// LimitRate returns the stored limit for `batch`, or measures it now.
-double LimitRate(int64_t batch) {
-  if (double stored = StoredLimit(batch); stored > 0) return stored;
-  auto limit = MakeLimit();
-  const size_t n = static_cast<size_t>(batch);
-  std::vector<uint8_t> out(n * Fixture().blobs[0].size());
-  size_t done = 0;
-  Clock::time_point start = Clock::now();
-  Clock::duration elapsed{};
-  while ((elapsed = Clock::now() - start) < std::chrono::milliseconds(300)) {
-    HSMSIM_CHECK(limit->Run(Fixture().blobs, n, out.data(), false));
-    done += n;
-  }
-  double rate = static_cast<double>(done) / std::chrono::duration<double>(elapsed).count();
-  StoreLimit(batch, rate);
-  return rate;
-}
-
 void ReportRate(benchmark::State& state, size_t blobs, Clock::duration elapsed) {
   state.SetItemsProcessed(static_cast<int64_t>(blobs));
   state.counters["blobs_per_s"] = benchmark::Counter(
@@ -213,46 +181,75 @@ void BM_Limit(benchmark::State& state, bool draw_ivs) {
     benchmark::DoNotOptimize(out.data());
     done += n;
   }
-  Clock::duration elapsed = Clock::now() - start;
-  ReportRate(state, done, elapsed);
-  double rate = static_cast<double>(done) / std::chrono::duration<double>(elapsed).count();
-  if (!draw_ivs) {
-    StoreLimit(state.range(0), rate);
-  } else if (double plain = StoredLimit(state.range(0)); plain > 0) {
-    state.counters["vs_limit"] = rate / plain;
-  }
+  ReportRate(state, done, Clock::now() - start);
 }
 
 // --- the kernel --------------------------------------------------------------
 
-void FinishKernel(benchmark::State& state, size_t done, Clock::duration elapsed) {
-  ReportRate(state, done, elapsed);
-  double rate = static_cast<double>(done) / std::chrono::duration<double>(elapsed).count();
-  state.counters["vs_limit"] = rate / LimitRate(state.range(0));
-}
+// PairedLimit runs one limit batch after each kernel batch and keeps the
+// totals of both.
+class PairedLimit {
+ public:
+  explicit PairedLimit(size_t n)
+      : n_(n), limit_(MakeLimit()), out_(n * Fixture().blobs[0].size()) {}
+
+  // Kernel times `kernel` (one batch), then the limit on the same blobs;
+  // sets the iteration's manual time to the kernel's. False if the limit
+  // failed.
+  template <typename F>
+  bool Run(benchmark::State& state, F&& kernel) {
+    Clock::time_point t0 = Clock::now();
+    kernel();
+    Clock::time_point t1 = Clock::now();
+    bool ok = limit_->Run(Fixture().blobs, n_, out_.data(), false);
+    Clock::time_point t2 = Clock::now();
+    kernel_time_ += t1 - t0;
+    limit_time_ += t2 - t1;
+    done_ += n_;
+    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    return ok;
+  }
+
+  void Report(benchmark::State& state) {
+    ReportRate(state, done_, kernel_time_);
+    double limit_seconds = std::chrono::duration<double>(limit_time_).count();
+    state.counters["limit_blobs_per_s"] = static_cast<double>(done_) / limit_seconds;
+    state.counters["vs_limit"] =
+        limit_seconds / std::chrono::duration<double>(kernel_time_).count();
+  }
+
+ private:
+  size_t n_;
+  std::unique_ptr<GcmLimit> limit_;
+  std::vector<uint8_t> out_;
+  size_t done_ = 0;
+  Clock::duration kernel_time_{};
+  Clock::duration limit_time_{};
+};
 
 // CryptoUnit::HandleReadOnly on a ReencryptBatchRequest: what a worker of
 // hsmsim-unit runs, response construction and destruction included.
 void BM_KernelHandleReadOnly(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(0));
   KernelFixture& f = Fixture();
-  LimitRate(state.range(0));  // before timing, if it was filtered out
   v1::Request request;
   request.set_id(1);
   for (size_t i = 0; i < n; ++i) request.mutable_reencrypt_batch()->add_blobs(f.blobs[i]);
-  size_t done = 0;
-  Clock::time_point start = Clock::now();
+  PairedLimit paired(n);
+  bool reencrypted = true;
   for (auto _ : state) {
-    v1::Response response = f.unit->HandleReadOnly(request);
-    if (response.status().code() != 0 ||
-        static_cast<size_t>(response.reencrypt_batch().results_size()) != n ||
-        response.reencrypt_batch().results(0).outcome() != v1::BLOB_REENCRYPTED) {
-      state.SkipWithError("ReencryptBatch did not re-encrypt the batch");
+    bool limit_ok = paired.Run(state, [&] {
+      v1::Response response = f.unit->HandleReadOnly(request);
+      reencrypted = response.status().code() == 0 &&
+                    static_cast<size_t>(response.reencrypt_batch().results_size()) == n &&
+                    response.reencrypt_batch().results(0).outcome() == v1::BLOB_REENCRYPTED;
+    });
+    if (!reencrypted || !limit_ok) {
+      state.SkipWithError("ReencryptBatch (or the limit) did not re-encrypt the batch");
       return;
     }
-    done += n;
   }
-  FinishKernel(state, done, Clock::now() - start);
+  paired.Report(state);
 }
 
 // The lower-level kernel alone: ParseBlob and BlobRewrapper::Rewrap per
@@ -260,32 +257,30 @@ void BM_KernelHandleReadOnly(benchmark::State& state) {
 void BM_KernelRewrapLoop(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(0));
   KernelFixture& f = Fixture();
-  LimitRate(state.range(0));
   crypto::Entropy& entropy = crypto::OpenSslEntropyInstance();
   std::vector<std::string> out;
   out.reserve(n);
-  size_t done = 0;
-  Clock::time_point start = Clock::now();
+  PairedLimit paired(n);
+  bool rewrapped_all = true;
   for (auto _ : state) {
-    out.clear();
-    auto rewrapper = firmware::BlobRewrapper::Create(*f.current, *f.next, entropy, n);
-    if (!rewrapper.ok()) {
-      state.SkipWithError("BlobRewrapper::Create failed");
+    bool limit_ok = paired.Run(state, [&] {
+      out.clear();
+      auto rewrapper = firmware::BlobRewrapper::Create(*f.current, *f.next, entropy, n);
+      rewrapped_all = rewrapper.ok();
+      for (size_t i = 0; i < n && rewrapped_all; ++i) {
+        auto parsed = firmware::ParseBlob(AsBytes(f.blobs[i]));
+        auto rewrapped =
+            parsed.ok() ? rewrapper->Rewrap(*parsed) : absl::StatusOr<std::string>(parsed.status());
+        rewrapped_all = rewrapped.ok();
+        if (rewrapped_all) out.push_back(std::move(*rewrapped));
+      }
+    });
+    if (!rewrapped_all || !limit_ok) {
+      state.SkipWithError("BlobRewrapper::Rewrap (or the limit) failed");
       return;
     }
-    for (size_t i = 0; i < n; ++i) {
-      auto parsed = firmware::ParseBlob(AsBytes(f.blobs[i]));
-      auto rewrapped =
-          parsed.ok() ? rewrapper->Rewrap(*parsed) : absl::StatusOr<std::string>(parsed.status());
-      if (!rewrapped.ok()) {
-        state.SkipWithError("BlobRewrapper::Rewrap failed");
-        return;
-      }
-      out.push_back(std::move(*rewrapped));
-    }
-    done += n;
   }
-  FinishKernel(state, done, Clock::now() - start);
+  paired.Report(state);
 }
 
 // BlobKek::Rewrap one blob at a time (the single-blob API: a context lease
@@ -293,24 +288,25 @@ void BM_KernelRewrapLoop(benchmark::State& state) {
 void BM_KernelRewrapOneByOne(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(0));
   KernelFixture& f = Fixture();
-  LimitRate(state.range(0));
   crypto::Entropy& entropy = crypto::OpenSslEntropyInstance();
-  size_t done = 0;
-  Clock::time_point start = Clock::now();
+  PairedLimit paired(n);
+  bool rewrapped_all = true;
   for (auto _ : state) {
-    for (size_t i = 0; i < n; ++i) {
-      auto parsed = firmware::ParseBlob(AsBytes(f.blobs[i]));
-      auto rewrapped = parsed.ok() ? f.current->Rewrap(*parsed, *f.next, entropy)
-                                   : absl::StatusOr<std::string>(parsed.status());
-      if (!rewrapped.ok()) {
-        state.SkipWithError("BlobKek::Rewrap failed");
-        return;
+    bool limit_ok = paired.Run(state, [&] {
+      for (size_t i = 0; i < n && rewrapped_all; ++i) {
+        auto parsed = firmware::ParseBlob(AsBytes(f.blobs[i]));
+        auto rewrapped = parsed.ok() ? f.current->Rewrap(*parsed, *f.next, entropy)
+                                     : absl::StatusOr<std::string>(parsed.status());
+        rewrapped_all = rewrapped.ok();
+        if (rewrapped_all) benchmark::DoNotOptimize(rewrapped->data());
       }
-      benchmark::DoNotOptimize(rewrapped->data());
+    });
+    if (!rewrapped_all || !limit_ok) {
+      state.SkipWithError("BlobKek::Rewrap (or the limit) failed");
+      return;
     }
-    done += n;
   }
-  FinishKernel(state, done, Clock::now() - start);
+  paired.Report(state);
 }
 
 void BatchArgs(benchmark::internal::Benchmark* b) {
@@ -318,14 +314,19 @@ void BatchArgs(benchmark::internal::Benchmark* b) {
   b->ArgName("batch")->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
+void PairedBatchArgs(benchmark::internal::Benchmark* b) {
+  for (int64_t n : KernelBatchSizes()) b->Arg(n);
+  b->ArgName("batch")->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 BENCHMARK_CAPTURE(BM_Limit, raw_evp_gcm, false)->Apply(BatchArgs);
 BENCHMARK_CAPTURE(BM_Limit, raw_evp_gcm_rand_ivs, true)->Apply(BatchArgs);
-BENCHMARK(BM_KernelHandleReadOnly)->Apply(BatchArgs);
-BENCHMARK(BM_KernelRewrapLoop)->Apply(BatchArgs);
+BENCHMARK(BM_KernelHandleReadOnly)->Apply(PairedBatchArgs);
+BENCHMARK(BM_KernelRewrapLoop)->Apply(PairedBatchArgs);
 BENCHMARK(BM_KernelRewrapOneByOne)
     ->Arg(256)
     ->ArgName("batch")
-    ->UseRealTime()
+    ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
