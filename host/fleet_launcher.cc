@@ -52,6 +52,8 @@ struct Started {
   FleetUnit unit;
   std::string port_file;
   std::string log_file;
+  std::string listen = "127.0.0.1:0";
+  bool allow_fault_injection = false;
 };
 
 absl::StatusOr<int> Spawn(const std::string& binary, const Started& s) {
@@ -64,8 +66,9 @@ absl::StatusOr<int> Spawn(const std::string& binary, const Started& s) {
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, s.log_file.c_str(),
                                    O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  std::vector<std::string> args = {binary,      "--listen",    "127.0.0.1:0",   "--port-file",
+  std::vector<std::string> args = {binary,      "--listen",    s.listen,        "--port-file",
                                    s.port_file, "--state-dir", s.unit.state_dir};
+  if (s.allow_fault_injection) args.push_back("--allow-fault-injection");
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -275,6 +278,7 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
     }
     s.port_file = (fs::path(s.unit.state_dir) / "port").string();
     s.log_file = (fs::path(s.unit.state_dir) / "unit.log").string();
+    s.allow_fault_injection = options.allow_fault_injection;
     fs::remove(s.port_file, ec);
     auto pid = Spawn(binary, s);
     if (!pid.ok()) {
@@ -306,6 +310,48 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
     return saved;
   }
   return manifest;
+}
+
+absl::StatusOr<FleetUnit> RestartUnit(const FleetLaunchOptions& options, const std::string& name) {
+  const std::string dir = fs::absolute(options.fleet_dir).lexically_normal().string();
+  HSMSIM_ASSIGN_OR_RETURN(FleetManifest manifest, LoadFleetManifest(dir));
+  FleetUnit* unit = manifest.FindUnit(name);
+  if (unit == nullptr) {
+    return Error(absl::StatusCode::kNotFound, "NO_SUCH_UNIT",
+                 StrCat("fleet ", dir, " has no unit named '", name, "'"));
+  }
+  if (IsUnitProcess(unit->pid, unit->state_dir)) {
+    return Error(absl::StatusCode::kFailedPrecondition, "UNIT_RUNNING",
+                 StrCat(name, " is running (pid ", unit->pid, ")"));
+  }
+  HSMSIM_ASSIGN_OR_RETURN(std::string binary, LocateUnitBinary(options.unit_binary));
+  Started s;
+  s.unit = *unit;
+  s.port_file = (fs::path(unit->state_dir) / "port").string();
+  s.log_file = (fs::path(unit->state_dir) / "unit.log").string();
+  // The same port, so the manifest and every host keep working.
+  s.listen = unit->endpoint;
+  s.allow_fault_injection = options.allow_fault_injection;
+  std::error_code ec;
+  fs::remove(s.port_file, ec);
+  // The port may still be held briefly by the dying process.
+  absl::Status ready = absl::OkStatus();
+  const auto deadline = Clock::now() + options.ready_timeout;
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    HSMSIM_ASSIGN_OR_RETURN(s.unit.pid, Spawn(binary, s));
+    ready = ReadyAndAssign(s, manifest.instance, deadline);
+    if (ready.ok() || ProcessAlive(s.unit.pid) || Clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  if (!ready.ok()) {
+    if (s.unit.pid > 0) StopProcess(s.unit.pid, std::chrono::seconds(5));
+    return ready;
+  }
+  unit->pid = s.unit.pid;
+  unit->endpoint = s.unit.endpoint;
+  unit->stopped = false;
+  HSMSIM_RETURN_IF_ERROR(SaveFleetManifest(dir, manifest));
+  return *unit;
 }
 
 }  // namespace hsmsim::host

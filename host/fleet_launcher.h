@@ -29,6 +29,8 @@ struct FleetLaunchOptions {
   std::string instance = "default";
   std::string unit_binary;
   std::chrono::milliseconds ready_timeout{20'000};
+  // Start the units with --allow-fault-injection (tests, drills).
+  bool allow_fault_injection = false;
   // Called with a line of progress ("unit2: listening on ...").
   std::function<void(const std::string&)> progress;
 };
@@ -40,6 +42,14 @@ struct FleetLaunchOptions {
 // unit's log tail included when it exited early). FAILED_PRECONDITION
 // (FLEET_RUNNING) when DIR/fleet.json lists a unit that is still running.
 absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options);
+
+// RestartUnit starts unit `name` of the fleet in `options.fleet_dir` again
+// on its state directory and its port (after a crash or a kill), waits until
+// it answers, and records the new pid in fleet.json. FAILED_PRECONDITION
+// (UNIT_RUNNING) when it is still running; NOT_FOUND (NO_SUCH_UNIT) for a
+// name not in the manifest. Uses options.unit_binary, ready_timeout and
+// allow_fault_injection.
+absl::StatusOr<FleetUnit> RestartUnit(const FleetLaunchOptions& options, const std::string& name);
 
 // ProcessAlive is true when `pid` exists and is not a zombie.
 bool ProcessAlive(int pid);

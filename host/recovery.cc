@@ -73,9 +73,19 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
   for (const UnitObservation& u : units) {
     if (!u.info.ok()) d.unreachable_units.push_back(u.unit.name);
   }
-  // Keys no reachable unit can use come first: whatever else is true, the
-  // only safe action is to stop and clear nothing.
   d.keys_at_risk = KeysAtRisk(counts, HeldWkids(units));
+  // An unreachable unit may hold any master key: until it answers, nothing
+  // can be judged, and the only safe action is to bring it back.
+  if (!d.unreachable_units.empty()) {
+    d.situation = RecoverySituation::kFixAndRotateAgain;
+    d.observed = StrCat("unit(s) ", Join(d.unreachable_units), " do not answer");
+    d.action =
+        "Nothing can be judged safely yet. Fix the cause (start the unit: hsmctl fleet "
+        "restart NAME, or fix its address), then run hsmctl recover again.";
+    return d;
+  }
+  // Keys no unit can use: whatever else is true, the only safe action is to
+  // stop and clear nothing.
   if (!d.keys_at_risk.empty()) {
     d.situation = RecoverySituation::kKeysAtRisk;
     int64_t total = 0;
@@ -85,24 +95,13 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
       list += StrCat(list.empty() ? "" : "; ", n, " under WKID ", wkid);
     }
     d.observed = StrCat(total,
-                        " stored key(s) are under a master key that no reachable unit holds "
-                        "in NEW, CURRENT or OLD (",
+                        " stored key(s) are under a master key that no unit holds in NEW, "
+                        "CURRENT or OLD (",
                         list, ")");
-    d.action = StrCat(
-        "STOP. Do not clear, zeroize or promote anything. ",
-        d.unreachable_units.empty()
-            ? "Find a unit (or a backup of one) that still holds that master key, or reload it "
-              "from its key parts into NEW on a unit, then run hsmctl recover again."
-            : StrCat("Start the unreachable unit(s) (", Join(d.unreachable_units),
-                     "): they may hold that master key; then run hsmctl recover again."));
-    return d;
-  }
-  if (!d.unreachable_units.empty()) {
-    d.situation = RecoverySituation::kFixAndRotateAgain;
-    d.observed = StrCat("unit(s) ", Join(d.unreachable_units), " do not answer");
     d.action =
-        "Fix the cause (start the unit or fix its address), then run hsmctl recover again "
-        "(or hsmctl mk rotate --resume if a rotation is in progress).";
+        "STOP. Do not clear, zeroize or promote anything. Find a unit (or a backup of one) that "
+        "still holds that master key, or reload it from its key parts into NEW on a unit, then "
+        "run hsmctl recover again.";
     return d;
   }
   const bool in_progress = journal.has_value() && journal->phase != RotationPhase::kDone;

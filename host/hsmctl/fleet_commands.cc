@@ -15,6 +15,7 @@ struct FleetUpOptions {
   std::string dir;
   std::string unit_binary;
   int ready_timeout_ms = 20'000;
+  bool allow_fault_injection = false;
 };
 
 int RunFleetUp(Invocation& inv, const FleetUpOptions& o) {
@@ -24,6 +25,7 @@ int RunFleetUp(Invocation& inv, const FleetUpOptions& o) {
   options.instance = o.instance;
   options.unit_binary = o.unit_binary;
   options.ready_timeout = std::chrono::milliseconds(o.ready_timeout_ms);
+  options.allow_fault_injection = o.allow_fault_injection;
   if (!inv.json) options.progress = [](const std::string& line) { std::cout << line << "\n"; };
   auto manifest = host::LaunchFleet(options);
   if (!manifest.ok()) return Fail(inv, manifest.status());
@@ -33,6 +35,29 @@ int RunFleetUp(Invocation& inv, const FleetUpOptions& o) {
     std::cout << "fleet of " << manifest->units.size() << " units up, instance '"
               << manifest->instance << "', manifest " << host::FleetManifestPath(options.fleet_dir)
               << "\n";
+  }
+  return kExitOk;
+}
+
+int RunFleetRestart(Invocation& inv, const FleetUpOptions& o, const std::string& name) {
+  host::FleetLaunchOptions options;
+  options.fleet_dir = FleetDir(inv);
+  options.unit_binary = o.unit_binary;
+  options.ready_timeout = std::chrono::milliseconds(o.ready_timeout_ms);
+  options.allow_fault_injection = o.allow_fault_injection;
+  auto unit = host::RestartUnit(options, name);
+  if (!unit.ok()) return Fail(inv, unit.status());
+  if (inv.json) {
+    std::cout << json{{"command", "fleet restart"},
+                      {"ok", true},
+                      {"unit", unit->name},
+                      {"pid", unit->pid},
+                      {"endpoint", unit->endpoint}}
+                     .dump(2)
+              << "\n";
+  } else {
+    std::cout << unit->name << ": restarted, pid " << unit->pid << ", listening on "
+              << unit->endpoint << "\n";
   }
   return kExitOk;
 }
@@ -127,10 +152,34 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
   up->add_option("--ready-timeout-ms", up_opts->ready_timeout_ms,
                  "How long to wait for every unit to answer")
       ->capture_default_str();
+  up->add_flag("--allow-fault-injection", up_opts->allow_fault_injection,
+               "Start the units with --allow-fault-injection (tests and drills; see hsmctl fault)");
   AddFleetOption(up, inv);
   AddJsonOption(up, inv);
   up->callback(
       [&inv, up_opts] { inv.action = [&inv, up_opts] { return RunFleetUp(inv, *up_opts); }; });
+
+  auto restart_opts = std::make_shared<FleetUpOptions>();
+  auto restart_name = std::make_shared<std::string>();
+  CLI::App* restart = fleet->add_subcommand(
+      "restart",
+      "Start a unit that died (crash, kill -9, power loss) again on its state directory and port");
+  restart->add_option("NAME", *restart_name, "Unit name, e.g. unit2")->required();
+  restart->add_option("--unit-binary", restart_opts->unit_binary,
+                      "hsmsim-unit to run (default as for fleet up)");
+  restart
+      ->add_option("--ready-timeout-ms", restart_opts->ready_timeout_ms,
+                   "How long to wait for the unit to answer")
+      ->capture_default_str();
+  restart->add_flag("--allow-fault-injection", restart_opts->allow_fault_injection,
+                    "Start the unit with --allow-fault-injection");
+  AddFleetOption(restart, inv);
+  AddJsonOption(restart, inv);
+  restart->callback([&inv, restart_opts, restart_name] {
+    inv.action = [&inv, restart_opts, restart_name] {
+      return RunFleetRestart(inv, *restart_opts, *restart_name);
+    };
+  });
 
   auto grace_ms = std::make_shared<int>(10'000);
   CLI::App* down =

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/keystore_support.h"
 
 int main(int argc, char** argv) {
   using namespace hsmsim::hsmctl;
@@ -15,6 +16,8 @@ int main(int argc, char** argv) {
   AddAdminCommands(app, inv);
   AddKeyPartCommands(app, inv);
   AddMasterKeyCommands(app, inv);
+  AddRotationCommands(app, inv);
+  AddKeysCommands(app, inv);
   AddFaultCommands(app, inv);
   try {
     app.parse(argc, argv);

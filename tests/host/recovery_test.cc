@@ -1,0 +1,367 @@
+// Pre-checks, recovery decisions and interlocks as pure functions of what
+// was observed: every row of DESIGN.md's recovery table without processes.
+#include "host/recovery.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "host/interlock.h"
+#include "host/rotation.h"
+
+namespace hsmsim::host {
+namespace {
+
+const std::string kSrc = std::string(16, 'S') + std::string(16, 's');  // a source VP
+const std::string kTgt = std::string(16, 'T') + std::string(16, 't');  // a target VP
+const std::string kOther = std::string(16, 'O') + std::string(16, 'o');
+
+v1::MasterKeyRegisterInfo Reg(v1::RegisterState state, const std::string& vp = "") {
+  v1::MasterKeyRegisterInfo r;
+  r.set_state(state);
+  r.set_verification_pattern(vp);
+  return r;
+}
+
+// A unit in normal mode with two admins, threshold 2, and the given registers.
+UnitObservation Unit(const std::string& name, v1::MasterKeyRegisterInfo nw,
+                     v1::MasterKeyRegisterInfo cur,
+                     v1::MasterKeyRegisterInfo old = Reg(v1::REGISTER_EMPTY)) {
+  v1::GetInfoResponse info;
+  info.set_instance("prod");
+  info.set_mode(v1::MODE_NORMAL);
+  info.set_signature_threshold(2);
+  info.set_revocation_threshold(2);
+  for (const char* admin : {"alice-key-id", "bob-key-id"}) {
+    auto* a = info.add_administrators();
+    a->set_name(admin);
+    a->set_key_id(admin);
+  }
+  *info.mutable_new_register() = nw;
+  *info.mutable_current_register() = cur;
+  *info.mutable_old_register() = old;
+  FleetUnit unit;
+  unit.name = name;
+  return UnitObservation{unit, info};
+}
+
+UnitObservation Ready(const std::string& name) {
+  return Unit(name, Reg(v1::REGISTER_FULL_COMMITTED, kTgt), Reg(v1::REGISTER_VALID, kSrc));
+}
+UnitObservation Promoted(const std::string& name) {
+  return Unit(name, Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kTgt),
+              Reg(v1::REGISTER_VALID, kSrc));
+}
+UnitObservation NewLost(const std::string& name) {
+  return Unit(name, Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kSrc));
+}
+UnitObservation Unreachable(const std::string& name) {
+  FleetUnit unit;
+  unit.name = name;
+  return UnitObservation{unit, Error(absl::StatusCode::kUnavailable, "UNIT_UNREACHABLE",
+                                     "unit " + name + " at 127.0.0.1:1: connection refused")};
+}
+
+RotationJournal Journal(RotationPhase phase) {
+  RotationJournal j;
+  j.phase = phase;
+  j.source_vp = kSrc;
+  j.target_vp = kTgt;
+  j.keys_total = 100;
+  j.keys_done = phase == RotationPhase::kReencrypting ? 40 : 100;
+  return j;
+}
+
+std::vector<WkidPairCount> Counts(int64_t under_src, int64_t pending_tgt) {
+  std::vector<WkidPairCount> c;
+  if (under_src > pending_tgt) c.push_back({WkidOfVp(kSrc), "", under_src - pending_tgt});
+  if (pending_tgt > 0) c.push_back({WkidOfVp(kSrc), WkidOfVp(kTgt), pending_tgt});
+  return c;
+}
+
+RecoverySituation Decide(std::optional<RotationJournal> j, std::vector<UnitObservation> units,
+                         std::vector<WkidPairCount> counts) {
+  return DecideRecovery(j, units, counts, {}).situation;
+}
+
+// --- the recovery table -----------------------------------------------------
+
+TEST(RecoveryTest, NoRotationConsistentFleetNothingToDo) {
+  auto units = {Unit("u1", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kSrc)),
+                Unit("u2", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kSrc))};
+  EXPECT_EQ(Decide(std::nullopt, units, Counts(100, 0)), RecoverySituation::kNothingToDo);
+}
+
+TEST(RecoveryTest, ErrorBeforeAnythingChangedFixAndRotateAgain) {
+  std::vector<UnitObservation> units = {Ready("u1"), Ready("u2")};
+  std::vector<Finding> findings = {Finding{
+      "u2", "equal-thresholds",
+      Error(absl::StatusCode::kFailedPrecondition, "THRESHOLDS_DIFFER", "unit u2: differs")}};
+  auto d = DecideRecovery(std::nullopt, units, Counts(100, 0), findings);
+  EXPECT_EQ(d.situation, RecoverySituation::kFixAndRotateAgain);
+  EXPECT_NE(d.action.find("run it again"), std::string::npos) << d.action;
+}
+
+TEST(RecoveryTest, UnreachableUnitFixTheCause) {
+  auto d = DecideRecovery(Journal(RotationPhase::kReencrypted), {Ready("u1"), Unreachable("u2")},
+                          Counts(100, 100), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kFixAndRotateAgain);
+  EXPECT_EQ(d.unreachable_units, std::vector<std::string>{"u2"});
+}
+
+TEST(RecoveryTest, ReencryptionNotFinishedRunRotateAgain) {
+  auto d = DecideRecovery(Journal(RotationPhase::kReencrypting), {Ready("u1"), Ready("u2")},
+                          Counts(100, 40), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kReencryptionUnfinished);
+  EXPECT_NE(d.action.find("skips blobs already under NEW"), std::string::npos);
+}
+
+TEST(RecoveryTest, ReencryptionFinishedAllReadySetImmediateEverywhere) {
+  auto d = DecideRecovery(Journal(RotationPhase::kReencrypted),
+                          {Ready("u1"), Ready("u2"), Ready("u3")}, Counts(100, 100), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kSetImmediateAll);
+  EXPECT_EQ(d.units_to_promote.size(), 3u);
+}
+
+TEST(RecoveryTest, SomeUnitsPromotedSetImmediateOnTheRestOnly) {
+  auto d = DecideRecovery(Journal(RotationPhase::kPromoting),
+                          {Promoted("u1"), Ready("u2"), Ready("u3")}, Counts(100, 100), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kSetImmediateRest);
+  EXPECT_EQ(d.units_promoted, std::vector<std::string>{"u1"});
+  EXPECT_EQ(d.units_to_promote, (std::vector<std::string>{"u2", "u3"}));
+}
+
+TEST(RecoveryTest, NewRegisterLostReloadFirstNeverPromote) {
+  auto d = DecideRecovery(Journal(RotationPhase::kReencrypted),
+                          {Ready("u1"), NewLost("u2"), Ready("u3")}, Counts(100, 100), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kReloadNewRegister);
+  EXPECT_EQ(d.units_to_reload, std::vector<std::string>{"u2"});
+  EXPECT_NE(d.action.find("Do not promote u2"), std::string::npos) << d.action;
+}
+
+TEST(RecoveryTest, NewRegisterHoldingAnotherKeyCountsAsLost) {
+  auto other = Unit("u2", Reg(v1::REGISTER_FULL_COMMITTED, kOther), Reg(v1::REGISTER_VALID, kSrc));
+  auto d = DecideRecovery(Journal(RotationPhase::kReencrypted), {Ready("u1"), other},
+                          Counts(100, 100), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kReloadNewRegister);
+}
+
+TEST(RecoveryTest, AllPromotedFinalizeKeystore) {
+  auto d = DecideRecovery(Journal(RotationPhase::kPromoting), {Promoted("u1"), Promoted("u2")},
+                          Counts(100, 100), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kFinalizeKeystore);
+}
+
+TEST(RecoveryTest, KeysUnderAWkidNoUnitHoldsStop) {
+  // Every unit lost both the source and the target: NEW cleared, CURRENT cleared.
+  auto gone = Unit("u1", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_EMPTY));
+  auto d = DecideRecovery(Journal(RotationPhase::kReencrypted), {gone}, Counts(100, 100), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kKeysAtRisk);
+  ASSERT_EQ(d.keys_at_risk.size(), 1u);
+  EXPECT_EQ(d.keys_at_risk[0].second, 100);
+  EXPECT_NE(d.action.find("STOP"), std::string::npos);
+}
+
+TEST(RecoveryTest, UnreachableUnitsComeBeforeJudgingKeysAtRisk) {
+  auto gone = Unit("u1", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_EMPTY));
+  auto d = DecideRecovery(Journal(RotationPhase::kReencrypting), {gone, Unreachable("u2")},
+                          Counts(100, 10), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kFixAndRotateAgain);
+  EXPECT_FALSE(d.keys_at_risk.empty()) << "still reported, for the operator";
+}
+
+TEST(RecoveryTest, KeysAtRiskWinsOverEverythingElse) {
+  std::vector<WkidPairCount> counts = Counts(100, 100);
+  counts.push_back({WkidOfVp(kOther), "", 5});
+  auto d =
+      DecideRecovery(Journal(RotationPhase::kPromoting), {Promoted("u1"), Ready("u2")}, counts, {});
+  EXPECT_EQ(d.situation, RecoverySituation::kKeysAtRisk);
+  EXPECT_EQ(d.keys_at_risk[0].second, 5);
+}
+
+TEST(RecoveryTest, PendingBlobUnderAHeldKeySavesTheKey) {
+  // The source key is gone everywhere, but every key has a pending blob under
+  // the target, which the units hold: nothing is at risk.
+  auto u = Unit("u1", Reg(v1::REGISTER_FULL_COMMITTED, kTgt), Reg(v1::REGISTER_EMPTY));
+  EXPECT_TRUE(KeysAtRisk(Counts(100, 100), HeldWkids({u})).empty());
+  EXPECT_EQ(KeysAtRisk(Counts(100, 60), HeldWkids({u}))[0].second, 40);
+}
+
+// --- pre-checks: one per condition of the seed page -------------------------
+
+std::vector<Finding> Precheck(std::vector<UnitObservation> units, FleetManifest m = {}) {
+  if (m.units.empty()) {
+    m.instance = "prod";
+    for (const auto& u : units) m.units.push_back(u.unit);
+  }
+  static AdminKey alice = [] {
+    AdminKey k;
+    k.name = "alice";
+    std::string id = "alice-key-id";
+    std::copy(id.begin(), id.end(), k.key_id.begin());
+    return k;
+  }();
+  // The signer's key id must match the fake admin ids: pad to 32 bytes.
+  std::vector<UnitObservation> padded;
+  for (auto u : units) {
+    if (u.info.ok()) {
+      for (auto& a : *u.info->mutable_administrators())
+        a.set_key_id(a.key_id() + std::string(32 - a.key_id().size(), '\0'));
+    }
+    padded.push_back(u);
+  }
+  return PrecheckRotation(m, padded, {&alice});
+}
+
+std::vector<std::string> Reasons(const std::vector<Finding>& f) {
+  std::vector<std::string> out;
+  for (const auto& x : f) out.push_back(ReasonOf(x.status));
+  return out;
+}
+
+TEST(PrecheckTest, HealthyFleetPasses) {
+  EXPECT_TRUE(Precheck({Ready("u1"), Ready("u2"), Ready("u3")}).empty());
+}
+
+TEST(PrecheckTest, NotAllUnitsOfTheInstanceSelected) {
+  FleetManifest m;
+  m.instance = "prod";
+  auto u1 = Ready("u1");
+  m.units.push_back(u1.unit);
+  FleetUnit u2;
+  u2.name = "u2";
+  u2.selected = false;
+  m.units.push_back(u2);
+  auto f = Precheck({u1}, m);
+  ASSERT_EQ(Reasons(f), std::vector<std::string>{"UNIT_NOT_SELECTED"});
+  EXPECT_NE(std::string(f[0].status.message()).find("unit u2"), std::string::npos);
+}
+
+TEST(PrecheckTest, UnitsOfMoreThanOneInstance) {
+  auto u2 = Ready("u2");
+  u2.info->set_instance("staging");
+  auto f = Precheck({Ready("u1"), u2});
+  ASSERT_EQ(Reasons(f), std::vector<std::string>{"WRONG_INSTANCE"});
+  EXPECT_EQ(f[0].subject, "u2");
+}
+
+TEST(PrecheckTest, UnitInImprintMode) {
+  auto u2 = Ready("u2");
+  u2.info->set_mode(v1::MODE_IMPRINT);
+  EXPECT_EQ(Reasons(Precheck({Ready("u1"), u2})), std::vector<std::string>{"IMPRINT_MODE"});
+}
+
+TEST(PrecheckTest, SignatureThresholdsDiffer) {
+  auto u2 = Ready("u2");
+  u2.info->set_signature_threshold(1);
+  EXPECT_EQ(Reasons(Precheck({Ready("u1"), u2})), std::vector<std::string>{"THRESHOLDS_DIFFER"});
+}
+
+TEST(PrecheckTest, NoCommonAdministratorSetLargeEnough) {
+  auto u2 = Ready("u2");
+  u2.info->mutable_administrators(1)->set_key_id("carol-key-id");
+  auto r = Reasons(Precheck({Ready("u1"), u2}));
+  EXPECT_EQ(r, std::vector<std::string>{"NO_COMMON_ADMINISTRATORS"});
+}
+
+TEST(PrecheckTest, CurrentNotValidOrDifferentVp) {
+  auto u2 = Ready("u2");
+  *u2.info->mutable_current_register() = Reg(v1::REGISTER_EMPTY);
+  EXPECT_EQ(Reasons(Precheck({Ready("u1"), u2})), std::vector<std::string>{"CURRENT_NOT_VALID"});
+  auto u3 = Ready("u3");
+  *u3.info->mutable_current_register() = Reg(v1::REGISTER_VALID, kOther);
+  EXPECT_EQ(Reasons(Precheck({Ready("u1"), u3})), std::vector<std::string>{"CURRENT_VP_DIFFERS"});
+}
+
+TEST(PrecheckTest, NewNotCommittedOrDifferentVp) {
+  auto u2 = Ready("u2");
+  *u2.info->mutable_new_register() = Reg(v1::REGISTER_FULL_UNCOMMITTED, kTgt);
+  EXPECT_EQ(Reasons(Precheck({Ready("u1"), u2})), std::vector<std::string>{"NEW_NOT_COMMITTED"});
+  auto u3 = Ready("u3");
+  *u3.info->mutable_new_register() = Reg(v1::REGISTER_FULL_COMMITTED, kOther);
+  EXPECT_EQ(Reasons(Precheck({Ready("u1"), u3})), std::vector<std::string>{"NEW_VP_DIFFERS"});
+  auto same = Unit("u4", Reg(v1::REGISTER_FULL_COMMITTED, kSrc), Reg(v1::REGISTER_VALID, kSrc));
+  auto same2 = Unit("u5", Reg(v1::REGISTER_FULL_COMMITTED, kSrc), Reg(v1::REGISTER_VALID, kSrc));
+  auto r = Reasons(Precheck({same, same2}));
+  EXPECT_EQ(r, (std::vector<std::string>{"NEW_EQUALS_CURRENT", "NEW_EQUALS_CURRENT"}));
+}
+
+TEST(PrecheckTest, UnreachableUnitReported) {
+  auto f = Precheck({Ready("u1"), Unreachable("u2")});
+  ASSERT_EQ(Reasons(f), std::vector<std::string>{"UNIT_UNREACHABLE"});
+  EXPECT_EQ(f[0].subject, "u2");
+}
+
+TEST(PrecheckTest, KeysUnderAnotherKeyWouldBeStranded) {
+  std::vector<WkidPairCount> counts = {{WkidOfVp(kSrc), "", 10}, {WkidOfVp(kOther), "", 3}};
+  auto f = PrecheckKeystore(counts, WkidOfVp(kSrc), WkidOfVp(kTgt));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(ReasonOf(f[0].status), "KEYS_UNDER_OTHER_KEY");
+  EXPECT_TRUE(PrecheckKeystore({{WkidOfVp(kSrc), "", 10}}, WkidOfVp(kSrc), WkidOfVp(kTgt)).empty());
+}
+
+// --- interlocks ------------------------------------------------------------------
+
+TEST(InterlockTest, ClearCurrentWithKeysUnderItRefused) {
+  auto units = {Unit("u1", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kSrc)),
+                Unit("u2", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kSrc))};
+  absl::Status s = CheckInterlock(units, RegisterChange::kClearCurrent, Counts(10, 0));
+  EXPECT_EQ(ReasonOf(s), "INTERLOCK") << s;
+  EXPECT_NE(std::string(s.message()).find("10 stored key(s)"), std::string::npos);
+  // Without keys, the same change is fine.
+  EXPECT_TRUE(CheckInterlock(units, RegisterChange::kClearCurrent, {}).ok());
+}
+
+TEST(InterlockTest, ClearNewAfterReencryptionBeforePromotionIsSafeWhileSourceHeld) {
+  // Keys still have their blob under the source, so clearing NEW loses nothing.
+  EXPECT_TRUE(
+      CheckInterlock({Ready("u1"), Ready("u2")}, RegisterChange::kClearNew, Counts(10, 10)).ok());
+}
+
+TEST(InterlockTest, ClearNewOnPromotedHalfwayFleetAfterFinalizeRefused) {
+  // Keys finalized under the target; u1 promoted, u2 still holds it in NEW only.
+  std::vector<WkidPairCount> counts = {{WkidOfVp(kTgt), "", 10}};
+  auto u1 = Promoted("u1");
+  auto u2 = Ready("u2");
+  // Clearing CURRENT on u1 and NEW on u2 would each be fine alone; clearing
+  // both CURRENTs strands the target only if no NEW holds it.
+  EXPECT_TRUE(CheckInterlock({u1, u2}, RegisterChange::kClearNew, counts).ok());
+  EXPECT_EQ(ReasonOf(CheckInterlock({Promoted("u1")}, RegisterChange::kClearCurrent, counts)),
+            "INTERLOCK");
+}
+
+TEST(InterlockTest, SetImmediateThatPushesKeysOutOfOldRefused) {
+  // CURRENT = T, OLD = S, keys still under S; NEW = other: set immediate drops S.
+  auto u = Unit("u1", Reg(v1::REGISTER_FULL_COMMITTED, kOther), Reg(v1::REGISTER_VALID, kTgt),
+                Reg(v1::REGISTER_VALID, kSrc));
+  EXPECT_EQ(ReasonOf(CheckInterlock({u}, RegisterChange::kSetImmediate, Counts(10, 0))),
+            "INTERLOCK");
+  EXPECT_TRUE(CheckInterlock({u}, RegisterChange::kSetImmediate, {{WkidOfVp(kTgt), "", 10}}).ok());
+}
+
+TEST(InterlockTest, ZeroizeWithStoredKeysRefused) {
+  EXPECT_EQ(ReasonOf(CheckInterlock({Ready("u1")}, RegisterChange::kZeroize, Counts(1, 0))),
+            "INTERLOCK");
+}
+
+TEST(InterlockTest, UnreachableUnitCannotBeVerified) {
+  EXPECT_EQ(ReasonOf(CheckInterlock({Ready("u1"), Unreachable("u2")}, RegisterChange::kClearOld,
+                                    Counts(1, 0))),
+            "INTERLOCK_UNVERIFIED");
+}
+
+TEST(InterlockTest, ApplyRegisterChangeFollowsTheFirmware) {
+  auto after = ApplyRegisterChange(*Ready("u1").info, RegisterChange::kSetImmediate);
+  EXPECT_EQ(after.new_register().state(), v1::REGISTER_EMPTY);
+  EXPECT_EQ(after.current_register().state(), v1::REGISTER_VALID);
+  EXPECT_EQ(after.current_register().verification_pattern(), kTgt);
+  EXPECT_EQ(after.old_register().verification_pattern(), kSrc);
+  // Set immediate without a committed NEW changes nothing (the unit refuses).
+  auto lost = ApplyRegisterChange(*NewLost("u1").info, RegisterChange::kSetImmediate);
+  EXPECT_EQ(lost.current_register().verification_pattern(), kSrc);
+}
+
+}  // namespace
+}  // namespace hsmsim::host
