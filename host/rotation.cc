@@ -228,6 +228,10 @@ void RotationEngine::Say(std::string_view line) {
   if (options_.say) options_.say(line);
 }
 
+void RotationEngine::Checkpoint(std::string_view point, int64_t keys_done) {
+  if (options_.checkpoint) options_.checkpoint(point, keys_done);
+}
+
 std::vector<UnitObservation> RotationEngine::ObserveUnits() {
   std::vector<UnitObservation> out;
   for (auto& [unit, client] : units_) out.push_back(UnitObservation{unit, client->GetInfo()});
@@ -430,6 +434,7 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
       if (!stored.ok() && stop.ok()) stop = stored;
       journal.keys_done += static_cast<int64_t>(rewrapped.size());
       report.keys_rewrapped += static_cast<int64_t>(rewrapped.size());
+      if (stored.ok()) Checkpoint("reencrypt-batch-stored", journal.keys_done);
     }
     if (options_.progress && SecondsSince(last_progress) >= 0.2) {
       last_progress = Clock::now();
@@ -455,6 +460,7 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
   journal.phase = RotationPhase::kReencrypted;
   HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
   Say(kRewrapDoneMessage);
+  Checkpoint("reencrypted", journal.keys_done);
   return absl::OkStatus();
 }
 
@@ -481,6 +487,7 @@ absl::Status RotationEngine::Promote(RotationJournal& journal, RotationReport& r
     journal.phase = RotationPhase::kPromoting;
     HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
   }
+  Checkpoint("promoting", journal.keys_done);
   for (size_t i = 0; i < observed.size(); ++i) {
     const UnitObservation& o = observed[i];
     if (ClassifyUnit(o, journal.source_vp, journal.target_vp) == UnitRotationState::kPromoted) {
@@ -509,9 +516,11 @@ absl::Status RotationEngine::Promote(RotationJournal& journal, RotationReport& r
     Say(StrCat("unit ", o.unit.name, ": set immediate: CURRENT ", Short(journal.target_vp),
                ", OLD ", Short(journal.source_vp)));
     report.promoted_units.push_back(o.unit.name);
+    Checkpoint("unit-promoted", static_cast<int64_t>(report.promoted_units.size()));
   }
   journal.phase = RotationPhase::kFinalizing;
   HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
+  Checkpoint("promoted", journal.keys_done);
   report.promote_seconds += SecondsSince(start);
   return absl::OkStatus();
 }
@@ -525,6 +534,7 @@ absl::Status RotationEngine::Finalize(RotationJournal& journal, RotationReport& 
     HSMSIM_ASSIGN_OR_RETURN(int64_t n, keystore_.PromotePending(target_wkid, 20'000));
     if (n == 0) break;
     promoted += n;
+    Checkpoint("finalize-chunk", promoted);
     if (options_.progress) {
       options_.progress(
           RotationProgress{promoted, journal.keys_total, SecondsSince(start), "finalizing"});
@@ -565,6 +575,7 @@ absl::Status RotationEngine::Finalize(RotationJournal& journal, RotationReport& 
   }
   journal.phase = RotationPhase::kDone;
   HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
+  Checkpoint("done", promoted);
   report.finalize_seconds += SecondsSince(start);
   Say(StrCat("keystore finalized: ", promoted, " key(s) now under ", Short(journal.target_vp),
              report.stragglers_moved > 0 ? StrCat(", ", report.stragglers_moved, " moved from OLD")

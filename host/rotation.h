@@ -90,6 +90,12 @@ struct RotationOptions {
   int in_flight_per_unit = 4;
   std::function<void(const RotationProgress&)> progress;  // may be empty
   std::function<void(std::string_view)> say;              // lines for the operator
+  // Called at every phase boundary and after each stored re-encryption
+  // batch with a point name: "journal-written", "reencrypt-batch-stored"
+  // (with keys_done), "reencrypted", "promoting", "unit-promoted" (per unit),
+  // "promoted", "finalize-chunk", "done". Tests use it to kill hsmctl at an
+  // exact point (see HSMSIM_TEST_CRASH_AT in docs/reliability.md).
+  std::function<void(std::string_view point, int64_t keys_done)> checkpoint;
 };
 
 // Figures of one run, for the report and for benchmarks.
@@ -136,6 +142,7 @@ class RotationEngine {
  private:
   std::vector<UnitObservation> ObserveUnits();
   void Say(std::string_view line);
+  void Checkpoint(std::string_view point, int64_t keys_done);
 
   Keystore& keystore_;
   std::vector<std::pair<FleetUnit, UnitClient*>> units_;

@@ -1,4 +1,6 @@
 // hsmctl mk rotate | recover | zeroize.
+#include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "common/hex.h"
@@ -41,6 +43,28 @@ absl::StatusOr<Session> OpenSession(Invocation& inv) {
   return s;
 }
 
+// TestCrashCheckpoint returns a checkpoint that kills hsmctl on the spot
+// (like kill -9: no cleanup, no flush) when HSMSIM_TEST_CRASH_AT names the
+// point, as "POINT" or "POINT:N" (fires once keys_done >= N). For the crash
+// matrix tests; documented in docs/reliability.md.
+std::function<void(std::string_view, int64_t)> TestCrashCheckpoint() {
+  const char* spec = std::getenv("HSMSIM_TEST_CRASH_AT");
+  if (spec == nullptr || *spec == '\0') return nullptr;
+  std::string point(spec);
+  int64_t at = 0;
+  if (size_t colon = point.find(':'); colon != std::string::npos) {
+    at = std::strtoll(point.c_str() + colon + 1, nullptr, 10);
+    point.resize(colon);
+  }
+  return [point, at](std::string_view p, int64_t keys_done) {
+    if (p == point && keys_done >= at) {
+      std::fprintf(stderr, "hsmctl: HSMSIM_TEST_CRASH_AT=%s: crashing at %.*s\n", point.c_str(),
+                   static_cast<int>(p.size()), p.data());
+      std::_Exit(137);
+    }
+  };
+}
+
 host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& f,
                                 ProgressPrinter& progress) {
   std::vector<std::pair<host::FleetUnit, host::UnitClient*>> units;
@@ -56,6 +80,7 @@ host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& 
     // so an operator watching the run sees it exactly.
     (json_out ? std::cerr : std::cout) << line << std::endl;
   };
+  options.checkpoint = TestCrashCheckpoint();
   return host::RotationEngine(*s.store, std::move(units), SignerPointers(s.signers), options);
 }
 
@@ -163,6 +188,7 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
     j.keys_total = *total;
     if (absl::Status w = s.store->WriteJournal(j); !w.ok()) return Fail(inv, w);
     journal = j;
+    if (auto crash = TestCrashCheckpoint()) crash("journal-written", 0);
     if (!inv.json) {
       std::cout << "pre-checks passed on " << s.conns.size() << " unit(s); rotating "
                 << j.keys_total << " key(s) from " << ToHex(j.source_vp).substr(0, 16) << " to "
