@@ -107,7 +107,8 @@ class Keystore {
   // ReplaceBlobs makes `rewrapped` the keys' blobs (clearing any pending).
   virtual absl::Status ReplaceBlobs(const std::vector<RewrappedKey>& rewrapped) = 0;
 
-  // PromotePending makes up to `limit` pending blobs under `target_wkid` the
+  // PromotePending makes the pending blobs under `target_wkid` of the next
+  // `limit` ids (resuming where the previous call stopped) the
   // keys' blobs; returns how many rows changed (0 when none are left).
   virtual absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid, int64_t limit) = 0;
 

@@ -55,6 +55,7 @@ absl::StatusOr<std::string> Base64Decode(std::string_view text);
 // Command registration.
 void AddKeysCommands(CLI::App& app, Invocation& inv);
 void AddRotationCommands(CLI::App& app, Invocation& inv);
+void AddBenchCommands(CLI::App& app, Invocation& inv);
 
 }  // namespace hsmsim::hsmctl
 

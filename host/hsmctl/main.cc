@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   AddMasterKeyCommands(app, inv);
   AddRotationCommands(app, inv);
   AddKeysCommands(app, inv);
+  AddBenchCommands(app, inv);
   AddFaultCommands(app, inv);
   try {
     app.parse(argc, argv);

@@ -1,0 +1,290 @@
+// hsmctl bench rotate: a full rotation of a SQLite keystore on a fresh
+// fleet, with keys/s per phase and the peak RSS of hsmctl and of each unit.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "common/hex.h"
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "firmware/crypto/ec_p521.h"
+#include "firmware/crypto/entropy.h"
+#include "firmware/crypto/key_part.h"
+#include "firmware/crypto/verification_pattern.h"
+#include "firmware/key_blob.h"
+#include "host/fleet_launcher.h"
+#include "host/hsmctl/keystore_support.h"
+#include "host/signed_command.h"
+
+namespace hsmsim::hsmctl {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct BenchFlags {
+  int units = 3;
+  int64_t keys = 100'000;
+  std::string dir;
+  std::string unit_binary;
+  size_t batch_size = 2048;
+  int in_flight = 4;
+  bool keep = false;
+};
+
+// PeakRssKib returns VmHWM of `pid` (kiB), or -1.
+int64_t PeakRssKib(int pid) {
+  std::ifstream in(StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtoll(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
+}
+
+int64_t SelfPeakRssKib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
+}
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// LoadAndCommit loads `parts` into NEW on every unit and commits them.
+absl::Status LoadAndCommit(std::vector<UnitConnection>& conns,
+                           const std::vector<SecretBytes>& parts,
+                           const std::vector<const host::AdminKey*>& signers,
+                           std::string_view expected_vp) {
+  for (UnitConnection& c : conns) {
+    HSMSIM_ASSIGN_OR_RETURN(v1::GetInfoResponse info, c.client->GetInfo());
+    if (info.importer_public_key().empty()) {
+      v1::Command gen;
+      gen.mutable_generate_importer();
+      HSMSIM_ASSIGN_OR_RETURN(auto r, host::IssueCommand(*c.client, info, gen, signers));
+      info = r.info();
+    }
+    v1::Command load;
+    load.mutable_load_key_parts()->set_total_parts(static_cast<uint32_t>(parts.size()));
+    for (const SecretBytes& p : parts) {
+      HSMSIM_ASSIGN_OR_RETURN(
+          auto enc, crypto::EncryptKeyPartToImporter(p, AsBytes(info.importer_public_key()),
+                                                     crypto::OpenSslEntropyInstance()));
+      *load.mutable_load_key_parts()->add_parts() = std::move(enc);
+    }
+    HSMSIM_ASSIGN_OR_RETURN(auto loaded, host::IssueCommand(*c.client, info, load, signers));
+    v1::Command commit;
+    commit.mutable_commit_new_master_key()->set_expected_verification_pattern(
+        std::string(expected_vp));
+    HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, loaded.info(), commit, signers).status());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SecretBytes> RandomKey(std::vector<SecretBytes>* parts) {
+  SecretBytes key(crypto::kMasterKeySize, 0);
+  for (int i = 0; i < 2; ++i) {
+    SecretBytes p(crypto::kKeyPartSize);
+    HSMSIM_RETURN_IF_ERROR(crypto::OpenSslEntropyInstance().Generate(absl::MakeSpan(p)));
+    for (size_t b = 0; b < key.size(); ++b) key[b] ^= p[b];
+    parts->push_back(std::move(p));
+  }
+  return key;
+}
+
+int RunBenchRotate(Invocation& inv, const BenchFlags& f) {
+  const bool own_dir = f.dir.empty();
+  std::string dir = f.dir;
+  if (own_dir) {
+    std::string tmpl = (fs::temp_directory_path() / "hsmsim-bench-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      return Fail(inv, Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+                             "cannot create a temporary directory"));
+    }
+    dir = tmpl;
+  }
+  inv.fleet_flag = dir;
+  auto log = [&](const std::string& line) {
+    if (!inv.json) std::cerr << "bench: " << line << "\n";
+  };
+  host::FleetLaunchOptions launch;
+  launch.fleet_dir = dir;
+  launch.units = f.units;
+  launch.instance = "bench";
+  launch.unit_binary = f.unit_binary;
+  auto manifest = host::LaunchFleet(launch);
+  if (!manifest.ok()) return Fail(inv, manifest.status());
+  struct Cleanup {
+    host::FleetManifest* m;
+    std::string dir;
+    bool remove;
+    ~Cleanup() {
+      for (const host::FleetUnit& u : m->units) host::StopProcess(u.pid, std::chrono::seconds(10));
+      std::error_code ec;
+      if (remove) fs::remove_all(dir, ec);
+    }
+  } cleanup{&*manifest, dir, own_dir && !f.keep};
+  log(StrCat(f.units, " unit(s) up in ", dir));
+
+  absl::Status status = [&]() -> absl::Status {
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<UnitConnection> conns, ConnectSelected(inv));
+    // Ceremony: one administrator, thresholds 1/1, a first master key.
+    HSMSIM_ASSIGN_OR_RETURN(crypto::EvpPkeyPtr admin_pkey,
+                            crypto::GenerateP521(crypto::OpenSslEntropyInstance()));
+    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin,
+                            host::MakeAdminKey("bench", std::move(admin_pkey)));
+    const std::vector<const host::AdminKey*> signers = {&admin};
+    for (UnitConnection& c : conns) {
+      v1::Command add;
+      add.mutable_add_admin()->set_name(admin.name);
+      add.mutable_add_admin()->set_public_key(admin.public_key_der);
+      HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, add, {}).status());
+      v1::Command th;
+      th.mutable_set_thresholds()->set_signature_threshold(1);
+      th.mutable_set_thresholds()->set_revocation_threshold(1);
+      HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, th, signers).status());
+    }
+    std::vector<SecretBytes> first_parts, next_parts;
+    HSMSIM_ASSIGN_OR_RETURN(SecretBytes first, RandomKey(&first_parts));
+    const std::string first_vp = crypto::AsString(crypto::ComputeVerificationPattern(first));
+    HSMSIM_RETURN_IF_ERROR(LoadAndCommit(conns, first_parts, signers, first_vp));
+    for (UnitConnection& c : conns) {
+      v1::Command setimm;
+      setimm.mutable_set_immediate();
+      HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, setimm, signers).status());
+    }
+    // Key storage: K root keys sealed under the first master key. The bench
+    // knows that key (it made the parts), so it seals them here instead of
+    // asking the units one by one; the blobs are exactly what GenerateKey
+    // returns.
+    const auto fill_start = Clock::now();
+    HSMSIM_ASSIGN_OR_RETURN(auto store, OpenKeystore(inv, *manifest, true));
+    HSMSIM_ASSIGN_OR_RETURN(auto kek, firmware::BlobKek::Create(first));
+    std::vector<host::NewKey> chunk;
+    SecretBytes root(firmware::kRootKeySize);
+    for (int64_t i = 1; i <= f.keys; ++i) {
+      HSMSIM_RETURN_IF_ERROR(crypto::OpenSslEntropyInstance().Generate(absl::MakeSpan(root)));
+      std::string name = StrCat("key-", i);
+      HSMSIM_ASSIGN_OR_RETURN(std::string blob,
+                              kek->Seal(name, 0, root, crypto::OpenSslEntropyInstance()));
+      chunk.push_back(
+          host::NewKey{std::move(name), std::move(blob), crypto::AsString(kek->wkid())});
+      if (chunk.size() == 50'000 || i == f.keys) {
+        HSMSIM_RETURN_IF_ERROR(store->AddKeys(chunk));
+        chunk.clear();
+      }
+    }
+    const double fill_seconds = Seconds(fill_start);
+    const int64_t rss_after_fill = SelfPeakRssKib();
+    log(StrCat(f.keys, " key(s) stored in ", fill_seconds, " s"));
+
+    HSMSIM_ASSIGN_OR_RETURN(SecretBytes next, RandomKey(&next_parts));
+    const std::string next_vp = crypto::AsString(crypto::ComputeVerificationPattern(next));
+    HSMSIM_RETURN_IF_ERROR(LoadAndCommit(conns, next_parts, signers, next_vp));
+
+    host::RotationJournal journal;
+    journal.source_vp = first_vp;
+    journal.target_vp = next_vp;
+    journal.keys_total = f.keys;
+    HSMSIM_RETURN_IF_ERROR(store->WriteJournal(journal));
+    std::vector<std::pair<host::FleetUnit, host::UnitClient*>> units;
+    for (UnitConnection& c : conns) units.emplace_back(c.unit, c.client.get());
+    ProgressPrinter progress(inv.json);
+    host::RotationOptions options;
+    options.batch_size = f.batch_size;
+    options.in_flight_per_unit = f.in_flight;
+    options.progress = [&progress](const host::RotationProgress& p) { progress.Update(p); };
+    host::RotationEngine engine(*store, std::move(units), signers, options);
+    host::RotationReport report;
+    const auto rotate_start = Clock::now();
+    absl::Status ran = engine.Run(journal, report);
+    progress.Finish();
+    HSMSIM_RETURN_IF_ERROR(ran);
+    const double total = Seconds(rotate_start);
+
+    json units_json = json::array();
+    for (const host::FleetUnit& u : manifest->units) {
+      units_json.push_back({{"unit", u.name}, {"pid", u.pid}, {"peak_rss_kib", PeakRssKib(u.pid)}});
+    }
+    const double keys = static_cast<double>(f.keys);
+    json doc{{"command", "bench rotate"},
+             {"ok", true},
+             {"units", f.units},
+             {"keys", f.keys},
+             {"batch_size", f.batch_size},
+             {"in_flight_per_unit", f.in_flight},
+             {"fill_seconds", fill_seconds},
+             {"reencrypt_seconds", report.reencrypt_seconds},
+             {"reencrypt_keys_per_second", keys / std::max(report.reencrypt_seconds, 1e-9)},
+             {"promote_seconds", report.promote_seconds},
+             {"finalize_seconds", report.finalize_seconds},
+             {"finalize_keys_per_second", keys / std::max(report.finalize_seconds, 1e-9)},
+             {"end_to_end_seconds", total},
+             {"end_to_end_keys_per_second", keys / std::max(total, 1e-9)},
+             {"hsmctl_peak_rss_kib", SelfPeakRssKib()},
+             {"hsmctl_peak_rss_kib_after_fill", rss_after_fill},
+             {"unit_peak_rss", units_json}};
+    if (inv.json) {
+      std::cout << doc.dump(2) << "\n";
+    } else {
+      std::cout << "bench rotate: " << f.units << " unit(s), " << f.keys << " key(s), batch "
+                << f.batch_size << " x " << f.in_flight << " in flight per unit\n";
+      std::cout << "  re-encrypt : " << report.reencrypt_seconds << " s, "
+                << static_cast<int64_t>(doc["reencrypt_keys_per_second"].get<double>())
+                << " keys/s\n";
+      std::cout << "  promote    : " << report.promote_seconds << " s\n";
+      std::cout << "  finalize   : " << report.finalize_seconds << " s, "
+                << static_cast<int64_t>(doc["finalize_keys_per_second"].get<double>())
+                << " keys/s\n";
+      std::cout << "  end to end : " << total << " s, "
+                << static_cast<int64_t>(doc["end_to_end_keys_per_second"].get<double>())
+                << " keys/s\n";
+      std::cout << "  peak RSS   : hsmctl " << SelfPeakRssKib() / 1024 << " MiB";
+      for (const json& u : units_json) {
+        std::cout << ", " << u["unit"].get<std::string>() << " "
+                  << u["peak_rss_kib"].get<int64_t>() / 1024 << " MiB";
+      }
+      std::cout << "\n";
+    }
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) return Fail(inv, status);
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddBenchCommands(CLI::App& app, Invocation& inv) {
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto f = std::make_shared<BenchFlags>();
+  CLI::App* rotate = bench->add_subcommand(
+      "rotate",
+      "Launch a fresh fleet, fill a SQLite keystore, rotate the master key end to end and report "
+      "keys/s per phase and peak RSS of hsmctl and of each unit; the fleet is stopped after");
+  rotate->add_option("--units", f->units, "Units in the fleet")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
+  rotate->add_option("--keys", f->keys, "Keys in the keystore")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{100'000'000}));
+  rotate->add_option("--dir", f->dir,
+                     "Directory for the fleet and keystore (default: a new "
+                     "temporary directory, removed after)");
+  rotate->add_option("--unit-binary", f->unit_binary, "hsmsim-unit to run (default as fleet up)");
+  rotate->add_option("--batch-size", f->batch_size, "Blobs per re-encryption batch")
+      ->capture_default_str();
+  rotate->add_option("--in-flight", f->in_flight, "Batches in flight per unit")
+      ->capture_default_str();
+  rotate->add_flag("--keep", f->keep, "Keep the temporary directory");
+  AddJsonOption(rotate, inv);
+  rotate->callback([&inv, f] { inv.action = [&inv, f] { return RunBenchRotate(inv, *f); }; });
+}
+
+}  // namespace hsmsim::hsmctl
