@@ -18,13 +18,16 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:detect_stac
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
 
+# -O1 -g1: sanitizer builds compile about twice as fast as -O2 -g and still
+# give symbolized reports.
 build() {  # build DIR SANITIZER CXXFLAGS TARGET...
   local dir="$1" sanitizer="$2" cxxflags="$3"
   shift 3
   (
     flock 9
     cmake -S . -B "$dir" -G Ninja -DHSMSIM_WERROR=ON -DHSMSIM_SANITIZE="$sanitizer" \
-      -DCMAKE_CXX_FLAGS="$cxxflags" -DHSMSIM_BUILD_BENCH=OFF >/dev/null
+      -DCMAKE_CXX_FLAGS="$cxxflags" -DHSMSIM_BUILD_BENCH=OFF \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" >/dev/null
     cmake --build "$dir" "$@"
   ) 9>/tmp/hsmsim-build.lock
 }
