@@ -19,6 +19,7 @@
 #include "firmware/key_blob.h"
 #include "host/fleet_launcher.h"
 #include "host/hsmctl/keystore_support.h"
+#include "host/key_part_loading.h"
 #include "host/signed_command.h"
 
 namespace hsmsim::hsmctl {
@@ -64,25 +65,8 @@ absl::Status LoadAndCommit(std::vector<UnitConnection>& conns,
                            std::string_view expected_vp) {
   for (UnitConnection& c : conns) {
     HSMSIM_ASSIGN_OR_RETURN(v1::GetInfoResponse info, c.client->GetInfo());
-    if (info.importer_public_key().empty()) {
-      v1::Command gen;
-      gen.mutable_generate_importer();
-      HSMSIM_ASSIGN_OR_RETURN(auto r, host::IssueCommand(*c.client, info, gen, signers));
-      info = r.info();
-    }
-    v1::Command load;
-    load.mutable_load_key_parts()->set_total_parts(static_cast<uint32_t>(parts.size()));
-    for (const SecretBytes& p : parts) {
-      HSMSIM_ASSIGN_OR_RETURN(
-          auto enc, crypto::EncryptKeyPartToImporter(p, AsBytes(info.importer_public_key()),
-                                                     crypto::OpenSslEntropyInstance()));
-      *load.mutable_load_key_parts()->add_parts() = std::move(enc);
-    }
-    HSMSIM_ASSIGN_OR_RETURN(auto loaded, host::IssueCommand(*c.client, info, load, signers));
-    v1::Command commit;
-    commit.mutable_commit_new_master_key()->set_expected_verification_pattern(
-        std::string(expected_vp));
-    HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, loaded.info(), commit, signers).status());
+    HSMSIM_ASSIGN_OR_RETURN(info, host::LoadKeyPartsOnUnit(*c.client, info, parts, signers));
+    HSMSIM_RETURN_IF_ERROR(host::CommitNewOnUnit(*c.client, info, expected_vp, signers).status());
   }
   return absl::OkStatus();
 }
@@ -279,9 +263,11 @@ void AddBenchCommands(CLI::App& app, Invocation& inv) {
                      "temporary directory, removed after)");
   rotate->add_option("--unit-binary", f->unit_binary, "hsmsim-unit to run (default as fleet up)");
   rotate->add_option("--batch-size", f->batch_size, "Blobs per re-encryption batch")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100'000));
   rotate->add_option("--in-flight", f->in_flight, "Batches in flight per unit")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   rotate->add_flag("--keep", f->keep, "Keep the temporary directory");
   AddJsonOption(rotate, inv);
   rotate->callback([&inv, f] { inv.action = [&inv, f] { return RunBenchRotate(inv, *f); }; });

@@ -65,9 +65,18 @@ int ExitCodeFor(const absl::Status& status) {
                                                   "BAD_HEX",
                                                   "BAD_VP",
                                                   "NO_UNIT_BINARY",
-                                                  "NO_SUCH_UNIT"};
+                                                  "NO_SUCH_UNIT",
+                                                  "NO_SUCH_KEY",
+                                                  "BAD_BASE64",
+                                                  "NO_KEYSTORE",
+                                                  "BAD_KEYSTORE",
+                                                  "UNSUPPORTED_KEYSTORE_VERSION",
+                                                  "BAD_PART_COUNT",
+                                                  "PARTS_DO_NOT_MATCH"};
   if (kBadInput.count(ReasonOf(status))) return kExitBadInput;
-  if (host::IsUnreachable(status)) return kExitUnreachable;
+  if (host::IsUnreachable(status) || ReasonOf(status) == "INTERLOCK_UNVERIFIED") {
+    return kExitUnreachable;
+  }
   return kExitRefused;
 }
 

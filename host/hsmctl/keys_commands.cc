@@ -401,6 +401,17 @@ int RunUpgrade(Invocation& inv) {
   if (!opened.ok()) return Fail(inv, opened.status());
   if (absl::Status s = RefuseDuringRotation(*opened->store); !s.ok()) return Fail(inv, s);
   auto observed = ObserveAll(opened->conns);
+  const bool no_old = std::all_of(observed.begin(), observed.end(), [](const auto& o) {
+    return o.info.ok() && o.info->old_register().state() == v1::REGISTER_EMPTY;
+  });
+  if (no_old) {
+    if (inv.json) {
+      std::cout << json{{"command", "keys upgrade"}, {"ok", true}, {"moved", 0}}.dump(2) << "\n";
+    } else {
+      std::cout << "no unit holds an OLD master key: nothing to move\n";
+    }
+    return kExitOk;
+  }
   std::string old_vp, current_vp;
   for (const auto& o : observed) {
     if (!o.info.ok()) return Fail(inv, o.info.status());
@@ -489,14 +500,14 @@ void AddKeysCommands(CLI::App& app, Invocation& inv) {
   auto name = std::make_shared<std::string>();
   CLI::App* wrap = keys->add_subcommand(
       "wrap",
-      "Wrap a data key (raw bytes on stdin, 1..1024) under root key NAME; base64 on stdout");
+      "Wrap a data key (raw bytes on stdin, 1..1024) under the root key --key; base64 on stdout");
   wrap->add_option("--key", *name, "Root key name")->required();
   AddUnitOptions(wrap, inv);
   wrap->callback(
       [&inv, name] { inv.action = [&inv, name] { return RunUseKey(inv, *name, true); }; });
   CLI::App* unwrap = keys->add_subcommand(
       "unwrap",
-      "Unwrap a wrapped data key (base64 on stdin) with root key NAME; raw bytes on stdout");
+      "Unwrap a wrapped data key (base64 on stdin) with the root key --key; raw bytes on stdout");
   unwrap->add_option("--key", *name, "Root key name")->required();
   AddUnitOptions(unwrap, inv);
   unwrap->callback(

@@ -12,6 +12,7 @@
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/interlock.h"
+#include "host/key_part_loading.h"
 #include "host/signed_command.h"
 
 namespace hsmsim::hsmctl {
@@ -43,27 +44,10 @@ int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
   auto outcomes = ForEachUnit(
       *conns,
       [&](UnitConnection& c, const v1::GetInfoResponse& first, UnitOutcome& o) -> absl::Status {
-        v1::GetInfoResponse info = first;
-        if (info.importer_public_key().empty()) {
-          v1::Command op;
-          op.mutable_generate_importer();
-          auto result = host::IssueCommand(*c.client, info, op, signer_ptrs);
-          if (!result.ok()) return WithContext(result.status(), "generating the importer key");
-          info = result->info();
-          o.details["generated_importer"] = true;
-        }
-        v1::Command op;
-        v1::LoadKeyParts* load = op.mutable_load_key_parts();
-        load->set_total_parts(static_cast<uint32_t>(parts.size()));
-        for (const SecretBytes& part : parts) {
-          auto encrypted = crypto::EncryptKeyPartToImporter(
-              part, AsBytes(info.importer_public_key()), crypto::OpenSslEntropyInstance());
-          if (!encrypted.ok()) return encrypted.status();
-          *load->add_parts() = std::move(*encrypted);
-        }
-        auto result = host::IssueCommand(*c.client, info, op, signer_ptrs);
+        if (first.importer_public_key().empty()) o.details["generated_importer"] = true;
+        auto result = host::LoadKeyPartsOnUnit(*c.client, first, parts, signer_ptrs);
         if (!result.ok()) return result.status();
-        const v1::MasterKeyRegisterInfo& reg = result->info().new_register();
+        const v1::MasterKeyRegisterInfo& reg = result->new_register();
         const bool matches =
             ConstantTimeEquals(AsBytes(reg.verification_pattern()), AsBytes(expected_vp));
         o.details["new_state"] = std::string(firmware::RegisterStateName(reg.state()));
@@ -113,11 +97,9 @@ int RunCommit(Invocation& inv, const std::string& vp_hex) {
                                 "; load all key parts first (hsmctl mk load)"));
           }
         }
-        v1::Command op;
-        op.mutable_commit_new_master_key()->set_expected_verification_pattern(expected);
-        auto result = host::IssueCommand(*c.client, info, op, signer_ptrs);
+        auto result = host::CommitNewOnUnit(*c.client, info, expected, signer_ptrs);
         if (!result.ok()) return result.status();
-        const auto& reg = result->info().new_register();
+        const auto& reg = result->new_register();
         o.details["new_state"] = std::string(firmware::RegisterStateName(reg.state()));
         o.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
         o.text = StrCat("NEW ", firmware::RegisterStateName(reg.state()), " VP ",
@@ -173,9 +155,9 @@ int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Comm
   return ReportOutcomes(inv, command, outcomes);
 }
 
-void AddSimple(CLI::App* mk, Invocation& inv, const char* name, const char* help,
+void AddSimple(CLI::App* parent, Invocation& inv, const char* name, const char* help,
                void (*set_op)(v1::Command&), host::RegisterChange change) {
-  CLI::App* cmd = mk->add_subcommand(name, help);
+  CLI::App* cmd = parent->add_subcommand(name, help);
   auto force = std::make_shared<bool>(false);
   cmd->add_flag("--force", *force,
                 "Skip the interlock that refuses to strand stored keys under a master key no "
@@ -183,7 +165,8 @@ void AddSimple(CLI::App* mk, Invocation& inv, const char* name, const char* help
   AddSignOption(cmd, inv);
   AddUnitOptions(cmd, inv);
   AddJsonOption(cmd, inv);
-  const std::string command = StrCat("mk ", name);
+  const std::string command =
+      parent->get_parent() == nullptr ? std::string(name) : StrCat(parent->get_name(), " ", name);
   cmd->callback([&inv, command, set_op, change, force] {
     inv.action = [&inv, command, set_op, change, force] {
       return RunSimple(inv, command, set_op, change, *force);
@@ -220,17 +203,24 @@ void AddMasterKeyCommands(CLI::App& app, Invocation& inv) {
   AddJsonOption(commit, inv);
   commit->callback([&inv, vp] { inv.action = [&inv, vp] { return RunCommit(inv, *vp); }; });
 
-  AddSimple(mk, inv, "setimm", "Set immediate: OLD := CURRENT, CURRENT := NEW, NEW := EMPTY",
-            [](v1::Command& op) { op.mutable_set_immediate(); }, host::RegisterChange::kSetImmediate);
-  AddSimple(mk, inv, "clrnew", "Clear the NEW register",
-            [](v1::Command& op) { op.mutable_clear_new_master_key(); },
-            host::RegisterChange::kClearNew);
-  AddSimple(mk, inv, "clrcur", "Clear the CURRENT register",
-            [](v1::Command& op) { op.mutable_clear_current_master_key(); },
-            host::RegisterChange::kClearCurrent);
-  AddSimple(mk, inv, "clrold", "Clear the OLD register",
-            [](v1::Command& op) { op.mutable_clear_old_master_key(); },
-            host::RegisterChange::kClearOld);
+  AddSimple(
+      mk, inv, "setimm", "Set immediate: OLD := CURRENT, CURRENT := NEW, NEW := EMPTY",
+      [](v1::Command& op) { op.mutable_set_immediate(); }, host::RegisterChange::kSetImmediate);
+  AddSimple(
+      mk, inv, "clrnew", "Clear the NEW register",
+      [](v1::Command& op) { op.mutable_clear_new_master_key(); }, host::RegisterChange::kClearNew);
+  AddSimple(
+      mk, inv, "clrcur", "Clear the CURRENT register",
+      [](v1::Command& op) { op.mutable_clear_current_master_key(); },
+      host::RegisterChange::kClearCurrent);
+  AddSimple(
+      mk, inv, "clrold", "Clear the OLD register",
+      [](v1::Command& op) { op.mutable_clear_old_master_key(); }, host::RegisterChange::kClearOld);
+  AddSimple(
+      &app, inv, "zeroize",
+      "Zeroize every selected unit (back to imprint mode, all registers cleared); refused "
+      "while stored keys need a master key only these units hold, unless --force",
+      [](v1::Command& op) { op.mutable_zeroize(); }, host::RegisterChange::kZeroize);
 }
 
 }  // namespace hsmsim::hsmctl

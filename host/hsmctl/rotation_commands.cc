@@ -12,6 +12,7 @@
 #include "firmware/crypto_unit.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/interlock.h"
+#include "host/key_part_loading.h"
 #include "host/recovery.h"
 #include "host/signed_command.h"
 
@@ -24,7 +25,6 @@ struct RotateFlags {
   int in_flight = 4;
   std::vector<std::string> parts;  // recover --apply only
   bool apply = false;
-  bool force = false;
 };
 
 // Session holds what a rotation or recovery needs.
@@ -177,7 +177,10 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
         std::cerr << "hsmctl: nothing was changed; fix the conditions above and run the command "
                      "again\n";
       }
-      return kExitRefused;
+      const bool unreachable =
+          std::any_of(findings.begin(), findings.end(),
+                      [](const host::Finding& fd) { return host::IsUnreachable(fd.status); });
+      return unreachable ? kExitUnreachable : kExitRefused;
     }
     host::RotationJournal j;
     j.phase = host::RotationPhase::kReencrypting;
@@ -248,28 +251,11 @@ absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJourna
       HSMSIM_ASSIGN_OR_RETURN(auto r, host::IssueCommand(*c.client, info, clear, signers));
       info = r.info();
     }
-    if (info.importer_public_key().empty()) {
-      v1::Command gen;
-      gen.mutable_generate_importer();
-      HSMSIM_ASSIGN_OR_RETURN(auto r, host::IssueCommand(*c.client, info, gen, signers));
-      info = r.info();
-    }
-    v1::Command load;
-    load.mutable_load_key_parts()->set_total_parts(static_cast<uint32_t>(parts.size()));
-    for (const SecretBytes& p : parts) {
-      HSMSIM_ASSIGN_OR_RETURN(
-          auto enc, crypto::EncryptKeyPartToImporter(p, AsBytes(info.importer_public_key()),
-                                                     crypto::OpenSslEntropyInstance()));
-      *load.mutable_load_key_parts()->add_parts() = std::move(enc);
-    }
-    HSMSIM_ASSIGN_OR_RETURN(auto loaded, host::IssueCommand(*c.client, info, load, signers));
-    v1::Command commit;
-    commit.mutable_commit_new_master_key()->set_expected_verification_pattern(journal.target_vp);
-    HSMSIM_ASSIGN_OR_RETURN(auto committed,
-                            host::IssueCommand(*c.client, loaded.info(), commit, signers));
+    HSMSIM_ASSIGN_OR_RETURN(info, host::LoadKeyPartsOnUnit(*c.client, info, parts, signers));
+    HSMSIM_ASSIGN_OR_RETURN(info,
+                            host::CommitNewOnUnit(*c.client, info, journal.target_vp, signers));
     std::cout << "unit " << c.unit.name << ": NEW reloaded and committed, VP "
-              << ToHex(committed.info().new_register().verification_pattern()).substr(0, 16)
-              << "\n";
+              << ToHex(info.new_register().verification_pattern()).substr(0, 16) << "\n";
   }
   return absl::OkStatus();
 }
@@ -381,39 +367,18 @@ int RunRecover(Invocation& inv, const RotateFlags& f) {
   }
   doc["applied"] = status.ok();
   if (inv.json) {
+    doc["ok"] = status.ok();
     doc["report"] = ReportJson(report, j);
     if (!status.ok()) doc["error"] = StatusJson(status);
     std::cout << doc.dump(2) << "\n";
+    if (!status.ok()) {
+      std::cerr << "hsmctl: " << ReasonOf(status) << ": " << status.message() << "\n";
+      return ExitCodeFor(status);
+    }
   }
   if (!status.ok()) return Fail(inv, status);
   if (!inv.json) std::cout << "applied: rotation is " << host::RotationPhaseName(j.phase) << "\n";
   return kExitOk;
-}
-
-int RunZeroize(Invocation& inv, bool force) {
-  auto signers = LoadSigners(inv);
-  if (!signers.ok()) return Fail(inv, signers.status());
-  host::FleetManifest manifest;
-  auto conns = ConnectSelected(inv, &manifest);
-  if (!conns.ok()) return Fail(inv, conns.status());
-  if (!force) {
-    auto counts = KeyCounts(inv, manifest);
-    if (!counts.ok()) return Fail(inv, counts.status());
-    absl::Status lock =
-        host::CheckInterlock(ObserveAll(*conns), host::RegisterChange::kZeroize, *counts);
-    if (!lock.ok()) return Fail(inv, lock);
-  }
-  const auto ptrs = SignerPointers(*signers);
-  auto outcomes =
-      ForEachUnit(*conns, [&](UnitConnection& c, const v1::GetInfoResponse& info, UnitOutcome& o) {
-        v1::Command op;
-        op.mutable_zeroize();
-        auto r = host::IssueCommand(*c.client, info, op, ptrs);
-        if (!r.ok()) return r.status();
-        o.text = "zeroized: imprint mode, registers empty";
-        return absl::OkStatus();
-      });
-  return ReportOutcomes(inv, "zeroize", outcomes);
 }
 
 }  // namespace
@@ -449,25 +414,16 @@ void AddRotationCommands(CLI::App& app, Invocation& inv) {
                    "Key part files F1,F2[,F3] of the target key, to reload a lost NEW register")
       ->delimiter(',');
   recover->add_option("--batch-size", flags->batch_size, "Blobs per re-encryption batch")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100'000));
   recover->add_option("--in-flight", flags->in_flight, "Batches in flight per unit")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   AddSignOption(recover, inv);
   AddUnitOptions(recover, inv);
   AddJsonOption(recover, inv);
   recover->callback(
       [&inv, flags] { inv.action = [&inv, flags] { return RunRecover(inv, *flags); }; });
-
-  CLI::App* zeroize = app.add_subcommand(
-      "zeroize",
-      "Zeroize every selected unit (back to imprint mode, all registers cleared); refused while "
-      "stored keys need a master key only these units hold, unless --force");
-  zeroize->add_flag("--force", flags->force, "Zeroize even if stored keys would be lost");
-  AddSignOption(zeroize, inv);
-  AddUnitOptions(zeroize, inv);
-  AddJsonOption(zeroize, inv);
-  zeroize->callback(
-      [&inv, flags] { inv.action = [&inv, flags] { return RunZeroize(inv, flags->force); }; });
 }
 
 }  // namespace hsmsim::hsmctl

@@ -1,0 +1,43 @@
+#include "host/key_part_loading.h"
+
+#include "common/status.h"
+#include "firmware/crypto/entropy.h"
+#include "firmware/crypto/key_part.h"
+#include "host/signed_command.h"
+
+namespace hsmsim::host {
+
+absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(
+    UnitClient& client, v1::GetInfoResponse info, const std::vector<SecretBytes>& parts,
+    const std::vector<const AdminKey*>& signers) {
+  if (info.importer_public_key().empty()) {
+    v1::Command gen;
+    gen.mutable_generate_importer();
+    auto generated = IssueCommand(client, info, gen, signers);
+    if (!generated.ok()) return WithContext(generated.status(), "generating the importer key");
+    info = generated->info();
+  }
+  v1::Command load;
+  load.mutable_load_key_parts()->set_total_parts(static_cast<uint32_t>(parts.size()));
+  for (const SecretBytes& part : parts) {
+    HSMSIM_ASSIGN_OR_RETURN(
+        auto encrypted, crypto::EncryptKeyPartToImporter(part, AsBytes(info.importer_public_key()),
+                                                         crypto::OpenSslEntropyInstance()));
+    *load.mutable_load_key_parts()->add_parts() = std::move(encrypted);
+  }
+  HSMSIM_ASSIGN_OR_RETURN(auto loaded, IssueCommand(client, info, load, signers));
+  return loaded.info();
+}
+
+absl::StatusOr<v1::GetInfoResponse> CommitNewOnUnit(UnitClient& client,
+                                                    const v1::GetInfoResponse& info,
+                                                    std::string_view expected_vp,
+                                                    const std::vector<const AdminKey*>& signers) {
+  v1::Command commit;
+  commit.mutable_commit_new_master_key()->set_expected_verification_pattern(
+      std::string(expected_vp));
+  HSMSIM_ASSIGN_OR_RETURN(auto committed, IssueCommand(client, info, commit, signers));
+  return committed.info();
+}
+
+}  // namespace hsmsim::host

@@ -1,0 +1,34 @@
+// Loading a master key from key parts into a unit's NEW register: the one
+// implementation used by `mk load`, `recover --apply --parts` and
+// `bench rotate`.
+#ifndef HSMSIM_HOST_KEY_PART_LOADING_H_
+#define HSMSIM_HOST_KEY_PART_LOADING_H_
+
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/secret_bytes.h"
+#include "host/admin_key_file.h"
+#include "host/unit_client.h"
+#include "hsmsim/v1/unit.pb.h"
+
+namespace hsmsim::host {
+
+// LoadKeyPartsOnUnit generates the unit's importer key when it has none,
+// encrypts every part to it (so no part crosses the wire in clear) and sends
+// one LOAD_KEY_PARTS with all of them. `info` is the unit's state before.
+// Returns the unit's state after, or the first refusal.
+absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(UnitClient& client, v1::GetInfoResponse info,
+                                                       const std::vector<SecretBytes>& parts,
+                                                       const std::vector<const AdminKey*>& signers);
+
+// CommitNewOnUnit commits NEW quoting `expected_vp`; returns the state after.
+absl::StatusOr<v1::GetInfoResponse> CommitNewOnUnit(UnitClient& client,
+                                                    const v1::GetInfoResponse& info,
+                                                    std::string_view expected_vp,
+                                                    const std::vector<const AdminKey*>& signers);
+
+}  // namespace hsmsim::host
+
+#endif  // HSMSIM_HOST_KEY_PART_LOADING_H_
