@@ -74,7 +74,8 @@ int ExitCodeFor(const absl::Status& status) {
                                                   "BAD_PART_COUNT",
                                                   "PARTS_DO_NOT_MATCH"};
   if (kBadInput.count(ReasonOf(status))) return kExitBadInput;
-  if (host::IsUnreachable(status) || ReasonOf(status) == "INTERLOCK_UNVERIFIED") {
+  if (host::IsUnreachable(status) || ReasonOf(status) == "INTERLOCK_UNVERIFIED" ||
+      ReasonOf(status) == "NO_UNIT_AVAILABLE") {
     return kExitUnreachable;
   }
   return kExitRefused;

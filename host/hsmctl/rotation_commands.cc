@@ -273,9 +273,16 @@ int RunRecover(Invocation& inv, const RotateFlags& f) {
   const bool in_progress = journal->has_value() && (*journal)->phase != host::RotationPhase::kDone;
   if (!in_progress) {
     findings = host::PrecheckRotation(s.manifest, observed, SignerPointers(s.signers));
-    // Without --sign the signer check is noise for a read-only look.
+    // Without --sign the signer check is noise for a read-only look; and
+    // with every NEW register empty no rotation is planned, so the NEW
+    // pre-checks say nothing about the fleet's health.
+    const bool all_new_empty =
+        std::all_of(observed.begin(), observed.end(), [](const host::UnitObservation& o) {
+          return o.info.ok() && o.info->new_register().state() == v1::REGISTER_EMPTY;
+        });
     std::erase_if(findings, [&](const host::Finding& fd) {
-      return s.signers.empty() && fd.check == "signers";
+      return (s.signers.empty() && fd.check == "signers") ||
+             (all_new_empty && fd.check.rfind("new-", 0) == 0);
     });
   }
   host::RecoveryDecision d = host::DecideRecovery(*journal, observed, *counts, findings);

@@ -25,6 +25,10 @@ TEST_F(RotationIntegrationTest, RotatesThreeUnitsTenThousandKeys) {
   EXPECT_EQ(JournalPhase(), "DONE");
   ExpectAllCurrentIsTarget();
   ExpectNoKeyLost();
+  // Right after a finished rotation (every NEW empty) there is nothing to do.
+  RunResult rec = Hsmctl({"recover", "--json"});
+  EXPECT_EQ(rec.exit_code, 0) << Describe(rec);
+  EXPECT_EQ(json::parse(rec.out)["situation"], "NOTHING_TO_DO") << rec.out;
 }
 
 TEST_F(RotationIntegrationTest, UnitKilledDuringReencryptionResumeCompletes) {
