@@ -188,13 +188,16 @@ class UnitClient::Impl {
     state_ = ConnState::kDisconnected;
     boost::system::error_code ignored;
     socket_.close(ignored);
-    absl::Status status = Unreachable(
+    const std::string what =
         connect_timed_out_ ? StrCat("connect timed out after ", options_.timeout.count(), " ms")
-                           : LowerFirst(ec.message()));
+                           : LowerFirst(ec.message());
     std::vector<std::shared_ptr<PendingCall>> waiting(waiting_.begin(), waiting_.end());
     waiting_.clear();
+    // Each caller gets a Status of its own: absl's reference counts live in
+    // an uninstrumented shared library, so a Status shared across threads
+    // reads as a data race to TSan.
     for (auto& call : waiting) {
-      if (IsPending(call)) Finish(call, status);
+      if (IsPending(call)) Finish(call, Unreachable(what));
     }
   }
 
@@ -220,7 +223,6 @@ class UnitClient::Impl {
     socket_.close(ignored);
     write_queue_.clear();
     writing_ = false;
-    absl::Status status = Unreachable(StrCat("connection lost: ", what));
     std::vector<std::shared_ptr<PendingCall>> sent;
     for (auto& [id, call] : pending_) {
       if (call->sent) sent.push_back(call);
@@ -231,7 +233,7 @@ class UnitClient::Impl {
                                         "; the command may or may not have been applied: read "
                                         "the unit's state before signing it again")));
       } else {
-        Finish(call, status);
+        Finish(call, Unreachable(StrCat("connection lost: ", what)));  // one Status per caller
       }
     }
     if (!waiting_.empty() && state_ == ConnState::kDisconnected) StartConnect();
