@@ -29,7 +29,6 @@
 #include "host/fleet_manifest.h"
 #include "host/signed_command.h"
 #include "host/unit_client.h"
-
 #include "tests/host/hsmctl_harness.h"
 
 namespace hsmsim::host {
