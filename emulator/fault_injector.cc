@@ -6,33 +6,13 @@
 
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "proto/wire/fault_names.h"
 
 namespace hsmsim::emulator {
 namespace {
 
 absl::Status BadFault(std::string_view message) {
   return Error(absl::StatusCode::kInvalidArgument, "BAD_FAULT", message);
-}
-
-// ProtoName turns "before-persist" or "FAULT_BEFORE_PERSIST" into the enum
-// value name "FAULT_BEFORE_PERSIST".
-std::string ProtoName(std::string_view text) {
-  std::string name;
-  for (char c : text) {
-    name += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  }
-  if (name.rfind("FAULT_", 0) != 0) name = "FAULT_" + name;
-  return name;
-}
-
-// KebabName turns "FAULT_BEFORE_PERSIST" into "before-persist".
-std::string KebabName(std::string_view proto_name) {
-  if (proto_name.substr(0, 6) == "FAULT_") proto_name.remove_prefix(6);
-  std::string out;
-  for (char c : proto_name) {
-    out += c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return out;
 }
 
 }  // namespace
@@ -67,13 +47,14 @@ absl::StatusOr<v1::Fault> ParseFaultSpec(std::string_view spec) {
   }
   v1::Fault fault;
   v1::FaultPoint point = v1::FAULT_POINT_UNSPECIFIED;
-  if (!v1::FaultPoint_Parse(ProtoName(parts[0]), &point) || point == v1::FAULT_POINT_UNSPECIFIED) {
+  if (!v1::FaultPoint_Parse(wire::FaultEnumName(parts[0]), &point) ||
+      point == v1::FAULT_POINT_UNSPECIFIED) {
     return BadFault(StrCat("fault '", spec, "': unknown point '", parts[0],
                            "'; expected before-persist, after-persist, reencrypt-after-blobs or "
                            "in-set-immediate"));
   }
   v1::FaultAction action = v1::FAULT_ACTION_UNSPECIFIED;
-  if (!v1::FaultAction_Parse(ProtoName(parts[1]), &action) ||
+  if (!v1::FaultAction_Parse(wire::FaultEnumName(parts[1]), &action) ||
       action == v1::FAULT_ACTION_UNSPECIFIED) {
     return BadFault(StrCat("fault '", spec, "': unknown action '", parts[1],
                            "'; expected crash, hang, drop-connection or return-error"));
@@ -98,13 +79,6 @@ absl::StatusOr<v1::Fault> ParseFaultSpec(std::string_view spec) {
     return BadFault(StrCat("fault '", spec, "': a count applies only to reencrypt-after-blobs"));
   }
   return fault;
-}
-
-std::string FaultSpec(const v1::Fault& fault) {
-  std::string spec = StrCat(KebabName(v1::FaultPoint_Name(fault.point())), ":",
-                            KebabName(v1::FaultAction_Name(fault.action())));
-  if (fault.point() == v1::FAULT_REENCRYPT_AFTER_BLOBS) spec += StrCat(":", fault.after_blobs());
-  return spec;
 }
 
 absl::Status FaultInjector::Arm(const v1::Fault& fault) {

@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "hsmsim/v1/unit.pb.h"
+#include "proto/wire/fault_names.h"
 
 namespace hsmsim::emulator {
 
@@ -39,7 +40,7 @@ inline constexpr int kExitInjectedCrash = 137;
 absl::StatusOr<v1::Fault> ParseFaultSpec(std::string_view spec);
 
 // FaultSpec returns the "POINT:ACTION[:N]" form of `fault`.
-std::string FaultSpec(const v1::Fault& fault);
+using wire::FaultSpec;
 
 // ValidateFault returns INVALID_ARGUMENT (BAD_FAULT) for an unspecified or
 // unknown point or action, or `after_blobs` set on another point than

@@ -7,6 +7,7 @@
 #include "common/str_cat.h"
 #include "firmware/crypto_unit.h"
 #include "host/hsmctl/context.h"
+#include "proto/wire/fault_names.h"
 
 namespace hsmsim::hsmctl {
 namespace {
@@ -19,44 +20,19 @@ struct FaultArgs {
   CLI::Option* after_blobs_option = nullptr;
 };
 
-// ProtoName turns "before-persist" (or "FAULT_BEFORE_PERSIST") into the
-// enum value name "FAULT_BEFORE_PERSIST".
-std::string ProtoName(std::string_view text) {
-  std::string name;
-  for (char c : text) {
-    name += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  }
-  if (name.rfind("FAULT_", 0) != 0) name = "FAULT_" + name;
-  return name;
-}
-
-std::string KebabName(std::string_view proto_name) {
-  if (proto_name.substr(0, 6) == "FAULT_") proto_name.remove_prefix(6);
-  std::string out;
-  for (char c : proto_name) {
-    out += c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return out;
-}
-
-std::string Spec(const v1::Fault& f) {
-  std::string spec = StrCat(KebabName(v1::FaultPoint_Name(f.point())), ":",
-                            KebabName(v1::FaultAction_Name(f.action())));
-  if (f.point() == v1::FAULT_REENCRYPT_AFTER_BLOBS) spec += StrCat(":", f.after_blobs());
-  return spec;
-}
-
 // CheckPoint and CheckAction are CLI11 validators: an unknown name is a
 // usage error (exit 2).
 std::string CheckPoint(const std::string& text) {
   v1::FaultPoint p = v1::FAULT_POINT_UNSPECIFIED;
-  if (v1::FaultPoint_Parse(ProtoName(text), &p) && p != v1::FAULT_POINT_UNSPECIFIED) return "";
+  if (v1::FaultPoint_Parse(wire::FaultEnumName(text), &p) && p != v1::FAULT_POINT_UNSPECIFIED)
+    return "";
   return "POINT must be before-persist, after-persist, reencrypt-after-blobs or in-set-immediate";
 }
 
 std::string CheckAction(const std::string& text) {
   v1::FaultAction a = v1::FAULT_ACTION_UNSPECIFIED;
-  if (v1::FaultAction_Parse(ProtoName(text), &a) && a != v1::FAULT_ACTION_UNSPECIFIED) return "";
+  if (v1::FaultAction_Parse(wire::FaultEnumName(text), &a) && a != v1::FAULT_ACTION_UNSPECIFIED)
+    return "";
   return "ACTION must be crash, hang, drop-connection or return-error";
 }
 
@@ -87,8 +63,8 @@ int RunFaultRequest(Invocation& inv, const std::string& name, std::string_view c
     json armed = json::array();
     std::string text;
     for (const v1::Fault& f : response->faults().armed()) {
-      armed.push_back(Spec(f));
-      text += StrCat(text.empty() ? "" : ", ", Spec(f));
+      armed.push_back(wire::FaultSpec(f));
+      text += StrCat(text.empty() ? "" : ", ", wire::FaultSpec(f));
     }
     o.details["armed"] = armed;
     o.text = StrCat("armed: ", text.empty() ? "(none)" : text);
@@ -126,8 +102,8 @@ void AddFaultCommands(CLI::App& app, Invocation& inv) {
       v1::Fault f;
       v1::FaultPoint point = v1::FAULT_POINT_UNSPECIFIED;
       v1::FaultAction action = v1::FAULT_ACTION_UNSPECIFIED;
-      v1::FaultPoint_Parse(ProtoName(args->point), &point);
-      v1::FaultAction_Parse(ProtoName(args->action), &action);
+      v1::FaultPoint_Parse(wire::FaultEnumName(args->point), &point);
+      v1::FaultAction_Parse(wire::FaultEnumName(args->action), &action);
       f.set_point(point);
       f.set_action(action);
       const bool counted = point == v1::FAULT_REENCRYPT_AFTER_BLOBS;
