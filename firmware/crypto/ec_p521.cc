@@ -57,6 +57,48 @@ bool IsP521(const EVP_PKEY& key) {
   return std::string_view(name, len) == kGroupName;
 }
 
+// UncompressedPoint returns 0x04 || X || Y (133 bytes, SEC 1 section 2.3.3)
+// of a P-521 key, read from its affine coordinates so that the result does
+// not depend on how the key was encoded when it came in (named or explicit
+// curve parameters, compressed, hybrid or uncompressed point).
+absl::StatusOr<std::string> UncompressedPoint(const EVP_PKEY& key) {
+  BIGNUM* raw_x = nullptr;
+  BIGNUM* raw_y = nullptr;
+  const int got_x = EVP_PKEY_get_bn_param(&key, OSSL_PKEY_PARAM_EC_PUB_X, &raw_x);
+  BignumPtr x(raw_x);
+  const int got_y = EVP_PKEY_get_bn_param(&key, OSSL_PKEY_PARAM_EC_PUB_Y, &raw_y);
+  BignumPtr y(raw_y);
+  if (got_x != 1 || got_y != 1) {
+    return OpenSslError("CRYPTO_FAILED", "P-521 public point coordinates are unavailable");
+  }
+  std::string point(1 + 2 * kP521ScalarSize, '\0');
+  point[0] = 0x04;
+  auto* out = reinterpret_cast<unsigned char*>(point.data());
+  if (BN_bn2binpad(x.get(), out + 1, static_cast<int>(kP521ScalarSize)) < 0 ||
+      BN_bn2binpad(y.get(), out + 1 + kP521ScalarSize, static_cast<int>(kP521ScalarSize)) < 0) {
+    return BadPublicKey("P-521 point coordinate is out of range");
+  }
+  return point;
+}
+
+// CanonicalPublicKey rebuilds a P-521 public key from its point alone, on the
+// named curve: the one form whose DER is the administrator's identity.
+absl::StatusOr<EvpPkeyPtr> CanonicalPublicKey(const EVP_PKEY& key) {
+  HSMSIM_ASSIGN_OR_RETURN(std::string point, UncompressedPoint(key));
+  return FromData(nullptr, AsBytes(point));
+}
+
+absl::StatusOr<std::string> EncodePublicKeyDer(const EVP_PKEY& key) {
+  int len = i2d_PUBKEY(const_cast<EVP_PKEY*>(&key), nullptr);
+  if (len <= 0) return OpenSslError("CRYPTO_FAILED", "public key DER encoding failed");
+  std::string out(static_cast<size_t>(len), '\0');
+  auto* p = reinterpret_cast<unsigned char*>(out.data());
+  if (i2d_PUBKEY(const_cast<EVP_PKEY*>(&key), &p) != len) {
+    return OpenSslError("CRYPTO_FAILED", "public key DER encoding failed");
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<EvpPkeyPtr> P521FromPrivateScalar(absl::Span<const uint8_t> scalar) {
@@ -118,14 +160,9 @@ absl::StatusOr<SecretBytes> P521PrivateScalar(const EVP_PKEY& key) {
 }
 
 absl::StatusOr<std::string> PublicKeyDer(const EVP_PKEY& key) {
-  int len = i2d_PUBKEY(const_cast<EVP_PKEY*>(&key), nullptr);
-  if (len <= 0) return OpenSslError("CRYPTO_FAILED", "public key DER encoding failed");
-  std::string out(static_cast<size_t>(len), '\0');
-  auto* p = reinterpret_cast<unsigned char*>(out.data());
-  if (i2d_PUBKEY(const_cast<EVP_PKEY*>(&key), &p) != len) {
-    return OpenSslError("CRYPTO_FAILED", "public key DER encoding failed");
-  }
-  return out;
+  if (!IsP521(key)) return EncodePublicKeyDer(key);
+  HSMSIM_ASSIGN_OR_RETURN(EvpPkeyPtr canonical, CanonicalPublicKey(key));
+  return EncodePublicKeyDer(*canonical);
 }
 
 absl::StatusOr<EvpPkeyPtr> ParseP521PublicKeyDer(absl::Span<const uint8_t> der) {
@@ -139,20 +176,18 @@ absl::StatusOr<EvpPkeyPtr> ParseP521PublicKeyDer(absl::Span<const uint8_t> der) 
     return BadPublicKey("public key DER has trailing bytes");
   }
   if (!IsP521(*key)) return BadPublicKey("public key is not on curve P-521");
-  // One key, one encoding: key ids hash the DER bytes, so a compressed point
-  // or explicit curve parameters must not give the same key a second id.
-  char uncompressed[] = "uncompressed";
-  if (EVP_PKEY_set_utf8_string_param(key.get(), OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
-                                     uncompressed) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "cannot set the point conversion format");
-  }
-  HSMSIM_ASSIGN_OR_RETURN(std::string canonical, PublicKeyDer(*key));
-  if (canonical != AsStringView(der)) {
+  // One key, one encoding: key ids hash the DER bytes, so explicit curve
+  // parameters, a compressed or hybrid point, or a longer-than-needed DER
+  // length must not give the same point a second id. The canonical form is
+  // rebuilt from the point alone and the input must be exactly it.
+  HSMSIM_ASSIGN_OR_RETURN(EvpPkeyPtr canonical, CanonicalPublicKey(*key));
+  HSMSIM_ASSIGN_OR_RETURN(std::string canonical_der, EncodePublicKeyDer(*canonical));
+  if (canonical_der != AsStringView(der)) {
     return BadPublicKey(
-        "public key must be DER SubjectPublicKeyInfo with the named curve and an uncompressed "
-        "point (the canonical encoding)");
+        "public key must be DER SubjectPublicKeyInfo with the named curve secp521r1 and an "
+        "uncompressed point (the canonical encoding, RFC 5480 section 2)");
   }
-  return key;
+  return canonical;
 }
 
 absl::StatusOr<std::string> PublicPoint(const EVP_PKEY& key) {

@@ -33,12 +33,18 @@ absl::StatusOr<EvpPkeyPtr> P521FromPrivateScalar(absl::Span<const uint8_t> scala
 // P521PrivateScalar returns the 66-byte big-endian private scalar of `key`.
 absl::StatusOr<SecretBytes> P521PrivateScalar(const EVP_PKEY& key);
 
-// PublicKeyDer returns the DER SubjectPublicKeyInfo of `key`.
+// PublicKeyDer returns the DER SubjectPublicKeyInfo of `key` (RFC 5480). For
+// a P-521 key it is always the canonical form (named curve secp521r1,
+// uncompressed point: 158 bytes), whatever encoding the key was read from, so
+// one point has one DER and one key id. Returns INTERNAL (CRYPTO_FAILED) when
+// OpenSSL cannot encode the key.
 absl::StatusOr<std::string> PublicKeyDer(const EVP_PKEY& key);
 
 // ParseP521PublicKeyDer parses a DER SubjectPublicKeyInfo. Returns
-// INVALID_ARGUMENT (BAD_PUBLIC_KEY) unless it is a valid P-521 point in the
-// canonical encoding (named curve, uncompressed point) with no trailing bytes.
+// INVALID_ARGUMENT (BAD_PUBLIC_KEY) unless `der` is exactly the canonical
+// encoding of a valid P-521 point, i.e. what PublicKeyDer gives for it: named
+// curve (not explicit parameters), uncompressed point (not compressed or
+// hybrid, SEC 1 section 2.3.3), minimal DER lengths, no trailing bytes.
 absl::StatusOr<EvpPkeyPtr> ParseP521PublicKeyDer(absl::Span<const uint8_t> der);
 
 // PublicPoint returns the uncompressed SEC1 encoding (133 bytes) of `key`.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "firmware/crypto_unit.h"
+#include "tests/firmware/crypto/key_encodings.h"
 #include "tests/firmware/test_support.h"
 
 namespace hsmsim::firmware {
@@ -251,21 +252,55 @@ TEST_F(SignatureTest, NormalModeCommandsNeedASignature) {
                 absl::StatusCode::kPermissionDenied, "INSUFFICIENT_SIGNATURES");
 }
 
-TEST_F(SignatureTest, NonCanonicalKeyEncodingRefused) {
-  // The same key with a compressed point has a different DER, hence a
-  // different key id: it must not be installable as a second administrator.
-  EVP_PKEY* key = admins_[0].key.get();
-  ASSERT_EQ(
-      EVP_PKEY_set_utf8_string_param(key, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, "compressed"),
-      1);
-  TestAdmin compressed = admins_[0];
-  compressed.name = "alias";
-  compressed.public_key_der = *crypto::PublicKeyDer(*key);
-  ASSERT_NE(compressed.public_key_der, admins_[0].public_key_der);
-  ASSERT_TRUE(Send(*unit_, AddAdminCommand(admins_[1]), {}).ok());
-  ExpectRefused(Send(*unit_, AddAdminCommand(compressed), {}), absl::StatusCode::kInvalidArgument,
+// One person is one administrator: every other encoding of an installed
+// administrator's point (explicit curve parameters, compressed or hybrid
+// point, non-minimal DER lengths, trailing bytes) is refused by add admin,
+// before and after the canonical form is installed, and a signature naming
+// the variant's key id does not count as a second signer.
+class AdminKeyEncodingTest : public SignatureTest, public ::testing::WithParamInterface<int> {
+ protected:
+  crypto::encodings::KeyEncoding Variant() {
+    return crypto::encodings::NonCanonicalEncodings(*admins_[0].key)[GetParam()];
+  }
+};
+
+TEST_P(AdminKeyEncodingTest, VariantIsNeverASecondAdministrator) {
+  const crypto::encodings::KeyEncoding variant = Variant();
+  ASSERT_FALSE(variant.der.empty());
+  TestAdmin alias = admins_[0];
+  alias.name = "alias";
+  alias.public_key_der = variant.der;
+  alias.key_id = crypto::KeyIdOfPublicKeyDer(AsBytes(variant.der));
+  ASSERT_NE(alias.key_id, admins_[0].key_id);
+
+  // In imprint mode, as the only administrator and beside the original.
+  SecretBytes before = unit_->Snapshot();
+  ExpectRefused(Send(*unit_, AddAdminCommand(alias), {}), absl::StatusCode::kInvalidArgument,
                 "BAD_PUBLIC_KEY");
+  EXPECT_TRUE(unit_->Snapshot() == before);
+  ASSERT_TRUE(Send(*unit_, AddAdminCommand(admins_[0]), {}).ok());
+  ASSERT_TRUE(Send(*unit_, AddAdminCommand(admins_[1]), {}).ok());
+  before = unit_->Snapshot();
+  ExpectRefused(Send(*unit_, AddAdminCommand(alias), {}), absl::StatusCode::kInvalidArgument,
+                "BAD_PUBLIC_KEY");
+  EXPECT_TRUE(unit_->Snapshot() == before);
+  EXPECT_EQ(unit_->Info().administrators_size(), 2);
+
+  // Threshold 2 cannot be met by admin0 signing under two key ids.
+  ExpectRefused(Send(*unit_, ThresholdsCommand(2, 2), {&admins_[0], &alias}),
+                absl::StatusCode::kUnauthenticated, "UNKNOWN_SIGNER");
+  EXPECT_TRUE(unit_->Snapshot() == before);
+  EXPECT_EQ(unit_->Info().mode(), v1::MODE_IMPRINT);
+  ASSERT_TRUE(Send(*unit_, ThresholdsCommand(2, 2), Signers(0, 2)).ok());
+  ExpectRefused(Send(*unit_, AssignCommand(), {&admins_[0], &alias}),
+                absl::StatusCode::kUnauthenticated, "UNKNOWN_SIGNER");
 }
+
+INSTANTIATE_TEST_SUITE_P(EveryVariant, AdminKeyEncodingTest,
+                         ::testing::Range(0, crypto::encodings::kVariantCount),
+                         [](const ::testing::TestParamInfo<int>& param_info) {
+                           return std::string(crypto::encodings::kVariantNames[param_info.param]);
+                         });
 
 TEST_F(SignatureTest, MoreSignaturesThanAdministratorsCanExistRefused) {
   Imprint(1, 1, 1);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "tests/firmware/crypto/key_encodings.h"
 
 namespace hsmsim::crypto {
 namespace {
@@ -95,6 +96,68 @@ TEST(EcP521Test, EcdhAgrees) {
   ASSERT_TRUE(ab.ok() && ba.ok());
   EXPECT_EQ(ab->size(), 66u);
   EXPECT_TRUE(*ab == *ba);
+}
+
+// One point, one identity: every other encoding of an administrator's key is
+// refused by the parser, and PublicKeyDer gives the canonical form whatever
+// encoding a key was read from (issue: explicit parameters let one person
+// install their key twice).
+class NonCanonicalEncodingTest : public ::testing::TestWithParam<int> {
+ protected:
+  static EvpPkeyPtr Key() {
+    SeededEntropy e(12);
+    return *GenerateP521(e);
+  }
+};
+
+TEST_P(NonCanonicalEncodingTest, RefusedByParserAndCanonicalizedByEncoder) {
+  EvpPkeyPtr key = Key();
+  const std::string canonical = *PublicKeyDer(*key);
+  const encodings::KeyEncoding variant = encodings::NonCanonicalEncodings(*key)[GetParam()];
+  ASSERT_FALSE(variant.der.empty()) << variant.name;
+  ASSERT_NE(variant.der, canonical) << variant.name;
+  auto parsed = ParseP521PublicKeyDer(AsBytes(variant.der));
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << variant.name;
+  EXPECT_EQ(ReasonOf(parsed.status()), "BAD_PUBLIC_KEY") << variant.name;
+
+  // Where OpenSSL itself can read the variant, re-encoding it gives back the
+  // canonical DER, hence the same key id.
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(variant.der.data());
+  EvpPkeyPtr decoded(d2i_PUBKEY(nullptr, &p, static_cast<long>(variant.der.size())));
+  if (decoded) {
+    auto again = PublicKeyDer(*decoded);
+    ASSERT_TRUE(again.ok()) << variant.name << ": " << again.status();
+    EXPECT_EQ(*again, canonical) << variant.name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryVariant, NonCanonicalEncodingTest,
+                         ::testing::Range(0, encodings::kVariantCount),
+                         [](const ::testing::TestParamInfo<int>& param_info) {
+                           return std::string(encodings::kVariantNames[param_info.param]);
+                         });
+
+TEST(EcP521Test, VariantListMatchesItsNames) {
+  SeededEntropy e(12);
+  const auto variants = encodings::NonCanonicalEncodings(**GenerateP521(e));
+  ASSERT_EQ(static_cast<int>(variants.size()), encodings::kVariantCount);
+  for (int i = 0; i < encodings::kVariantCount; ++i) {
+    EXPECT_EQ(variants[i].name, encodings::kVariantNames[i]);
+  }
+}
+
+TEST(EcP521Test, ExplicitParameterPrivateKeyGivesTheCanonicalPublicKey) {
+  // An administrator key file re-encoded with `openssl ec -param_enc
+  // explicit` holds the same private key; its public DER is the canonical one.
+  SeededEntropy e(13);
+  EvpPkeyPtr key = *GenerateP521(e);
+  EvpPkeyPtr explicit_key(EVP_PKEY_dup(key.get()));
+  ASSERT_EQ(
+      EVP_PKEY_set_utf8_string_param(explicit_key.get(), OSSL_PKEY_PARAM_EC_ENCODING, "explicit"),
+      1);
+  ASSERT_NE(encodings::RawDer(*explicit_key, "explicit", "uncompressed"), *PublicKeyDer(*key));
+  EXPECT_EQ(*PublicKeyDer(*explicit_key), *PublicKeyDer(*key));
+  EXPECT_TRUE(ParseP521PublicKeyDer(AsBytes(*PublicKeyDer(*explicit_key))).ok());
 }
 
 }  // namespace
