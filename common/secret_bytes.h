@@ -1,5 +1,6 @@
-// SecretBytes: a byte buffer for key material that is wiped with
-// OPENSSL_cleanse whenever its storage is released.
+// SecretBytes: a byte buffer for key material, allocated in OpenSSL's secure
+// heap when the process set one up (hsmsim-unit does, locked in memory; see
+// emulator/process_hardening.h) and wiped whenever its storage is released.
 #ifndef HSMSIM_COMMON_SECRET_BYTES_H_
 #define HSMSIM_COMMON_SECRET_BYTES_H_
 
@@ -7,6 +8,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <new>
 #include <string_view>
 #include <vector>
 
@@ -14,19 +17,29 @@
 
 namespace hsmsim {
 
-// WipingAllocator zeroes memory before it is returned to the heap, so key
-// bytes do not survive in freed memory after a vector grows or dies.
+// WipingAllocator allocates with OPENSSL_secure_malloc, so key bytes live in
+// the secure heap (locked in memory, excluded from core dumps) when
+// CRYPTO_secure_malloc_init has run, and in the ordinary heap otherwise or
+// when the secure heap is full. deallocate wipes the bytes
+// (OPENSSL_secure_clear_free handles both heaps), so key bytes do not survive
+// in freed memory after a vector grows or dies. allocate throws
+// std::bad_alloc only when both heaps fail, as std::allocator does.
 template <typename T>
 struct WipingAllocator {
   using value_type = T;
   WipingAllocator() noexcept = default;
   template <typename U>
   WipingAllocator(const WipingAllocator<U>&) noexcept {}  // NOLINT
-  T* allocate(std::size_t n) { return std::allocator<T>().allocate(n); }
-  void deallocate(T* p, std::size_t n) noexcept {
-    OPENSSL_cleanse(p, n * sizeof(T));
-    std::allocator<T>().deallocate(p, n);
+  T* allocate(std::size_t n) {
+    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
+    const std::size_t bytes = n * sizeof(T);
+    void* p = OPENSSL_secure_malloc(bytes);
+    // Null when the secure heap is full or the request is larger than it.
+    if (p == nullptr) p = OPENSSL_malloc(bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
   }
+  void deallocate(T* p, std::size_t n) noexcept { OPENSSL_secure_clear_free(p, n * sizeof(T)); }
   template <typename U>
   bool operator==(const WipingAllocator<U>&) const noexcept {
     return true;

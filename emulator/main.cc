@@ -2,8 +2,9 @@
 // and `hsmsim-unit --help`.
 //
 // Exit codes: 0 after SIGTERM/SIGINT; 1 when the unit cannot listen or write
-// its port file; 2 for bad flags or a state directory it cannot use (a
-// damaged state file is never replaced by a blank unit); 3 when persisting a
+// its port file; 2 for bad flags or a state directory it cannot use (one
+// that group or others can write, or a damaged state file, which is never
+// replaced by a blank unit); 3 when persisting a
 // state change failed (see RequestDispatcher); 137 when an injected CRASH
 // fault fired (docs/reliability.md).
 #include <spdlog/sinks/stdout_sinks.h>
@@ -19,7 +20,9 @@
 
 #include "common/hex.h"
 #include "emulator/fault_injector.h"
+#include "emulator/frame_budget.h"
 #include "emulator/port_file.h"
+#include "emulator/process_hardening.h"
 #include "emulator/request_dispatcher.h"
 #include "emulator/state_file_system.h"
 #include "emulator/state_store.h"
@@ -62,6 +65,14 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n %P] %v");
   spdlog::set_level(spdlog::level::from_str(options.log_level));
 
+  // Before any key material exists: SecretBytes go to the secure heap.
+  const HardeningResult hardening = HardenProcess();
+  for (const std::string& warning : hardening.warnings) spdlog::warn("{}", warning);
+  spdlog::info("{}", hardening.Summary());
+
+  if (absl::Status s = CheckStateDirectoryMode(options.state_dir); !s.ok()) {
+    return Fail(kExitBadSetup, std::string(s.message()));
+  }
   hsmsim::crypto::Entropy& entropy = hsmsim::crypto::OpenSslEntropyInstance();
   auto store = StateStore::Open(options.state_dir, PosixStateFileSystemInstance(), entropy);
   if (!store.ok()) return Fail(kExitBadSetup, std::string(store.status().message()));
@@ -82,7 +93,8 @@ int main(int argc, char** argv) {
 
   asio::io_context io(1);
   asio::thread_pool pool(options.workers);
-  UnitServer server(io, pool, dispatcher,
+  FrameBudget budget(options.memory_budget_bytes);
+  UnitServer server(io, pool, dispatcher, budget,
                     SessionConfig{options.max_frame_bytes, options.read_timeout});
   auto endpoint = server.Listen(options.listen_host, options.listen_port);
   if (!endpoint.ok()) return Fail(kExitCannotServe, std::string(endpoint.status().message()));
@@ -102,12 +114,16 @@ int main(int argc, char** argv) {
       return Fail(kExitCannotServe, std::string(s.message()));
     }
   }
-  spdlog::info("unit {} listening on {}:{} (state {}, {} workers{})", unit_id,
-               endpoint->address().to_string(), endpoint->port(), (*store)->dir(), options.workers,
-               options.allow_fault_injection ? ", fault injection allowed" : "");
+  spdlog::info(
+      "unit {} listening on {}:{} (state {}, {} workers, frames up to {} bytes, memory budget {} "
+      "bytes{})",
+      unit_id, endpoint->address().to_string(), endpoint->port(), (*store)->dir(), options.workers,
+      options.max_frame_bytes, budget.limit(),
+      options.allow_fault_injection ? ", fault injection allowed" : "");
 
   io.run();
   pool.join();
-  spdlog::info("unit {} stopped", unit_id);
+  spdlog::info("unit {} stopped ({} bytes of the memory budget still held)", unit_id,
+               budget.used());
   return 0;
 }

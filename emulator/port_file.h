@@ -9,8 +9,9 @@
 
 namespace hsmsim::emulator {
 
-// WritePortFile writes "PORT\n" to `path` atomically: to `path`.tmp first,
-// then renamed, so a reader sees either no file or the whole number.
+// WritePortFile writes "PORT\n" to `path` atomically: to `path`.tmp first
+// (mode 0600, whatever the umask), then renamed, so a reader sees either no
+// file or the whole number.
 // Returns INTERNAL (reason FILE_IO_FAILED) naming the path on failure.
 absl::Status WritePortFile(const std::string& path, uint16_t port);
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string_view>
 
@@ -79,7 +80,10 @@ absl::Status PosixStateFileSystem::CreateDirectories(const std::string& dir) {
   for (size_t pos = 1; pos <= dir.size(); ++pos) {
     if (pos != dir.size() && dir[pos] != '/') continue;
     std::string prefix = dir.substr(0, pos);
-    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+    if (::mkdir(prefix.c_str(), 0700) == 0) {
+      // The umask can only narrow 0700; set it anyway so the mode is ours.
+      if (::chmod(prefix.c_str(), 0700) != 0) return OsError("chmod", prefix, errno);
+    } else if (errno != EEXIST) {
       return OsError("mkdir", prefix, errno);
     }
   }
@@ -153,6 +157,27 @@ absl::Status PosixStateFileSystem::SyncDirectory(const std::string& dir) {
 
 absl::Status PosixStateFileSystem::RemoveFile(const std::string& path) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) return OsError("unlink", path, errno);
+  return absl::OkStatus();
+}
+
+absl::Status CheckStateDirectoryMode(const std::string& dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return OsError("stat", dir, errno);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Error(absl::StatusCode::kFailedPrecondition, "NOT_A_DIRECTORY",
+                 StrCat(dir, ": exists and is not a directory"));
+  }
+  const unsigned mode = st.st_mode & 07777;
+  if ((mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char octal[8];
+    std::snprintf(octal, sizeof(octal), "%04o", mode);
+    return Error(absl::StatusCode::kFailedPrecondition, "UNSAFE_STATE_DIR",
+                 StrCat("state directory ", dir, " has mode ", octal,
+                        ": group or others can write it; chmod 700 it"));
+  }
   return absl::OkStatus();
 }
 

@@ -23,8 +23,9 @@ class StateFileSystem {
  public:
   virtual ~StateFileSystem() = default;
 
-  // CreateDirectories creates `dir` and its missing parents with mode 0700.
-  // OK when it already exists as a directory.
+  // CreateDirectories creates `dir` and its missing parents with mode 0700
+  // (set explicitly, whatever the umask). OK when it already exists as a
+  // directory; the mode of existing directories is left alone.
   virtual absl::Status CreateDirectories(const std::string& dir) = 0;
 
   // FileExists is true when `path` exists (of any type). Returns an error only
@@ -69,6 +70,15 @@ class PosixStateFileSystem final : public StateFileSystem {
   absl::Status SyncDirectory(const std::string& dir) override;
   absl::Status RemoveFile(const std::string& path) override;
 };
+
+// CheckStateDirectoryMode returns OK when `dir` does not exist yet (it will
+// be created with mode 0700) or is a directory that neither group nor others
+// can write. Returns FAILED_PRECONDITION (UNSAFE_STATE_DIR) naming the
+// directory and its octal mode when they can ("state directory /x has mode
+// 0777: group or others can write it; chmod 700 it"), and the OS error
+// naming the path when it cannot be examined. hsmsim-unit refuses to start
+// on such a directory: another user could replace device.key or unit.state.
+absl::Status CheckStateDirectoryMode(const std::string& dir);
 
 // PosixStateFileSystemInstance returns a process-wide PosixStateFileSystem.
 StateFileSystem& PosixStateFileSystemInstance();

@@ -26,9 +26,15 @@ void AddUnitOptions(CLI::App& app, UnitOptions& options) {
       ->required();
   app.add_option("--max-frame-bytes", options.max_frame_bytes,
                  "Largest request frame accepted, in bytes; a larger length prefix is refused "
-                 "before its body is read.")
-      ->capture_default_str()
-      ->check(CLI::Range(size_t{1}, size_t{UINT32_MAX}));
+                 "before its body is read. At most 268435456 (256 MiB).")
+      ->capture_default_str();
+  app.add_option("--memory-budget-bytes", options.memory_budget_bytes,
+                 "Bytes of request frames being read or processed and of replies waiting to be "
+                 "written, over all connections; past it the unit stops reading new frames, and "
+                 "a frame that gets no memory within --read-timeout-ms is answered "
+                 "RESOURCE_EXHAUSTED (MEMORY_BUDGET_EXHAUSTED). At least twice "
+                 "--max-frame-bytes.")
+      ->capture_default_str();
   app.add_flag("--allow-fault-injection", options.allow_fault_injection,
                "Allow requests that inject faults (crash, hang, drop, fail at named points); "
                "off by default.");
@@ -80,6 +86,18 @@ absl::Status ParseHostPort(const std::string& text, std::string* host, uint16_t*
 
 absl::Status FinishUnitOptions(UnitOptions& options) {
   HSMSIM_RETURN_IF_ERROR(ParseHostPort(options.listen, &options.listen_host, &options.listen_port));
+  if (options.max_frame_bytes < 1 || options.max_frame_bytes > kMaxMaxFrameBytes) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+                 StrCat("--max-frame-bytes ", options.max_frame_bytes, " is outside 1..",
+                        kMaxMaxFrameBytes, " (256 MiB)"));
+  }
+  if (options.memory_budget_bytes / 2 < options.max_frame_bytes) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+                 StrCat("--memory-budget-bytes ", options.memory_budget_bytes,
+                        " is less than twice --max-frame-bytes ", options.max_frame_bytes,
+                        ": it must be at least ", 2 * options.max_frame_bytes,
+                        " so that two frames of the largest size fit"));
+  }
   if (!options.fault_specs.empty() && !options.allow_fault_injection) {
     return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
                  "--fault needs --allow-fault-injection: fault injection is off by default");

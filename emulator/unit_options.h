@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "emulator/frame_budget.h"
 #include "hsmsim/v1/unit.pb.h"
 #include "proto/wire/frame_codec.h"
 
@@ -18,6 +19,9 @@ class App;
 
 namespace hsmsim::emulator {
 
+// The largest --max-frame-bytes accepted: 256 MiB.
+inline constexpr size_t kMaxMaxFrameBytes = size_t{256} << 20;
+
 struct UnitOptions {
   std::string listen = "127.0.0.1:0";  // HOST:PORT as given
   std::string listen_host;             // parsed from `listen`
@@ -25,6 +29,7 @@ struct UnitOptions {
   std::string port_file;               // empty: none
   std::string state_dir;
   size_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
+  size_t memory_budget_bytes = kDefaultMemoryBudgetBytes;
   bool allow_fault_injection = false;
   std::vector<std::string> fault_specs;  // --fault POINT:ACTION[:N], repeatable
   std::vector<v1::Fault> faults;         // parsed from fault_specs
@@ -41,7 +46,9 @@ void AddUnitOptions(CLI::App& app, UnitOptions& options);
 // FinishUnitOptions splits --listen into host and port, parses --fault and
 // fills defaults that depend on the machine. Returns INVALID_ARGUMENT
 // (BAD_FLAG) naming the flag when a value is unusable, including --fault
-// without --allow-fault-injection.
+// without --allow-fault-injection, --max-frame-bytes outside
+// 1..kMaxMaxFrameBytes, and --memory-budget-bytes below twice
+// --max-frame-bytes (the message names both numbers).
 absl::Status FinishUnitOptions(UnitOptions& options);
 
 // ParseHostPort splits "HOST:PORT" or "[V6HOST]:PORT". INVALID_ARGUMENT

@@ -21,8 +21,13 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 UnitServer::UnitServer(asio::io_context& io, asio::thread_pool& pool, RequestDispatcher& dispatcher,
-                       SessionConfig config)
-    : io_(io), pool_(pool), dispatcher_(dispatcher), config_(config), acceptor_(io) {}
+                       FrameBudget& budget, SessionConfig config)
+    : io_(io),
+      pool_(pool),
+      dispatcher_(dispatcher),
+      budget_(budget),
+      config_(config),
+      acceptor_(io) {}
 
 absl::StatusOr<tcp::endpoint> UnitServer::Listen(const std::string& host, uint16_t port) {
   auto fail = [&](std::string_view step, const boost::system::error_code& ec) {
@@ -85,7 +90,8 @@ asio::awaitable<void> UnitServer::AcceptLoop() {
     }
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    auto session = std::make_shared<UnitSession>(std::move(socket), pool_, dispatcher_, config_);
+    auto session =
+        std::make_shared<UnitSession>(std::move(socket), pool_, dispatcher_, budget_, config_);
     {
       std::lock_guard lock(mu_);
       if (stopped_) co_return;  // the socket closes with `session`

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "emulator/frame_budget.h"
 #include "emulator/request_dispatcher.h"
 #include "emulator/unit_session.h"
 
@@ -23,9 +24,10 @@ namespace hsmsim::emulator {
 
 class UnitServer {
  public:
-  // `io`, `pool` and `dispatcher` must outlive the server.
+  // `io`, `pool`, `dispatcher` and `budget` must outlive the server; every
+  // session shares `budget` (see UnitSession for how it is used).
   UnitServer(boost::asio::io_context& io, boost::asio::thread_pool& pool,
-             RequestDispatcher& dispatcher, SessionConfig config);
+             RequestDispatcher& dispatcher, FrameBudget& budget, SessionConfig config);
 
   UnitServer(const UnitServer&) = delete;
   UnitServer& operator=(const UnitServer&) = delete;
@@ -48,6 +50,7 @@ class UnitServer {
   boost::asio::io_context& io_;
   boost::asio::thread_pool& pool_;
   RequestDispatcher& dispatcher_;
+  FrameBudget& budget_;
   const SessionConfig config_;
   boost::asio::ip::tcp::acceptor acceptor_;
 

@@ -15,7 +15,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
+#include "common/check.h"
 #include "common/secret_bytes.h"
+#include "common/status.h"
+#include "common/str_cat.h"
 #include "firmware/crypto_unit.h"
 #include "proto/wire/frame_codec.h"
 
@@ -28,11 +32,16 @@ namespace {
 
 // Bytes asked of the socket per read when no frame size is known yet, and
 // the most asked at once while a large body arrives (the buffer grows as
-// data comes, not to the announced size up front).
+// data comes, within the capacity reserved for the frame).
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kMaxReadChunk = 1024 * 1024;
+// A read buffer above this capacity is given back once its frame is cut, so
+// an idle connection does not keep a large frame's buffer.
+constexpr size_t kKeptBufferCapacity = 2 * kMaxReadChunk;
 // Frames gathered into one write.
 constexpr size_t kMaxWriteBatch = 64;
+// How often a reader waiting for memory budget looks again.
+constexpr std::chrono::milliseconds kBudgetPoll{5};
 
 // A response frame, or no frame and what to do instead.
 struct Answer {
@@ -49,16 +58,24 @@ asio::awaitable<Answer> RunOnPool(RequestDispatcher* dispatcher, v1::Request req
 }  // namespace
 
 UnitSession::UnitSession(tcp::socket socket, asio::thread_pool& pool, RequestDispatcher& dispatcher,
-                         SessionConfig config)
+                         FrameBudget& budget, SessionConfig config)
     : socket_(std::move(socket)),
       read_timer_(socket_.get_executor()),
+      write_timer_(socket_.get_executor()),
       pool_(pool),
       dispatcher_(dispatcher),
+      budget_(budget),
       config_(config) {
   boost::system::error_code ec;
   tcp::endpoint remote = socket_.remote_endpoint(ec);
   peer_ = ec ? std::string("unknown peer")
              : remote.address().to_string() + ":" + std::to_string(remote.port());
+}
+
+UnitSession::~UnitSession() {
+  // Every path drops what it held; this only covers coroutines destroyed
+  // without resuming (the io_context stopped under them).
+  if (held_bytes_ > 0) budget_.Release(held_bytes_);
 }
 
 void UnitSession::Start() {
@@ -74,6 +91,10 @@ void UnitSession::Close() {
 asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
   std::vector<uint8_t> buf;
   size_t begin = 0;  // bytes of `buf` already consumed
+  // Budget held for the frame at buf[begin..]: 0 until its header is decoded,
+  // then handed to Serve with the parsed request.
+  size_t reserved = 0;
+  absl::Cleanup release_reserved = [&self, &reserved] { self->Drop(reserved); };
   // A frame must arrive whole within read_timeout of its first byte: a
   // deadline per frame, not per read, so a client that trickles a byte at a
   // time cannot hold a connection (and its buffer) forever.
@@ -90,6 +111,29 @@ asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
     size_t frame_size = 0;
     if (header->has_value()) {
       frame_size = (*header)->prefix_size + (*header)->body_size;
+      if (reserved == 0) {
+        if (!frame_deadline.has_value()) {
+          frame_deadline = std::chrono::steady_clock::now() + self->config_.read_timeout;
+        }
+        absl::Status got = co_await ReserveFrame(self, frame_size, *frame_deadline);
+        if (!got.ok()) {
+          if (!self->closed_) self->FailConnection(got);
+          co_return;
+        }
+        reserved = frame_size;
+        // The peer could not send while the unit had no memory for it: the
+        // frame's deadline counts from when it may.
+        frame_deadline = std::chrono::steady_clock::now() + self->config_.read_timeout;
+        if (frame_size > kReadChunk && buf.capacity() - begin < frame_size + kReadChunk) {
+          // The budget allows the whole frame: size the buffer once, with
+          // room for the next frame's first chunk, instead of letting it
+          // double on the way (which would use up to twice the frame).
+          buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(begin));
+          begin = 0;
+          buf.reserve(frame_size + kReadChunk);
+        }
+        avail = absl::Span<const uint8_t>(buf.data() + begin, buf.size() - begin);
+      }
       if (avail.size() >= frame_size) {
         v1::Request request;
         absl::Status parsed = wire::ParseFrameBody(
@@ -99,10 +143,16 @@ asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
           co_return;
         }
         begin += frame_size;
+        if (buf.capacity() > kKeptBufferCapacity) {
+          // The request holds its own copy now; give the frame's buffer back.
+          std::vector<uint8_t> rest(buf.begin() + static_cast<std::ptrdiff_t>(begin), buf.end());
+          buf.swap(rest);
+          begin = 0;
+        }
         frame_deadline.reset();
         ++self->in_flight_;
-        asio::co_spawn(self->socket_.get_executor(), Serve(self, std::move(request)),
-                       asio::detached);
+        asio::co_spawn(self->socket_.get_executor(),
+                       Serve(self, std::move(request), std::exchange(reserved, 0)), asio::detached);
         continue;
       }
     }
@@ -166,12 +216,67 @@ asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
   }
 }
 
-asio::awaitable<void> UnitSession::Serve(std::shared_ptr<UnitSession> self, v1::Request request) {
+asio::awaitable<absl::Status> UnitSession::ReserveFrame(
+    std::shared_ptr<UnitSession> self, size_t frame_bytes,
+    std::chrono::steady_clock::time_point deadline) {
+  bool logged = false;
+  for (;;) {
+    if (self->closed_) {
+      co_return Error(absl::StatusCode::kCancelled, "CONNECTION_CLOSED", "connection closed");
+    }
+    if (self->TryHold(frame_bytes)) co_return absl::OkStatus();
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      co_return Error(
+          absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",
+          StrCat("frame of ", frame_bytes, " bytes got no memory within ",
+                 self->config_.read_timeout.count(), " ms: this connection holds ",
+                 self->held_bytes_, " bytes (its share is ", self->budget_.connection_share(),
+                 ") and the unit has ", self->budget_.used(), " of its ", self->budget_.limit(),
+                 " budget bytes in use (--memory-budget-bytes)"));
+    }
+    if (!logged) {
+      spdlog::debug(
+          "connection from {}: frame of {} bytes waits for memory (connection holds {}, unit {} "
+          "of {})",
+          self->peer_, frame_bytes, self->held_bytes_, self->budget_.used(), self->budget_.limit());
+      logged = true;
+    }
+    self->read_timer_.expires_after(
+        std::min<std::chrono::steady_clock::duration>(kBudgetPoll, deadline - now));
+    co_await self->read_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+}
+
+bool UnitSession::TryHold(size_t bytes) {
+  // A connection holding nothing may always ask for one frame; otherwise it
+  // must stay within its share.
+  if (held_bytes_ > 0 && held_bytes_ + bytes > budget_.connection_share()) return false;
+  if (!budget_.TryReserve(bytes)) return false;
+  held_bytes_ += bytes;
+  return true;
+}
+
+void UnitSession::Hold(size_t bytes) {
+  budget_.Add(bytes);
+  held_bytes_ += bytes;
+}
+
+void UnitSession::Drop(size_t bytes) {
+  if (bytes == 0) return;
+  HSMSIM_CHECK(bytes <= held_bytes_);
+  held_bytes_ -= bytes;
+  budget_.Release(bytes);
+}
+
+asio::awaitable<void> UnitSession::Serve(std::shared_ptr<UnitSession> self, v1::Request request,
+                                         size_t request_bytes) {
   const uint64_t id = request.id();
   Answer answer = co_await asio::co_spawn(self->pool_.get_executor(),
                                           RunOnPool(&self->dispatcher_, std::move(request)),
                                           asio::use_awaitable);
   --self->in_flight_;
+  self->Drop(request_bytes);
   switch (answer.disposition) {
     case Disposition::kReply:
       self->Enqueue(std::move(answer.frame));
@@ -192,6 +297,7 @@ void UnitSession::Enqueue(std::string frame) {
     WipeString(&frame);
     return;
   }
+  Hold(frame.size());
   write_queue_.push_back(std::move(frame));
   if (!writing_) {
     writing_ = true;
@@ -205,16 +311,34 @@ asio::awaitable<void> UnitSession::WriteLoop(std::shared_ptr<UnitSession> self) 
   while (!self->closed_ && !self->write_queue_.empty()) {
     batch.clear();
     buffers.clear();
+    size_t batch_bytes = 0;
     while (!self->write_queue_.empty() && batch.size() < kMaxWriteBatch) {
+      batch_bytes += self->write_queue_.front().size();
       batch.push_back(std::move(self->write_queue_.front()));
       self->write_queue_.pop_front();
     }
     for (const std::string& frame : batch) buffers.push_back(asio::buffer(frame));
-    auto [ec, n] =
-        co_await asio::async_write(self->socket_, buffers, asio::as_tuple(asio::use_awaitable));
+    // A peer that does not take its replies would hold their memory (and
+    // its share of the budget) forever: the write has the read timeout too.
+    self->write_timer_.expires_after(self->config_.read_timeout);
+    auto [order, ec, n, timer_ec] =
+        co_await asio::experimental::make_parallel_group(
+            asio::async_write(self->socket_, buffers, asio::deferred),
+            self->write_timer_.async_wait(asio::deferred))
+            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
     (void)n;
+    (void)timer_ec;
     // Responses may hold unwrapped data keys.
     for (std::string& frame : batch) WipeString(&frame);
+    self->Drop(batch_bytes);
+    if (order[0] == 1) {
+      if (!self->closed_) {
+        spdlog::warn("connection from {}: {} bytes of replies not taken within {} ms, closing",
+                     self->peer_, batch_bytes, self->config_.read_timeout.count());
+      }
+      self->CloseNow("write timeout");
+      break;
+    }
     if (ec) {
       if (!self->closed_) {
         spdlog::debug("connection from {}: write failed: {}", self->peer_, ec.message());
@@ -254,8 +378,14 @@ void UnitSession::CloseNow(const char* why) {
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
   read_timer_.cancel();
-  for (std::string& frame : write_queue_) WipeString(&frame);
+  write_timer_.cancel();
+  size_t queued_bytes = 0;
+  for (std::string& frame : write_queue_) {
+    queued_bytes += frame.size();
+    WipeString(&frame);
+  }
   write_queue_.clear();
+  Drop(queued_bytes);
   spdlog::debug("connection from {} closed: {}", peer_, why);
 }
 

@@ -8,6 +8,17 @@
 // answered with a Response of id 0 carrying the error, then the connection is
 // closed; other connections are never affected.
 //
+// Memory: every frame is reserved in the unit's FrameBudget as soon as its
+// length prefix is decoded and held until the request is answered; every
+// reply from when it is queued until it is written. The reader waits (polling
+// every few ms) while the budget is full, or while this connection already
+// holds more than its share (FrameBudget::connection_share) and the new frame
+// would go past it, so a client that never reads its replies stops being
+// read. A frame that gets no budget before its read deadline is answered
+// with id 0, RESOURCE_EXHAUSTED (MEMORY_BUDGET_EXHAUSTED), then the
+// connection is closed. A batch of replies not taken by the peer within the
+// read timeout closes the connection, so its memory is given back.
+//
 // Thread-safety: all state lives on the socket's strand; Close() may be
 // called from any thread.
 #ifndef HSMSIM_EMULATOR_UNIT_SESSION_H_
@@ -24,6 +35,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "emulator/frame_budget.h"
 #include "emulator/request_dispatcher.h"
 #include "hsmsim/v1/unit.pb.h"
 
@@ -34,15 +46,19 @@ struct SessionConfig {
   // How long a frame may take to arrive once its first byte came (a
   // deadline per frame, not per read). A connection idle between frames is
   // kept open: a host holds one connection per unit for its whole life.
+  // Also bounds the wait for memory budget and each write of replies.
   std::chrono::milliseconds read_timeout{30000};
 };
 
 class UnitSession : public std::enable_shared_from_this<UnitSession> {
  public:
-  // `socket` must use a strand executor. `pool` and `dispatcher` must
-  // outlive the session (the server joins the pool after the sessions end).
+  // `socket` must use a strand executor. `pool`, `dispatcher` and `budget`
+  // must outlive the session (the server joins the pool after the sessions
+  // end).
   UnitSession(boost::asio::ip::tcp::socket socket, boost::asio::thread_pool& pool,
-              RequestDispatcher& dispatcher, SessionConfig config);
+              RequestDispatcher& dispatcher, FrameBudget& budget, SessionConfig config);
+  // Gives back to the budget whatever this session still holds.
+  ~UnitSession();
 
   UnitSession(const UnitSession&) = delete;
   UnitSession& operator=(const UnitSession&) = delete;
@@ -55,7 +71,15 @@ class UnitSession : public std::enable_shared_from_this<UnitSession> {
 
  private:
   static boost::asio::awaitable<void> ReadLoop(std::shared_ptr<UnitSession> self);
-  static boost::asio::awaitable<void> Serve(std::shared_ptr<UnitSession> self, v1::Request request);
+  // ReserveFrame waits until `frame_bytes` fit both this connection's share
+  // and the unit's budget, then holds them. Returns RESOURCE_EXHAUSTED
+  // (MEMORY_BUDGET_EXHAUSTED) naming the numbers at `deadline`, CANCELLED
+  // when the connection closes meanwhile.
+  static boost::asio::awaitable<absl::Status> ReserveFrame(
+      std::shared_ptr<UnitSession> self, size_t frame_bytes,
+      std::chrono::steady_clock::time_point deadline);
+  static boost::asio::awaitable<void> Serve(std::shared_ptr<UnitSession> self, v1::Request request,
+                                            size_t request_bytes);
   static boost::asio::awaitable<void> WriteLoop(std::shared_ptr<UnitSession> self);
 
   // The rest run on the strand only.
@@ -63,11 +87,19 @@ class UnitSession : public std::enable_shared_from_this<UnitSession> {
   void FailConnection(const absl::Status& status);
   void MaybeFinish();
   void CloseNow(const char* why);
+  // TryHold takes `bytes` from the budget if this connection may hold them.
+  bool TryHold(size_t bytes);
+  // Hold takes `bytes` even past the budget (a reply that exists already).
+  void Hold(size_t bytes);
+  // Drop gives back `bytes` held by this connection.
+  void Drop(size_t bytes);
 
   boost::asio::ip::tcp::socket socket_;
   boost::asio::steady_timer read_timer_;
+  boost::asio::steady_timer write_timer_;
   boost::asio::thread_pool& pool_;
   RequestDispatcher& dispatcher_;
+  FrameBudget& budget_;
   const SessionConfig config_;
   std::string peer_;
 
@@ -77,6 +109,7 @@ class UnitSession : public std::enable_shared_from_this<UnitSession> {
   bool close_after_flush_ = false;  // a protocol error was queued
   bool closed_ = false;
   size_t in_flight_ = 0;
+  size_t held_bytes_ = 0;  // of budget_: requests in flight, replies unwritten
 };
 
 }  // namespace hsmsim::emulator

@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -93,6 +94,16 @@ class UnitProcess {
   }
 
   void Signal(int sig) { ::kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
+
+  // StatusKilobytes returns a "kB" field of /proc/PID/status (VmHWM: peak
+  // resident memory, VmRSS: resident now), or -1 when it cannot be read.
+  long StatusKilobytes(std::string_view field) const {
+    std::string status = ReadAll("/proc/" + std::to_string(pid_) + "/status");
+    size_t at = status.find(std::string(field) + ":");
+    if (at == std::string::npos) return -1;
+    return std::strtol(status.c_str() + at + field.size() + 1, nullptr, 10);
+  }
   bool Running() { return !TryReap(); }
 
   // WaitForExit returns the wait status, or nullopt if still running at the
@@ -160,6 +171,15 @@ class Connection {
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   }
   bool timed_out() const { return timed_out_; }
+
+  // SetSendTimeout bounds each later send: a peer that stops reading makes
+  // SendBytes return false instead of blocking forever.
+  void SetSendTimeout(std::chrono::milliseconds limit) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(limit.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((limit.count() % 1000) * 1000);
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  }
 
   bool SendBytes(std::string_view bytes) {
     size_t done = 0;
@@ -238,6 +258,28 @@ inline v1::Request GetInfoRequest(uint64_t id) {
   request.set_id(id);
   request.mutable_get_info();
   return request;
+}
+
+// PaddedGetInfoFrame returns a GetInfo request frame of `frame_bytes` bytes
+// (or a byte or two more when a length varint grows), padded with an unknown field (field 1000,
+// bytes) that the unit keeps while the request is in flight.
+inline std::string PaddedGetInfoFrame(uint64_t id, size_t frame_bytes) {
+  auto varint = [](size_t v) {
+    std::string out;
+    for (;; v >>= 7) {
+      out += static_cast<char>((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+      if (v < 0x80) return out;
+    }
+  };
+  // Field 1000, length-delimited: unknown to every message of hsmsim.v1.
+  const std::string head = GetInfoRequest(id).SerializeAsString() + "\xc2\x3e";
+  size_t pad = frame_bytes > head.size() + 10 ? frame_bytes - head.size() - 10 : 0;
+  for (;;) {
+    std::string body = head + varint(pad) + std::string(pad, 'p');
+    std::string frame = varint(body.size()) + body;
+    if (frame.size() >= frame_bytes || pad == 0) return frame;
+    pad += frame_bytes - frame.size();
+  }
 }
 
 // GetInfo asks for the unit's info on a new connection.
