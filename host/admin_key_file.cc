@@ -2,6 +2,9 @@
 
 #include <fcntl.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,20 +23,52 @@ namespace {
 constexpr std::string_view kNamePrefix = "# name: ";
 constexpr std::string_view kPemBegin = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
 
+// Owners of the PKCS#8 objects; PKCS8_PRIV_KEY_INFO_free wipes the key bytes.
+using Pkcs8InfoPtr =
+    std::unique_ptr<PKCS8_PRIV_KEY_INFO, crypto::OpenSslDeleter<PKCS8_PRIV_KEY_INFO_free>>;
+using X509SigPtr = std::unique_ptr<X509_SIG, crypto::OpenSslDeleter<X509_SIG_free>>;
+using Pbe2ParamPtr = std::unique_ptr<PBE2PARAM, crypto::OpenSslDeleter<PBE2PARAM_free>>;
+using Pbkdf2ParamPtr = std::unique_ptr<PBKDF2PARAM, crypto::OpenSslDeleter<PBKDF2PARAM_free>>;
+
 absl::Status BadFile(std::string_view what) {
   return Error(absl::StatusCode::kInvalidArgument, "BAD_ADMIN_KEY_FILE",
                StrCat("not an hsmsim admin key file: ", what));
 }
 
-struct PasswordRef {
-  std::string_view password;
-};
-
-int PasswordCallback(char* buf, int size, int /*rwflag*/, void* u) {
-  const auto* ref = static_cast<const PasswordRef*>(u);
-  if (ref->password.size() > static_cast<size_t>(size)) return -1;
-  std::memcpy(buf, ref->password.data(), ref->password.size());
-  return static_cast<int>(ref->password.size());
+// CheckPbkdf2Cost refuses an encrypted key whose PBKDF2 iteration count is
+// above the maximum, before the password is tried: a planted file must not
+// stall hsmctl for hours. Other schemes (scrypt, whose memory OpenSSL bounds)
+// pass; OpenSSL judges them when decrypting.
+absl::Status CheckPbkdf2Cost(const X509_SIG& sig) {
+  const X509_ALGOR* alg = nullptr;
+  X509_SIG_get0(&sig, &alg, nullptr);
+  const ASN1_OBJECT* oid = nullptr;
+  int ptype = 0;
+  const void* pval = nullptr;
+  X509_ALGOR_get0(&oid, &ptype, &pval, alg);
+  if (OBJ_obj2nid(oid) != NID_pbes2) return absl::OkStatus();
+  if (ptype != V_ASN1_SEQUENCE) return BadFile("PBES2 parameters are not a sequence");
+  Pbe2ParamPtr pbe2(static_cast<PBE2PARAM*>(
+      ASN1_item_unpack(static_cast<const ASN1_STRING*>(pval), ASN1_ITEM_rptr(PBE2PARAM))));
+  if (pbe2 == nullptr) {
+    crypto::ClearOpenSslErrors();
+    return BadFile("PBES2 parameters do not parse");
+  }
+  X509_ALGOR_get0(&oid, &ptype, &pval, pbe2->keyfunc);
+  if (OBJ_obj2nid(oid) != NID_id_pbkdf2) return absl::OkStatus();
+  if (ptype != V_ASN1_SEQUENCE) return BadFile("PBKDF2 parameters are not a sequence");
+  Pbkdf2ParamPtr kdf(static_cast<PBKDF2PARAM*>(
+      ASN1_item_unpack(static_cast<const ASN1_STRING*>(pval), ASN1_ITEM_rptr(PBKDF2PARAM))));
+  if (kdf == nullptr) {
+    crypto::ClearOpenSslErrors();
+    return BadFile("PBKDF2 parameters do not parse");
+  }
+  const long iterations = ASN1_INTEGER_get(kdf->iter);
+  if (iterations < 1 || iterations > kMaxAdminKeyPbkdf2Iterations) {
+    return BadFile(StrCat("PBKDF2 iterations must be 1..", kMaxAdminKeyPbkdf2Iterations, ", got ",
+                          iterations));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -54,18 +89,34 @@ absl::StatusOr<AdminKey> MakeAdminKey(std::string name, crypto::EvpPkeyPtr key) 
   return admin;
 }
 
-absl::StatusOr<std::string> SerializeAdminKeyFile(const AdminKey& admin,
-                                                  std::string_view password) {
+absl::StatusOr<std::string> SerializeAdminKeyFile(const AdminKey& admin, std::string_view password,
+                                                  int pbkdf2_iterations) {
   if (password.empty()) {
     return Error(absl::StatusCode::kInvalidArgument, "EMPTY_PASSWORD",
                  "the password must not be empty");
   }
+  if (pbkdf2_iterations < kMinAdminKeyPbkdf2Iterations ||
+      pbkdf2_iterations > kMaxAdminKeyPbkdf2Iterations) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_KDF_COST",
+                 StrCat("PBKDF2 iterations must be ", kMinAdminKeyPbkdf2Iterations, "..",
+                        kMaxAdminKeyPbkdf2Iterations, ", got ", pbkdf2_iterations));
+  }
+  if (password.size() > INT32_MAX) {
+    return Error(absl::StatusCode::kInvalidArgument, "BAD_PASSWORD", "the password is too long");
+  }
+  // PEM_write_bio_PKCS8PrivateKey would use OpenSSL's default of 2,048
+  // iterations; PKCS8_encrypt takes the count. pbe_nid -1 selects PBES2 with
+  // the cipher, PBKDF2-HMAC-SHA-256 and a random salt.
+  Pkcs8InfoPtr info(EVP_PKEY2PKCS8(admin.key.get()));
+  if (info == nullptr) return crypto::OpenSslError("CRYPTO_FAILED", "EVP_PKEY2PKCS8");
+  X509SigPtr sig(PKCS8_encrypt(-1, EVP_aes_256_cbc(), password.data(),
+                               static_cast<int>(password.size()), nullptr, 0, pbkdf2_iterations,
+                               info.get()));
+  if (sig == nullptr) return crypto::OpenSslError("CRYPTO_FAILED", "PKCS8_encrypt");
   crypto::BioPtr bio(BIO_new(BIO_s_mem()));
   if (bio == nullptr) return crypto::OpenSslError("CRYPTO_FAILED", "BIO_new");
-  PasswordRef ref{password};
-  if (PEM_write_bio_PKCS8PrivateKey(bio.get(), admin.key.get(), EVP_aes_256_cbc(), nullptr, 0,
-                                    PasswordCallback, &ref) != 1) {
-    return crypto::OpenSslError("CRYPTO_FAILED", "PEM_write_bio_PKCS8PrivateKey");
+  if (PEM_write_bio_PKCS8(bio.get(), sig.get()) != 1) {
+    return crypto::OpenSslError("CRYPTO_FAILED", "PEM_write_bio_PKCS8");
   }
   char* data = nullptr;
   long len = BIO_get_mem_data(bio.get(), &data);
@@ -102,8 +153,16 @@ absl::StatusOr<AdminKey> ParseAdminKeyFile(std::string_view text, std::string_vi
   std::string_view pem = text.substr(pem_start);
   crypto::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (bio == nullptr) return crypto::OpenSslError("CRYPTO_FAILED", "BIO_new_mem_buf");
-  PasswordRef ref{password};
-  crypto::EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, PasswordCallback, &ref));
+  X509SigPtr sig(PEM_read_bio_PKCS8(bio.get(), nullptr, nullptr, nullptr));
+  if (sig == nullptr) {
+    crypto::ClearOpenSslErrors();
+    return BadFile(StrCat("the key block of administrator '", name, "' is damaged"));
+  }
+  HSMSIM_RETURN_IF_ERROR(CheckPbkdf2Cost(*sig));
+  Pkcs8InfoPtr info(password.size() > INT32_MAX ? nullptr
+                                                : PKCS8_decrypt(sig.get(), password.data(),
+                                                                static_cast<int>(password.size())));
+  crypto::EvpPkeyPtr key(info == nullptr ? nullptr : EVP_PKCS82PKEY(info.get()));
   if (key == nullptr) {
     crypto::ClearOpenSslErrors();
     return Error(absl::StatusCode::kPermissionDenied, "WRONG_PASSWORD",
@@ -139,6 +198,14 @@ absl::Status WriteNewFile(const std::string& path, std::string_view bytes, int m
     return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
                  StrCat("cannot create ", path, ": ", std::strerror(errno)));
   }
+  // The umask can only have narrowed `mode`; set it exactly, so the mode a
+  // file gets never depends on the caller's shell.
+  if (::fchmod(fd, static_cast<mode_t>(mode)) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+                 StrCat("cannot set the mode of ", path, ": ", std::strerror(err)));
+  }
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -166,8 +233,9 @@ absl::StatusOr<AdminKey> ReadAdminKeyFile(const std::string& path, std::string_v
 }
 
 absl::Status WriteAdminKeyFile(const std::string& path, const AdminKey& admin,
-                               std::string_view password) {
-  HSMSIM_ASSIGN_OR_RETURN(std::string text, SerializeAdminKeyFile(admin, password));
+                               std::string_view password, int pbkdf2_iterations) {
+  HSMSIM_ASSIGN_OR_RETURN(std::string text,
+                          SerializeAdminKeyFile(admin, password, pbkdf2_iterations));
   return WriteNewFile(path, text, 0600);
 }
 

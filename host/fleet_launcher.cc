@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/admin_key_file.h"
+#include "host/private_directory.h"
 #include "host/signed_command.h"
 #include "host/unit_client.h"
 
@@ -48,6 +49,41 @@ std::string LogTail(const std::string& log_path) {
   return tail;
 }
 
+// UnitEnvironment returns the environment a unit is started with: only the
+// variables named here, copied from hsmctl's. An allow-list, not a deny-list
+// of known secrets: hsmctl's environment carries HSMSIM_PASSWORD and may
+// carry any other credential of the operator's shell, and a unit keeps its
+// environment (readable in /proc/PID/environ) for its whole life. The unit
+// reads no variable itself; these serve the C library (locale, time zone,
+// temporary files) and the sanitizer and coverage runtimes of test builds.
+std::vector<std::string> UnitEnvironment() {
+  static constexpr std::string_view kNames[] = {"PATH",
+                                                "HOME",
+                                                "USER",
+                                                "LOGNAME",
+                                                "LANG",
+                                                "LANGUAGE",
+                                                "TZ",
+                                                "TMPDIR",
+                                                "ASAN_OPTIONS",
+                                                "UBSAN_OPTIONS",
+                                                "TSAN_OPTIONS",
+                                                "LSAN_OPTIONS",
+                                                "MSAN_OPTIONS",
+                                                "ASAN_SYMBOLIZER_PATH",
+                                                "LLVM_SYMBOLIZER_PATH",
+                                                "LLVM_PROFILE_FILE"};
+  std::vector<std::string> out;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    const std::string_view name = entry.substr(0, entry.find('='));
+    bool allowed = name.starts_with("LC_");
+    for (std::string_view n : kNames) allowed |= name == n;
+    if (allowed) out.emplace_back(entry);
+  }
+  return out;
+}
+
 struct Started {
   FleetUnit unit;
   std::string port_file;
@@ -63,8 +99,9 @@ absl::StatusOr<int> Spawn(const std::string& binary, const Started& s) {
   posix_spawnattr_init(&attr);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  // The log names the unit's files and requests; only its owner reads it.
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, s.log_file.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   std::vector<std::string> args = {binary,      "--listen",    s.listen,        "--port-file",
                                    s.port_file, "--state-dir", s.unit.state_dir};
@@ -72,8 +109,12 @@ absl::StatusOr<int> Spawn(const std::string& binary, const Started& s) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<std::string> env = UnitEnvironment();
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid = 0;
-  int rc = posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), environ);
+  int rc = posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
@@ -239,12 +280,8 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
     return Error(absl::StatusCode::kInvalidArgument, "BAD_UNIT_COUNT",
                  StrCat("--units must be 1..64, got ", options.units));
   }
+  HSMSIM_RETURN_IF_ERROR(CreatePrivateDirectory(options.fleet_dir));
   std::error_code ec;
-  fs::create_directories(options.fleet_dir, ec);
-  if (ec) {
-    return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
-                 StrCat("cannot create ", options.fleet_dir, ": ", ec.message()));
-  }
   const std::string dir = fs::absolute(options.fleet_dir).lexically_normal().string();
   if (fs::exists(FleetManifestPath(dir), ec)) {
     auto old = LoadFleetManifest(dir);
@@ -270,11 +307,9 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
     Started s;
     s.unit.name = StrCat("unit", i);
     s.unit.state_dir = (fs::path(dir) / s.unit.name).string();
-    fs::create_directories(s.unit.state_dir, ec);
-    if (ec) {
+    if (absl::Status made = CreatePrivateDirectory(s.unit.state_dir); !made.ok()) {
       stop_all();
-      return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
-                   StrCat("cannot create ", s.unit.state_dir, ": ", ec.message()));
+      return made;
     }
     s.port_file = (fs::path(s.unit.state_dir) / "port").string();
     s.log_file = (fs::path(s.unit.state_dir) / "unit.log").string();

@@ -2,7 +2,9 @@
 //
 // Units run in the background in their own session (posix_spawn with
 // POSIX_SPAWN_SETSID) so they outlive hsmctl; each writes its log to
-// DIR/unitK/unit.log and keeps its state in DIR/unitK.
+// DIR/unitK/unit.log (0600) and keeps its state in DIR/unitK. DIR and DIR/unitK
+// are created 0700. A unit gets an allow-listed environment, never hsmctl's
+// whole one: HSMSIM_PASSWORD and any other secret stay with hsmctl.
 #ifndef HSMSIM_HOST_FLEET_LAUNCHER_H_
 #define HSMSIM_HOST_FLEET_LAUNCHER_H_
 

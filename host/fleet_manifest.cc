@@ -145,7 +145,7 @@ absl::Status SaveFleetManifest(const std::string& fleet_dir, const FleetManifest
   const std::string tmp = path + ".tmp";
   std::error_code ec;
   std::filesystem::remove(tmp, ec);
-  HSMSIM_RETURN_IF_ERROR(WriteNewFile(tmp, SerializeFleetManifest(manifest), 0644));
+  HSMSIM_RETURN_IF_ERROR(WriteNewFile(tmp, SerializeFleetManifest(manifest), 0600));
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
                  StrCat("cannot rename ", tmp, " to ", path, ": ", std::strerror(errno)));

@@ -1,5 +1,7 @@
 // hsmctl admin keygen | add | rm, and hsmctl thresholds set.
+#include <filesystem>
 #include <iostream>
+#include <map>
 
 #include "common/hex.h"
 #include "common/status.h"
@@ -16,6 +18,7 @@ namespace {
 struct KeygenOptions {
   std::string name;
   std::string out;
+  int kdf_cost = host::kAdminKeyPbkdf2Iterations;
 };
 
 int RunKeygen(Invocation& inv, const KeygenOptions& o) {
@@ -25,7 +28,7 @@ int RunKeygen(Invocation& inv, const KeygenOptions& o) {
   if (!admin.ok()) return Fail(inv, admin.status());
   auto password = GetPassword(inv, "Password for the new admin key: ", /*confirm=*/true);
   if (!password.ok()) return Fail(inv, password.status());
-  absl::Status written = host::WriteAdminKeyFile(o.out, *admin, *password);
+  absl::Status written = host::WriteAdminKeyFile(o.out, *admin, *password, o.kdf_cost);
   if (!written.ok()) return Fail(inv, written);
   const std::string key_id = ToHex(admin->key_id);
   if (inv.json) {
@@ -52,7 +55,81 @@ absl::Status SendOp(UnitConnection& c, const v1::GetInfoResponse& info, const v1
   return absl::OkStatus();
 }
 
-int RunAdminAdd(Invocation& inv, const std::vector<std::string>& files) {
+// ExpectedAdmins is the administrator set a ceremony intends: key id (raw
+// bytes) to a name to show. In imprint mode anyone who reaches a unit can
+// add an administrator without a signature, so before `admin add` and
+// `thresholds set` build on what is installed, every installed key must be
+// one of these.
+using ExpectedAdmins = std::map<std::string, std::string>;
+
+bool IsKeyIdHex(const std::string& s) {
+  return s.size() == 64 && s.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
+}
+
+// AddExpected adds the --expect-admins entries: a key id (64 hex digits, as
+// `admin keygen` and `status --long` print it) when no file has that name,
+// else an administrator key file opened with the invocation's password.
+absl::Status AddExpected(Invocation& inv, const std::vector<std::string>& entries,
+                         ExpectedAdmins& expected) {
+  for (const std::string& entry : entries) {
+    std::error_code ec;
+    if (IsKeyIdHex(entry) && !std::filesystem::exists(entry, ec)) {
+      HSMSIM_ASSIGN_OR_RETURN(std::string id, FromHex(entry));
+      expected.emplace(std::move(id), StrCat("key ", entry.substr(0, 16)));
+      continue;
+    }
+    HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, "Password: "));
+    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, host::ReadAdminKeyFile(entry, password));
+    expected.emplace(crypto::AsString(admin.key_id), admin.name);
+  }
+  return absl::OkStatus();
+}
+
+void AddKeys(const std::vector<host::AdminKey>& keys, ExpectedAdmins& expected) {
+  for (const host::AdminKey& k : keys) expected.emplace(crypto::AsString(k.key_id), k.name);
+}
+
+// CheckInstalledAdmins returns FAILED_PRECONDITION (UNEXPECTED_ADMINISTRATOR)
+// naming the unit and each installed administrator outside `expected` when
+// the unit is in imprint mode; OK otherwise (in normal mode every change is
+// signed under the thresholds already).
+absl::Status CheckInstalledAdmins(const std::string& unit, const v1::GetInfoResponse& info,
+                                  const ExpectedAdmins& expected) {
+  if (info.mode() != v1::MODE_IMPRINT) return absl::OkStatus();
+  std::string unexpected;
+  int count = 0;
+  for (const v1::AdministratorInfo& a : info.administrators()) {
+    if (expected.contains(a.key_id())) continue;
+    unexpected += StrCat(count++ == 0 ? "" : ", ", "'", a.name(), "' [",
+                         ToHex(a.key_id()).substr(0, 16), "]");
+  }
+  if (count == 0) return absl::OkStatus();
+  return Error(absl::StatusCode::kFailedPrecondition, "UNEXPECTED_ADMINISTRATOR",
+               StrCat("unit ", unit, " is in imprint mode and holds ", count,
+                      " administrator(s) outside the expected set: ", unexpected));
+}
+
+// CheckFleetAdmins checks every selected unit that answers before any is
+// changed, so an unexpected administrator anywhere changes nothing anywhere.
+// (A unit that does not answer here is checked, or reported, on its turn.)
+absl::Status CheckFleetAdmins(std::vector<UnitConnection>& conns, const ExpectedAdmins& expected) {
+  std::string problems;
+  for (UnitConnection& c : conns) {
+    auto info = c.client->GetInfo();
+    if (!info.ok()) continue;
+    absl::Status s = CheckInstalledAdmins(c.unit.name, *info, expected);
+    if (!s.ok()) problems += StrCat(problems.empty() ? "" : "; ", s.message());
+  }
+  if (problems.empty()) return absl::OkStatus();
+  return Error(absl::StatusCode::kFailedPrecondition, "UNEXPECTED_ADMINISTRATOR",
+               StrCat(problems,
+                      ". Nothing was changed. A unit in imprint mode accepts an unsigned admin add "
+                      "from anyone who can reach it: remove them (hsmctl admin rm NAME) or "
+                      "zeroize the unit, or name them with --expect-admins if they belong"));
+}
+
+int RunAdminAdd(Invocation& inv, const std::vector<std::string>& files,
+                const std::vector<std::string>& expect) {
   auto signers = LoadSigners(inv);
   if (!signers.ok()) return Fail(inv, signers.status());
   // The new administrators' files are opened with the same password.
@@ -66,12 +143,18 @@ int RunAdminAdd(Invocation& inv, const std::vector<std::string>& files) {
       admins.push_back(std::move(*admin));
     }
   }
+  ExpectedAdmins expected;
+  AddKeys(*signers, expected);
+  AddKeys(admins, expected);
+  if (absl::Status s = AddExpected(inv, expect, expected); !s.ok()) return Fail(inv, s);
   auto conns = ConnectSelected(inv);
   if (!conns.ok()) return Fail(inv, conns.status());
+  if (absl::Status s = CheckFleetAdmins(*conns, expected); !s.ok()) return Fail(inv, s);
   const auto signer_ptrs = SignerPointers(*signers);
   auto outcomes = ForEachUnit(
       *conns,
       [&](UnitConnection& c, const v1::GetInfoResponse& first, UnitOutcome& o) -> absl::Status {
+        HSMSIM_RETURN_IF_ERROR(CheckInstalledAdmins(c.unit.name, first, expected));
         v1::GetInfoResponse info = first;
         json added = json::array();
         json present = json::array();
@@ -129,15 +212,21 @@ int RunAdminRm(Invocation& inv, const std::string& name) {
   return ReportOutcomes(inv, "admin rm", outcomes);
 }
 
-int RunThresholdsSet(Invocation& inv, uint32_t signature, uint32_t revocation) {
+int RunThresholdsSet(Invocation& inv, uint32_t signature, uint32_t revocation,
+                     const std::vector<std::string>& expect) {
   auto signers = LoadSigners(inv);
   if (!signers.ok()) return Fail(inv, signers.status());
+  ExpectedAdmins expected;
+  AddKeys(*signers, expected);
+  if (absl::Status s = AddExpected(inv, expect, expected); !s.ok()) return Fail(inv, s);
   auto conns = ConnectSelected(inv);
   if (!conns.ok()) return Fail(inv, conns.status());
+  if (absl::Status s = CheckFleetAdmins(*conns, expected); !s.ok()) return Fail(inv, s);
   const auto signer_ptrs = SignerPointers(*signers);
   auto outcomes = ForEachUnit(
       *conns,
       [&](UnitConnection& c, const v1::GetInfoResponse& info, UnitOutcome& o) -> absl::Status {
+        HSMSIM_RETURN_IF_ERROR(CheckInstalledAdmins(c.unit.name, info, expected));
         v1::Command op;
         op.mutable_set_thresholds()->set_signature_threshold(signature);
         op.mutable_set_thresholds()->set_revocation_threshold(revocation);
@@ -145,6 +234,15 @@ int RunThresholdsSet(Invocation& inv, uint32_t signature, uint32_t revocation) {
         return SendOp(c, info, op, signer_ptrs, o);
       });
   return ReportOutcomes(inv, "thresholds set", outcomes);
+}
+
+void AddExpectAdminsOption(CLI::App* cmd, std::vector<std::string>& entries,
+                           const std::string& help) {
+  cmd->add_option("--expect-admins", entries,
+                  StrCat(help,
+                         ". Administrator key files or key ids (64 hex digits), "
+                         "FILE|KEYID[,...]"))
+      ->delimiter(',');
 }
 
 }  // namespace
@@ -155,10 +253,14 @@ void AddAdminCommands(CLI::App& app, Invocation& inv) {
 
   auto keygen_opts = std::make_shared<KeygenOptions>();
   CLI::App* keygen = admin->add_subcommand(
-      "keygen", "Create a P-521 administrator key in a password-protected file");
+      "keygen",
+      "Create a P-521 administrator key in a password-protected file (encrypted PKCS#8: "
+      "PBKDF2-HMAC-SHA-256 with 600,000 iterations, then AES-256-CBC)");
   keygen->add_option("--name", keygen_opts->name, "Administrator name (1..30 characters)")
       ->required();
   keygen->add_option("--out", keygen_opts->out, "File to create (never overwritten)")->required();
+  // For tests only: a cheaper PBKDF2 (>= 10000 iterations). Hidden from --help.
+  keygen->add_option("--kdf-cost", keygen_opts->kdf_cost, "PBKDF2 iterations")->group("");
   AddPasswordOption(keygen, inv);
   AddJsonOption(keygen, inv);
   keygen->callback([&inv, keygen_opts] {
@@ -166,13 +268,20 @@ void AddAdminCommands(CLI::App& app, Invocation& inv) {
   });
 
   auto files = std::make_shared<std::vector<std::string>>();
+  auto add_expect = std::make_shared<std::vector<std::string>>();
   CLI::App* add = admin->add_subcommand(
       "add", "Install administrators (from their key files) on every selected unit");
   add->add_option("FILE", *files, "Administrator key files")->required();
+  AddExpectAdminsOption(add, *add_expect,
+                        "In imprint mode, administrators a unit may already hold besides the "
+                        "FILEs and the signers; refused (UNEXPECTED_ADMINISTRATOR) when a unit "
+                        "holds anyone else");
   AddSignOption(add, inv);
   AddUnitOptions(add, inv);
   AddJsonOption(add, inv);
-  add->callback([&inv, files] { inv.action = [&inv, files] { return RunAdminAdd(inv, *files); }; });
+  add->callback([&inv, files, add_expect] {
+    inv.action = [&inv, files, add_expect] { return RunAdminAdd(inv, *files, *add_expect); };
+  });
 
   auto name = std::make_shared<std::string>();
   CLI::App* rm = admin->add_subcommand("rm", "Remove an administrator from every selected unit");
@@ -193,11 +302,18 @@ void AddAdminCommands(CLI::App& app, Invocation& inv) {
   set->add_option("--revocation", values->second, "Revocation threshold (1..8)")
       ->required()
       ->check(CLI::Range(1, 8));
+  auto set_expect = std::make_shared<std::vector<std::string>>();
+  AddExpectAdminsOption(set, *set_expect,
+                        "In imprint mode, the administrators the units may hold besides the "
+                        "signers; refused (UNEXPECTED_ADMINISTRATOR) when a unit holds anyone "
+                        "else");
   AddSignOption(set, inv);
   AddUnitOptions(set, inv);
   AddJsonOption(set, inv);
-  set->callback([&inv, values] {
-    inv.action = [&inv, values] { return RunThresholdsSet(inv, values->first, values->second); };
+  set->callback([&inv, values, set_expect] {
+    inv.action = [&inv, values, set_expect] {
+      return RunThresholdsSet(inv, values->first, values->second, *set_expect);
+    };
   });
 }
 

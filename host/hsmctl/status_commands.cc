@@ -23,6 +23,13 @@ std::string ModeName(v1::Mode mode) {
   }
 }
 
+// kImprintWarning marks a unit in imprint mode: until `thresholds set`, it
+// takes an unsigned AddAdmin (and RemoveAdmin, Zeroize) from any process
+// that can open a connection to it.
+constexpr char kImprintWarning[] =
+    "imprint mode: open to anyone who can reach it (unsigned admin add); finish the ceremony "
+    "with hsmctl thresholds set";
+
 json RegisterJson(const v1::MasterKeyRegisterInfo& r, bool with_parts) {
   json j = {{"state", std::string(firmware::RegisterStateName(r.state()))},
             {"verification_pattern", ToHex(r.verification_pattern())}};
@@ -38,19 +45,22 @@ json InfoJson(const v1::GetInfoResponse& info) {
   for (const v1::AdministratorInfo& a : info.administrators()) {
     admins.push_back({{"name", a.name()}, {"key_id", ToHex(a.key_id())}});
   }
-  return {{"unit_id", ToHex(info.unit_id())},
-          {"firmware_version", info.firmware_version()},
-          {"instance", info.instance()},
-          {"mode", ModeName(info.mode())},
-          {"administrators", admins},
-          {"signature_threshold", info.signature_threshold()},
-          {"revocation_threshold", info.revocation_threshold()},
-          {"transaction_counter", info.transaction_counter()},
-          {"has_importer_key", !info.importer_public_key().empty()},
-          {"registers",
-           {{"new", RegisterJson(info.new_register(), true)},
-            {"current", RegisterJson(info.current_register(), false)},
-            {"old", RegisterJson(info.old_register(), false)}}}};
+  json j = {{"unit_id", ToHex(info.unit_id())},
+            {"firmware_version", info.firmware_version()},
+            {"instance", info.instance()},
+            {"mode", ModeName(info.mode())},
+            {"open_to_anyone", info.mode() == v1::MODE_IMPRINT},
+            {"administrators", admins},
+            {"signature_threshold", info.signature_threshold()},
+            {"revocation_threshold", info.revocation_threshold()},
+            {"transaction_counter", info.transaction_counter()},
+            {"has_importer_key", !info.importer_public_key().empty()},
+            {"registers",
+             {{"new", RegisterJson(info.new_register(), true)},
+              {"current", RegisterJson(info.current_register(), false)},
+              {"old", RegisterJson(info.old_register(), false)}}}};
+  if (info.mode() == v1::MODE_IMPRINT) j["warning"] = kImprintWarning;
+  return j;
 }
 
 std::string RegisterLine(std::string_view label, const v1::MasterKeyRegisterInfo& r, bool full,
@@ -69,6 +79,7 @@ std::string InfoText(const UnitConnection& c, const v1::GetInfoResponse& info, b
   out << c.unit.name << "  id " << ToHex(info.unit_id()) << "  at " << c.unit.endpoint << "\n";
   out << "  instance: " << (info.instance().empty() ? "(none)" : info.instance())
       << "  mode: " << ModeName(info.mode()) << "  firmware: " << info.firmware_version() << "\n";
+  if (info.mode() == v1::MODE_IMPRINT) out << "  WARNING: " << kImprintWarning << "\n";
   out << "  administrators (" << info.administrators_size() << "):";
   for (const v1::AdministratorInfo& a : info.administrators()) {
     out << " " << a.name() << " [" << ToHex(a.key_id()).substr(0, full ? 64 : 16) << "]";

@@ -1,11 +1,42 @@
 #include "host/internal/sqlite.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "common/status.h"
 #include "common/str_cat.h"
 
 namespace hsmsim::host::internal {
+namespace {
+
+// CreatePrivateFile creates an empty `path` with mode 0600 when there is no
+// file there yet. SQLite would create it 0644 less the umask, readable by
+// everyone; it gives its -wal, -shm and -journal files the mode of the
+// database file, so all of them end up 0600. SQLite reads an empty file as an
+// empty database. An existing file is left as it is.
+absl::Status CreatePrivateFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST) return absl::OkStatus();
+    return hsmsim::Error(absl::StatusCode::kUnavailable, "KEYSTORE_IO",
+                         StrCat("keystore ", path, ": cannot create: ", std::strerror(errno)));
+  }
+  // The umask can only have narrowed the mode; set it exactly.
+  const int rc = ::fchmod(fd, 0600);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    return hsmsim::Error(absl::StatusCode::kUnavailable, "KEYSTORE_IO",
+                         StrCat("keystore ", path, ": cannot set its mode: ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path, bool create) {
   struct stat st;
@@ -15,6 +46,7 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path
                                 " does not exist (create keys first: hsmctl "
                                 "keys create)"));
   }
+  if (create) HSMSIM_RETURN_IF_ERROR(CreatePrivateFile(path));
   sqlite3* db = nullptr;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);

@@ -126,15 +126,17 @@ TEST_F(HsmctlIntegrationTest, FullCeremonyOnThreeUnits) {
   const std::string alice = tmp_ / "alice.key";
   const std::string bob = tmp_ / "bob.key";
   for (auto [name, file] : {std::pair{"alice", alice}, std::pair{"bob", bob}}) {
-    RunResult r = RunHsmctl(tmp_, {"admin", "keygen", "--name", name, "--out", file});
+    RunResult r =
+        RunHsmctl(tmp_, {"admin", "keygen", "--name", name, "--out", file, "--kdf-cost", "10000"});
     ASSERT_EQ(r.exit_code, 0) << Describe(r);
   }
   RunResult add = Hsmctl({"admin", "add", alice, bob});
   ASSERT_EQ(add.exit_code, 0) << Describe(add);
 
   // Setting thresholds of 2 with one signature is refused; with both it works.
-  RunResult one =
-      Hsmctl({"thresholds", "set", "--signature", "2", "--revocation", "2", "--sign", alice});
+  // (bob, installed but not signing, must be named as expected.)
+  RunResult one = Hsmctl({"thresholds", "set", "--signature", "2", "--revocation", "2", "--sign",
+                          alice, "--expect-admins", bob});
   EXPECT_EQ(one.exit_code, 1) << Describe(one);
   EXPECT_THAT(one.out, HasSubstr("INSUFFICIENT_SIGNATURES"));
   RunResult thresholds = Hsmctl(

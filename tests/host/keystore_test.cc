@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -51,6 +52,24 @@ TEST_F(KeystoreTest, MissingKeystoreIsNotCreatedUnlessAsked) {
   auto s = OpenSqliteKeystore(path_, false);
   EXPECT_EQ(ReasonOf(s.status()), "NO_KEYSTORE");
   EXPECT_FALSE(fs::exists(path_));
+}
+
+// The keystore, and the -wal and -shm files SQLite makes beside it, are
+// readable by their owner only, even under umask 000.
+TEST_F(KeystoreTest, FilesArePrivateUnderUmask000) {
+  const mode_t old_umask = ::umask(0);
+  auto store = Open();
+  ::umask(old_umask);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->AddKeys(Keys(10, a_)).ok());
+  int seen = 0;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+    struct stat st {};
+    if (::stat((path_ + suffix).c_str(), &st) != 0) continue;
+    ++seen;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << path_ << suffix;
+  }
+  EXPECT_GE(seen, 3);  // the database, and while it is open -wal and -shm
 }
 
 TEST_F(KeystoreTest, AddFindAndPage) {

@@ -65,7 +65,8 @@ class RotationFixture : public ::testing::Test {
     if (faults) up.push_back("--allow-fault-injection");
     MustRun(up);
     for (auto [name, file] : {std::pair{"alice", alice_}, std::pair{"bob", bob_}}) {
-      RunResult r = RunHsmctl(tmp_, {"admin", "keygen", "--name", name, "--out", file});
+      RunResult r = RunHsmctl(
+          tmp_, {"admin", "keygen", "--name", name, "--out", file, "--kdf-cost", "10000"});
       ASSERT_EQ(r.exit_code, 0) << Describe(r);
     }
     MustRun({"admin", "add", alice_, bob_});

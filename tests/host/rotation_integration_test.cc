@@ -163,7 +163,10 @@ TEST_P(RotationPrecheckTest, DetectedNamedAndNothingChanged) {
     ASSERT_TRUE(Issue("unit2", op).ok());
   } else if (c == "no_common_admins") {
     const std::string carol = tmp_ / "carol.key";
-    ASSERT_EQ(RunHsmctl(tmp_, {"admin", "keygen", "--name", "carol", "--out", carol}).exit_code, 0);
+    ASSERT_EQ(RunHsmctl(tmp_, {"admin", "keygen", "--name", "carol", "--out", carol, "--kdf-cost",
+                               "10000"})
+                  .exit_code,
+              0);
     auto key = ReadAdminKeyFile(carol, kPassword);
     ASSERT_TRUE(key.ok());
     v1::Command add;
