@@ -18,6 +18,7 @@
 #include <string>
 
 #include "common/hex.h"
+#include "crypto/entropy.h"
 #include "emulator/fault_injector.h"
 #include "emulator/port_file.h"
 #include "emulator/request_dispatcher.h"
@@ -25,7 +26,6 @@
 #include "emulator/state_store.h"
 #include "emulator/unit_options.h"
 #include "emulator/unit_server.h"
-#include "firmware/crypto/entropy.h"
 
 namespace {
 

@@ -8,7 +8,7 @@
 
 #include "common/secret_bytes.h"
 #include "common/status.h"
-#include "firmware/crypto/entropy.h"
+#include "crypto/entropy.h"
 
 namespace hsmsim::host {
 namespace {

@@ -1,5 +1,5 @@
 // P-521 keys: generation, encodings, ECDSA and ECDH.
-#include "firmware/crypto/ec_p521.h"
+#include "crypto/ec_p521.h"
 
 #include <gtest/gtest.h>
 #include <openssl/ec.h>
