@@ -20,13 +20,14 @@
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/ec_p521.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/key_part.h"
-#include "firmware/crypto/verification_pattern.h"
+#include "crypto/ec_p521.h"
+#include "crypto/entropy.h"
+#include "crypto/key_part.h"
+#include "crypto/verification_pattern.h"
 #include "firmware/crypto_unit.h"
 #include "firmware/key_blob.h"
 #include "hsmsim/v1/unit.pb.h"
+#include "proto/wire/status_codec.h"
 
 namespace hsmsim::bench {
 
@@ -141,7 +142,7 @@ inline CommandSender InProcessSender(firmware::CryptoUnit& unit) {
     v1::Request request;
     request.set_id(1);
     *request.mutable_signed_command() = std::move(signed_command);
-    return firmware::FromWireStatus(unit.Handle(request).response.status());
+    return wire::FromWireStatus(unit.Handle(request).response.status());
   };
 }
 

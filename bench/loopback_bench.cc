@@ -36,6 +36,7 @@
 
 #include "bench/bench_support.h"
 #include "host/unit_client.h"
+#include "proto/wire/status_codec.h"
 
 #ifndef HSMSIM_UNIT_PATH
 #error "HSMSIM_UNIT_PATH must name the hsmsim-unit binary"
@@ -135,7 +136,7 @@ CommandSender RemoteSender(host::UnitClient& client) {
     v1::Request request;
     *request.mutable_signed_command() = std::move(signed_command);
     HSMSIM_ASSIGN_OR_RETURN(v1::Response response, client.Call(std::move(request)));
-    return firmware::FromWireStatus(response.status());
+    return wire::FromWireStatus(response.status());
   };
 }
 
@@ -170,7 +171,7 @@ absl::StatusOr<double> MeasureKernel(crypto::Entropy& entropy) {
   Clock::duration elapsed{};
   while ((elapsed = Clock::now() - start) < std::chrono::seconds(1)) {
     v1::Response response = u.HandleReadOnly(request);
-    if (response.status().code() != 0) return firmware::FromWireStatus(response.status());
+    if (response.status().code() != 0) return wire::FromWireStatus(response.status());
     done += kBatch;
   }
   return static_cast<double>(done) / std::chrono::duration<double>(elapsed).count();

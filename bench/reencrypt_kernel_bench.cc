@@ -25,8 +25,8 @@
 #include <vector>
 
 #include "bench/bench_support.h"
-#include "firmware/crypto/openssl_ptr.h"
-#include "firmware/crypto/symmetric.h"
+#include "crypto/openssl_ptr.h"
+#include "crypto/symmetric.h"
 
 namespace hsmsim::bench {
 namespace {

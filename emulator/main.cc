@@ -19,6 +19,7 @@
 #include <string>
 
 #include "common/hex.h"
+#include "crypto/entropy.h"
 #include "emulator/fault_injector.h"
 #include "emulator/frame_budget.h"
 #include "emulator/port_file.h"
@@ -28,7 +29,6 @@
 #include "emulator/state_store.h"
 #include "emulator/unit_options.h"
 #include "emulator/unit_server.h"
-#include "firmware/crypto/entropy.h"
 
 namespace {
 

@@ -11,6 +11,7 @@
 #include "common/check.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "proto/wire/status_codec.h"
 
 namespace hsmsim::emulator {
 
@@ -97,7 +98,7 @@ DispatchOutcome RequestDispatcher::Serve(const v1::Request& request) {
     on_persist_failure_(saved);
     v1::Response failed;
     failed.set_id(request.id());
-    *failed.mutable_status() = firmware::ToWireStatus(
+    *failed.mutable_status() = wire::ToWireStatus(
         Error(absl::StatusCode::kInternal, "STATE_NOT_PERSISTED", std::string(saved.message())));
     return {std::move(failed)};
   }
@@ -173,7 +174,7 @@ DispatchOutcome RequestDispatcher::Fire(const v1::Request& request, v1::FaultPoi
       outcome.disposition = Disposition::kDropConnection;
       break;
     default:
-      *outcome.response.mutable_status() = firmware::ToWireStatus(
+      *outcome.response.mutable_status() = wire::ToWireStatus(
           Error(absl::StatusCode::kInternal, "INJECTED_FAULT",
                 StrCat("injected fault ", name, " fired at ", PointName(point),
                        point == v1::FAULT_BEFORE_PERSIST ? ": the change was not kept"
@@ -189,10 +190,10 @@ v1::Response RequestDispatcher::ServeFaultRequest(const v1::Request& request) {
   v1::Response response;
   response.set_id(request.id());
   if (faults_ == nullptr) {
-    *response.mutable_status() = firmware::ToWireStatus(
-        Error(absl::StatusCode::kFailedPrecondition, "FAULT_INJECTION_DISABLED",
-              "fault injection is disabled: this unit was started without "
-              "--allow-fault-injection"));
+    *response.mutable_status() =
+        wire::ToWireStatus(Error(absl::StatusCode::kFailedPrecondition, "FAULT_INJECTION_DISABLED",
+                                 "fault injection is disabled: this unit was started without "
+                                 "--allow-fault-injection"));
     return response;
   }
   if (request.body_case() == v1::Request::kClearFaults) {
@@ -202,12 +203,12 @@ v1::Response RequestDispatcher::ServeFaultRequest(const v1::Request& request) {
     // An InjectFaultRequest without a fault arms nothing: it lists.
     const v1::Fault& fault = request.inject_fault().fault();
     if (absl::Status armed = faults_->Arm(fault); !armed.ok()) {
-      *response.mutable_status() = firmware::ToWireStatus(armed);
+      *response.mutable_status() = wire::ToWireStatus(armed);
       return response;
     }
     spdlog::warn("request {}: fault {} armed", request.id(), FaultSpec(fault));
   }
-  *response.mutable_status() = firmware::ToWireStatus(absl::OkStatus());
+  *response.mutable_status() = wire::ToWireStatus(absl::OkStatus());
   for (const v1::Fault& f : faults_->Armed()) *response.mutable_faults()->add_armed() = f;
   return response;
 }

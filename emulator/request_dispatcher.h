@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "emulator/fault_injector.h"
 #include "emulator/state_store.h"
-#include "firmware/crypto/entropy.h"
+#include "crypto/entropy.h"
 #include "firmware/crypto_unit.h"
 #include "hsmsim/v1/unit.pb.h"
 

@@ -5,7 +5,7 @@
 
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/symmetric.h"
+#include "crypto/symmetric.h"
 
 namespace hsmsim::emulator {
 namespace {

@@ -28,7 +28,7 @@
 #include "absl/types/span.h"
 #include "common/secret_bytes.h"
 #include "emulator/state_file_system.h"
-#include "firmware/crypto/entropy.h"
+#include "crypto/entropy.h"
 #include "firmware/crypto_unit.h"
 
 namespace hsmsim::emulator {

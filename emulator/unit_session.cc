@@ -22,6 +22,7 @@
 #include "common/str_cat.h"
 #include "firmware/crypto_unit.h"
 #include "proto/wire/frame_codec.h"
+#include "proto/wire/status_codec.h"
 
 namespace hsmsim::emulator {
 
@@ -356,7 +357,7 @@ void UnitSession::FailConnection(const absl::Status& status) {
                std::string(status.message()));
   v1::Response response;
   response.set_id(0);
-  *response.mutable_status() = firmware::ToWireStatus(status);
+  *response.mutable_status() = wire::ToWireStatus(status);
   reader_done_ = true;
   close_after_flush_ = true;
   Enqueue(wire::EncodeFrame(response));

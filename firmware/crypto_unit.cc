@@ -12,8 +12,10 @@
 #include "common/hex.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/key_part.h"
-#include "firmware/crypto/symmetric.h"
+#include "crypto/key_part.h"
+#include "crypto/symmetric.h"
+#include "proto/wire/enum_names.h"
+#include "proto/wire/status_codec.h"
 
 namespace hsmsim::firmware {
 namespace {
@@ -192,7 +194,7 @@ absl::StatusOr<MasterKeyRegister> RestoreRegister(const v1::RegisterSnapshot& s,
     }
     case v1::REGISTER_FULL_UNCOMMITTED:
     case v1::REGISTER_FULL_COMMITTED:
-      if (!is_new) return BadState(StrCat(name, " cannot be ", RegisterStateName(s.state())));
+      if (!is_new) return BadState(StrCat(name, " cannot be ", wire::RegisterStateName(s.state())));
       break;
     case v1::REGISTER_VALID:
       if (is_new) return BadState("NEW cannot be VALID");
@@ -218,41 +220,6 @@ v1::RegisterSnapshot SnapshotRegister(const MasterKeyRegister& r) {
 }
 
 }  // namespace
-
-std::string_view RegisterStateName(v1::RegisterState state) {
-  switch (state) {
-    case v1::REGISTER_EMPTY:
-      return "EMPTY";
-    case v1::REGISTER_PARTIALLY_LOADED:
-      return "PARTIALLY_LOADED";
-    case v1::REGISTER_FULL_UNCOMMITTED:
-      return "FULL_UNCOMMITTED";
-    case v1::REGISTER_FULL_COMMITTED:
-      return "FULL_COMMITTED";
-    case v1::REGISTER_VALID:
-      return "VALID";
-    default:
-      return "UNSPECIFIED";
-  }
-}
-
-v1::Status ToWireStatus(const absl::Status& status) {
-  v1::Status out;
-  out.set_code(static_cast<int32_t>(status.code()));
-  if (!status.ok()) {
-    out.set_reason(ReasonOf(status));
-    out.set_message(std::string(status.message()));
-  }
-  return out;
-}
-
-absl::Status FromWireStatus(const v1::Status& status) {
-  if (status.code() == 0) return absl::OkStatus();
-  int code = status.code();
-  if (code < 1 || code > 16) code = static_cast<int>(StatusCode::kUnknown);
-  return Error(static_cast<StatusCode>(code),
-               status.reason().empty() ? "UNSPECIFIED" : status.reason(), status.message());
-}
 
 // --- construction and persistence ------------------------------------------
 
@@ -407,6 +374,7 @@ bool CryptoUnit::IsReadOnly(const v1::Request& request) {
   switch (request.body_case()) {
     case v1::Request::kGetInfo:
     case v1::Request::kGenerateKey:
+    case v1::Request::kGenerateKeys:
     case v1::Request::kWrapKey:
     case v1::Request::kUnwrapKey:
     case v1::Request::kReencryptBatch:
@@ -423,17 +391,17 @@ HandleResult CryptoUnit::Handle(const v1::Request& request) {
   HandleResult result;
   result.response.set_id(request.id());
   if (request.body_case() != v1::Request::kSignedCommand) {
-    *result.response.mutable_status() = ToWireStatus(
+    *result.response.mutable_status() = wire::ToWireStatus(
         Invalid("UNKNOWN_REQUEST",
                 StrCat("request ", request.id(), " carries no operation this firmware knows")));
     return result;
   }
   auto command = HandleSignedCommand(request.signed_command());
   if (!command.ok()) {
-    *result.response.mutable_status() = ToWireStatus(command.status());
+    *result.response.mutable_status() = wire::ToWireStatus(command.status());
     return result;
   }
-  *result.response.mutable_status() = ToWireStatus(absl::OkStatus());
+  *result.response.mutable_status() = wire::ToWireStatus(absl::OkStatus());
   *result.response.mutable_command() = std::move(*command);
   result.state_changed = true;
   return result;
@@ -450,6 +418,12 @@ v1::Response CryptoUnit::HandleReadOnly(const v1::Request& request) const {
     case v1::Request::kGenerateKey: {
       auto r = GenerateKey(request.generate_key());
       if (r.ok()) *response.mutable_generate_key() = std::move(*r);
+      status = r.status();
+      break;
+    }
+    case v1::Request::kGenerateKeys: {
+      auto r = GenerateKeys(request.generate_keys());
+      if (r.ok()) *response.mutable_generate_keys() = std::move(*r);
       status = r.status();
       break;
     }
@@ -489,7 +463,7 @@ v1::Response CryptoUnit::HandleReadOnly(const v1::Request& request) const {
       status = Invalid("NOT_READ_ONLY", "request is not a read-only operation");
       break;
   }
-  *response.mutable_status() = ToWireStatus(status);
+  *response.mutable_status() = wire::ToWireStatus(status);
   return response;
 }
 
@@ -674,7 +648,7 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
         vps = reg.part_vps();
       } else if (!reg.empty()) {
         return Precondition("NEW_REGISTER_FULL",
-                            StrCat("NEW register is ", RegisterStateName(reg.state()),
+                            StrCat("NEW register is ", wire::RegisterStateName(reg.state()),
                                    "; clear it before loading another key"));
       }
       if (vps.size() + static_cast<size_t>(load.parts_size()) > load.total_parts()) {
@@ -716,7 +690,7 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
       }
       if (reg.state() != v1::REGISTER_FULL_UNCOMMITTED) {
         return Precondition("NEW_REGISTER_NOT_FULL",
-                            StrCat("NEW register is ", RegisterStateName(reg.state()),
+                            StrCat("NEW register is ", wire::RegisterStateName(reg.state()),
                                    "; load every key part before committing"));
       }
       const std::string& expected = command.commit_new_master_key().expected_verification_pattern();
@@ -732,7 +706,7 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
       if (next.new_register.state() != v1::REGISTER_FULL_COMMITTED) {
         return Precondition("NEW_REGISTER_NOT_COMMITTED",
                             StrCat("SET_IMMEDIATE needs NEW FULL_COMMITTED; NEW is ",
-                                   RegisterStateName(next.new_register.state())));
+                                   wire::RegisterStateName(next.new_register.state())));
       }
       next.old_register = std::move(next.current_register);
       next.current_register = std::move(next.new_register);
@@ -764,17 +738,47 @@ absl::Status CryptoUnit::Apply(const v1::Command& command, State& next) {
 
 // --- workload ---------------------------------------------------------------
 
-absl::StatusOr<v1::GenerateKeyResponse> CryptoUnit::GenerateKey(
-    const v1::GenerateKeyRequest& request) const {
-  if (request.algorithm() != v1::KEY_ALGORITHM_UNSPECIFIED &&
-      request.algorithm() != v1::KEY_ALGORITHM_AES_256) {
-    return Invalid("UNSUPPORTED_ALGORITHM",
-                   StrCat("key algorithm ", static_cast<int>(request.algorithm()),
-                          " is not supported; use AES_256"));
+absl::Status CryptoUnit::CheckGenerate(v1::KeyAlgorithm algorithm) const {
+  if (algorithm != v1::KEY_ALGORITHM_UNSPECIFIED && algorithm != v1::KEY_ALGORITHM_AES_256) {
+    return Invalid("UNSUPPORTED_ALGORITHM", StrCat("key algorithm ", static_cast<int>(algorithm),
+                                                   " is not supported; use AES_256"));
   }
   if (!state_.current_register.HoldsKey()) {
     return Precondition("CURRENT_REGISTER_EMPTY", "GENERATE_KEY needs a VALID CURRENT master key");
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::GenerateKeysResponse> CryptoUnit::GenerateKeys(
+    const v1::GenerateKeysRequest& request) const {
+  HSMSIM_RETURN_IF_ERROR(CheckGenerate(request.algorithm()));
+  if (static_cast<size_t>(request.key_ids_size()) > kMaxBatchBlobs) {
+    return Invalid("BATCH_TOO_LARGE", StrCat("a batch holds at most ", kMaxBatchBlobs,
+                                             " keys, got ", request.key_ids_size()));
+  }
+  for (int i = 0; i < request.key_ids_size(); ++i) {
+    const size_t size = request.key_ids(i).size();
+    if (size == 0 || size > kMaxKeyIdSize) {
+      return Invalid("BAD_KEY_ID", StrCat("key id ", i + 1, " of the batch has ", size,
+                                          " bytes; key ids are 1..", kMaxKeyIdSize, " bytes"));
+    }
+  }
+  v1::GenerateKeysResponse response;
+  response.mutable_blobs()->Reserve(request.key_ids_size());
+  SecretBytes key(kRootKeySize);
+  const BlobKek& kek = *state_.current_register.kek();
+  for (const std::string& key_id : request.key_ids()) {
+    HSMSIM_RETURN_IF_ERROR(entropy_.Generate(absl::MakeSpan(key)));
+    HSMSIM_ASSIGN_OR_RETURN(std::string blob,
+                            kek.Seal(key_id, request.attributes(), key, entropy_));
+    response.add_blobs(std::move(blob));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::GenerateKeyResponse> CryptoUnit::GenerateKey(
+    const v1::GenerateKeyRequest& request) const {
+  HSMSIM_RETURN_IF_ERROR(CheckGenerate(request.algorithm()));
   SecretBytes key(kRootKeySize);
   HSMSIM_RETURN_IF_ERROR(entropy_.Generate(absl::MakeSpan(key)));
   HSMSIM_ASSIGN_OR_RETURN(
@@ -882,7 +886,7 @@ absl::StatusOr<v1::CheckBlobsResponse> CryptoUnit::CheckBlobs(
     std::string key_id;
     bool under_old = false;
     auto key = ResolveRootKey(blob, &key_id, &under_old);
-    *check->mutable_status() = ToWireStatus(key.status());
+    *check->mutable_status() = wire::ToWireStatus(key.status());
     check->set_under_old(key.ok() && under_old);
   }
   return response;
@@ -894,9 +898,9 @@ absl::StatusOr<v1::ReencryptBatchResponse> CryptoUnit::Reencrypt(
   const bool to_new = &to == &state_.new_register;
   if (to_new) {
     if (to.state() != v1::REGISTER_FULL_COMMITTED) {
-      return Precondition(
-          "NEW_REGISTER_NOT_COMMITTED",
-          StrCat("re-encryption needs NEW FULL_COMMITTED; NEW is ", RegisterStateName(to.state())));
+      return Precondition("NEW_REGISTER_NOT_COMMITTED",
+                          StrCat("re-encryption needs NEW FULL_COMMITTED; NEW is ",
+                                 wire::RegisterStateName(to.state())));
     }
     if (!from.HoldsKey()) {
       return Precondition("CURRENT_REGISTER_EMPTY", "re-encryption needs a VALID CURRENT register");
@@ -949,7 +953,7 @@ absl::StatusOr<v1::ReencryptBatchResponse> CryptoUnit::Reencrypt(
       failure = rewrapped.status();
     }
     result->set_outcome(v1::BLOB_FAILED);
-    *result->mutable_status() = ToWireStatus(failure);
+    *result->mutable_status() = wire::ToWireStatus(failure);
   }
   return response;
 }

@@ -8,8 +8,8 @@
 // other call. HandleReadOnly() and the other const methods may run
 // concurrently with each other (the emulator uses a shared mutex: shared for
 // IsReadOnly() requests, exclusive for the rest).
-#ifndef HSMSIM_FIRMWARE_CRYPTO_UNIT_H_
-#define HSMSIM_FIRMWARE_CRYPTO_UNIT_H_
+#ifndef HSMSIM_CRYPTO_UNIT_H_
+#define HSMSIM_CRYPTO_UNIT_H_
 
 #include <array>
 #include <cstdint>
@@ -20,8 +20,8 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/secret_bytes.h"
-#include "firmware/crypto/ec_p521.h"
-#include "firmware/crypto/entropy.h"
+#include "crypto/ec_p521.h"
+#include "crypto/entropy.h"
 #include "firmware/master_key_register.h"
 #include "hsmsim/v1/state.pb.h"
 #include "hsmsim/v1/unit.pb.h"
@@ -113,6 +113,10 @@ class CryptoUnit {
   absl::Status Apply(const v1::Command& command, State& next);
 
   absl::StatusOr<v1::GenerateKeyResponse> GenerateKey(const v1::GenerateKeyRequest& request) const;
+  absl::StatusOr<v1::GenerateKeysResponse> GenerateKeys(
+      const v1::GenerateKeysRequest& request) const;
+  // CheckGenerate returns OK when a root key of `algorithm` can be generated.
+  absl::Status CheckGenerate(v1::KeyAlgorithm algorithm) const;
   absl::StatusOr<v1::WrapKeyResponse> WrapKey(const v1::WrapKeyRequest& request) const;
   absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& request) const;
   absl::StatusOr<v1::CheckBlobsResponse> CheckBlobs(const v1::CheckBlobsRequest& request) const;
@@ -131,16 +135,6 @@ class CryptoUnit {
   crypto::Entropy& entropy_;
 };
 
-// ToWireStatus converts a Status into its wire form (code, reason, message).
-v1::Status ToWireStatus(const absl::Status& status);
-
-// FromWireStatus converts a wire status back (reason kept as payload).
-absl::Status FromWireStatus(const v1::Status& status);
-
-// RegisterStateName returns "EMPTY", "PARTIALLY_LOADED", "FULL_UNCOMMITTED",
-// "FULL_COMMITTED", "VALID" or "UNSPECIFIED".
-std::string_view RegisterStateName(v1::RegisterState state);
-
 }  // namespace hsmsim::firmware
 
-#endif  // HSMSIM_FIRMWARE_CRYPTO_UNIT_H_
+#endif  // HSMSIM_CRYPTO_UNIT_H_

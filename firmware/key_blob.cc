@@ -8,13 +8,11 @@
 #include "common/hex.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/symmetric.h"
+#include "crypto/symmetric.h"
 
 namespace hsmsim::firmware {
 namespace {
 
-constexpr size_t kWkidOffset = 1 + 1 + 4;
-constexpr size_t kFixedHeaderSize = kWkidOffset + crypto::kWkidSize + 2;
 // IVs drawn from the entropy source at once by a BlobRewrapper: one call per
 // 256 blobs instead of one per blob (RAND_bytes costs about 2 us a call).
 constexpr size_t kIvChunk = 256;
@@ -26,57 +24,6 @@ absl::Status Malformed(std::string_view what) {
 }
 
 }  // namespace
-
-std::string BuildBlobHeader(uint8_t algorithm, uint32_t attributes, const crypto::Wkid& wkid,
-                            std::string_view key_id) {
-  std::string h;
-  h.reserve(kFixedHeaderSize + key_id.size());
-  h.push_back(static_cast<char>(kBlobFormatVersion));
-  h.push_back(static_cast<char>(algorithm));
-  for (int shift = 24; shift >= 0; shift -= 8) h.push_back(static_cast<char>(attributes >> shift));
-  h.append(reinterpret_cast<const char*>(wkid.data()), wkid.size());
-  h.push_back(static_cast<char>(key_id.size() >> 8));
-  h.push_back(static_cast<char>(key_id.size() & 0xff));
-  h.append(key_id);
-  return h;
-}
-
-absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob) {
-  if (blob.size() < kFixedHeaderSize) {
-    return Malformed(StrCat(blob.size(), " bytes is shorter than a blob header"));
-  }
-  ParsedBlob p;
-  p.format_version = blob[0];
-  if (p.format_version != kBlobFormatVersion) {
-    return Error(
-        absl::StatusCode::kInvalidArgument, "UNSUPPORTED_BLOB_VERSION",
-        StrCat("key blob format version ", p.format_version,
-               " is not supported (this firmware reads version ", kBlobFormatVersion, ")"));
-  }
-  p.algorithm = blob[1];
-  if (p.algorithm != kBlobAlgorithmAes256) {
-    return Malformed(StrCat("unknown algorithm ", p.algorithm));
-  }
-  p.attributes = (uint32_t{blob[2]} << 24) | (uint32_t{blob[3]} << 16) | (uint32_t{blob[4]} << 8) |
-                 uint32_t{blob[5]};
-  std::copy_n(blob.begin() + 6, crypto::kWkidSize, p.wkid.begin());
-  size_t id_len = (size_t{blob[22]} << 8) | size_t{blob[23]};
-  if (id_len == 0 || id_len > kMaxKeyIdSize) {
-    return Malformed(StrCat("key id length ", id_len, " is outside 1..255"));
-  }
-  size_t header_size = kFixedHeaderSize + id_len;
-  size_t expected = header_size + crypto::kGcmIvSize + kRootKeySize + crypto::kGcmTagSize;
-  if (blob.size() != expected) {
-    return Malformed(StrCat("size ", blob.size(), " bytes, expected ", expected));
-  }
-  p.key_id =
-      std::string_view(reinterpret_cast<const char*>(blob.data()) + kFixedHeaderSize, id_len);
-  p.header = blob.subspan(0, header_size);
-  p.iv = blob.subspan(header_size, crypto::kGcmIvSize);
-  p.ciphertext = blob.subspan(header_size + crypto::kGcmIvSize, kRootKeySize);
-  p.tag = blob.subspan(header_size + crypto::kGcmIvSize + kRootKeySize, crypto::kGcmTagSize);
-  return p;
-}
 
 absl::StatusOr<std::shared_ptr<const BlobKek>> BlobKek::Create(
     absl::Span<const uint8_t> master_key) {
@@ -214,7 +161,7 @@ absl::StatusOr<std::string> BlobRewrapper::Rewrap(const ParsedBlob& blob) {
   std::string out(header_size + crypto::kGcmIvSize + key_.size() + crypto::kGcmTagSize, '\0');
   auto* base = reinterpret_cast<uint8_t*>(out.data());
   std::copy(blob.header.begin(), blob.header.end(), base);
-  std::copy(target_.wkid_.begin(), target_.wkid_.end(), base + kWkidOffset);
+  std::copy(target_.wkid_.begin(), target_.wkid_.end(), base + wire::kBlobWkidOffset);
   absl::Span<uint8_t> iv(base + header_size, crypto::kGcmIvSize);
   uint8_t* body = iv.data() + iv.size();
   absl::Status sealed = NextIv(iv);

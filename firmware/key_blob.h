@@ -1,17 +1,10 @@
-// Key storage blobs: a key wrapped under a master key.
+// Key storage blobs: a key wrapped under a master key. The byte layout and
+// the header reader live in proto/wire/blob_format.h, shared with the host;
+// this file holds what needs the key: sealing, opening and re-encryption.
 //
-// Layout (all integers big-endian):
-//   header  u8  format_version (1)
-//           u8  algorithm (1 = AES-256)
-//           u32 attributes
-//           16  WKID of the master key
-//           u16 key_id length (1..255), then the key id bytes
-//   body    12  IV (from the CSPRNG)
-//           N   ciphertext (32 for AES-256)
-//           16  GCM tag
 // The body is AES-256-GCM under a key-encryption key (KEK) derived from the
-// master key by HKDF-SHA-256 (never the master key itself), with the whole
-// header as associated data.
+// master key by HKDF-SHA-256 (RFC 5869; never the master key itself), with
+// the whole header as associated data.
 #ifndef HSMSIM_FIRMWARE_KEY_BLOB_H_
 #define HSMSIM_FIRMWARE_KEY_BLOB_H_
 
@@ -19,39 +12,29 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/secret_bytes.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/symmetric.h"
-#include "firmware/crypto/verification_pattern.h"
+#include "crypto/entropy.h"
+#include "crypto/symmetric.h"
+#include "crypto/verification_pattern.h"
+#include "proto/wire/blob_format.h"
 
 namespace hsmsim::firmware {
 
-inline constexpr uint8_t kBlobFormatVersion = 1;
-inline constexpr uint8_t kBlobAlgorithmAes256 = 1;
-inline constexpr size_t kMaxKeyIdSize = 255;
-inline constexpr size_t kRootKeySize = 32;
+using wire::BuildBlobHeader;
+using wire::kBlobAlgorithmAes256;
+using wire::kBlobFormatVersion;
+using wire::kMaxKeyIdSize;
+using wire::kRootKeySize;
+using wire::ParseBlob;
+using wire::ParsedBlob;
 
-// ParsedBlob is a view into a blob's bytes: valid only while they live.
-struct ParsedBlob {
-  uint8_t format_version = 0;
-  uint8_t algorithm = 0;
-  uint32_t attributes = 0;
-  crypto::Wkid wkid{};
-  std::string_view key_id;
-  absl::Span<const uint8_t> header;  // associated data
-  absl::Span<const uint8_t> iv;
-  absl::Span<const uint8_t> ciphertext;
-  absl::Span<const uint8_t> tag;
-};
-
-// ParseBlob checks the structure of `blob` (not its authenticity). Returns
-// INVALID_ARGUMENT with reason MALFORMED_BLOB naming the first problem, or
-// UNSUPPORTED_BLOB_VERSION for another format version.
-absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob);
+static_assert(wire::kBlobIvSize == crypto::kGcmIvSize && wire::kBlobTagSize == crypto::kGcmTagSize);
+static_assert(std::is_same_v<wire::BlobWkid, crypto::Wkid>);
 
 // BlobKek is the key-encryption key of one master key, with its WKID.
 // Immutable after Create; thread-safe. Shared by the registers that hold it
@@ -135,10 +118,6 @@ class BlobRewrapper {
   size_t iv_pos_ = 0;
   SecretBytes key_;  // the root key between open and seal
 };
-
-// BuildBlobHeader returns the header bytes for the given fields.
-std::string BuildBlobHeader(uint8_t algorithm, uint32_t attributes, const crypto::Wkid& wkid,
-                            std::string_view key_id);
 
 }  // namespace hsmsim::firmware
 

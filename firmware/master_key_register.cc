@@ -2,7 +2,7 @@
 
 #include "common/check.h"
 #include "common/status.h"
-#include "firmware/crypto/verification_pattern.h"
+#include "crypto/verification_pattern.h"
 
 namespace hsmsim::firmware {
 

@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/secret_bytes.h"
-#include "firmware/crypto/verification_pattern.h"
+#include "crypto/verification_pattern.h"
 #include "firmware/key_blob.h"
 #include "hsmsim/v1/unit.pb.h"
 

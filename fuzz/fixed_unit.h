@@ -13,10 +13,10 @@
 
 #include "common/check.h"
 #include "common/secret_bytes.h"
-#include "firmware/crypto/ec_p521.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/key_part.h"
-#include "firmware/crypto/verification_pattern.h"
+#include "crypto/ec_p521.h"
+#include "crypto/entropy.h"
+#include "crypto/key_part.h"
+#include "crypto/verification_pattern.h"
 #include "firmware/crypto_unit.h"
 
 namespace hsmsim::fuzz {

@@ -14,8 +14,8 @@
 
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/openssl_ptr.h"
+#include "crypto/entropy.h"
+#include "crypto/openssl_ptr.h"
 
 namespace hsmsim::host {
 namespace {

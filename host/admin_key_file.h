@@ -21,7 +21,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "firmware/crypto/ec_p521.h"
+#include "crypto/ec_p521.h"
 
 namespace hsmsim::host {
 

@@ -1,8 +1,8 @@
 #include "host/key_part_loading.h"
 
 #include "common/status.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/key_part.h"
+#include "crypto/entropy.h"
+#include "crypto/key_part.h"
 #include "host/signed_command.h"
 
 namespace hsmsim::host {

@@ -11,10 +11,11 @@
 #include "common/hex.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/verification_pattern.h"
-#include "firmware/crypto_unit.h"
-#include "firmware/key_blob.h"
+#include "crypto/verification_pattern.h"
 #include "host/signed_command.h"
+#include "proto/wire/blob_format.h"
+#include "proto/wire/enum_names.h"
+#include "proto/wire/status_codec.h"
 
 namespace hsmsim::host {
 namespace {
@@ -167,7 +168,7 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
     if (cur.state() != v1::REGISTER_VALID) {
       findings.push_back(
           UnitFinding(u->unit.name, "current-valid", "CURRENT_NOT_VALID",
-                      StrCat("CURRENT register is ", firmware::RegisterStateName(cur.state()),
+                      StrCat("CURRENT register is ", wire::RegisterStateName(cur.state()),
                              "; every CURRENT register must be VALID")));
     } else if (cur.verification_pattern() != cur_vp) {
       findings.push_back(
@@ -183,7 +184,7 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
     if (nw.state() != v1::REGISTER_FULL_COMMITTED) {
       findings.push_back(UnitFinding(
           u->unit.name, "new-committed", "NEW_NOT_COMMITTED",
-          StrCat("NEW register is ", firmware::RegisterStateName(nw.state()),
+          StrCat("NEW register is ", wire::RegisterStateName(nw.state()),
                  "; every NEW register must be FULL_COMMITTED (hsmctl mk load, mk commit)")));
     } else if (nw.verification_pattern() != new_vp) {
       findings.push_back(
@@ -371,7 +372,7 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
     UnitLane& lane = lanes[c.unit];
     --lane.in_flight;
     absl::Status batch_status =
-        c.result.ok() ? firmware::FromWireStatus(c.result->status()) : c.result.status();
+        c.result.ok() ? wire::FromWireStatus(c.result->status()) : c.result.status();
     std::vector<RewrappedKey> rewrapped;
     if (batch_status.ok()) {
       const auto& results = c.result->reencrypt_batch().results();
@@ -391,7 +392,7 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
         }
         // Never store a blob under anything but the target key: a unit whose
         // NEW differs must not strand keys.
-        auto parsed = firmware::ParseBlob(AsBytes(r.blob()));
+        auto parsed = wire::ParseBlob(AsBytes(r.blob()));
         if (!parsed.ok() || crypto::AsString(parsed->wkid) != target_wkid) {
           batch_status = Error(
               absl::StatusCode::kDataLoss, "WRONG_TARGET_KEY",
@@ -559,7 +560,7 @@ absl::Status RotationEngine::Finalize(RotationJournal& journal, RotationReport& 
       if (response.ok() && response->status().code() == 0) break;
     }
     if (!response.ok()) return WithContext(response.status(), "re-encrypting OLD -> CURRENT");
-    HSMSIM_RETURN_IF_ERROR(firmware::FromWireStatus(response->status()));
+    HSMSIM_RETURN_IF_ERROR(wire::FromWireStatus(response->status()));
     std::vector<RewrappedKey> moved;
     const auto& results = response->reencrypt_from_old().results();
     for (int i = 0; i < results.size() && i < static_cast<int>(page.size()); ++i) {

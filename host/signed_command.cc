@@ -8,7 +8,7 @@
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/verification_pattern.h"
+#include "crypto/verification_pattern.h"
 
 namespace hsmsim::host {
 

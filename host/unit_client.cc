@@ -19,8 +19,8 @@
 
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto_unit.h"
 #include "proto/wire/frame_codec.h"
+#include "proto/wire/status_codec.h"
 
 namespace hsmsim::host {
 namespace {
@@ -416,7 +416,7 @@ namespace {
 // whose message names the unit.
 absl::Status UnitStatus(const v1::Response& response, std::string_view unit_name) {
   if (response.status().code() == 0) return absl::OkStatus();
-  return WithContext(firmware::FromWireStatus(response.status()), StrCat("unit ", unit_name));
+  return WithContext(wire::FromWireStatus(response.status()), StrCat("unit ", unit_name));
 }
 
 absl::Status BadResponse(std::string_view unit_name, std::string_view expected) {

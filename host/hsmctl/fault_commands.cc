@@ -5,9 +5,9 @@
 
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto_unit.h"
 #include "host/hsmctl/context.h"
 #include "proto/wire/fault_names.h"
+#include "proto/wire/status_codec.h"
 
 namespace hsmsim::hsmctl {
 namespace {
@@ -57,7 +57,7 @@ int RunFaultRequest(Invocation& inv, const std::string& name, std::string_view c
   if (!response.ok()) {
     o.status = response.status();
   } else if (response->status().code() != 0) {
-    absl::Status refused = firmware::FromWireStatus(response->status());
+    absl::Status refused = wire::FromWireStatus(response->status());
     o.status = WithContext(refused, StrCat("unit ", unit->name));
   } else {
     json armed = json::array();

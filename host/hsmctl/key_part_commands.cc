@@ -4,8 +4,8 @@
 #include "common/hex.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/key_part.h"
+#include "crypto/entropy.h"
+#include "crypto/key_part.h"
 #include "host/admin_key_file.h"
 #include "host/hsmctl/context.h"
 

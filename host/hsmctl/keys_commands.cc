@@ -1,6 +1,4 @@
 // hsmctl keys create | list | wrap | unwrap | verify | upgrade.
-#include <condition_variable>
-#include <deque>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -9,80 +7,21 @@
 #include "common/hex.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/verification_pattern.h"
-#include "firmware/crypto_unit.h"
-#include "firmware/key_blob.h"
+#include "crypto/verification_pattern.h"
+#include "host/hsmctl/async_fanout.h"
 #include "host/hsmctl/keystore_support.h"
+#include "proto/wire/blob_format.h"
+#include "proto/wire/status_codec.h"
 
 namespace hsmsim::hsmctl {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// AsyncFanout runs requests over several unit clients with a bounded number
-// in flight per unit and hands each completion to the caller's thread.
-class AsyncFanout {
- public:
-  struct Done {
-    size_t unit;
-    uint64_t tag;
-    absl::StatusOr<v1::Response> result;
-  };
-  explicit AsyncFanout(std::vector<UnitConnection>& conns) : conns_(conns) {
-    in_flight_.assign(conns.size(), 0);
-  }
-  ~AsyncFanout() { Drain(); }
-
-  // FreeUnit returns a unit with fewer than `limit` requests in flight, or -1.
-  int FreeUnit(int limit) const {
-    int best = -1;
-    for (size_t i = 0; i < conns_.size(); ++i) {
-      if (in_flight_[i] >= limit) continue;
-      if (best < 0 || in_flight_[i] < in_flight_[static_cast<size_t>(best)]) {
-        best = static_cast<int>(i);
-      }
-    }
-    return best;
-  }
-  void Send(size_t unit, uint64_t tag, v1::Request request) {
-    ++in_flight_[unit];
-    ++total_;
-    conns_[unit].client->CallAsync(std::move(request),
-                                   [this, unit, tag](absl::StatusOr<v1::Response> r) {
-                                     std::lock_guard<std::mutex> lock(mu_);
-                                     done_.push_back(Done{unit, tag, std::move(r)});
-                                     cv_.notify_one();
-                                   });
-  }
-  int in_flight() const { return total_; }
-  // Next waits for one completion. REQUIRES: in_flight() > 0.
-  Done Next() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return !done_.empty(); });
-    Done d = std::move(done_.front());
-    done_.pop_front();
-    --in_flight_[d.unit];
-    --total_;
-    return d;
-  }
-  void Drain() {
-    while (total_ > 0) Next();
-  }
-
- private:
-  std::vector<UnitConnection>& conns_;
-  std::vector<int> in_flight_;
-  int total_ = 0;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Done> done_;  // guarded by mu_
-};
-
-absl::Status ResponseStatus(const absl::StatusOr<v1::Response>& r, const std::string& unit) {
-  if (!r.ok()) return r.status();
-  absl::Status s = firmware::FromWireStatus(r->status());
-  return s.ok() ? s : WithContext(s, StrCat("unit ", unit));
-}
+// keys create asks for keys in GenerateKeys batches of this many, with this
+// many batches in flight per unit.
+constexpr int64_t kCreateBatch = 1024;
+constexpr int kCreateInFlightPerUnit = 4;
 
 struct Opened {
   host::FleetManifest manifest;
@@ -118,13 +57,16 @@ int RunCreate(Invocation& inv, int64_t count, const std::string& prefix) {
   };
   while (true) {
     while (failure.ok() && next < count) {
-      int unit = fanout.FreeUnit(64);
+      int unit = fanout.FreeUnit(kCreateInFlightPerUnit);
       if (unit < 0) break;
       v1::Request r;
-      r.mutable_generate_key()->set_key_id(StrCat(prefix, *existing + next + 1));
-      r.mutable_generate_key()->set_algorithm(v1::KEY_ALGORITHM_AES_256);
+      v1::GenerateKeysRequest* generate = r.mutable_generate_keys();
+      generate->set_algorithm(v1::KEY_ALGORITHM_AES_256);
+      for (int64_t i = next; i < count && i < next + kCreateBatch; ++i) {
+        generate->add_key_ids(StrCat(prefix, *existing + i + 1));
+      }
       fanout.Send(static_cast<size_t>(unit), static_cast<uint64_t>(next), std::move(r));
-      ++next;
+      next += generate->key_ids_size();
     }
     if (fanout.in_flight() == 0) break;
     AsyncFanout::Done d = fanout.Next();
@@ -133,20 +75,18 @@ int RunCreate(Invocation& inv, int64_t count, const std::string& prefix) {
       if (failure.ok()) failure = s;
       continue;
     }
-    const std::string& blob = d.result->generate_key().blob();
-    auto parsed = firmware::ParseBlob(AsBytes(blob));
-    if (!parsed.ok()) {
-      if (failure.ok()) failure = parsed.status();
-      continue;
+    for (const std::string& blob : d.result->generate_keys().blobs()) {
+      auto key = NewKeyFromBlob(blob);
+      if (!key.ok()) {
+        if (failure.ok()) failure = key.status();
+        break;
+      }
+      pending.push_back(std::move(*key));
     }
-    pending.push_back(
-        host::NewKey{std::string(parsed->key_id), blob, crypto::AsString(parsed->wkid)});
     if (pending.size() >= 4096) flush();
-    if ((created + static_cast<int64_t>(pending.size())) % 2048 == 0) {
-      progress.Update(host::RotationProgress{
-          created + static_cast<int64_t>(pending.size()), count,
-          std::chrono::duration<double>(Clock::now() - start).count(), "creating"});
-    }
+    progress.Update(host::RotationProgress{
+        created + static_cast<int64_t>(pending.size()), count,
+        std::chrono::duration<double>(Clock::now() - start).count(), "creating"});
   }
   flush();
   progress.Finish();

@@ -5,15 +5,15 @@
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/key_part.h"
-#include "firmware/crypto_unit.h"
+#include "crypto/entropy.h"
+#include "crypto/key_part.h"
 #include "host/admin_key_file.h"
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/interlock.h"
 #include "host/key_part_loading.h"
 #include "host/signed_command.h"
+#include "proto/wire/enum_names.h"
 
 namespace hsmsim::hsmctl {
 namespace {
@@ -50,10 +50,10 @@ int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
         const v1::MasterKeyRegisterInfo& reg = result->new_register();
         const bool matches =
             ConstantTimeEquals(AsBytes(reg.verification_pattern()), AsBytes(expected_vp));
-        o.details["new_state"] = std::string(firmware::RegisterStateName(reg.state()));
+        o.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
         o.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
         o.details["matches_parts"] = matches;
-        o.text = StrCat("NEW ", firmware::RegisterStateName(reg.state()), " VP ",
+        o.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
                         ToHex(reg.verification_pattern()),
                         matches ? " (matches the parts)" : " (DIFFERS from the parts)");
         if (!matches) {
@@ -93,16 +93,16 @@ int RunCommit(Invocation& inv, const std::string& vp_hex) {
           if (expected.empty()) {
             return Error(absl::StatusCode::kFailedPrecondition, "NEW_REGISTER_NOT_FULL",
                          StrCat("unit ", c.unit.name, " NEW register is ",
-                                firmware::RegisterStateName(info.new_register().state()),
+                                wire::RegisterStateName(info.new_register().state()),
                                 "; load all key parts first (hsmctl mk load)"));
           }
         }
         auto result = host::CommitNewOnUnit(*c.client, info, expected, signer_ptrs);
         if (!result.ok()) return result.status();
         const auto& reg = result->new_register();
-        o.details["new_state"] = std::string(firmware::RegisterStateName(reg.state()));
+        o.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
         o.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
-        o.text = StrCat("NEW ", firmware::RegisterStateName(reg.state()), " VP ",
+        o.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
                         ToHex(reg.verification_pattern()));
         return absl::OkStatus();
       });
@@ -111,7 +111,7 @@ int RunCommit(Invocation& inv, const std::string& vp_hex) {
 
 json RegistersJson(const v1::GetInfoResponse& info) {
   auto reg = [](const v1::MasterKeyRegisterInfo& r) {
-    return json{{"state", std::string(firmware::RegisterStateName(r.state()))},
+    return json{{"state", std::string(wire::RegisterStateName(r.state()))},
                 {"verification_pattern", ToHex(r.verification_pattern())}};
   };
   return {{"new", reg(info.new_register())},
@@ -145,10 +145,10 @@ int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Comm
         if (!result.ok()) return result.status();
         const v1::GetInfoResponse& after = result->info();
         o.details["registers"] = RegistersJson(after);
-        o.text = StrCat("NEW ", firmware::RegisterStateName(after.new_register().state()),
-                        ", CURRENT ", firmware::RegisterStateName(after.current_register().state()),
-                        " ", VpHex(after.current_register().verification_pattern(), false),
-                        ", OLD ", firmware::RegisterStateName(after.old_register().state()), " ",
+        o.text = StrCat("NEW ", wire::RegisterStateName(after.new_register().state()), ", CURRENT ",
+                        wire::RegisterStateName(after.current_register().state()), " ",
+                        VpHex(after.current_register().verification_pattern(), false), ", OLD ",
+                        wire::RegisterStateName(after.old_register().state()), " ",
                         VpHex(after.old_register().verification_pattern(), false));
         return absl::OkStatus();
       });

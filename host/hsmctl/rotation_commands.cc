@@ -6,15 +6,15 @@
 #include "common/hex.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/key_part.h"
-#include "firmware/crypto/verification_pattern.h"
-#include "firmware/crypto_unit.h"
+#include "crypto/entropy.h"
+#include "crypto/key_part.h"
+#include "crypto/verification_pattern.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/interlock.h"
 #include "host/key_part_loading.h"
 #include "host/recovery.h"
 #include "host/signed_command.h"
+#include "proto/wire/enum_names.h"
 
 namespace hsmsim::hsmctl {
 namespace {
@@ -299,7 +299,7 @@ int RunRecover(Invocation& inv, const RotateFlags& f) {
     }
     auto reg = [](const v1::MasterKeyRegisterInfo& r) {
       return StrCat(
-          firmware::RegisterStateName(r.state()), " ",
+          wire::RegisterStateName(r.state()), " ",
           r.verification_pattern().empty() ? "-" : ToHex(r.verification_pattern()).substr(0, 16));
     };
     units.push_back({{"unit", o.unit.name},

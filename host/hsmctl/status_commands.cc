@@ -6,22 +6,11 @@
 #include "common/hex.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto_unit.h"
 #include "host/hsmctl/context.h"
+#include "proto/wire/enum_names.h"
 
 namespace hsmsim::hsmctl {
 namespace {
-
-std::string ModeName(v1::Mode mode) {
-  switch (mode) {
-    case v1::MODE_IMPRINT:
-      return "IMPRINT";
-    case v1::MODE_NORMAL:
-      return "NORMAL";
-    default:
-      return "UNSPECIFIED";
-  }
-}
 
 // kImprintWarning marks a unit in imprint mode: until `thresholds set`, it
 // takes an unsigned AddAdmin (and RemoveAdmin, Zeroize) from any process
@@ -31,7 +20,7 @@ constexpr char kImprintWarning[] =
     "with hsmctl thresholds set";
 
 json RegisterJson(const v1::MasterKeyRegisterInfo& r, bool with_parts) {
-  json j = {{"state", std::string(firmware::RegisterStateName(r.state()))},
+  json j = {{"state", std::string(wire::RegisterStateName(r.state()))},
             {"verification_pattern", ToHex(r.verification_pattern())}};
   if (with_parts) {
     j["parts_loaded"] = r.parts_loaded();
@@ -48,7 +37,7 @@ json InfoJson(const v1::GetInfoResponse& info) {
   json j = {{"unit_id", ToHex(info.unit_id())},
             {"firmware_version", info.firmware_version()},
             {"instance", info.instance()},
-            {"mode", ModeName(info.mode())},
+            {"mode", std::string(wire::ModeName(info.mode()))},
             {"open_to_anyone", info.mode() == v1::MODE_IMPRINT},
             {"administrators", admins},
             {"signature_threshold", info.signature_threshold()},
@@ -65,7 +54,7 @@ json InfoJson(const v1::GetInfoResponse& info) {
 
 std::string RegisterLine(std::string_view label, const v1::MasterKeyRegisterInfo& r, bool full,
                          bool with_parts) {
-  std::string line = StrCat("  ", label, firmware::RegisterStateName(r.state()));
+  std::string line = StrCat("  ", label, wire::RegisterStateName(r.state()));
   if (with_parts && r.state() == v1::REGISTER_PARTIALLY_LOADED) {
     line += StrCat(" (", r.parts_loaded(), "/", r.parts_total(), " parts)");
   }
@@ -78,7 +67,8 @@ std::string InfoText(const UnitConnection& c, const v1::GetInfoResponse& info, b
   std::ostringstream out;
   out << c.unit.name << "  id " << ToHex(info.unit_id()) << "  at " << c.unit.endpoint << "\n";
   out << "  instance: " << (info.instance().empty() ? "(none)" : info.instance())
-      << "  mode: " << ModeName(info.mode()) << "  firmware: " << info.firmware_version() << "\n";
+      << "  mode: " << std::string(wire::ModeName(info.mode()))
+      << "  firmware: " << info.firmware_version() << "\n";
   if (info.mode() == v1::MODE_IMPRINT) out << "  WARNING: " << kImprintWarning << "\n";
   out << "  administrators (" << info.administrators_size() << "):";
   for (const v1::AdministratorInfo& a : info.administrators()) {
@@ -123,7 +113,7 @@ int RunStatus(Invocation& inv, bool full) {
 std::map<std::string, std::string> ComparableFields(const v1::GetInfoResponse& info) {
   std::map<std::string, std::string> f;
   f["instance"] = info.instance();
-  f["mode"] = ModeName(info.mode());
+  f["mode"] = std::string(wire::ModeName(info.mode()));
   std::map<std::string, std::string> admins;  // key id → name, sorted
   for (const v1::AdministratorInfo& a : info.administrators()) admins[ToHex(a.key_id())] = a.name();
   std::string list;
@@ -133,7 +123,7 @@ std::map<std::string, std::string> ComparableFields(const v1::GetInfoResponse& i
   f["signature_threshold"] = StrCat(info.signature_threshold());
   f["revocation_threshold"] = StrCat(info.revocation_threshold());
   auto reg = [](const v1::MasterKeyRegisterInfo& r) {
-    return StrCat(firmware::RegisterStateName(r.state()), " ", ToHex(r.verification_pattern()));
+    return StrCat(wire::RegisterStateName(r.state()), " ", ToHex(r.verification_pattern()));
   };
   f["new_register"] = reg(info.new_register());
   f["current_register"] = reg(info.current_register());

@@ -17,7 +17,7 @@
 #include "emulator/state_file_system.h"
 #include "emulator/state_store.h"
 #include "emulator/unit_server.h"
-#include "firmware/crypto/entropy.h"
+#include "crypto/entropy.h"
 #include "tests/emulator/temp_dir.h"
 #include "tests/emulator/unit_harness.h"
 

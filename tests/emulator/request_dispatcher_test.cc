@@ -8,7 +8,7 @@
 #include "common/status.h"
 #include "emulator/state_file_system.h"
 #include "emulator/state_store.h"
-#include "firmware/crypto/entropy.h"
+#include "crypto/entropy.h"
 #include "tests/emulator/temp_dir.h"
 
 namespace hsmsim::emulator {

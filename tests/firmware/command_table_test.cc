@@ -11,6 +11,7 @@
 
 #include "common/hex.h"
 #include "firmware/crypto_unit.h"
+#include "proto/wire/enum_names.h"
 #include "tests/firmware/test_support.h"
 
 namespace hsmsim::firmware {
@@ -95,7 +96,7 @@ struct Row {
 };
 
 std::string RowName(const Row& r) {
-  auto s = [](v1::RegisterState st) { return std::string(RegisterStateName(st)); };
+  auto s = [](v1::RegisterState st) { return std::string(wire::RegisterStateName(st)); };
   return (r.base.mode == v1::MODE_IMPRINT ? std::string("Imprint") : std::string("Normal")) +
          "_NEW_" + s(r.base.n.state) + "_CUR_" + s(r.base.c.state) + "_OLD_" + s(r.base.o.state) +
          "_" + CmdName(r.cmd);
@@ -333,7 +334,7 @@ v1::Command BuildCommand(World& w, const CryptoUnit& unit, Cmd cmd) {
 
 void ExpectRegister(World& w, const v1::MasterKeyRegisterInfo& got, const Reg& want,
                     const std::string& name) {
-  EXPECT_EQ(got.state(), want.state) << name << " is " << RegisterStateName(got.state());
+  EXPECT_EQ(got.state(), want.state) << name << " is " << wire::RegisterStateName(got.state());
   if (want.key.empty()) {
     EXPECT_TRUE(got.verification_pattern().empty()) << name;
   } else {

@@ -198,21 +198,6 @@ TEST_F(CryptoUnitTest, InstanceNameValidated) {
   EXPECT_EQ(unit_->Info().instance(), "kms-prod_eu-1.a");
 }
 
-TEST(WireStatusTest, RoundTripKeepsCodeReasonAndMessage) {
-  absl::Status s = Error(absl::StatusCode::kFailedPrecondition, "SOME_REASON", "what happened");
-  v1::Status wire = ToWireStatus(s);
-  EXPECT_EQ(wire.code(), 9);
-  EXPECT_EQ(wire.reason(), "SOME_REASON");
-  absl::Status back = FromWireStatus(wire);
-  EXPECT_EQ(back.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(ReasonOf(back), "SOME_REASON");
-  EXPECT_EQ(std::string(back.message()), "what happened");
-  EXPECT_EQ(ToWireStatus(absl::OkStatus()).code(), 0);
-  v1::Status weird;
-  weird.set_code(99);
-  EXPECT_EQ(FromWireStatus(weird).code(), absl::StatusCode::kUnknown);
-}
-
 TEST(CheckDeathTest, SetStateOnEmptyRegisterDies) {
   MasterKeyRegister reg;
   EXPECT_DEATH(reg.set_state(v1::REGISTER_VALID), "CHECK failed");

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "firmware/crypto_unit.h"
-#include "tests/firmware/crypto/key_encodings.h"
+#include "tests/crypto/key_encodings.h"
 #include "tests/firmware/test_support.h"
 
 namespace hsmsim::firmware {

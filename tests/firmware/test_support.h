@@ -12,10 +12,11 @@
 #include "common/check.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
-#include "firmware/crypto/ec_p521.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/key_part.h"
+#include "crypto/ec_p521.h"
+#include "crypto/entropy.h"
+#include "crypto/key_part.h"
 #include "firmware/crypto_unit.h"
+#include "proto/wire/status_codec.h"
 
 namespace hsmsim::firmware::testing {
 
@@ -56,7 +57,7 @@ inline v1::Request SignCommand(const CryptoUnit& unit, v1::Command command,
 }
 
 inline absl::Status StatusOf(const v1::Response& response) {
-  return FromWireStatus(response.status());
+  return wire::FromWireStatus(response.status());
 }
 
 // Send signs and handles `command`, returning the whole-request status.

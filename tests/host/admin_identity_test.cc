@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/hex.h"
-#include "firmware/crypto/openssl_ptr.h"
+#include "crypto/openssl_ptr.h"
 #include "host/admin_key_file.h"
 #include "host/fleet_manifest.h"
 #include "tests/host/hsmctl_harness.h"

@@ -13,8 +13,8 @@
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/openssl_ptr.h"
+#include "crypto/entropy.h"
+#include "crypto/openssl_ptr.h"
 
 namespace hsmsim::host {
 namespace {

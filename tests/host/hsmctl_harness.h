@@ -25,7 +25,7 @@
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/key_part.h"
+#include "crypto/key_part.h"
 #include "host/admin_key_file.h"
 #include "host/fleet_launcher.h"
 #include "host/fleet_manifest.h"

@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 
 #include "common/secret_bytes.h"
-#include "firmware/crypto/ec_p521.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/verification_pattern.h"
+#include "crypto/ec_p521.h"
+#include "crypto/entropy.h"
+#include "crypto/verification_pattern.h"
 
 namespace hsmsim::host {
 namespace {

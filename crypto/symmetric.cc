@@ -1,4 +1,4 @@
-#include "firmware/crypto/symmetric.h"
+#include "crypto/symmetric.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -10,7 +10,7 @@
 
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/openssl_ptr.h"
+#include "crypto/openssl_ptr.h"
 
 namespace hsmsim::crypto {
 namespace {

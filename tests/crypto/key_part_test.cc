@@ -1,5 +1,5 @@
 // Key parts: import encryption and password-protected part files.
-#include "firmware/crypto/key_part.h"
+#include "crypto/key_part.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 
 #include "common/hex.h"
 #include "common/status.h"
-#include "firmware/crypto/ec_p521.h"
+#include "crypto/ec_p521.h"
 
 namespace hsmsim::crypto {
 namespace {

@@ -1,4 +1,4 @@
-#include "firmware/crypto/entropy.h"
+#include "crypto/entropy.h"
 
 #include <openssl/rand.h>
 #include <openssl/sha.h>

@@ -1,4 +1,4 @@
-#include "firmware/crypto/openssl_ptr.h"
+#include "crypto/openssl_ptr.h"
 
 #include <openssl/err.h>
 

@@ -1,5 +1,5 @@
 // P-521 keys: generation, encodings, ECDSA and ECDH.
-#include "firmware/crypto/ec_p521.h"
+#include "crypto/ec_p521.h"
 
 #include <gtest/gtest.h>
 #include <openssl/ec.h>
@@ -8,7 +8,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "tests/firmware/crypto/key_encodings.h"
+#include "tests/crypto/key_encodings.h"
 
 namespace hsmsim::crypto {
 namespace {

@@ -1,4 +1,4 @@
-#include "firmware/crypto/ec_p521.h"
+#include "crypto/ec_p521.h"
 
 #include <openssl/core_names.h>
 #include <openssl/ec.h>

@@ -1,4 +1,4 @@
-#include "firmware/crypto/verification_pattern.h"
+#include "crypto/verification_pattern.h"
 
 #include <openssl/sha.h>
 

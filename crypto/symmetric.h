@@ -1,7 +1,7 @@
 // Symmetric primitives: AES-256-GCM, AES-256 key wrap with padding (RFC 5649)
 // and HKDF-SHA-256. Thin, hard-to-misuse wrappers over OpenSSL's EVP API.
-#ifndef HSMSIM_FIRMWARE_CRYPTO_SYMMETRIC_H_
-#define HSMSIM_FIRMWARE_CRYPTO_SYMMETRIC_H_
+#ifndef HSMSIM_CRYPTO_SYMMETRIC_H_
+#define HSMSIM_CRYPTO_SYMMETRIC_H_
 
 #include <cstdint>
 #include <memory>
@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/secret_bytes.h"
-#include "firmware/crypto/openssl_ptr.h"
+#include "crypto/openssl_ptr.h"
 
 namespace hsmsim::crypto {
 
@@ -123,4 +123,4 @@ absl::StatusOr<SecretBytes> HkdfSha256(absl::Span<const uint8_t> ikm,
 
 }  // namespace hsmsim::crypto
 
-#endif  // HSMSIM_FIRMWARE_CRYPTO_SYMMETRIC_H_
+#endif  // HSMSIM_CRYPTO_SYMMETRIC_H_

@@ -1,7 +1,7 @@
 // Entropy: where the firmware's randomness comes from. Injected so that tests
 // and fuzzers can be deterministic; the emulator uses OpenSslEntropy.
-#ifndef HSMSIM_FIRMWARE_CRYPTO_ENTROPY_H_
-#define HSMSIM_FIRMWARE_CRYPTO_ENTROPY_H_
+#ifndef HSMSIM_CRYPTO_ENTROPY_H_
+#define HSMSIM_CRYPTO_ENTROPY_H_
 
 #include <cstdint>
 #include <mutex>
@@ -44,4 +44,4 @@ Entropy& OpenSslEntropyInstance();
 
 }  // namespace hsmsim::crypto
 
-#endif  // HSMSIM_FIRMWARE_CRYPTO_ENTROPY_H_
+#endif  // HSMSIM_CRYPTO_ENTROPY_H_

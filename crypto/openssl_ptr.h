@@ -1,7 +1,7 @@
 // RAII owners for every OpenSSL object hsmsim uses, and the conversion of
 // OpenSSL's error queue into a Status. No manual frees anywhere else.
-#ifndef HSMSIM_FIRMWARE_CRYPTO_OPENSSL_PTR_H_
-#define HSMSIM_FIRMWARE_CRYPTO_OPENSSL_PTR_H_
+#ifndef HSMSIM_CRYPTO_OPENSSL_PTR_H_
+#define HSMSIM_CRYPTO_OPENSSL_PTR_H_
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -51,4 +51,4 @@ void ClearOpenSslErrors();
 
 }  // namespace hsmsim::crypto
 
-#endif  // HSMSIM_FIRMWARE_CRYPTO_OPENSSL_PTR_H_
+#endif  // HSMSIM_CRYPTO_OPENSSL_PTR_H_

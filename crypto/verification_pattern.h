@@ -3,8 +3,8 @@
 // VP = SHA-256(0x01 || key) with the last 4 bytes zeroed (the EP11
 // convention), 32 bytes. WKID = the first 16 bytes of the VP: a blob names
 // the master key it is wrapped under by its WKID.
-#ifndef HSMSIM_FIRMWARE_CRYPTO_VERIFICATION_PATTERN_H_
-#define HSMSIM_FIRMWARE_CRYPTO_VERIFICATION_PATTERN_H_
+#ifndef HSMSIM_CRYPTO_VERIFICATION_PATTERN_H_
+#define HSMSIM_CRYPTO_VERIFICATION_PATTERN_H_
 
 #include <array>
 #include <cstdint>
@@ -34,4 +34,4 @@ inline std::string AsString(absl::Span<const uint8_t> bytes) {
 
 }  // namespace hsmsim::crypto
 
-#endif  // HSMSIM_FIRMWARE_CRYPTO_VERIFICATION_PATTERN_H_
+#endif  // HSMSIM_CRYPTO_VERIFICATION_PATTERN_H_

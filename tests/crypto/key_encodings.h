@@ -2,8 +2,8 @@
 // besides the canonical one (RFC 5480: named curve, uncompressed point,
 // minimal lengths). Shared by the crypto and firmware tests: each must be
 // refused, or counted as the same administrator, never as a second one.
-#ifndef HSMSIM_TESTS_FIRMWARE_CRYPTO_KEY_ENCODINGS_H_
-#define HSMSIM_TESTS_FIRMWARE_CRYPTO_KEY_ENCODINGS_H_
+#ifndef HSMSIM_TESTS_CRYPTO_KEY_ENCODINGS_H_
+#define HSMSIM_TESTS_CRYPTO_KEY_ENCODINGS_H_
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "firmware/crypto/openssl_ptr.h"
+#include "crypto/openssl_ptr.h"
 
 namespace hsmsim::crypto::encodings {
 
@@ -104,4 +104,4 @@ inline std::vector<KeyEncoding> NonCanonicalEncodings(const EVP_PKEY& key) {
 
 }  // namespace hsmsim::crypto::encodings
 
-#endif  // HSMSIM_TESTS_FIRMWARE_CRYPTO_KEY_ENCODINGS_H_
+#endif  // HSMSIM_TESTS_CRYPTO_KEY_ENCODINGS_H_

@@ -1,4 +1,4 @@
-#include "firmware/crypto/key_part.h"
+#include "crypto/key_part.h"
 
 #include <openssl/evp.h>
 
@@ -6,8 +6,8 @@
 
 #include "common/status.h"
 #include "common/str_cat.h"
-#include "firmware/crypto/ec_p521.h"
-#include "firmware/crypto/symmetric.h"
+#include "crypto/ec_p521.h"
+#include "crypto/symmetric.h"
 
 namespace hsmsim::crypto {
 namespace {

@@ -1,5 +1,5 @@
 // Symmetric primitives against published vectors.
-#include "firmware/crypto/symmetric.h"
+#include "crypto/symmetric.h"
 
 #include <gtest/gtest.h>
 

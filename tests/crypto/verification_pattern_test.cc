@@ -1,5 +1,5 @@
 // Verification patterns against values computed outside the code under test.
-#include "firmware/crypto/verification_pattern.h"
+#include "crypto/verification_pattern.h"
 
 #include <gtest/gtest.h>
 

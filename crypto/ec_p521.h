@@ -1,8 +1,8 @@
 // P-521 keys: administrators' signature keys (ECDSA with SHA-512) and the
 // unit's importer key (ECDH). Keys can be generated from an injected Entropy
 // so that tests are deterministic.
-#ifndef HSMSIM_FIRMWARE_CRYPTO_EC_P521_H_
-#define HSMSIM_FIRMWARE_CRYPTO_EC_P521_H_
+#ifndef HSMSIM_CRYPTO_EC_P521_H_
+#define HSMSIM_CRYPTO_EC_P521_H_
 
 #include <array>
 #include <cstdint>
@@ -11,8 +11,8 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/secret_bytes.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/openssl_ptr.h"
+#include "crypto/entropy.h"
+#include "crypto/openssl_ptr.h"
 
 namespace hsmsim::crypto {
 
@@ -70,4 +70,4 @@ absl::StatusOr<SecretBytes> EcdhSharedSecret(const EVP_PKEY& private_key, const 
 
 }  // namespace hsmsim::crypto
 
-#endif  // HSMSIM_FIRMWARE_CRYPTO_EC_P521_H_
+#endif  // HSMSIM_CRYPTO_EC_P521_H_

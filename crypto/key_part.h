@@ -2,8 +2,8 @@
 // (so it never crosses the wire in clear), and password-protected key part
 // files ("workstation files") at rest. Used by both the host (to encrypt) and
 // the firmware (to decrypt): this is the one implementation.
-#ifndef HSMSIM_FIRMWARE_CRYPTO_KEY_PART_H_
-#define HSMSIM_FIRMWARE_CRYPTO_KEY_PART_H_
+#ifndef HSMSIM_CRYPTO_KEY_PART_H_
+#define HSMSIM_CRYPTO_KEY_PART_H_
 
 #include <cstdint>
 #include <string>
@@ -12,9 +12,9 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/secret_bytes.h"
-#include "firmware/crypto/entropy.h"
-#include "firmware/crypto/openssl_ptr.h"
-#include "firmware/crypto/verification_pattern.h"
+#include "crypto/entropy.h"
+#include "crypto/openssl_ptr.h"
+#include "crypto/verification_pattern.h"
 #include "hsmsim/v1/keypart.pb.h"
 #include "hsmsim/v1/unit.pb.h"
 
@@ -66,4 +66,4 @@ absl::StatusOr<SecretBytes> OpenKeyPartFile(std::string_view file_bytes, std::st
 
 }  // namespace hsmsim::crypto
 
-#endif  // HSMSIM_FIRMWARE_CRYPTO_KEY_PART_H_
+#endif  // HSMSIM_CRYPTO_KEY_PART_H_

@@ -1,0 +1,69 @@
+// The layout of a key storage blob (a key wrapped under a master key), as
+// both the unit, which seals and opens blobs, and the host, which stores them
+// and reads their WKID and key id, need it. Reading the header never needs
+// a key; authenticity is the firmware's business (firmware/key_blob.h).
+//
+// Layout (all integers big-endian), DESIGN section 3 "Key storage blobs":
+//   header  u8  format_version (1)
+//           u8  algorithm (1 = AES-256)
+//           u32 attributes
+//           16  WKID of the master key (the first 16 bytes of its VP)
+//           u16 key_id length (1..255), then the key id bytes
+//   body    12  IV
+//           32  ciphertext of the 32-byte root key
+//           16  GCM tag
+// The body is AES-256-GCM (NIST SP 800-38D) with the whole header as
+// associated data.
+#ifndef HSMSIM_PROTO_WIRE_BLOB_FORMAT_H_
+#define HSMSIM_PROTO_WIRE_BLOB_FORMAT_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace hsmsim::wire {
+
+inline constexpr uint8_t kBlobFormatVersion = 1;
+inline constexpr uint8_t kBlobAlgorithmAes256 = 1;
+inline constexpr size_t kMaxKeyIdSize = 255;
+inline constexpr size_t kRootKeySize = 32;
+inline constexpr size_t kBlobWkidSize = 16;
+inline constexpr size_t kBlobWkidOffset = 1 + 1 + 4;  // after version, algorithm, attributes
+inline constexpr size_t kBlobIvSize = 12;
+inline constexpr size_t kBlobTagSize = 16;
+
+// BlobWkid is the 16-byte WKID a blob names (same type as crypto::Wkid).
+using BlobWkid = std::array<uint8_t, kBlobWkidSize>;
+
+// ParsedBlob is a view into a blob's bytes: valid only while they live.
+struct ParsedBlob {
+  uint8_t format_version = 0;
+  uint8_t algorithm = 0;
+  uint32_t attributes = 0;
+  BlobWkid wkid{};
+  std::string_view key_id;
+  absl::Span<const uint8_t> header;  // the associated data
+  absl::Span<const uint8_t> iv;
+  absl::Span<const uint8_t> ciphertext;
+  absl::Span<const uint8_t> tag;
+};
+
+// ParseBlob checks the structure of `blob` (not its authenticity) and returns
+// views of its parts. Returns INVALID_ARGUMENT with reason MALFORMED_BLOB
+// naming the first problem (size, algorithm, key id length), or
+// UNSUPPORTED_BLOB_VERSION for another format version.
+absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob);
+
+// BuildBlobHeader returns the header bytes for the given fields. REQUIRES:
+// 1 <= key_id.size() <= kMaxKeyIdSize (the caller checks).
+std::string BuildBlobHeader(uint8_t algorithm, uint32_t attributes, const BlobWkid& wkid,
+                            std::string_view key_id);
+
+}  // namespace hsmsim::wire
+
+#endif  // HSMSIM_PROTO_WIRE_BLOB_FORMAT_H_
