@@ -26,7 +26,9 @@ absl::StatusOr<v1::SignedCommand> SignCommand(const v1::Command& command,
     }
   }
   for (const AdminKey* signer : signers) {
-    auto signature = crypto::SignSha512(*signer->key, AsBytes(*bytes));
+    auto signature = signer->external_signer != nullptr
+                         ? signer->external_signer->SignSha512(AsBytes(*bytes))
+                         : crypto::SignSha512(*signer->key, AsBytes(*bytes));
     if (!signature.ok()) {
       return WithContext(signature.status(),
                          StrCat("signing as administrator '", signer->name, "'"));
