@@ -9,6 +9,7 @@
 #include "crypto/entropy.h"
 #include "crypto/verification_pattern.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/key_sources.h"
 #include "host/password.h"
 #include "host/signed_command.h"
 
@@ -78,8 +79,7 @@ absl::Status AddExpected(Invocation& inv, const std::vector<std::string>& entrie
       expected.emplace(std::move(id), StrCat("key ", entry.substr(0, 16)));
       continue;
     }
-    HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, "Password: "));
-    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, host::ReadAdminKeyFile(entry, password));
+    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, OpenAdminKey(inv, entry));
     expected.emplace(crypto::AsString(admin.key_id), admin.name);
   }
   return absl::OkStatus();
@@ -129,19 +129,19 @@ absl::Status CheckFleetAdmins(std::vector<UnitConnection>& conns, const Expected
 }
 
 int RunAdminAdd(Invocation& inv, const std::vector<std::string>& files,
-                const std::vector<std::string>& expect) {
+                const std::vector<std::string>& expect, const std::string& name) {
+  if (!name.empty() && files.size() != 1) {
+    return Fail(inv, Error(absl::StatusCode::kInvalidArgument, "BAD_ADMIN_NAME",
+                           "--name names one administrator; give one key with it"));
+  }
   auto signers = LoadSigners(inv);
   if (!signers.ok()) return Fail(inv, signers.status());
-  // The new administrators' files are opened with the same password.
+  // Each new administrator's key file opens with its own secret, or is a card.
   std::vector<host::AdminKey> admins;
-  {
-    auto password = GetPassword(inv, "Password: ");
-    if (!password.ok()) return Fail(inv, password.status());
-    for (const std::string& file : files) {
-      auto admin = host::ReadAdminKeyFile(file, *password);
-      if (!admin.ok()) return Fail(inv, admin.status());
-      admins.push_back(std::move(*admin));
-    }
+  for (const std::string& file : files) {
+    auto admin = OpenAdminKey(inv, file, name);
+    if (!admin.ok()) return Fail(inv, admin.status());
+    admins.push_back(std::move(*admin));
   }
   ExpectedAdmins expected;
   AddKeys(*signers, expected);
@@ -271,7 +271,11 @@ void AddAdminCommands(CLI::App& app, Invocation& inv) {
   auto add_expect = std::make_shared<std::vector<std::string>>();
   CLI::App* add = admin->add_subcommand(
       "add", "Install administrators (from their key files) on every selected unit");
-  add->add_option("FILE", *files, "Administrator key files")->required();
+  add->add_option("FILE", *files, "Administrator key files, or pkcs11: URIs of keys on smart cards")
+      ->required();
+  auto add_name = std::make_shared<std::string>();
+  add->add_option("--name", *add_name,
+                  "Administrator name of a card key (default: the key object's label)");
   AddExpectAdminsOption(add, *add_expect,
                         "In imprint mode, administrators a unit may already hold besides the "
                         "FILEs and the signers; refused (UNEXPECTED_ADMINISTRATOR) when a unit "
@@ -279,8 +283,10 @@ void AddAdminCommands(CLI::App& app, Invocation& inv) {
   AddSignOption(add, inv);
   AddUnitOptions(add, inv);
   AddJsonOption(add, inv);
-  add->callback([&inv, files, add_expect] {
-    inv.action = [&inv, files, add_expect] { return RunAdminAdd(inv, *files, *add_expect); };
+  add->callback([&inv, files, add_expect, add_name] {
+    inv.action = [&inv, files, add_expect, add_name] {
+      return RunAdminAdd(inv, *files, *add_expect, *add_name);
+    };
   });
 
   auto name = std::make_shared<std::string>();

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
 
 int main(int argc, char** argv) {
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   AddKeysCommands(app, inv);
   AddBenchCommands(app, inv);
   AddFaultCommands(app, inv);
+  AddCardCommands(app, inv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -9,6 +9,7 @@
 #include "crypto/key_part.h"
 #include "host/admin_key_file.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/interlock.h"
 #include "host/key_part_loading.h"
@@ -25,19 +26,12 @@ int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
   }
   auto signers = LoadSigners(inv);
   if (!signers.ok()) return Fail(inv, signers.status());
-  auto password = GetPassword(inv, "Password: ");
-  if (!password.ok()) return Fail(inv, password.status());
-  std::vector<SecretBytes> parts;
-  SecretBytes xored(crypto::kKeyPartSize, 0);
-  for (const std::string& file : files) {
-    auto bytes = host::ReadFileBytes(file);
-    if (!bytes.ok()) return Fail(inv, bytes.status());
-    auto part = crypto::OpenKeyPartFile(*bytes, *password);
-    if (!part.ok()) return Fail(inv, WithContext(part.status(), file));
-    for (size_t i = 0; i < crypto::kKeyPartSize; ++i) xored[i] ^= (*part)[i];
-    parts.push_back(std::move(*part));
-  }
-  const std::string expected_vp = crypto::AsString(crypto::ComputeVerificationPattern(xored));
+  auto parts = OpenKeyParts(inv, files);
+  if (!parts.ok()) return Fail(inv, parts.status());
+  // With a part on a card the host never sees the key: the first unit's NEW
+  // VP is the reference every other unit must match.
+  const bool vp_from_parts = parts->expected_vp.has_value();
+  std::string expected_vp = parts->expected_vp.value_or("");
   auto conns = ConnectSelected(inv);
   if (!conns.ok()) return Fail(inv, conns.status());
   const auto signer_ptrs = SignerPointers(*signers);
@@ -45,27 +39,44 @@ int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
       *conns,
       [&](UnitConnection& c, const v1::GetInfoResponse& first, UnitOutcome& o) -> absl::Status {
         if (first.importer_public_key().empty()) o.details["generated_importer"] = true;
-        auto result = host::LoadKeyPartsOnUnit(*c.client, first, parts, signer_ptrs);
+        auto result =
+            host::LoadEncryptedKeyPartsOnUnit(*c.client, first, parts->encryptors, signer_ptrs);
         if (!result.ok()) return result.status();
         const v1::MasterKeyRegisterInfo& reg = result->new_register();
+        if (expected_vp.empty()) expected_vp = reg.verification_pattern();
         const bool matches =
             ConstantTimeEquals(AsBytes(reg.verification_pattern()), AsBytes(expected_vp));
         o.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
         o.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
         o.details["matches_parts"] = matches;
-        o.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
-                        ToHex(reg.verification_pattern()),
-                        matches ? " (matches the parts)" : " (DIFFERS from the parts)");
+        o.text = StrCat(
+            "NEW ", wire::RegisterStateName(reg.state()), " VP ", ToHex(reg.verification_pattern()),
+            matches
+                ? (vp_from_parts ? " (matches the parts)" : " (same on every unit so far)")
+                : (vp_from_parts ? " (DIFFERS from the parts)" : " (DIFFERS from the first unit)"));
         if (!matches) {
           return Error(absl::StatusCode::kDataLoss, "VP_MISMATCH",
                        StrCat("unit ", c.unit.name, " NEW VP ", ToHex(reg.verification_pattern()),
-                              " differs from the parts' VP ", ToHex(expected_vp)));
+                              " differs from the ", vp_from_parts ? "parts'" : "first unit's",
+                              " VP ", ToHex(expected_vp)));
         }
         return absl::OkStatus();
       });
-  if (!inv.json) std::cout << "expected VP (XOR of the parts): " << ToHex(expected_vp) << "\n";
+  if (!inv.json) {
+    std::cout << (vp_from_parts ? "expected VP (XOR of the parts): "
+                                : "VP of the parts (computed by the first unit; a part is on a "
+                                  "card): ")
+              << ToHex(expected_vp) << "\n";
+  }
+  json part_vps = json::array();
+  for (size_t i = 0; i < parts->sources.size(); ++i) {
+    part_vps.push_back(
+        {{"source", parts->sources[i]}, {"verification_pattern", ToHex(parts->part_vps[i])}});
+  }
   return ReportOutcomes(inv, "mk load", outcomes,
-                        json{{"expected_verification_pattern", ToHex(expected_vp)}});
+                        json{{"expected_verification_pattern", ToHex(expected_vp)},
+                             {"verification_pattern_from", vp_from_parts ? "parts" : "first unit"},
+                             {"parts", std::move(part_vps)}});
 }
 
 int RunCommit(Invocation& inv, const std::string& vp_hex) {
@@ -186,7 +197,10 @@ void AddMasterKeyCommands(CLI::App& app, Invocation& inv) {
       "load",
       "Load key parts into the NEW register of every selected unit (generates the "
       "importer key first where there is none)");
-  load->add_option("--parts", *parts, "Key part files F1,F2[,F3]")->required()->delimiter(',');
+  load->add_option("--parts", *parts,
+                   "Key parts P1,P2[,P3]: key part files, or pkcs11: URIs of parts on smart cards")
+      ->required()
+      ->delimiter(',');
   AddSignOption(load, inv);
   AddUnitOptions(load, inv);
   AddJsonOption(load, inv);
