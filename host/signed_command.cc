@@ -3,6 +3,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
+#include <atomic>
 #include <string>
 
 #include "common/secret_bytes.h"
@@ -11,6 +12,15 @@
 #include "crypto/verification_pattern.h"
 
 namespace hsmsim::host {
+namespace {
+
+std::atomic<CommandObserver*> g_command_observer{nullptr};
+
+}  // namespace
+
+CommandObserver* SetCommandObserver(CommandObserver* observer) {
+  return g_command_observer.exchange(observer);
+}
 
 absl::StatusOr<v1::SignedCommand> SignCommand(const v1::Command& command,
                                               const std::vector<const AdminKey*>& signers) {
@@ -46,7 +56,11 @@ absl::StatusOr<v1::CommandResponse> IssueCommand(UnitClient& client,
   op.set_unit_id(info.unit_id());
   op.set_transaction_counter(info.transaction_counter());
   HSMSIM_ASSIGN_OR_RETURN(v1::SignedCommand signed_command, SignCommand(op, signers));
-  return client.SendCommand(signed_command);
+  absl::StatusOr<v1::CommandResponse> result = client.SendCommand(signed_command);
+  if (CommandObserver* observer = g_command_observer.load(); observer != nullptr) {
+    observer->OnCommand(client.name(), info, op, signers, result);
+  }
+  return result;
 }
 
 absl::StatusOr<v1::CommandResponse> IssueCommand(UnitClient& client, v1::Command op,

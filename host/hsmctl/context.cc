@@ -9,6 +9,7 @@
 #include "common/hex.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "host/hsmctl/audit_commands.h"
 #include "host/hsmctl/key_sources.h"
 #include "host/password.h"
 
@@ -144,6 +145,7 @@ std::vector<const host::AdminKey*> SignerPointers(const std::vector<host::AdminK
 absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(const Invocation& inv,
                                                             host::FleetManifest* manifest_out) {
   HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
+  InstallAuditLog(FleetDir(inv));
   std::vector<UnitConnection> out;
   host::UnitClientOptions options;
   options.timeout = std::chrono::milliseconds(inv.timeout_ms);

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "host/hsmctl/audit_commands.h"
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   AddBenchCommands(app, inv);
   AddFaultCommands(app, inv);
   AddCardCommands(app, inv);
+  AddAuditCommands(app, inv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -131,6 +131,13 @@ TEST_F(CardCeremonyTest, CardsOnlyCeremonyAndRotationLeaveNoSecretAnywhere) {
   MustRun({"keys", "verify"});
   RunResult status = Hsmctl({"status", "--json"});
   ASSERT_EQ(status.exit_code, 0) << Describe(status);
+  // Every command and result is in the audit log, chained.
+  RunResult audit = Hsmctl({"audit", "verify", "--json"});
+  ASSERT_EQ(audit.exit_code, 0) << Describe(audit);
+  EXPECT_GE(json::parse(audit.out)["events"].get<int>(), 20);
+  const std::string log = *ReadFileBytes(fleet_ + "/audit.jsonl");
+  EXPECT_THAT(log, HasSubstr("\"command\":\"load_key_parts\""));
+  EXPECT_THAT(log, HasSubstr("\"name\":\"bob\""));
 
   // The master keys are the XOR of the parts on the cards.
   std::map<std::string, std::string> secrets;
