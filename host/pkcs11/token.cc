@@ -8,6 +8,13 @@
 #include "common/status.h"
 #include "common/str_cat.h"
 
+// PKCS#11 modules are other people's code, loaded at run time and not built
+// with our sanitizers: LeakSanitizer is not to report what they keep (SoftHSM
+// keeps its singletons until exit). Used only in sanitizer builds.
+extern "C" const char* __lsan_default_suppressions() {
+  return "leak:libsofthsm2.so\nleak:libp11-kit.so\nleak:p11-kit-proxy.so\n";
+}
+
 namespace hsmsim::host::pkcs11 {
 namespace {
 

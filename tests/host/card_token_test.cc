@@ -48,6 +48,33 @@ TEST_F(CardTokenTest, MechanismTheTokenLacksIsNamed) {
   EXPECT_TRUE((*token)->RequireMechanism(CKM_ECDSA, CKF_SIGN, "CKM_ECDSA").ok());
 }
 
+// Modules registered with p11-kit are found by name; a URI without a PIN
+// asks for the PIN once per token, naming it.
+TEST_F(CardTokenTest, RegisteredModuleByNameAndOnePromptPerToken) {
+  hsm_.InitToken("alice");
+  auto uri = pkcs11::TokenUri::Parse("pkcs11:token=alice");
+  ASSERT_TRUE(uri.ok());
+  {  // the session ends (and the login with it) before the wrong PIN
+    std::vector<std::string> asked;
+    pkcs11::CardSet cards("softhsm2", [&](const std::string& token) -> absl::StatusOr<SecretBytes> {
+      asked.push_back(token);
+      return MakeSecret(std::string_view(kCardPin));
+    });
+    ASSERT_TRUE(cards.OpenToken(*uri).ok());
+    ASSERT_TRUE(cards.OpenToken(*uri).ok());
+    ASSERT_EQ(asked.size(), 1u);
+    EXPECT_THAT(asked[0], HasSubstr("token 'alice' (serial "));
+  }
+  pkcs11::CardSet wrong("softhsm2", [](const std::string&) -> absl::StatusOr<SecretBytes> {
+    return MakeSecret(std::string_view("not-the-pin"));
+  });
+  auto refused = wrong.OpenToken(*uri);
+  EXPECT_EQ(ReasonOf(refused.status()), "WRONG_PIN");
+  EXPECT_THAT(refused.status().message(), Not(HasSubstr("not-the-pin")));
+  pkcs11::CardSet missing("no-such-module");
+  EXPECT_EQ(ReasonOf(missing.OpenToken(*uri).status()), "PKCS11_MODULE_UNAVAILABLE");
+}
+
 // A card signature is a DER ECDSA signature any verifier accepts.
 TEST_F(CardTokenTest, CardSignatureIsDerAndVerifies) {
   hsm_.InitToken("alice");
