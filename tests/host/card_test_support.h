@@ -262,6 +262,7 @@ class FrameRecorder {
         fds.push_back({s, POLLIN, 0});
       }
       if (poll(fds.data(), fds.size(), 50) <= 0) continue;
+      std::vector<std::pair<int, int>> accepted;  // polled from the next round on
       if (fds[0].revents & POLLIN) {
         int client = accept(listener_, nullptr, nullptr);
         int server = socket(AF_INET, SOCK_STREAM, 0);
@@ -270,7 +271,7 @@ class FrameRecorder {
         addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         addr.sin_port = htons(target_port_);
         if (connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-          pairs.emplace_back(client, server);
+          accepted.emplace_back(client, server);
         } else {
           close(client);
           close(server);
@@ -310,6 +311,7 @@ class FrameRecorder {
           close(s);
         }
       }
+      alive.insert(alive.end(), accepted.begin(), accepted.end());
       pairs = std::move(alive);
     }
     for (auto& [c, s] : pairs) {
