@@ -27,9 +27,10 @@ int RunKeygen(Invocation& inv, const KeygenOptions& o) {
   if (!key.ok()) return Fail(inv, key.status());
   auto admin = host::MakeAdminKey(o.name, std::move(*key));
   if (!admin.ok()) return Fail(inv, admin.status());
-  auto password = GetPassword(inv, "Password for the new admin key: ", /*confirm=*/true);
+  auto password = NewFilePassword(inv, o.out, "Password for the new admin key: ");
   if (!password.ok()) return Fail(inv, password.status());
-  absl::Status written = host::WriteAdminKeyFile(o.out, *admin, *password, o.kdf_cost);
+  absl::Status written =
+      host::WriteAdminKeyFile(o.out, *admin, AsStringView(*password), o.kdf_cost);
   if (!written.ok()) return Fail(inv, written);
   const std::string key_id = ToHex(admin->key_id);
   if (inv.json) {

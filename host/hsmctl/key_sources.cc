@@ -81,6 +81,15 @@ absl::StatusOr<SecretBytes> PasswordForFile(Invocation& inv, const std::string& 
   return password;
 }
 
+absl::StatusOr<SecretBytes> NewFilePassword(Invocation& inv, const std::string& file,
+                                            std::string_view prompt) {
+  for (const auto& [target, password_file] : inv.file_password_files) {
+    if (SamePath(target, file)) return host::ResolvePassword(password_file, "");
+  }
+  HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, prompt, /*confirm=*/true));
+  return MakeSecret(password);
+}
+
 absl::StatusOr<host::AdminKey> OpenAdminKey(Invocation& inv, const std::string& spec,
                                             const std::string& name) {
   if (host::pkcs11::IsPkcs11Uri(spec)) {

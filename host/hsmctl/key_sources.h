@@ -32,6 +32,12 @@ host::pkcs11::CardSet& Cards(Invocation& inv);
 // file. Errors of host::ResolvePassword.
 absl::StatusOr<SecretBytes> PasswordForFile(Invocation& inv, const std::string& file);
 
+// NewFilePassword returns the password for a file about to be written:
+// the first line of PWFILE for --password-file FILE=PWFILE, else
+// GetPassword (asking twice on a terminal).
+absl::StatusOr<SecretBytes> NewFilePassword(Invocation& inv, const std::string& file,
+                                            std::string_view prompt);
+
 // OpenAdminKey opens an administrator key from `spec`: a `pkcs11:` URI
 // (host/pkcs11/card_admin_key.h; `name` overrides the object's label) or an
 // admin key file (its own secret, PasswordForFile; `name` must then be empty

@@ -220,6 +220,14 @@ TEST_F(CardCeremonyTest, PerFileSecretsMakeDualControlPossible) {
   const std::string bob = Keygen("bob", "bob-secret");
   const std::string part1 = PartFile("part1", "custodian-one");
   const std::string part2 = PartFile("part2", "custodian-two");
+  // A new file takes its own password as FILE=PWFILE too.
+  const std::string carol = tmp_ / "carol.key";
+  std::ofstream(tmp_ / "carol.pw") << "carol-secret\n";
+  RunResult carol_keygen =
+      RunHsmctl(tmp_, {"admin", "keygen", "--name", "carol", "--out", carol, "--kdf-cost", "10000",
+                       "--password-file", carol + "=" + (tmp_ / "carol.pw")});
+  ASSERT_EQ(carol_keygen.exit_code, 0) << Describe(carol_keygen);
+  EXPECT_TRUE(ReadAdminKeyFile(carol, "carol-secret").ok());
   FleetGuard guard(tmp_, fleet_);
   MustRun({"fleet", "up", "--units", "1", "--instance", "dual"});
   const std::vector<std::string> pw = {"--password-file", alice + "=" + (tmp_ / "alice.pw"),
