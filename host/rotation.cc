@@ -72,7 +72,7 @@ UnitRotationState ClassifyUnit(const UnitObservation& unit, std::string_view sou
 }
 
 std::vector<UnitObservation> Observe(const FleetManifest& manifest,
-                                     const std::vector<UnitClient*>& clients) {
+                                     const std::vector<UnitChannel*>& clients) {
   std::vector<UnitObservation> out;
   auto selected = manifest.SelectedUnits();
   for (size_t i = 0; i < selected.size() && i < clients.size(); ++i) {
@@ -218,7 +218,7 @@ std::vector<Finding> PrecheckKeystore(const std::vector<WkidPairCount>& counts,
 }
 
 RotationEngine::RotationEngine(Keystore& keystore,
-                               std::vector<std::pair<FleetUnit, UnitClient*>> units,
+                               std::vector<std::pair<FleetUnit, UnitChannel*>> units,
                                std::vector<const AdminKey*> signers, RotationOptions options)
     : keystore_(keystore),
       units_(std::move(units)),
@@ -257,7 +257,7 @@ struct Completion {
 
 struct UnitLane {
   std::string name;
-  UnitClient* client = nullptr;
+  UnitChannel* client = nullptr;
   int in_flight = 0;
   int consecutive_failures = 0;
   bool usable = true;

@@ -11,7 +11,7 @@
 // units already promoted, finalization is idempotent.
 //
 // Thread-safety: a RotationEngine is used from one thread; it drives the
-// unit clients' own threads.
+// unit channels' own threads.
 #ifndef HSMSIM_HOST_ROTATION_H_
 #define HSMSIM_HOST_ROTATION_H_
 
@@ -24,7 +24,7 @@
 #include "host/admin_key_file.h"
 #include "host/fleet_manifest.h"
 #include "host/keystore.h"
-#include "host/unit_client.h"
+#include "host/unit_channel.h"
 #include "hsmsim/v1/unit.pb.h"
 
 namespace hsmsim::host {
@@ -64,7 +64,7 @@ std::vector<Finding> PrecheckKeystore(const std::vector<WkidPairCount>& counts,
 
 // Observe reads every selected unit's state.
 std::vector<UnitObservation> Observe(const FleetManifest& manifest,
-                                     const std::vector<UnitClient*>& clients);
+                                     const std::vector<UnitChannel*>& clients);
 
 // How far a unit is in a rotation from `source_vp` to `target_vp`.
 enum class UnitRotationState {
@@ -114,7 +114,7 @@ class RotationEngine {
  public:
   // `units` are the selected units (their clients outlive the engine);
   // `signers` sign SET_IMMEDIATE.
-  RotationEngine(Keystore& keystore, std::vector<std::pair<FleetUnit, UnitClient*>> units,
+  RotationEngine(Keystore& keystore, std::vector<std::pair<FleetUnit, UnitChannel*>> units,
                  std::vector<const AdminKey*> signers, RotationOptions options);
 
   // Reencrypt re-encrypts every key under the journal's source key that has
@@ -145,7 +145,7 @@ class RotationEngine {
   void Checkpoint(std::string_view point, int64_t keys_done);
 
   Keystore& keystore_;
-  std::vector<std::pair<FleetUnit, UnitClient*>> units_;
+  std::vector<std::pair<FleetUnit, UnitChannel*>> units_;
   std::vector<const AdminKey*> signers_;
   RotationOptions options_;
 };

@@ -209,7 +209,7 @@ int RunBenchRotate(Invocation& inv, const BenchFlags& f) {
     journal.target_vp = next_vp;
     journal.keys_total = f.keys;
     HSMSIM_RETURN_IF_ERROR(store->WriteJournal(journal));
-    std::vector<std::pair<host::FleetUnit, host::UnitClient*>> units;
+    std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> units;
     for (UnitConnection& c : conns) units.emplace_back(c.unit, c.client.get());
     ProgressPrinter progress(inv.json);
     host::RotationOptions options;

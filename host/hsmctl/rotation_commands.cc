@@ -67,7 +67,7 @@ std::function<void(std::string_view, int64_t)> TestCrashCheckpoint() {
 
 host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& f,
                                 ProgressPrinter& progress) {
-  std::vector<std::pair<host::FleetUnit, host::UnitClient*>> units;
+  std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> units;
   for (UnitConnection& c : s.conns) units.emplace_back(c.unit, c.client.get());
   host::RotationOptions options;
   options.batch_size = f.batch_size;
