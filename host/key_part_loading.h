@@ -19,7 +19,8 @@ namespace hsmsim::host {
 // encrypts every part to it (so no part crosses the wire in clear) and sends
 // one LOAD_KEY_PARTS with all of them. `info` is the unit's state before.
 // Returns the unit's state after, or the first refusal.
-absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(UnitChannel& client, v1::GetInfoResponse info,
+absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(UnitChannel& client,
+                                                       v1::GetInfoResponse info,
                                                        const std::vector<SecretBytes>& parts,
                                                        const std::vector<const AdminKey*>& signers);
 
