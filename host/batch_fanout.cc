@@ -84,6 +84,12 @@ void BatchFanout::HandleFailure(Completion& c, const absl::Status& status,
     say(StrCat("unit ", name, " dropped from ", options_.activity, ": ", ReasonOf(status), ": ",
                status.message()));
   }
+  if (!AnyLive()) {
+    Stop(Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE",
+               StrCat(options_.activity, " stopped: no unit is usable (last: unit ", name, ": ",
+                      status.message(), ")", options_.hint.empty() ? "" : "; ", options_.hint)));
+    return;
+  }
   const int limit = static_cast<int>(lanes_.size()) * kMaxBatchAttemptsPerLane;
   if (c.batch.attempts >= limit) {
     Stop(WithContext(status, StrCat(options_.activity, " stopped: a batch failed ",
@@ -91,11 +97,6 @@ void BatchFanout::HandleFailure(Completion& c, const absl::Status& status,
     return;
   }
   retry_.push_back(std::move(c.batch));
-  if (!AnyLive()) {
-    Stop(Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE",
-               StrCat(options_.activity, " stopped: no unit is usable (last: unit ", name, ": ",
-                      status.message(), ")", options_.hint.empty() ? "" : "; ", options_.hint)));
-  }
 }
 
 absl::Status BatchFanout::Run(const NextBatch& next, const HandleBatch& handle,
