@@ -298,6 +298,8 @@ struct StopCase {
   bool power_loss = false;
 };
 
+void PrintTo(const StopCase& c, std::ostream* os) { *os << c.name; }
+
 class CheckpointTest : public RotationEngineTest, public ::testing::WithParamInterface<StopCase> {};
 
 TEST_P(CheckpointTest, StopsThereThenResumesToDone) {
@@ -370,6 +372,8 @@ struct ReencryptFaultCase {
   // Units dropped from re-encryption, in "unit N dropped" lines.
   std::vector<std::string> dropped;
 };
+
+void PrintTo(const ReencryptFaultCase& c, std::ostream* os) { *os << c.name; }
 
 class ReencryptFaultTest : public RotationEngineTest,
                            public ::testing::WithParamInterface<ReencryptFaultCase> {
@@ -533,6 +537,8 @@ struct PromoteFaultCase {
   bool done_in_one_run;       // the engine saw the promotion itself
   bool promoted_after_fault;  // the unit's promotion was persisted
 };
+
+void PrintTo(const PromoteFaultCase& c, std::ostream* os) { *os << c.name; }
 
 class PromoteFaultTest : public RotationEngineTest,
                          public ::testing::WithParamInterface<PromoteFaultCase> {};
