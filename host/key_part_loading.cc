@@ -8,7 +8,7 @@
 namespace hsmsim::host {
 
 absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(
-    UnitClient& client, v1::GetInfoResponse info, const std::vector<SecretBytes>& parts,
+    UnitChannel& client, v1::GetInfoResponse info, const std::vector<SecretBytes>& parts,
     const std::vector<const AdminKey*>& signers) {
   if (info.importer_public_key().empty()) {
     v1::Command gen;
@@ -29,7 +29,7 @@ absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(
   return loaded.info();
 }
 
-absl::StatusOr<v1::GetInfoResponse> CommitNewOnUnit(UnitClient& client,
+absl::StatusOr<v1::GetInfoResponse> CommitNewOnUnit(UnitChannel& client,
                                                     const v1::GetInfoResponse& info,
                                                     std::string_view expected_vp,
                                                     const std::vector<const AdminKey*>& signers) {

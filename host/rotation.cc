@@ -1,18 +1,17 @@
 #include "host/rotation.h"
 
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 
 #include "common/hex.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/verification_pattern.h"
+#include "host/batch_fanout.h"
 #include "host/signed_command.h"
+#include "host/straggler_upgrade.h"
 #include "proto/wire/blob_format.h"
 #include "proto/wire/enum_names.h"
 #include "proto/wire/status_codec.h"
@@ -72,7 +71,7 @@ UnitRotationState ClassifyUnit(const UnitObservation& unit, std::string_view sou
 }
 
 std::vector<UnitObservation> Observe(const FleetManifest& manifest,
-                                     const std::vector<UnitClient*>& clients) {
+                                     const std::vector<UnitChannel*>& clients) {
   std::vector<UnitObservation> out;
   auto selected = manifest.SelectedUnits();
   for (size_t i = 0; i < selected.size() && i < clients.size(); ++i) {
@@ -218,7 +217,7 @@ std::vector<Finding> PrecheckKeystore(const std::vector<WkidPairCount>& counts,
 }
 
 RotationEngine::RotationEngine(Keystore& keystore,
-                               std::vector<std::pair<FleetUnit, UnitClient*>> units,
+                               std::vector<std::pair<FleetUnit, UnitChannel*>> units,
                                std::vector<const AdminKey*> signers, RotationOptions options)
     : keystore_(keystore),
       units_(std::move(units)),
@@ -229,240 +228,128 @@ void RotationEngine::Say(std::string_view line) {
   if (options_.say) options_.say(line);
 }
 
-void RotationEngine::Checkpoint(std::string_view point, int64_t keys_done) {
-  if (options_.checkpoint) options_.checkpoint(point, keys_done);
+absl::Status RotationEngine::Checkpoint(std::string_view point, int64_t keys_done) {
+  if (!options_.checkpoint) return absl::OkStatus();
+  return options_.checkpoint(point, keys_done);
 }
 
 std::vector<UnitObservation> RotationEngine::ObserveUnits() {
   std::vector<UnitObservation> out;
-  for (auto& [unit, client] : units_) out.push_back(UnitObservation{unit, client->GetInfo()});
+  for (auto& [unit, channel] : units_) out.push_back(UnitObservation{unit, channel->GetInfo()});
   return out;
 }
 
-namespace {
-
-// One batch of keys on its way through a unit.
-struct Batch {
-  std::vector<int64_t> ids;
-  std::vector<std::string> names;
-  v1::Request request;
-  int attempts = 0;
-};
-
-struct Completion {
-  size_t unit = 0;
-  std::shared_ptr<Batch> batch;
-  absl::StatusOr<v1::Response> result;
-};
-
-struct UnitLane {
-  std::string name;
-  UnitClient* client = nullptr;
-  int in_flight = 0;
-  int consecutive_failures = 0;
-  bool usable = true;
-  std::string why_unusable;
-};
-
-}  // namespace
-
-absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport& report) {
-  const std::string source_wkid = WkidOfVp(journal.source_vp);
-  const std::string target_wkid = WkidOfVp(journal.target_vp);
-  std::vector<UnitLane> lanes;
-  for (const UnitObservation& o : ObserveUnits()) {
+std::vector<UnitChannel*> RotationEngine::ReadyUnits(const RotationJournal& journal) {
+  std::vector<UnitChannel*> ready;
+  std::vector<UnitObservation> observed = ObserveUnits();
+  for (size_t i = 0; i < observed.size(); ++i) {
+    const UnitObservation& o = observed[i];
     UnitRotationState st = ClassifyUnit(o, journal.source_vp, journal.target_vp);
-    auto it = std::find_if(units_.begin(), units_.end(),
-                           [&](const auto& u) { return u.first.name == o.unit.name; });
     if (st == UnitRotationState::kReady) {
-      UnitLane lane;
-      lane.name = o.unit.name;
-      lane.client = it->second;
-      lanes.push_back(std::move(lane));
+      ready.push_back(units_[i].second);
     } else {
       Say(StrCat("unit ", o.unit.name,
                  " takes no part in re-encryption: ", UnitRotationStateName(st),
                  o.info.ok() ? "" : StrCat(" (", o.info.status().message(), ")")));
     }
   }
-  if (lanes.empty()) {
+  return ready;
+}
+
+void RotationEngine::ReportProgress(const RotationJournal& journal, double seconds,
+                                    std::string_view phase) {
+  if (options_.progress) {
+    options_.progress(
+        RotationProgress{journal.keys_done, journal.keys_total, seconds, std::string(phase)});
+  }
+}
+
+absl::StatusOr<RotationJournal> RotationEngine::Begin(std::string source_vp,
+                                                      std::string target_vp) {
+  RotationJournal journal;
+  journal.phase = RotationPhase::kReencrypting;
+  journal.source_vp = std::move(source_vp);
+  journal.target_vp = std::move(target_vp);
+  HSMSIM_ASSIGN_OR_RETURN(journal.keys_total, keystore_.CountKeys());
+  HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
+  HSMSIM_RETURN_IF_ERROR(Checkpoint("journal-written", 0));
+  return journal;
+}
+
+absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport& report) {
+  std::vector<UnitChannel*> ready = ReadyUnits(journal);
+  if (ready.empty()) {
     return Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE",
                  "no unit holds CURRENT and a committed NEW of this rotation; run hsmctl "
                  "recover to see why");
   }
-
   const auto start = Clock::now();
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<Completion> completions;  // guarded by mu
-  std::deque<std::shared_ptr<Batch>> retry;
-  int64_t after_id = 0;
-  bool exhausted = false;
-  int in_flight = 0;
-  absl::Status stop = absl::OkStatus();
-  std::vector<std::string> failed_keys;
-  int64_t failed_count = 0;
-  const int64_t already = journal.keys_done;
-  auto last_progress = Clock::now() - std::chrono::seconds(10);
-
-  auto send = [&](size_t lane, std::shared_ptr<Batch> batch) {
-    ++lanes[lane].in_flight;
-    ++in_flight;
-    lanes[lane].client->CallAsync(batch->request, [&, lane, batch](absl::StatusOr<v1::Response> r) {
-      std::lock_guard<std::mutex> lock(mu);
-      completions.push_back(Completion{lane, batch, std::move(r)});
-      cv.notify_one();
-    });
-  };
-  auto pick_lane = [&]() -> int {
-    int best = -1;
-    for (size_t i = 0; i < lanes.size(); ++i) {
-      if (!lanes[i].usable || lanes[i].in_flight >= options_.in_flight_per_unit) continue;
-      if (best < 0 || lanes[i].in_flight < lanes[best].in_flight) best = static_cast<int>(i);
-    }
-    return best;
-  };
-  auto next_batch = [&]() -> absl::StatusOr<std::shared_ptr<Batch>> {
-    if (!retry.empty()) {
-      auto b = retry.front();
-      retry.pop_front();
-      return b;
-    }
-    if (exhausted) return std::shared_ptr<Batch>();
-    HSMSIM_ASSIGN_OR_RETURN(auto page, keystore_.ReadNeedingRewrap(after_id, options_.batch_size,
-                                                                   source_wkid, target_wkid));
-    if (page.empty()) {
-      exhausted = true;
-      return std::shared_ptr<Batch>();
-    }
-    auto b = std::make_shared<Batch>();
-    auto* req = b->request.mutable_reencrypt_batch();
-    req->mutable_blobs()->Reserve(static_cast<int>(page.size()));
-    for (StoredKey& k : page) {
-      b->ids.push_back(k.id);
-      b->names.push_back(std::move(k.name));
-      req->add_blobs(std::move(k.blob));
-    }
-    after_id = b->ids.back();
-    return b;
-  };
-
-  while (true) {
-    // Keep every usable unit busy.
-    while (stop.ok()) {
-      int lane = pick_lane();
-      if (lane < 0) break;
-      auto batch = next_batch();
-      if (!batch.ok()) {
-        stop = batch.status();
-        break;
-      }
-      if (*batch == nullptr) break;
-      send(static_cast<size_t>(lane), *batch);
-    }
-    if (in_flight == 0) break;
-    Completion c;
-    {
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait(lock, [&] { return !completions.empty(); });
-      c = std::move(completions.front());
-      completions.pop_front();
-    }
-    --in_flight;
-    UnitLane& lane = lanes[c.unit];
-    --lane.in_flight;
-    absl::Status batch_status =
-        c.result.ok() ? wire::FromWireStatus(c.result->status()) : c.result.status();
-    std::vector<RewrappedKey> rewrapped;
-    if (batch_status.ok()) {
-      const auto& results = c.result->reencrypt_batch().results();
-      if (results.size() != static_cast<int>(c.batch->ids.size())) {
-        batch_status = Error(absl::StatusCode::kInternal, "BAD_RESPONSE",
-                             StrCat("unit ", lane.name, " answered ", results.size(),
-                                    " results for ", c.batch->ids.size(), " blobs"));
-      }
-      for (int i = 0; batch_status.ok() && i < results.size(); ++i) {
-        const v1::BlobResult& r = results[i];
-        if (r.outcome() == v1::BLOB_FAILED) {
-          ++failed_count;
-          if (failed_keys.size() < 10) {
-            failed_keys.push_back(StrCat(c.batch->names[i], " (", r.status().reason(), ")"));
-          }
-          continue;
-        }
-        // Never store a blob under anything but the target key: a unit whose
-        // NEW differs must not strand keys.
-        auto parsed = wire::ParseBlob(AsBytes(r.blob()));
-        if (!parsed.ok() || crypto::AsString(parsed->wkid) != target_wkid) {
-          batch_status = Error(
-              absl::StatusCode::kDataLoss, "WRONG_TARGET_KEY",
-              StrCat("unit ", lane.name, " returned a blob that is not under the target WKID ",
-                     ToHex(target_wkid), "; its NEW register holds another key"));
-          rewrapped.clear();
-          break;
-        }
-        rewrapped.push_back(RewrappedKey{c.batch->ids[i], r.blob(), target_wkid});
-      }
-    }
-    if (!batch_status.ok()) {
-      ++lane.consecutive_failures;
-      const bool transport = IsUnreachable(batch_status);
-      if (!transport || lane.consecutive_failures >= 3) {
-        lane.usable = false;
-        lane.why_unusable = std::string(batch_status.message());
-        Say(StrCat("unit ", lane.name, " dropped from re-encryption: ", ReasonOf(batch_status),
-                   ": ", batch_status.message()));
-      }
-      ++c.batch->attempts;
-      if (c.batch->attempts > static_cast<int>(lanes.size()) * 3) {
-        stop = WithContext(batch_status, "re-encryption stopped: a batch failed on every unit");
-      } else {
-        retry.push_back(c.batch);
-      }
-      bool any_usable =
-          std::any_of(lanes.begin(), lanes.end(), [](const UnitLane& l) { return l.usable; });
-      if (!any_usable && stop.ok()) {
-        stop = Error(
-            absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE",
-            StrCat("re-encryption stopped: no unit is usable (last: unit ", lane.name, ": ",
-                   batch_status.message(), "); fix the units, then hsmctl mk rotate --resume"));
-      }
-      continue;
-    }
-    lane.consecutive_failures = 0;
-    if (!rewrapped.empty()) {
-      absl::Status stored = keystore_.StorePending(rewrapped);
-      if (!stored.ok() && stop.ok()) stop = stored;
-      journal.keys_done += static_cast<int64_t>(rewrapped.size());
-      report.keys_rewrapped += static_cast<int64_t>(rewrapped.size());
-      if (stored.ok()) Checkpoint("reencrypt-batch-stored", journal.keys_done);
-    }
-    if (options_.progress && SecondsSince(last_progress) >= 0.2) {
-      last_progress = Clock::now();
-      options_.progress(RotationProgress{journal.keys_done, journal.keys_total, SecondsSince(start),
-                                         "re-encrypting"});
-    }
-  }
-  report.keys_already_done = already;
+  report.keys_already_done = journal.keys_done;
+  FailedKeys failed;
+  absl::Status ran = ReencryptOn(ready, journal, report, failed);
   report.reencrypt_seconds += SecondsSince(start);
-  if (options_.progress) {
-    options_.progress(RotationProgress{journal.keys_done, journal.keys_total, SecondsSince(start),
-                                       "re-encrypting"});
-  }
-  HSMSIM_RETURN_IF_ERROR(stop);
-  if (failed_count > 0) {
-    std::string list;
-    for (const auto& k : failed_keys) list += StrCat(list.empty() ? "" : ", ", k);
+  ReportProgress(journal, SecondsSince(start), "re-encrypting");
+  HSMSIM_RETURN_IF_ERROR(ran);
+  if (failed.count > 0) {
     return Error(absl::StatusCode::kFailedPrecondition, "KEYS_NOT_REENCRYPTED",
-                 StrCat(failed_count, " key(s) could not be re-encrypted (", list,
-                        failed_count > 10 ? ", ..." : "",
+                 StrCat(failed.count, " key(s) could not be re-encrypted (", failed.List(),
                         "); nothing was promoted. Those blobs are damaged or under another key."));
   }
   journal.phase = RotationPhase::kReencrypted;
   HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
   Say(kRewrapDoneMessage);
-  Checkpoint("reencrypted", journal.keys_done);
-  return absl::OkStatus();
+  return Checkpoint("reencrypted", journal.keys_done);
+}
+
+absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
+                                         RotationJournal& journal, RotationReport& report,
+                                         FailedKeys& failed) {
+  const std::string source_wkid = WkidOfVp(journal.source_vp);
+  const std::string target_wkid = WkidOfVp(journal.target_vp);
+  const auto start = Clock::now();
+  auto last_progress = start - std::chrono::seconds(10);
+  BatchFanoutOptions fanout_options;
+  fanout_options.in_flight_per_lane = options_.in_flight_per_unit;
+  fanout_options.activity = "re-encryption";
+  fanout_options.hint = "fix the units, then hsmctl mk rotate --resume";
+  BatchFanout fanout(ready, fanout_options);
+  std::map<uint64_t, RewrapKeys> in_flight;  // by batch tag
+  int64_t after_id = 0;
+  uint64_t next_tag = 0;
+  auto next = [&]() -> absl::StatusOr<std::optional<BatchFanout::Batch>> {
+    HSMSIM_ASSIGN_OR_RETURN(
+        std::vector<StoredKey> page,
+        keystore_.ReadNeedingRewrap(after_id, options_.batch_size, source_wkid, target_wkid));
+    if (page.empty()) return std::nullopt;
+    after_id = page.back().id;
+    RewrapKeys& keys = in_flight[++next_tag];
+    return BatchFanout::Batch{MakeRewrapRequest(RewrapKind::kCurrentToNew, page, keys), next_tag};
+  };
+  auto handle = [&](size_t lane, const BatchFanout::Batch& batch,
+                    v1::Response& response) -> absl::Status {
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<RewrappedKey> rewrapped,
+                            TakeRewrapped(RewrapKind::kCurrentToNew, response, in_flight[batch.tag],
+                                          target_wkid, fanout.channel(lane).name(), failed));
+    in_flight.erase(batch.tag);
+    if (absl::Status stored = StoreRewrapped(rewrapped, journal, report); !stored.ok()) {
+      fanout.Stop(stored);
+    }
+    if (SecondsSince(last_progress) >= 0.2) {
+      last_progress = Clock::now();
+      ReportProgress(journal, SecondsSince(start), "re-encrypting");
+    }
+    return absl::OkStatus();
+  };
+  return fanout.Run(next, handle, options_.say);
+}
+
+absl::Status RotationEngine::StoreRewrapped(const std::vector<RewrappedKey>& rewrapped,
+                                            RotationJournal& journal, RotationReport& report) {
+  if (rewrapped.empty()) return absl::OkStatus();
+  HSMSIM_RETURN_IF_ERROR(keystore_.StorePending(rewrapped));
+  journal.keys_done += static_cast<int64_t>(rewrapped.size());
+  report.keys_rewrapped += static_cast<int64_t>(rewrapped.size());
+  return Checkpoint("reencrypt-batch-stored", journal.keys_done);
 }
 
 absl::Status RotationEngine::Promote(RotationJournal& journal, RotationReport& report) {
@@ -488,7 +375,7 @@ absl::Status RotationEngine::Promote(RotationJournal& journal, RotationReport& r
     journal.phase = RotationPhase::kPromoting;
     HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
   }
-  Checkpoint("promoting", journal.keys_done);
+  HSMSIM_RETURN_IF_ERROR(Checkpoint("promoting", journal.keys_done));
   for (size_t i = 0; i < observed.size(); ++i) {
     const UnitObservation& o = observed[i];
     if (ClassifyUnit(o, journal.source_vp, journal.target_vp) == UnitRotationState::kPromoted) {
@@ -517,11 +404,12 @@ absl::Status RotationEngine::Promote(RotationJournal& journal, RotationReport& r
     Say(StrCat("unit ", o.unit.name, ": set immediate: CURRENT ", Short(journal.target_vp),
                ", OLD ", Short(journal.source_vp)));
     report.promoted_units.push_back(o.unit.name);
-    Checkpoint("unit-promoted", static_cast<int64_t>(report.promoted_units.size()));
+    HSMSIM_RETURN_IF_ERROR(
+        Checkpoint("unit-promoted", static_cast<int64_t>(report.promoted_units.size())));
   }
   journal.phase = RotationPhase::kFinalizing;
   HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
-  Checkpoint("promoted", journal.keys_done);
+  HSMSIM_RETURN_IF_ERROR(Checkpoint("promoted", journal.keys_done));
   report.promote_seconds += SecondsSince(start);
   return absl::OkStatus();
 }
@@ -535,7 +423,7 @@ absl::Status RotationEngine::Finalize(RotationJournal& journal, RotationReport& 
     HSMSIM_ASSIGN_OR_RETURN(int64_t n, keystore_.PromotePending(target_wkid, 20'000));
     if (n == 0) break;
     promoted += n;
-    Checkpoint("finalize-chunk", promoted);
+    HSMSIM_RETURN_IF_ERROR(Checkpoint("finalize-chunk", promoted));
     if (options_.progress) {
       options_.progress(
           RotationProgress{promoted, journal.keys_total, SecondsSince(start), "finalizing"});
@@ -544,43 +432,35 @@ absl::Status RotationEngine::Finalize(RotationJournal& journal, RotationReport& 
   // Keys that stayed under the source key (nothing should, as workloads wait
   // for the rotation; a damaged or interrupted run can leave some) are now
   // under every unit's OLD register: move them OLD -> CURRENT.
-  int64_t after_id = 0;
-  size_t next_unit = 0;
-  while (true) {
-    HSMSIM_ASSIGN_OR_RETURN(auto page,
-                            keystore_.ReadUnder(after_id, options_.batch_size, source_wkid));
-    if (page.empty()) break;
-    after_id = page.back().id;
-    v1::Request request;
-    for (const StoredKey& k : page) request.mutable_reencrypt_from_old()->add_blobs(k.blob);
-    absl::StatusOr<v1::Response> response =
-        Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE", "no unit answered");
-    for (size_t tries = 0; tries < units_.size(); ++tries) {
-      response = units_[next_unit++ % units_.size()].second->Call(request);
-      if (response.ok() && response->status().code() == 0) break;
-    }
-    if (!response.ok()) return WithContext(response.status(), "re-encrypting OLD -> CURRENT");
-    HSMSIM_RETURN_IF_ERROR(wire::FromWireStatus(response->status()));
-    std::vector<RewrappedKey> moved;
-    const auto& results = response->reencrypt_from_old().results();
-    for (int i = 0; i < results.size() && i < static_cast<int>(page.size()); ++i) {
-      if (results[i].outcome() == v1::BLOB_FAILED) {
-        Say(StrCat("key ", page[i].name,
-                   " could not be re-encrypted OLD -> CURRENT: ", results[i].status().reason()));
-        continue;
-      }
-      moved.push_back(RewrappedKey{page[i].id, results[i].blob(), target_wkid});
-    }
-    HSMSIM_RETURN_IF_ERROR(keystore_.ReplaceBlobs(moved));
-    report.stragglers_moved += static_cast<int64_t>(moved.size());
-  }
+  HSMSIM_RETURN_IF_ERROR(MoveStragglers(source_wkid, target_wkid, report));
   journal.phase = RotationPhase::kDone;
   HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
-  Checkpoint("done", promoted);
+  HSMSIM_RETURN_IF_ERROR(Checkpoint("done", promoted));
   report.finalize_seconds += SecondsSince(start);
   Say(StrCat("keystore finalized: ", promoted, " key(s) now under ", Short(journal.target_vp),
              report.stragglers_moved > 0 ? StrCat(", ", report.stragglers_moved, " moved from OLD")
                                          : std::string()));
+  return absl::OkStatus();
+}
+
+absl::Status RotationEngine::MoveStragglers(std::string_view source_wkid,
+                                            std::string_view target_wkid, RotationReport& report) {
+  std::vector<UnitChannel*> channels;
+  for (auto& [unit, channel] : units_) channels.push_back(channel);
+  StragglerOptions options;
+  options.batch_size = options_.batch_size;
+  options.in_flight_per_unit = options_.in_flight_per_unit;
+  options.say = options_.say;
+  absl::StatusOr<StragglerReport> moved =
+      UpgradeStragglers(keystore_, channels, source_wkid, target_wkid, options);
+  if (!moved.ok()) return WithContext(moved.status(), "re-encrypting OLD -> CURRENT");
+  report.stragglers_moved += moved->moved;
+  if (moved->failed.count > 0) {
+    Say(StrCat(moved->failed.count,
+               " key(s) could not be re-encrypted OLD -> CURRENT and stay "
+               "under OLD: ",
+               moved->failed.List()));
+  }
   return absl::OkStatus();
 }
 

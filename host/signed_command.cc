@@ -38,7 +38,7 @@ absl::StatusOr<v1::SignedCommand> SignCommand(const v1::Command& command,
   return signed_command;
 }
 
-absl::StatusOr<v1::CommandResponse> IssueCommand(UnitClient& client,
+absl::StatusOr<v1::CommandResponse> IssueCommand(UnitChannel& client,
                                                  const v1::GetInfoResponse& info, v1::Command op,
                                                  const std::vector<const AdminKey*>& signers) {
   op.set_unit_id(info.unit_id());
@@ -47,7 +47,7 @@ absl::StatusOr<v1::CommandResponse> IssueCommand(UnitClient& client,
   return client.SendCommand(signed_command);
 }
 
-absl::StatusOr<v1::CommandResponse> IssueCommand(UnitClient& client, v1::Command op,
+absl::StatusOr<v1::CommandResponse> IssueCommand(UnitChannel& client, v1::Command op,
                                                  const std::vector<const AdminKey*>& signers) {
   HSMSIM_ASSIGN_OR_RETURN(v1::GetInfoResponse info, client.GetInfo());
   return IssueCommand(client, info, std::move(op), signers);

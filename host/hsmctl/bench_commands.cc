@@ -17,7 +17,6 @@
 #include "crypto/key_part.h"
 #include "crypto/verification_pattern.h"
 #include "host/fleet_launcher.h"
-#include "host/hsmctl/async_fanout.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/key_part_loading.h"
 #include "host/signed_command.h"
@@ -65,48 +64,24 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-// LoadAndCommit loads `parts` into NEW on every unit and commits them.
 // FillFromUnits stores `keys` new root keys named "key-1".."key-K", which
 // the units generate under their CURRENT master key (GenerateKeys batches of
 // kFillBatch, kFillInFlightPerUnit in flight per unit). Returns the first
 // unit or keystore error.
 absl::Status FillFromUnits(std::vector<UnitConnection>& conns, host::Keystore& store,
                            int64_t keys) {
-  AsyncFanout fanout(conns);
-  int64_t next = 1;
-  std::vector<host::NewKey> chunk;
-  absl::Status failure = absl::OkStatus();
-  while (true) {
-    while (failure.ok() && next <= keys) {
-      int unit = fanout.FreeUnit(kFillInFlightPerUnit);
-      if (unit < 0) break;
-      v1::Request r;
-      v1::GenerateKeysRequest* generate = r.mutable_generate_keys();
-      generate->set_algorithm(v1::KEY_ALGORITHM_AES_256);
-      for (int64_t i = next; i <= keys && i < next + kFillBatch; ++i) {
-        generate->add_key_ids(StrCat("key-", i));
-      }
-      next += generate->key_ids_size();
-      fanout.Send(static_cast<size_t>(unit), 0, std::move(r));
-    }
-    if (fanout.in_flight() == 0) break;
-    AsyncFanout::Done d = fanout.Next();
-    absl::Status s = ResponseStatus(d.result, conns[d.unit].unit.name);
-    for (int i = 0; s.ok() && i < d.result->generate_keys().blobs_size(); ++i) {
-      auto key = NewKeyFromBlob(d.result->generate_keys().blobs(i));
-      s = key.status();
-      if (key.ok()) chunk.push_back(std::move(*key));
-    }
-    if (s.ok() && chunk.size() >= kFillChunk) {
-      s = store.AddKeys(chunk);
-      chunk.clear();
-    }
-    if (failure.ok()) failure = s;
-  }
-  if (failure.ok() && !chunk.empty()) failure = store.AddKeys(chunk);
-  return failure;
+  GenerateSpec spec;
+  spec.prefix = "key-";
+  spec.first_number = 1;
+  spec.count = keys;
+  spec.keys_per_request = kFillBatch;
+  spec.in_flight_per_unit = kFillInFlightPerUnit;
+  spec.store_chunk = kFillChunk;
+  int64_t created = 0;
+  return GenerateKeysInto(conns, store, spec, &created, nullptr);
 }
 
+// LoadAndCommit loads `parts` into NEW on every unit and commits them.
 absl::Status LoadAndCommit(std::vector<UnitConnection>& conns,
                            const std::vector<SecretBytes>& parts,
                            const std::vector<const host::AdminKey*>& signers,
@@ -209,7 +184,7 @@ int RunBenchRotate(Invocation& inv, const BenchFlags& f) {
     journal.target_vp = next_vp;
     journal.keys_total = f.keys;
     HSMSIM_RETURN_IF_ERROR(store->WriteJournal(journal));
-    std::vector<std::pair<host::FleetUnit, host::UnitClient*>> units;
+    std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> units;
     for (UnitConnection& c : conns) units.emplace_back(c.unit, c.client.get());
     ProgressPrinter progress(inv.json);
     host::RotationOptions options;

@@ -9,6 +9,7 @@
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/password.h"
+#include "host/unit_client.h"
 
 namespace hsmsim::hsmctl {
 

@@ -15,7 +15,7 @@
 #include "common/secret_bytes.h"
 #include "host/admin_key_file.h"
 #include "host/fleet_manifest.h"
-#include "host/unit_client.h"
+#include "host/unit_channel.h"
 
 namespace hsmsim::hsmctl {
 
@@ -75,7 +75,7 @@ std::vector<const host::AdminKey*> SignerPointers(const std::vector<host::AdminK
 // A selected unit and its connection.
 struct UnitConnection {
   host::FleetUnit unit;
-  std::unique_ptr<host::UnitClient> client;
+  std::unique_ptr<host::UnitChannel> client;
 };
 
 // ConnectSelected loads the manifest and creates a client per selected unit

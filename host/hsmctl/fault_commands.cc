@@ -6,6 +6,7 @@
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/hsmctl/context.h"
+#include "host/unit_client.h"
 #include "proto/wire/fault_names.h"
 #include "proto/wire/status_codec.h"
 

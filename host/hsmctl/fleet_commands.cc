@@ -5,6 +5,7 @@
 #include "common/str_cat.h"
 #include "host/fleet_launcher.h"
 #include "host/hsmctl/context.h"
+#include "host/unit_client.h"
 
 namespace hsmsim::hsmctl {
 namespace {

@@ -47,7 +47,7 @@ absl::StatusOr<Session> OpenSession(Invocation& inv) {
 // (like kill -9: no cleanup, no flush) when HSMSIM_TEST_CRASH_AT names the
 // point, as "POINT" or "POINT:N" (fires once keys_done >= N). For the crash
 // matrix tests; documented in docs/reliability.md.
-std::function<void(std::string_view, int64_t)> TestCrashCheckpoint() {
+std::function<absl::Status(std::string_view, int64_t)> TestCrashCheckpoint() {
   const char* spec = std::getenv("HSMSIM_TEST_CRASH_AT");
   if (spec == nullptr || *spec == '\0') return nullptr;
   std::string point(spec);
@@ -62,12 +62,13 @@ std::function<void(std::string_view, int64_t)> TestCrashCheckpoint() {
                    static_cast<int>(p.size()), p.data());
       std::_Exit(137);
     }
+    return absl::OkStatus();
   };
 }
 
 host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& f,
                                 ProgressPrinter& progress) {
-  std::vector<std::pair<host::FleetUnit, host::UnitClient*>> units;
+  std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> units;
   for (UnitConnection& c : s.conns) units.emplace_back(c.unit, c.client.get());
   host::RotationOptions options;
   options.batch_size = f.batch_size;
@@ -150,6 +151,8 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
     return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "NO_ROTATION_IN_PROGRESS",
                            "there is no interrupted rotation to resume"));
   }
+  ProgressPrinter progress(inv.json);
+  host::RotationEngine engine = MakeEngine(inv, s, f, progress);
   if (!in_progress) {
     auto observed = ObserveAll(s.conns);
     auto findings = host::PrecheckRotation(s.manifest, observed, SignerPointers(s.signers));
@@ -182,16 +185,11 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
                       [](const host::Finding& fd) { return host::IsUnreachable(fd.status); });
       return unreachable ? kExitUnreachable : kExitRefused;
     }
-    host::RotationJournal j;
-    j.phase = host::RotationPhase::kReencrypting;
-    j.source_vp = observed[0].info->current_register().verification_pattern();
-    j.target_vp = observed[0].info->new_register().verification_pattern();
-    auto total = s.store->CountKeys();
-    if (!total.ok()) return Fail(inv, total.status());
-    j.keys_total = *total;
-    if (absl::Status w = s.store->WriteJournal(j); !w.ok()) return Fail(inv, w);
-    journal = j;
-    if (auto crash = TestCrashCheckpoint()) crash("journal-written", 0);
+    auto begun = engine.Begin(observed[0].info->current_register().verification_pattern(),
+                              observed[0].info->new_register().verification_pattern());
+    if (!begun.ok()) return Fail(inv, begun.status());
+    journal = *begun;
+    const host::RotationJournal& j = *journal;
     if (!inv.json) {
       std::cout << "pre-checks passed on " << s.conns.size() << " unit(s); rotating "
                 << j.keys_total << " key(s) from " << ToHex(j.source_vp).substr(0, 16) << " to "
@@ -206,8 +204,6 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
     return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "NO_SIGNERS",
                            "set immediate must be signed: pass --sign"));
   }
-  ProgressPrinter progress(inv.json);
-  host::RotationEngine engine = MakeEngine(inv, s, f, progress);
   host::RotationReport report;
   absl::Status status = engine.Run(*journal, report);
   progress.Finish();
