@@ -270,7 +270,8 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
   const std::string source_wkid = WkidOfVp(journal.source_vp);
   const std::string target_wkid = WkidOfVp(journal.target_vp);
   std::vector<UnitLane> lanes;
-  for (const UnitObservation& o : ObserveUnits()) {
+  const std::vector<UnitObservation> observed = ObserveUnits();
+  for (const UnitObservation& o : observed) {
     UnitRotationState st = ClassifyUnit(o, journal.source_vp, journal.target_vp);
     auto it = std::find_if(units_.begin(), units_.end(),
                            [&](const auto& u) { return u.first.name == o.unit.name; });
@@ -286,6 +287,14 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
     }
   }
   if (lanes.empty()) {
+    // A unit that did not answer might have taken part: report that (exit 3),
+    // not a refusal.
+    for (const UnitObservation& o : observed) {
+      if (!o.info.ok() && IsUnreachable(o.info.status())) {
+        return WithContext(o.info.status(),
+                           "no unit can re-encrypt; run hsmctl recover to see why");
+      }
+    }
     return Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE",
                  "no unit holds CURRENT and a committed NEW of this rotation; run hsmctl "
                  "recover to see why");
@@ -422,10 +431,13 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
       bool any_usable =
           std::any_of(lanes.begin(), lanes.end(), [](const UnitLane& l) { return l.usable; });
       if (!any_usable && stop.ok()) {
-        stop = Error(
-            absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE",
+        // The last unit dropped did not answer: keep its UNIT_UNREACHABLE or
+        // UNIT_TIMEOUT (exit 3); every unit refused: NO_UNIT_AVAILABLE (exit 1).
+        const std::string why =
             StrCat("re-encryption stopped: no unit is usable (last: unit ", lane.name, ": ",
-                   batch_status.message(), "); fix the units, then hsmctl mk rotate --resume"));
+                   batch_status.message(), "); fix the units, then hsmctl mk rotate --resume");
+        stop = transport ? Error(batch_status.code(), ReasonOf(batch_status), why)
+                         : Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE", why);
       }
       continue;
     }
