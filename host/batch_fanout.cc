@@ -85,9 +85,13 @@ void BatchFanout::HandleFailure(Completion& c, const absl::Status& status,
                status.message()));
   }
   if (!AnyLive()) {
-    Stop(Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE",
-               StrCat(options_.activity, " stopped: no unit is usable (last: unit ", name, ": ",
-                      status.message(), ")", options_.hint.empty() ? "" : "; ", options_.hint)));
+    // The last unit dropped did not answer: keep its UNIT_UNREACHABLE or
+    // UNIT_TIMEOUT (exit 3); every unit refused: NO_UNIT_AVAILABLE (exit 1).
+    const std::string why =
+        StrCat(options_.activity, " stopped: no unit is usable (last: unit ", name, ": ",
+               status.message(), ")", options_.hint.empty() ? "" : "; ", options_.hint);
+    Stop(IsUnreachable(status) ? Error(status.code(), ReasonOf(status), why)
+                               : Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE", why));
     return;
   }
   const int limit = static_cast<int>(lanes_.size()) * kMaxBatchAttemptsPerLane;

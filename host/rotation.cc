@@ -239,7 +239,8 @@ std::vector<UnitObservation> RotationEngine::ObserveUnits() {
   return out;
 }
 
-std::vector<UnitChannel*> RotationEngine::ReadyUnits(const RotationJournal& journal) {
+std::vector<UnitChannel*> RotationEngine::ReadyUnits(const RotationJournal& journal,
+                                                     absl::Status* unreachable) {
   std::vector<UnitChannel*> ready;
   std::vector<UnitObservation> observed = ObserveUnits();
   for (size_t i = 0; i < observed.size(); ++i) {
@@ -248,6 +249,9 @@ std::vector<UnitChannel*> RotationEngine::ReadyUnits(const RotationJournal& jour
     if (st == UnitRotationState::kReady) {
       ready.push_back(units_[i].second);
     } else {
+      if (!o.info.ok() && IsUnreachable(o.info.status()) && unreachable->ok()) {
+        *unreachable = o.info.status();
+      }
       Say(StrCat("unit ", o.unit.name,
                  " takes no part in re-encryption: ", UnitRotationStateName(st),
                  o.info.ok() ? "" : StrCat(" (", o.info.status().message(), ")")));
@@ -277,8 +281,14 @@ absl::StatusOr<RotationJournal> RotationEngine::Begin(std::string source_vp,
 }
 
 absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport& report) {
-  std::vector<UnitChannel*> ready = ReadyUnits(journal);
+  absl::Status unreachable = absl::OkStatus();
+  std::vector<UnitChannel*> ready = ReadyUnits(journal, &unreachable);
   if (ready.empty()) {
+    // A unit that did not answer might have taken part: report that (exit 3),
+    // not a refusal.
+    if (!unreachable.ok()) {
+      return WithContext(unreachable, "no unit can re-encrypt; run hsmctl recover to see why");
+    }
     return Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE",
                  "no unit holds CURRENT and a committed NEW of this rotation; run hsmctl "
                  "recover to see why");

@@ -158,7 +158,9 @@ class RotationEngine {
   std::vector<UnitObservation> ObserveUnits();
   // ReadyUnits returns the channels of the units in kReady state and says
   // why each other unit takes no part.
-  std::vector<UnitChannel*> ReadyUnits(const RotationJournal& journal);
+  // When none is ready and a unit did not answer, `*unreachable` gets that
+  // unit's transport error (it might have taken part).
+  std::vector<UnitChannel*> ReadyUnits(const RotationJournal& journal, absl::Status* unreachable);
   // ReencryptOn runs the re-encryption fan-out over `ready`.
   absl::Status ReencryptOn(const std::vector<UnitChannel*>& ready, RotationJournal& journal,
                            RotationReport& report, FailedKeys& failed);

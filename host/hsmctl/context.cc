@@ -3,9 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
-#include <set>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/password.h"
@@ -48,38 +48,15 @@ std::string FleetDir(const Invocation& inv) {
   return ".hsmsim";
 }
 
+static_assert(kExitRefused == static_cast<int>(reason::ExitClass::kRefused));
+static_assert(kExitUnreachable == static_cast<int>(reason::ExitClass::kUnreachable));
+static_assert(kExitBadInput == static_cast<int>(reason::ExitClass::kBadInput));
+
 int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
-  static const std::set<std::string> kBadInput = {"WRONG_PASSWORD",
-                                                  "NO_PASSWORD",
-                                                  "PASSWORD_MISMATCH",
-                                                  "EMPTY_PASSWORD",
-                                                  "BAD_PART_FILE",
-                                                  "UNSUPPORTED_VERSION",
-                                                  "BAD_ADMIN_KEY_FILE",
-                                                  "BAD_ADMIN_NAME",
-                                                  "BAD_MANIFEST",
-                                                  "UNSUPPORTED_MANIFEST_VERSION",
-                                                  "FILE_UNREADABLE",
-                                                  "NO_FLEET",
-                                                  "FILE_EXISTS",
-                                                  "BAD_HEX",
-                                                  "BAD_VP",
-                                                  "NO_UNIT_BINARY",
-                                                  "NO_SUCH_UNIT",
-                                                  "NO_SUCH_KEY",
-                                                  "BAD_BASE64",
-                                                  "NO_KEYSTORE",
-                                                  "BAD_KEYSTORE",
-                                                  "UNSUPPORTED_KEYSTORE_VERSION",
-                                                  "BAD_PART_COUNT",
-                                                  "PARTS_DO_NOT_MATCH"};
-  if (kBadInput.count(ReasonOf(status))) return kExitBadInput;
-  if (host::IsUnreachable(status) || ReasonOf(status) == "INTERLOCK_UNVERIFIED" ||
-      ReasonOf(status) == "NO_UNIT_AVAILABLE") {
-    return kExitUnreachable;
-  }
-  return kExitRefused;
+  // A reason this build does not declare (a newer unit's) is a refusal.
+  return static_cast<int>(
+      reason::ExitClassOf(ReasonOf(status)).value_or(reason::ExitClass::kRefused));
 }
 
 json StatusJson(const absl::Status& status) {
@@ -158,7 +135,7 @@ int ReportOutcomes(const Invocation& inv, std::string_view command,
   for (const UnitOutcome& o : outcomes) {
     if (!o.status.ok()) {
       any_failed = true;
-      if (host::IsUnreachable(o.status)) any_unreachable = true;
+      if (ExitCodeFor(o.status) == kExitUnreachable) any_unreachable = true;
     }
   }
   const int code = any_unreachable ? kExitUnreachable : any_failed ? kExitRefused : kExitOk;

@@ -54,8 +54,9 @@ void AddUnitOptions(CLI::App* cmd, Invocation& inv);
 // FleetDir returns --fleet, else env HSMSIM_FLEET, else ./.hsmsim.
 std::string FleetDir(const Invocation& inv);
 
-// ExitCodeFor maps an error to an exit code: bad input file or password 4,
-// unit unreachable 3, anything else 1.
+// ExitCodeFor maps an error that stops a command to an exit code: its
+// reason's class in common/reasons.inc (refused 1, a unit did not answer 3,
+// bad input file, password or name 4); 1 for a reason not declared there.
 int ExitCodeFor(const absl::Status& status);
 
 // Fail prints `status` to stderr (and as JSON on stdout with --json) and
