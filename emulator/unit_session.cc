@@ -17,6 +17,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "common/check.h"
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -223,13 +224,13 @@ asio::awaitable<absl::Status> UnitSession::ReserveFrame(
   bool logged = false;
   for (;;) {
     if (self->closed_) {
-      co_return Error(absl::StatusCode::kCancelled, "CONNECTION_CLOSED", "connection closed");
+      co_return Error(absl::StatusCode::kCancelled, reason::kConnectionClosed, "connection closed");
     }
     if (self->TryHold(frame_bytes)) co_return absl::OkStatus();
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) {
       co_return Error(
-          absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",
+          absl::StatusCode::kResourceExhausted, reason::kMemoryBudgetExhausted,
           StrCat("frame of ", frame_bytes, " bytes got no memory within ",
                  self->config_.read_timeout.count(), " ms: this connection holds ",
                  self->held_bytes_, " bytes (its share is ", self->budget_.connection_share(),

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "firmware/internal/argument_validation.h"
@@ -73,7 +74,7 @@ HandleResult CryptoUnit::Handle(const v1::Request& request) {
   result.response.set_id(request.id());
   if (request.body_case() != v1::Request::kSignedCommand) {
     *result.response.mutable_status() = wire::ToWireStatus(internal::Invalid(
-        "UNKNOWN_REQUEST",
+        reason::kUnknownRequest,
         StrCat("request ", request.id(), " carries no operation this firmware knows")));
     return result;
   }
@@ -127,7 +128,7 @@ v1::Response CryptoUnit::HandleReadOnly(const v1::Request& request) const {
                    [&] { return response.mutable_check_blobs(); });
       break;
     default:
-      status = internal::Invalid("NOT_READ_ONLY", "request is not a read-only operation");
+      status = internal::Invalid(reason::kNotReadOnly, "request is not a read-only operation");
       break;
   }
   *response.mutable_status() = wire::ToWireStatus(status);

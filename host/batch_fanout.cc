@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -90,8 +91,9 @@ void BatchFanout::HandleFailure(Completion& c, const absl::Status& status,
     const std::string why =
         StrCat(options_.activity, " stopped: no unit is usable (last: unit ", name, ": ",
                status.message(), ")", options_.hint.empty() ? "" : "; ", options_.hint);
-    Stop(IsUnreachable(status) ? Error(status.code(), ReasonOf(status), why)
-                               : Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE", why));
+    Stop(IsUnreachable(status)
+             ? Error(status.code(), ReasonOf(status), why)
+             : Error(absl::StatusCode::kUnavailable, reason::kNoUnitAvailable, why));
     return;
   }
   const int limit = static_cast<int>(lanes_.size()) * kMaxBatchAttemptsPerLane;

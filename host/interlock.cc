@@ -1,5 +1,6 @@
 #include "host/interlock.h"
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/recovery.h"
@@ -43,7 +44,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
   for (const UnitObservation& u : units) {
     if (!u.info.ok()) {
       return Error(
-          absl::StatusCode::kFailedPrecondition, "INTERLOCK_UNVERIFIED",
+          absl::StatusCode::kFailedPrecondition, reason::kInterlockUnverified,
           StrCat("cannot prove the change keeps every stored key usable: unit ", u.unit.name,
                  " does not answer (", u.info.status().message(), "); use --force to override"));
     }
@@ -66,7 +67,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
     total += n;
     list += StrCat(list.empty() ? "" : "; ", n, " key(s) under WKID ", wkid);
   }
-  return Error(absl::StatusCode::kFailedPrecondition, "INTERLOCK",
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kInterlock,
                StrCat("refused: afterwards ", total,
                       " stored key(s) would be under a master key that no unit holds (", list,
                       "). Re-encrypt them first (hsmctl mk rotate / keys upgrade), or use "

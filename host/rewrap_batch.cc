@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -45,7 +46,7 @@ absl::StatusOr<std::vector<RewrappedKey>> TakeRewrapped(RewrapKind kind,
   const auto& results = kind == RewrapKind::kCurrentToNew ? response.reencrypt_batch().results()
                                                           : response.reencrypt_from_old().results();
   if (results.size() != static_cast<int>(keys.ids.size())) {
-    return Error(absl::StatusCode::kInternal, "BAD_RESPONSE",
+    return Error(absl::StatusCode::kInternal, reason::kBadResponse,
                  StrCat("unit ", unit, " answered ", results.size(), " results for ",
                         keys.ids.size(), " blobs"));
   }
@@ -62,7 +63,7 @@ absl::StatusOr<std::vector<RewrappedKey>> TakeRewrapped(RewrapKind kind,
     // register holds another key must not strand keys.
     auto parsed = wire::ParseBlob(AsBytes(r.blob()));
     if (!parsed.ok() || crypto::AsString(parsed->wkid) != target_wkid) {
-      return Error(absl::StatusCode::kDataLoss, "WRONG_TARGET_KEY",
+      return Error(absl::StatusCode::kDataLoss, reason::kWrongTargetKey,
                    StrCat("unit ", unit, " returned a blob that is not under the target WKID ",
                           ToHex(target_wkid), "; its ",
                           kind == RewrapKind::kCurrentToNew ? "NEW" : "CURRENT",

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/verification_pattern.h"
@@ -88,7 +89,7 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
   for (const FleetUnit& u : manifest.units) {
     if (!u.selected) {
       findings.push_back(UnitFinding(
-          u.name, "all-units-selected", "UNIT_NOT_SELECTED",
+          u.name, "all-units-selected", reason::kUnitNotSelected,
           StrCat("belongs to instance '", manifest.instance,
                  "' but is not selected; a rotation needs every unit of the instance (add it "
                  "back to fleet.json or move it to another fleet)")));
@@ -103,13 +104,13 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
     up.push_back(&u);
     if (u.info->instance() != manifest.instance) {
       findings.push_back(UnitFinding(
-          u.unit.name, "one-instance", "WRONG_INSTANCE",
+          u.unit.name, "one-instance", reason::kWrongInstance,
           StrCat("is assigned to instance '", u.info->instance(), "', not '", manifest.instance,
                  "'; units of more than one service instance are selected")));
     }
     // 2. No unit in imprint mode.
     if (u.info->mode() != v1::MODE_NORMAL) {
-      findings.push_back(UnitFinding(u.unit.name, "not-imprint", "IMPRINT_MODE",
+      findings.push_back(UnitFinding(u.unit.name, "not-imprint", reason::kImprintMode,
                                      "is in imprint mode; set its signature thresholds first"));
     }
   }
@@ -119,7 +120,7 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
   for (const UnitObservation* u : up) {
     if (u->info->signature_threshold() != threshold) {
       findings.push_back(UnitFinding(
-          u->unit.name, "equal-thresholds", "THRESHOLDS_DIFFER",
+          u->unit.name, "equal-thresholds", reason::kThresholdsDiffer,
           StrCat("has signature threshold ", u->info->signature_threshold(), ", unit ",
                  up[0]->unit.name, " has ", threshold, "; signature thresholds must be equal")));
     }
@@ -140,14 +141,14 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
   if (common.size() < std::max<uint32_t>(threshold, 1)) {
     findings.push_back(Finding{
         "fleet", "common-administrators",
-        Error(absl::StatusCode::kFailedPrecondition, "NO_COMMON_ADMINISTRATORS",
+        Error(absl::StatusCode::kFailedPrecondition, reason::kNoCommonAdministrators,
               StrCat("the units share ", common.size(),
                      " administrator(s); a common set of at least the signature threshold (",
                      threshold, ") must be installed in every unit"))});
   }
   if (signers.empty()) {
     findings.push_back(Finding{"fleet", "signers",
-                               Error(absl::StatusCode::kFailedPrecondition, "NO_SIGNERS",
+                               Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
                                      "set immediate must be signed: pass --sign with an "
                                      "administrator key file installed on every unit")});
   }
@@ -155,7 +156,7 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
     if (!common.count(crypto::AsString(s->key_id))) {
       findings.push_back(
           Finding{"fleet", "signers",
-                  Error(absl::StatusCode::kFailedPrecondition, "SIGNER_NOT_COMMON",
+                  Error(absl::StatusCode::kFailedPrecondition, reason::kSignerNotCommon,
                         StrCat("administrator '", s->name,
                                "' (--sign) is not installed on every unit of the fleet"))});
     }
@@ -166,12 +167,12 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
     const auto& cur = u->info->current_register();
     if (cur.state() != v1::REGISTER_VALID) {
       findings.push_back(
-          UnitFinding(u->unit.name, "current-valid", "CURRENT_NOT_VALID",
+          UnitFinding(u->unit.name, "current-valid", reason::kCurrentNotValid,
                       StrCat("CURRENT register is ", wire::RegisterStateName(cur.state()),
                              "; every CURRENT register must be VALID")));
     } else if (cur.verification_pattern() != cur_vp) {
       findings.push_back(
-          UnitFinding(u->unit.name, "current-same-vp", "CURRENT_VP_DIFFERS",
+          UnitFinding(u->unit.name, "current-same-vp", reason::kCurrentVpDiffers,
                       StrCat("CURRENT VP ", Short(cur.verification_pattern()),
                              " differs from unit ", up[0]->unit.name, "'s ", Short(cur_vp))));
     }
@@ -182,16 +183,16 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
     const auto& nw = u->info->new_register();
     if (nw.state() != v1::REGISTER_FULL_COMMITTED) {
       findings.push_back(UnitFinding(
-          u->unit.name, "new-committed", "NEW_NOT_COMMITTED",
+          u->unit.name, "new-committed", reason::kNewNotCommitted,
           StrCat("NEW register is ", wire::RegisterStateName(nw.state()),
                  "; every NEW register must be FULL_COMMITTED (hsmctl mk load, mk commit)")));
     } else if (nw.verification_pattern() != new_vp) {
       findings.push_back(
-          UnitFinding(u->unit.name, "new-same-vp", "NEW_VP_DIFFERS",
+          UnitFinding(u->unit.name, "new-same-vp", reason::kNewVpDiffers,
                       StrCat("NEW VP ", Short(nw.verification_pattern()), " differs from unit ",
                              up[0]->unit.name, "'s ", Short(new_vp))));
     } else if (nw.verification_pattern() == u->info->current_register().verification_pattern()) {
-      findings.push_back(UnitFinding(u->unit.name, "new-differs", "NEW_EQUALS_CURRENT",
+      findings.push_back(UnitFinding(u->unit.name, "new-differs", reason::kNewEqualsCurrent,
                                      "NEW holds the same key as CURRENT; load a new key"));
     }
   }
@@ -208,7 +209,7 @@ std::vector<Finding> PrecheckKeystore(const std::vector<WkidPairCount>& counts,
   for (const auto& [wkid, count] : stranded) {
     findings.push_back(
         Finding{"keystore", "keys-under-current",
-                Error(absl::StatusCode::kFailedPrecondition, "KEYS_UNDER_OTHER_KEY",
+                Error(absl::StatusCode::kFailedPrecondition, reason::kKeysUnderOtherKey,
                       StrCat(count, " stored key(s) are under master key WKID ", ToHex(wkid),
                              ", which is not CURRENT; re-encrypt them first (hsmctl keys upgrade) "
                              "or they would be stranded"))});
@@ -289,7 +290,7 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
     if (!unreachable.ok()) {
       return WithContext(unreachable, "no unit can re-encrypt; run hsmctl recover to see why");
     }
-    return Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE",
+    return Error(absl::StatusCode::kUnavailable, reason::kNoUnitAvailable,
                  "no unit holds CURRENT and a committed NEW of this rotation; run hsmctl "
                  "recover to see why");
   }
@@ -301,7 +302,7 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
   ReportProgress(journal, SecondsSince(start), "re-encrypting");
   HSMSIM_RETURN_IF_ERROR(ran);
   if (failed.count > 0) {
-    return Error(absl::StatusCode::kFailedPrecondition, "KEYS_NOT_REENCRYPTED",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kKeysNotReencrypted,
                  StrCat(failed.count, " key(s) could not be re-encrypted (", failed.List(),
                         "); nothing was promoted. Those blobs are damaged or under another key."));
   }
@@ -374,7 +375,7 @@ absl::Status RotationEngine::Promote(RotationJournal& journal, RotationReport& r
     }
     if (st == UnitRotationState::kNewLost || st == UnitRotationState::kUnrecognized) {
       return Error(
-          absl::StatusCode::kFailedPrecondition, "NEW_REGISTER_LOST",
+          absl::StatusCode::kFailedPrecondition, reason::kNewRegisterLost,
           StrCat("unit ", o.unit.name, " is ", UnitRotationStateName(st),
                  ": its NEW register no longer holds the target key ", Short(journal.target_vp),
                  ". Do not promote it; reload the same key parts on it first "

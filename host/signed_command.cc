@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -21,7 +22,7 @@ absl::StatusOr<v1::SignedCommand> SignCommand(const v1::Command& command,
     google::protobuf::io::CodedOutputStream coded(&stream);
     coded.SetSerializationDeterministic(true);
     if (!command.SerializeToCodedStream(&coded)) {
-      return Error(absl::StatusCode::kInternal, "SERIALIZE_FAILED",
+      return Error(absl::StatusCode::kInternal, reason::kSerializeFailed,
                    "the command does not serialize (missing field?)");
     }
   }

@@ -4,6 +4,7 @@
 #include <memory>
 #include <utility>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "proto/wire/status_codec.h"
@@ -12,7 +13,7 @@ namespace hsmsim::host {
 namespace {
 
 absl::Status BadResponse(std::string_view unit_name, std::string_view expected) {
-  return Error(absl::StatusCode::kInternal, "BAD_RESPONSE",
+  return Error(absl::StatusCode::kInternal, reason::kBadResponse,
                StrCat("unit ", unit_name, " answered without a ", expected, " body"));
 }
 

@@ -25,12 +25,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/reasons.h"
 #include "hsmsim/v1/unit.pb.h"
 
 namespace hsmsim::host {
 
-inline constexpr char kUnitUnreachable[] = "UNIT_UNREACHABLE";
-inline constexpr char kUnitTimeout[] = "UNIT_TIMEOUT";
+inline constexpr std::string_view kUnitUnreachable = reason::kUnitUnreachable;
+inline constexpr std::string_view kUnitTimeout = reason::kUnitTimeout;
 
 class UnitChannel {
  public:

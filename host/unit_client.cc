@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "proto/wire/frame_codec.h"
@@ -93,7 +94,7 @@ class UnitClient::Impl {
 
   void Submit(const std::shared_ptr<PendingCall>& call) {
     if (shutting_down_) {
-      call->done(Error(absl::StatusCode::kCancelled, "CLIENT_CLOSED",
+      call->done(Error(absl::StatusCode::kCancelled, reason::kClientClosed,
                        StrCat(Prefix(), ": the client is closing")));
       return;
     }
@@ -326,7 +327,7 @@ class UnitClient::Impl {
     for (auto& call : all) {
       ++call->epoch;
       call->timer->cancel();
-      call->done(Error(absl::StatusCode::kCancelled, "CLIENT_CLOSED",
+      call->done(Error(absl::StatusCode::kCancelled, reason::kClientClosed,
                        StrCat(Prefix(), ": the client closed before the unit answered")));
     }
   }
@@ -364,7 +365,7 @@ absl::StatusOr<std::unique_ptr<UnitClient>> UnitClient::Create(std::string name,
                                                                UnitClientOptions options) {
   const size_t colon = endpoint.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == endpoint.size()) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_ENDPOINT",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadEndpoint,
                  StrCat("unit ", name, ": endpoint '", endpoint, "' is not HOST:PORT"));
   }
   std::string host = endpoint.substr(0, colon);

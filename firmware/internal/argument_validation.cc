@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "common/reasons.h"
 #include "common/str_cat.h"
 #include "crypto/ec_p521.h"
 #include "crypto/verification_pattern.h"
@@ -15,13 +16,13 @@ namespace {
 absl::Status ValidateAddAdmin(const v1::AddAdmin& add) {
   const std::string& name = add.name();
   if (name.empty() || name.size() > kMaxAdminNameLength) {
-    return Invalid("BAD_ADMIN_NAME",
+    return Invalid(reason::kBadAdminName,
                    StrCat("administrator name must be 1..30 characters, got ", name.size()));
   }
   if (std::any_of(name.begin(), name.end(), [](char c) {
         return static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e;
       })) {
-    return Invalid("BAD_ADMIN_NAME",
+    return Invalid(reason::kBadAdminName,
                    "administrator name must be printable ASCII (no control characters)");
   }
   return absl::OkStatus();
@@ -29,7 +30,7 @@ absl::Status ValidateAddAdmin(const v1::AddAdmin& add) {
 
 absl::Status ValidateRemoveAdmin(const v1::RemoveAdmin& remove) {
   if (remove.key_id().size() != crypto::kKeyIdSize) {
-    return Invalid("BAD_KEY_ID",
+    return Invalid(reason::kBadKeyId,
                    StrCat("administrator key id must be 32 bytes, got ", remove.key_id().size()));
   }
   return absl::OkStatus();
@@ -39,7 +40,7 @@ absl::Status ValidateSetThresholds(const v1::SetThresholds& set) {
   const uint32_t sig = set.signature_threshold();
   const uint32_t rev = set.revocation_threshold();
   if (sig < 1 || sig > kMaxAdministrators || rev < 1 || rev > kMaxAdministrators) {
-    return Invalid("BAD_THRESHOLD",
+    return Invalid(reason::kBadThreshold,
                    StrCat("thresholds must be 1..8; got signature ", sig, ", revocation ", rev));
   }
   return absl::OkStatus();
@@ -47,7 +48,7 @@ absl::Status ValidateSetThresholds(const v1::SetThresholds& set) {
 
 absl::Status ValidateAssignInstance(const v1::AssignInstance& assign) {
   if (!ValidInstanceName(assign.instance())) {
-    return Invalid("BAD_INSTANCE_NAME",
+    return Invalid(reason::kBadInstanceName,
                    "instance name must be 1..64 characters of A-Z a-z 0-9 . _ -");
   }
   return absl::OkStatus();
@@ -55,21 +56,22 @@ absl::Status ValidateAssignInstance(const v1::AssignInstance& assign) {
 
 absl::Status ValidateLoadKeyParts(const v1::LoadKeyParts& load) {
   if (load.total_parts() == 1) {
-    return Invalid("SINGLE_KEY_PART",
+    return Invalid(reason::kSingleKeyPart,
                    "a master key loaded from one part alone is refused; use 2 or 3 parts");
   }
   if (load.total_parts() < kMinKeyParts || load.total_parts() > kMaxKeyParts) {
-    return Invalid("BAD_PART_COUNT", StrCat("total parts must be 2..20, got ", load.total_parts()));
+    return Invalid(reason::kBadPartCount,
+                   StrCat("total parts must be 2..20, got ", load.total_parts()));
   }
   if (load.parts_size() == 0) {
-    return Invalid("NO_KEY_PARTS", "LOAD_KEY_PARTS carries no key part");
+    return Invalid(reason::kNoKeyParts, "LOAD_KEY_PARTS carries no key part");
   }
   return absl::OkStatus();
 }
 
 absl::Status ValidateCommit(const v1::CommitNewMasterKey& commit) {
   if (commit.expected_verification_pattern().size() != crypto::kVerificationPatternSize) {
-    return Invalid("BAD_VERIFICATION_PATTERN",
+    return Invalid(reason::kBadVerificationPattern,
                    StrCat("expected verification pattern must be 32 bytes, got ",
                           commit.expected_verification_pattern().size()));
   }
@@ -113,11 +115,12 @@ std::string_view OpName(v1::Command::OpCase op) {
 absl::StatusOr<v1::Command> ParseCommand(const v1::SignedCommand& signed_command) {
   v1::Command command;
   if (!command.ParseFromString(signed_command.command())) {
-    return Invalid("MALFORMED_COMMAND", StrCat("command bytes (", signed_command.command().size(),
-                                               ") do not parse as hsmsim.v1.Command"));
+    return Invalid(reason::kMalformedCommand,
+                   StrCat("command bytes (", signed_command.command().size(),
+                          ") do not parse as hsmsim.v1.Command"));
   }
   if (command.op_case() == v1::Command::OP_NOT_SET) {
-    return Invalid("MISSING_OPERATION", "command names no operation");
+    return Invalid(reason::kMissingOperation, "command names no operation");
   }
   return command;
 }
@@ -145,7 +148,7 @@ absl::Status ValidateArguments(const v1::Command& command) {
     case v1::Command::kCommitNewMasterKey:
       return ValidateCommit(command.commit_new_master_key());
     case v1::Command::OP_NOT_SET:
-      return Invalid("MISSING_OPERATION", "command names no operation");
+      return Invalid(reason::kMissingOperation, "command names no operation");
     default:
       return absl::OkStatus();
   }

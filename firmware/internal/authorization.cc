@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -18,12 +19,12 @@ using absl::StatusCode;
 absl::Status CheckAddressedToUnit(const v1::Command& command, std::string_view op,
                                   const UnitState& state) {
   if (!ConstantTimeEquals(AsBytes(command.unit_id()), state.unit_id)) {
-    return Error(StatusCode::kPermissionDenied, "WRONG_UNIT",
+    return Error(StatusCode::kPermissionDenied, reason::kWrongUnit,
                  StrCat(op, " is for unit ", ToHex(command.unit_id()), ", this is unit ",
                         ToHex(state.unit_id)));
   }
   if (command.transaction_counter() != state.transaction_counter) {
-    return Error(StatusCode::kAborted, "COUNTER_MISMATCH",
+    return Error(StatusCode::kAborted, reason::kCounterMismatch,
                  StrCat(op, " carries transaction counter ", command.transaction_counter(),
                         " but the unit expects ", state.transaction_counter,
                         " (a replayed or stale command); read the counter and sign again"));
@@ -40,14 +41,14 @@ absl::StatusOr<const Administrator*> VerifyOne(const v1::Signature& sig,
     return ConstantTimeEquals(a.key_id, AsBytes(sig.admin_key_id()));
   });
   if (it == state.admins.end()) {
-    return Error(StatusCode::kUnauthenticated, "UNKNOWN_SIGNER",
+    return Error(StatusCode::kUnauthenticated, reason::kUnknownSigner,
                  StrCat(op, " is signed by key ", ToHex(sig.admin_key_id()),
                         ", which is not an administrator of this unit"));
   }
   absl::Status verified =
       crypto::VerifySha512(*it->public_key, AsBytes(command_bytes), AsBytes(sig.signature()));
   if (!verified.ok()) {
-    return Error(StatusCode::kUnauthenticated, "BAD_SIGNATURE",
+    return Error(StatusCode::kUnauthenticated, reason::kBadSignature,
                  StrCat(op, ": the signature of administrator '", it->name,
                         "' does not verify over the command bytes"));
   }
@@ -60,9 +61,10 @@ absl::StatusOr<Signers> VerifySigners(const v1::SignedCommand& signed_command,
                                       const v1::Command& command, const UnitState& state) {
   const std::string_view op = OpName(command.op_case());
   if (signed_command.signatures_size() > static_cast<int>(kMaxAdministrators)) {
-    return Invalid("TOO_MANY_SIGNATURES", StrCat(op, " carries ", signed_command.signatures_size(),
-                                                 " signatures; a unit has at most ",
-                                                 kMaxAdministrators, " administrators"));
+    return Invalid(
+        reason::kTooManySignatures,
+        StrCat(op, " carries ", signed_command.signatures_size(),
+               " signatures; a unit has at most ", kMaxAdministrators, " administrators"));
   }
   HSMSIM_RETURN_IF_ERROR(CheckAddressedToUnit(command, op, state));
   // Every signature present must be by an installed administrator and valid;
@@ -84,9 +86,10 @@ bool AllowedInImprint(v1::Command::OpCase op) {
 
 absl::Status CheckModeAllows(const v1::Command& command, const UnitState& state) {
   if (state.mode == v1::MODE_IMPRINT && !AllowedInImprint(command.op_case())) {
-    return Precondition("IMPRINT_MODE", StrCat(OpName(command.op_case()),
-                                               " is refused in imprint mode; set the signature "
-                                               "thresholds first"));
+    return Precondition(reason::kImprintMode,
+                        StrCat(OpName(command.op_case()),
+                               " is refused in imprint mode; set the signature "
+                               "thresholds first"));
   }
   return absl::OkStatus();
 }
@@ -113,7 +116,7 @@ absl::Status CheckEnoughSigners(const v1::Command& command, const UnitState& sta
                                 const Signers& signers) {
   const uint32_t required = RequiredSignatures(command, state);
   if (signers.size() < required) {
-    return Error(StatusCode::kPermissionDenied, "INSUFFICIENT_SIGNATURES",
+    return Error(StatusCode::kPermissionDenied, reason::kInsufficientSignatures,
                  StrCat(OpName(command.op_case()), " needs ", required,
                         " administrator signature(s), got ", signers.size(), " distinct"));
   }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -24,18 +25,18 @@ using absl::StatusCode;
 absl::Status AddAdmin(const v1::AddAdmin& add, UnitState& next) {
   if (next.admins.size() >= kMaxAdministrators) {
     return Error(
-        StatusCode::kResourceExhausted, "TOO_MANY_ADMINS",
+        StatusCode::kResourceExhausted, reason::kTooManyAdmins,
         StrCat("the unit already has ", kMaxAdministrators, " administrators, the most it holds"));
   }
   HSMSIM_ASSIGN_OR_RETURN(Administrator admin, MakeAdministrator(add.name(), add.public_key()));
   for (const Administrator& a : next.admins) {
     if (a.key_id == admin.key_id) {
-      return Error(StatusCode::kAlreadyExists, "ADMIN_EXISTS",
+      return Error(StatusCode::kAlreadyExists, reason::kAdminExists,
                    StrCat("administrator key ", ToHex(admin.key_id), " is already installed as '",
                           a.name, "'"));
     }
     if (a.name == admin.name) {
-      return Error(StatusCode::kAlreadyExists, "ADMIN_NAME_TAKEN",
+      return Error(StatusCode::kAlreadyExists, reason::kAdminNameTaken,
                    StrCat("an administrator named '", a.name, "' is already installed"));
     }
   }
@@ -48,14 +49,14 @@ absl::Status RemoveAdmin(const v1::RemoveAdmin& remove, UnitState& next) {
     return ConstantTimeEquals(a.key_id, AsBytes(remove.key_id()));
   });
   if (it == next.admins.end()) {
-    return Error(StatusCode::kNotFound, "UNKNOWN_ADMIN",
+    return Error(StatusCode::kNotFound, reason::kUnknownAdmin,
                  StrCat("no administrator with key id ", ToHex(remove.key_id())));
   }
   const uint32_t remaining = static_cast<uint32_t>(next.admins.size() - 1);
   if (next.mode == v1::MODE_NORMAL &&
       (remaining < next.signature_threshold || remaining < next.revocation_threshold)) {
     return Precondition(
-        "BELOW_THRESHOLD",
+        reason::kBelowThreshold,
         StrCat("removing '", it->name, "' would leave ", remaining,
                " administrator(s), below the signature threshold ", next.signature_threshold,
                " or revocation threshold ", next.revocation_threshold));
@@ -69,7 +70,7 @@ absl::Status SetThresholds(const v1::SetThresholds& set, UnitState& next) {
   const uint32_t rev = set.revocation_threshold();
   const uint32_t n = static_cast<uint32_t>(next.admins.size());
   if (sig > n || rev > n) {
-    return Precondition("THRESHOLD_ABOVE_ADMINS",
+    return Precondition(reason::kThresholdAboveAdmins,
                         StrCat("thresholds (signature ", sig, ", revocation ", rev, ") exceed the ",
                                n, " installed administrator(s)"));
   }
@@ -115,19 +116,19 @@ absl::StatusOr<PartsSoFar> ResumeLoad(const v1::LoadKeyParts& load, const Master
   PartsSoFar so_far;
   if (reg.state() == v1::REGISTER_PARTIALLY_LOADED) {
     if (reg.parts_total() != load.total_parts()) {
-      return Invalid("PART_COUNT_MISMATCH",
+      return Invalid(reason::kPartCountMismatch,
                      StrCat("the load in progress expects ", reg.parts_total(),
                             " parts in all, this command says ", load.total_parts()));
     }
     so_far.accumulated = MakeSecret(reg.key());
     so_far.vps = reg.part_vps();
   } else if (!reg.empty()) {
-    return Precondition("NEW_REGISTER_FULL",
+    return Precondition(reason::kNewRegisterFull,
                         StrCat("NEW register is ", wire::RegisterStateName(reg.state()),
                                "; clear it before loading another key"));
   }
   if (so_far.vps.size() + static_cast<size_t>(load.parts_size()) > load.total_parts()) {
-    return Invalid("TOO_MANY_PARTS",
+    return Invalid(reason::kTooManyParts,
                    StrCat(so_far.vps.size(), " part(s) loaded and ", load.parts_size(),
                           " more exceed the total of ", load.total_parts()));
   }
@@ -145,7 +146,7 @@ absl::Status AddParts(const v1::LoadKeyParts& load, const UnitState& state, Part
     for (const auto& seen : so_far.vps) {
       if (ConstantTimeEquals(seen, vp)) {
         return Invalid(
-            "DUPLICATE_KEY_PART",
+            reason::kDuplicateKeyPart,
             StrCat("key part ", i + 1, " (VP ", ToHex(vp).substr(0, 16), "...) is already loaded"));
       }
     }
@@ -157,7 +158,7 @@ absl::Status AddParts(const v1::LoadKeyParts& load, const UnitState& state, Part
 
 absl::Status LoadKeyParts(const v1::LoadKeyParts& load, UnitState& next) {
   if (!next.importer_key) {
-    return Precondition("NO_IMPORTER_KEY",
+    return Precondition(reason::kNoImporterKey,
                         "the unit has no importer key; run GENERATE_IMPORTER and encrypt the "
                         "parts to its public key");
   }
@@ -170,7 +171,7 @@ absl::Status LoadKeyParts(const v1::LoadKeyParts& load, UnitState& next) {
   }
   if (std::all_of(so_far.accumulated.begin(), so_far.accumulated.end(),
                   [](uint8_t b) { return b == 0; })) {
-    return Invalid("WEAK_MASTER_KEY", "the parts combine to an all-zero master key");
+    return Invalid(reason::kWeakMasterKey, "the parts combine to an all-zero master key");
   }
   HSMSIM_ASSIGN_OR_RETURN(
       next.new_register,
@@ -183,16 +184,16 @@ absl::Status LoadKeyParts(const v1::LoadKeyParts& load, UnitState& next) {
 absl::Status CommitNewMasterKey(const v1::CommitNewMasterKey& commit, UnitState& next) {
   MasterKeyRegister& reg = next.new_register;
   if (reg.state() == v1::REGISTER_FULL_COMMITTED) {
-    return Precondition("NEW_REGISTER_ALREADY_COMMITTED", "NEW register is already committed");
+    return Precondition(reason::kNewRegisterAlreadyCommitted, "NEW register is already committed");
   }
   if (reg.state() != v1::REGISTER_FULL_UNCOMMITTED) {
-    return Precondition("NEW_REGISTER_NOT_FULL",
+    return Precondition(reason::kNewRegisterNotFull,
                         StrCat("NEW register is ", wire::RegisterStateName(reg.state()),
                                "; load every key part before committing"));
   }
   const std::string& expected = commit.expected_verification_pattern();
   if (!ConstantTimeEquals(reg.vp(), AsBytes(expected))) {
-    return Precondition("VERIFICATION_PATTERN_MISMATCH",
+    return Precondition(reason::kVerificationPatternMismatch,
                         StrCat("NEW register holds VP ", ToHex(reg.vp()), ", the command expects ",
                                ToHex(expected)));
   }
@@ -202,7 +203,7 @@ absl::Status CommitNewMasterKey(const v1::CommitNewMasterKey& commit, UnitState&
 
 absl::Status SetImmediate(UnitState& next) {
   if (next.new_register.state() != v1::REGISTER_FULL_COMMITTED) {
-    return Precondition("NEW_REGISTER_NOT_COMMITTED",
+    return Precondition(reason::kNewRegisterNotCommitted,
                         StrCat("SET_IMMEDIATE needs NEW FULL_COMMITTED; NEW is ",
                                wire::RegisterStateName(next.new_register.state())));
   }
@@ -214,10 +215,9 @@ absl::Status SetImmediate(UnitState& next) {
 }
 
 // ClearRegister empties `reg` (called `name` in messages), refusing an EMPTY
-// one with FAILED_PRECONDITION (`empty_reason`).
-absl::Status ClearRegister(std::string_view name, std::string_view empty_reason,
-                           MasterKeyRegister& reg) {
-  if (reg.empty()) return Precondition(empty_reason, StrCat(name, " register is already empty"));
+// one with FAILED_PRECONDITION and `reason`.
+absl::Status ClearRegister(std::string_view name, std::string_view reason, MasterKeyRegister& reg) {
+  if (reg.empty()) return Precondition(reason, StrCat(name, " register is already empty"));
   reg.Clear();
   return absl::OkStatus();
 }
@@ -245,15 +245,15 @@ absl::Status ApplyCommand(const v1::Command& command, crypto::Entropy& entropy, 
     case v1::Command::kSetImmediate:
       return SetImmediate(next);
     case v1::Command::kClearNewMasterKey:
-      return ClearRegister("NEW", "NEW_REGISTER_EMPTY", next.new_register);
+      return ClearRegister("NEW", reason::kNewRegisterEmpty, next.new_register);
     case v1::Command::kClearCurrentMasterKey:
-      return ClearRegister("CURRENT", "CURRENT_REGISTER_EMPTY", next.current_register);
+      return ClearRegister("CURRENT", reason::kCurrentRegisterEmpty, next.current_register);
     case v1::Command::kClearOldMasterKey:
-      return ClearRegister("OLD", "OLD_REGISTER_EMPTY", next.old_register);
+      return ClearRegister("OLD", reason::kOldRegisterEmpty, next.old_register);
     case v1::Command::OP_NOT_SET:
       break;
   }
-  return Invalid("MISSING_OPERATION", "command names no operation");
+  return Invalid(reason::kMissingOperation, "command names no operation");
 }
 
 }  // namespace hsmsim::firmware::internal

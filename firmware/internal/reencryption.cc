@@ -5,6 +5,7 @@
 
 #include "common/check.h"
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -37,20 +38,23 @@ Route RouteOf(ReencryptDirection direction, const UnitState& state) {
 absl::Status CheckRegisters(ReencryptDirection direction, const Route& route) {
   if (direction == ReencryptDirection::kCurrentToNew) {
     if (route.to.state() != v1::REGISTER_FULL_COMMITTED) {
-      return Precondition("NEW_REGISTER_NOT_COMMITTED",
+      return Precondition(reason::kNewRegisterNotCommitted,
                           StrCat("re-encryption needs NEW FULL_COMMITTED; NEW is ",
                                  wire::RegisterStateName(route.to.state())));
     }
     if (!route.from.HoldsKey()) {
-      return Precondition("CURRENT_REGISTER_EMPTY", "re-encryption needs a VALID CURRENT register");
+      return Precondition(reason::kCurrentRegisterEmpty,
+                          "re-encryption needs a VALID CURRENT register");
     }
     return absl::OkStatus();
   }
   if (!route.from.HoldsKey()) {
-    return Precondition("OLD_REGISTER_EMPTY", "re-encryption from OLD needs a VALID OLD register");
+    return Precondition(reason::kOldRegisterEmpty,
+                        "re-encryption from OLD needs a VALID OLD register");
   }
   if (!route.to.HoldsKey()) {
-    return Precondition("CURRENT_REGISTER_EMPTY", "re-encryption needs a VALID CURRENT register");
+    return Precondition(reason::kCurrentRegisterEmpty,
+                        "re-encryption needs a VALID CURRENT register");
   }
   return absl::OkStatus();
 }
@@ -70,7 +74,7 @@ void ReencryptOne(const std::string& blob, const Route& route, BlobRewrapper& re
     return;
   } else if (parsed->wkid != source.wkid()) {
     failure =
-        Precondition("UNKNOWN_WKID",
+        Precondition(reason::kUnknownWkid,
                      StrCat("blob for key '", Printable(parsed->key_id), "' is under WKID ",
                             ToHex(parsed->wkid), ", neither ", route.from_name, " (",
                             ToHex(source.wkid()), ") nor the target (", ToHex(target.wkid()), ")"));
@@ -95,7 +99,7 @@ absl::StatusOr<v1::ReencryptBatchResponse> Reencrypt(
   const Route route = RouteOf(direction, state);
   HSMSIM_RETURN_IF_ERROR(CheckRegisters(direction, route));
   if (static_cast<size_t>(blobs.size()) > kMaxBatchBlobs) {
-    return Invalid("BATCH_TOO_LARGE",
+    return Invalid(reason::kBatchTooLarge,
                    StrCat("a batch holds at most ", kMaxBatchBlobs, " blobs, got ", blobs.size()));
   }
   v1::ReencryptBatchResponse response;

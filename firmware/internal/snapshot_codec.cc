@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/ec_p521.h"
@@ -40,7 +41,7 @@ void WipeKeyMaterial(v1::UnitSnapshot& s) {
 }
 
 absl::Status BadState(std::string_view what) {
-  return Error(absl::StatusCode::kDataLoss, "BAD_STATE",
+  return Error(absl::StatusCode::kDataLoss, reason::kBadState,
                StrCat("unit state is inconsistent: ", what));
 }
 
@@ -108,7 +109,7 @@ absl::StatusOr<MasterKeyRegister> DecodeRegister(const v1::RegisterSnapshot& s,
 
 absl::Status CheckFormatVersion(const v1::UnitSnapshot& s) {
   if (s.format_version() > kStateFormatVersion) {
-    return Error(absl::StatusCode::kFailedPrecondition, "UNSUPPORTED_STATE_VERSION",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kUnsupportedStateVersion,
                  StrCat("unit state format version ", s.format_version(),
                         " is newer than this firmware supports (", kStateFormatVersion,
                         "); run a newer hsmsim-unit"));

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -24,25 +25,27 @@ constexpr size_t kWrapOverhead = 1 + crypto::kGcmIvSize + crypto::kGcmTagSize;
 // CheckGenerate returns OK when a root key of `algorithm` can be generated.
 absl::Status CheckGenerate(v1::KeyAlgorithm algorithm, const UnitState& state) {
   if (algorithm != v1::KEY_ALGORITHM_UNSPECIFIED && algorithm != v1::KEY_ALGORITHM_AES_256) {
-    return Invalid("UNSUPPORTED_ALGORITHM", StrCat("key algorithm ", static_cast<int>(algorithm),
-                                                   " is not supported; use AES_256"));
+    return Invalid(
+        reason::kUnsupportedAlgorithm,
+        StrCat("key algorithm ", static_cast<int>(algorithm), " is not supported; use AES_256"));
   }
   if (!state.current_register.HoldsKey()) {
-    return Precondition("CURRENT_REGISTER_EMPTY", "GENERATE_KEY needs a VALID CURRENT master key");
+    return Precondition(reason::kCurrentRegisterEmpty,
+                        "GENERATE_KEY needs a VALID CURRENT master key");
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckKeyIds(const v1::GenerateKeysRequest& request) {
   if (static_cast<size_t>(request.key_ids_size()) > kMaxBatchBlobs) {
-    return Invalid("BATCH_TOO_LARGE", StrCat("a batch holds at most ", kMaxBatchBlobs,
-                                             " keys, got ", request.key_ids_size()));
+    return Invalid(reason::kBatchTooLarge, StrCat("a batch holds at most ", kMaxBatchBlobs,
+                                                  " keys, got ", request.key_ids_size()));
   }
   for (int i = 0; i < request.key_ids_size(); ++i) {
     const size_t size = request.key_ids(i).size();
     if (size == 0 || size > kMaxKeyIdSize) {
-      return Invalid("BAD_KEY_ID", StrCat("key id ", i + 1, " of the batch has ", size,
-                                          " bytes; key ids are 1..", kMaxKeyIdSize, " bytes"));
+      return Invalid(reason::kBadKeyId, StrCat("key id ", i + 1, " of the batch has ", size,
+                                               " bytes; key ids are 1..", kMaxKeyIdSize, " bytes"));
     }
   }
   return absl::OkStatus();
@@ -74,13 +77,14 @@ absl::StatusOr<RootKey> OpenRootKey(std::string_view blob, const UnitState& stat
   }
   if (matches(state.new_register)) {
     return Precondition(
-        "BLOB_UNDER_NEW",
+        reason::kBlobUnderNew,
         StrCat("blob for key '", Printable(parsed.key_id), "' is under WKID ", ToHex(parsed.wkid),
                ", which this unit holds only in NEW (not yet promoted)"));
   }
-  return Precondition("UNKNOWN_WKID", StrCat("blob for key '", Printable(parsed.key_id),
-                                             "' is under WKID ", ToHex(parsed.wkid),
-                                             ", which this unit holds in neither CURRENT nor OLD"));
+  return Precondition(
+      reason::kUnknownWkid,
+      StrCat("blob for key '", Printable(parsed.key_id), "' is under WKID ", ToHex(parsed.wkid),
+             ", which this unit holds in neither CURRENT nor OLD"));
 }
 
 }  // namespace
@@ -120,7 +124,7 @@ absl::StatusOr<v1::WrapKeyResponse> WrapKey(const v1::WrapKeyRequest& request,
                                             const UnitState& state, crypto::Entropy& entropy) {
   const std::string& plaintext = request.plaintext();
   if (plaintext.empty() || plaintext.size() > kMaxDataKeySize) {
-    return Invalid("BAD_DATA_KEY_SIZE",
+    return Invalid(reason::kBadDataKeySize,
                    StrCat("data key must be 1..1024 bytes, got ", plaintext.size()));
   }
   HSMSIM_ASSIGN_OR_RETURN(RootKey root, OpenRootKey(request.blob(), state));
@@ -145,8 +149,9 @@ absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& requ
   const std::string& w = request.wrapped();
   if (w.size() <= kWrapOverhead || w.size() > kWrapOverhead + kMaxDataKeySize ||
       static_cast<uint8_t>(w[0]) != kWrappedKeyVersion) {
-    return Invalid("MALFORMED_WRAPPED_KEY", StrCat("wrapped data key of ", w.size(),
-                                                   " bytes is not a version-1 hsmsim wrapped key"));
+    return Invalid(
+        reason::kMalformedWrappedKey,
+        StrCat("wrapped data key of ", w.size(), " bytes is not a version-1 hsmsim wrapped key"));
   }
   HSMSIM_ASSIGN_OR_RETURN(RootKey root, OpenRootKey(request.blob(), state));
   const std::string aad = StrCat(kWrapLabel, root.key_id);
@@ -160,7 +165,7 @@ absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& requ
       absl::MakeSpan(plaintext));
   if (!opened.ok()) {
     return Invalid(
-        "WRAPPED_KEY_AUTHENTICATION_FAILED",
+        reason::kWrappedKeyAuthenticationFailed,
         StrCat("wrapped data key does not authenticate under root key '", Printable(root.key_id),
                "': it was altered, or wrapped under another root key"));
   }
@@ -173,8 +178,8 @@ absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& requ
 absl::StatusOr<v1::CheckBlobsResponse> CheckBlobs(const v1::CheckBlobsRequest& request,
                                                   const UnitState& state) {
   if (static_cast<size_t>(request.blobs_size()) > kMaxBatchBlobs) {
-    return Invalid("BATCH_TOO_LARGE", StrCat("a batch holds at most ", kMaxBatchBlobs,
-                                             " blobs, got ", request.blobs_size()));
+    return Invalid(reason::kBatchTooLarge, StrCat("a batch holds at most ", kMaxBatchBlobs,
+                                                  " blobs, got ", request.blobs_size()));
   }
   v1::CheckBlobsResponse response;
   response.mutable_results()->Reserve(request.blobs_size());

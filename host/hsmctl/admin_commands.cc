@@ -4,6 +4,7 @@
 #include <map>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/entropy.h"
@@ -104,7 +105,7 @@ absl::Status CheckInstalledAdmins(const std::string& unit, const v1::GetInfoResp
                          ToHex(a.key_id()).substr(0, 16), "]");
   }
   if (count == 0) return absl::OkStatus();
-  return Error(absl::StatusCode::kFailedPrecondition, "UNEXPECTED_ADMINISTRATOR",
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kUnexpectedAdministrator,
                StrCat("unit ", unit, " is in imprint mode and holds ", count,
                       " administrator(s) outside the expected set: ", unexpected));
 }
@@ -121,7 +122,7 @@ absl::Status CheckFleetAdmins(std::vector<UnitConnection>& conns, const Expected
     if (!s.ok()) problems += StrCat(problems.empty() ? "" : "; ", s.message());
   }
   if (problems.empty()) return absl::OkStatus();
-  return Error(absl::StatusCode::kFailedPrecondition, "UNEXPECTED_ADMINISTRATOR",
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kUnexpectedAdministrator,
                StrCat(problems,
                       ". Nothing was changed. A unit in imprint mode accepts an unsigned admin add "
                       "from anyone who can reach it: remove them (hsmctl admin rm NAME) or "
@@ -201,7 +202,7 @@ int RunAdminRm(Invocation& inv, const std::string& name) {
           if (a.name() == name) found = &a;
         }
         if (found == nullptr) {
-          return Error(absl::StatusCode::kNotFound, "NO_SUCH_ADMIN",
+          return Error(absl::StatusCode::kNotFound, reason::kNoSuchAdmin,
                        StrCat("unit ", c.unit.name, " has no administrator '", name, "'"));
         }
         v1::Command op;

@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/ec_p521.h"
@@ -111,7 +112,7 @@ int RunBenchRotate(Invocation& inv, const BenchFlags& f) {
   if (own_dir) {
     std::string tmpl = (fs::temp_directory_path() / "hsmsim-bench-XXXXXX").string();
     if (mkdtemp(tmpl.data()) == nullptr) {
-      return Fail(inv, Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+      return Fail(inv, Error(absl::StatusCode::kInternal, reason::kFileWriteFailed,
                              "cannot create a temporary directory"));
     }
     dir = tmpl;

@@ -110,7 +110,7 @@ absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(const Invocation& in
     out.push_back(UnitConnection{*unit, std::move(client)});
   }
   if (out.empty()) {
-    return Error(absl::StatusCode::kFailedPrecondition, "NO_UNITS_SELECTED",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kNoUnitsSelected,
                  StrCat("the fleet ", FleetDir(inv), " has no selected units"));
   }
   if (manifest_out != nullptr) *manifest_out = std::move(manifest);

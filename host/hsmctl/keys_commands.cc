@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/verification_pattern.h"
@@ -120,7 +121,7 @@ int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
   auto key = opened->store->FindKey(name);
   if (!key.ok()) return Fail(inv, key.status());
   if (!key->has_value()) {
-    return Fail(inv, Error(absl::StatusCode::kNotFound, "NO_SUCH_KEY",
+    return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchKey,
                            StrCat("no key named '", name, "' in ", opened->store->location())));
   }
   std::string data = input;
@@ -130,7 +131,7 @@ int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
     data = std::move(*decoded);
   }
   absl::Status last =
-      Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE", "no unit answered");
+      Error(absl::StatusCode::kUnavailable, reason::kNoUnitAvailable, "no unit answered");
   for (UnitConnection& c : opened->conns) {
     for (const std::string* blob : {&(*key)->blob, &(*key)->pending_blob}) {
       if (blob->empty()) continue;
@@ -164,8 +165,8 @@ int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
       // A refusal that names the key or data (not the unit) will not change
       // on another unit.
       const std::string reason = ReasonOf(s);
-      if (reason == "WRAPPED_KEY_AUTHENTICATION_FAILED" || reason == "MALFORMED_WRAPPED_KEY" ||
-          reason == "BAD_DATA_KEY_SIZE") {
+      if (reason == reason::kWrappedKeyAuthenticationFailed ||
+          reason == reason::kMalformedWrappedKey || reason == reason::kBadDataKeySize) {
         WipeString(&data);
         return Fail(inv, s);
       }
@@ -215,7 +216,7 @@ PageChecks CheckPage(host::BatchFanout& fanout, const std::vector<host::StoredKe
     const std::string& unit = fanout.channel(d.lane).name();
     absl::Status s = host::ResponseStatus(d.result, unit);
     if (s.ok() && d.result->check_blobs().results_size() != static_cast<int>(page.size())) {
-      s = Error(absl::StatusCode::kInternal, "BAD_RESPONSE",
+      s = Error(absl::StatusCode::kInternal, reason::kBadResponse,
                 StrCat("unit ", unit, " answered ", d.result->check_blobs().results_size(),
                        " results for ", page.size(), " blobs"));
     }
@@ -356,7 +357,7 @@ int RunUpgrade(Invocation& inv) {
     if (old.state() != v1::REGISTER_VALID || cur.state() != v1::REGISTER_VALID ||
         (!old_vp.empty() &&
          (old.verification_pattern() != old_vp || cur.verification_pattern() != current_vp))) {
-      return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "REGISTERS_DIFFER",
+      return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, reason::kRegistersDiffer,
                              StrCat("keys upgrade needs every unit with the same VALID OLD and "
                                     "CURRENT registers; unit ",
                                     o.unit.name, " differs")));

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/verification_pattern.h"
@@ -29,7 +30,7 @@ absl::StatusOr<std::vector<host::WkidPairCount>> KeyCounts(const Invocation& inv
                                                            const host::FleetManifest& manifest) {
   auto store = OpenKeystore(inv, manifest, false);
   if (!store.ok()) {
-    if (ReasonOf(store.status()) == "NO_KEYSTORE") return std::vector<host::WkidPairCount>();
+    if (ReasonOf(store.status()) == reason::kNoKeystore) return std::vector<host::WkidPairCount>();
     return store.status();
   }
   return (*store)->CountByWkid();
@@ -102,7 +103,7 @@ std::vector<host::UnitObservation> ObserveAll(std::vector<UnitConnection>& conns
 absl::Status RefuseDuringRotation(host::Keystore& keystore) {
   HSMSIM_ASSIGN_OR_RETURN(auto journal, keystore.ReadJournal());
   if (journal.has_value() && journal->phase != host::RotationPhase::kDone) {
-    return Error(absl::StatusCode::kFailedPrecondition, "ROTATION_IN_PROGRESS",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kRotationInProgress,
                  StrCat("a master key rotation is in progress (phase ",
                         host::RotationPhaseName(journal->phase),
                         "); operational workloads wait until it completes: hsmctl mk rotate "
@@ -160,7 +161,7 @@ absl::StatusOr<std::string> Base64Decode(std::string_view text) {
     if (c != '\n' && c != '\r' && c != ' ' && c != '\t') clean.push_back(c);
   }
   if (clean.empty() || clean.size() % 4 != 0 || clean.size() > 8192) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_BASE64",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadBase64,
                  StrCat("input is not base64 (", clean.size(), " characters)"));
   }
   std::string out(clean.size() / 4 * 3, '\0');
@@ -168,7 +169,8 @@ absl::StatusOr<std::string> Base64Decode(std::string_view text) {
                           reinterpret_cast<const unsigned char*>(clean.data()),
                           static_cast<int>(clean.size()));
   if (n < 0) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_BASE64", "input is not valid base64");
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadBase64,
+                 "input is not valid base64");
   }
   size_t pad = 0;
   if (clean.back() == '=') ++pad;

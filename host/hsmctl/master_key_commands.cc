@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -20,7 +21,7 @@ namespace {
 
 int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
   if (files.size() < 2 || files.size() > 3) {
-    return Fail(inv, Error(absl::StatusCode::kInvalidArgument, "BAD_PART_COUNT",
+    return Fail(inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
                            StrCat("--parts takes 2 or 3 key part files, got ", files.size())));
   }
   auto signers = LoadSigners(inv);
@@ -57,7 +58,7 @@ int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
                         ToHex(reg.verification_pattern()),
                         matches ? " (matches the parts)" : " (DIFFERS from the parts)");
         if (!matches) {
-          return Error(absl::StatusCode::kDataLoss, "VP_MISMATCH",
+          return Error(absl::StatusCode::kDataLoss, reason::kVpMismatch,
                        StrCat("unit ", c.unit.name, " NEW VP ", ToHex(reg.verification_pattern()),
                               " differs from the parts' VP ", ToHex(expected_vp)));
         }
@@ -74,7 +75,7 @@ int RunCommit(Invocation& inv, const std::string& vp_hex) {
     auto vp = FromHex(vp_hex);
     if (!vp.ok() || vp->size() != crypto::kVerificationPatternSize) {
       return Fail(
-          inv, Error(absl::StatusCode::kInvalidArgument, "BAD_VP",
+          inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadVp,
                      StrCat("--vp must be ", 2 * crypto::kVerificationPatternSize, " hex digits")));
     }
     vp_flag = *vp;
@@ -91,7 +92,7 @@ int RunCommit(Invocation& inv, const std::string& vp_hex) {
         if (expected.empty()) {
           expected = info.new_register().verification_pattern();
           if (expected.empty()) {
-            return Error(absl::StatusCode::kFailedPrecondition, "NEW_REGISTER_NOT_FULL",
+            return Error(absl::StatusCode::kFailedPrecondition, reason::kNewRegisterNotFull,
                          StrCat("unit ", c.unit.name, " NEW register is ",
                                 wire::RegisterStateName(info.new_register().state()),
                                 "; load all key parts first (hsmctl mk load)"));

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/entropy.h"
@@ -141,14 +142,14 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
   std::optional<host::RotationJournal> journal = *journal_or;
   const bool in_progress = journal.has_value() && journal->phase != host::RotationPhase::kDone;
   if (in_progress && !f.resume) {
-    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "ROTATION_IN_PROGRESS",
+    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, reason::kRotationInProgress,
                            StrCat("a rotation is already in progress (phase ",
                                   host::RotationPhaseName(journal->phase),
                                   "); continue it with hsmctl mk rotate --resume, or see hsmctl "
                                   "recover")));
   }
   if (!in_progress && f.resume) {
-    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "NO_ROTATION_IN_PROGRESS",
+    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, reason::kNoRotationInProgress,
                            "there is no interrupted rotation to resume"));
   }
   ProgressPrinter progress(inv.json);
@@ -201,7 +202,7 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
               << " key(s) re-encrypted)\n";
   }
   if (s.signers.empty()) {
-    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "NO_SIGNERS",
+    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
                            "set immediate must be signed: pass --sign"));
   }
   host::RotationReport report;
@@ -216,7 +217,7 @@ absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJourna
                          const std::vector<std::string>& units,
                          const std::vector<std::string>& files) {
   if (files.size() < 2) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_PART_COUNT",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
                  "recover --apply needs the same 2 or 3 key part files (--parts) to reload NEW");
   }
   HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, "Password: "));
@@ -232,7 +233,7 @@ absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJourna
   const std::string vp = crypto::AsString(crypto::ComputeVerificationPattern(xored));
   if (!ConstantTimeEquals(AsBytes(vp), AsBytes(journal.target_vp))) {
     return Error(
-        absl::StatusCode::kFailedPrecondition, "PARTS_DO_NOT_MATCH",
+        absl::StatusCode::kFailedPrecondition, reason::kPartsDoNotMatch,
         StrCat("the key parts give VP ", ToHex(vp).substr(0, 16), ", not the rotation's target ",
                ToHex(journal.target_vp).substr(0, 16), "; nothing was loaded"));
   }
@@ -349,7 +350,7 @@ int RunRecover(Invocation& inv, const RotateFlags& f) {
   switch (d.situation) {
     case host::RecoverySituation::kKeysAtRisk:
     case host::RecoverySituation::kFixAndRotateAgain:
-      status = Error(absl::StatusCode::kFailedPrecondition, "NOTHING_SAFE_TO_APPLY",
+      status = Error(absl::StatusCode::kFailedPrecondition, reason::kNothingSafeToApply,
                      StrCat("recover --apply does nothing here: ", d.action));
       break;
     case host::RecoverySituation::kReloadNewRegister:
@@ -358,7 +359,7 @@ int RunRecover(Invocation& inv, const RotateFlags& f) {
     default:
       if (status.ok()) {
         if (s.signers.empty()) {
-          status = Error(absl::StatusCode::kFailedPrecondition, "NO_SIGNERS",
+          status = Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
                          "recover --apply signs set immediate: pass --sign");
           break;
         }

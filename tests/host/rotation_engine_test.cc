@@ -426,14 +426,16 @@ std::vector<ReencryptFaultCase> ReencryptFaultCases() {
     cases.push_back(
         {StrCat("unit2_crashes_after_", at, "_blobs"),
          [at](RotationEngineTest& t) { Arm(t, 2, StrCat("reencrypt-after-blobs:crash:", at)); },
-         kUnitUnreachable,
+         std::string(kUnitUnreachable),
          {"unit2"}});
   }
   cases.push_back({"every_unit_crashes_mid_way",
                    [](RotationEngineTest& t) {
                      for (int u = 1; u <= kUnits; ++u) Arm(t, u, "reencrypt-after-blobs:crash:60");
                    },
-                   "NO_UNIT_AVAILABLE",
+                   // The last unit dropped did not answer: its transport reason
+                   // (exit 3), not NO_UNIT_AVAILABLE (every unit refused, exit 1).
+                   std::string(kUnitUnreachable),
                    {}});
   // A fault that fires once on an idempotent batch: the channel retries it
   // and nothing is dropped.
@@ -708,7 +710,8 @@ TEST_F(RotationEngineTest, FinalizeWithEveryUnitDownStaysFinalizing) {
   AddSpares(kSpareUnderSource);
   for (auto& u : units_) u->Crash();
   RotationReport resumed;
-  EXPECT_EQ(ReasonOf(Resume(resumed)), "NO_UNIT_AVAILABLE");
+  // The last unit dropped did not answer: its transport reason (exit 3).
+  EXPECT_EQ(ReasonOf(Resume(resumed)), kUnitUnreachable);
   EXPECT_EQ(Phase(), RotationPhase::kFinalizing);
   for (auto& u : units_) ASSERT_TRUE(u->Restart().ok());
   ASSERT_TRUE(Resume(resumed).ok());
