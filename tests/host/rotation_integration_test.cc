@@ -162,7 +162,7 @@ TEST_P(RotationPrecheckTest, DetectedNamedAndNothingChanged) {
     op.mutable_set_thresholds()->set_revocation_threshold(2);
     ASSERT_TRUE(Issue("unit2", op).ok());
   } else if (c == "no_common_admins") {
-    const std::string carol = tmp_ / "carol.key";
+    const std::string carol = tmp_.Join("carol.key");
     ASSERT_EQ(RunHsmctl(tmp_, {"admin", "keygen", "--name", "carol", "--out", carol, "--kdf-cost",
                                "10000"})
                   .exit_code,
