@@ -164,6 +164,20 @@ RunResult RunProgram(const std::vector<std::string>& argv, const RunOptions& opt
   return result;
 }
 
+std::optional<std::string> FindProgram(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
+  size_t start = 0;
+  for (;;) {
+    size_t end = dirs.find(':', start);
+    std::string dir = dirs.substr(start, end == std::string::npos ? end : end - start);
+    std::string candidate = StrCat(dir.empty() ? "." : dir, "/", name);
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (end == std::string::npos) return std::nullopt;
+    start = end + 1;
+  }
+}
+
 std::string Describe(const RunResult& result) {
   return StrCat("exit ", result.exit_code, result.timed_out ? " (timed out)" : "", "\nstdout:\n",
                 result.out, "\nstderr:\n", result.err);

@@ -52,6 +52,10 @@ struct RunResult {
 // PATH) with `options` and waits for it to end; the child is always reaped.
 RunResult RunProgram(const std::vector<std::string>& argv, const RunOptions& options = {});
 
+// FindProgram returns the path of the executable `name` found in $PATH, or
+// nullopt when there is none (RunProgram itself never searches PATH).
+std::optional<std::string> FindProgram(const std::string& name);
+
 // Describe renders a RunResult for a test failure message.
 std::string Describe(const RunResult& result);
 
