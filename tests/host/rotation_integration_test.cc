@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <ostream>
+
 #include "tests/host/rotation_fixture.h"
 
 namespace hsmsim::host {
@@ -137,6 +139,12 @@ struct PrecheckCase {
   const char* reason;
   const char* unit;  // the unit the message must name ("" for fleet-wide)
 };
+
+// PrintTo names a case in test output and ctest -N instead of a hex dump of
+// its pointers.
+void PrintTo(const PrecheckCase& c, std::ostream* os) {
+  *os << c.name << " (" << c.reason << (*c.unit != '\0' ? " on " : "") << c.unit << ")";
+}
 
 class RotationPrecheckTest : public RotationIntegrationTest,
                              public ::testing::WithParamInterface<PrecheckCase> {};
