@@ -23,13 +23,11 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class AdminIdentityTest : public ::testing::Test {
+class AdminIdentityTest : public test_support::ProcessEnvironmentTest {
  protected:
   void SetUp() override {
-    setenv("HSMSIM_PASSWORD", kPassword, 1);
-    setenv("HSMSIM_UNIT_BINARY", HSMSIM_UNIT_PATH, 1);
-    unsetenv("HSMSIM_FLEET");
-    fleet_ = tmp_ / "fleet";
+    ProcessEnvironmentTest::SetUp();
+    fleet_ = tmp_.Join("fleet");
   }
 
   RunResult Hsmctl(std::vector<std::string> args) {
@@ -39,7 +37,7 @@ class AdminIdentityTest : public ::testing::Test {
   }
 
   std::string Keygen(const std::string& name) {
-    const std::string file = tmp_ / (name + ".key");
+    const std::string file = tmp_.Join(name + ".key");
     RunResult r =
         RunHsmctl(tmp_, {"admin", "keygen", "--name", name, "--out", file, "--kdf-cost", "10000"});
     EXPECT_EQ(r.exit_code, 0) << Describe(r);
@@ -56,7 +54,7 @@ class AdminIdentityTest : public ::testing::Test {
               1);
     auto renamed = MakeAdminKey(alias, std::move(key));
     EXPECT_TRUE(renamed.ok()) << renamed.status();
-    const std::string file = tmp_ / (alias + ".key");
+    const std::string file = tmp_.Join(alias + ".key");
     EXPECT_TRUE(WriteAdminKeyFile(file, *renamed, kPassword).ok());
 
     // The file really carries explicit parameters (what the attack used).

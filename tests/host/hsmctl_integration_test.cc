@@ -36,13 +36,11 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class HsmctlIntegrationTest : public ::testing::Test {
+class HsmctlIntegrationTest : public test_support::ProcessEnvironmentTest {
  protected:
   void SetUp() override {
-    setenv("HSMSIM_PASSWORD", kPassword, 1);
-    setenv("HSMSIM_UNIT_BINARY", HSMSIM_UNIT_PATH, 1);
-    unsetenv("HSMSIM_FLEET");
-    fleet_ = tmp_ / "fleet";
+    ProcessEnvironmentTest::SetUp();
+    fleet_ = tmp_.Join("fleet");
   }
 
   RunResult Hsmctl(std::vector<std::string> args) {
@@ -123,8 +121,8 @@ TEST_F(HsmctlIntegrationTest, FullCeremonyOnThreeUnits) {
   RunResult up = FleetUp(3);
   ASSERT_EQ(up.exit_code, 0) << Describe(up);
 
-  const std::string alice = tmp_ / "alice.key";
-  const std::string bob = tmp_ / "bob.key";
+  const std::string alice = tmp_.Join("alice.key");
+  const std::string bob = tmp_.Join("bob.key");
   for (auto [name, file] : {std::pair{"alice", alice}, std::pair{"bob", bob}}) {
     RunResult r =
         RunHsmctl(tmp_, {"admin", "keygen", "--name", name, "--out", file, "--kdf-cost", "10000"});
@@ -145,7 +143,7 @@ TEST_F(HsmctlIntegrationTest, FullCeremonyOnThreeUnits) {
 
   std::vector<std::string> parts;
   for (int i = 1; i <= 3; ++i) {
-    parts.push_back(tmp_ / StrCat("part", i));
+    parts.push_back(tmp_.Join(StrCat("part", i)));
     RunResult r = RunHsmctl(tmp_, {"keypart", "generate", "--out", parts.back(), "--description",
                                    StrCat("holder ", i), "--kdf-cost", "10000"});
     ASSERT_EQ(r.exit_code, 0) << Describe(r);

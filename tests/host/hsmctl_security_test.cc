@@ -31,13 +31,11 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-class HsmctlSecurityTest : public ::testing::Test {
+class HsmctlSecurityTest : public test_support::ProcessEnvironmentTest {
  protected:
   void SetUp() override {
-    setenv("HSMSIM_PASSWORD", kPassword, 1);
-    setenv("HSMSIM_UNIT_BINARY", HSMSIM_UNIT_PATH, 1);
-    unsetenv("HSMSIM_FLEET");
-    fleet_ = tmp_ / "fleet";
+    ProcessEnvironmentTest::SetUp();
+    fleet_ = tmp_.Join("fleet");
   }
 
   RunResult Hsmctl(std::vector<std::string> args) {
@@ -58,7 +56,7 @@ class HsmctlSecurityTest : public ::testing::Test {
 
   // Keygen writes NAME.key in the temporary directory (cheap KDF for speed).
   std::string Keygen(const std::string& name) {
-    const std::string file = tmp_ / (name + ".key");
+    const std::string file = tmp_.Join(name + ".key");
     RunResult r =
         RunHsmctl(tmp_, {"admin", "keygen", "--name", name, "--out", file, "--kdf-cost", "10000"});
     EXPECT_EQ(r.exit_code, 0) << Describe(r);
@@ -121,7 +119,7 @@ TEST_F(HsmctlSecurityTest, FleetFilesArePrivateUnderUmask000) {
   MustRun({"thresholds", "set", "--signature", "1", "--revocation", "1", "--sign", alice});
   std::vector<std::string> parts;
   for (int i = 1; i <= 2; ++i) {
-    parts.push_back(tmp_ / StrCat("part", i));
+    parts.push_back(tmp_.Join(StrCat("part", i)));
     RunResult r =
         RunHsmctl(tmp_, {"keypart", "generate", "--out", parts.back(), "--kdf-cost", "10000"});
     ASSERT_EQ(r.exit_code, 0) << Describe(r);
@@ -168,11 +166,11 @@ TEST_F(HsmctlSecurityTest, FleetFilesArePrivateUnderUmask000) {
 // environment): a unit marks itself non-dumpable, so only root could read
 // its /proc/PID/environ, which the test also checks when it can.
 TEST_F(HsmctlSecurityTest, UnitsDoNotInheritThePasswordOrOtherSecrets) {
-  setenv("HSMSIM_TEST_SECRET_TOKEN", "do-not-pass-me", 1);
-  setenv("AWS_SECRET_ACCESS_KEY", "do-not-pass-me-either", 1);
-  const std::string env_dir = tmp_ / "unit-env";
+  env_.Set("HSMSIM_TEST_SECRET_TOKEN", "do-not-pass-me");
+  env_.Set("AWS_SECRET_ACCESS_KEY", "do-not-pass-me-either");
+  const std::string env_dir = tmp_.Join("unit-env");
   fs::create_directories(env_dir);
-  const std::string wrapper = tmp_ / "unit-wrapper.sh";
+  const std::string wrapper = tmp_.Join("unit-wrapper.sh");
   {
     std::ofstream out(wrapper);
     out << "#!/bin/sh\numask 077\nenv > '" << env_dir << "'/$$\nexec '" << HSMSIM_UNIT_PATH
@@ -211,8 +209,6 @@ TEST_F(HsmctlSecurityTest, UnitsDoNotInheritThePasswordOrOtherSecrets) {
   expect_scrubbed(restarted.pid);
   // The unit works on its scrubbed environment.
   MustRun({"status"});
-  unsetenv("HSMSIM_TEST_SECRET_TOKEN");
-  unsetenv("AWS_SECRET_ACCESS_KEY");
 }
 
 // In imprint mode anyone who reaches a unit can add an administrator without
