@@ -1,4 +1,4 @@
-// Master key rotation of a fleet and its key storage (DESIGN.md section 5).
+// Master key rotation of a fleet and its key storage (docs/rotation.md).
 //
 // The rotation runs in journaled phases (see RotationPhase):
 //   pre-checks -> REENCRYPTING (key storage CURRENT -> NEW, fanned out across

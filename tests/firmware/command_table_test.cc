@@ -237,7 +237,7 @@ Expectation Refused(absl::StatusCode code, std::string reason) {
   return Expectation{std::nullopt, code, std::move(reason)};
 }
 
-// Expect is the specification of DESIGN.md section 3, written independently
+// Expect is the specification of docs/protocol.md sections 7 and 8, written independently
 // of the firmware's code.
 Expectation Expect(const Model& m, Cmd cmd) {
   constexpr auto kPre = absl::StatusCode::kFailedPrecondition;
