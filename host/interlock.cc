@@ -3,6 +3,7 @@
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "host/master_key_id.h"
 #include "host/recovery.h"
 
 namespace hsmsim::host {
@@ -57,7 +58,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
   std::vector<std::pair<std::string, int64_t>> new_risk;
   for (const auto& r : risk) {
     bool already = false;
-    for (const auto& b : before_risk) already = already || b.first == r.first;
+    for (const auto& b : before_risk) already = already || SameId(b.first, r.first);
     if (!already) new_risk.push_back(r);
   }
   if (new_risk.empty()) return absl::OkStatus();

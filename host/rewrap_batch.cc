@@ -8,6 +8,7 @@
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/verification_pattern.h"
+#include "host/master_key_id.h"
 #include "proto/wire/blob_format.h"
 
 namespace hsmsim::host {
@@ -62,7 +63,7 @@ absl::StatusOr<std::vector<RewrappedKey>> TakeRewrapped(RewrapKind kind,
     // Never store a blob under anything but the target key: a unit whose
     // register holds another key must not strand keys.
     auto parsed = wire::ParseBlob(AsBytes(r.blob()));
-    if (!parsed.ok() || crypto::AsString(parsed->wkid) != target_wkid) {
+    if (!parsed.ok() || !SameId(crypto::AsString(parsed->wkid), target_wkid)) {
       return Error(absl::StatusCode::kDataLoss, reason::kWrongTargetKey,
                    StrCat("unit ", unit, " returned a blob that is not under the target WKID ",
                           ToHex(target_wkid), "; its ",

@@ -11,6 +11,7 @@
 #include "common/str_cat.h"
 #include "crypto/verification_pattern.h"
 #include "host/batch_fanout.h"
+#include "host/master_key_id.h"
 #include "host/signed_command.h"
 #include "host/straggler_upgrade.h"
 #include "proto/wire/blob_format.h"
@@ -25,8 +26,6 @@ using Clock = std::chrono::steady_clock;
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
-
-std::string Short(std::string_view vp) { return vp.empty() ? "-" : ToHex(vp).substr(0, 16); }
 
 Finding UnitFinding(const std::string& unit, std::string check, std::string_view reason,
                     std::string message) {
@@ -59,13 +58,13 @@ UnitRotationState ClassifyUnit(const UnitObservation& unit, std::string_view sou
   const v1::GetInfoResponse& info = *unit.info;
   const auto& cur = info.current_register();
   const auto& nw = info.new_register();
-  if (cur.state() == v1::REGISTER_VALID && cur.verification_pattern() == target_vp) {
+  if (cur.state() == v1::REGISTER_VALID && SameId(cur.verification_pattern(), target_vp)) {
     return UnitRotationState::kPromoted;
   }
-  if (cur.state() != v1::REGISTER_VALID || cur.verification_pattern() != source_vp) {
+  if (cur.state() != v1::REGISTER_VALID || !SameId(cur.verification_pattern(), source_vp)) {
     return UnitRotationState::kUnrecognized;
   }
-  if (nw.state() == v1::REGISTER_FULL_COMMITTED && nw.verification_pattern() == target_vp) {
+  if (nw.state() == v1::REGISTER_FULL_COMMITTED && SameId(nw.verification_pattern(), target_vp)) {
     return UnitRotationState::kReady;
   }
   return UnitRotationState::kNewLost;
@@ -81,10 +80,14 @@ std::vector<UnitObservation> Observe(const FleetManifest& manifest,
   return out;
 }
 
-std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
-                                      const std::vector<UnitObservation>& units,
-                                      const std::vector<const AdminKey*>& signers) {
-  std::vector<Finding> findings;
+namespace {
+
+// CheckReachableUnits adds the findings of checks 1 and 2 (every unit of the
+// one service instance selected, reachable, of that instance, not in
+// imprint mode) and returns the units that answered.
+std::vector<const UnitObservation*> CheckReachableUnits(const FleetManifest& manifest,
+                                                        const std::vector<UnitObservation>& units,
+                                                        std::vector<Finding>& findings) {
   // 1. Every unit of the one service instance is selected, and no other.
   for (const FleetUnit& u : manifest.units) {
     if (!u.selected) {
@@ -114,8 +117,13 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
                                      "is in imprint mode; set its signature thresholds first"));
     }
   }
-  if (up.empty()) return findings;
-  // 3. Equal signature thresholds.
+  return up;
+}
+
+// CheckThresholds adds the findings of check 3 (equal signature thresholds)
+// and returns the first unit's threshold. REQUIRES: !up.empty().
+uint32_t CheckThresholds(const std::vector<const UnitObservation*>& up,
+                         std::vector<Finding>& findings) {
   const uint32_t threshold = up[0]->info->signature_threshold();
   for (const UnitObservation* u : up) {
     if (u->info->signature_threshold() != threshold) {
@@ -125,8 +133,15 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
                  up[0]->unit.name, " has ", threshold, "; signature thresholds must be equal")));
     }
   }
-  // 4. A common set of administrators, large enough for the threshold, with
-  //    the signers in it.
+  return threshold;
+}
+
+// CheckAdministrators adds the findings of check 4: a common set of
+// administrators, large enough for `threshold`, with the signers in it.
+// REQUIRES: !up.empty().
+void CheckAdministrators(const std::vector<const UnitObservation*>& up, uint32_t threshold,
+                         const std::vector<const AdminKey*>& signers,
+                         std::vector<Finding>& findings) {
   std::set<std::string> common;
   for (const auto& a : up[0]->info->administrators()) common.insert(a.key_id());
   for (const UnitObservation* u : up) {
@@ -161,7 +176,13 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
                                "' (--sign) is not installed on every unit of the fleet"))});
     }
   }
-  // 5. CURRENT VALID everywhere with the same VP.
+}
+
+// CheckMasterKeyRegisters adds the findings of checks 5 (CURRENT VALID
+// everywhere with the same VP) and 6 (NEW FULL_COMMITTED everywhere with one
+// VP, different from CURRENT's). REQUIRES: !up.empty().
+void CheckMasterKeyRegisters(const std::vector<const UnitObservation*>& up,
+                             std::vector<Finding>& findings) {
   const std::string& cur_vp = up[0]->info->current_register().verification_pattern();
   for (const UnitObservation* u : up) {
     const auto& cur = u->info->current_register();
@@ -170,14 +191,13 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
           UnitFinding(u->unit.name, "current-valid", reason::kCurrentNotValid,
                       StrCat("CURRENT register is ", wire::RegisterStateName(cur.state()),
                              "; every CURRENT register must be VALID")));
-    } else if (cur.verification_pattern() != cur_vp) {
+    } else if (!SameId(cur.verification_pattern(), cur_vp)) {
       findings.push_back(
           UnitFinding(u->unit.name, "current-same-vp", reason::kCurrentVpDiffers,
-                      StrCat("CURRENT VP ", Short(cur.verification_pattern()),
-                             " differs from unit ", up[0]->unit.name, "'s ", Short(cur_vp))));
+                      StrCat("CURRENT VP ", ShortId(cur.verification_pattern()),
+                             " differs from unit ", up[0]->unit.name, "'s ", ShortId(cur_vp))));
     }
   }
-  // 6. NEW FULL_COMMITTED everywhere with one VP, different from CURRENT's.
   const std::string& new_vp = up[0]->info->new_register().verification_pattern();
   for (const UnitObservation* u : up) {
     const auto& nw = u->info->new_register();
@@ -186,16 +206,30 @@ std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
           u->unit.name, "new-committed", reason::kNewNotCommitted,
           StrCat("NEW register is ", wire::RegisterStateName(nw.state()),
                  "; every NEW register must be FULL_COMMITTED (hsmctl mk load, mk commit)")));
-    } else if (nw.verification_pattern() != new_vp) {
+    } else if (!SameId(nw.verification_pattern(), new_vp)) {
       findings.push_back(
           UnitFinding(u->unit.name, "new-same-vp", reason::kNewVpDiffers,
-                      StrCat("NEW VP ", Short(nw.verification_pattern()), " differs from unit ",
-                             up[0]->unit.name, "'s ", Short(new_vp))));
-    } else if (nw.verification_pattern() == u->info->current_register().verification_pattern()) {
+                      StrCat("NEW VP ", ShortId(nw.verification_pattern()), " differs from unit ",
+                             up[0]->unit.name, "'s ", ShortId(new_vp))));
+    } else if (SameId(nw.verification_pattern(),
+                      u->info->current_register().verification_pattern())) {
       findings.push_back(UnitFinding(u->unit.name, "new-differs", reason::kNewEqualsCurrent,
                                      "NEW holds the same key as CURRENT; load a new key"));
     }
   }
+}
+
+}  // namespace
+
+std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
+                                      const std::vector<UnitObservation>& units,
+                                      const std::vector<const AdminKey*>& signers) {
+  std::vector<Finding> findings;
+  const std::vector<const UnitObservation*> up = CheckReachableUnits(manifest, units, findings);
+  if (up.empty()) return findings;
+  const uint32_t threshold = CheckThresholds(up, findings);
+  CheckAdministrators(up, threshold, signers, findings);
+  CheckMasterKeyRegisters(up, findings);
   return findings;
 }
 
@@ -204,7 +238,7 @@ std::vector<Finding> PrecheckKeystore(const std::vector<WkidPairCount>& counts,
   std::vector<Finding> findings;
   std::map<std::string, int64_t> stranded;
   for (const WkidPairCount& c : counts) {
-    if (c.wkid != source_wkid && c.wkid != target_wkid) stranded[c.wkid] += c.count;
+    if (!SameId(c.wkid, source_wkid) && !SameId(c.wkid, target_wkid)) stranded[c.wkid] += c.count;
   }
   for (const auto& [wkid, count] : stranded) {
     findings.push_back(
@@ -377,7 +411,7 @@ absl::Status RotationEngine::Promote(RotationJournal& journal, RotationReport& r
       return Error(
           absl::StatusCode::kFailedPrecondition, reason::kNewRegisterLost,
           StrCat("unit ", o.unit.name, " is ", UnitRotationStateName(st),
-                 ": its NEW register no longer holds the target key ", Short(journal.target_vp),
+                 ": its NEW register no longer holds the target key ", ShortId(journal.target_vp),
                  ". Do not promote it; reload the same key parts on it first "
                  "(hsmctl recover --apply --parts ...)"));
     }
@@ -391,7 +425,7 @@ absl::Status RotationEngine::Promote(RotationJournal& journal, RotationReport& r
     const UnitObservation& o = observed[i];
     if (ClassifyUnit(o, journal.source_vp, journal.target_vp) == UnitRotationState::kPromoted) {
       report.skipped_units.push_back(o.unit.name);
-      Say(StrCat("unit ", o.unit.name, ": already promoted (CURRENT ", Short(journal.target_vp),
+      Say(StrCat("unit ", o.unit.name, ": already promoted (CURRENT ", ShortId(journal.target_vp),
                  ")"));
       continue;
     }
@@ -412,8 +446,8 @@ absl::Status RotationEngine::Promote(RotationJournal& journal, RotationReport& r
                          StrCat("set immediate on unit ", o.unit.name,
                                 " failed; run hsmctl recover to see what is safe"));
     }
-    Say(StrCat("unit ", o.unit.name, ": set immediate: CURRENT ", Short(journal.target_vp),
-               ", OLD ", Short(journal.source_vp)));
+    Say(StrCat("unit ", o.unit.name, ": set immediate: CURRENT ", ShortId(journal.target_vp),
+               ", OLD ", ShortId(journal.source_vp)));
     report.promoted_units.push_back(o.unit.name);
     HSMSIM_RETURN_IF_ERROR(
         Checkpoint("unit-promoted", static_cast<int64_t>(report.promoted_units.size())));
@@ -448,7 +482,7 @@ absl::Status RotationEngine::Finalize(RotationJournal& journal, RotationReport& 
   HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
   HSMSIM_RETURN_IF_ERROR(Checkpoint("done", promoted));
   report.finalize_seconds += SecondsSince(start);
-  Say(StrCat("keystore finalized: ", promoted, " key(s) now under ", Short(journal.target_vp),
+  Say(StrCat("keystore finalized: ", promoted, " key(s) now under ", ShortId(journal.target_vp),
              report.stragglers_moved > 0 ? StrCat(", ", report.stragglers_moved, " moved from OLD")
                                          : std::string()));
   return absl::OkStatus();

@@ -8,7 +8,9 @@
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "host/master_key_id.h"
 #include "host/password.h"
+#include "host/signed_command.h"
 #include "host/unit_client.h"
 
 namespace hsmsim::hsmctl {
@@ -129,7 +131,8 @@ std::vector<UnitOutcome> ForEachUnit(std::vector<UnitConnection>& conns, const U
 }
 
 int ReportOutcomes(const Invocation& inv, std::string_view command,
-                   const std::vector<UnitOutcome>& outcomes, json extra) {
+                   const std::vector<UnitOutcome>& outcomes, json extra,
+                   std::string_view text_header) {
   bool any_unreachable = false;
   bool any_failed = false;
   for (const UnitOutcome& o : outcomes) {
@@ -155,6 +158,7 @@ int ReportOutcomes(const Invocation& inv, std::string_view command,
     std::cout << doc.dump(2) << "\n";
     return code;
   }
+  if (!text_header.empty()) std::cout << text_header << "\n";
   for (const UnitOutcome& o : outcomes) {
     if (o.status.ok()) {
       std::cout << o.unit << ": ok" << (o.text.empty() ? "" : ": ") << o.text << "\n";
@@ -166,10 +170,40 @@ int ReportOutcomes(const Invocation& inv, std::string_view command,
   return code;
 }
 
+absl::StatusOr<v1::CommandResponse> SignedUnit::Issue(const v1::Command& op) {
+  HSMSIM_ASSIGN_OR_RETURN(v1::CommandResponse response,
+                          host::IssueCommand(*conn.client, info, op, signers));
+  info = response.info();
+  return response;
+}
+
+int RunSignedPerUnit(Invocation& inv, std::string_view command, const SignedStep& step,
+                     const SignedHooks& hooks) {
+  auto signers = LoadSigners(inv);
+  if (!signers.ok()) return Fail(inv, signers.status());
+  ReportHeader header;
+  if (hooks.prepare) {
+    if (absl::Status s = hooks.prepare(*signers, header); !s.ok()) return Fail(inv, s);
+  }
+  host::FleetManifest manifest;
+  auto conns = ConnectSelected(inv, &manifest);
+  if (!conns.ok()) return Fail(inv, conns.status());
+  if (hooks.precheck) {
+    if (absl::Status s = hooks.precheck(*conns, manifest); !s.ok()) return Fail(inv, s);
+  }
+  const std::vector<const host::AdminKey*> signer_ptrs = SignerPointers(*signers);
+  const std::vector<UnitOutcome> outcomes = ForEachUnit(
+      *conns,
+      [&](UnitConnection& c, const v1::GetInfoResponse& info, UnitOutcome& o) -> absl::Status {
+        SignedUnit unit{c, info, signer_ptrs, o};
+        return step(unit);
+      });
+  return ReportOutcomes(inv, command, outcomes, std::move(header.fields), header.text);
+}
+
 std::string VpHex(std::string_view vp, bool full) {
-  if (vp.empty()) return "-";
-  std::string hex = ToHex(vp);
-  return full ? hex : hex.substr(0, 16);
+  if (!full || vp.empty()) return host::ShortId(vp);
+  return ToHex(vp);
 }
 
 }  // namespace hsmsim::hsmctl

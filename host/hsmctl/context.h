@@ -101,15 +101,66 @@ using UnitStep =
 // ForEachUnit reads each unit's state and runs `step` on it, unit by unit.
 std::vector<UnitOutcome> ForEachUnit(std::vector<UnitConnection>& conns, const UnitStep& step);
 
-// ReportOutcomes prints one line per unit (or a JSON document) and returns
-// 0 when all succeeded, 3 when any unit was unreachable, else 1.
+// ReportOutcomes prints one line per unit (after `text_header`, a line of
+// its own when not empty) or a JSON document (`extra`'s fields, then
+// command, ok and units), and returns 0 when all succeeded, 3 when any unit
+// was unreachable, else 1.
 int ReportOutcomes(const Invocation& inv, std::string_view command,
-                   const std::vector<UnitOutcome>& outcomes, json extra = json::object());
+                   const std::vector<UnitOutcome>& outcomes, json extra = json::object(),
+                   std::string_view text_header = {});
+
+// SignedUnit is one unit during a signed per-unit command: its connection,
+// its state (read before the step, moved on by every Issue), the signers
+// and the outcome the step fills for the report.
+struct SignedUnit {
+  UnitConnection& conn;
+  v1::GetInfoResponse info;
+  const std::vector<const host::AdminKey*>& signers;
+  UnitOutcome& outcome;
+
+  // Issue fills `op` with this unit's id and counter, has every signer sign
+  // it and sends it; on success `info` becomes the unit's state after it.
+  // Returns the unit's response, or its refusal or transport error.
+  absl::StatusOr<v1::CommandResponse> Issue(const v1::Command& op);
+};
+
+// SignedStep is a signed command's work on one unit: it builds the
+// command(s) from `unit.info`, issues them, and fills `unit.outcome.text`
+// and `details`. Returns the unit's error, or OK.
+using SignedStep = std::function<absl::Status(SignedUnit& unit)>;
+
+// What a signed per-unit command adds to the report besides the units.
+struct ReportHeader {
+  json fields = json::object();  // extra top-level JSON fields
+  std::string text;              // a line printed before the units' lines
+};
+
+// The optional stages of a signed per-unit command around its step.
+struct SignedHooks {
+  // Runs once the signers are loaded, before any unit is contacted (read
+  // files, build expectations); may fill the report's header.
+  std::function<absl::Status(const std::vector<host::AdminKey>& signers, ReportHeader& header)>
+      prepare;
+  // Runs once the selected units are connected, before any is changed (a
+  // check across the fleet, such as an interlock).
+  std::function<absl::Status(std::vector<UnitConnection>& conns,
+                             const host::FleetManifest& manifest)>
+      precheck;
+};
+
+// RunSignedPerUnit is the skeleton of every signed per-unit command: load
+// the --sign keys (LoadSigners), hooks.prepare, connect the selected units,
+// hooks.precheck, then for each unit read GetInfo and run `step`, and report
+// the outcomes as ReportOutcomes does. An error before the first unit is
+// reported with Fail. Returns the exit code.
+int RunSignedPerUnit(Invocation& inv, std::string_view command, const SignedStep& step,
+                     const SignedHooks& hooks = {});
 
 // StatusJson returns {"code", "reason", "message"} of a status.
 json StatusJson(const absl::Status& status);
 
-// VpHex returns the hex of a VP, its first 16 digits unless `full`.
+// VpHex returns the hex of a VP as the wire carries it: its short form
+// (host::ShortId) unless `full`; "-" when empty.
 std::string VpHex(std::string_view vp, bool full);
 
 // Command registration, one function per source file.

@@ -11,6 +11,8 @@
 #include "crypto/verification_pattern.h"
 #include "host/batch_fanout.h"
 #include "host/hsmctl/keystore_support.h"
+#include "host/hsmctl/verify_report.h"
+#include "host/master_key_id.h"
 #include "host/straggler_upgrade.h"
 #include "proto/wire/blob_format.h"
 #include "proto/wire/status_codec.h"
@@ -100,9 +102,8 @@ int RunList(Invocation& inv, int64_t limit) {
         keys.push_back(
             {{"name", k.name}, {"wkid", ToHex(k.wkid)}, {"pending_wkid", ToHex(k.pending_wkid)}});
       } else {
-        std::cout << k.name << "  wkid " << ToHex(k.wkid).substr(0, 16)
-                  << (k.pending_wkid.empty() ? ""
-                                             : "  pending " + ToHex(k.pending_wkid).substr(0, 16))
+        std::cout << k.name << "  wkid " << host::ShortId(k.wkid)
+                  << (k.pending_wkid.empty() ? "" : "  pending " + host::ShortId(k.pending_wkid))
                   << "\n";
       }
       ++shown;
@@ -176,27 +177,13 @@ int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
   return Fail(inv, last);
 }
 
-// What keys verify found, page after page.
-struct VerifyTally {
-  struct PerWkid {
-    int64_t keys = 0;
-    int64_t usable_everywhere = 0;
-    int64_t under_old_somewhere = 0;
-  };
-  std::map<std::string, PerWkid> per_wkid;
-  std::vector<std::string> failures;  // the first 20
-  int64_t failed_keys = 0;
-  int64_t checked = 0;
-  absl::Status unit_error = absl::OkStatus();
-};
-
 // checks[unit][0] answers the page's blobs, checks[unit][1] its pending blobs.
 using PageChecks = std::vector<std::array<std::optional<v1::CheckBlobsResponse>, 2>>;
 
 // CheckPage asks every unit, through `fanout`, to check the page's blobs
 // and pending blobs; a unit's error goes to tally.unit_error (the first).
 PageChecks CheckPage(host::BatchFanout& fanout, const std::vector<host::StoredKey>& page,
-                     VerifyTally& tally) {
+                     VerifyReport& tally) {
   host::BatchFanout::Batch blobs{v1::Request(), 0, 0};
   host::BatchFanout::Batch pendings{v1::Request(), 1, 0};
   for (const host::StoredKey& k : page) {
@@ -232,10 +219,10 @@ PageChecks CheckPage(host::BatchFanout& fanout, const std::vector<host::StoredKe
 // TallyPage counts each key of the page as usable on every unit (with its
 // blob or its pending blob) or not.
 void TallyPage(const std::vector<host::StoredKey>& page, const PageChecks& checks,
-               const std::vector<UnitConnection>& conns, VerifyTally& tally) {
+               const std::vector<UnitConnection>& conns, VerifyReport& tally) {
   for (size_t i = 0; i < page.size(); ++i) {
     const host::StoredKey& k = page[i];
-    VerifyTally::PerWkid& w = tally.per_wkid[ToHex(k.wkid)];
+    VerifyReport::PerWkid& w = tally.per_wkid[ToHex(k.wkid)];
     ++w.keys;
     bool everywhere = true;
     bool under_old = false;
@@ -258,7 +245,7 @@ void TallyPage(const std::vector<host::StoredKey>& page, const PageChecks& check
       ++w.usable_everywhere;
     } else {
       ++tally.failed_keys;
-      if (tally.failures.size() < 20) {
+      if (tally.failures.size() < VerifyReport::kMaxListedFailures) {
         tally.failures.push_back(
             StrCat(k.name, " (", why.empty() ? "unit did not answer" : why, ")"));
       }
@@ -268,43 +255,6 @@ void TallyPage(const std::vector<host::StoredKey>& page, const PageChecks& check
   tally.checked += static_cast<int64_t>(page.size());
 }
 
-int ReportVerify(const Invocation& inv, const VerifyTally& t, size_t n_units, double seconds) {
-  const bool ok = t.failed_keys == 0 && t.unit_error.ok();
-  if (inv.json) {
-    json w = json::array();
-    for (const auto& [wkid, p] : t.per_wkid) {
-      w.push_back({{"wkid", wkid},
-                   {"keys", p.keys},
-                   {"usable_on_every_unit", p.usable_everywhere},
-                   {"under_old", p.under_old_somewhere}});
-    }
-    json doc{{"command", "keys verify"}, {"ok", ok},          {"keys", t.checked},
-             {"failed", t.failed_keys},  {"per_wkid", w},     {"failures", t.failures},
-             {"units", n_units},         {"seconds", seconds}};
-    if (!t.unit_error.ok()) doc["unit_error"] = StatusJson(t.unit_error);
-    std::cout << doc.dump(2) << "\n";
-  } else {
-    std::cout << "keys verify: " << t.checked << " key(s) on " << n_units << " unit(s) in "
-              << seconds << " s\n";
-    for (const auto& [wkid, p] : t.per_wkid) {
-      std::cout << "  WKID " << wkid << ": " << p.keys << " key(s), " << p.usable_everywhere
-                << " usable on every unit"
-                << (p.under_old_somewhere > 0 ? StrCat(", ", p.under_old_somewhere, " under OLD")
-                                              : std::string())
-                << "\n";
-    }
-    for (const auto& f : t.failures) std::cout << "  FAILED: " << f << "\n";
-    if (!t.unit_error.ok()) {
-      std::cout << "  UNIT ERROR: " << ReasonOf(t.unit_error) << ": " << t.unit_error.message()
-                << "\n";
-    }
-    std::cout << (ok ? "OK: every key is usable on every unit\n"
-                     : StrCat("FAILED: ", t.failed_keys, " key(s) not usable on every unit\n"));
-  }
-  if (!t.unit_error.ok() && host::IsUnreachable(t.unit_error)) return kExitUnreachable;
-  return ok ? kExitOk : kExitRefused;
-}
-
 int RunVerify(Invocation& inv) {
   auto opened = OpenAll(inv, false);
   if (!opened.ok()) return Fail(inv, opened.status());
@@ -312,7 +262,7 @@ int RunVerify(Invocation& inv) {
   auto total = opened->store->CountKeys();
   if (!total.ok()) return Fail(inv, total.status());
   ProgressPrinter progress(inv.json);
-  VerifyTally tally;
+  VerifyReport tally;
   host::BatchFanoutOptions options;
   options.in_flight_per_lane = 2;  // the page's blobs and its pending blobs
   options.activity = "keys verify";
@@ -329,8 +279,9 @@ int RunVerify(Invocation& inv) {
         "verifying"});
   }
   progress.Finish();
-  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  return ReportVerify(inv, tally, opened->conns.size(), seconds);
+  tally.units = opened->conns.size();
+  tally.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return RenderVerify(inv, tally);
 }
 
 int RunUpgrade(Invocation& inv) {

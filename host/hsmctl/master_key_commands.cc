@@ -13,101 +13,102 @@
 #include "host/hsmctl/keystore_support.h"
 #include "host/interlock.h"
 #include "host/key_part_loading.h"
+#include "host/master_key_id.h"
 #include "host/signed_command.h"
 #include "proto/wire/enum_names.h"
 
 namespace hsmsim::hsmctl {
 namespace {
 
+// OpenParts opens the key part `files` with the invocation's password and
+// returns the parts and the VP of their XOR.
+absl::Status OpenParts(Invocation& inv, const std::vector<std::string>& files,
+                       std::vector<SecretBytes>& parts, std::string& expected_vp) {
+  HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, "Password: "));
+  SecretBytes xored(crypto::kKeyPartSize, 0);
+  for (const std::string& file : files) {
+    HSMSIM_ASSIGN_OR_RETURN(std::string bytes, host::ReadFileBytes(file));
+    auto part = crypto::OpenKeyPartFile(bytes, password);
+    if (!part.ok()) return WithContext(part.status(), file);
+    for (size_t i = 0; i < crypto::kKeyPartSize; ++i) xored[i] ^= (*part)[i];
+    parts.push_back(std::move(*part));
+  }
+  expected_vp = crypto::AsString(crypto::ComputeVerificationPattern(xored));
+  return absl::OkStatus();
+}
+
+// LoadOnUnit loads `parts` into the unit's NEW register and checks that it
+// then holds `expected_vp`.
+absl::Status LoadOnUnit(SignedUnit& u, const std::vector<SecretBytes>& parts,
+                        const std::string& expected_vp) {
+  if (u.info.importer_public_key().empty()) u.outcome.details["generated_importer"] = true;
+  HSMSIM_ASSIGN_OR_RETURN(u.info,
+                          host::LoadKeyPartsOnUnit(*u.conn.client, u.info, parts, u.signers));
+  const v1::MasterKeyRegisterInfo& reg = u.info.new_register();
+  const bool matches = host::SameId(reg.verification_pattern(), expected_vp);
+  u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
+  u.outcome.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
+  u.outcome.details["matches_parts"] = matches;
+  u.outcome.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
+                          ToHex(reg.verification_pattern()),
+                          matches ? " (matches the parts)" : " (DIFFERS from the parts)");
+  if (!matches) {
+    return Error(absl::StatusCode::kDataLoss, reason::kVpMismatch,
+                 StrCat("unit ", u.conn.unit.name, " NEW VP ", ToHex(reg.verification_pattern()),
+                        " differs from the parts' VP ", ToHex(expected_vp)));
+  }
+  return absl::OkStatus();
+}
+
 int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
   if (files.size() < 2 || files.size() > 3) {
     return Fail(inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
                            StrCat("--parts takes 2 or 3 key part files, got ", files.size())));
   }
-  auto signers = LoadSigners(inv);
-  if (!signers.ok()) return Fail(inv, signers.status());
-  auto password = GetPassword(inv, "Password: ");
-  if (!password.ok()) return Fail(inv, password.status());
   std::vector<SecretBytes> parts;
-  SecretBytes xored(crypto::kKeyPartSize, 0);
-  for (const std::string& file : files) {
-    auto bytes = host::ReadFileBytes(file);
-    if (!bytes.ok()) return Fail(inv, bytes.status());
-    auto part = crypto::OpenKeyPartFile(*bytes, *password);
-    if (!part.ok()) return Fail(inv, WithContext(part.status(), file));
-    for (size_t i = 0; i < crypto::kKeyPartSize; ++i) xored[i] ^= (*part)[i];
-    parts.push_back(std::move(*part));
-  }
-  const std::string expected_vp = crypto::AsString(crypto::ComputeVerificationPattern(xored));
-  auto conns = ConnectSelected(inv);
-  if (!conns.ok()) return Fail(inv, conns.status());
-  const auto signer_ptrs = SignerPointers(*signers);
-  auto outcomes = ForEachUnit(
-      *conns,
-      [&](UnitConnection& c, const v1::GetInfoResponse& first, UnitOutcome& o) -> absl::Status {
-        if (first.importer_public_key().empty()) o.details["generated_importer"] = true;
-        auto result = host::LoadKeyPartsOnUnit(*c.client, first, parts, signer_ptrs);
-        if (!result.ok()) return result.status();
-        const v1::MasterKeyRegisterInfo& reg = result->new_register();
-        const bool matches =
-            ConstantTimeEquals(AsBytes(reg.verification_pattern()), AsBytes(expected_vp));
-        o.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
-        o.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
-        o.details["matches_parts"] = matches;
-        o.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
-                        ToHex(reg.verification_pattern()),
-                        matches ? " (matches the parts)" : " (DIFFERS from the parts)");
-        if (!matches) {
-          return Error(absl::StatusCode::kDataLoss, reason::kVpMismatch,
-                       StrCat("unit ", c.unit.name, " NEW VP ", ToHex(reg.verification_pattern()),
-                              " differs from the parts' VP ", ToHex(expected_vp)));
-        }
-        return absl::OkStatus();
-      });
-  if (!inv.json) std::cout << "expected VP (XOR of the parts): " << ToHex(expected_vp) << "\n";
-  return ReportOutcomes(inv, "mk load", outcomes,
-                        json{{"expected_verification_pattern", ToHex(expected_vp)}});
+  std::string expected_vp;
+  SignedHooks hooks;
+  hooks.prepare = [&](const std::vector<host::AdminKey>&, ReportHeader& header) -> absl::Status {
+    HSMSIM_RETURN_IF_ERROR(OpenParts(inv, files, parts, expected_vp));
+    header.fields = json{{"expected_verification_pattern", ToHex(expected_vp)}};
+    header.text = StrCat("expected VP (XOR of the parts): ", ToHex(expected_vp));
+    return absl::OkStatus();
+  };
+  return RunSignedPerUnit(
+      inv, "mk load", [&](SignedUnit& u) { return LoadOnUnit(u, parts, expected_vp); }, hooks);
 }
 
 int RunCommit(Invocation& inv, const std::string& vp_hex) {
   std::string vp_flag;
   if (!vp_hex.empty()) {
-    auto vp = FromHex(vp_hex);
-    if (!vp.ok() || vp->size() != crypto::kVerificationPatternSize) {
+    auto vp = host::VerificationPattern::FromHex(vp_hex);
+    if (!vp.ok()) {
       return Fail(
           inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadVp,
                      StrCat("--vp must be ", 2 * crypto::kVerificationPatternSize, " hex digits")));
     }
-    vp_flag = *vp;
+    vp_flag = vp->bytes();
   }
-  auto signers = LoadSigners(inv);
-  if (!signers.ok()) return Fail(inv, signers.status());
-  auto conns = ConnectSelected(inv);
-  if (!conns.ok()) return Fail(inv, conns.status());
-  const auto signer_ptrs = SignerPointers(*signers);
-  auto outcomes = ForEachUnit(
-      *conns,
-      [&](UnitConnection& c, const v1::GetInfoResponse& info, UnitOutcome& o) -> absl::Status {
-        std::string expected = vp_flag;
-        if (expected.empty()) {
-          expected = info.new_register().verification_pattern();
-          if (expected.empty()) {
-            return Error(absl::StatusCode::kFailedPrecondition, reason::kNewRegisterNotFull,
-                         StrCat("unit ", c.unit.name, " NEW register is ",
-                                wire::RegisterStateName(info.new_register().state()),
-                                "; load all key parts first (hsmctl mk load)"));
-          }
-        }
-        auto result = host::CommitNewOnUnit(*c.client, info, expected, signer_ptrs);
-        if (!result.ok()) return result.status();
-        const auto& reg = result->new_register();
-        o.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
-        o.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
-        o.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
-                        ToHex(reg.verification_pattern()));
-        return absl::OkStatus();
-      });
-  return ReportOutcomes(inv, "mk commit", outcomes);
+  return RunSignedPerUnit(inv, "mk commit", [&](SignedUnit& u) -> absl::Status {
+    std::string expected = vp_flag;
+    if (expected.empty()) {
+      expected = u.info.new_register().verification_pattern();
+      if (expected.empty()) {
+        return Error(absl::StatusCode::kFailedPrecondition, reason::kNewRegisterNotFull,
+                     StrCat("unit ", u.conn.unit.name, " NEW register is ",
+                            wire::RegisterStateName(u.info.new_register().state()),
+                            "; load all key parts first (hsmctl mk load)"));
+      }
+    }
+    HSMSIM_ASSIGN_OR_RETURN(u.info,
+                            host::CommitNewOnUnit(*u.conn.client, u.info, expected, u.signers));
+    const auto& reg = u.info.new_register();
+    u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
+    u.outcome.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
+    u.outcome.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
+                            ToHex(reg.verification_pattern()));
+    return absl::OkStatus();
+  });
 }
 
 json RegistersJson(const v1::GetInfoResponse& info) {
@@ -125,35 +126,30 @@ json RegistersJson(const v1::GetInfoResponse& info) {
 // some unit holds, unless `force`.
 int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Command&),
               host::RegisterChange change, bool force) {
-  auto signers = LoadSigners(inv);
-  if (!signers.ok()) return Fail(inv, signers.status());
-  host::FleetManifest manifest;
-  auto conns = ConnectSelected(inv, &manifest);
-  if (!conns.ok()) return Fail(inv, conns.status());
+  SignedHooks hooks;
   if (!force) {
-    auto counts = KeyCounts(inv, manifest);
-    if (!counts.ok()) return Fail(inv, counts.status());
-    absl::Status lock = host::CheckInterlock(ObserveAll(*conns), change, *counts);
-    if (!lock.ok()) return Fail(inv, lock);
+    hooks.precheck = [&](std::vector<UnitConnection>& conns,
+                         const host::FleetManifest& manifest) -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(auto counts, KeyCounts(inv, manifest));
+      return host::CheckInterlock(ObserveAll(conns), change, counts);
+    };
   }
-  const auto signer_ptrs = SignerPointers(*signers);
-  auto outcomes = ForEachUnit(
-      *conns,
-      [&](UnitConnection& c, const v1::GetInfoResponse& info, UnitOutcome& o) -> absl::Status {
+  return RunSignedPerUnit(
+      inv, command,
+      [&](SignedUnit& u) -> absl::Status {
         v1::Command op;
         set_op(op);
-        auto result = host::IssueCommand(*c.client, info, op, signer_ptrs);
-        if (!result.ok()) return result.status();
-        const v1::GetInfoResponse& after = result->info();
-        o.details["registers"] = RegistersJson(after);
-        o.text = StrCat("NEW ", wire::RegisterStateName(after.new_register().state()), ", CURRENT ",
-                        wire::RegisterStateName(after.current_register().state()), " ",
-                        VpHex(after.current_register().verification_pattern(), false), ", OLD ",
-                        wire::RegisterStateName(after.old_register().state()), " ",
-                        VpHex(after.old_register().verification_pattern(), false));
+        HSMSIM_RETURN_IF_ERROR(u.Issue(op).status());
+        u.outcome.details["registers"] = RegistersJson(u.info);
+        u.outcome.text =
+            StrCat("NEW ", wire::RegisterStateName(u.info.new_register().state()), ", CURRENT ",
+                   wire::RegisterStateName(u.info.current_register().state()), " ",
+                   VpHex(u.info.current_register().verification_pattern(), false), ", OLD ",
+                   wire::RegisterStateName(u.info.old_register().state()), " ",
+                   VpHex(u.info.old_register().verification_pattern(), false));
         return absl::OkStatus();
-      });
-  return ReportOutcomes(inv, command, outcomes);
+      },
+      hooks);
 }
 
 void AddSimple(CLI::App* parent, Invocation& inv, const char* name, const char* help,
