@@ -25,6 +25,7 @@
 #include "host/batch_fanout.h"
 #include "host/fleet_manifest.h"
 #include "host/keystore.h"
+#include "host/master_key_id.h"
 #include "host/rewrap_batch.h"
 #include "host/unit_channel.h"
 #include "hsmsim/v1/unit.pb.h"
@@ -180,7 +181,7 @@ class RotationEngine {
 };
 
 // WkidOfVp returns the first 16 bytes of a 32-byte VP.
-inline std::string WkidOfVp(std::string_view vp) { return std::string(vp.substr(0, 16)); }
+inline std::string WkidOfVp(std::string_view vp) { return std::string(vp.substr(0, Wkid::kSize)); }
 
 }  // namespace hsmsim::host
 
