@@ -23,19 +23,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class AdminIdentityTest : public test_support::ProcessEnvironmentTest {
+class AdminIdentityTest : public HsmctlFleetTest {
  protected:
-  void SetUp() override {
-    ProcessEnvironmentTest::SetUp();
-    fleet_ = tmp_.Join("fleet");
-  }
-
-  RunResult Hsmctl(std::vector<std::string> args) {
-    args.push_back("--fleet");
-    args.push_back(fleet_);
-    return RunHsmctl(tmp_, std::move(args));
-  }
-
   std::string Keygen(const std::string& name) {
     const std::string file = tmp_.Join(name + ".key");
     RunResult r =
@@ -86,9 +75,6 @@ class AdminIdentityTest : public test_support::ProcessEnvironmentTest {
     }
     return out;
   }
-
-  TempDir tmp_;
-  std::string fleet_;
 };
 
 TEST_F(AdminIdentityTest, ExplicitParameterAliasIsTheSameAdministrator) {

@@ -63,6 +63,27 @@ inline RunResult RunHsmctl(const TempDir& tmp, std::vector<std::string> args,
   return test_support::RunProgram(args, options);
 }
 
+// HsmctlFleetTest: the fixture of the hsmctl integration tests: the process
+// environment of ProcessEnvironmentTest, a temporary directory, a fleet
+// directory in it (not created), and Hsmctl(args), which runs hsmctl with
+// `--fleet` pointing there.
+class HsmctlFleetTest : public test_support::ProcessEnvironmentTest {
+ protected:
+  void SetUp() override {
+    ProcessEnvironmentTest::SetUp();
+    fleet_ = tmp_.Join("fleet");
+  }
+
+  RunResult Hsmctl(std::vector<std::string> args) {
+    args.push_back("--fleet");
+    args.push_back(fleet_);
+    return RunHsmctl(tmp_, std::move(args));
+  }
+
+  TempDir tmp_;
+  std::string fleet_;
+};
+
 // FleetGuard stops the fleet in `dir` when it goes out of scope: first
 // `hsmctl fleet down`, then SIGKILL of any unit process still alive.
 class FleetGuard {

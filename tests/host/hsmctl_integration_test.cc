@@ -36,19 +36,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class HsmctlIntegrationTest : public test_support::ProcessEnvironmentTest {
+class HsmctlIntegrationTest : public HsmctlFleetTest {
  protected:
-  void SetUp() override {
-    ProcessEnvironmentTest::SetUp();
-    fleet_ = tmp_.Join("fleet");
-  }
-
-  RunResult Hsmctl(std::vector<std::string> args) {
-    args.push_back("--fleet");
-    args.push_back(fleet_);
-    return RunHsmctl(tmp_, std::move(args));
-  }
-
   RunResult FleetUp(int units) {
     return Hsmctl({"fleet", "up", "--units", std::to_string(units), "--instance", "it-instance",
                    "--unit-binary", HSMSIM_UNIT_PATH});
@@ -59,9 +48,6 @@ class HsmctlIntegrationTest : public test_support::ProcessEnvironmentTest {
     EXPECT_TRUE(client.ok());
     return std::move(*client);
   }
-
-  TempDir tmp_;
-  std::string fleet_;
 };
 
 TEST_F(HsmctlIntegrationTest, FleetUpStatusDown) {

@@ -31,19 +31,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-class HsmctlSecurityTest : public test_support::ProcessEnvironmentTest {
+class HsmctlSecurityTest : public HsmctlFleetTest {
  protected:
-  void SetUp() override {
-    ProcessEnvironmentTest::SetUp();
-    fleet_ = tmp_.Join("fleet");
-  }
-
-  RunResult Hsmctl(std::vector<std::string> args) {
-    args.push_back("--fleet");
-    args.push_back(fleet_);
-    return RunHsmctl(tmp_, std::move(args));
-  }
-
   void MustRun(std::vector<std::string> args) {
     RunResult r = Hsmctl(args);
     ASSERT_EQ(r.exit_code, 0) << args[0] << " " << (args.size() > 1 ? args[1] : "") << "\n"
@@ -92,9 +81,6 @@ class HsmctlSecurityTest : public test_support::ProcessEnvironmentTest {
     }
     return out;
   }
-
-  TempDir tmp_;
-  std::string fleet_;
 };
 
 // UmaskGuard sets the process umask (inherited by every process the test
