@@ -68,7 +68,8 @@ class AdminIdentityTest : public HsmctlFleetTest {
     RunResult status = Hsmctl({"status", "--json"});
     EXPECT_EQ(status.exit_code, 0) << Describe(status);
     std::vector<std::vector<std::string>> out;
-    for (const json& unit : json::parse(status.out)["units"]) {
+    const json status_doc = json::parse(status.out);
+    for (const json& unit : status_doc["units"]) {
       std::vector<std::string> names;
       for (const json& a : unit["administrators"]) names.push_back(a["name"]);
       out.push_back(names);
@@ -97,7 +98,8 @@ TEST_F(AdminIdentityTest, ExplicitParameterAliasIsTheSameAdministrator) {
   // Imprint mode: installing alice and her alias installs one administrator.
   RunResult add = Hsmctl({"admin", "add", alice, bob, carol, mallory, "--json"});
   ASSERT_EQ(add.exit_code, 0) << Describe(add);
-  for (const json& unit : json::parse(add.out)["units"]) {
+  const json add_doc = json::parse(add.out);
+  for (const json& unit : add_doc["units"]) {
     EXPECT_EQ(unit["added"], json::array({"alice", "bob", "carol"})) << add.out;
     EXPECT_EQ(unit["already_installed"], json::array({"mallory"})) << add.out;
   }

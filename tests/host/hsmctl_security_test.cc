@@ -215,7 +215,8 @@ TEST_F(HsmctlSecurityTest, CeremonyRefusesUnexpectedAdministrators) {
   EXPECT_THAT(status.out, HasSubstr("open to anyone who can reach it"));
   RunResult status_json = Hsmctl({"status", "--json"});
   ASSERT_EQ(status_json.exit_code, 0) << Describe(status_json);
-  for (const json& u : json::parse(status_json.out)["units"]) {
+  const json status_json_doc = json::parse(status_json.out);
+  for (const json& u : status_json_doc["units"]) {
     EXPECT_TRUE(u["open_to_anyone"].get<bool>()) << status_json.out;
     EXPECT_THAT(u["warning"].get<std::string>(), HasSubstr("imprint mode"));
   }
@@ -270,7 +271,8 @@ TEST_F(HsmctlSecurityTest, CeremonyRefusesUnexpectedAdministrators) {
            alice + "," + bob, "--expect-admins", carol + "," + mallory_id});
   RunResult normal = Hsmctl({"status", "--json"});
   ASSERT_EQ(normal.exit_code, 0) << Describe(normal);
-  for (const json& u : json::parse(normal.out)["units"]) {
+  const json normal_doc = json::parse(normal.out);
+  for (const json& u : normal_doc["units"]) {
     EXPECT_FALSE(u["open_to_anyone"].get<bool>()) << normal.out;
     EXPECT_FALSE(u.contains("warning")) << normal.out;
   }
