@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -26,34 +27,15 @@
 #include "crypto/verification_pattern.h"
 #include "firmware/crypto_unit.h"
 #include "firmware/key_blob.h"
+#include "host/admin_key_file.h"
 #include "hsmsim/v1/unit.pb.h"
 #include "proto/wire/status_codec.h"
+#include "tests/support/signed_request.h"
 
 namespace hsmsim::bench {
 
-// BenchAdmin is an administrator's P-521 key pair.
-struct BenchAdmin {
-  std::string name;
-  crypto::EvpPkeyPtr key;
-  std::string public_key_der;
-  crypto::KeyId key_id{};
-};
-
-// SignCommand returns `command` (unit id and counter filled in) serialized
-// and signed by each of `signers`.
-inline absl::StatusOr<v1::SignedCommand> SignCommand(
-    const v1::Command& command, const std::vector<const BenchAdmin*>& signers) {
-  v1::SignedCommand signed_command;
-  signed_command.set_command(command.SerializeAsString());
-  for (const BenchAdmin* signer : signers) {
-    HSMSIM_ASSIGN_OR_RETURN(std::string signature,
-                            crypto::SignSha512(*signer->key, AsBytes(signed_command.command())));
-    v1::Signature* sig = signed_command.add_signatures();
-    sig->set_admin_key_id(crypto::AsString(signer->key_id));
-    sig->set_signature(std::move(signature));
-  }
-  return signed_command;
-}
+// BenchAdmin is an administrator's P-521 key pair: the host's AdminKey.
+using BenchAdmin = host::AdminKey;
 
 // CommandSender sends one administrative command: `op` has only its op set;
 // the sender fills in the unit id and transaction counter and signs it with
@@ -107,10 +89,8 @@ inline absl::StatusOr<Ceremony> RunCeremony(const CommandSender& send,
                                             const std::function<std::string()>& importer,
                                             crypto::Entropy& entropy) {
   Ceremony c;
-  c.admin.name = "bench-admin";
-  HSMSIM_ASSIGN_OR_RETURN(c.admin.key, crypto::GenerateP521(entropy));
-  HSMSIM_ASSIGN_OR_RETURN(c.admin.public_key_der, crypto::PublicKeyDer(*c.admin.key));
-  c.admin.key_id = crypto::KeyIdOfPublicKeyDer(AsBytes(c.admin.public_key_der));
+  HSMSIM_ASSIGN_OR_RETURN(crypto::EvpPkeyPtr key, crypto::GenerateP521(entropy));
+  HSMSIM_ASSIGN_OR_RETURN(c.admin, host::MakeAdminKey("bench-admin", std::move(key)));
   v1::Command add;
   add.mutable_add_admin()->set_name(c.admin.name);
   add.mutable_add_admin()->set_public_key(c.admin.public_key_der);
@@ -132,16 +112,11 @@ inline absl::StatusOr<Ceremony> RunCeremony(const CommandSender& send,
   return c;
 }
 
-// InProcessSender signs and applies commands to an in-process unit.
+// InProcessSender signs (tests/support/signed_request.h) and applies
+// commands to an in-process unit.
 inline CommandSender InProcessSender(firmware::CryptoUnit& unit) {
   return [&unit](v1::Command op, const std::vector<const BenchAdmin*>& signers) {
-    v1::GetInfoResponse info = unit.Info();
-    op.set_unit_id(info.unit_id());
-    op.set_transaction_counter(info.transaction_counter());
-    HSMSIM_ASSIGN_OR_RETURN(v1::SignedCommand signed_command, SignCommand(op, signers));
-    v1::Request request;
-    request.set_id(1);
-    *request.mutable_signed_command() = std::move(signed_command);
+    v1::Request request = test_support::SignedRequest(unit.Info(), std::move(op), signers);
     return wire::FromWireStatus(unit.Handle(request).response.status());
   };
 }

@@ -15,28 +15,25 @@
 //   build/bench/loopback_bench --benchmark_filter='batch:4096/inflight:(1|4)$'
 //   build/bench/loopback_bench --benchmark_format=json --benchmark_out=loopback.json
 #include <benchmark/benchmark.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <stdlib.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "bench/bench_support.h"
+#include "host/signed_command.h"
 #include "host/unit_client.h"
 #include "proto/wire/status_codec.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/unit_process.h"
 
 #ifndef HSMSIM_UNIT_PATH
 #error "HSMSIM_UNIT_PATH must name the hsmsim-unit binary"
@@ -48,100 +45,52 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxBatch = 16384;
 
-// UnitProcess: one hsmsim-unit child on 127.0.0.1, port 0, in a temporary
-// directory that is removed with it. Stopped (SIGTERM, then SIGKILL) on
-// destruction; PR_SET_PDEATHSIG kills it if this process dies first.
-class UnitProcess {
+// LoopbackUnit: one hsmsim-unit child (tests/support/unit_process.h) on
+// 127.0.0.1, port 0, in a temporary directory that is removed with it.
+// Stopped (SIGTERM, then SIGKILL after 5 s) on destruction; PR_SET_PDEATHSIG
+// kills it if this process dies first.
+class LoopbackUnit {
  public:
-  static absl::StatusOr<std::unique_ptr<UnitProcess>> Start() {
-    char tmpl[] = "/tmp/hsmsim-loopback-bench-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) {
-      return Error(absl::StatusCode::kInternal, "MKDTEMP", "cannot create a temp directory");
+  static absl::StatusOr<std::unique_ptr<LoopbackUnit>> Start() {
+    auto unit = std::unique_ptr<LoopbackUnit>(new LoopbackUnit);
+    test_support::UnitProcessOptions options;
+    options.binary = HSMSIM_UNIT_PATH;
+    options.state_dir = unit->dir_.Join("state");
+    options.work_dir = unit->dir_.path();
+    options.args = {"--log-level", "warn"};
+    options.die_with_parent = true;
+    options.stop_grace = std::chrono::seconds(5);
+    unit->process_ = std::make_unique<test_support::UnitProcess>(std::move(options));
+    std::optional<uint16_t> port = unit->process_->WaitForPort();
+    if (!port.has_value()) {
+      return Error(absl::StatusCode::kUnavailable, "UNIT_NOT_READY",
+                   StrCat("hsmsim-unit exited or wrote no port file within 20 s; see ",
+                          unit->process_->output_path()));
     }
-    auto unit = std::unique_ptr<UnitProcess>(new UnitProcess(tmpl));
-    const std::string port_file = unit->dir_ + "/port";
-    const std::string state_dir = unit->dir_ + "/state";
-    const std::string log = unit->dir_ + "/unit.log";
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) return Error(absl::StatusCode::kInternal, "FORK", "fork failed");
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      if (fd >= 0) {
-        dup2(fd, STDERR_FILENO);
-        dup2(fd, STDOUT_FILENO);
-      }
-      execl(HSMSIM_UNIT_PATH, HSMSIM_UNIT_PATH, "--listen", "127.0.0.1:0", "--port-file",
-            port_file.c_str(), "--state-dir", state_dir.c_str(), "--log-level", "warn",
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    unit->pid_ = pid;
-    Clock::time_point deadline = Clock::now() + std::chrono::seconds(20);
-    while (Clock::now() < deadline) {
-      std::ifstream in(port_file);
-      int port = 0;
-      if (in >> port && port > 0) {
-        unit->port_ = port;
-        return unit;
-      }
-      int status = 0;
-      if (waitpid(pid, &status, WNOHANG) == pid) {
-        unit->pid_ = -1;
-        return Error(absl::StatusCode::kUnavailable, "UNIT_EXITED",
-                     StrCat("hsmsim-unit exited before listening; see ", log));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return Error(absl::StatusCode::kDeadlineExceeded, "UNIT_NOT_READY",
-                 "hsmsim-unit wrote no port file within 20 s");
+    unit->port_ = *port;
+    return unit;
   }
 
-  ~UnitProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      Clock::time_point deadline = Clock::now() + std::chrono::seconds(5);
-      while (waitpid(pid_, &status, WNOHANG) == 0) {
-        if (Clock::now() > deadline) {
-          kill(pid_, SIGKILL);
-          waitpid(pid_, &status, 0);
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-    }
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
+  ~LoopbackUnit() { process_.reset(); }  // stop the unit before removing its directory
 
   std::string endpoint() const { return StrCat("127.0.0.1:", port_); }
 
  private:
-  explicit UnitProcess(std::string dir) : dir_(std::move(dir)) {}
-  std::string dir_;
-  pid_t pid_ = -1;
+  LoopbackUnit() = default;
+  test_support::TempDir dir_;
+  std::unique_ptr<test_support::UnitProcess> process_;
   int port_ = 0;
 };
 
-// RemoteSender signs and sends commands over the client.
+// RemoteSender signs and sends commands over the client (host::IssueCommand).
 CommandSender RemoteSender(host::UnitClient& client) {
   return [&client](v1::Command op, const std::vector<const BenchAdmin*>& signers) -> absl::Status {
-    HSMSIM_ASSIGN_OR_RETURN(v1::GetInfoResponse info, client.GetInfo());
-    op.set_unit_id(info.unit_id());
-    op.set_transaction_counter(info.transaction_counter());
-    HSMSIM_ASSIGN_OR_RETURN(v1::SignedCommand signed_command, SignCommand(op, signers));
-    v1::Request request;
-    *request.mutable_signed_command() = std::move(signed_command);
-    HSMSIM_ASSIGN_OR_RETURN(v1::Response response, client.Call(std::move(request)));
-    return wire::FromWireStatus(response.status());
+    return host::IssueCommand(client, std::move(op), signers).status();
   };
 }
 
 struct LoopbackFixture {
-  std::unique_ptr<UnitProcess> unit;
+  std::unique_ptr<LoopbackUnit> unit;
   std::unique_ptr<host::UnitClient> client;
   std::map<int64_t, v1::Request> requests;  // a ReencryptBatch per batch size
   double kernel_rate = 0;                   // blobs/s, one core, this run
@@ -181,7 +130,7 @@ absl::Status SetUp() {
   crypto::Entropy& entropy = crypto::OpenSslEntropyInstance();
   fixture = new LoopbackFixture;
   HSMSIM_ASSIGN_OR_RETURN(fixture->kernel_rate, MeasureKernel(entropy));
-  HSMSIM_ASSIGN_OR_RETURN(fixture->unit, UnitProcess::Start());
+  HSMSIM_ASSIGN_OR_RETURN(fixture->unit, LoopbackUnit::Start());
   host::UnitClientOptions options;
   options.timeout = std::chrono::seconds(120);
   options.idempotent_attempts = 1;  // a retry would hide a failure and skew the rate

@@ -1,5 +1,6 @@
 #include "common/hex.h"
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -18,7 +19,7 @@ std::string ToHex(absl::Span<const uint8_t> bytes) {
 
 absl::StatusOr<std::string> FromHex(std::string_view hex) {
   if (hex.size() % 2 != 0) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_HEX",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadHex,
                  StrCat("hex string has odd length ", hex.size()));
   }
   auto nibble = [](char c) -> int {
@@ -32,7 +33,7 @@ absl::StatusOr<std::string> FromHex(std::string_view hex) {
     int hi = nibble(hex[2 * i]);
     int lo = nibble(hex[2 * i + 1]);
     if (hi < 0 || lo < 0) {
-      return Error(absl::StatusCode::kInvalidArgument, "BAD_HEX",
+      return Error(absl::StatusCode::kInvalidArgument, reason::kBadHex,
                    StrCat("non-hex character at offset ", hi < 0 ? 2 * i : 2 * i + 1));
     }
     out[i] = static_cast<char>((hi << 4) | lo);

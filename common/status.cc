@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/cord.h"
+#include "common/reasons.h"
 
 namespace hsmsim {
 namespace {
@@ -19,7 +20,7 @@ absl::Status Error(absl::StatusCode code, std::string_view reason, std::string_v
 std::string ReasonOf(const absl::Status& status) {
   if (status.ok()) return "";
   auto payload = status.GetPayload(absl::string_view(kReasonUrl.data(), kReasonUrl.size()));
-  if (!payload.has_value()) return "UNSPECIFIED";
+  if (!payload.has_value()) return std::string(reason::kUnspecified);
   return std::string(*payload);
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -19,7 +20,7 @@ constexpr char kGroupName[] = "secp521r1";
 
 absl::Status BadPublicKey(std::string_view what) {
   ClearOpenSslErrors();
-  return Error(absl::StatusCode::kInvalidArgument, "BAD_PUBLIC_KEY", what);
+  return Error(absl::StatusCode::kInvalidArgument, reason::kBadPublicKey, what);
 }
 
 // FromData builds an EVP_PKEY from the group name plus the given public point
@@ -31,12 +32,12 @@ absl::StatusOr<EvpPkeyPtr> FromData(const BIGNUM* priv, absl::Span<const uint8_t
       OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(),
                                        point.size()) != 1 ||
       (priv != nullptr && OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1)) {
-    return OpenSslError("CRYPTO_FAILED", "building P-521 key parameters failed");
+    return OpenSslError(reason::kCryptoFailed, "building P-521 key parameters failed");
   }
   OsslParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
   EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
   if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "P-521 key import setup failed");
+    return OpenSslError(reason::kCryptoFailed, "P-521 key import setup failed");
   }
   EVP_PKEY* raw = nullptr;
   if (EVP_PKEY_fromdata(ctx.get(), &raw, priv != nullptr ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
@@ -69,7 +70,7 @@ absl::StatusOr<std::string> UncompressedPoint(const EVP_PKEY& key) {
   const int got_y = EVP_PKEY_get_bn_param(&key, OSSL_PKEY_PARAM_EC_PUB_Y, &raw_y);
   BignumPtr y(raw_y);
   if (got_x != 1 || got_y != 1) {
-    return OpenSslError("CRYPTO_FAILED", "P-521 public point coordinates are unavailable");
+    return OpenSslError(reason::kCryptoFailed, "P-521 public point coordinates are unavailable");
   }
   std::string point(1 + 2 * kP521ScalarSize, '\0');
   point[0] = 0x04;
@@ -90,11 +91,11 @@ absl::StatusOr<EvpPkeyPtr> CanonicalPublicKey(const EVP_PKEY& key) {
 
 absl::StatusOr<std::string> EncodePublicKeyDer(const EVP_PKEY& key) {
   int len = i2d_PUBKEY(const_cast<EVP_PKEY*>(&key), nullptr);
-  if (len <= 0) return OpenSslError("CRYPTO_FAILED", "public key DER encoding failed");
+  if (len <= 0) return OpenSslError(reason::kCryptoFailed, "public key DER encoding failed");
   std::string out(static_cast<size_t>(len), '\0');
   auto* p = reinterpret_cast<unsigned char*>(out.data());
   if (i2d_PUBKEY(const_cast<EVP_PKEY*>(&key), &p) != len) {
-    return OpenSslError("CRYPTO_FAILED", "public key DER encoding failed");
+    return OpenSslError(reason::kCryptoFailed, "public key DER encoding failed");
   }
   return out;
 }
@@ -103,7 +104,7 @@ absl::StatusOr<std::string> EncodePublicKeyDer(const EVP_PKEY& key) {
 
 absl::StatusOr<EvpPkeyPtr> P521FromPrivateScalar(absl::Span<const uint8_t> scalar) {
   if (scalar.size() != kP521ScalarSize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_PRIVATE_KEY",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPrivateKey,
                  StrCat("P-521 private scalar must be 66 bytes, got ", scalar.size()));
   }
   EcGroupPtr group(EC_GROUP_new_by_curve_name(NID_secp521r1));
@@ -111,10 +112,10 @@ absl::StatusOr<EvpPkeyPtr> P521FromPrivateScalar(absl::Span<const uint8_t> scala
   BignumPtr priv(BN_secure_new());
   if (!group || !bn_ctx || !priv ||
       BN_bin2bn(scalar.data(), static_cast<int>(scalar.size()), priv.get()) == nullptr) {
-    return OpenSslError("CRYPTO_FAILED", "P-521 scalar import failed");
+    return OpenSslError(reason::kCryptoFailed, "P-521 scalar import failed");
   }
   if (BN_is_zero(priv.get()) || BN_cmp(priv.get(), EC_GROUP_get0_order(group.get())) >= 0) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_PRIVATE_KEY",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPrivateKey,
                  "P-521 private scalar is out of range");
   }
   EcPointPtr pub(EC_POINT_new(group.get()));
@@ -124,14 +125,14 @@ absl::StatusOr<EvpPkeyPtr> P521FromPrivateScalar(absl::Span<const uint8_t> scala
       EC_POINT_mul(group.get(), pub.get(), priv.get(), nullptr, nullptr, bn_ctx.get()) != 1 ||
       (point_len = EC_POINT_point2oct(group.get(), pub.get(), POINT_CONVERSION_UNCOMPRESSED, point,
                                       sizeof(point), bn_ctx.get())) == 0) {
-    return OpenSslError("CRYPTO_FAILED", "P-521 public point computation failed");
+    return OpenSslError(reason::kCryptoFailed, "P-521 public point computation failed");
   }
   return FromData(priv.get(), absl::Span<const uint8_t>(point, point_len));
 }
 
 absl::StatusOr<EvpPkeyPtr> GenerateP521(Entropy& entropy) {
   EcGroupPtr group(EC_GROUP_new_by_curve_name(NID_secp521r1));
-  if (!group) return OpenSslError("CRYPTO_FAILED", "P-521 group unavailable");
+  if (!group) return OpenSslError(reason::kCryptoFailed, "P-521 group unavailable");
   // Rejection sampling: mask to 521 bits; the order is so close to 2^521 that
   // a retry is rare.
   for (int attempt = 0; attempt < 64; ++attempt) {
@@ -140,21 +141,21 @@ absl::StatusOr<EvpPkeyPtr> GenerateP521(Entropy& entropy) {
     scalar[0] &= 0x01;
     auto key = P521FromPrivateScalar(scalar);
     if (key.ok()) return key;
-    if (ReasonOf(key.status()) != "BAD_PRIVATE_KEY") return key.status();
+    if (ReasonOf(key.status()) != reason::kBadPrivateKey) return key.status();
   }
-  return Error(absl::StatusCode::kInternal, "ENTROPY_FAILED",
+  return Error(absl::StatusCode::kInternal, reason::kEntropyFailed,
                "entropy produced 64 out-of-range P-521 scalars in a row");
 }
 
 absl::StatusOr<SecretBytes> P521PrivateScalar(const EVP_PKEY& key) {
   BIGNUM* raw = nullptr;
   if (EVP_PKEY_get_bn_param(&key, OSSL_PKEY_PARAM_PRIV_KEY, &raw) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "P-521 key has no private scalar");
+    return OpenSslError(reason::kCryptoFailed, "P-521 key has no private scalar");
   }
   BignumPtr priv(raw);
   SecretBytes out(kP521ScalarSize);
   if (BN_bn2binpad(priv.get(), out.data(), static_cast<int>(out.size())) < 0) {
-    return OpenSslError("CRYPTO_FAILED", "P-521 private scalar export failed");
+    return OpenSslError(reason::kCryptoFailed, "P-521 private scalar export failed");
   }
   return out;
 }
@@ -194,13 +195,13 @@ absl::StatusOr<std::string> PublicPoint(const EVP_PKEY& key) {
   size_t len = 0;
   if (EVP_PKEY_get_octet_string_param(&key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, nullptr, 0, &len) !=
       1) {
-    return OpenSslError("CRYPTO_FAILED", "public point export failed");
+    return OpenSslError(reason::kCryptoFailed, "public point export failed");
   }
   std::string out(len, '\0');
   if (EVP_PKEY_get_octet_string_param(&key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
                                       reinterpret_cast<unsigned char*>(out.data()), out.size(),
                                       &len) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "public point export failed");
+    return OpenSslError(reason::kCryptoFailed, "public point export failed");
   }
   out.resize(len);
   return out;
@@ -226,12 +227,12 @@ absl::StatusOr<std::string> SignSha512(const EVP_PKEY& key, absl::Span<const uin
       EVP_DigestSignInit_ex(ctx.get(), nullptr, "SHA512", nullptr, nullptr,
                             const_cast<EVP_PKEY*>(&key), nullptr) != 1 ||
       EVP_DigestSign(ctx.get(), nullptr, &len, message.data(), message.size()) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "ECDSA signing setup failed");
+    return OpenSslError(reason::kCryptoFailed, "ECDSA signing setup failed");
   }
   std::string sig(len, '\0');
   if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len, message.data(),
                      message.size()) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "ECDSA signing failed");
+    return OpenSslError(reason::kCryptoFailed, "ECDSA signing failed");
   }
   sig.resize(len);
   return sig;
@@ -242,13 +243,13 @@ absl::Status VerifySha512(const EVP_PKEY& key, absl::Span<const uint8_t> message
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx || EVP_DigestVerifyInit_ex(ctx.get(), nullptr, "SHA512", nullptr, nullptr,
                                       const_cast<EVP_PKEY*>(&key), nullptr) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "ECDSA verification setup failed");
+    return OpenSslError(reason::kCryptoFailed, "ECDSA verification setup failed");
   }
   int rc = EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), message.data(),
                             message.size());
   if (rc != 1) {
     ClearOpenSslErrors();
-    return Error(absl::StatusCode::kUnauthenticated, "BAD_SIGNATURE",
+    return Error(absl::StatusCode::kUnauthenticated, reason::kBadSignature,
                  "ECDSA P-521/SHA-512 signature does not verify");
   }
   return absl::OkStatus();
@@ -261,11 +262,11 @@ absl::StatusOr<SecretBytes> EcdhSharedSecret(const EVP_PKEY& private_key, const 
   if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 ||
       EVP_PKEY_derive_set_peer(ctx.get(), const_cast<EVP_PKEY*>(&peer)) != 1 ||
       EVP_PKEY_derive(ctx.get(), nullptr, &len) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "ECDH setup failed");
+    return OpenSslError(reason::kCryptoFailed, "ECDH setup failed");
   }
   SecretBytes secret(len);
   if (EVP_PKEY_derive(ctx.get(), secret.data(), &len) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "ECDH derivation failed");
+    return OpenSslError(reason::kCryptoFailed, "ECDH derivation failed");
   }
   secret.resize(len);
   return secret;

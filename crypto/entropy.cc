@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstring>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -17,7 +18,7 @@ absl::Status OpenSslEntropy::Generate(absl::Span<uint8_t> out) {
   while (done < out.size()) {
     int chunk = static_cast<int>(std::min<size_t>(out.size() - done, INT_MAX));
     if (RAND_bytes(out.data() + done, chunk) != 1) {
-      return Error(absl::StatusCode::kInternal, "ENTROPY_FAILED",
+      return Error(absl::StatusCode::kInternal, reason::kEntropyFailed,
                    StrCat("RAND_bytes failed for ", out.size(), " bytes"));
     }
     done += static_cast<size_t>(chunk);

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/ec_p521.h"
@@ -37,14 +38,14 @@ absl::StatusOr<SecretBytes> WrappingKey(v1::KeyPartKdf kdf, absl::Span<const uin
     case v1::KEY_PART_KDF_TOKEN_AES_ECB:
       return KeyPartTokenKdfKek(shared, KeyPartTokenKdfContext(importer_key_id, ephemeral_point));
     default:
-      return Error(absl::StatusCode::kInvalidArgument, "UNKNOWN_KEY_PART_KDF",
+      return Error(absl::StatusCode::kInvalidArgument, reason::kUnknownKeyPartKdf,
                    StrCat("key part KDF ", static_cast<int>(kdf),
                           " is not known to this build (known: 1 HKDF, 2 card KDF)"));
   }
 }
 
 absl::Status BadPartFile(std::string_view what) {
-  return Error(absl::StatusCode::kInvalidArgument, "BAD_PART_FILE",
+  return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartFile,
                StrCat("key part file is not valid: ", what));
 }
 
@@ -63,7 +64,7 @@ absl::StatusOr<SecretBytes> PasswordKey(const v1::KeyPartFile& f, std::string_vi
                             reinterpret_cast<const unsigned char*>(f.salt().data()),
                             static_cast<int>(f.salt().size()), static_cast<int>(f.kdf_cost()),
                             EVP_sha256(), static_cast<int>(key.size()), key.data()) != 1) {
-        return OpenSslError("CRYPTO_FAILED", "PBKDF2 failed");
+        return OpenSslError(reason::kCryptoFailed, "PBKDF2 failed");
       }
       return key;
     case v1::PASSWORD_KDF_SCRYPT:
@@ -71,7 +72,7 @@ absl::StatusOr<SecretBytes> PasswordKey(const v1::KeyPartFile& f, std::string_vi
                          reinterpret_cast<const unsigned char*>(f.salt().data()), f.salt().size(),
                          uint64_t{1} << f.kdf_cost(), f.scrypt_r(), f.scrypt_p(), uint64_t{1} << 30,
                          key.data(), key.size()) != 1) {
-        return OpenSslError("CRYPTO_FAILED", "scrypt failed");
+        return OpenSslError(reason::kCryptoFailed, "scrypt failed");
       }
       return key;
     default:
@@ -112,7 +113,7 @@ std::string KeyPartTokenKdfContext(absl::Span<const uint8_t> importer_key_id,
 absl::StatusOr<SecretBytes> KeyPartTokenKdfKek(absl::Span<const uint8_t> shared_secret,
                                                std::string_view context) {
   if (shared_secret.size() < kAes256KeySize || context.size() != kAes256KeySize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_PART",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyPart,
                  StrCat("card KDF needs a shared secret of at least 32 bytes and a 32-byte "
                         "context, got ",
                         shared_secret.size(), " and ", context.size()));
@@ -130,7 +131,7 @@ absl::StatusOr<SecretBytes> KeyPartTokenKdfKek(absl::Span<const uint8_t> shared_
                         reinterpret_cast<const unsigned char*>(context.data()),
                         static_cast<int>(context.size())) != 1 ||
       out_len != static_cast<int>(kek.size())) {
-    return OpenSslError("CRYPTO_FAILED", "AES-256-ECB of the card KDF failed");
+    return OpenSslError(reason::kCryptoFailed, "AES-256-ECB of the card KDF failed");
   }
   return kek;
 }
@@ -139,7 +140,7 @@ absl::StatusOr<v1::EncryptedKeyPart> EncryptKeyPartToImporter(
     absl::Span<const uint8_t> part, absl::Span<const uint8_t> importer_public_key_der,
     Entropy& entropy, v1::KeyPartKdf kdf) {
   if (part.size() != kKeyPartSize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_PART",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyPart,
                  StrCat("a key part must be 32 bytes, got ", part.size()));
   }
   HSMSIM_ASSIGN_OR_RETURN(EvpPkeyPtr importer, ParseP521PublicKeyDer(importer_public_key_der));
@@ -161,7 +162,7 @@ absl::StatusOr<SecretBytes> DecryptKeyPartWithImporter(const EVP_PKEY& importer_
                                                        absl::Span<const uint8_t> importer_key_id,
                                                        const v1::EncryptedKeyPart& encrypted) {
   if (!ConstantTimeEquals(AsBytes(encrypted.importer_key_id()), importer_key_id)) {
-    return Error(absl::StatusCode::kInvalidArgument, "WRONG_IMPORTER_KEY",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kWrongImporterKey,
                  "key part was encrypted to a different importer key (another unit, or an "
                  "importer key that was replaced); encrypt it again to this unit's importer key");
   }
@@ -173,7 +174,7 @@ absl::StatusOr<SecretBytes> DecryptKeyPartWithImporter(const EVP_PKEY& importer_
   HSMSIM_ASSIGN_OR_RETURN(SecretBytes part,
                           AesKeyUnwrapPad(kek, AsBytes(encrypted.wrapped_part())));
   if (part.size() != kKeyPartSize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_PART",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyPart,
                  StrCat("a key part must be 32 bytes, got ", part.size()));
   }
   return part;
@@ -183,11 +184,11 @@ absl::StatusOr<std::string> SealKeyPartFile(absl::Span<const uint8_t> part,
                                             std::string_view password,
                                             const PartFileOptions& options, Entropy& entropy) {
   if (part.size() != kKeyPartSize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_PART",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyPart,
                  StrCat("a key part must be 32 bytes, got ", part.size()));
   }
   if (password.empty()) {
-    return Error(absl::StatusCode::kInvalidArgument, "EMPTY_PASSWORD",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kEmptyPassword,
                  "a key part file needs a non-empty password");
   }
   v1::KeyPartFile f;
@@ -231,7 +232,7 @@ absl::StatusOr<v1::KeyPartFile> ParseKeyPartFile(std::string_view file_bytes) {
   }
   if (f.magic() != kPartFileMagic) return BadPartFile("missing the hsmsim-keypart marker");
   if (f.format_version() > kPartFileVersion) {
-    return Error(absl::StatusCode::kFailedPrecondition, "UNSUPPORTED_VERSION",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kUnsupportedVersion,
                  StrCat("key part file format version ", f.format_version(),
                         " is newer than this build supports (", kPartFileVersion, ")"));
   }
@@ -256,7 +257,7 @@ absl::StatusOr<SecretBytes> OpenKeyPartFile(std::string_view file_bytes,
   absl::Status opened = AesGcmOpen(key, AsBytes(f.iv()), AsBytes(aad), AsBytes(f.ciphertext()),
                                    AsBytes(f.tag()), absl::MakeSpan(part));
   if (!opened.ok()) {
-    return Error(absl::StatusCode::kPermissionDenied, "WRONG_PASSWORD",
+    return Error(absl::StatusCode::kPermissionDenied, reason::kWrongPassword,
                  "key part file does not open: wrong password, or the file was altered");
   }
   VerificationPattern vp = ComputeVerificationPattern(part);

@@ -8,6 +8,7 @@
 #include <climits>
 #include <string>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/openssl_ptr.h"
@@ -27,11 +28,11 @@ const EVP_CIPHER* Aes256WrapPad() {
 
 absl::Status CheckSizes(absl::Span<const uint8_t> key, absl::Span<const uint8_t> iv) {
   if (key.size() != kAes256KeySize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeySize,
                  StrCat("AES-256 key must be 32 bytes, got ", key.size()));
   }
   if (iv.size() != kGcmIvSize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_IV_SIZE",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadIvSize,
                  StrCat("GCM IV must be 12 bytes, got ", iv.size()));
   }
   return absl::OkStatus();
@@ -40,12 +41,12 @@ absl::Status CheckSizes(absl::Span<const uint8_t> key, absl::Span<const uint8_t>
 absl::Status CheckIvAndBuffers(absl::Span<const uint8_t> iv, absl::Span<const uint8_t> aad,
                                absl::Span<const uint8_t> in, size_t out_size, size_t tag_size) {
   if (iv.size() != kGcmIvSize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_IV_SIZE",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadIvSize,
                  StrCat("GCM IV must be 12 bytes, got ", iv.size()));
   }
   if (out_size != in.size() || tag_size != kGcmTagSize || in.size() > INT_MAX ||
       aad.size() > INT_MAX) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_BUFFER_SIZE",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadBufferSize,
                  "AES-GCM buffers do not match the input size");
   }
   return absl::OkStatus();
@@ -65,7 +66,7 @@ absl::Status SealWithContext(EVP_CIPHER_CTX* ctx, absl::Span<const uint8_t> iv,
                         static_cast<int>(plaintext.size())) != 1 ||
       EVP_EncryptFinal_ex(ctx, ciphertext.data() + len, &len) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kGcmTagSize, tag.data()) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "AES-256-GCM encryption failed");
+    return OpenSslError(reason::kCryptoFailed, "AES-256-GCM encryption failed");
   }
   return absl::OkStatus();
 }
@@ -85,12 +86,12 @@ absl::Status OpenWithContext(EVP_CIPHER_CTX* ctx, absl::Span<const uint8_t> iv,
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kGcmTagSize,
                           const_cast<uint8_t*>(tag.data())) != 1) {
     OPENSSL_cleanse(plaintext.data(), plaintext.size());
-    return OpenSslError("CRYPTO_FAILED", "AES-256-GCM decryption failed");
+    return OpenSslError(reason::kCryptoFailed, "AES-256-GCM decryption failed");
   }
   if (EVP_DecryptFinal_ex(ctx, plaintext.data() + len, &len) != 1) {
     OPENSSL_cleanse(plaintext.data(), plaintext.size());
     ClearOpenSslErrors();
-    return Error(absl::StatusCode::kInvalidArgument, "AUTHENTICATION_FAILED",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kAuthenticationFailed,
                  "AES-256-GCM tag does not verify: wrong key, or the data was altered");
   }
   return absl::OkStatus();
@@ -119,7 +120,7 @@ absl::Status AesGcmSeal(absl::Span<const uint8_t> key, absl::Span<const uint8_t>
   HSMSIM_RETURN_IF_ERROR(CheckSizes(key, iv));
   HSMSIM_RETURN_IF_ERROR(CheckIvAndBuffers(iv, aad, plaintext, ciphertext.size(), tag.size()));
   EvpCipherCtxPtr ctx = NewKeyedContext(key, /*encrypt=*/true);
-  if (!ctx) return OpenSslError("CRYPTO_FAILED", "AES-256-GCM encryption failed");
+  if (!ctx) return OpenSslError(reason::kCryptoFailed, "AES-256-GCM encryption failed");
   return SealWithContext(ctx.get(), iv, aad, plaintext, ciphertext, tag);
 }
 
@@ -131,7 +132,7 @@ absl::Status AesGcmOpen(absl::Span<const uint8_t> key, absl::Span<const uint8_t>
   EvpCipherCtxPtr ctx = NewKeyedContext(key, /*encrypt=*/false);
   if (!ctx) {
     OPENSSL_cleanse(plaintext.data(), plaintext.size());
-    return OpenSslError("CRYPTO_FAILED", "AES-256-GCM decryption failed");
+    return OpenSslError(reason::kCryptoFailed, "AES-256-GCM decryption failed");
   }
   return OpenWithContext(ctx.get(), iv, aad, ciphertext, tag, plaintext);
 }
@@ -140,7 +141,7 @@ absl::Status AesGcmOpen(absl::Span<const uint8_t> key, absl::Span<const uint8_t>
 
 absl::StatusOr<std::unique_ptr<const AesGcmKey>> AesGcmKey::Create(absl::Span<const uint8_t> key) {
   if (key.size() != kAes256KeySize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeySize,
                  StrCat("AES-256 key must be 32 bytes, got ", key.size()));
   }
   std::unique_ptr<const AesGcmKey> k(new AesGcmKey(MakeSecret(key)));
@@ -161,7 +162,7 @@ absl::StatusOr<AesGcmKey::Session> AesGcmKey::StartSession() const {
   EvpCipherCtxPtr encrypt = NewKeyedContext(key_, /*encrypt=*/true);
   EvpCipherCtxPtr decrypt = NewKeyedContext(key_, /*encrypt=*/false);
   if (!encrypt || !decrypt) {
-    return OpenSslError("CRYPTO_FAILED", "AES-256-GCM context setup failed");
+    return OpenSslError(reason::kCryptoFailed, "AES-256-GCM context setup failed");
   }
   return Session(this, std::move(encrypt), std::move(decrypt));
 }
@@ -212,11 +213,11 @@ absl::Status AesGcmKey::Open(absl::Span<const uint8_t> iv, absl::Span<const uint
 absl::StatusOr<std::string> AesKeyWrapPad(absl::Span<const uint8_t> kek,
                                           absl::Span<const uint8_t> plaintext) {
   if (kek.size() != kAes256KeySize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeySize,
                  StrCat("key-wrap key must be 32 bytes, got ", kek.size()));
   }
   if (plaintext.empty() || plaintext.size() > 4096) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_BUFFER_SIZE",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadBufferSize,
                  StrCat("key wrap input must be 1..4096 bytes, got ", plaintext.size()));
   }
   EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
@@ -227,11 +228,11 @@ absl::StatusOr<std::string> AesKeyWrapPad(absl::Span<const uint8_t> kek,
   if (!ctx || EVP_EncryptInit_ex2(ctx.get(), Aes256WrapPad(), kek.data(), nullptr, nullptr) != 1 ||
       EVP_EncryptUpdate(ctx.get(), o, &len, plaintext.data(), static_cast<int>(plaintext.size())) !=
           1) {
-    return OpenSslError("CRYPTO_FAILED", "AES key wrap failed");
+    return OpenSslError(reason::kCryptoFailed, "AES key wrap failed");
   }
   total = len;
   if (EVP_EncryptFinal_ex(ctx.get(), o + total, &len) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "AES key wrap failed");
+    return OpenSslError(reason::kCryptoFailed, "AES key wrap failed");
   }
   total += len;
   out.resize(static_cast<size_t>(total));
@@ -241,12 +242,12 @@ absl::StatusOr<std::string> AesKeyWrapPad(absl::Span<const uint8_t> kek,
 absl::StatusOr<SecretBytes> AesKeyUnwrapPad(absl::Span<const uint8_t> kek,
                                             absl::Span<const uint8_t> wrapped) {
   if (kek.size() != kAes256KeySize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeySize,
                  StrCat("key-wrap key must be 32 bytes, got ", kek.size()));
   }
   if (wrapped.size() < 16 || wrapped.size() % 8 != 0 || wrapped.size() > 4104) {
     return Error(
-        absl::StatusCode::kInvalidArgument, "BAD_WRAPPED_SIZE",
+        absl::StatusCode::kInvalidArgument, reason::kBadWrappedSize,
         StrCat("wrapped key must be 16..4104 bytes in multiples of 8, got ", wrapped.size()));
   }
   EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
@@ -254,13 +255,13 @@ absl::StatusOr<SecretBytes> AesKeyUnwrapPad(absl::Span<const uint8_t> kek,
   int len = 0;
   int total = 0;
   if (!ctx || EVP_DecryptInit_ex2(ctx.get(), Aes256WrapPad(), kek.data(), nullptr, nullptr) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "AES key unwrap setup failed");
+    return OpenSslError(reason::kCryptoFailed, "AES key unwrap setup failed");
   }
   if (EVP_DecryptUpdate(ctx.get(), out.data(), &len, wrapped.data(),
                         static_cast<int>(wrapped.size())) != 1 ||
       (total = len, EVP_DecryptFinal_ex(ctx.get(), out.data() + total, &len) != 1)) {
     ClearOpenSslErrors();
-    return Error(absl::StatusCode::kInvalidArgument, "AUTHENTICATION_FAILED",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kAuthenticationFailed,
                  "AES key unwrap integrity check failed: wrong key, or the data was altered");
   }
   total += len;
@@ -272,9 +273,9 @@ absl::StatusOr<SecretBytes> HkdfSha256(absl::Span<const uint8_t> ikm,
                                        absl::Span<const uint8_t> salt,
                                        absl::Span<const uint8_t> info, size_t length) {
   EvpKdfPtr kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
-  if (!kdf) return OpenSslError("CRYPTO_FAILED", "HKDF is not available");
+  if (!kdf) return OpenSslError(reason::kCryptoFailed, "HKDF is not available");
   EvpKdfCtxPtr ctx(EVP_KDF_CTX_new(kdf.get()));
-  if (!ctx) return OpenSslError("CRYPTO_FAILED", "HKDF context allocation failed");
+  if (!ctx) return OpenSslError(reason::kCryptoFailed, "HKDF context allocation failed");
   char digest[] = "SHA256";
   OSSL_PARAM params[5];
   int n = 0;
@@ -290,7 +291,7 @@ absl::StatusOr<SecretBytes> HkdfSha256(absl::Span<const uint8_t> ikm,
   params[n] = OSSL_PARAM_construct_end();
   SecretBytes out(length);
   if (EVP_KDF_derive(ctx.get(), out.data(), out.size(), params) != 1) {
-    return OpenSslError("CRYPTO_FAILED", "HKDF-SHA-256 derivation failed");
+    return OpenSslError(reason::kCryptoFailed, "HKDF-SHA-256 derivation failed");
   }
   return out;
 }

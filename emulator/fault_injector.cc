@@ -4,6 +4,7 @@
 #include <cctype>
 #include <charconv>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "proto/wire/fault_names.h"
@@ -12,7 +13,7 @@ namespace hsmsim::emulator {
 namespace {
 
 absl::Status BadFault(std::string_view message) {
-  return Error(absl::StatusCode::kInvalidArgument, "BAD_FAULT", message);
+  return Error(absl::StatusCode::kInvalidArgument, reason::kBadFault, message);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// hsmsim-unit: one emulated crypto unit as a process. See DESIGN.md section 4
+// hsmsim-unit: one emulated crypto unit as a process. See docs/architecture.md
 // and `hsmsim-unit --help`.
 //
 // Exit codes: 0 after SIGTERM/SIGINT; 1 when the unit cannot listen or write

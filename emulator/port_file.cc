@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -23,14 +24,14 @@ absl::Status WritePortFile(const std::string& path, uint16_t port) {
   auto failed = [&](std::string_view step, int err) {
     ::unlink(tmp.c_str());
     return Error(
-        absl::StatusCode::kInternal, "FILE_IO_FAILED",
+        absl::StatusCode::kInternal, reason::kFileIoFailed,
         StrCat(path, ": writing the port file failed: ", step, " ", tmp, ": ", std::strerror(err)));
   };
   // Mode 0600 whatever the umask: only the user who launched the unit reads it.
   int fd =
       ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, kPortFileMode);
   if (fd < 0) {
-    return Error(absl::StatusCode::kInternal, "FILE_IO_FAILED",
+    return Error(absl::StatusCode::kInternal, reason::kFileIoFailed,
                  StrCat(tmp, ": open failed: ", std::strerror(errno)));
   }
   if (::fchmod(fd, kPortFileMode) != 0) {

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "proto/wire/status_codec.h"
@@ -98,8 +99,8 @@ DispatchOutcome RequestDispatcher::Serve(const v1::Request& request) {
     on_persist_failure_(saved);
     v1::Response failed;
     failed.set_id(request.id());
-    *failed.mutable_status() = wire::ToWireStatus(
-        Error(absl::StatusCode::kInternal, "STATE_NOT_PERSISTED", std::string(saved.message())));
+    *failed.mutable_status() = wire::ToWireStatus(Error(
+        absl::StatusCode::kInternal, reason::kStateNotPersisted, std::string(saved.message())));
     return {std::move(failed)};
   }
   if (faults_ != nullptr) {
@@ -175,7 +176,7 @@ DispatchOutcome RequestDispatcher::Fire(const v1::Request& request, v1::FaultPoi
       break;
     default:
       *outcome.response.mutable_status() = wire::ToWireStatus(
-          Error(absl::StatusCode::kInternal, "INJECTED_FAULT",
+          Error(absl::StatusCode::kInternal, reason::kInjectedFault,
                 StrCat("injected fault ", name, " fired at ", PointName(point),
                        point == v1::FAULT_BEFORE_PERSIST ? ": the change was not kept"
                        : point == v1::FAULT_REENCRYPT_AFTER_BLOBS
@@ -190,10 +191,10 @@ v1::Response RequestDispatcher::ServeFaultRequest(const v1::Request& request) {
   v1::Response response;
   response.set_id(request.id());
   if (faults_ == nullptr) {
-    *response.mutable_status() =
-        wire::ToWireStatus(Error(absl::StatusCode::kFailedPrecondition, "FAULT_INJECTION_DISABLED",
-                                 "fault injection is disabled: this unit was started without "
-                                 "--allow-fault-injection"));
+    *response.mutable_status() = wire::ToWireStatus(
+        Error(absl::StatusCode::kFailedPrecondition, reason::kFaultInjectionDisabled,
+              "fault injection is disabled: this unit was started without "
+              "--allow-fault-injection"));
     return response;
   }
   if (request.body_case() == v1::Request::kClearFaults) {

@@ -11,9 +11,9 @@
 #include <shared_mutex>
 
 #include "absl/status/status.h"
+#include "crypto/entropy.h"
 #include "emulator/fault_injector.h"
 #include "emulator/state_store.h"
-#include "crypto/entropy.h"
 #include "firmware/crypto_unit.h"
 #include "hsmsim/v1/unit.pb.h"
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -17,13 +18,13 @@ namespace {
 
 absl::Status OsError(std::string_view what, const std::string& path, int err) {
   absl::StatusCode code = absl::StatusCode::kInternal;
-  std::string_view reason = "FILE_IO_FAILED";
+  std::string_view reason = reason::kFileIoFailed;
   if (err == ENOENT) {
     code = absl::StatusCode::kNotFound;
-    reason = "FILE_NOT_FOUND";
+    reason = reason::kFileNotFound;
   } else if (err == EEXIST) {
     code = absl::StatusCode::kAlreadyExists;
-    reason = "FILE_EXISTS";
+    reason = reason::kFileExists;
   } else if (err == EACCES || err == EPERM) {
     code = absl::StatusCode::kPermissionDenied;
   } else if (err == ENOSPC || err == EDQUOT) {
@@ -73,7 +74,7 @@ absl::Status WriteAllAndSync(FileDescriptor& fd, const std::string& path,
 
 absl::Status PosixStateFileSystem::CreateDirectories(const std::string& dir) {
   if (dir.empty()) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_PATH", "empty directory path");
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPath, "empty directory path");
   }
   // Create each prefix in turn; EEXIST is fine as long as the end is a
   // directory.
@@ -90,7 +91,7 @@ absl::Status PosixStateFileSystem::CreateDirectories(const std::string& dir) {
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) return OsError("stat", dir, errno);
   if (!S_ISDIR(st.st_mode)) {
-    return Error(absl::StatusCode::kFailedPrecondition, "NOT_A_DIRECTORY",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kNotADirectory,
                  StrCat(dir, ": exists and is not a directory"));
   }
   return absl::OkStatus();
@@ -167,14 +168,14 @@ absl::Status CheckStateDirectoryMode(const std::string& dir) {
     return OsError("stat", dir, errno);
   }
   if (!S_ISDIR(st.st_mode)) {
-    return Error(absl::StatusCode::kFailedPrecondition, "NOT_A_DIRECTORY",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kNotADirectory,
                  StrCat(dir, ": exists and is not a directory"));
   }
   const unsigned mode = st.st_mode & 07777;
   if ((mode & (S_IWGRP | S_IWOTH)) != 0) {
     char octal[8];
     std::snprintf(octal, sizeof(octal), "%04o", mode);
-    return Error(absl::StatusCode::kFailedPrecondition, "UNSAFE_STATE_DIR",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kUnsafeStateDir,
                  StrCat("state directory ", dir, " has mode ", octal,
                         ": group or others can write it; chmod 700 it"));
   }

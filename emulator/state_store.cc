@@ -3,6 +3,7 @@
 #include <cstring>
 #include <utility>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/symmetric.h"
@@ -51,12 +52,12 @@ absl::StatusOr<SecretBytes> DecodeStateFile(std::string_view path,
                                             absl::Span<const uint8_t> device_key,
                                             absl::Span<const uint8_t> file) {
   if (file.size() < kStateFileHeaderSize) {
-    return DataLoss(path, "STATE_FILE_TRUNCATED",
+    return DataLoss(path, reason::kStateFileTruncated,
                     StrCat("truncated: ", file.size(), " bytes, shorter than the ",
                            kStateFileHeaderSize, "-byte header"));
   }
   if (std::memcmp(file.data(), kStateFileMagic.data(), kStateFileMagic.size()) != 0) {
-    return DataLoss(path, "BAD_STATE_FILE_MAGIC",
+    return DataLoss(path, reason::kBadStateFileMagic,
                     "not an hsmsim unit state file (bad magic; expected \"HSMSIMST\")");
   }
   uint32_t version = 0;
@@ -65,16 +66,16 @@ absl::StatusOr<SecretBytes> DecodeStateFile(std::string_view path,
   }
   if (version > kStateFileVersion) {
     return DataLoss(
-        path, "UNSUPPORTED_STATE_FILE_VERSION",
+        path, reason::kUnsupportedStateFileVersion,
         StrCat("format version ", version, " is newer than the newest this hsmsim-unit reads (",
                kStateFileVersion, "); run a newer hsmsim-unit"));
   }
   if (version != kStateFileVersion) {
-    return DataLoss(path, "UNSUPPORTED_STATE_FILE_VERSION",
+    return DataLoss(path, reason::kUnsupportedStateFileVersion,
                     StrCat("unknown format version ", version));
   }
   if (file.size() < kMinStateFileSize) {
-    return DataLoss(path, "STATE_FILE_TRUNCATED",
+    return DataLoss(path, reason::kStateFileTruncated,
                     StrCat("truncated: ", file.size(), " bytes, shorter than the ",
                            kMinStateFileSize, " bytes of header, IV and tag"));
   }
@@ -88,7 +89,7 @@ absl::StatusOr<SecretBytes> DecodeStateFile(std::string_view path,
   if (!opened.ok()) {
     // A truncated file whose header survived also ends up here: without the
     // tag nothing distinguishes a cut from a damaged byte.
-    return DataLoss(path, "STATE_FILE_AUTHENTICATION_FAILED",
+    return DataLoss(path, reason::kStateFileAuthenticationFailed,
                     "authentication failed: the file is damaged, truncated or was written "
                     "with another device key");
   }
@@ -109,7 +110,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(std::string dir, St
   if (!key.ok() && key.status().code() == absl::StatusCode::kNotFound) {
     HSMSIM_ASSIGN_OR_RETURN(bool state_exists, fs.FileExists(state_path));
     if (state_exists) {
-      return Error(absl::StatusCode::kFailedPrecondition, "DEVICE_KEY_MISSING",
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kDeviceKeyMissing,
                    StrCat(state_path, ": the device key ", key_path,
                           " is missing, so the state cannot be decrypted; restore the device "
                           "key or remove the state directory to start a new unit"));
@@ -129,7 +130,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(std::string dir, St
   if (!key.ok()) return key.status();
   if (key->size() != kDeviceKeySize) {
     return Error(
-        absl::StatusCode::kDataLoss, "BAD_DEVICE_KEY",
+        absl::StatusCode::kDataLoss, reason::kBadDeviceKey,
         StrCat(key_path, ": device key is ", key->size(), " bytes, expected ", kDeviceKeySize));
   }
   return std::unique_ptr<StateStore>(

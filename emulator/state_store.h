@@ -27,8 +27,8 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/secret_bytes.h"
-#include "emulator/state_file_system.h"
 #include "crypto/entropy.h"
+#include "emulator/state_file_system.h"
 #include "firmware/crypto_unit.h"
 
 namespace hsmsim::emulator {

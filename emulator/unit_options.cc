@@ -5,6 +5,7 @@
 #include <charconv>
 #include <thread>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "emulator/fault_injector.h"
@@ -62,13 +63,13 @@ void AddUnitOptions(CLI::App& app, UnitOptions& options) {
 absl::Status ParseHostPort(const std::string& text, std::string* host, uint16_t* port) {
   size_t colon = text.rfind(':');
   if (colon == std::string::npos || colon + 1 == text.size()) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadFlag,
                  StrCat("--listen ", text, ": expected HOST:PORT"));
   }
   std::string h = text.substr(0, colon);
   if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
   if (h.empty()) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadFlag,
                  StrCat("--listen ", text, ": empty host"));
   }
   const char* begin = text.data() + colon + 1;
@@ -76,7 +77,7 @@ absl::Status ParseHostPort(const std::string& text, std::string* host, uint16_t*
   unsigned value = 0;
   auto [ptr, ec] = std::from_chars(begin, end, value);
   if (ec != std::errc() || ptr != end || value > 65535) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadFlag,
                  StrCat("--listen ", text, ": port must be a number 0..65535"));
   }
   *host = std::move(h);
@@ -87,26 +88,26 @@ absl::Status ParseHostPort(const std::string& text, std::string* host, uint16_t*
 absl::Status FinishUnitOptions(UnitOptions& options) {
   HSMSIM_RETURN_IF_ERROR(ParseHostPort(options.listen, &options.listen_host, &options.listen_port));
   if (options.max_frame_bytes < 1 || options.max_frame_bytes > kMaxMaxFrameBytes) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadFlag,
                  StrCat("--max-frame-bytes ", options.max_frame_bytes, " is outside 1..",
                         kMaxMaxFrameBytes, " (256 MiB)"));
   }
   if (options.memory_budget_bytes / 2 < options.max_frame_bytes) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadFlag,
                  StrCat("--memory-budget-bytes ", options.memory_budget_bytes,
                         " is less than twice --max-frame-bytes ", options.max_frame_bytes,
                         ": it must be at least ", 2 * options.max_frame_bytes,
                         " so that two frames of the largest size fit"));
   }
   if (!options.fault_specs.empty() && !options.allow_fault_injection) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadFlag,
                  "--fault needs --allow-fault-injection: fault injection is off by default");
   }
   options.faults.clear();
   for (const std::string& spec : options.fault_specs) {
     auto fault = ParseFaultSpec(spec);
     if (!fault.ok()) {
-      return Error(absl::StatusCode::kInvalidArgument, "BAD_FLAG",
+      return Error(absl::StatusCode::kInvalidArgument, reason::kBadFlag,
                    StrCat("--fault: ", fault.status().message()));
     }
     options.faults.push_back(*std::move(fault));

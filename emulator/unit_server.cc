@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -31,7 +32,7 @@ UnitServer::UnitServer(asio::io_context& io, asio::thread_pool& pool, RequestDis
 
 absl::StatusOr<tcp::endpoint> UnitServer::Listen(const std::string& host, uint16_t port) {
   auto fail = [&](std::string_view step, const boost::system::error_code& ec) {
-    return Error(absl::StatusCode::kUnavailable, "LISTEN_FAILED",
+    return Error(absl::StatusCode::kUnavailable, reason::kListenFailed,
                  StrCat("listening on ", host, ":", port, ": ", step, ": ", ec.message()));
   };
   boost::system::error_code ec;

@@ -17,6 +17,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "common/check.h"
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -89,21 +90,123 @@ void UnitSession::Close() {
              [self = shared_from_this()] { self->CloseNow("the unit is shutting down"); });
 }
 
-asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
+struct UnitSession::ReadState {
   std::vector<uint8_t> buf;
   size_t begin = 0;  // bytes of `buf` already consumed
-  // Budget held for the frame at buf[begin..]: 0 until its header is decoded,
-  // then handed to Serve with the parsed request.
-  size_t reserved = 0;
-  absl::Cleanup release_reserved = [&self, &reserved] { self->Drop(reserved); };
   // A frame must arrive whole within read_timeout of its first byte: a
   // deadline per frame, not per read, so a client that trickles a byte at a
   // time cannot hold a connection (and its buffer) forever.
   std::optional<std::chrono::steady_clock::time_point> frame_deadline;
+
+  absl::Span<const uint8_t> Available() const {
+    return absl::Span<const uint8_t>(buf.data() + begin, buf.size() - begin);
+  }
+
+  // Compact drops the consumed bytes.
+  void Compact() {
+    if (begin == 0) return;
+    buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(begin));
+    begin = 0;
+  }
+
+  // Consume cuts a frame of `frame_size` bytes off the front, and gives a
+  // large buffer back (the request holds its own copy now).
+  void Consume(size_t frame_size) {
+    begin += frame_size;
+    if (buf.capacity() > kKeptBufferCapacity) {
+      std::vector<uint8_t> rest(buf.begin() + static_cast<std::ptrdiff_t>(begin), buf.end());
+      buf.swap(rest);
+      begin = 0;
+    }
+    frame_deadline.reset();
+  }
+};
+
+asio::awaitable<absl::Status> UnitSession::HoldFrame(std::shared_ptr<UnitSession> self,
+                                                     ReadState& state, size_t frame_size) {
+  if (!state.frame_deadline.has_value()) {
+    state.frame_deadline = std::chrono::steady_clock::now() + self->config_.read_timeout;
+  }
+  absl::Status got = co_await ReserveFrame(self, frame_size, *state.frame_deadline);
+  if (!got.ok()) co_return got;
+  // The peer could not send while the unit had no memory for it: the
+  // frame's deadline counts from when it may.
+  state.frame_deadline = std::chrono::steady_clock::now() + self->config_.read_timeout;
+  if (frame_size > kReadChunk && state.buf.capacity() - state.begin < frame_size + kReadChunk) {
+    // The budget allows the whole frame: size the buffer once, with room for
+    // the next frame's first chunk, instead of letting it double on the way
+    // (which would use up to twice the frame).
+    state.Compact();
+    state.buf.reserve(frame_size + kReadChunk);
+  }
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<bool> UnitSession::ReadMore(std::shared_ptr<UnitSession> self, ReadState& state,
+                                            size_t frame_size) {
+  std::vector<uint8_t>& buf = state.buf;
+  state.Compact();
+  const bool mid_frame = !buf.empty();
+  size_t want = kReadChunk;
+  if (frame_size > buf.size()) {
+    want = std::clamp(frame_size - buf.size(), kReadChunk, kMaxReadChunk);
+  }
+  const size_t old_size = buf.size();
+  buf.resize(old_size + want);
+  auto target = asio::buffer(buf.data() + old_size, want);
+
+  boost::system::error_code ec;
+  size_t n = 0;
+  if (mid_frame) {
+    if (!state.frame_deadline.has_value()) {
+      state.frame_deadline = std::chrono::steady_clock::now() + self->config_.read_timeout;
+    }
+    self->read_timer_.expires_at(*state.frame_deadline);
+    auto [order, read_ec, read_n, timer_ec] =
+        co_await asio::experimental::make_parallel_group(
+            self->socket_.async_read_some(target, asio::deferred),
+            self->read_timer_.async_wait(asio::deferred))
+            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    (void)timer_ec;
+    if (order[0] == 1) {
+      if (self->closed_) co_return false;  // the timer was cancelled by CloseNow()
+      spdlog::warn("connection from {}: no complete frame within {} ms, closing", self->peer_,
+                   self->config_.read_timeout.count());
+      self->CloseNow("read timeout");
+      co_return false;
+    }
+    ec = read_ec;
+    n = read_n;
+  } else {
+    std::tie(ec, n) =
+        co_await self->socket_.async_read_some(target, asio::as_tuple(asio::use_awaitable));
+  }
+  buf.resize(old_size + n);
+  if (!ec) co_return true;
+  if (self->closed_) co_return false;
+  if (ec == asio::error::eof) {
+    if (!buf.empty()) {
+      spdlog::debug("connection from {}: closed by the peer inside a frame ({} bytes)", self->peer_,
+                    buf.size());
+    }
+    self->reader_done_ = true;
+    self->MaybeFinish();
+  } else {
+    spdlog::debug("connection from {}: read failed: {}", self->peer_, ec.message());
+    self->CloseNow("read error");
+  }
+  co_return false;
+}
+
+asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
+  ReadState state;
+  // Budget held for the frame at the front of the buffer: 0 until its
+  // header is decoded, then handed to Serve with the parsed request.
+  size_t reserved = 0;
+  absl::Cleanup release_reserved = [&self, &reserved] { self->Drop(reserved); };
   for (;;) {
     if (self->closed_) co_return;
-    absl::Span<const uint8_t> avail(buf.data() + begin, buf.size() - begin);
-    auto header = wire::DecodeFrameHeader(avail, self->config_.max_frame_bytes);
+    auto header = wire::DecodeFrameHeader(state.Available(), self->config_.max_frame_bytes);
     if (!header.ok()) {
       // Refused before the body is read or allocated.
       self->FailConnection(header.status());
@@ -113,28 +216,14 @@ asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
     if (header->has_value()) {
       frame_size = (*header)->prefix_size + (*header)->body_size;
       if (reserved == 0) {
-        if (!frame_deadline.has_value()) {
-          frame_deadline = std::chrono::steady_clock::now() + self->config_.read_timeout;
-        }
-        absl::Status got = co_await ReserveFrame(self, frame_size, *frame_deadline);
+        absl::Status got = co_await HoldFrame(self, state, frame_size);
         if (!got.ok()) {
           if (!self->closed_) self->FailConnection(got);
           co_return;
         }
         reserved = frame_size;
-        // The peer could not send while the unit had no memory for it: the
-        // frame's deadline counts from when it may.
-        frame_deadline = std::chrono::steady_clock::now() + self->config_.read_timeout;
-        if (frame_size > kReadChunk && buf.capacity() - begin < frame_size + kReadChunk) {
-          // The budget allows the whole frame: size the buffer once, with
-          // room for the next frame's first chunk, instead of letting it
-          // double on the way (which would use up to twice the frame).
-          buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(begin));
-          begin = 0;
-          buf.reserve(frame_size + kReadChunk);
-        }
-        avail = absl::Span<const uint8_t>(buf.data() + begin, buf.size() - begin);
       }
+      const absl::Span<const uint8_t> avail = state.Available();
       if (avail.size() >= frame_size) {
         v1::Request request;
         absl::Status parsed = wire::ParseFrameBody(
@@ -143,77 +232,14 @@ asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
           self->FailConnection(parsed);
           co_return;
         }
-        begin += frame_size;
-        if (buf.capacity() > kKeptBufferCapacity) {
-          // The request holds its own copy now; give the frame's buffer back.
-          std::vector<uint8_t> rest(buf.begin() + static_cast<std::ptrdiff_t>(begin), buf.end());
-          buf.swap(rest);
-          begin = 0;
-        }
-        frame_deadline.reset();
+        state.Consume(frame_size);
         ++self->in_flight_;
         asio::co_spawn(self->socket_.get_executor(),
                        Serve(self, std::move(request), std::exchange(reserved, 0)), asio::detached);
         continue;
       }
     }
-
-    // Need more bytes.
-    if (begin > 0) {
-      buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(begin));
-      begin = 0;
-    }
-    const bool mid_frame = !buf.empty();
-    size_t want = kReadChunk;
-    if (frame_size > buf.size()) {
-      want = std::clamp(frame_size - buf.size(), kReadChunk, kMaxReadChunk);
-    }
-    const size_t old_size = buf.size();
-    buf.resize(old_size + want);
-    auto target = asio::buffer(buf.data() + old_size, want);
-
-    boost::system::error_code ec;
-    size_t n = 0;
-    if (mid_frame) {
-      if (!frame_deadline.has_value()) {
-        frame_deadline = std::chrono::steady_clock::now() + self->config_.read_timeout;
-      }
-      self->read_timer_.expires_at(*frame_deadline);
-      auto [order, read_ec, read_n, timer_ec] =
-          co_await asio::experimental::make_parallel_group(
-              self->socket_.async_read_some(target, asio::deferred),
-              self->read_timer_.async_wait(asio::deferred))
-              .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-      (void)timer_ec;
-      if (order[0] == 1) {
-        if (self->closed_) co_return;  // the timer was cancelled by CloseNow()
-        spdlog::warn("connection from {}: no complete frame within {} ms, closing", self->peer_,
-                     self->config_.read_timeout.count());
-        self->CloseNow("read timeout");
-        co_return;
-      }
-      ec = read_ec;
-      n = read_n;
-    } else {
-      std::tie(ec, n) =
-          co_await self->socket_.async_read_some(target, asio::as_tuple(asio::use_awaitable));
-    }
-    buf.resize(old_size + n);
-    if (ec) {
-      if (self->closed_) co_return;
-      if (ec == asio::error::eof) {
-        if (!buf.empty()) {
-          spdlog::debug("connection from {}: closed by the peer inside a frame ({} bytes)",
-                        self->peer_, buf.size());
-        }
-        self->reader_done_ = true;
-        self->MaybeFinish();
-      } else {
-        spdlog::debug("connection from {}: read failed: {}", self->peer_, ec.message());
-        self->CloseNow("read error");
-      }
-      co_return;
-    }
+    if (!co_await ReadMore(self, state, frame_size)) co_return;
   }
 }
 
@@ -223,13 +249,13 @@ asio::awaitable<absl::Status> UnitSession::ReserveFrame(
   bool logged = false;
   for (;;) {
     if (self->closed_) {
-      co_return Error(absl::StatusCode::kCancelled, "CONNECTION_CLOSED", "connection closed");
+      co_return Error(absl::StatusCode::kCancelled, reason::kConnectionClosed, "connection closed");
     }
     if (self->TryHold(frame_bytes)) co_return absl::OkStatus();
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) {
       co_return Error(
-          absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",
+          absl::StatusCode::kResourceExhausted, reason::kMemoryBudgetExhausted,
           StrCat("frame of ", frame_bytes, " bytes got no memory within ",
                  self->config_.read_timeout.count(), " ms: this connection holds ",
                  self->held_bytes_, " bytes (its share is ", self->budget_.connection_share(),

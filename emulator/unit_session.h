@@ -70,7 +70,23 @@ class UnitSession : public std::enable_shared_from_this<UnitSession> {
   void Close();
 
  private:
+  // The reader's buffer and the deadline of the frame being read.
+  struct ReadState;
+
+  // ReadLoop cuts frames from the socket and spawns Serve for each, until
+  // the peer closes, an error, or Close.
   static boost::asio::awaitable<void> ReadLoop(std::shared_ptr<UnitSession> self);
+  // HoldFrame reserves the budget for a frame of `frame_size` bytes whose
+  // header was just decoded (ReserveFrame) and sizes the buffer for it.
+  // Returns ReserveFrame's error.
+  static boost::asio::awaitable<absl::Status> HoldFrame(std::shared_ptr<UnitSession> self,
+                                                        ReadState& state, size_t frame_size);
+  // ReadMore reads the next bytes into the buffer (`frame_size` > 0: of a
+  // frame that size), under the frame's deadline once a frame has begun.
+  // Returns false when reading is over: the peer closed, a read failed or
+  // timed out (the session is then closed or finishing).
+  static boost::asio::awaitable<bool> ReadMore(std::shared_ptr<UnitSession> self, ReadState& state,
+                                               size_t frame_size);
   // ReserveFrame waits until `frame_bytes` fit both this connection's share
   // and the unit's budget, then holds them. Returns RESOURCE_EXHAUSTED
   // (MEMORY_BUDGET_EXHAUSTED) naming the numbers at `deadline`, CANCELLED

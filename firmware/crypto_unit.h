@@ -14,29 +14,16 @@
 #include <array>
 #include <cstdint>
 #include <memory>
-#include <string>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/secret_bytes.h"
-#include "crypto/ec_p521.h"
 #include "crypto/entropy.h"
-#include "firmware/master_key_register.h"
-#include "hsmsim/v1/state.pb.h"
+#include "firmware/limits.h"
+#include "firmware/unit_state.h"
 #include "hsmsim/v1/unit.pb.h"
 
 namespace hsmsim::firmware {
-
-inline constexpr char kFirmwareVersion[] = "hsmsim-fw 0.1.0";
-inline constexpr uint32_t kStateFormatVersion = 1;
-inline constexpr size_t kUnitIdSize = 16;
-inline constexpr size_t kMaxAdministrators = 8;
-inline constexpr size_t kMaxAdminNameLength = 30;
-inline constexpr uint32_t kMinKeyParts = 2;
-inline constexpr uint32_t kMaxKeyParts = 20;
-inline constexpr size_t kMaxBatchBlobs = 100'000;
-inline constexpr size_t kMaxDataKeySize = 1024;
 
 // Outcome of one request.
 struct HandleResult {
@@ -81,57 +68,14 @@ class CryptoUnit {
   const std::array<uint8_t, kUnitIdSize>& unit_id() const { return state_.unit_id; }
 
  private:
-  struct Administrator {
-    std::string name;
-    std::string public_key_der;
-    crypto::KeyId key_id{};
-    std::shared_ptr<EVP_PKEY> public_key;
-  };
-
-  // All nonvolatile state. Copyable: commands run on a copy, which replaces
-  // the state only when the command succeeds.
-  struct State {
-    std::array<uint8_t, kUnitIdSize> unit_id{};
-    std::string firmware_version = kFirmwareVersion;
-    std::string instance;
-    v1::Mode mode = v1::MODE_IMPRINT;
-    std::vector<Administrator> admins;
-    uint32_t signature_threshold = 0;
-    uint32_t revocation_threshold = 0;
-    uint64_t transaction_counter = 0;
-    MasterKeyRegister new_register;
-    MasterKeyRegister current_register;
-    MasterKeyRegister old_register;
-    std::shared_ptr<EVP_PKEY> importer_key;  // null when none
-    std::string importer_public_key_der;
-    crypto::KeyId importer_key_id{};
-  };
-
   explicit CryptoUnit(crypto::Entropy& entropy) : entropy_(entropy) {}
 
+  // HandleSignedCommand runs the checks of docs/protocol.md section 6.2 in
+  // order and, when all pass, applies the command to a copy of the state
+  // that then replaces it.
   absl::StatusOr<v1::CommandResponse> HandleSignedCommand(const v1::SignedCommand& signed_command);
-  absl::Status Apply(const v1::Command& command, State& next);
 
-  absl::StatusOr<v1::GenerateKeyResponse> GenerateKey(const v1::GenerateKeyRequest& request) const;
-  absl::StatusOr<v1::GenerateKeysResponse> GenerateKeys(
-      const v1::GenerateKeysRequest& request) const;
-  // CheckGenerate returns OK when a root key of `algorithm` can be generated.
-  absl::Status CheckGenerate(v1::KeyAlgorithm algorithm) const;
-  absl::StatusOr<v1::WrapKeyResponse> WrapKey(const v1::WrapKeyRequest& request) const;
-  absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& request) const;
-  absl::StatusOr<v1::CheckBlobsResponse> CheckBlobs(const v1::CheckBlobsRequest& request) const;
-  absl::StatusOr<v1::ReencryptBatchResponse> Reencrypt(
-      const google::protobuf::RepeatedPtrField<std::string>& blobs, const MasterKeyRegister& from,
-      const MasterKeyRegister& to) const;
-
-  // ResolveRootKey opens a root-key blob under CURRENT or OLD.
-  absl::StatusOr<SecretBytes> ResolveRootKey(std::string_view blob, std::string* key_id,
-                                             bool* under_old) const;
-
-  static absl::StatusOr<Administrator> MakeAdministrator(std::string name,
-                                                         std::string public_key_der);
-
-  State state_;
+  UnitState state_;
   crypto::Entropy& entropy_;
 };
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/symmetric.h"
@@ -19,7 +20,7 @@ constexpr size_t kIvChunk = 256;
 constexpr std::string_view kKekInfo = "hsmsim/v1 blob kek";
 
 absl::Status Malformed(std::string_view what) {
-  return Error(absl::StatusCode::kInvalidArgument, "MALFORMED_BLOB",
+  return Error(absl::StatusCode::kInvalidArgument, reason::kMalformedBlob,
                StrCat("key blob is malformed: ", what));
 }
 
@@ -28,7 +29,7 @@ absl::Status Malformed(std::string_view what) {
 absl::StatusOr<std::shared_ptr<const BlobKek>> BlobKek::Create(
     absl::Span<const uint8_t> master_key) {
   if (master_key.size() != crypto::kMasterKeySize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeySize,
                  StrCat("master key must be 32 bytes, got ", master_key.size()));
   }
   HSMSIM_ASSIGN_OR_RETURN(
@@ -61,11 +62,11 @@ absl::StatusOr<std::string> BlobKek::Seal(std::string_view key_id, uint32_t attr
                                           absl::Span<const uint8_t> key,
                                           crypto::Entropy& entropy) const {
   if (key_id.empty() || key_id.size() > kMaxKeyIdSize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_ID",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyId,
                  StrCat("key id must be 1..255 bytes, got ", key_id.size()));
   }
   if (key.size() != kRootKeySize) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KEY_SIZE",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeySize,
                  StrCat("root key must be 32 bytes, got ", key.size()));
   }
   return SealWithHeader(BuildBlobHeader(kBlobAlgorithmAes256, attributes, wkid_, key_id), key,
@@ -74,7 +75,7 @@ absl::StatusOr<std::string> BlobKek::Seal(std::string_view key_id, uint32_t attr
 
 absl::StatusOr<SecretBytes> BlobKek::Open(const ParsedBlob& blob) const {
   if (!std::equal(blob.wkid.begin(), blob.wkid.end(), wkid_.begin())) {
-    return Error(absl::StatusCode::kFailedPrecondition, "WRONG_MASTER_KEY",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kWrongMasterKey,
                  StrCat("blob for key '", Printable(blob.key_id), "' is under master key WKID ",
                         ToHex(blob.wkid), ", not ", ToHex(wkid_)));
   }
@@ -82,7 +83,7 @@ absl::StatusOr<SecretBytes> BlobKek::Open(const ParsedBlob& blob) const {
   absl::Status opened =
       kek_->Open(blob.iv, blob.header, blob.ciphertext, blob.tag, absl::MakeSpan(key));
   if (!opened.ok()) {
-    return Error(absl::StatusCode::kInvalidArgument, "BLOB_AUTHENTICATION_FAILED",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBlobAuthenticationFailed,
                  StrCat("blob for key '", Printable(blob.key_id),
                         "' does not authenticate under master key WKID ", ToHex(wkid_),
                         ": it was altered or damaged"));
@@ -138,7 +139,7 @@ absl::Status BlobRewrapper::NextIv(absl::Span<uint8_t> iv) {
 
 absl::StatusOr<std::string> BlobRewrapper::Rewrap(const ParsedBlob& blob) {
   if (!std::equal(blob.wkid.begin(), blob.wkid.end(), source_.wkid_.begin())) {
-    return Error(absl::StatusCode::kFailedPrecondition, "WRONG_MASTER_KEY",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kWrongMasterKey,
                  StrCat("blob for key '", Printable(blob.key_id), "' is under master key WKID ",
                         ToHex(blob.wkid), ", not ", ToHex(source_.wkid_)));
   }
@@ -149,7 +150,7 @@ absl::StatusOr<std::string> BlobRewrapper::Rewrap(const ParsedBlob& blob) {
   absl::Status opened =
       source_session_.Open(blob.iv, blob.header, blob.ciphertext, blob.tag, absl::MakeSpan(key_));
   if (!opened.ok()) {
-    return Error(absl::StatusCode::kInvalidArgument, "BLOB_AUTHENTICATION_FAILED",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBlobAuthenticationFailed,
                  StrCat("blob for key '", Printable(blob.key_id),
                         "' does not authenticate under master key WKID ", ToHex(source_.wkid_),
                         ": it was altered or damaged"));

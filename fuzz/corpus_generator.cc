@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
   commands[5].mutable_set_thresholds()->set_revocation_threshold(1);
   commands[6].mutable_generate_importer();
   commands[7].mutable_add_admin()->set_name("second");
-  commands[7].mutable_add_admin()->set_public_key(fixed.admin_der);
+  commands[7].mutable_add_admin()->set_public_key(fixed.admin.public_key_der);
   commands[8] = fuzz::FixedUnit::Commit(
       {fuzz::FixedUnit::Part(3), fuzz::FixedUnit::Part(4), fuzz::FixedUnit::Part(5)});
   for (const v1::Command& c : commands) add(fixed.Sign(c));

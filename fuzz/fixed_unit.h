@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/check.h"
@@ -18,6 +19,8 @@
 #include "crypto/key_part.h"
 #include "crypto/verification_pattern.h"
 #include "firmware/crypto_unit.h"
+#include "host/admin_key_file.h"
+#include "tests/support/signed_request.h"
 
 namespace hsmsim::fuzz {
 
@@ -25,26 +28,17 @@ inline constexpr uint64_t kFixedSeed = 20240601;
 
 struct FixedUnit {
   crypto::SeededEntropy entropy{kFixedSeed};
-  std::shared_ptr<EVP_PKEY> admin_key;
-  std::string admin_der;
+  host::AdminKey admin;
   std::unique_ptr<firmware::CryptoUnit> unit;
 
   // Sign returns a request carrying `command` for the unit's current counter,
-  // signed by the administrator.
+  // signed by the administrator (unsigned in imprint mode, except the
+  // SetThresholds that leaves it), built by tests/support/signed_request.h.
   v1::Request Sign(v1::Command command, uint64_t id = 1) const {
     v1::GetInfoResponse info = unit->Info();
-    command.set_unit_id(info.unit_id());
-    command.set_transaction_counter(info.transaction_counter());
-    v1::Request request;
-    request.set_id(id);
-    auto* sc = request.mutable_signed_command();
-    sc->set_command(command.SerializeAsString());
-    if (info.mode() == v1::MODE_NORMAL || command.has_set_thresholds()) {
-      auto* sig = sc->add_signatures();
-      sig->set_admin_key_id(crypto::AsString(crypto::KeyIdOfPublicKeyDer(AsBytes(admin_der))));
-      sig->set_signature(*crypto::SignSha512(*admin_key, AsBytes(sc->command())));
-    }
-    return request;
+    std::vector<const host::AdminKey*> signers;
+    if (info.mode() == v1::MODE_NORMAL || command.has_set_thresholds()) signers.push_back(&admin);
+    return test_support::SignedRequest(info, std::move(command), signers, id);
   }
 
   void Apply(const v1::Command& command) {
@@ -81,14 +75,11 @@ struct FixedUnit {
   }
 
   FixedUnit() {
-    auto key = crypto::GenerateP521(entropy);
-    HSMSIM_CHECK(key.ok());
-    admin_der = *crypto::PublicKeyDer(**key);
-    admin_key = std::shared_ptr<EVP_PKEY>(key->release(), EVP_PKEY_free);
+    admin = test_support::MakeTestAdmin("fuzz-admin", entropy);
     unit = *firmware::CryptoUnit::Create(entropy);
     v1::Command add;
-    add.mutable_add_admin()->set_name("fuzz-admin");
-    add.mutable_add_admin()->set_public_key(admin_der);
+    add.mutable_add_admin()->set_name(admin.name);
+    add.mutable_add_admin()->set_public_key(admin.public_key_der);
     Apply(add);
     v1::Command thresholds;
     thresholds.mutable_set_thresholds()->set_signature_threshold(1);

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/entropy.h"
@@ -31,7 +32,7 @@ using Pbe2ParamPtr = std::unique_ptr<PBE2PARAM, crypto::OpenSslDeleter<PBE2PARAM
 using Pbkdf2ParamPtr = std::unique_ptr<PBKDF2PARAM, crypto::OpenSslDeleter<PBKDF2PARAM_free>>;
 
 absl::Status BadFile(std::string_view what) {
-  return Error(absl::StatusCode::kInvalidArgument, "BAD_ADMIN_KEY_FILE",
+  return Error(absl::StatusCode::kInvalidArgument, reason::kBadAdminKeyFile,
                StrCat("not an hsmsim admin key file: ", what));
 }
 
@@ -75,7 +76,7 @@ absl::Status CheckPbkdf2Cost(const X509_SIG& sig) {
 
 absl::StatusOr<AdminKey> MakeAdminKey(std::string name, crypto::EvpPkeyPtr key) {
   if (name.empty() || name.size() > 30 || name.find_first_of("\r\n") != std::string::npos) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_ADMIN_NAME",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadAdminName,
                  StrCat("administrator name must be 1..30 characters on one line, got ",
                         name.size(), " characters"));
   }
@@ -92,31 +93,32 @@ absl::StatusOr<AdminKey> MakeAdminKey(std::string name, crypto::EvpPkeyPtr key) 
 absl::StatusOr<std::string> SerializeAdminKeyFile(const AdminKey& admin, std::string_view password,
                                                   int pbkdf2_iterations) {
   if (password.empty()) {
-    return Error(absl::StatusCode::kInvalidArgument, "EMPTY_PASSWORD",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kEmptyPassword,
                  "the password must not be empty");
   }
   if (pbkdf2_iterations < kMinAdminKeyPbkdf2Iterations ||
       pbkdf2_iterations > kMaxAdminKeyPbkdf2Iterations) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_KDF_COST",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKdfCost,
                  StrCat("PBKDF2 iterations must be ", kMinAdminKeyPbkdf2Iterations, "..",
                         kMaxAdminKeyPbkdf2Iterations, ", got ", pbkdf2_iterations));
   }
   if (password.size() > INT32_MAX) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_PASSWORD", "the password is too long");
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPassword,
+                 "the password is too long");
   }
   // PEM_write_bio_PKCS8PrivateKey would use OpenSSL's default of 2,048
   // iterations; PKCS8_encrypt takes the count. pbe_nid -1 selects PBES2 with
   // the cipher, PBKDF2-HMAC-SHA-256 and a random salt.
   Pkcs8InfoPtr info(EVP_PKEY2PKCS8(admin.key.get()));
-  if (info == nullptr) return crypto::OpenSslError("CRYPTO_FAILED", "EVP_PKEY2PKCS8");
+  if (info == nullptr) return crypto::OpenSslError(reason::kCryptoFailed, "EVP_PKEY2PKCS8");
   X509SigPtr sig(PKCS8_encrypt(-1, EVP_aes_256_cbc(), password.data(),
                                static_cast<int>(password.size()), nullptr, 0, pbkdf2_iterations,
                                info.get()));
-  if (sig == nullptr) return crypto::OpenSslError("CRYPTO_FAILED", "PKCS8_encrypt");
+  if (sig == nullptr) return crypto::OpenSslError(reason::kCryptoFailed, "PKCS8_encrypt");
   crypto::BioPtr bio(BIO_new(BIO_s_mem()));
-  if (bio == nullptr) return crypto::OpenSslError("CRYPTO_FAILED", "BIO_new");
+  if (bio == nullptr) return crypto::OpenSslError(reason::kCryptoFailed, "BIO_new");
   if (PEM_write_bio_PKCS8(bio.get(), sig.get()) != 1) {
-    return crypto::OpenSslError("CRYPTO_FAILED", "PEM_write_bio_PKCS8");
+    return crypto::OpenSslError(reason::kCryptoFailed, "PEM_write_bio_PKCS8");
   }
   char* data = nullptr;
   long len = BIO_get_mem_data(bio.get(), &data);
@@ -152,7 +154,7 @@ absl::StatusOr<AdminKey> ParseAdminKeyFile(std::string_view text, std::string_vi
   if (pem_start == std::string_view::npos) return BadFile(StrCat("no '", kPemBegin, "' block"));
   std::string_view pem = text.substr(pem_start);
   crypto::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  if (bio == nullptr) return crypto::OpenSslError("CRYPTO_FAILED", "BIO_new_mem_buf");
+  if (bio == nullptr) return crypto::OpenSslError(reason::kCryptoFailed, "BIO_new_mem_buf");
   X509SigPtr sig(PEM_read_bio_PKCS8(bio.get(), nullptr, nullptr, nullptr));
   if (sig == nullptr) {
     crypto::ClearOpenSslErrors();
@@ -165,7 +167,7 @@ absl::StatusOr<AdminKey> ParseAdminKeyFile(std::string_view text, std::string_vi
   crypto::EvpPkeyPtr key(info == nullptr ? nullptr : EVP_PKCS82PKEY(info.get()));
   if (key == nullptr) {
     crypto::ClearOpenSslErrors();
-    return Error(absl::StatusCode::kPermissionDenied, "WRONG_PASSWORD",
+    return Error(absl::StatusCode::kPermissionDenied, reason::kWrongPassword,
                  StrCat("the password does not open the key of administrator '", name,
                         "' (or the key block is damaged)"));
   }
@@ -177,13 +179,14 @@ absl::StatusOr<AdminKey> ParseAdminKeyFile(std::string_view text, std::string_vi
 absl::StatusOr<std::string> ReadFileBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return Error(absl::StatusCode::kNotFound, "FILE_UNREADABLE",
+    return Error(absl::StatusCode::kNotFound, reason::kFileUnreadable,
                  StrCat("cannot read ", path, ": ", std::strerror(errno)));
   }
   std::ostringstream out;
   out << in.rdbuf();
   if (in.bad()) {
-    return Error(absl::StatusCode::kNotFound, "FILE_UNREADABLE", StrCat("error reading ", path));
+    return Error(absl::StatusCode::kNotFound, reason::kFileUnreadable,
+                 StrCat("error reading ", path));
   }
   return out.str();
 }
@@ -192,10 +195,10 @@ absl::Status WriteNewFile(const std::string& path, std::string_view bytes, int m
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) {
     if (errno == EEXIST) {
-      return Error(absl::StatusCode::kAlreadyExists, "FILE_EXISTS",
+      return Error(absl::StatusCode::kAlreadyExists, reason::kFileExists,
                    StrCat(path, " already exists; refusing to overwrite it"));
     }
-    return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+    return Error(absl::StatusCode::kInternal, reason::kFileWriteFailed,
                  StrCat("cannot create ", path, ": ", std::strerror(errno)));
   }
   // The umask can only have narrowed `mode`; set it exactly, so the mode a
@@ -203,7 +206,7 @@ absl::Status WriteNewFile(const std::string& path, std::string_view bytes, int m
   if (::fchmod(fd, static_cast<mode_t>(mode)) != 0) {
     int err = errno;
     ::close(fd);
-    return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+    return Error(absl::StatusCode::kInternal, reason::kFileWriteFailed,
                  StrCat("cannot set the mode of ", path, ": ", std::strerror(err)));
   }
   size_t done = 0;
@@ -213,13 +216,13 @@ absl::Status WriteNewFile(const std::string& path, std::string_view bytes, int m
       if (errno == EINTR) continue;
       int err = errno;
       ::close(fd);
-      return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+      return Error(absl::StatusCode::kInternal, reason::kFileWriteFailed,
                    StrCat("cannot write ", path, ": ", std::strerror(err)));
     }
     done += static_cast<size_t>(n);
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+    return Error(absl::StatusCode::kInternal, reason::kFileWriteFailed,
                  StrCat("cannot sync ", path, ": ", std::strerror(errno)));
   }
   return absl::OkStatus();

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/verification_pattern.h"
@@ -66,7 +67,7 @@ std::string LineHash(json line) {
 }
 
 absl::Status Tampered(int64_t line, std::string_view why) {
-  return Error(absl::StatusCode::kDataLoss, "AUDIT_LOG_TAMPERED",
+  return Error(absl::StatusCode::kDataLoss, reason::kAuditLogTampered,
                StrCat("audit log line ", line, ": ", why));
 }
 
@@ -149,7 +150,7 @@ absl::StatusOr<AuditSummary> VerifyAuditLog(const std::string& fleet_dir) {
   const std::string path = StrCat(fleet_dir, "/", kAuditLogFile);
   auto text = ReadFileBytes(path);
   if (!text.ok()) {
-    return Error(absl::StatusCode::kNotFound, "NO_AUDIT_LOG",
+    return Error(absl::StatusCode::kNotFound, reason::kNoAuditLog,
                  StrCat("no audit log at ", path, " (no command was sent to this fleet yet)"));
   }
   AuditSummary summary;

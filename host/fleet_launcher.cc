@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/admin_key_file.h"
@@ -118,7 +119,7 @@ absl::StatusOr<int> Spawn(const std::string& binary, const Started& s) {
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
-    return Error(absl::StatusCode::kInternal, "SPAWN_FAILED",
+    return Error(absl::StatusCode::kInternal, reason::kSpawnFailed,
                  StrCat("cannot start ", binary, " for ", s.unit.name, ": ", std::strerror(rc)));
   }
   return static_cast<int>(pid);
@@ -145,13 +146,13 @@ absl::StatusOr<std::string> WaitForEndpoint(const Started& s, Clock::time_point 
       }
     }
     if (!ProcessAlive(s.unit.pid)) {
-      return Error(absl::StatusCode::kUnavailable, "UNIT_EXITED",
+      return Error(absl::StatusCode::kUnavailable, reason::kUnitExited,
                    StrCat(s.unit.name, " (pid ", s.unit.pid, ") exited before listening; ",
                           s.log_file, " ends with:\n", LogTail(s.log_file)));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return Error(absl::StatusCode::kDeadlineExceeded, "UNIT_TIMEOUT",
+  return Error(absl::StatusCode::kDeadlineExceeded, reason::kUnitTimeout,
                StrCat(s.unit.name, " (pid ", s.unit.pid, ") did not write its port file ",
                       s.port_file, " in time; see ", s.log_file));
 }
@@ -189,14 +190,14 @@ absl::Status ReadyAndAssign(Started& s, const std::string& instance, Clock::time
 absl::StatusOr<std::string> LocateUnitBinary(const std::string& flag) {
   if (!flag.empty()) {
     if (!IsExecutable(flag)) {
-      return Error(absl::StatusCode::kNotFound, "NO_UNIT_BINARY",
+      return Error(absl::StatusCode::kNotFound, reason::kNoUnitBinary,
                    StrCat("--unit-binary ", flag, " is not an executable file"));
     }
     return flag;
   }
   if (const char* env = std::getenv(kUnitBinaryEnv); env != nullptr && *env != '\0') {
     if (!IsExecutable(env)) {
-      return Error(absl::StatusCode::kNotFound, "NO_UNIT_BINARY",
+      return Error(absl::StatusCode::kNotFound, reason::kNoUnitBinary,
                    StrCat(kUnitBinaryEnv, "=", env, " is not an executable file"));
     }
     return std::string(env);
@@ -226,7 +227,7 @@ absl::StatusOr<std::string> LocateUnitBinary(const std::string& flag) {
   }
   std::string where;
   for (const std::string& l : looked) where += (where.empty() ? "" : ", ") + l;
-  return Error(absl::StatusCode::kNotFound, "NO_UNIT_BINARY",
+  return Error(absl::StatusCode::kNotFound, reason::kNoUnitBinary,
                StrCat("cannot find hsmsim-unit (looked in --unit-binary, ", kUnitBinaryEnv, ", ",
                       where, ")"));
 }
@@ -277,7 +278,7 @@ bool StopProcess(int pid, std::chrono::milliseconds grace) {
 
 absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
   if (options.units < 1 || options.units > 64) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_UNIT_COUNT",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadUnitCount,
                  StrCat("--units must be 1..64, got ", options.units));
   }
   HSMSIM_RETURN_IF_ERROR(CreatePrivateDirectory(options.fleet_dir));
@@ -288,7 +289,7 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
     if (old.ok()) {
       for (const FleetUnit& u : old->units) {
         if (!u.stopped && IsUnitProcess(u.pid, u.state_dir)) {
-          return Error(absl::StatusCode::kFailedPrecondition, "FLEET_RUNNING",
+          return Error(absl::StatusCode::kFailedPrecondition, reason::kFleetRunning,
                        StrCat("fleet ", dir, " is running (", u.name, " is pid ", u.pid,
                               "); run `hsmctl fleet down` first"));
         }
@@ -352,11 +353,11 @@ absl::StatusOr<FleetUnit> RestartUnit(const FleetLaunchOptions& options, const s
   HSMSIM_ASSIGN_OR_RETURN(FleetManifest manifest, LoadFleetManifest(dir));
   FleetUnit* unit = manifest.FindUnit(name);
   if (unit == nullptr) {
-    return Error(absl::StatusCode::kNotFound, "NO_SUCH_UNIT",
+    return Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
                  StrCat("fleet ", dir, " has no unit named '", name, "'"));
   }
   if (IsUnitProcess(unit->pid, unit->state_dir)) {
-    return Error(absl::StatusCode::kFailedPrecondition, "UNIT_RUNNING",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kUnitRunning,
                  StrCat(name, " is running (pid ", unit->pid, ")"));
   }
   HSMSIM_ASSIGN_OR_RETURN(std::string binary, LocateUnitBinary(options.unit_binary));

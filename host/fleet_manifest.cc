@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/admin_key_file.h"
@@ -19,7 +20,7 @@ namespace {
 using json = nlohmann::json;
 
 absl::Status Bad(std::string_view source, std::string_view what) {
-  return Error(absl::StatusCode::kInvalidArgument, "BAD_MANIFEST",
+  return Error(absl::StatusCode::kInvalidArgument, reason::kBadManifest,
                StrCat("fleet manifest ", source, ": ", what));
 }
 
@@ -52,7 +53,7 @@ absl::StatusOr<FleetManifest> ParseFleetManifest(std::string_view text, std::str
   }
   if (doc["format_version"].get<int64_t>() != kFleetManifestVersion) {
     return Error(
-        absl::StatusCode::kFailedPrecondition, "UNSUPPORTED_MANIFEST_VERSION",
+        absl::StatusCode::kFailedPrecondition, reason::kUnsupportedManifestVersion,
         StrCat("fleet manifest ", source, ": format_version ", doc["format_version"].get<int64_t>(),
                " is not supported (this hsmctl reads ", kFleetManifestVersion, ")"));
   }
@@ -132,7 +133,7 @@ absl::StatusOr<FleetManifest> LoadFleetManifest(const std::string& fleet_dir) {
   const std::string path = FleetManifestPath(fleet_dir);
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
-    return Error(absl::StatusCode::kNotFound, "NO_FLEET",
+    return Error(absl::StatusCode::kNotFound, reason::kNoFleet,
                  StrCat("no fleet manifest at ", path,
                         "; start a fleet with `hsmctl fleet up` or choose one with --fleet DIR"));
   }
@@ -147,7 +148,7 @@ absl::Status SaveFleetManifest(const std::string& fleet_dir, const FleetManifest
   std::filesystem::remove(tmp, ec);
   HSMSIM_RETURN_IF_ERROR(WriteNewFile(tmp, SerializeFleetManifest(manifest), 0600));
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+    return Error(absl::StatusCode::kInternal, reason::kFileWriteFailed,
                  StrCat("cannot rename ", tmp, " to ", path, ": ", std::strerror(errno)));
   }
   int dir_fd = ::open(fleet_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

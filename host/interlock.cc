@@ -1,7 +1,9 @@
 #include "host/interlock.h"
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "host/master_key_id.h"
 #include "host/recovery.h"
 
 namespace hsmsim::host {
@@ -43,7 +45,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
   for (const UnitObservation& u : units) {
     if (!u.info.ok()) {
       return Error(
-          absl::StatusCode::kFailedPrecondition, "INTERLOCK_UNVERIFIED",
+          absl::StatusCode::kFailedPrecondition, reason::kInterlockUnverified,
           StrCat("cannot prove the change keeps every stored key usable: unit ", u.unit.name,
                  " does not answer (", u.info.status().message(), "); use --force to override"));
     }
@@ -56,7 +58,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
   std::vector<std::pair<std::string, int64_t>> new_risk;
   for (const auto& r : risk) {
     bool already = false;
-    for (const auto& b : before_risk) already = already || b.first == r.first;
+    for (const auto& b : before_risk) already = already || SameId(b.first, r.first);
     if (!already) new_risk.push_back(r);
   }
   if (new_risk.empty()) return absl::OkStatus();
@@ -66,7 +68,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
     total += n;
     list += StrCat(list.empty() ? "" : "; ", n, " key(s) under WKID ", wkid);
   }
-  return Error(absl::StatusCode::kFailedPrecondition, "INTERLOCK",
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kInterlock,
                StrCat("refused: afterwards ", total,
                       " stored key(s) would be under a master key that no unit holds (", list,
                       "). Re-encrypt them first (hsmctl mk rotate / keys upgrade), or use "

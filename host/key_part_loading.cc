@@ -8,7 +8,7 @@
 namespace hsmsim::host {
 
 absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(
-    UnitClient& client, v1::GetInfoResponse info, const std::vector<SecretBytes>& parts,
+    UnitChannel& client, v1::GetInfoResponse info, const std::vector<SecretBytes>& parts,
     const std::vector<const AdminKey*>& signers) {
   std::vector<PartEncryptor> encryptors;
   for (const SecretBytes& part : parts) {
@@ -20,7 +20,7 @@ absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(
 }
 
 absl::StatusOr<v1::GetInfoResponse> LoadEncryptedKeyPartsOnUnit(
-    UnitClient& client, v1::GetInfoResponse info, const std::vector<PartEncryptor>& parts,
+    UnitChannel& client, v1::GetInfoResponse info, const std::vector<PartEncryptor>& parts,
     const std::vector<const AdminKey*>& signers) {
   if (info.importer_public_key().empty()) {
     v1::Command gen;
@@ -39,7 +39,7 @@ absl::StatusOr<v1::GetInfoResponse> LoadEncryptedKeyPartsOnUnit(
   return loaded.info();
 }
 
-absl::StatusOr<v1::GetInfoResponse> CommitNewOnUnit(UnitClient& client,
+absl::StatusOr<v1::GetInfoResponse> CommitNewOnUnit(UnitChannel& client,
                                                     const v1::GetInfoResponse& info,
                                                     std::string_view expected_vp,
                                                     const std::vector<const AdminKey*>& signers) {

@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "common/secret_bytes.h"
 #include "host/admin_key_file.h"
-#include "host/unit_client.h"
+#include "host/unit_channel.h"
 #include "hsmsim/v1/unit.pb.h"
 
 namespace hsmsim::host {
@@ -20,7 +20,8 @@ namespace hsmsim::host {
 // encrypts every part to it (so no part crosses the wire in clear) and sends
 // one LOAD_KEY_PARTS with all of them. `info` is the unit's state before.
 // Returns the unit's state after, or the first refusal.
-absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(UnitClient& client, v1::GetInfoResponse info,
+absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(UnitChannel& client,
+                                                       v1::GetInfoResponse info,
                                                        const std::vector<SecretBytes>& parts,
                                                        const std::vector<const AdminKey*>& signers);
 
@@ -33,11 +34,11 @@ using PartEncryptor =
 // LoadEncryptedKeyPartsOnUnit is LoadKeyPartsOnUnit for parts that encrypt
 // themselves: each encryptor is called once with the unit's importer key.
 absl::StatusOr<v1::GetInfoResponse> LoadEncryptedKeyPartsOnUnit(
-    UnitClient& client, v1::GetInfoResponse info, const std::vector<PartEncryptor>& parts,
+    UnitChannel& client, v1::GetInfoResponse info, const std::vector<PartEncryptor>& parts,
     const std::vector<const AdminKey*>& signers);
 
 // CommitNewOnUnit commits NEW quoting `expected_vp`; returns the state after.
-absl::StatusOr<v1::GetInfoResponse> CommitNewOnUnit(UnitClient& client,
+absl::StatusOr<v1::GetInfoResponse> CommitNewOnUnit(UnitChannel& client,
                                                     const v1::GetInfoResponse& info,
                                                     std::string_view expected_vp,
                                                     const std::vector<const AdminKey*>& signers);

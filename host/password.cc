@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/admin_key_file.h"
@@ -15,7 +16,7 @@ namespace hsmsim::host {
 namespace {
 
 absl::Status NoPassword(std::string_view why) {
-  return Error(absl::StatusCode::kInvalidArgument, "NO_PASSWORD",
+  return Error(absl::StatusCode::kInvalidArgument, reason::kNoPassword,
                StrCat(why, "; give --password-file FILE or set ", kPasswordEnv));
 }
 
@@ -75,7 +76,7 @@ absl::StatusOr<SecretBytes> ResolvePassword(const std::string& password_file,
   if (confirm) {
     HSMSIM_ASSIGN_OR_RETURN(SecretBytes again, ReadFromTerminal("Repeat the password: "));
     if (!ConstantTimeEquals(password, again)) {
-      return Error(absl::StatusCode::kInvalidArgument, "PASSWORD_MISMATCH",
+      return Error(absl::StatusCode::kInvalidArgument, reason::kPasswordMismatch,
                    "the two passwords differ");
     }
   }

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -14,7 +15,7 @@ namespace hsmsim::host {
 namespace {
 
 absl::Status Failed(const std::string& dir, std::string_view what, int err) {
-  return Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+  return Error(absl::StatusCode::kInternal, reason::kFileWriteFailed,
                StrCat("cannot ", what, " ", dir, ": ", std::strerror(err)));
 }
 

@@ -5,6 +5,7 @@
 
 #include "common/hex.h"
 #include "common/str_cat.h"
+#include "host/master_key_id.h"
 
 namespace hsmsim::host {
 namespace {
@@ -56,7 +57,8 @@ std::vector<std::string> HeldWkids(const std::vector<UnitObservation>& units) {
 std::vector<std::pair<std::string, int64_t>> KeysAtRisk(const std::vector<WkidPairCount>& counts,
                                                         const std::vector<std::string>& held) {
   auto is_held = [&](const std::string& w) {
-    return !w.empty() && std::find(held.begin(), held.end(), w) != held.end();
+    return !w.empty() && std::any_of(held.begin(), held.end(),
+                                     [&](const std::string& h) { return SameId(h, w); });
   };
   std::map<std::string, int64_t> risk;
   for (const WkidPairCount& c : counts) {
@@ -65,61 +67,63 @@ std::vector<std::pair<std::string, int64_t>> KeysAtRisk(const std::vector<WkidPa
   return {risk.begin(), risk.end()};
 }
 
-RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
-                                const std::vector<UnitObservation>& units,
-                                const std::vector<WkidPairCount>& counts,
-                                const std::vector<Finding>& findings) {
-  RecoveryDecision d;
-  for (const UnitObservation& u : units) {
-    if (!u.info.ok()) d.unreachable_units.push_back(u.unit.name);
-  }
-  d.keys_at_risk = KeysAtRisk(counts, HeldWkids(units));
-  // An unreachable unit may hold any master key: until it answers, nothing
-  // can be judged, and the only safe action is to bring it back.
+namespace {
+
+// DecideFleetBlocked decides when the fleet itself blocks every judgment:
+// an unreachable unit (it may hold any master key: until it answers,
+// nothing can be judged, and the only safe action is to bring it back) or
+// stored keys no unit can use (whatever else is true, the only safe action
+// is to stop and clear nothing). Returns false, leaving the situation
+// alone, otherwise.
+bool DecideFleetBlocked(RecoveryDecision& d) {
   if (!d.unreachable_units.empty()) {
     d.situation = RecoverySituation::kFixAndRotateAgain;
     d.observed = StrCat("unit(s) ", Join(d.unreachable_units), " do not answer");
     d.action =
         "Nothing can be judged safely yet. Fix the cause (start the unit: hsmctl fleet "
         "restart NAME, or fix its address), then run hsmctl recover again.";
-    return d;
+    return true;
   }
-  // Keys no unit can use: whatever else is true, the only safe action is to
-  // stop and clear nothing.
-  if (!d.keys_at_risk.empty()) {
-    d.situation = RecoverySituation::kKeysAtRisk;
-    int64_t total = 0;
-    std::string list;
-    for (const auto& [wkid, n] : d.keys_at_risk) {
-      total += n;
-      list += StrCat(list.empty() ? "" : "; ", n, " under WKID ", wkid);
-    }
-    d.observed = StrCat(total,
-                        " stored key(s) are under a master key that no unit holds in NEW, "
-                        "CURRENT or OLD (",
-                        list, ")");
-    d.action =
-        "STOP. Do not clear, zeroize or promote anything. Find a unit (or a backup of one) that "
-        "still holds that master key, or reload it from its key parts into NEW on a unit, then "
-        "run hsmctl recover again.";
-    return d;
+  if (d.keys_at_risk.empty()) return false;
+  d.situation = RecoverySituation::kKeysAtRisk;
+  int64_t total = 0;
+  std::string list;
+  for (const auto& [wkid, n] : d.keys_at_risk) {
+    total += n;
+    list += StrCat(list.empty() ? "" : "; ", n, " under WKID ", wkid);
   }
-  const bool in_progress = journal.has_value() && journal->phase != RotationPhase::kDone;
-  if (!in_progress) {
-    if (!findings.empty()) {
-      d.situation = RecoverySituation::kFixAndRotateAgain;
-      d.observed = StrCat("no rotation in progress; ", findings.size(),
-                          " pre-check(s) fail, first: ", findings[0].status.message());
-      d.action = "Nothing changed. Fix the conditions hsmctl mk rotate reports, then run it again.";
-    } else {
-      d.situation = RecoverySituation::kNothingToDo;
-      d.observed = "no rotation in progress; the fleet is consistent";
-      d.action = "Nothing to do.";
-    }
-    return d;
+  d.observed = StrCat(total,
+                      " stored key(s) are under a master key that no unit holds in NEW, "
+                      "CURRENT or OLD (",
+                      list, ")");
+  d.action =
+      "STOP. Do not clear, zeroize or promote anything. Find a unit (or a backup of one) that "
+      "still holds that master key, or reload it from its key parts into NEW on a unit, then "
+      "run hsmctl recover again.";
+  return true;
+}
+
+// DecideIdle decides with no rotation in progress: the pre-check findings
+// say whether anything needs fixing.
+void DecideIdle(const std::vector<Finding>& findings, RecoveryDecision& d) {
+  if (!findings.empty()) {
+    d.situation = RecoverySituation::kFixAndRotateAgain;
+    d.observed = StrCat("no rotation in progress; ", findings.size(),
+                        " pre-check(s) fail, first: ", findings[0].status.message());
+    d.action = "Nothing changed. Fix the conditions hsmctl mk rotate reports, then run it again.";
+  } else {
+    d.situation = RecoverySituation::kNothingToDo;
+    d.observed = "no rotation in progress; the fleet is consistent";
+    d.action = "Nothing to do.";
   }
+}
+
+// DecideInProgress decides for a journaled rotation not yet DONE, from each
+// unit's place in it (every unit answered).
+void DecideInProgress(const RotationJournal& journal, const std::vector<UnitObservation>& units,
+                      RecoveryDecision& d) {
   for (const UnitObservation& u : units) {
-    switch (ClassifyUnit(u, journal->source_vp, journal->target_vp)) {
+    switch (ClassifyUnit(u, journal.source_vp, journal.target_vp)) {
       case UnitRotationState::kReady:
         d.units_to_promote.push_back(u.unit.name);
         break;
@@ -133,31 +137,25 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
   }
   if (!d.units_to_reload.empty()) {
     d.situation = RecoverySituation::kReloadNewRegister;
-    d.observed = StrCat("rotation ", RotationPhaseName(journal->phase), "; unit(s) ",
-                        Join(d.units_to_reload),
-                        " no longer hold the target key in NEW (lost or different)");
+    d.observed =
+        StrCat("rotation ", RotationPhaseName(journal.phase), "; unit(s) ", Join(d.units_to_reload),
+               " no longer hold the target key in NEW (lost or different)");
     d.action = StrCat("Do not promote ", Join(d.units_to_reload),
                       ". Reload the same key parts on them first: hsmctl recover --apply "
                       "--parts F1,F2[,F3] --sign ... (it checks the parts give the target VP "
                       "before loading), then the rotation continues.");
-    return d;
-  }
-  if (journal->phase == RotationPhase::kReencrypting) {
+  } else if (journal.phase == RotationPhase::kReencrypting) {
     d.situation = RecoverySituation::kReencryptionUnfinished;
-    d.observed = StrCat("re-encryption not finished: ", journal->keys_done, " of ",
-                        journal->keys_total, " key(s) done");
+    d.observed = StrCat("re-encryption not finished: ", journal.keys_done, " of ",
+                        journal.keys_total, " key(s) done");
     d.action =
         "Run the rotation again (hsmctl mk rotate --resume, or recover --apply); it "
         "skips blobs already under NEW.";
-    return d;
-  }
-  if (journal->phase == RotationPhase::kFinalizing || d.units_to_promote.empty()) {
+  } else if (journal.phase == RotationPhase::kFinalizing || d.units_to_promote.empty()) {
     d.situation = RecoverySituation::kFinalizeKeystore;
     d.observed = "re-encryption finished and every unit promoted; keystore not finalized";
     d.action = "Finalize the keystore (hsmctl recover --apply or mk rotate --resume).";
-    return d;
-  }
-  if (d.units_promoted.empty()) {
+  } else if (d.units_promoted.empty()) {
     d.situation = RecoverySituation::kSetImmediateAll;
     d.observed = StrCat(
         "re-encryption finished; every NEW is FULL_COMMITTED with the target VP "
@@ -171,6 +169,25 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
                         " already promoted, ", Join(d.units_to_promote), " not yet");
     d.action = StrCat("Set immediate on ", Join(d.units_to_promote),
                       " only (hsmctl recover --apply); the promoted units are left as they are.");
+  }
+}
+
+}  // namespace
+
+RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
+                                const std::vector<UnitObservation>& units,
+                                const std::vector<WkidPairCount>& counts,
+                                const std::vector<Finding>& findings) {
+  RecoveryDecision d;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok()) d.unreachable_units.push_back(u.unit.name);
+  }
+  d.keys_at_risk = KeysAtRisk(counts, HeldWkids(units));
+  if (DecideFleetBlocked(d)) return d;
+  if (journal.has_value() && journal->phase != RotationPhase::kDone) {
+    DecideInProgress(*journal, units, d);
+  } else {
+    DecideIdle(findings, d);
   }
   return d;
 }

@@ -1,6 +1,7 @@
 // Recovery from a rotation that failed half way: observe every unit's
 // registers, the keystore's keys per WKID and the journal, and choose the
-// one safe action (DESIGN.md section 5, the seed page's procedure).
+// one safe action (docs/rotation.md: the vendor's troubleshooting page,
+// situation by situation).
 //
 // DecideRecovery is a pure function of the observation so that every row of
 // the table is tested without processes.
@@ -42,9 +43,11 @@ struct RecoveryDecision {
   std::vector<std::pair<std::string, int64_t>> keys_at_risk;
 };
 
-// DecideRecovery chooses the safe action. `signers_ok` is whether the
-// pre-check findings (for kFixAndRotateAgain) were computed; `findings` are
-// the rotation pre-check's findings when no rotation is in progress.
+// DecideRecovery chooses the safe action from the journal (none when no
+// rotation was ever journaled), every selected unit's observation, the
+// keystore's key counts per (WKID, pending WKID), and `findings`: the
+// rotation pre-check's findings when no rotation is in progress (they make
+// kFixAndRotateAgain), empty otherwise.
 RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
                                 const std::vector<UnitObservation>& units,
                                 const std::vector<WkidPairCount>& counts,

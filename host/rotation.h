@@ -1,4 +1,4 @@
-// Master key rotation of a fleet and its key storage (DESIGN.md section 5).
+// Master key rotation of a fleet and its key storage (docs/rotation.md).
 //
 // The rotation runs in journaled phases (see RotationPhase):
 //   pre-checks -> REENCRYPTING (key storage CURRENT -> NEW, fanned out across
@@ -11,7 +11,7 @@
 // units already promoted, finalization is idempotent.
 //
 // Thread-safety: a RotationEngine is used from one thread; it drives the
-// unit clients' own threads.
+// unit channels' own threads.
 #ifndef HSMSIM_HOST_ROTATION_H_
 #define HSMSIM_HOST_ROTATION_H_
 
@@ -22,9 +22,12 @@
 
 #include "absl/status/statusor.h"
 #include "host/admin_key_file.h"
+#include "host/batch_fanout.h"
 #include "host/fleet_manifest.h"
 #include "host/keystore.h"
-#include "host/unit_client.h"
+#include "host/master_key_id.h"
+#include "host/rewrap_batch.h"
+#include "host/unit_channel.h"
 #include "hsmsim/v1/unit.pb.h"
 
 namespace hsmsim::host {
@@ -64,7 +67,7 @@ std::vector<Finding> PrecheckKeystore(const std::vector<WkidPairCount>& counts,
 
 // Observe reads every selected unit's state.
 std::vector<UnitObservation> Observe(const FleetManifest& manifest,
-                                     const std::vector<UnitClient*>& clients);
+                                     const std::vector<UnitChannel*>& clients);
 
 // How far a unit is in a rotation from `source_vp` to `target_vp`.
 enum class UnitRotationState {
@@ -87,15 +90,19 @@ struct RotationProgress {
 
 struct RotationOptions {
   size_t batch_size = 2048;
-  int in_flight_per_unit = 4;
+  int in_flight_per_unit = kDefaultInFlightPerLane;
   std::function<void(const RotationProgress&)> progress;  // may be empty
   std::function<void(std::string_view)> say;              // lines for the operator
   // Called at every phase boundary and after each stored re-encryption
-  // batch with a point name: "journal-written", "reencrypt-batch-stored"
-  // (with keys_done), "reencrypted", "promoting", "unit-promoted" (per unit),
-  // "promoted", "finalize-chunk", "done". Tests use it to kill hsmctl at an
-  // exact point (see HSMSIM_TEST_CRASH_AT in docs/reliability.md).
-  std::function<void(std::string_view point, int64_t keys_done)> checkpoint;
+  // batch with a point name: "journal-written" (by the caller that writes
+  // the journal), "reencrypt-batch-stored" (with keys_done), "reencrypted",
+  // "promoting", "unit-promoted" (per unit), "promoted", "finalize-chunk",
+  // "done". A non-OK status stops the engine right there, as if hsmctl died:
+  // the engine returns it without another write (batches in flight are
+  // discarded). Tests use it to kill hsmctl at an exact point (see
+  // HSMSIM_TEST_CRASH_AT in docs/reliability.md) or to stop an in-process
+  // engine (tests/host/rotation_engine_test.cc). May be empty.
+  std::function<absl::Status(std::string_view point, int64_t keys_done)> checkpoint;
 };
 
 // Figures of one run, for the report and for benchmarks.
@@ -112,10 +119,16 @@ struct RotationReport {
 
 class RotationEngine {
  public:
-  // `units` are the selected units (their clients outlive the engine);
+  // `units` are the selected units (their channels outlive the engine);
   // `signers` sign SET_IMMEDIATE.
-  RotationEngine(Keystore& keystore, std::vector<std::pair<FleetUnit, UnitClient*>> units,
+  RotationEngine(Keystore& keystore, std::vector<std::pair<FleetUnit, UnitChannel*>> units,
                  std::vector<const AdminKey*> signers, RotationOptions options);
+
+  // Begin starts a rotation from `source_vp` to `target_vp`, once the
+  // pre-checks passed: writes the journal (REENCRYPTING, keys_total = the
+  // keystore's count) and passes the "journal-written" checkpoint. Returns
+  // the journal, or the keystore's error, or the checkpoint's status.
+  absl::StatusOr<RotationJournal> Begin(std::string source_vp, std::string target_vp);
 
   // Reencrypt re-encrypts every key under the journal's source key that has
   // no pending blob under its target yet, using the units in kReady state,
@@ -133,7 +146,10 @@ class RotationEngine {
   absl::Status Promote(RotationJournal& journal, RotationReport& report);
 
   // Finalize makes every pending blob the key's blob, re-encrypts keys still
-  // under the source key OLD -> CURRENT, and marks the journal DONE.
+  // under the source key OLD -> CURRENT (UpgradeStragglers: a key a unit
+  // refuses stays under OLD and is reported; no unit left is UNAVAILABLE
+  // NO_UNIT_AVAILABLE and the journal stays FINALIZING), and marks the
+  // journal DONE.
   absl::Status Finalize(RotationJournal& journal, RotationReport& report);
 
   // Run continues a journaled rotation from its phase to DONE.
@@ -141,17 +157,31 @@ class RotationEngine {
 
  private:
   std::vector<UnitObservation> ObserveUnits();
+  // ReadyUnits returns the channels of the units in kReady state and says
+  // why each other unit takes no part.
+  // When none is ready and a unit did not answer, `*unreachable` gets that
+  // unit's transport error (it might have taken part).
+  std::vector<UnitChannel*> ReadyUnits(const RotationJournal& journal, absl::Status* unreachable);
+  // ReencryptOn runs the re-encryption fan-out over `ready`.
+  absl::Status ReencryptOn(const std::vector<UnitChannel*>& ready, RotationJournal& journal,
+                           RotationReport& report, FailedKeys& failed);
+  // StoreRewrapped stores one batch as pending and passes its checkpoint.
+  absl::Status StoreRewrapped(const std::vector<RewrappedKey>& rewrapped, RotationJournal& journal,
+                              RotationReport& report);
+  absl::Status MoveStragglers(std::string_view source_wkid, std::string_view target_wkid,
+                              RotationReport& report);
+  void ReportProgress(const RotationJournal& journal, double seconds, std::string_view phase);
   void Say(std::string_view line);
-  void Checkpoint(std::string_view point, int64_t keys_done);
+  absl::Status Checkpoint(std::string_view point, int64_t keys_done);
 
   Keystore& keystore_;
-  std::vector<std::pair<FleetUnit, UnitClient*>> units_;
+  std::vector<std::pair<FleetUnit, UnitChannel*>> units_;
   std::vector<const AdminKey*> signers_;
   RotationOptions options_;
 };
 
 // WkidOfVp returns the first 16 bytes of a 32-byte VP.
-inline std::string WkidOfVp(std::string_view vp) { return std::string(vp.substr(0, 16)); }
+inline std::string WkidOfVp(std::string_view vp) { return std::string(vp.substr(0, Wkid::kSize)); }
 
 }  // namespace hsmsim::host
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <string>
 
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -31,7 +32,7 @@ absl::StatusOr<v1::SignedCommand> SignCommand(const v1::Command& command,
     google::protobuf::io::CodedOutputStream coded(&stream);
     coded.SetSerializationDeterministic(true);
     if (!command.SerializeToCodedStream(&coded)) {
-      return Error(absl::StatusCode::kInternal, "SERIALIZE_FAILED",
+      return Error(absl::StatusCode::kInternal, reason::kSerializeFailed,
                    "the command does not serialize (missing field?)");
     }
   }
@@ -50,7 +51,7 @@ absl::StatusOr<v1::SignedCommand> SignCommand(const v1::Command& command,
   return signed_command;
 }
 
-absl::StatusOr<v1::CommandResponse> IssueCommand(UnitClient& client,
+absl::StatusOr<v1::CommandResponse> IssueCommand(UnitChannel& client,
                                                  const v1::GetInfoResponse& info, v1::Command op,
                                                  const std::vector<const AdminKey*>& signers) {
   op.set_unit_id(info.unit_id());
@@ -63,7 +64,7 @@ absl::StatusOr<v1::CommandResponse> IssueCommand(UnitClient& client,
   return result;
 }
 
-absl::StatusOr<v1::CommandResponse> IssueCommand(UnitClient& client, v1::Command op,
+absl::StatusOr<v1::CommandResponse> IssueCommand(UnitChannel& client, v1::Command op,
                                                  const std::vector<const AdminKey*>& signers) {
   HSMSIM_ASSIGN_OR_RETURN(v1::GetInfoResponse info, client.GetInfo());
   return IssueCommand(client, info, std::move(op), signers);

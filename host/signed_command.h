@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "host/admin_key_file.h"
-#include "host/unit_client.h"
+#include "host/unit_channel.h"
 #include "hsmsim/v1/unit.pb.h"
 
 namespace hsmsim::host {
@@ -25,11 +25,11 @@ absl::StatusOr<v1::SignedCommand> SignCommand(const v1::Command& command,
 // `op` (a Command with only its op set), signs it with `signers` and sends it
 // once. Returns the unit's state after the command, or the transport error or
 // the unit's refusal (code and reason kept).
-absl::StatusOr<v1::CommandResponse> IssueCommand(UnitClient& client, v1::Command op,
+absl::StatusOr<v1::CommandResponse> IssueCommand(UnitChannel& client, v1::Command op,
                                                  const std::vector<const AdminKey*>& signers);
 
 // IssueCommand as above with an already-read GetInfo (saves a round trip).
-absl::StatusOr<v1::CommandResponse> IssueCommand(UnitClient& client,
+absl::StatusOr<v1::CommandResponse> IssueCommand(UnitChannel& client,
                                                  const v1::GetInfoResponse& info, v1::Command op,
                                                  const std::vector<const AdminKey*>& signers);
 

@@ -2,6 +2,7 @@
 #include <ctime>
 #include <string>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/internal/sqlite.h"
@@ -62,11 +63,11 @@ class SqliteKeystore final : public Keystore {
       HSMSIM_ASSIGN_OR_RETURN(bool any_row, any.Step());
       if (any_row && any.Int(0) > 0) {
         return Error(
-            absl::StatusCode::kDataLoss, "BAD_KEYSTORE",
+            absl::StatusCode::kDataLoss, reason::kBadKeystore,
             StrCat("keystore ", db_->path(), " is a SQLite database but not an hsmsim keystore"));
       }
       if (!create) {
-        return Error(absl::StatusCode::kNotFound, "NO_KEYSTORE",
+        return Error(absl::StatusCode::kNotFound, reason::kNoKeystore,
                      StrCat("keystore ", db_->path(), " is empty (hsmctl keys create makes it)"));
       }
       HSMSIM_RETURN_IF_ERROR(
@@ -78,12 +79,12 @@ class SqliteKeystore final : public Keystore {
                             db_->Prepare("SELECT value FROM meta WHERE key='schema_version'"));
     HSMSIM_ASSIGN_OR_RETURN(bool vrow, version.Step());
     if (!vrow) {
-      return Error(absl::StatusCode::kDataLoss, "BAD_KEYSTORE",
+      return Error(absl::StatusCode::kDataLoss, reason::kBadKeystore,
                    StrCat("keystore ", db_->path(), " has no schema version"));
     }
     const std::string v(version.Text(0));
     if (v != std::to_string(kSchemaVersion)) {
-      return Error(absl::StatusCode::kFailedPrecondition, "UNSUPPORTED_KEYSTORE_VERSION",
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kUnsupportedKeystoreVersion,
                    StrCat("keystore ", db_->path(), " has schema version ", v,
                           "; this hsmctl reads version ", kSchemaVersion));
     }
@@ -100,8 +101,8 @@ class SqliteKeystore final : public Keystore {
         absl::Status run = insert.Run();
         if (!run.ok()) {
           insert.Reset();
-          if (ReasonOf(run) == "KEY_EXISTS") {
-            return Error(absl::StatusCode::kAlreadyExists, "KEY_EXISTS",
+          if (ReasonOf(run) == reason::kKeyExists) {
+            return Error(absl::StatusCode::kAlreadyExists, reason::kKeyExists,
                          StrCat("a key named '", k.name, "' already exists in ", db_->path()));
           }
           return run;
@@ -231,7 +232,7 @@ class SqliteKeystore final : public Keystore {
     RotationJournal j;
     auto phase = ParseRotationPhase(q.Text(0));
     if (!phase.ok()) {
-      return Error(absl::StatusCode::kDataLoss, "BAD_KEYSTORE",
+      return Error(absl::StatusCode::kDataLoss, reason::kBadKeystore,
                    StrCat("keystore ", db_->path(), ": rotation journal has unknown phase '",
                           q.Text(0), "'"));
     }
@@ -318,7 +319,7 @@ absl::StatusOr<RotationPhase> ParseRotationPhase(std::string_view name) {
         RotationPhase::kFinalizing, RotationPhase::kDone}) {
     if (RotationPhaseName(p) == name) return p;
   }
-  return Error(absl::StatusCode::kInvalidArgument, "BAD_PHASE",
+  return Error(absl::StatusCode::kInvalidArgument, reason::kBadPhase,
                StrCat("unknown rotation phase '", name, "'"));
 }
 

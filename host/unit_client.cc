@@ -11,16 +11,15 @@
 #include <boost/asio/write.hpp>
 #include <cctype>
 #include <deque>
-#include <future>
 #include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "proto/wire/frame_codec.h"
-#include "proto/wire/status_codec.h"
 
 namespace hsmsim::host {
 namespace {
@@ -95,7 +94,7 @@ class UnitClient::Impl {
 
   void Submit(const std::shared_ptr<PendingCall>& call) {
     if (shutting_down_) {
-      call->done(Error(absl::StatusCode::kCancelled, "CLIENT_CLOSED",
+      call->done(Error(absl::StatusCode::kCancelled, reason::kClientClosed,
                        StrCat(Prefix(), ": the client is closing")));
       return;
     }
@@ -328,7 +327,7 @@ class UnitClient::Impl {
     for (auto& call : all) {
       ++call->epoch;
       call->timer->cancel();
-      call->done(Error(absl::StatusCode::kCancelled, "CLIENT_CLOSED",
+      call->done(Error(absl::StatusCode::kCancelled, reason::kClientClosed,
                        StrCat(Prefix(), ": the client closed before the unit answered")));
     }
   }
@@ -366,7 +365,7 @@ absl::StatusOr<std::unique_ptr<UnitClient>> UnitClient::Create(std::string name,
                                                                UnitClientOptions options) {
   const size_t colon = endpoint.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == endpoint.size()) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_ENDPOINT",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadEndpoint,
                  StrCat("unit ", name, ": endpoint '", endpoint, "' is not HOST:PORT"));
   }
   std::string host = endpoint.substr(0, colon);
@@ -385,68 +384,8 @@ UnitClient::~UnitClient() = default;
 const std::string& UnitClient::name() const { return impl_->name(); }
 const std::string& UnitClient::endpoint() const { return impl_->endpoint(); }
 
-bool UnitClient::IsIdempotent(const v1::Request& request) {
-  switch (request.body_case()) {
-    case v1::Request::kGetInfo:
-    case v1::Request::kWrapKey:
-    case v1::Request::kUnwrapKey:
-    case v1::Request::kReencryptBatch:
-    case v1::Request::kReencryptFromOld:
-      return true;
-    default:
-      return false;
-  }
-}
-
 void UnitClient::CallAsync(v1::Request request, Callback done) {
   impl_->CallAsync(std::move(request), std::move(done));
-}
-
-absl::StatusOr<v1::Response> UnitClient::Call(v1::Request request) {
-  auto promise = std::make_shared<std::promise<absl::StatusOr<v1::Response>>>();
-  std::future<absl::StatusOr<v1::Response>> future = promise->get_future();
-  CallAsync(std::move(request),
-            [promise](absl::StatusOr<v1::Response> r) { promise->set_value(std::move(r)); });
-  return future.get();
-}
-
-namespace {
-
-// UnitStatus converts a response's whole-request status into an absl::Status
-// whose message names the unit.
-absl::Status UnitStatus(const v1::Response& response, std::string_view unit_name) {
-  if (response.status().code() == 0) return absl::OkStatus();
-  return WithContext(wire::FromWireStatus(response.status()), StrCat("unit ", unit_name));
-}
-
-absl::Status BadResponse(std::string_view unit_name, std::string_view expected) {
-  return Error(absl::StatusCode::kInternal, "BAD_RESPONSE",
-               StrCat("unit ", unit_name, " answered without a ", expected, " body"));
-}
-
-}  // namespace
-
-absl::StatusOr<v1::GetInfoResponse> UnitClient::GetInfo() {
-  v1::Request request;
-  request.mutable_get_info();
-  HSMSIM_ASSIGN_OR_RETURN(v1::Response response, Call(std::move(request)));
-  HSMSIM_RETURN_IF_ERROR(UnitStatus(response, name()));
-  if (!response.has_get_info()) return BadResponse(name(), "get_info");
-  return std::move(*response.mutable_get_info());
-}
-
-absl::StatusOr<v1::CommandResponse> UnitClient::SendCommand(const v1::SignedCommand& command) {
-  v1::Request request;
-  *request.mutable_signed_command() = command;
-  HSMSIM_ASSIGN_OR_RETURN(v1::Response response, Call(std::move(request)));
-  HSMSIM_RETURN_IF_ERROR(UnitStatus(response, name()));
-  if (!response.has_command()) return BadResponse(name(), "command");
-  return std::move(*response.mutable_command());
-}
-
-bool IsUnreachable(const absl::Status& status) {
-  const std::string reason = ReasonOf(status);
-  return reason == kUnitUnreachable || reason == kUnitTimeout;
 }
 
 }  // namespace hsmsim::host

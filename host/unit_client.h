@@ -1,4 +1,5 @@
-// UnitClient: the host's connection to one crypto unit (hsmsim-unit).
+// UnitClient: the host's connection to one crypto unit (hsmsim-unit), the
+// production UnitChannel (host/unit_channel.h).
 //
 // One TCP connection per unit, opened lazily and reopened after a failure.
 // Requests are pipelined: many may be in flight at once, and responses, which
@@ -24,12 +25,10 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "host/unit_channel.h"
 #include "hsmsim/v1/unit.pb.h"
 
 namespace hsmsim::host {
-
-inline constexpr char kUnitUnreachable[] = "UNIT_UNREACHABLE";
-inline constexpr char kUnitTimeout[] = "UNIT_TIMEOUT";
 
 struct UnitClientOptions {
   // Time allowed for one attempt of a request, connecting included.
@@ -43,51 +42,35 @@ struct UnitClientOptions {
   size_t max_frame_bytes = size_t{64} << 20;
 };
 
-class UnitClient {
+class UnitClient final : public UnitChannel {
  public:
-  using Callback = std::function<void(absl::StatusOr<v1::Response>)>;
-
   // Create returns a client for unit `name` at `endpoint` ("HOST:PORT").
   // It does not connect yet. Returns INVALID_ARGUMENT (BAD_ENDPOINT) when the
   // endpoint has no port.
   static absl::StatusOr<std::unique_ptr<UnitClient>> Create(std::string name, std::string endpoint,
                                                             UnitClientOptions options = {});
-  ~UnitClient();
+  ~UnitClient() override;
   UnitClient(const UnitClient&) = delete;
   UnitClient& operator=(const UnitClient&) = delete;
 
-  const std::string& name() const;
+  const std::string& name() const override;
   const std::string& endpoint() const;
 
-  // IsIdempotent is true for requests that may safely be sent twice.
-  static bool IsIdempotent(const v1::Request& request);
+  // IsIdempotent is IsIdempotentRequest (host/unit_channel.h).
+  static bool IsIdempotent(const v1::Request& request) { return IsIdempotentRequest(request); }
 
   // CallAsync sends `request` (its id is chosen by the client) and calls
   // `done` exactly once, on the client's thread, with the unit's response
   // (whatever its status) or a transport error. `done` must not block.
-  void CallAsync(v1::Request request, Callback done);
+  void CallAsync(v1::Request request, Callback done) override;
 
-  // Call is the synchronous form of CallAsync.
-  absl::StatusOr<v1::Response> Call(v1::Request request);
-
-  // GetInfo returns the unit's public state, or the transport error or the
-  // unit's refusal (its code and reason kept, the message prefixed with the
-  // unit's name).
-  absl::StatusOr<v1::GetInfoResponse> GetInfo();
-
-  // SendCommand sends one signed command (once, never retried) and returns
-  // the unit's state after it, or the unit's refusal as above.
-  absl::StatusOr<v1::CommandResponse> SendCommand(const v1::SignedCommand& command);
+  // Call, GetInfo and SendCommand are UnitChannel's, over CallAsync.
 
  private:
   class Impl;
   explicit UnitClient(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// IsUnreachable is true for the transport errors of UnitClient (the unit did
-// not answer), false for a unit's refusal.
-bool IsUnreachable(const absl::Status& status);
 
 }  // namespace hsmsim::host
 

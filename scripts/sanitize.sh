@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# sanitize.sh: the test suite under the sanitizers (DESIGN.md section 7).
+# sanitize.sh: the test suite under the sanitizers (docs/reliability.md).
 #   1. build-asan: -DHSMSIM_SANITIZE=address (ASan + UBSan), the whole ctest
 #      suite;
 #   2. build-tsan: -DHSMSIM_SANITIZE=thread (TSan), the tests of the emulator

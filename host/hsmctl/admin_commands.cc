@@ -4,6 +4,7 @@
 #include <map>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/entropy.h"
@@ -49,11 +50,9 @@ int RunKeygen(Invocation& inv, const KeygenOptions& o) {
 }
 
 // SendOp issues `op` on one unit and records the counter after it.
-absl::Status SendOp(UnitConnection& c, const v1::GetInfoResponse& info, const v1::Command& op,
-                    const std::vector<const host::AdminKey*>& signers, UnitOutcome& o) {
-  auto result = host::IssueCommand(*c.client, info, op, signers);
-  if (!result.ok()) return result.status();
-  o.details["transaction_counter"] = result->info().transaction_counter();
+absl::Status SendOp(SignedUnit& u, const v1::Command& op) {
+  HSMSIM_RETURN_IF_ERROR(u.Issue(op).status());
+  u.outcome.details["transaction_counter"] = u.info.transaction_counter();
   return absl::OkStatus();
 }
 
@@ -105,7 +104,7 @@ absl::Status CheckInstalledAdmins(const std::string& unit, const v1::GetInfoResp
                          ToHex(a.key_id()).substr(0, 16), "]");
   }
   if (count == 0) return absl::OkStatus();
-  return Error(absl::StatusCode::kFailedPrecondition, "UNEXPECTED_ADMINISTRATOR",
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kUnexpectedAdministrator,
                StrCat("unit ", unit, " is in imprint mode and holds ", count,
                       " administrator(s) outside the expected set: ", unexpected));
 }
@@ -122,119 +121,111 @@ absl::Status CheckFleetAdmins(std::vector<UnitConnection>& conns, const Expected
     if (!s.ok()) problems += StrCat(problems.empty() ? "" : "; ", s.message());
   }
   if (problems.empty()) return absl::OkStatus();
-  return Error(absl::StatusCode::kFailedPrecondition, "UNEXPECTED_ADMINISTRATOR",
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kUnexpectedAdministrator,
                StrCat(problems,
                       ". Nothing was changed. A unit in imprint mode accepts an unsigned admin add "
                       "from anyone who can reach it: remove them (hsmctl admin rm NAME) or "
                       "zeroize the unit, or name them with --expect-admins if they belong"));
 }
 
+// AddAdminsOnUnit installs each of `admins` the unit does not hold yet, one
+// signed command each.
+absl::Status AddAdminsOnUnit(SignedUnit& u, const std::vector<host::AdminKey>& admins,
+                             const ExpectedAdmins& expected) {
+  HSMSIM_RETURN_IF_ERROR(CheckInstalledAdmins(u.conn.unit.name, u.info, expected));
+  json added = json::array();
+  json present = json::array();
+  for (const host::AdminKey& admin : admins) {
+    const std::string key_id = crypto::AsString(admin.key_id);
+    bool installed = false;
+    for (const v1::AdministratorInfo& a : u.info.administrators())
+      installed |= a.key_id() == key_id;
+    if (installed) {
+      present.push_back(admin.name);
+      continue;
+    }
+    v1::Command op;
+    op.mutable_add_admin()->set_name(admin.name);
+    op.mutable_add_admin()->set_public_key(admin.public_key_der);
+    if (auto result = u.Issue(op); !result.ok()) {
+      return WithContext(result.status(), StrCat("adding '", admin.name, "'"));
+    }
+    added.push_back(admin.name);
+  }
+  u.outcome.details["added"] = added;
+  u.outcome.details["already_installed"] = present;
+  u.outcome.details["administrators"] = u.info.administrators_size();
+  u.outcome.text = StrCat("added ", added.size(), ", already installed ", present.size(), "; ",
+                          u.info.administrators_size(), " administrator(s)");
+  return absl::OkStatus();
+}
+
 int RunAdminAdd(Invocation& inv, const std::vector<std::string>& files,
                 const std::vector<std::string>& expect, const std::string& name) {
   if (!name.empty() && files.size() != 1) {
-    return Fail(inv, Error(absl::StatusCode::kInvalidArgument, "BAD_ADMIN_NAME",
+    return Fail(inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadAdminName,
                            "--name names one administrator; give one key with it"));
   }
-  auto signers = LoadSigners(inv);
-  if (!signers.ok()) return Fail(inv, signers.status());
-  // Each new administrator's key file opens with its own secret, or is a card.
   std::vector<host::AdminKey> admins;
-  for (const std::string& file : files) {
-    auto admin = OpenAdminKey(inv, file, name);
-    if (!admin.ok()) return Fail(inv, admin.status());
-    admins.push_back(std::move(*admin));
-  }
   ExpectedAdmins expected;
-  AddKeys(*signers, expected);
-  AddKeys(admins, expected);
-  if (absl::Status s = AddExpected(inv, expect, expected); !s.ok()) return Fail(inv, s);
-  auto conns = ConnectSelected(inv);
-  if (!conns.ok()) return Fail(inv, conns.status());
-  if (absl::Status s = CheckFleetAdmins(*conns, expected); !s.ok()) return Fail(inv, s);
-  const auto signer_ptrs = SignerPointers(*signers);
-  auto outcomes = ForEachUnit(
-      *conns,
-      [&](UnitConnection& c, const v1::GetInfoResponse& first, UnitOutcome& o) -> absl::Status {
-        HSMSIM_RETURN_IF_ERROR(CheckInstalledAdmins(c.unit.name, first, expected));
-        v1::GetInfoResponse info = first;
-        json added = json::array();
-        json present = json::array();
-        for (const host::AdminKey& admin : admins) {
-          const std::string key_id = crypto::AsString(admin.key_id);
-          bool installed = false;
-          for (const v1::AdministratorInfo& a : info.administrators())
-            installed |= a.key_id() == key_id;
-          if (installed) {
-            present.push_back(admin.name);
-            continue;
-          }
-          v1::Command op;
-          op.mutable_add_admin()->set_name(admin.name);
-          op.mutable_add_admin()->set_public_key(admin.public_key_der);
-          auto result = host::IssueCommand(*c.client, info, op, signer_ptrs);
-          if (!result.ok()) {
-            return WithContext(result.status(), StrCat("adding '", admin.name, "'"));
-          }
-          info = result->info();
-          added.push_back(admin.name);
-        }
-        o.details["added"] = added;
-        o.details["already_installed"] = present;
-        o.details["administrators"] = info.administrators_size();
-        o.text = StrCat("added ", added.size(), ", already installed ", present.size(), "; ",
-                        info.administrators_size(), " administrator(s)");
-        return absl::OkStatus();
-      });
-  return ReportOutcomes(inv, "admin add", outcomes);
+  SignedHooks hooks;
+  hooks.prepare = [&](const std::vector<host::AdminKey>& signers, ReportHeader&) -> absl::Status {
+    // Each new administrator's key file opens with its own secret, or is a card.
+    for (const std::string& file : files) {
+      HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, OpenAdminKey(inv, file, name));
+      admins.push_back(std::move(admin));
+    }
+    AddKeys(signers, expected);
+    AddKeys(admins, expected);
+    return AddExpected(inv, expect, expected);
+  };
+  hooks.precheck = [&](std::vector<UnitConnection>& conns, const host::FleetManifest&) {
+    return CheckFleetAdmins(conns, expected);
+  };
+  return RunSignedPerUnit(
+      inv, "admin add", [&](SignedUnit& u) { return AddAdminsOnUnit(u, admins, expected); }, hooks);
 }
 
 int RunAdminRm(Invocation& inv, const std::string& name) {
-  auto signers = LoadSigners(inv);
-  if (!signers.ok()) return Fail(inv, signers.status());
-  auto conns = ConnectSelected(inv);
-  if (!conns.ok()) return Fail(inv, conns.status());
-  const auto signer_ptrs = SignerPointers(*signers);
-  auto outcomes = ForEachUnit(
-      *conns,
-      [&](UnitConnection& c, const v1::GetInfoResponse& info, UnitOutcome& o) -> absl::Status {
-        const v1::AdministratorInfo* found = nullptr;
-        for (const v1::AdministratorInfo& a : info.administrators()) {
-          if (a.name() == name) found = &a;
-        }
-        if (found == nullptr) {
-          return Error(absl::StatusCode::kNotFound, "NO_SUCH_ADMIN",
-                       StrCat("unit ", c.unit.name, " has no administrator '", name, "'"));
-        }
-        v1::Command op;
-        op.mutable_remove_admin()->set_key_id(found->key_id());
-        o.text = StrCat("removed '", name, "'");
-        return SendOp(c, info, op, signer_ptrs, o);
-      });
-  return ReportOutcomes(inv, "admin rm", outcomes);
+  return RunSignedPerUnit(inv, "admin rm", [&](SignedUnit& u) -> absl::Status {
+    const v1::AdministratorInfo* found = nullptr;
+    for (const v1::AdministratorInfo& a : u.info.administrators()) {
+      if (a.name() == name) found = &a;
+    }
+    if (found == nullptr) {
+      return Error(absl::StatusCode::kNotFound, reason::kNoSuchAdmin,
+                   StrCat("unit ", u.conn.unit.name, " has no administrator '", name, "'"));
+    }
+    v1::Command op;
+    op.mutable_remove_admin()->set_key_id(found->key_id());
+    u.outcome.text = StrCat("removed '", name, "'");
+    return SendOp(u, op);
+  });
 }
 
 int RunThresholdsSet(Invocation& inv, uint32_t signature, uint32_t revocation,
                      const std::vector<std::string>& expect) {
-  auto signers = LoadSigners(inv);
-  if (!signers.ok()) return Fail(inv, signers.status());
   ExpectedAdmins expected;
-  AddKeys(*signers, expected);
-  if (absl::Status s = AddExpected(inv, expect, expected); !s.ok()) return Fail(inv, s);
-  auto conns = ConnectSelected(inv);
-  if (!conns.ok()) return Fail(inv, conns.status());
-  if (absl::Status s = CheckFleetAdmins(*conns, expected); !s.ok()) return Fail(inv, s);
-  const auto signer_ptrs = SignerPointers(*signers);
-  auto outcomes = ForEachUnit(
-      *conns,
-      [&](UnitConnection& c, const v1::GetInfoResponse& info, UnitOutcome& o) -> absl::Status {
-        HSMSIM_RETURN_IF_ERROR(CheckInstalledAdmins(c.unit.name, info, expected));
+  SignedHooks hooks;
+  hooks.prepare = [&](const std::vector<host::AdminKey>& signers, ReportHeader&) {
+    AddKeys(signers, expected);
+    return AddExpected(inv, expect, expected);
+  };
+  hooks.precheck = [&](std::vector<UnitConnection>& conns, const host::FleetManifest&) {
+    return CheckFleetAdmins(conns, expected);
+  };
+  return RunSignedPerUnit(
+      inv, "thresholds set",
+      [&](SignedUnit& u) -> absl::Status {
+        HSMSIM_RETURN_IF_ERROR(CheckInstalledAdmins(u.conn.unit.name, u.info, expected));
         v1::Command op;
         op.mutable_set_thresholds()->set_signature_threshold(signature);
         op.mutable_set_thresholds()->set_revocation_threshold(revocation);
-        o.text = StrCat("signature threshold ", signature, ", revocation threshold ", revocation);
-        return SendOp(c, info, op, signer_ptrs, o);
-      });
-  return ReportOutcomes(inv, "thresholds set", outcomes);
+        u.outcome.text =
+            StrCat("signature threshold ", signature, ", revocation threshold ", revocation);
+        return SendOp(u, op);
+      },
+      hooks);
 }
 
 void AddExpectAdminsOption(CLI::App* cmd, std::vector<std::string>& entries,

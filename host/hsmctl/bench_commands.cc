@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/ec_p521.h"
@@ -17,7 +18,6 @@
 #include "crypto/key_part.h"
 #include "crypto/verification_pattern.h"
 #include "host/fleet_launcher.h"
-#include "host/hsmctl/async_fanout.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/key_part_loading.h"
 #include "host/signed_command.h"
@@ -65,48 +65,24 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-// LoadAndCommit loads `parts` into NEW on every unit and commits them.
 // FillFromUnits stores `keys` new root keys named "key-1".."key-K", which
 // the units generate under their CURRENT master key (GenerateKeys batches of
 // kFillBatch, kFillInFlightPerUnit in flight per unit). Returns the first
 // unit or keystore error.
 absl::Status FillFromUnits(std::vector<UnitConnection>& conns, host::Keystore& store,
                            int64_t keys) {
-  AsyncFanout fanout(conns);
-  int64_t next = 1;
-  std::vector<host::NewKey> chunk;
-  absl::Status failure = absl::OkStatus();
-  while (true) {
-    while (failure.ok() && next <= keys) {
-      int unit = fanout.FreeUnit(kFillInFlightPerUnit);
-      if (unit < 0) break;
-      v1::Request r;
-      v1::GenerateKeysRequest* generate = r.mutable_generate_keys();
-      generate->set_algorithm(v1::KEY_ALGORITHM_AES_256);
-      for (int64_t i = next; i <= keys && i < next + kFillBatch; ++i) {
-        generate->add_key_ids(StrCat("key-", i));
-      }
-      next += generate->key_ids_size();
-      fanout.Send(static_cast<size_t>(unit), 0, std::move(r));
-    }
-    if (fanout.in_flight() == 0) break;
-    AsyncFanout::Done d = fanout.Next();
-    absl::Status s = ResponseStatus(d.result, conns[d.unit].unit.name);
-    for (int i = 0; s.ok() && i < d.result->generate_keys().blobs_size(); ++i) {
-      auto key = NewKeyFromBlob(d.result->generate_keys().blobs(i));
-      s = key.status();
-      if (key.ok()) chunk.push_back(std::move(*key));
-    }
-    if (s.ok() && chunk.size() >= kFillChunk) {
-      s = store.AddKeys(chunk);
-      chunk.clear();
-    }
-    if (failure.ok()) failure = s;
-  }
-  if (failure.ok() && !chunk.empty()) failure = store.AddKeys(chunk);
-  return failure;
+  GenerateSpec spec;
+  spec.prefix = "key-";
+  spec.first_number = 1;
+  spec.count = keys;
+  spec.keys_per_request = kFillBatch;
+  spec.in_flight_per_unit = kFillInFlightPerUnit;
+  spec.store_chunk = kFillChunk;
+  int64_t created = 0;
+  return GenerateKeysInto(conns, store, spec, &created, nullptr);
 }
 
+// LoadAndCommit loads `parts` into NEW on every unit and commits them.
 absl::Status LoadAndCommit(std::vector<UnitConnection>& conns,
                            const std::vector<SecretBytes>& parts,
                            const std::vector<const host::AdminKey*>& signers,
@@ -130,13 +106,149 @@ absl::StatusOr<SecretBytes> RandomKey(std::vector<SecretBytes>* parts) {
   return key;
 }
 
+// What bench rotate measured.
+struct BenchReport {
+  double fill_seconds = 0;
+  int64_t rss_after_fill_kib = 0;
+  host::RotationReport rotation;
+  double end_to_end_seconds = 0;
+  json unit_peak_rss = json::array();  // {"unit", "pid", "peak_rss_kib"} per unit
+};
+
+// RunCeremony installs one administrator with thresholds 1/1 on every unit
+// and makes a first master key (from `first_parts`, VP `first_vp`) CURRENT.
+absl::Status RunCeremony(std::vector<UnitConnection>& conns, const host::AdminKey& admin,
+                         const std::vector<SecretBytes>& first_parts, std::string_view first_vp) {
+  const std::vector<const host::AdminKey*> signers = {&admin};
+  for (UnitConnection& c : conns) {
+    v1::Command add;
+    add.mutable_add_admin()->set_name(admin.name);
+    add.mutable_add_admin()->set_public_key(admin.public_key_der);
+    HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, add, {}).status());
+    v1::Command th;
+    th.mutable_set_thresholds()->set_signature_threshold(1);
+    th.mutable_set_thresholds()->set_revocation_threshold(1);
+    HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, th, signers).status());
+  }
+  HSMSIM_RETURN_IF_ERROR(LoadAndCommit(conns, first_parts, signers, first_vp));
+  for (UnitConnection& c : conns) {
+    v1::Command setimm;
+    setimm.mutable_set_immediate();
+    HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, setimm, signers).status());
+  }
+  return absl::OkStatus();
+}
+
+// TimeRotation journals a rotation from `source_vp` to `target_vp` and runs
+// it to the end, filling the report's rotation figures and end-to-end time.
+absl::Status TimeRotation(Invocation& inv, const BenchFlags& f, std::vector<UnitConnection>& conns,
+                          host::Keystore& store, const host::AdminKey& admin, std::string source_vp,
+                          std::string target_vp, BenchReport& report) {
+  host::RotationJournal journal;
+  journal.source_vp = std::move(source_vp);
+  journal.target_vp = std::move(target_vp);
+  journal.keys_total = f.keys;
+  HSMSIM_RETURN_IF_ERROR(store.WriteJournal(journal));
+  std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> units;
+  for (UnitConnection& c : conns) units.emplace_back(c.unit, c.client.get());
+  ProgressPrinter progress(inv.json);
+  host::RotationOptions options;
+  options.batch_size = f.batch_size;
+  options.in_flight_per_unit = f.in_flight;
+  options.progress = [&progress](const host::RotationProgress& p) { progress.Update(p); };
+  host::RotationEngine engine(store, std::move(units), {&admin}, options);
+  const auto rotate_start = Clock::now();
+  absl::Status ran = engine.Run(journal, report.rotation);
+  progress.Finish();
+  report.end_to_end_seconds = Seconds(rotate_start);
+  return ran;
+}
+
+// BenchOnFleet runs the benchmark on the launched fleet of `manifest`:
+// ceremony, keystore fill, a second key loaded, the timed rotation.
+absl::StatusOr<BenchReport> BenchOnFleet(Invocation& inv, const BenchFlags& f,
+                                         const host::FleetManifest& manifest,
+                                         const std::function<void(const std::string&)>& log) {
+  BenchReport report;
+  HSMSIM_ASSIGN_OR_RETURN(std::vector<UnitConnection> conns, ConnectSelected(inv));
+  HSMSIM_ASSIGN_OR_RETURN(crypto::EvpPkeyPtr admin_pkey,
+                          crypto::GenerateP521(crypto::OpenSslEntropyInstance()));
+  HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, host::MakeAdminKey("bench", std::move(admin_pkey)));
+  std::vector<SecretBytes> first_parts, next_parts;
+  HSMSIM_ASSIGN_OR_RETURN(SecretBytes first, RandomKey(&first_parts));
+  const std::string first_vp = crypto::AsString(crypto::ComputeVerificationPattern(first));
+  HSMSIM_RETURN_IF_ERROR(RunCeremony(conns, admin, first_parts, first_vp));
+  // Key storage: K root keys generated by the units under the first
+  // master key, in GenerateKeys batches spread over every unit.
+  const auto fill_start = Clock::now();
+  HSMSIM_ASSIGN_OR_RETURN(auto store, OpenKeystore(inv, manifest, true));
+  HSMSIM_RETURN_IF_ERROR(FillFromUnits(conns, *store, f.keys));
+  report.fill_seconds = Seconds(fill_start);
+  report.rss_after_fill_kib = SelfPeakRssKib();
+  log(StrCat(f.keys, " key(s) stored in ", report.fill_seconds, " s"));
+
+  HSMSIM_ASSIGN_OR_RETURN(SecretBytes next, RandomKey(&next_parts));
+  const std::string next_vp = crypto::AsString(crypto::ComputeVerificationPattern(next));
+  HSMSIM_RETURN_IF_ERROR(LoadAndCommit(conns, next_parts, {&admin}, next_vp));
+  HSMSIM_RETURN_IF_ERROR(TimeRotation(inv, f, conns, *store, admin, first_vp, next_vp, report));
+  for (const host::FleetUnit& u : manifest.units) {
+    report.unit_peak_rss.push_back(
+        {{"unit", u.name}, {"pid", u.pid}, {"peak_rss_kib", PeakRssKib(u.pid)}});
+  }
+  return report;
+}
+
+// RenderBench prints the report as text or JSON.
+void RenderBench(const Invocation& inv, const BenchFlags& f, const BenchReport& r) {
+  const double keys = static_cast<double>(f.keys);
+  const double reencrypt_kps = keys / std::max(r.rotation.reencrypt_seconds, 1e-9);
+  const double finalize_kps = keys / std::max(r.rotation.finalize_seconds, 1e-9);
+  const double end_to_end_kps = keys / std::max(r.end_to_end_seconds, 1e-9);
+  if (inv.json) {
+    json doc{{"command", "bench rotate"},
+             {"ok", true},
+             {"units", f.units},
+             {"keys", f.keys},
+             {"batch_size", f.batch_size},
+             {"in_flight_per_unit", f.in_flight},
+             {"fill_seconds", r.fill_seconds},
+             {"reencrypt_seconds", r.rotation.reencrypt_seconds},
+             {"reencrypt_keys_per_second", reencrypt_kps},
+             {"promote_seconds", r.rotation.promote_seconds},
+             {"finalize_seconds", r.rotation.finalize_seconds},
+             {"finalize_keys_per_second", finalize_kps},
+             {"end_to_end_seconds", r.end_to_end_seconds},
+             {"end_to_end_keys_per_second", end_to_end_kps},
+             {"hsmctl_peak_rss_kib", SelfPeakRssKib()},
+             {"hsmctl_peak_rss_kib_after_fill", r.rss_after_fill_kib},
+             {"unit_peak_rss", r.unit_peak_rss}};
+    std::cout << doc.dump(2) << "\n";
+    return;
+  }
+  std::cout << "bench rotate: " << f.units << " unit(s), " << f.keys << " key(s), batch "
+            << f.batch_size << " x " << f.in_flight << " in flight per unit\n";
+  std::cout << "  re-encrypt : " << r.rotation.reencrypt_seconds << " s, "
+            << static_cast<int64_t>(reencrypt_kps) << " keys/s\n";
+  std::cout << "  promote    : " << r.rotation.promote_seconds << " s\n";
+  std::cout << "  finalize   : " << r.rotation.finalize_seconds << " s, "
+            << static_cast<int64_t>(finalize_kps) << " keys/s\n";
+  std::cout << "  end to end : " << r.end_to_end_seconds << " s, "
+            << static_cast<int64_t>(end_to_end_kps) << " keys/s\n";
+  std::cout << "  peak RSS   : hsmctl " << SelfPeakRssKib() / 1024 << " MiB";
+  for (const json& u : r.unit_peak_rss) {
+    std::cout << ", " << u["unit"].get<std::string>() << " "
+              << u["peak_rss_kib"].get<int64_t>() / 1024 << " MiB";
+  }
+  std::cout << "\n";
+}
+
 int RunBenchRotate(Invocation& inv, const BenchFlags& f) {
   const bool own_dir = f.dir.empty();
   std::string dir = f.dir;
   if (own_dir) {
     std::string tmpl = (fs::temp_directory_path() / "hsmsim-bench-XXXXXX").string();
     if (mkdtemp(tmpl.data()) == nullptr) {
-      return Fail(inv, Error(absl::StatusCode::kInternal, "FILE_WRITE_FAILED",
+      return Fail(inv, Error(absl::StatusCode::kInternal, reason::kFileWriteFailed,
                              "cannot create a temporary directory"));
     }
     dir = tmpl;
@@ -163,114 +275,9 @@ int RunBenchRotate(Invocation& inv, const BenchFlags& f) {
     }
   } cleanup{&*manifest, dir, own_dir && !f.keep};
   log(StrCat(f.units, " unit(s) up in ", dir));
-
-  absl::Status status = [&]() -> absl::Status {
-    HSMSIM_ASSIGN_OR_RETURN(std::vector<UnitConnection> conns, ConnectSelected(inv));
-    // Ceremony: one administrator, thresholds 1/1, a first master key.
-    HSMSIM_ASSIGN_OR_RETURN(crypto::EvpPkeyPtr admin_pkey,
-                            crypto::GenerateP521(crypto::OpenSslEntropyInstance()));
-    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin,
-                            host::MakeAdminKey("bench", std::move(admin_pkey)));
-    const std::vector<const host::AdminKey*> signers = {&admin};
-    for (UnitConnection& c : conns) {
-      v1::Command add;
-      add.mutable_add_admin()->set_name(admin.name);
-      add.mutable_add_admin()->set_public_key(admin.public_key_der);
-      HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, add, {}).status());
-      v1::Command th;
-      th.mutable_set_thresholds()->set_signature_threshold(1);
-      th.mutable_set_thresholds()->set_revocation_threshold(1);
-      HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, th, signers).status());
-    }
-    std::vector<SecretBytes> first_parts, next_parts;
-    HSMSIM_ASSIGN_OR_RETURN(SecretBytes first, RandomKey(&first_parts));
-    const std::string first_vp = crypto::AsString(crypto::ComputeVerificationPattern(first));
-    HSMSIM_RETURN_IF_ERROR(LoadAndCommit(conns, first_parts, signers, first_vp));
-    for (UnitConnection& c : conns) {
-      v1::Command setimm;
-      setimm.mutable_set_immediate();
-      HSMSIM_RETURN_IF_ERROR(host::IssueCommand(*c.client, setimm, signers).status());
-    }
-    // Key storage: K root keys generated by the units under the first
-    // master key, in GenerateKeys batches spread over every unit.
-    const auto fill_start = Clock::now();
-    HSMSIM_ASSIGN_OR_RETURN(auto store, OpenKeystore(inv, *manifest, true));
-    HSMSIM_RETURN_IF_ERROR(FillFromUnits(conns, *store, f.keys));
-    const double fill_seconds = Seconds(fill_start);
-    const int64_t rss_after_fill = SelfPeakRssKib();
-    log(StrCat(f.keys, " key(s) stored in ", fill_seconds, " s"));
-
-    HSMSIM_ASSIGN_OR_RETURN(SecretBytes next, RandomKey(&next_parts));
-    const std::string next_vp = crypto::AsString(crypto::ComputeVerificationPattern(next));
-    HSMSIM_RETURN_IF_ERROR(LoadAndCommit(conns, next_parts, signers, next_vp));
-
-    host::RotationJournal journal;
-    journal.source_vp = first_vp;
-    journal.target_vp = next_vp;
-    journal.keys_total = f.keys;
-    HSMSIM_RETURN_IF_ERROR(store->WriteJournal(journal));
-    std::vector<std::pair<host::FleetUnit, host::UnitClient*>> units;
-    for (UnitConnection& c : conns) units.emplace_back(c.unit, c.client.get());
-    ProgressPrinter progress(inv.json);
-    host::RotationOptions options;
-    options.batch_size = f.batch_size;
-    options.in_flight_per_unit = f.in_flight;
-    options.progress = [&progress](const host::RotationProgress& p) { progress.Update(p); };
-    host::RotationEngine engine(*store, std::move(units), signers, options);
-    host::RotationReport report;
-    const auto rotate_start = Clock::now();
-    absl::Status ran = engine.Run(journal, report);
-    progress.Finish();
-    HSMSIM_RETURN_IF_ERROR(ran);
-    const double total = Seconds(rotate_start);
-
-    json units_json = json::array();
-    for (const host::FleetUnit& u : manifest->units) {
-      units_json.push_back({{"unit", u.name}, {"pid", u.pid}, {"peak_rss_kib", PeakRssKib(u.pid)}});
-    }
-    const double keys = static_cast<double>(f.keys);
-    json doc{{"command", "bench rotate"},
-             {"ok", true},
-             {"units", f.units},
-             {"keys", f.keys},
-             {"batch_size", f.batch_size},
-             {"in_flight_per_unit", f.in_flight},
-             {"fill_seconds", fill_seconds},
-             {"reencrypt_seconds", report.reencrypt_seconds},
-             {"reencrypt_keys_per_second", keys / std::max(report.reencrypt_seconds, 1e-9)},
-             {"promote_seconds", report.promote_seconds},
-             {"finalize_seconds", report.finalize_seconds},
-             {"finalize_keys_per_second", keys / std::max(report.finalize_seconds, 1e-9)},
-             {"end_to_end_seconds", total},
-             {"end_to_end_keys_per_second", keys / std::max(total, 1e-9)},
-             {"hsmctl_peak_rss_kib", SelfPeakRssKib()},
-             {"hsmctl_peak_rss_kib_after_fill", rss_after_fill},
-             {"unit_peak_rss", units_json}};
-    if (inv.json) {
-      std::cout << doc.dump(2) << "\n";
-    } else {
-      std::cout << "bench rotate: " << f.units << " unit(s), " << f.keys << " key(s), batch "
-                << f.batch_size << " x " << f.in_flight << " in flight per unit\n";
-      std::cout << "  re-encrypt : " << report.reencrypt_seconds << " s, "
-                << static_cast<int64_t>(doc["reencrypt_keys_per_second"].get<double>())
-                << " keys/s\n";
-      std::cout << "  promote    : " << report.promote_seconds << " s\n";
-      std::cout << "  finalize   : " << report.finalize_seconds << " s, "
-                << static_cast<int64_t>(doc["finalize_keys_per_second"].get<double>())
-                << " keys/s\n";
-      std::cout << "  end to end : " << total << " s, "
-                << static_cast<int64_t>(doc["end_to_end_keys_per_second"].get<double>())
-                << " keys/s\n";
-      std::cout << "  peak RSS   : hsmctl " << SelfPeakRssKib() / 1024 << " MiB";
-      for (const json& u : units_json) {
-        std::cout << ", " << u["unit"].get<std::string>() << " "
-                  << u["peak_rss_kib"].get<int64_t>() / 1024 << " MiB";
-      }
-      std::cout << "\n";
-    }
-    return absl::OkStatus();
-  }();
-  if (!status.ok()) return Fail(inv, status);
+  auto report = BenchOnFleet(inv, f, *manifest, log);
+  if (!report.ok()) return Fail(inv, report.status());
+  RenderBench(inv, f, *report);
   return kExitOk;
 }
 

@@ -4,14 +4,17 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-#include <set>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/hsmctl/audit_commands.h"
 #include "host/hsmctl/key_sources.h"
+#include "host/master_key_id.h"
 #include "host/password.h"
+#include "host/signed_command.h"
+#include "host/unit_client.h"
 
 namespace hsmsim::hsmctl {
 
@@ -71,38 +74,15 @@ std::string FleetDir(const Invocation& inv) {
   return ".hsmsim";
 }
 
+static_assert(kExitRefused == static_cast<int>(reason::ExitClass::kRefused));
+static_assert(kExitUnreachable == static_cast<int>(reason::ExitClass::kUnreachable));
+static_assert(kExitBadInput == static_cast<int>(reason::ExitClass::kBadInput));
+
 int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
-  static const std::set<std::string> kBadInput = {"WRONG_PASSWORD",
-                                                  "NO_PASSWORD",
-                                                  "PASSWORD_MISMATCH",
-                                                  "EMPTY_PASSWORD",
-                                                  "BAD_PART_FILE",
-                                                  "UNSUPPORTED_VERSION",
-                                                  "BAD_ADMIN_KEY_FILE",
-                                                  "BAD_ADMIN_NAME",
-                                                  "BAD_MANIFEST",
-                                                  "UNSUPPORTED_MANIFEST_VERSION",
-                                                  "FILE_UNREADABLE",
-                                                  "NO_FLEET",
-                                                  "FILE_EXISTS",
-                                                  "BAD_HEX",
-                                                  "BAD_VP",
-                                                  "NO_UNIT_BINARY",
-                                                  "NO_SUCH_UNIT",
-                                                  "NO_SUCH_KEY",
-                                                  "BAD_BASE64",
-                                                  "NO_KEYSTORE",
-                                                  "BAD_KEYSTORE",
-                                                  "UNSUPPORTED_KEYSTORE_VERSION",
-                                                  "BAD_PART_COUNT",
-                                                  "PARTS_DO_NOT_MATCH"};
-  if (kBadInput.count(ReasonOf(status)) || IsCardInputError(status)) return kExitBadInput;
-  if (host::IsUnreachable(status) || ReasonOf(status) == "INTERLOCK_UNVERIFIED" ||
-      ReasonOf(status) == "NO_UNIT_AVAILABLE") {
-    return kExitUnreachable;
-  }
-  return kExitRefused;
+  // A reason this build does not declare (a newer unit's) is a refusal.
+  return static_cast<int>(
+      reason::ExitClassOf(ReasonOf(status)).value_or(reason::ExitClass::kRefused));
 }
 
 json StatusJson(const absl::Status& status) {
@@ -155,7 +135,7 @@ absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(const Invocation& in
     out.push_back(UnitConnection{*unit, std::move(client)});
   }
   if (out.empty()) {
-    return Error(absl::StatusCode::kFailedPrecondition, "NO_UNITS_SELECTED",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kNoUnitsSelected,
                  StrCat("the fleet ", FleetDir(inv), " has no selected units"));
   }
   if (manifest_out != nullptr) *manifest_out = std::move(manifest);
@@ -174,13 +154,14 @@ std::vector<UnitOutcome> ForEachUnit(std::vector<UnitConnection>& conns, const U
 }
 
 int ReportOutcomes(const Invocation& inv, std::string_view command,
-                   const std::vector<UnitOutcome>& outcomes, json extra) {
+                   const std::vector<UnitOutcome>& outcomes, json extra,
+                   std::string_view text_header) {
   bool any_unreachable = false;
   bool any_failed = false;
   for (const UnitOutcome& o : outcomes) {
     if (!o.status.ok()) {
       any_failed = true;
-      if (host::IsUnreachable(o.status)) any_unreachable = true;
+      if (ExitCodeFor(o.status) == kExitUnreachable) any_unreachable = true;
     }
   }
   const int code = any_unreachable ? kExitUnreachable : any_failed ? kExitRefused : kExitOk;
@@ -200,6 +181,7 @@ int ReportOutcomes(const Invocation& inv, std::string_view command,
     std::cout << doc.dump(2) << "\n";
     return code;
   }
+  if (!text_header.empty()) std::cout << text_header << "\n";
   for (const UnitOutcome& o : outcomes) {
     if (o.status.ok()) {
       std::cout << o.unit << ": ok" << (o.text.empty() ? "" : ": ") << o.text << "\n";
@@ -211,10 +193,41 @@ int ReportOutcomes(const Invocation& inv, std::string_view command,
   return code;
 }
 
+absl::StatusOr<v1::CommandResponse> SignedUnit::Issue(const v1::Command& op) {
+  HSMSIM_ASSIGN_OR_RETURN(v1::CommandResponse response,
+                          host::IssueCommand(*conn.client, info, op, signers));
+  info = response.info();
+  return response;
+}
+
+int RunSignedPerUnit(Invocation& inv, std::string_view command, const SignedStep& step,
+                     const SignedHooks& hooks) {
+  auto signers = LoadSigners(inv);
+  if (!signers.ok()) return Fail(inv, signers.status());
+  ReportHeader header;
+  if (hooks.prepare) {
+    if (absl::Status s = hooks.prepare(*signers, header); !s.ok()) return Fail(inv, s);
+  }
+  host::FleetManifest manifest;
+  auto conns = ConnectSelected(inv, &manifest);
+  if (!conns.ok()) return Fail(inv, conns.status());
+  if (hooks.precheck) {
+    if (absl::Status s = hooks.precheck(*conns, manifest); !s.ok()) return Fail(inv, s);
+  }
+  const std::vector<const host::AdminKey*> signer_ptrs = SignerPointers(*signers);
+  const std::vector<UnitOutcome> outcomes = ForEachUnit(
+      *conns,
+      [&](UnitConnection& c, const v1::GetInfoResponse& info, UnitOutcome& o) -> absl::Status {
+        SignedUnit unit{c, info, signer_ptrs, o};
+        return step(unit);
+      });
+  if (hooks.finish) hooks.finish(header);
+  return ReportOutcomes(inv, command, outcomes, std::move(header.fields), header.text);
+}
+
 std::string VpHex(std::string_view vp, bool full) {
-  if (vp.empty()) return "-";
-  std::string hex = ToHex(vp);
-  return full ? hex : hex.substr(0, 16);
+  if (!full || vp.empty()) return host::ShortId(vp);
+  return ToHex(vp);
 }
 
 }  // namespace hsmsim::hsmctl

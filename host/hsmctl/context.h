@@ -16,7 +16,7 @@
 #include "common/secret_bytes.h"
 #include "host/admin_key_file.h"
 #include "host/fleet_manifest.h"
-#include "host/unit_client.h"
+#include "host/unit_channel.h"
 
 namespace hsmsim::host::pkcs11 {
 class CardSet;
@@ -64,8 +64,9 @@ void AddUnitOptions(CLI::App* cmd, Invocation& inv);
 // FleetDir returns --fleet, else env HSMSIM_FLEET, else ./.hsmsim.
 std::string FleetDir(const Invocation& inv);
 
-// ExitCodeFor maps an error to an exit code: bad input file or password 4,
-// unit unreachable 3, anything else 1.
+// ExitCodeFor maps an error that stops a command to an exit code: its
+// reason's class in common/reasons.inc (refused 1, a unit did not answer 3,
+// bad input file, password or name 4); 1 for a reason not declared there.
 int ExitCodeFor(const absl::Status& status);
 
 // Fail prints `status` to stderr (and as JSON on stdout with --json) and
@@ -85,7 +86,7 @@ std::vector<const host::AdminKey*> SignerPointers(const std::vector<host::AdminK
 // A selected unit and its connection.
 struct UnitConnection {
   host::FleetUnit unit;
-  std::unique_ptr<host::UnitClient> client;
+  std::unique_ptr<host::UnitChannel> client;
 };
 
 // ConnectSelected loads the manifest and creates a client per selected unit
@@ -110,15 +111,69 @@ using UnitStep =
 // ForEachUnit reads each unit's state and runs `step` on it, unit by unit.
 std::vector<UnitOutcome> ForEachUnit(std::vector<UnitConnection>& conns, const UnitStep& step);
 
-// ReportOutcomes prints one line per unit (or a JSON document) and returns
-// 0 when all succeeded, 3 when any unit was unreachable, else 1.
+// ReportOutcomes prints one line per unit (after `text_header`, a line of
+// its own when not empty) or a JSON document (`extra`'s fields, then
+// command, ok and units), and returns 0 when all succeeded, 3 when any unit
+// was unreachable, else 1.
 int ReportOutcomes(const Invocation& inv, std::string_view command,
-                   const std::vector<UnitOutcome>& outcomes, json extra = json::object());
+                   const std::vector<UnitOutcome>& outcomes, json extra = json::object(),
+                   std::string_view text_header = {});
+
+// SignedUnit is one unit during a signed per-unit command: its connection,
+// its state (read before the step, moved on by every Issue), the signers
+// and the outcome the step fills for the report.
+struct SignedUnit {
+  UnitConnection& conn;
+  v1::GetInfoResponse info;
+  const std::vector<const host::AdminKey*>& signers;
+  UnitOutcome& outcome;
+
+  // Issue fills `op` with this unit's id and counter, has every signer sign
+  // it and sends it; on success `info` becomes the unit's state after it.
+  // Returns the unit's response, or its refusal or transport error.
+  absl::StatusOr<v1::CommandResponse> Issue(const v1::Command& op);
+};
+
+// SignedStep is a signed command's work on one unit: it builds the
+// command(s) from `unit.info`, issues them, and fills `unit.outcome.text`
+// and `details`. Returns the unit's error, or OK.
+using SignedStep = std::function<absl::Status(SignedUnit& unit)>;
+
+// What a signed per-unit command adds to the report besides the units.
+struct ReportHeader {
+  json fields = json::object();  // extra top-level JSON fields
+  std::string text;              // a line printed before the units' lines
+};
+
+// The optional stages of a signed per-unit command around its step.
+struct SignedHooks {
+  // Runs once the signers are loaded, before any unit is contacted (read
+  // files, build expectations); may fill the report's header.
+  std::function<absl::Status(const std::vector<host::AdminKey>& signers, ReportHeader& header)>
+      prepare;
+  // Runs once the selected units are connected, before any is changed (a
+  // check across the fleet, such as an interlock).
+  std::function<absl::Status(std::vector<UnitConnection>& conns,
+                             const host::FleetManifest& manifest)>
+      precheck;
+  // Runs after every unit's step, before the report: facts learned from
+  // the units (such as the VP the first unit computed) for the header.
+  std::function<void(ReportHeader& header)> finish;
+};
+
+// RunSignedPerUnit is the skeleton of every signed per-unit command: load
+// the --sign keys (LoadSigners), hooks.prepare, connect the selected units,
+// hooks.precheck, then for each unit read GetInfo and run `step`, and report
+// the outcomes as ReportOutcomes does. An error before the first unit is
+// reported with Fail. Returns the exit code.
+int RunSignedPerUnit(Invocation& inv, std::string_view command, const SignedStep& step,
+                     const SignedHooks& hooks = {});
 
 // StatusJson returns {"code", "reason", "message"} of a status.
 json StatusJson(const absl::Status& status);
 
-// VpHex returns the hex of a VP, its first 16 digits unless `full`.
+// VpHex returns the hex of a VP as the wire carries it: its short form
+// (host::ShortId) unless `full`; "-" when empty.
 std::string VpHex(std::string_view vp, bool full);
 
 // Command registration, one function per source file.

@@ -3,9 +3,11 @@
 #include <cctype>
 #include <iostream>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/hsmctl/context.h"
+#include "host/unit_client.h"
 #include "proto/wire/fault_names.h"
 #include "proto/wire/status_codec.h"
 
@@ -44,7 +46,7 @@ int RunFaultRequest(Invocation& inv, const std::string& name, std::string_view c
   if (!manifest.ok()) return Fail(inv, manifest.status());
   const host::FleetUnit* unit = manifest->FindUnit(name);
   if (unit == nullptr) {
-    return Fail(inv, Error(absl::StatusCode::kNotFound, "NO_SUCH_UNIT",
+    return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
                            StrCat("the fleet ", FleetDir(inv), " has no unit named '", name, "'")));
   }
   host::UnitClientOptions options;

@@ -1,10 +1,12 @@
 // hsmctl fleet up | down | status, and hsmctl unit rm.
 #include <iostream>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/fleet_launcher.h"
 #include "host/hsmctl/context.h"
+#include "host/unit_client.h"
 
 namespace hsmsim::hsmctl {
 namespace {
@@ -118,7 +120,7 @@ int RunUnitRm(Invocation& inv, const std::string& name) {
   if (!manifest.ok()) return Fail(inv, manifest.status());
   host::FleetUnit* unit = manifest->FindUnit(name);
   if (unit == nullptr) {
-    return Fail(inv, Error(absl::StatusCode::kNotFound, "NO_SUCH_UNIT",
+    return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
                            StrCat("the fleet ", dir, " has no unit '", name, "'")));
   }
   unit->selected = false;

@@ -3,8 +3,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
-#include <set>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/entropy.h"
@@ -26,26 +26,6 @@ bool SamePath(const std::string& a, const std::string& b) {
 }
 
 }  // namespace
-
-bool IsCardInputError(const absl::Status& status) {
-  static const std::set<std::string> kCardReasons = {"BAD_PKCS11_URI",
-                                                     "PKCS11_MODULE_UNAVAILABLE",
-                                                     "TOKEN_NOT_FOUND",
-                                                     "AMBIGUOUS_TOKEN",
-                                                     "TOKEN_REMOVED",
-                                                     "WRONG_PIN",
-                                                     "PIN_LOCKED",
-                                                     "NO_PIN",
-                                                     "PIN_SOURCE_UNREADABLE",
-                                                     "NO_SUCH_OBJECT",
-                                                     "AMBIGUOUS_OBJECT",
-                                                     "OBJECT_EXISTS",
-                                                     "NOT_A_P521_KEY",
-                                                     "MECHANISM_NOT_SUPPORTED",
-                                                     "UNSAFE_PART_OBJECT",
-                                                     "CARD_KEY_MISMATCH"};
-  return kCardReasons.contains(ReasonOf(status));
-}
 
 void AddPkcs11ModuleOption(CLI::App* cmd, Invocation& inv) {
   cmd->add_option("--pkcs11-module", inv.pkcs11_module,
@@ -74,7 +54,7 @@ absl::StatusOr<SecretBytes> PasswordForFile(Invocation& inv, const std::string& 
   }
   auto password = host::PromptSecret(StrCat("Password for ", file, ": "));
   if (!password.ok() || password->empty()) {
-    return Error(absl::StatusCode::kInvalidArgument, "NO_PASSWORD",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kNoPassword,
                  StrCat("no password for ", file, "; give --password-file ", file,
                         "=PWFILE, --password-file PWFILE or set ", host::kPasswordEnv));
   }
@@ -99,7 +79,7 @@ absl::StatusOr<host::AdminKey> OpenAdminKey(Invocation& inv, const std::string& 
   HSMSIM_ASSIGN_OR_RETURN(host::AdminKey key, host::ReadAdminKeyFile(spec, AsStringView(password)));
   if (!name.empty() && name != key.name) {
     return Error(
-        absl::StatusCode::kInvalidArgument, "BAD_ADMIN_NAME",
+        absl::StatusCode::kInvalidArgument, reason::kBadAdminName,
         StrCat("--name applies to card keys; the key file ", spec, " names '", key.name, "'"));
   }
   return key;
@@ -108,7 +88,7 @@ absl::StatusOr<host::AdminKey> OpenAdminKey(Invocation& inv, const std::string& 
 absl::StatusOr<KeyParts> OpenKeyParts(Invocation& inv, const std::vector<std::string>& specs) {
   if (specs.size() < 2 || specs.size() > 3) {
     return Error(
-        absl::StatusCode::kInvalidArgument, "BAD_PART_COUNT",
+        absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
         StrCat("--parts takes 2 or 3 key parts (files or pkcs11: URIs), got ", specs.size()));
   }
   KeyParts out;

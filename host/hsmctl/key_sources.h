@@ -61,11 +61,6 @@ struct KeyParts {
 // and the errors of files and cards, naming the file or token.
 absl::StatusOr<KeyParts> OpenKeyParts(Invocation& inv, const std::vector<std::string>& specs);
 
-// IsCardInputError is true for the smart card errors that are bad input
-// (exit 4): a bad URI, no module, token or object, a wrong or missing PIN, a
-// removed token, a missing mechanism, an unsafe part object.
-bool IsCardInputError(const absl::Status& status);
-
 // AddCardCommands registers `hsmctl card ...` (card_commands.cc).
 void AddCardCommands(CLI::App& app, Invocation& inv);
 

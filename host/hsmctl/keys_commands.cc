@@ -5,11 +5,15 @@
 #include <mutex>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/verification_pattern.h"
-#include "host/hsmctl/async_fanout.h"
+#include "host/batch_fanout.h"
 #include "host/hsmctl/keystore_support.h"
+#include "host/hsmctl/verify_report.h"
+#include "host/master_key_id.h"
+#include "host/straggler_upgrade.h"
 #include "proto/wire/blob_format.h"
 #include "proto/wire/status_codec.h"
 
@@ -44,51 +48,19 @@ int RunCreate(Invocation& inv, int64_t count, const std::string& prefix) {
   if (!existing.ok()) return Fail(inv, existing.status());
   const auto start = Clock::now();
   ProgressPrinter progress(inv.json);
-  AsyncFanout fanout(opened->conns);
-  int64_t next = 0;
+  GenerateSpec spec;
+  spec.prefix = prefix;
+  spec.first_number = *existing + 1;
+  spec.count = count;
+  spec.keys_per_request = kCreateBatch;
+  spec.in_flight_per_unit = kCreateInFlightPerUnit;
   int64_t created = 0;
-  std::vector<host::NewKey> pending;
-  absl::Status failure = absl::OkStatus();
-  auto flush = [&]() {
-    if (pending.empty() || !failure.ok()) return;
-    failure = opened->store->AddKeys(pending);
-    created += static_cast<int64_t>(pending.size());
-    pending.clear();
-  };
-  while (true) {
-    while (failure.ok() && next < count) {
-      int unit = fanout.FreeUnit(kCreateInFlightPerUnit);
-      if (unit < 0) break;
-      v1::Request r;
-      v1::GenerateKeysRequest* generate = r.mutable_generate_keys();
-      generate->set_algorithm(v1::KEY_ALGORITHM_AES_256);
-      for (int64_t i = next; i < count && i < next + kCreateBatch; ++i) {
-        generate->add_key_ids(StrCat(prefix, *existing + i + 1));
-      }
-      fanout.Send(static_cast<size_t>(unit), static_cast<uint64_t>(next), std::move(r));
-      next += generate->key_ids_size();
-    }
-    if (fanout.in_flight() == 0) break;
-    AsyncFanout::Done d = fanout.Next();
-    absl::Status s = ResponseStatus(d.result, opened->conns[d.unit].unit.name);
-    if (!s.ok()) {
-      if (failure.ok()) failure = s;
-      continue;
-    }
-    for (const std::string& blob : d.result->generate_keys().blobs()) {
-      auto key = NewKeyFromBlob(blob);
-      if (!key.ok()) {
-        if (failure.ok()) failure = key.status();
-        break;
-      }
-      pending.push_back(std::move(*key));
-    }
-    if (pending.size() >= 4096) flush();
-    progress.Update(host::RotationProgress{
-        created + static_cast<int64_t>(pending.size()), count,
-        std::chrono::duration<double>(Clock::now() - start).count(), "creating"});
-  }
-  flush();
+  absl::Status failure =
+      GenerateKeysInto(opened->conns, *opened->store, spec, &created, [&](int64_t received) {
+        progress.Update(host::RotationProgress{
+            received, count, std::chrono::duration<double>(Clock::now() - start).count(),
+            "creating"});
+      });
   progress.Finish();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (!failure.ok()) {
@@ -130,9 +102,8 @@ int RunList(Invocation& inv, int64_t limit) {
         keys.push_back(
             {{"name", k.name}, {"wkid", ToHex(k.wkid)}, {"pending_wkid", ToHex(k.pending_wkid)}});
       } else {
-        std::cout << k.name << "  wkid " << ToHex(k.wkid).substr(0, 16)
-                  << (k.pending_wkid.empty() ? ""
-                                             : "  pending " + ToHex(k.pending_wkid).substr(0, 16))
+        std::cout << k.name << "  wkid " << host::ShortId(k.wkid)
+                  << (k.pending_wkid.empty() ? "" : "  pending " + host::ShortId(k.pending_wkid))
                   << "\n";
       }
       ++shown;
@@ -151,7 +122,7 @@ int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
   auto key = opened->store->FindKey(name);
   if (!key.ok()) return Fail(inv, key.status());
   if (!key->has_value()) {
-    return Fail(inv, Error(absl::StatusCode::kNotFound, "NO_SUCH_KEY",
+    return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchKey,
                            StrCat("no key named '", name, "' in ", opened->store->location())));
   }
   std::string data = input;
@@ -161,7 +132,7 @@ int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
     data = std::move(*decoded);
   }
   absl::Status last =
-      Error(absl::StatusCode::kUnavailable, "NO_UNIT_AVAILABLE", "no unit answered");
+      Error(absl::StatusCode::kUnavailable, reason::kNoUnitAvailable, "no unit answered");
   for (UnitConnection& c : opened->conns) {
     for (const std::string* blob : {&(*key)->blob, &(*key)->pending_blob}) {
       if (blob->empty()) continue;
@@ -174,7 +145,7 @@ int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
         r.mutable_unwrap_key()->set_wrapped(data);
       }
       auto resp = c.client->Call(std::move(r));
-      absl::Status s = ResponseStatus(resp, c.unit.name);
+      absl::Status s = host::ResponseStatus(resp, c.unit.name);
       if (s.ok()) {
         if (wrap) {
           std::cout << Base64Encode(resp->wrap_key().wrapped()) << "\n";
@@ -195,8 +166,8 @@ int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
       // A refusal that names the key or data (not the unit) will not change
       // on another unit.
       const std::string reason = ReasonOf(s);
-      if (reason == "WRAPPED_KEY_AUTHENTICATION_FAILED" || reason == "MALFORMED_WRAPPED_KEY" ||
-          reason == "BAD_DATA_KEY_SIZE") {
+      if (reason == reason::kWrappedKeyAuthenticationFailed ||
+          reason == reason::kMalformedWrappedKey || reason == reason::kBadDataKeySize) {
         WipeString(&data);
         return Fail(inv, s);
       }
@@ -206,6 +177,84 @@ int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
   return Fail(inv, last);
 }
 
+// checks[unit][0] answers the page's blobs, checks[unit][1] its pending blobs.
+using PageChecks = std::vector<std::array<std::optional<v1::CheckBlobsResponse>, 2>>;
+
+// CheckPage asks every unit, through `fanout`, to check the page's blobs
+// and pending blobs; a unit's error goes to tally.unit_error (the first).
+PageChecks CheckPage(host::BatchFanout& fanout, const std::vector<host::StoredKey>& page,
+                     VerifyReport& tally) {
+  host::BatchFanout::Batch blobs{v1::Request(), 0, 0};
+  host::BatchFanout::Batch pendings{v1::Request(), 1, 0};
+  for (const host::StoredKey& k : page) {
+    blobs.request.mutable_check_blobs()->add_blobs(k.blob);
+    pendings.request.mutable_check_blobs()->add_blobs(k.pending_blob.empty() ? std::string("-")
+                                                                             : k.pending_blob);
+  }
+  const bool any_pending = std::any_of(
+      page.begin(), page.end(), [](const host::StoredKey& k) { return !k.pending_blob.empty(); });
+  for (size_t u = 0; u < fanout.lane_count(); ++u) {
+    fanout.Send(u, blobs);
+    if (any_pending) fanout.Send(u, pendings);
+  }
+  PageChecks checks(fanout.lane_count());
+  while (fanout.in_flight() > 0) {
+    host::BatchFanout::Completion d = fanout.Next();
+    const std::string& unit = fanout.channel(d.lane).name();
+    absl::Status s = host::ResponseStatus(d.result, unit);
+    if (s.ok() && d.result->check_blobs().results_size() != static_cast<int>(page.size())) {
+      s = Error(absl::StatusCode::kInternal, reason::kBadResponse,
+                StrCat("unit ", unit, " answered ", d.result->check_blobs().results_size(),
+                       " results for ", page.size(), " blobs"));
+    }
+    if (!s.ok()) {
+      if (tally.unit_error.ok()) tally.unit_error = s;
+      continue;
+    }
+    checks[d.lane][d.batch.tag] = d.result->check_blobs();
+  }
+  return checks;
+}
+
+// TallyPage counts each key of the page as usable on every unit (with its
+// blob or its pending blob) or not.
+void TallyPage(const std::vector<host::StoredKey>& page, const PageChecks& checks,
+               const std::vector<UnitConnection>& conns, VerifyReport& tally) {
+  for (size_t i = 0; i < page.size(); ++i) {
+    const host::StoredKey& k = page[i];
+    VerifyReport::PerWkid& w = tally.per_wkid[ToHex(k.wkid)];
+    ++w.keys;
+    bool everywhere = true;
+    bool under_old = false;
+    std::string why;
+    for (size_t u = 0; u < conns.size(); ++u) {
+      bool ok = false;
+      for (int tag = 0; tag < 2 && !ok; ++tag) {
+        if (!checks[u][tag].has_value() || (tag == 1 && k.pending_blob.empty())) continue;
+        const v1::BlobCheck& c = checks[u][tag]->results(static_cast<int>(i));
+        if (c.status().code() == 0) {
+          ok = true;
+          under_old = under_old || c.under_old();
+        } else if (why.empty()) {
+          why = StrCat(conns[u].unit.name, ": ", c.status().reason());
+        }
+      }
+      if (!ok) everywhere = false;
+    }
+    if (everywhere) {
+      ++w.usable_everywhere;
+    } else {
+      ++tally.failed_keys;
+      if (tally.failures.size() < VerifyReport::kMaxListedFailures) {
+        tally.failures.push_back(
+            StrCat(k.name, " (", why.empty() ? "unit did not answer" : why, ")"));
+      }
+    }
+    if (under_old) ++w.under_old_somewhere;
+  }
+  tally.checked += static_cast<int64_t>(page.size());
+}
+
 int RunVerify(Invocation& inv) {
   auto opened = OpenAll(inv, false);
   if (!opened.ok()) return Fail(inv, opened.status());
@@ -213,127 +262,26 @@ int RunVerify(Invocation& inv) {
   auto total = opened->store->CountKeys();
   if (!total.ok()) return Fail(inv, total.status());
   ProgressPrinter progress(inv.json);
-  struct PerWkid {
-    int64_t keys = 0;
-    int64_t usable_everywhere = 0;
-    int64_t under_old_somewhere = 0;
-  };
-  std::map<std::string, PerWkid> per_wkid;
-  std::vector<std::string> failures;
-  int64_t failed_keys = 0;
-  int64_t checked = 0;
-  absl::Status unit_error = absl::OkStatus();
-  AsyncFanout fanout(opened->conns);
+  VerifyReport tally;
+  host::BatchFanoutOptions options;
+  options.in_flight_per_lane = 2;  // the page's blobs and its pending blobs
+  options.activity = "keys verify";
+  host::BatchFanout fanout(Channels(opened->conns), options);
   int64_t after = 0;
-  const size_t n_units = opened->conns.size();
   while (true) {
     auto page = opened->store->ReadPage(after, 2048);
     if (!page.ok()) return Fail(inv, page.status());
     if (page->empty()) break;
     after = page->back().id;
-    v1::Request blobs, pendings;
-    for (const host::StoredKey& k : *page) {
-      blobs.mutable_check_blobs()->add_blobs(k.blob);
-      pendings.mutable_check_blobs()->add_blobs(k.pending_blob.empty() ? std::string("-")
-                                                                       : k.pending_blob);
-    }
-    bool any_pending = std::any_of(page->begin(), page->end(), [](const host::StoredKey& k) {
-      return !k.pending_blob.empty();
-    });
-    for (size_t u = 0; u < n_units; ++u) {
-      fanout.Send(u, 0, blobs);
-      if (any_pending) fanout.Send(u, 1, pendings);
-    }
-    // results[unit][tag]
-    std::vector<std::array<std::optional<v1::CheckBlobsResponse>, 2>> results(n_units);
-    while (fanout.in_flight() > 0) {
-      AsyncFanout::Done d = fanout.Next();
-      absl::Status s = ResponseStatus(d.result, opened->conns[d.unit].unit.name);
-      if (!s.ok()) {
-        if (unit_error.ok()) unit_error = s;
-        continue;
-      }
-      if (d.result->check_blobs().results_size() != static_cast<int>(page->size())) {
-        if (unit_error.ok()) {
-          unit_error = Error(absl::StatusCode::kInternal, "BAD_RESPONSE",
-                             StrCat("unit ", opened->conns[d.unit].unit.name, " answered ",
-                                    d.result->check_blobs().results_size(), " results for ",
-                                    page->size(), " blobs"));
-        }
-        continue;
-      }
-      results[d.unit][d.tag] = d.result->check_blobs();
-    }
-    for (size_t i = 0; i < page->size(); ++i) {
-      const host::StoredKey& k = (*page)[i];
-      PerWkid& w = per_wkid[ToHex(k.wkid)];
-      ++w.keys;
-      bool everywhere = true;
-      bool under_old = false;
-      std::string why;
-      for (size_t u = 0; u < n_units; ++u) {
-        bool ok = false;
-        for (int tag = 0; tag < 2 && !ok; ++tag) {
-          if (!results[u][tag].has_value() || (tag == 1 && k.pending_blob.empty())) continue;
-          const v1::BlobCheck& c = results[u][tag]->results(static_cast<int>(i));
-          if (c.status().code() == 0) {
-            ok = true;
-            under_old = under_old || c.under_old();
-          } else if (why.empty()) {
-            why = StrCat(opened->conns[u].unit.name, ": ", c.status().reason());
-          }
-        }
-        if (!ok) everywhere = false;
-      }
-      if (everywhere) {
-        ++w.usable_everywhere;
-      } else {
-        ++failed_keys;
-        if (failures.size() < 20) {
-          failures.push_back(StrCat(k.name, " (", why.empty() ? "unit did not answer" : why, ")"));
-        }
-      }
-      if (under_old) ++w.under_old_somewhere;
-    }
-    checked += static_cast<int64_t>(page->size());
+    TallyPage(*page, CheckPage(fanout, *page, tally), opened->conns, tally);
     progress.Update(host::RotationProgress{
-        checked, *total, std::chrono::duration<double>(Clock::now() - start).count(), "verifying"});
+        tally.checked, *total, std::chrono::duration<double>(Clock::now() - start).count(),
+        "verifying"});
   }
   progress.Finish();
-  const bool ok = failed_keys == 0 && unit_error.ok();
-  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (inv.json) {
-    json w = json::array();
-    for (const auto& [wkid, p] : per_wkid) {
-      w.push_back({{"wkid", wkid},
-                   {"keys", p.keys},
-                   {"usable_on_every_unit", p.usable_everywhere},
-                   {"under_old", p.under_old_somewhere}});
-    }
-    json doc{{"command", "keys verify"}, {"ok", ok},          {"keys", checked},
-             {"failed", failed_keys},    {"per_wkid", w},     {"failures", failures},
-             {"units", n_units},         {"seconds", seconds}};
-    if (!unit_error.ok()) doc["unit_error"] = StatusJson(unit_error);
-    std::cout << doc.dump(2) << "\n";
-  } else {
-    std::cout << "keys verify: " << checked << " key(s) on " << n_units << " unit(s) in " << seconds
-              << " s\n";
-    for (const auto& [wkid, p] : per_wkid) {
-      std::cout << "  WKID " << wkid << ": " << p.keys << " key(s), " << p.usable_everywhere
-                << " usable on every unit"
-                << (p.under_old_somewhere > 0 ? StrCat(", ", p.under_old_somewhere, " under OLD")
-                                              : std::string())
-                << "\n";
-    }
-    for (const auto& f : failures) std::cout << "  FAILED: " << f << "\n";
-    if (!unit_error.ok()) {
-      std::cout << "  UNIT ERROR: " << ReasonOf(unit_error) << ": " << unit_error.message() << "\n";
-    }
-    std::cout << (ok ? "OK: every key is usable on every unit\n"
-                     : StrCat("FAILED: ", failed_keys, " key(s) not usable on every unit\n"));
-  }
-  if (!unit_error.ok() && host::IsUnreachable(unit_error)) return kExitUnreachable;
-  return ok ? kExitOk : kExitRefused;
+  tally.units = opened->conns.size();
+  tally.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return RenderVerify(inv, tally);
 }
 
 int RunUpgrade(Invocation& inv) {
@@ -360,7 +308,7 @@ int RunUpgrade(Invocation& inv) {
     if (old.state() != v1::REGISTER_VALID || cur.state() != v1::REGISTER_VALID ||
         (!old_vp.empty() &&
          (old.verification_pattern() != old_vp || cur.verification_pattern() != current_vp))) {
-      return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "REGISTERS_DIFFER",
+      return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, reason::kRegistersDiffer,
                              StrCat("keys upgrade needs every unit with the same VALID OLD and "
                                     "CURRENT registers; unit ",
                                     o.unit.name, " differs")));
@@ -368,42 +316,26 @@ int RunUpgrade(Invocation& inv) {
     old_vp = old.verification_pattern();
     current_vp = cur.verification_pattern();
   }
-  int64_t moved = 0, failed = 0, after = 0;
-  size_t next_unit = 0;
-  while (true) {
-    auto page = opened->store->ReadUnder(after, 2048, host::WkidOfVp(old_vp));
-    if (!page.ok()) return Fail(inv, page.status());
-    if (page->empty()) break;
-    after = page->back().id;
-    v1::Request r;
-    for (const auto& k : *page) r.mutable_reencrypt_from_old()->add_blobs(k.blob);
-    UnitConnection& c = opened->conns[next_unit++ % opened->conns.size()];
-    auto resp = c.client->Call(r);
-    absl::Status s = ResponseStatus(resp, c.unit.name);
-    if (!s.ok()) return Fail(inv, s);
-    std::vector<host::RewrappedKey> rewrapped;
-    for (int i = 0; i < resp->reencrypt_from_old().results_size(); ++i) {
-      const auto& res = resp->reencrypt_from_old().results(i);
-      if (res.outcome() == v1::BLOB_FAILED) {
-        ++failed;
-        continue;
-      }
-      rewrapped.push_back(host::RewrappedKey{(*page)[static_cast<size_t>(i)].id, res.blob(),
-                                             host::WkidOfVp(current_vp)});
-    }
-    if (absl::Status st = opened->store->ReplaceBlobs(rewrapped); !st.ok()) return Fail(inv, st);
-    moved += static_cast<int64_t>(rewrapped.size());
-  }
+  host::StragglerOptions options;
+  auto upgraded =
+      host::UpgradeStragglers(*opened->store, Channels(opened->conns), host::WkidOfVp(old_vp),
+                              host::WkidOfVp(current_vp), options);
+  if (!upgraded.ok()) return Fail(inv, upgraded.status());
+  const int64_t moved = upgraded->moved;
+  const int64_t failed = upgraded->failed.count;
   if (inv.json) {
     std::cout << json{{"command", "keys upgrade"},
                       {"ok", failed == 0},
                       {"moved", moved},
-                      {"failed", failed}}
+                      {"failed", failed},
+                      {"failed_keys", upgraded->failed.named}}
                      .dump(2)
               << "\n";
   } else {
     std::cout << "moved " << moved << " key(s) from OLD to CURRENT"
-              << (failed ? StrCat(", ", failed, " failed") : std::string()) << "\n";
+              << (failed ? StrCat(", ", failed, " failed: ", upgraded->failed.List())
+                         : std::string())
+              << "\n";
   }
   return failed == 0 ? kExitOk : kExitRefused;
 }

@@ -7,8 +7,11 @@
 #include <filesystem>
 #include <iostream>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "crypto/verification_pattern.h"
+#include "proto/wire/blob_format.h"
 
 namespace hsmsim::hsmctl {
 
@@ -27,10 +30,68 @@ absl::StatusOr<std::vector<host::WkidPairCount>> KeyCounts(const Invocation& inv
                                                            const host::FleetManifest& manifest) {
   auto store = OpenKeystore(inv, manifest, false);
   if (!store.ok()) {
-    if (ReasonOf(store.status()) == "NO_KEYSTORE") return std::vector<host::WkidPairCount>();
+    if (ReasonOf(store.status()) == reason::kNoKeystore) return std::vector<host::WkidPairCount>();
     return store.status();
   }
   return (*store)->CountByWkid();
+}
+
+std::vector<host::UnitChannel*> Channels(std::vector<UnitConnection>& conns) {
+  std::vector<host::UnitChannel*> out;
+  for (UnitConnection& c : conns) out.push_back(c.client.get());
+  return out;
+}
+
+absl::StatusOr<host::NewKey> NewKeyFromBlob(const std::string& blob) {
+  HSMSIM_ASSIGN_OR_RETURN(wire::ParsedBlob parsed, wire::ParseBlob(AsBytes(blob)));
+  return host::NewKey{std::string(parsed.key_id), blob, crypto::AsString(parsed.wkid)};
+}
+
+absl::Status GenerateKeysInto(std::vector<UnitConnection>& conns, host::Keystore& store,
+                              const GenerateSpec& spec, int64_t* created,
+                              const std::function<void(int64_t received)>& progress) {
+  host::BatchFanoutOptions options;
+  options.in_flight_per_lane = spec.in_flight_per_unit;
+  options.retry_elsewhere = false;
+  options.activity = "key generation";
+  host::BatchFanout fanout(Channels(conns), options);
+  int64_t next = 0;
+  std::vector<host::NewKey> chunk;
+  *created = 0;
+  auto next_batch = [&]() -> absl::StatusOr<std::optional<host::BatchFanout::Batch>> {
+    if (next >= spec.count) return std::nullopt;
+    host::BatchFanout::Batch batch;
+    v1::GenerateKeysRequest* generate = batch.request.mutable_generate_keys();
+    generate->set_algorithm(v1::KEY_ALGORITHM_AES_256);
+    for (int64_t i = next; i < spec.count && i < next + spec.keys_per_request; ++i) {
+      generate->add_key_ids(StrCat(spec.prefix, spec.first_number + i));
+    }
+    next += generate->key_ids_size();
+    return batch;
+  };
+  auto store_chunk = [&]() -> absl::Status {
+    HSMSIM_RETURN_IF_ERROR(store.AddKeys(chunk));
+    *created += static_cast<int64_t>(chunk.size());
+    chunk.clear();
+    return absl::OkStatus();
+  };
+  auto handle = [&](size_t, const host::BatchFanout::Batch&, v1::Response& response) {
+    for (const std::string& blob : response.generate_keys().blobs()) {
+      absl::StatusOr<host::NewKey> key = NewKeyFromBlob(blob);
+      if (!key.ok()) {
+        fanout.Stop(key.status());
+        return absl::OkStatus();
+      }
+      chunk.push_back(std::move(*key));
+    }
+    if (chunk.size() >= spec.store_chunk) {
+      if (absl::Status s = store_chunk(); !s.ok()) fanout.Stop(s);
+    }
+    if (progress) progress(*created + static_cast<int64_t>(chunk.size()));
+    return absl::OkStatus();
+  };
+  HSMSIM_RETURN_IF_ERROR(fanout.Run(next_batch, handle));
+  return chunk.empty() ? absl::OkStatus() : store_chunk();
 }
 
 std::vector<host::UnitObservation> ObserveAll(std::vector<UnitConnection>& conns) {
@@ -42,7 +103,7 @@ std::vector<host::UnitObservation> ObserveAll(std::vector<UnitConnection>& conns
 absl::Status RefuseDuringRotation(host::Keystore& keystore) {
   HSMSIM_ASSIGN_OR_RETURN(auto journal, keystore.ReadJournal());
   if (journal.has_value() && journal->phase != host::RotationPhase::kDone) {
-    return Error(absl::StatusCode::kFailedPrecondition, "ROTATION_IN_PROGRESS",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kRotationInProgress,
                  StrCat("a master key rotation is in progress (phase ",
                         host::RotationPhaseName(journal->phase),
                         "); operational workloads wait until it completes: hsmctl mk rotate "
@@ -100,7 +161,7 @@ absl::StatusOr<std::string> Base64Decode(std::string_view text) {
     if (c != '\n' && c != '\r' && c != ' ' && c != '\t') clean.push_back(c);
   }
   if (clean.empty() || clean.size() % 4 != 0 || clean.size() > 8192) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_BASE64",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadBase64,
                  StrCat("input is not base64 (", clean.size(), " characters)"));
   }
   std::string out(clean.size() / 4 * 3, '\0');
@@ -108,7 +169,8 @@ absl::StatusOr<std::string> Base64Decode(std::string_view text) {
                           reinterpret_cast<const unsigned char*>(clean.data()),
                           static_cast<int>(clean.size()));
   if (n < 0) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_BASE64", "input is not valid base64");
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadBase64,
+                 "input is not valid base64");
   }
   size_t pad = 0;
   if (clean.back() == '=') ++pad;

@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -13,111 +14,105 @@
 #include "host/hsmctl/keystore_support.h"
 #include "host/interlock.h"
 #include "host/key_part_loading.h"
+#include "host/master_key_id.h"
 #include "host/signed_command.h"
 #include "proto/wire/enum_names.h"
 
 namespace hsmsim::hsmctl {
 namespace {
 
+// LoadOnUnit loads `parts` into the unit's NEW register and checks that it
+// then holds `expected_vp`; an empty `expected_vp` (a part on a card: the
+// host never sees the key) becomes this unit's VP, the reference every
+// later unit must match.
+absl::Status LoadOnUnit(SignedUnit& u, const KeyParts& parts, std::string& expected_vp) {
+  const bool vp_from_parts = parts.expected_vp.has_value();
+  if (u.info.importer_public_key().empty()) u.outcome.details["generated_importer"] = true;
+  HSMSIM_ASSIGN_OR_RETURN(u.info, host::LoadEncryptedKeyPartsOnUnit(*u.conn.client, u.info,
+                                                                    parts.encryptors, u.signers));
+  const v1::MasterKeyRegisterInfo& reg = u.info.new_register();
+  if (expected_vp.empty()) expected_vp = reg.verification_pattern();
+  const bool matches = host::SameId(reg.verification_pattern(), expected_vp);
+  u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
+  u.outcome.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
+  u.outcome.details["matches_parts"] = matches;
+  u.outcome.text = StrCat(
+      "NEW ", wire::RegisterStateName(reg.state()), " VP ", ToHex(reg.verification_pattern()),
+      matches ? (vp_from_parts ? " (matches the parts)" : " (same on every unit so far)")
+              : (vp_from_parts ? " (DIFFERS from the parts)" : " (DIFFERS from the first unit)"));
+  if (!matches) {
+    return Error(absl::StatusCode::kDataLoss, reason::kVpMismatch,
+                 StrCat("unit ", u.conn.unit.name, " NEW VP ", ToHex(reg.verification_pattern()),
+                        " differs from the ", vp_from_parts ? "parts'" : "first unit's", " VP ",
+                        ToHex(expected_vp)));
+  }
+  return absl::OkStatus();
+}
+
 int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
   if (files.size() < 2 || files.size() > 3) {
-    return Fail(inv, Error(absl::StatusCode::kInvalidArgument, "BAD_PART_COUNT",
+    return Fail(inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
                            StrCat("--parts takes 2 or 3 key part files, got ", files.size())));
   }
-  auto signers = LoadSigners(inv);
-  if (!signers.ok()) return Fail(inv, signers.status());
-  auto parts = OpenKeyParts(inv, files);
-  if (!parts.ok()) return Fail(inv, parts.status());
-  // With a part on a card the host never sees the key: the first unit's NEW
-  // VP is the reference every other unit must match.
-  const bool vp_from_parts = parts->expected_vp.has_value();
-  std::string expected_vp = parts->expected_vp.value_or("");
-  auto conns = ConnectSelected(inv);
-  if (!conns.ok()) return Fail(inv, conns.status());
-  const auto signer_ptrs = SignerPointers(*signers);
-  auto outcomes = ForEachUnit(
-      *conns,
-      [&](UnitConnection& c, const v1::GetInfoResponse& first, UnitOutcome& o) -> absl::Status {
-        if (first.importer_public_key().empty()) o.details["generated_importer"] = true;
-        auto result =
-            host::LoadEncryptedKeyPartsOnUnit(*c.client, first, parts->encryptors, signer_ptrs);
-        if (!result.ok()) return result.status();
-        const v1::MasterKeyRegisterInfo& reg = result->new_register();
-        if (expected_vp.empty()) expected_vp = reg.verification_pattern();
-        const bool matches =
-            ConstantTimeEquals(AsBytes(reg.verification_pattern()), AsBytes(expected_vp));
-        o.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
-        o.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
-        o.details["matches_parts"] = matches;
-        o.text = StrCat(
-            "NEW ", wire::RegisterStateName(reg.state()), " VP ", ToHex(reg.verification_pattern()),
-            matches
-                ? (vp_from_parts ? " (matches the parts)" : " (same on every unit so far)")
-                : (vp_from_parts ? " (DIFFERS from the parts)" : " (DIFFERS from the first unit)"));
-        if (!matches) {
-          return Error(absl::StatusCode::kDataLoss, "VP_MISMATCH",
-                       StrCat("unit ", c.unit.name, " NEW VP ", ToHex(reg.verification_pattern()),
-                              " differs from the ", vp_from_parts ? "parts'" : "first unit's",
-                              " VP ", ToHex(expected_vp)));
-        }
-        return absl::OkStatus();
-      });
-  if (!inv.json) {
-    std::cout << (vp_from_parts ? "expected VP (XOR of the parts): "
-                                : "VP of the parts (computed by the first unit; a part is on a "
-                                  "card): ")
-              << ToHex(expected_vp) << "\n";
-  }
-  json part_vps = json::array();
-  for (size_t i = 0; i < parts->sources.size(); ++i) {
-    part_vps.push_back(
-        {{"source", parts->sources[i]}, {"verification_pattern", ToHex(parts->part_vps[i])}});
-  }
-  return ReportOutcomes(inv, "mk load", outcomes,
-                        json{{"expected_verification_pattern", ToHex(expected_vp)},
-                             {"verification_pattern_from", vp_from_parts ? "parts" : "first unit"},
-                             {"parts", std::move(part_vps)}});
+  KeyParts parts;
+  std::string expected_vp;
+  SignedHooks hooks;
+  hooks.prepare = [&](const std::vector<host::AdminKey>&, ReportHeader&) -> absl::Status {
+    HSMSIM_ASSIGN_OR_RETURN(parts, OpenKeyParts(inv, files));
+    expected_vp = parts.expected_vp.value_or("");
+    return absl::OkStatus();
+  };
+  // With a part on a card the VP is known only once the first unit has it.
+  hooks.finish = [&](ReportHeader& header) {
+    const bool vp_from_parts = parts.expected_vp.has_value();
+    json part_vps = json::array();
+    for (size_t i = 0; i < parts.sources.size(); ++i) {
+      part_vps.push_back(
+          {{"source", parts.sources[i]}, {"verification_pattern", ToHex(parts.part_vps[i])}});
+    }
+    header.fields = json{{"expected_verification_pattern", ToHex(expected_vp)},
+                         {"verification_pattern_from", vp_from_parts ? "parts" : "first unit"},
+                         {"parts", std::move(part_vps)}};
+    header.text = StrCat(vp_from_parts ? "expected VP (XOR of the parts): "
+                                       : "VP of the parts (computed by the first unit; a part is "
+                                         "on a card): ",
+                         ToHex(expected_vp));
+  };
+  return RunSignedPerUnit(
+      inv, "mk load", [&](SignedUnit& u) { return LoadOnUnit(u, parts, expected_vp); }, hooks);
 }
 
 int RunCommit(Invocation& inv, const std::string& vp_hex) {
   std::string vp_flag;
   if (!vp_hex.empty()) {
-    auto vp = FromHex(vp_hex);
-    if (!vp.ok() || vp->size() != crypto::kVerificationPatternSize) {
+    auto vp = host::VerificationPattern::FromHex(vp_hex);
+    if (!vp.ok()) {
       return Fail(
-          inv, Error(absl::StatusCode::kInvalidArgument, "BAD_VP",
+          inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadVp,
                      StrCat("--vp must be ", 2 * crypto::kVerificationPatternSize, " hex digits")));
     }
-    vp_flag = *vp;
+    vp_flag = vp->bytes();
   }
-  auto signers = LoadSigners(inv);
-  if (!signers.ok()) return Fail(inv, signers.status());
-  auto conns = ConnectSelected(inv);
-  if (!conns.ok()) return Fail(inv, conns.status());
-  const auto signer_ptrs = SignerPointers(*signers);
-  auto outcomes = ForEachUnit(
-      *conns,
-      [&](UnitConnection& c, const v1::GetInfoResponse& info, UnitOutcome& o) -> absl::Status {
-        std::string expected = vp_flag;
-        if (expected.empty()) {
-          expected = info.new_register().verification_pattern();
-          if (expected.empty()) {
-            return Error(absl::StatusCode::kFailedPrecondition, "NEW_REGISTER_NOT_FULL",
-                         StrCat("unit ", c.unit.name, " NEW register is ",
-                                wire::RegisterStateName(info.new_register().state()),
-                                "; load all key parts first (hsmctl mk load)"));
-          }
-        }
-        auto result = host::CommitNewOnUnit(*c.client, info, expected, signer_ptrs);
-        if (!result.ok()) return result.status();
-        const auto& reg = result->new_register();
-        o.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
-        o.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
-        o.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
-                        ToHex(reg.verification_pattern()));
-        return absl::OkStatus();
-      });
-  return ReportOutcomes(inv, "mk commit", outcomes);
+  return RunSignedPerUnit(inv, "mk commit", [&](SignedUnit& u) -> absl::Status {
+    std::string expected = vp_flag;
+    if (expected.empty()) {
+      expected = u.info.new_register().verification_pattern();
+      if (expected.empty()) {
+        return Error(absl::StatusCode::kFailedPrecondition, reason::kNewRegisterNotFull,
+                     StrCat("unit ", u.conn.unit.name, " NEW register is ",
+                            wire::RegisterStateName(u.info.new_register().state()),
+                            "; load all key parts first (hsmctl mk load)"));
+      }
+    }
+    HSMSIM_ASSIGN_OR_RETURN(u.info,
+                            host::CommitNewOnUnit(*u.conn.client, u.info, expected, u.signers));
+    const auto& reg = u.info.new_register();
+    u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
+    u.outcome.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
+    u.outcome.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
+                            ToHex(reg.verification_pattern()));
+    return absl::OkStatus();
+  });
 }
 
 json RegistersJson(const v1::GetInfoResponse& info) {
@@ -135,35 +130,30 @@ json RegistersJson(const v1::GetInfoResponse& info) {
 // some unit holds, unless `force`.
 int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Command&),
               host::RegisterChange change, bool force) {
-  auto signers = LoadSigners(inv);
-  if (!signers.ok()) return Fail(inv, signers.status());
-  host::FleetManifest manifest;
-  auto conns = ConnectSelected(inv, &manifest);
-  if (!conns.ok()) return Fail(inv, conns.status());
+  SignedHooks hooks;
   if (!force) {
-    auto counts = KeyCounts(inv, manifest);
-    if (!counts.ok()) return Fail(inv, counts.status());
-    absl::Status lock = host::CheckInterlock(ObserveAll(*conns), change, *counts);
-    if (!lock.ok()) return Fail(inv, lock);
+    hooks.precheck = [&](std::vector<UnitConnection>& conns,
+                         const host::FleetManifest& manifest) -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(auto counts, KeyCounts(inv, manifest));
+      return host::CheckInterlock(ObserveAll(conns), change, counts);
+    };
   }
-  const auto signer_ptrs = SignerPointers(*signers);
-  auto outcomes = ForEachUnit(
-      *conns,
-      [&](UnitConnection& c, const v1::GetInfoResponse& info, UnitOutcome& o) -> absl::Status {
+  return RunSignedPerUnit(
+      inv, command,
+      [&](SignedUnit& u) -> absl::Status {
         v1::Command op;
         set_op(op);
-        auto result = host::IssueCommand(*c.client, info, op, signer_ptrs);
-        if (!result.ok()) return result.status();
-        const v1::GetInfoResponse& after = result->info();
-        o.details["registers"] = RegistersJson(after);
-        o.text = StrCat("NEW ", wire::RegisterStateName(after.new_register().state()), ", CURRENT ",
-                        wire::RegisterStateName(after.current_register().state()), " ",
-                        VpHex(after.current_register().verification_pattern(), false), ", OLD ",
-                        wire::RegisterStateName(after.old_register().state()), " ",
-                        VpHex(after.old_register().verification_pattern(), false));
+        HSMSIM_RETURN_IF_ERROR(u.Issue(op).status());
+        u.outcome.details["registers"] = RegistersJson(u.info);
+        u.outcome.text =
+            StrCat("NEW ", wire::RegisterStateName(u.info.new_register().state()), ", CURRENT ",
+                   wire::RegisterStateName(u.info.current_register().state()), " ",
+                   VpHex(u.info.current_register().verification_pattern(), false), ", OLD ",
+                   wire::RegisterStateName(u.info.old_register().state()), " ",
+                   VpHex(u.info.old_register().verification_pattern(), false));
         return absl::OkStatus();
-      });
-  return ReportOutcomes(inv, command, outcomes);
+      },
+      hooks);
 }
 
 void AddSimple(CLI::App* parent, Invocation& inv, const char* name, const char* help,

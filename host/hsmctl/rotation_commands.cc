@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/entropy.h"
@@ -11,8 +12,10 @@
 #include "crypto/verification_pattern.h"
 #include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
+#include "host/hsmctl/rotation_report.h"
 #include "host/interlock.h"
 #include "host/key_part_loading.h"
+#include "host/master_key_id.h"
 #include "host/recovery.h"
 #include "host/signed_command.h"
 #include "proto/wire/enum_names.h"
@@ -48,7 +51,7 @@ absl::StatusOr<Session> OpenSession(Invocation& inv) {
 // (like kill -9: no cleanup, no flush) when HSMSIM_TEST_CRASH_AT names the
 // point, as "POINT" or "POINT:N" (fires once keys_done >= N). For the crash
 // matrix tests; documented in docs/reliability.md.
-std::function<void(std::string_view, int64_t)> TestCrashCheckpoint() {
+std::function<absl::Status(std::string_view, int64_t)> TestCrashCheckpoint() {
   const char* spec = std::getenv("HSMSIM_TEST_CRASH_AT");
   if (spec == nullptr || *spec == '\0') return nullptr;
   std::string point(spec);
@@ -63,12 +66,13 @@ std::function<void(std::string_view, int64_t)> TestCrashCheckpoint() {
                    static_cast<int>(p.size()), p.data());
       std::_Exit(137);
     }
+    return absl::OkStatus();
   };
 }
 
 host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& f,
                                 ProgressPrinter& progress) {
-  std::vector<std::pair<host::FleetUnit, host::UnitClient*>> units;
+  std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> units;
   for (UnitConnection& c : s.conns) units.emplace_back(c.unit, c.client.get());
   host::RotationOptions options;
   options.batch_size = f.batch_size;
@@ -85,134 +89,71 @@ host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& 
   return host::RotationEngine(*s.store, std::move(units), SignerPointers(s.signers), options);
 }
 
-json ReportJson(const host::RotationReport& r, const host::RotationJournal& j) {
-  return {
-      {"phase", std::string(host::RotationPhaseName(j.phase))},
-      {"source_vp", ToHex(j.source_vp)},
-      {"target_vp", ToHex(j.target_vp)},
-      {"keys_total", j.keys_total},
-      {"keys_rewrapped", r.keys_rewrapped},
-      {"keys_already_done", r.keys_already_done},
-      {"stragglers_moved", r.stragglers_moved},
-      {"reencrypt_seconds", r.reencrypt_seconds},
-      {"reencrypt_keys_per_second",
-       r.reencrypt_seconds > 0 ? static_cast<double>(r.keys_rewrapped) / r.reencrypt_seconds : 0.0},
-      {"promote_seconds", r.promote_seconds},
-      {"finalize_seconds", r.finalize_seconds},
-      {"promoted_units", r.promoted_units},
-      {"already_promoted_units", r.skipped_units}};
+// PrecheckFleet runs the rotation's pre-checks on the units, then on the
+// keystore. Returns the findings (none: a rotation may start) or the
+// keystore's error.
+absl::StatusOr<std::vector<host::Finding>> PrecheckFleet(
+    Session& s, const std::vector<host::UnitObservation>& observed) {
+  std::vector<host::Finding> findings =
+      host::PrecheckRotation(s.manifest, observed, SignerPointers(s.signers));
+  if (!findings.empty()) return findings;
+  HSMSIM_ASSIGN_OR_RETURN(std::vector<host::WkidPairCount> counts, s.store->CountByWkid());
+  return host::PrecheckKeystore(
+      counts, host::WkidOfVp(observed[0].info->current_register().verification_pattern()),
+      host::WkidOfVp(observed[0].info->new_register().verification_pattern()));
 }
 
-int Finish(Invocation& inv, const absl::Status& status, const host::RotationReport& report,
-           const host::RotationJournal& journal, std::string_view command) {
-  if (inv.json) {
-    json doc = ReportJson(report, journal);
-    doc["command"] = std::string(command);
-    doc["ok"] = status.ok();
-    if (!status.ok()) doc["error"] = StatusJson(status);
-    std::cout << doc.dump(2) << "\n";
+// CheckResumeFlag refuses a new rotation while one is in progress, and
+// --resume when none is.
+absl::Status CheckResumeFlag(const std::optional<host::RotationJournal>& journal, bool resume) {
+  const bool in_progress = journal.has_value() && journal->phase != host::RotationPhase::kDone;
+  if (in_progress && !resume) {
+    return Error(
+        absl::StatusCode::kFailedPrecondition, reason::kRotationInProgress,
+        StrCat("a rotation is already in progress (phase ", host::RotationPhaseName(journal->phase),
+               "); continue it with hsmctl mk rotate --resume, or see hsmctl recover"));
   }
-  if (!status.ok()) {
-    std::cerr << "hsmctl: " << ReasonOf(status) << ": " << status.message() << "\n";
-    std::cerr << "hsmctl: the rotation is journaled at phase "
-              << host::RotationPhaseName(journal.phase)
-              << "; run hsmctl recover to see the safe next step\n";
-    return ExitCodeFor(status);
+  if (!in_progress && resume) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kNoRotationInProgress,
+                 "there is no interrupted rotation to resume");
   }
-  if (!inv.json) {
-    std::cout << "rotation complete: CURRENT is now " << ToHex(journal.target_vp) << "\n";
-    if (report.keys_rewrapped > 0 && report.reencrypt_seconds > 0) {
-      std::cout << "re-encrypted " << report.keys_rewrapped << " key(s) in "
-                << report.reencrypt_seconds << " s ("
-                << static_cast<int64_t>(static_cast<double>(report.keys_rewrapped) /
-                                        report.reencrypt_seconds)
-                << " keys/s)\n";
-    }
-  }
-  return kExitOk;
+  return absl::OkStatus();
 }
 
 int RunRotate(Invocation& inv, const RotateFlags& f) {
   auto session = OpenSession(inv);
   if (!session.ok()) return Fail(inv, session.status());
   Session& s = *session;
-  auto journal_or = s.store->ReadJournal();
-  if (!journal_or.ok()) return Fail(inv, journal_or.status());
-  std::optional<host::RotationJournal> journal = *journal_or;
-  const bool in_progress = journal.has_value() && journal->phase != host::RotationPhase::kDone;
-  if (in_progress && !f.resume) {
-    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "ROTATION_IN_PROGRESS",
-                           StrCat("a rotation is already in progress (phase ",
-                                  host::RotationPhaseName(journal->phase),
-                                  "); continue it with hsmctl mk rotate --resume, or see hsmctl "
-                                  "recover")));
-  }
-  if (!in_progress && f.resume) {
-    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "NO_ROTATION_IN_PROGRESS",
-                           "there is no interrupted rotation to resume"));
-  }
-  if (!in_progress) {
-    auto observed = ObserveAll(s.conns);
-    auto findings = host::PrecheckRotation(s.manifest, observed, SignerPointers(s.signers));
-    if (findings.empty()) {
-      auto counts = s.store->CountByWkid();
-      if (!counts.ok()) return Fail(inv, counts.status());
-      findings = host::PrecheckKeystore(
-          *counts, host::WkidOfVp(observed[0].info->current_register().verification_pattern()),
-          host::WkidOfVp(observed[0].info->new_register().verification_pattern()));
-    }
-    if (!findings.empty()) {
-      json list = json::array();
-      for (const host::Finding& fd : findings) {
-        if (!inv.json) {
-          std::cerr << "pre-check failed: " << fd.subject << ": " << fd.check << ": "
-                    << ReasonOf(fd.status) << ": " << fd.status.message() << "\n";
-        }
-        list.push_back(
-            {{"subject", fd.subject}, {"check", fd.check}, {"error", StatusJson(fd.status)}});
-      }
-      if (inv.json) {
-        std::cout << json{{"command", "mk rotate"}, {"ok", false}, {"prechecks", list}}.dump(2)
-                  << "\n";
-      } else {
-        std::cerr << "hsmctl: nothing was changed; fix the conditions above and run the command "
-                     "again\n";
-      }
-      const bool unreachable =
-          std::any_of(findings.begin(), findings.end(),
-                      [](const host::Finding& fd) { return host::IsUnreachable(fd.status); });
-      return unreachable ? kExitUnreachable : kExitRefused;
-    }
-    host::RotationJournal j;
-    j.phase = host::RotationPhase::kReencrypting;
-    j.source_vp = observed[0].info->current_register().verification_pattern();
-    j.target_vp = observed[0].info->new_register().verification_pattern();
-    auto total = s.store->CountKeys();
-    if (!total.ok()) return Fail(inv, total.status());
-    j.keys_total = *total;
-    if (absl::Status w = s.store->WriteJournal(j); !w.ok()) return Fail(inv, w);
-    journal = j;
-    if (auto crash = TestCrashCheckpoint()) crash("journal-written", 0);
-    if (!inv.json) {
-      std::cout << "pre-checks passed on " << s.conns.size() << " unit(s); rotating "
-                << j.keys_total << " key(s) from " << ToHex(j.source_vp).substr(0, 16) << " to "
-                << ToHex(j.target_vp).substr(0, 16) << "\n";
-    }
-  } else if (!inv.json) {
-    std::cout << "resuming the rotation at phase " << host::RotationPhaseName(journal->phase)
-              << " (" << journal->keys_done << " of " << journal->keys_total
-              << " key(s) re-encrypted)\n";
-  }
-  if (s.signers.empty()) {
-    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, "NO_SIGNERS",
-                           "set immediate must be signed: pass --sign"));
+  auto journal = s.store->ReadJournal();
+  if (!journal.ok()) return Fail(inv, journal.status());
+  if (absl::Status resume = CheckResumeFlag(*journal, f.resume); !resume.ok()) {
+    return Fail(inv, resume);
   }
   ProgressPrinter progress(inv.json);
   host::RotationEngine engine = MakeEngine(inv, s, f, progress);
-  host::RotationReport report;
-  absl::Status status = engine.Run(*journal, report);
+  RotateReport report;
+  if (!f.resume) {
+    auto observed = ObserveAll(s.conns);
+    auto findings = PrecheckFleet(s, observed);
+    if (!findings.ok()) return Fail(inv, findings.status());
+    if (!findings->empty()) {
+      report.prechecks = std::move(*findings);
+      return RenderRotate(inv, report);
+    }
+    auto begun = engine.Begin(observed[0].info->current_register().verification_pattern(),
+                              observed[0].info->new_register().verification_pattern());
+    if (!begun.ok()) return Fail(inv, begun.status());
+    *journal = *begun;
+  }
+  RenderRotateStart(inv, **journal, s.conns.size(), f.resume);
+  if (s.signers.empty()) {
+    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
+                           "set immediate must be signed: pass --sign"));
+  }
+  report.journal = **journal;
+  report.status = engine.Run(report.journal, report.figures);
   progress.Finish();
-  return Finish(inv, status, report, *journal, "mk rotate");
+  return RenderRotate(inv, report);
 }
 
 // ReloadParts loads and commits the parts on `units` after checking that
@@ -221,17 +162,16 @@ absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJourna
                          const std::vector<std::string>& units,
                          const std::vector<std::string>& files) {
   if (files.size() < 2) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_PART_COUNT",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
                  "recover --apply needs the same 2 or 3 key part files (--parts) to reload NEW");
   }
   HSMSIM_ASSIGN_OR_RETURN(KeyParts parts, OpenKeyParts(inv, files));
   // Parts on cards are checked by the first unit's NEW VP after the load.
   const std::string vp = parts.expected_vp.value_or(journal.target_vp);
   if (!ConstantTimeEquals(AsBytes(vp), AsBytes(journal.target_vp))) {
-    return Error(
-        absl::StatusCode::kFailedPrecondition, "PARTS_DO_NOT_MATCH",
-        StrCat("the key parts give VP ", ToHex(vp).substr(0, 16), ", not the rotation's target ",
-               ToHex(journal.target_vp).substr(0, 16), "; nothing was loaded"));
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kPartsDoNotMatch,
+                 StrCat("the key parts give VP ", host::ShortId(vp), ", not the rotation's target ",
+                        host::ShortId(journal.target_vp), "; nothing was loaded"));
   }
   const auto signers = SignerPointers(s.signers);
   for (UnitConnection& c : s.conns) {
@@ -252,7 +192,7 @@ absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJourna
       clear.mutable_clear_new_master_key();
       (void)host::IssueCommand(*c.client, info, clear, signers);
       return Error(
-          absl::StatusCode::kFailedPrecondition, "PARTS_DO_NOT_MATCH",
+          absl::StatusCode::kFailedPrecondition, reason::kPartsDoNotMatch,
           StrCat("the key parts give VP ",
                  ToHex(info.new_register().verification_pattern()).substr(0, 16), " on unit ",
                  c.unit.name, ", not the rotation's target ",
@@ -261,137 +201,83 @@ absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJourna
     HSMSIM_ASSIGN_OR_RETURN(info,
                             host::CommitNewOnUnit(*c.client, info, journal.target_vp, signers));
     std::cout << "unit " << c.unit.name << ": NEW reloaded and committed, VP "
-              << ToHex(info.new_register().verification_pattern()).substr(0, 16) << "\n";
+              << host::ShortId(info.new_register().verification_pattern()) << "\n";
   }
   return absl::OkStatus();
+}
+
+// RecoverPrechecks returns the rotation pre-checks' findings that matter to
+// a look at a fleet with no rotation in progress.
+std::vector<host::Finding> RecoverPrechecks(Session& s,
+                                            const std::vector<host::UnitObservation>& observed) {
+  std::vector<host::Finding> findings =
+      host::PrecheckRotation(s.manifest, observed, SignerPointers(s.signers));
+  // Without --sign the signer check is noise for a read-only look; and
+  // with every NEW register empty no rotation is planned, so the NEW
+  // pre-checks say nothing about the fleet's health.
+  const bool all_new_empty =
+      std::all_of(observed.begin(), observed.end(), [](const host::UnitObservation& o) {
+        return o.info.ok() && o.info->new_register().state() == v1::REGISTER_EMPTY;
+      });
+  std::erase_if(findings, [&](const host::Finding& fd) {
+    return (s.signers.empty() && fd.check == "signers") ||
+           (all_new_empty && fd.check.rfind("new-", 0) == 0);
+  });
+  return findings;
+}
+
+// LookAtFleet reads the journal, the keystore's counts and every unit, and
+// decides the safe action. Returns the keystore's error otherwise.
+absl::Status LookAtFleet(Session& s, RecoverReport& r) {
+  HSMSIM_ASSIGN_OR_RETURN(r.journal, s.store->ReadJournal());
+  HSMSIM_ASSIGN_OR_RETURN(r.counts, s.store->CountByWkid());
+  r.observed = ObserveAll(s.conns);
+  std::vector<host::Finding> findings;
+  if (!r.journal.has_value() || r.journal->phase == host::RotationPhase::kDone) {
+    findings = RecoverPrechecks(s, r.observed);
+  }
+  r.decision = host::DecideRecovery(r.journal, r.observed, r.counts, findings);
+  return absl::OkStatus();
+}
+
+// ApplySafeAction performs the decision's one safe action (reload NEW
+// where it was lost, then continue the rotation) and fills the report's
+// journal and figures. Returns FAILED_PRECONDITION (NOTHING_SAFE_TO_APPLY)
+// when the safe action is not hsmctl's to take, (NO_SIGNERS) without
+// --sign, or the error that stopped it.
+absl::Status ApplySafeAction(Invocation& inv, Session& s, const RotateFlags& f, RecoverReport& r) {
+  const host::RecoveryDecision& d = r.decision;
+  r.applied_journal = r.journal.value_or(host::RotationJournal{});
+  if (d.situation == host::RecoverySituation::kKeysAtRisk ||
+      d.situation == host::RecoverySituation::kFixAndRotateAgain) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kNothingSafeToApply,
+                 StrCat("recover --apply does nothing here: ", d.action));
+  }
+  if (d.situation == host::RecoverySituation::kReloadNewRegister) {
+    HSMSIM_RETURN_IF_ERROR(ReloadParts(inv, s, r.applied_journal, d.units_to_reload, f.parts));
+  }
+  if (s.signers.empty()) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
+                 "recover --apply signs set immediate: pass --sign");
+  }
+  ProgressPrinter progress(inv.json);
+  host::RotationEngine engine = MakeEngine(inv, s, f, progress);
+  absl::Status status = engine.Run(r.applied_journal, r.figures);
+  progress.Finish();
+  return status;
 }
 
 int RunRecover(Invocation& inv, const RotateFlags& f) {
   auto session = OpenSession(inv);
   if (!session.ok()) return Fail(inv, session.status());
-  Session& s = *session;
-  auto journal = s.store->ReadJournal();
-  if (!journal.ok()) return Fail(inv, journal.status());
-  auto counts = s.store->CountByWkid();
-  if (!counts.ok()) return Fail(inv, counts.status());
-  auto observed = ObserveAll(s.conns);
-  std::vector<host::Finding> findings;
-  const bool in_progress = journal->has_value() && (*journal)->phase != host::RotationPhase::kDone;
-  if (!in_progress) {
-    findings = host::PrecheckRotation(s.manifest, observed, SignerPointers(s.signers));
-    // Without --sign the signer check is noise for a read-only look; and
-    // with every NEW register empty no rotation is planned, so the NEW
-    // pre-checks say nothing about the fleet's health.
-    const bool all_new_empty =
-        std::all_of(observed.begin(), observed.end(), [](const host::UnitObservation& o) {
-          return o.info.ok() && o.info->new_register().state() == v1::REGISTER_EMPTY;
-        });
-    std::erase_if(findings, [&](const host::Finding& fd) {
-      return (s.signers.empty() && fd.check == "signers") ||
-             (all_new_empty && fd.check.rfind("new-", 0) == 0);
-    });
+  RecoverReport report;
+  if (absl::Status s = LookAtFleet(*session, report); !s.ok()) return Fail(inv, s);
+  RenderRecoverLook(inv, report);
+  if (f.apply && report.decision.situation != host::RecoverySituation::kNothingToDo) {
+    report.apply_attempted = true;
+    report.status = ApplySafeAction(inv, *session, f, report);
   }
-  host::RecoveryDecision d = host::DecideRecovery(*journal, observed, *counts, findings);
-
-  json units = json::array();
-  if (!inv.json) std::cout << "observed:\n";
-  for (const host::UnitObservation& o : observed) {
-    if (!o.info.ok()) {
-      units.push_back(
-          {{"unit", o.unit.name}, {"reachable", false}, {"error", StatusJson(o.info.status())}});
-      if (!inv.json)
-        std::cout << "  " << o.unit.name << ": UNREACHABLE: " << o.info.status().message() << "\n";
-      continue;
-    }
-    auto reg = [](const v1::MasterKeyRegisterInfo& r) {
-      return StrCat(
-          wire::RegisterStateName(r.state()), " ",
-          r.verification_pattern().empty() ? "-" : ToHex(r.verification_pattern()).substr(0, 16));
-    };
-    units.push_back({{"unit", o.unit.name},
-                     {"reachable", true},
-                     {"new", reg(o.info->new_register())},
-                     {"current", reg(o.info->current_register())},
-                     {"old", reg(o.info->old_register())}});
-    if (!inv.json) {
-      std::cout << "  " << o.unit.name << ": NEW " << reg(o.info->new_register()) << " | CURRENT "
-                << reg(o.info->current_register()) << " | OLD " << reg(o.info->old_register())
-                << "\n";
-    }
-  }
-  json wk = json::array();
-  for (const host::WkidPairCount& c : *counts) {
-    wk.push_back(
-        {{"wkid", ToHex(c.wkid)}, {"pending_wkid", ToHex(c.pending_wkid)}, {"keys", c.count}});
-    if (!inv.json) {
-      std::cout << "  keystore: " << c.count << " key(s) under " << ToHex(c.wkid).substr(0, 16)
-                << (c.pending_wkid.empty()
-                        ? ""
-                        : StrCat(", pending under ", ToHex(c.pending_wkid).substr(0, 16)))
-                << "\n";
-    }
-  }
-  std::string phase =
-      journal->has_value() ? std::string(host::RotationPhaseName((*journal)->phase)) : "NONE";
-  if (!inv.json) {
-    std::cout << "  journal: " << phase << "\n";
-    std::cout << "situation: " << host::RecoverySituationName(d.situation) << ": " << d.observed
-              << "\n";
-    std::cout << "safe action: " << d.action << "\n";
-  }
-  json doc{{"command", "recover"},
-           {"units", units},
-           {"keys_per_wkid", wk},
-           {"journal_phase", phase},
-           {"situation", std::string(host::RecoverySituationName(d.situation))},
-           {"observed", d.observed},
-           {"action", d.action},
-           {"applied", false}};
-  if (!f.apply || d.situation == host::RecoverySituation::kNothingToDo) {
-    if (inv.json) std::cout << doc.dump(2) << "\n";
-    const bool healthy = d.situation == host::RecoverySituation::kNothingToDo;
-    return healthy ? kExitOk : kExitRefused;
-  }
-  // --apply: perform the one safe action.
-  absl::Status status = absl::OkStatus();
-  host::RotationReport report;
-  host::RotationJournal j = journal->has_value() ? **journal : host::RotationJournal{};
-  switch (d.situation) {
-    case host::RecoverySituation::kKeysAtRisk:
-    case host::RecoverySituation::kFixAndRotateAgain:
-      status = Error(absl::StatusCode::kFailedPrecondition, "NOTHING_SAFE_TO_APPLY",
-                     StrCat("recover --apply does nothing here: ", d.action));
-      break;
-    case host::RecoverySituation::kReloadNewRegister:
-      status = ReloadParts(inv, s, j, d.units_to_reload, f.parts);
-      [[fallthrough]];
-    default:
-      if (status.ok()) {
-        if (s.signers.empty()) {
-          status = Error(absl::StatusCode::kFailedPrecondition, "NO_SIGNERS",
-                         "recover --apply signs set immediate: pass --sign");
-          break;
-        }
-        ProgressPrinter progress(inv.json);
-        host::RotationEngine engine = MakeEngine(inv, s, f, progress);
-        status = engine.Run(j, report);
-        progress.Finish();
-      }
-  }
-  doc["applied"] = status.ok();
-  if (inv.json) {
-    doc["ok"] = status.ok();
-    doc["report"] = ReportJson(report, j);
-    if (!status.ok()) doc["error"] = StatusJson(status);
-    std::cout << doc.dump(2) << "\n";
-    if (!status.ok()) {
-      std::cerr << "hsmctl: " << ReasonOf(status) << ": " << status.message() << "\n";
-      return ExitCodeFor(status);
-    }
-  }
-  if (!status.ok()) return Fail(inv, status);
-  if (!inv.json) std::cout << "applied: rotation is " << host::RotationPhaseName(j.phase) << "\n";
-  return kExitOk;
+  return RenderRecover(inv, report);
 }
 
 }  // namespace

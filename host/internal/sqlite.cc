@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -22,7 +23,7 @@ absl::Status CreatePrivateFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
     if (errno == EEXIST) return absl::OkStatus();
-    return hsmsim::Error(absl::StatusCode::kUnavailable, "KEYSTORE_IO",
+    return hsmsim::Error(absl::StatusCode::kUnavailable, reason::kKeystoreIo,
                          StrCat("keystore ", path, ": cannot create: ", std::strerror(errno)));
   }
   // The umask can only have narrowed the mode; set it exactly.
@@ -30,7 +31,7 @@ absl::Status CreatePrivateFile(const std::string& path) {
   const int err = errno;
   ::close(fd);
   if (rc != 0) {
-    return hsmsim::Error(absl::StatusCode::kUnavailable, "KEYSTORE_IO",
+    return hsmsim::Error(absl::StatusCode::kUnavailable, reason::kKeystoreIo,
                          StrCat("keystore ", path, ": cannot set its mode: ", std::strerror(err)));
   }
   return absl::OkStatus();
@@ -41,7 +42,7 @@ absl::Status CreatePrivateFile(const std::string& path) {
 absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path, bool create) {
   struct stat st;
   if (!create && ::stat(path.c_str(), &st) != 0) {
-    return hsmsim::Error(absl::StatusCode::kNotFound, "NO_KEYSTORE",
+    return hsmsim::Error(absl::StatusCode::kNotFound, reason::kNoKeystore,
                          StrCat("keystore ", path,
                                 " does not exist (create keys first: hsmctl "
                                 "keys create)"));
@@ -57,7 +58,7 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path
   if (sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr) !=
       SQLITE_OK) {
     return hsmsim::Error(
-        absl::StatusCode::kDataLoss, "BAD_KEYSTORE",
+        absl::StatusCode::kDataLoss, reason::kBadKeystore,
         StrCat("keystore ", path, " is not a usable SQLite database: ", sqlite3_errmsg(db)));
   }
   return out;
@@ -69,20 +70,20 @@ absl::Status Database::Error(std::string_view what) const {
   int code = db_ ? sqlite3_extended_errcode(db_) : SQLITE_CANTOPEN;
   const char* msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
   absl::StatusCode status_code = absl::StatusCode::kInternal;
-  std::string_view reason = "KEYSTORE_ERROR";
+  std::string_view reason = reason::kKeystoreError;
   if ((code & 0xff) == SQLITE_CORRUPT || (code & 0xff) == SQLITE_NOTADB) {
     status_code = absl::StatusCode::kDataLoss;
-    reason = "BAD_KEYSTORE";
+    reason = reason::kBadKeystore;
   } else if ((code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED) {
     status_code = absl::StatusCode::kUnavailable;
-    reason = "KEYSTORE_BUSY";
+    reason = reason::kKeystoreBusy;
   } else if ((code & 0xff) == SQLITE_CONSTRAINT) {
     status_code = absl::StatusCode::kAlreadyExists;
-    reason = "KEY_EXISTS";
+    reason = reason::kKeyExists;
   } else if ((code & 0xff) == SQLITE_CANTOPEN || (code & 0xff) == SQLITE_READONLY ||
              (code & 0xff) == SQLITE_FULL || (code & 0xff) == SQLITE_IOERR) {
     status_code = absl::StatusCode::kUnavailable;
-    reason = "KEYSTORE_IO";
+    reason = reason::kKeystoreIo;
   }
   return hsmsim::Error(status_code, reason, StrCat("keystore ", path_, ": ", what, ": ", msg));
 }

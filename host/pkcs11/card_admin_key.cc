@@ -6,6 +6,7 @@
 #include <openssl/sha.h>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/ec_p521.h"
@@ -21,7 +22,7 @@ constexpr size_t kPointSize = 1 + 2 * crypto::kP521ScalarSize;  // 133
 using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)>;
 
 absl::Status NotP521(const Token& token, std::string_view what) {
-  return Error(absl::StatusCode::kInvalidArgument, "NOT_A_P521_KEY",
+  return Error(absl::StatusCode::kInvalidArgument, reason::kNotAP521Key,
                StrCat(token.Describe(), ": ", what,
                       "; an administrator key must be EC on secp521r1 (P-521)"));
 }
@@ -30,7 +31,7 @@ absl::Status NotP521(const Token& token, std::string_view what) {
 // ECDSA-Sig-Value (RFC 3279 section 2.2.3).
 absl::StatusOr<std::string> RawToDer(const Token& token, std::string_view raw) {
   if (raw.size() != 2 * crypto::kP521ScalarSize) {
-    return Error(absl::StatusCode::kInternal, "TOKEN_FAILED",
+    return Error(absl::StatusCode::kInternal, reason::kTokenFailed,
                  StrCat(token.Describe(), ": CKM_ECDSA gave ", raw.size(),
                         " bytes; a P-521 signature r || s is 132"));
   }
@@ -41,13 +42,13 @@ absl::StatusOr<std::string> RawToDer(const Token& token, std::string_view raw) {
   if (sig == nullptr || r == nullptr || s == nullptr || ECDSA_SIG_set0(sig.get(), r, s) != 1) {
     BN_free(r);
     BN_free(s);
-    return crypto::OpenSslError("CRYPTO_FAILED", "encoding a card signature as DER");
+    return crypto::OpenSslError(reason::kCryptoFailed, "encoding a card signature as DER");
   }
   const int length = i2d_ECDSA_SIG(sig.get(), nullptr);
   std::string der(length > 0 ? length : 0, '\0');
   unsigned char* out = reinterpret_cast<unsigned char*>(der.data());
   if (length <= 0 || i2d_ECDSA_SIG(sig.get(), &out) != length) {
-    return crypto::OpenSslError("CRYPTO_FAILED", "encoding a card signature as DER");
+    return crypto::OpenSslError(reason::kCryptoFailed, "encoding a card signature as DER");
   }
   return der;
 }
@@ -70,7 +71,7 @@ class CardSigner : public ExternalSigner {
     // A token that signs with another key than its public key object says
     // would only be refused by the unit; say which card it is here.
     if (!crypto::VerifySha512(*public_key_, message, AsBytes(der)).ok()) {
-      return Error(absl::StatusCode::kFailedPrecondition, "CARD_KEY_MISMATCH",
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kCardKeyMismatch,
                    StrCat(token_->Describe(), ": the signature of '", name_,
                           "' does not verify with the public key of the same CKA_ID"));
     }
@@ -88,11 +89,11 @@ absl::StatusOr<CK_OBJECT_HANDLE> FindOne(Token& token, Template& match, std::str
                                          const TokenUri& uri) {
   HSMSIM_ASSIGN_OR_RETURN(auto found, token.Find(match));
   if (found.empty()) {
-    return Error(absl::StatusCode::kNotFound, "NO_SUCH_OBJECT",
+    return Error(absl::StatusCode::kNotFound, reason::kNoSuchObject,
                  StrCat(token.Describe(), " has no ", what, " matching '", uri.Printable(), "'"));
   }
   if (found.size() > 1) {
-    return Error(absl::StatusCode::kFailedPrecondition, "AMBIGUOUS_OBJECT",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kAmbiguousObject,
                  StrCat(token.Describe(), " has ", found.size(), " ", what, "s matching '",
                         uri.Printable(), "'; add object= or id= to the URI"));
   }
@@ -111,7 +112,7 @@ absl::StatusOr<AdminKey> OpenOnToken(std::shared_ptr<Token> token, const TokenUr
   if (key_type != CKK_EC) return NotP521(*token, "the private key is not an EC key");
   auto id = token->GetBytes(private_key, CKA_ID);
   if (!id.ok() || id->empty()) {
-    return Error(absl::StatusCode::kNotFound, "NO_SUCH_OBJECT",
+    return Error(absl::StatusCode::kNotFound, reason::kNoSuchObject,
                  StrCat(token->Describe(), ": the private key matching '", uri.Printable(),
                         "' has no CKA_ID to find its public key by"));
   }
@@ -168,12 +169,12 @@ absl::StatusOr<AdminKey> GenerateCardAdminKey(CardSet& cards, const std::string&
   existing.Ulong(CKA_CLASS, CKO_PRIVATE_KEY).Bytes(CKA_LABEL, name);
   HSMSIM_ASSIGN_OR_RETURN(auto found, token->Find(existing));
   if (!found.empty()) {
-    return Error(absl::StatusCode::kFailedPrecondition, "OBJECT_EXISTS",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kObjectExists,
                  StrCat(token->Describe(), " already has a private key labelled '", name, "'"));
   }
   std::string id(16, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(id.data()), static_cast<int>(id.size())) != 1) {
-    return crypto::OpenSslError("CRYPTO_FAILED", "random CKA_ID");
+    return crypto::OpenSslError(reason::kCryptoFailed, "random CKA_ID");
   }
   Template public_template;
   public_template.Bytes(CKA_EC_PARAMS, kP521Params)

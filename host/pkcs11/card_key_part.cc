@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include "common/hex.h"
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/ec_p521.h"
@@ -18,7 +19,7 @@ constexpr std::string_view kP521Params("\x06\x05\x2b\x81\x04\x00\x23", 7);
 
 absl::Status Unsafe(const Token& token, const std::string& label, std::string_view why) {
   return Error(
-      absl::StatusCode::kFailedPrecondition, "UNSAFE_PART_OBJECT",
+      absl::StatusCode::kFailedPrecondition, reason::kUnsafePartObject,
       StrCat("secret key '", label, "' on ", token.Describe(), " is refused as a key part: ", why));
 }
 
@@ -65,7 +66,7 @@ absl::StatusOr<crypto::VerificationPattern> PartVerificationPattern(Token& token
                           token.DigestKey(CKM_SHA256, std::string_view("\x01", 1), object));
   crypto::VerificationPattern vp{};
   if (digest.size() != vp.size()) {
-    return Error(absl::StatusCode::kInternal, "TOKEN_FAILED",
+    return Error(absl::StatusCode::kInternal, reason::kTokenFailed,
                  StrCat(token.Describe(), ": CKM_SHA256 gave ", digest.size(), " bytes"));
   }
   std::copy(digest.begin(), digest.end(), vp.begin());
@@ -86,11 +87,11 @@ absl::StatusOr<CardKeyPart> CardKeyPart::Open(CardSet& cards, const std::string&
   if (!uri.object_id().empty()) match.Bytes(CKA_ID, uri.object_id());
   HSMSIM_ASSIGN_OR_RETURN(auto found, token->Find(match));
   if (found.empty()) {
-    return Error(absl::StatusCode::kNotFound, "NO_SUCH_OBJECT",
+    return Error(absl::StatusCode::kNotFound, reason::kNoSuchObject,
                  StrCat(token->Describe(), " has no secret key matching '", uri.Printable(), "'"));
   }
   if (found.size() > 1) {
-    return Error(absl::StatusCode::kFailedPrecondition, "AMBIGUOUS_OBJECT",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kAmbiguousObject,
                  StrCat(token->Describe(), " has ", found.size(), " secret keys matching '",
                         uri.Printable(), "'; add object= or id= to the URI"));
   }
@@ -112,12 +113,12 @@ absl::StatusOr<CardKeyPart> CardKeyPart::Generate(CardSet& cards, const std::str
   existing.Ulong(CKA_CLASS, CKO_SECRET_KEY).Bytes(CKA_LABEL, label);
   HSMSIM_ASSIGN_OR_RETURN(auto found, token->Find(existing));
   if (!found.empty()) {
-    return Error(absl::StatusCode::kFailedPrecondition, "OBJECT_EXISTS",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kObjectExists,
                  StrCat(token->Describe(), " already has a secret key labelled '", label, "'"));
   }
   std::string id(16, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(id.data()), static_cast<int>(id.size())) != 1) {
-    return crypto::OpenSslError("CRYPTO_FAILED", "random CKA_ID");
+    return crypto::OpenSslError(reason::kCryptoFailed, "random CKA_ID");
   }
   Template tmpl;
   tmpl.Ulong(CKA_CLASS, CKO_SECRET_KEY)

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/admin_key_file.h"
@@ -18,7 +19,7 @@ std::string Wanted(const TokenUri& uri) { return StrCat("'", uri.Printable(), "'
 absl::StatusOr<SecretBytes> TerminalPinPrompt(const std::string& token) {
   auto pin = PromptSecret(StrCat("PIN for ", token, ": "));
   if (!pin.ok() || pin->empty()) {
-    return Error(absl::StatusCode::kInvalidArgument, "NO_PIN",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kNoPin,
                  StrCat(token,
                         " needs a PIN: give pin-source=FILE in the pkcs11: URI, or run "
                         "hsmctl on a terminal to be asked"));
@@ -70,7 +71,7 @@ absl::StatusOr<SecretBytes> CardSet::Pin(const TokenUri& uri, const std::string&
     auto text = ReadFileBytes(path);
     if (!text.ok()) {
       return Error(
-          absl::StatusCode::kNotFound, "PIN_SOURCE_UNREADABLE",
+          absl::StatusCode::kNotFound, reason::kPinSourceUnreadable,
           StrCat("the pin-source of ", token, " cannot be read: ", text.status().message()));
     }
     std::string_view line = *text;
@@ -108,12 +109,12 @@ absl::StatusOr<std::shared_ptr<Token>> CardSet::OpenToken(const TokenUri& uri) {
     }
   }
   if (matches.empty()) {
-    return Error(absl::StatusCode::kNotFound, "TOKEN_NOT_FOUND",
+    return Error(absl::StatusCode::kNotFound, reason::kTokenNotFound,
                  StrCat("no token present matches ", Wanted(uri),
                         " (tokens present: ", seen.empty() ? "none" : seen, ")"));
   }
   if (matches.size() > 1) {
-    return Error(absl::StatusCode::kFailedPrecondition, "AMBIGUOUS_TOKEN",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kAmbiguousToken,
                  StrCat(matches.size(), " tokens match ", Wanted(uri), " (", seen,
                         "); name one with token= or serial="));
   }

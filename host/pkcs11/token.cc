@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -25,7 +26,7 @@ std::string RvText(CK_RV rv) {
 }
 
 absl::Status ModuleUnavailable(std::string_view what) {
-  return Error(absl::StatusCode::kNotFound, "PKCS11_MODULE_UNAVAILABLE", what);
+  return Error(absl::StatusCode::kNotFound, reason::kPkcs11ModuleUnavailable, what);
 }
 
 }  // namespace
@@ -139,11 +140,11 @@ absl::Status Token::Failure(CK_RV rv, std::string_view function) const {
     case CKR_PIN_INCORRECT:
     case CKR_PIN_INVALID:
     case CKR_PIN_LEN_RANGE:
-      return Error(absl::StatusCode::kPermissionDenied, "WRONG_PIN",
+      return Error(absl::StatusCode::kPermissionDenied, reason::kWrongPin,
                    StrCat(description_, " refused the PIN (", function, ": ", RvText(rv), ")"));
     case CKR_PIN_LOCKED:
     case CKR_PIN_EXPIRED:
-      return Error(absl::StatusCode::kPermissionDenied, "PIN_LOCKED",
+      return Error(absl::StatusCode::kPermissionDenied, reason::kPinLocked,
                    StrCat(what, "; the token's security officer must reset the PIN"));
     case CKR_DEVICE_REMOVED:
     case CKR_TOKEN_NOT_PRESENT:
@@ -153,7 +154,7 @@ absl::Status Token::Failure(CK_RV rv, std::string_view function) const {
     case CKR_SLOT_ID_INVALID:
     case CKR_OBJECT_HANDLE_INVALID:
     case CKR_KEY_HANDLE_INVALID:
-      return Error(absl::StatusCode::kFailedPrecondition, "TOKEN_REMOVED",
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kTokenRemoved,
                    StrCat(what, ": the token was removed or its session closed"));
     case CKR_MECHANISM_INVALID:
     case CKR_MECHANISM_PARAM_INVALID:
@@ -163,9 +164,9 @@ absl::Status Token::Failure(CK_RV rv, std::string_view function) const {
     case CKR_KEY_INDIGESTIBLE:
     case CKR_KEY_UNEXTRACTABLE:
     case CKR_KEY_NOT_WRAPPABLE:
-      return Error(absl::StatusCode::kFailedPrecondition, "MECHANISM_NOT_SUPPORTED", what);
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kMechanismNotSupported, what);
     default:
-      return Error(absl::StatusCode::kInternal, "TOKEN_FAILED", what);
+      return Error(absl::StatusCode::kInternal, reason::kTokenFailed, what);
   }
 }
 
@@ -174,7 +175,7 @@ absl::Status Token::RequireMechanism(CK_MECHANISM_TYPE mechanism, CK_FLAGS flags
   CK_MECHANISM_INFO info{};
   CK_RV rv = f().C_GetMechanismInfo(slot_, mechanism, &info);
   if (rv == CKR_MECHANISM_INVALID || (rv == CKR_OK && (info.flags & flags) != flags)) {
-    return Error(absl::StatusCode::kFailedPrecondition, "MECHANISM_NOT_SUPPORTED",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kMechanismNotSupported,
                  StrCat(description_, " does not offer ", name,
                         " (hsmsim needs it; see docs/smart-cards.md)"));
   }
@@ -205,7 +206,7 @@ absl::StatusOr<std::string> Token::GetBytes(CK_OBJECT_HANDLE object, CK_ATTRIBUT
   CK_RV rv = f().C_GetAttributeValue(session_, object, &attr, 1);
   if (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE ||
       attr.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
-    return Error(absl::StatusCode::kNotFound, "NO_SUCH_ATTRIBUTE",
+    return Error(absl::StatusCode::kNotFound, reason::kNoSuchAttribute,
                  StrCat(description_, ": the object has no readable attribute 0x",
                         static_cast<unsigned long>(type)));
   }
@@ -236,7 +237,7 @@ absl::StatusOr<CK_ULONG> Token::GetUlong(CK_OBJECT_HANDLE object, CK_ATTRIBUTE_T
   CK_RV rv = f().C_GetAttributeValue(session_, object, &attr, 1);
   if (rv == CKR_ATTRIBUTE_TYPE_INVALID || attr.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
     return Error(
-        absl::StatusCode::kNotFound, "NO_SUCH_ATTRIBUTE",
+        absl::StatusCode::kNotFound, reason::kNoSuchAttribute,
         StrCat(description_, ": the object has no attribute 0x", static_cast<unsigned long>(type)));
   }
   if (rv != CKR_OK) return Failure(rv, "C_GetAttributeValue");

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -37,7 +38,7 @@ absl::StatusOr<TokenUri> TokenUri::Parse(std::string_view text) {
   TokenUri out;
   out.printable_ = WithoutPinValue(text);
   if (!IsPkcs11Uri(text)) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_PKCS11_URI",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPkcs11Uri,
                  StrCat("'", out.printable_, "' is not a pkcs11: URI (RFC 7512)"));
   }
   out.uri_.reset(p11_kit_uri_new());
@@ -45,7 +46,7 @@ absl::StatusOr<TokenUri> TokenUri::Parse(std::string_view text) {
   const int rc = p11_kit_uri_parse(copy.c_str(), P11_KIT_URI_FOR_ANY, out.uri_.get());
   if (rc != P11_KIT_URI_OK) {
     return Error(
-        absl::StatusCode::kInvalidArgument, "BAD_PKCS11_URI",
+        absl::StatusCode::kInvalidArgument, reason::kBadPkcs11Uri,
         StrCat("'", out.printable_, "' is not a valid pkcs11: URI: ", p11_kit_uri_message(rc)));
   }
   P11KitUri* uri = out.uri_.get();
@@ -61,7 +62,7 @@ absl::StatusOr<TokenUri> TokenUri::Parse(std::string_view text) {
   if (const char* v = p11_kit_uri_get_pin_value(uri))
     out.pin_value_ = MakeSecret(std::string_view(v));
   if (!out.pin_source_.empty() && !out.pin_value_.empty()) {
-    return Error(absl::StatusCode::kInvalidArgument, "BAD_PKCS11_URI",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPkcs11Uri,
                  StrCat("'", out.printable_,
                         "' has both pin-source and pin-value; give one (RFC 7512 section 2.4)"));
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -12,7 +13,7 @@ namespace {
 constexpr size_t kFixedHeaderSize = kBlobWkidOffset + kBlobWkidSize + 2;
 
 absl::Status Malformed(std::string_view what) {
-  return Error(absl::StatusCode::kInvalidArgument, "MALFORMED_BLOB",
+  return Error(absl::StatusCode::kInvalidArgument, reason::kMalformedBlob,
                StrCat("key blob is malformed: ", what));
 }
 
@@ -39,7 +40,7 @@ absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob) {
   ParsedBlob p;
   p.format_version = blob[0];
   if (p.format_version != kBlobFormatVersion) {
-    return Error(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_BLOB_VERSION",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kUnsupportedBlobVersion,
                  StrCat("key blob format version ", p.format_version,
                         " is not supported (hsmsim reads version ", kBlobFormatVersion, ")"));
   }

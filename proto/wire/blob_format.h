@@ -3,7 +3,7 @@
 // and reads their WKID and key id, need it. Reading the header never needs
 // a key; authenticity is the firmware's business (firmware/key_blob.h).
 //
-// Layout (all integers big-endian), DESIGN section 3 "Key storage blobs":
+// Layout (all integers big-endian; docs/protocol.md section 11):
 //   header  u8  format_version (1)
 //           u8  algorithm (1 = AES-256)
 //           u32 attributes

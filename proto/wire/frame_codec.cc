@@ -2,6 +2,7 @@
 
 #include <google/protobuf/io/coded_stream.h>
 
+#include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -16,18 +17,18 @@ absl::StatusOr<std::optional<FrameHeader>> DecodeFrameHeader(absl::Span<const ui
     value |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
     if ((byte & 0x80) == 0) {
       if (value > UINT32_MAX) {
-        return Error(absl::StatusCode::kInvalidArgument, "MALFORMED_FRAME",
+        return Error(absl::StatusCode::kInvalidArgument, reason::kMalformedFrame,
                      "frame length prefix exceeds 32 bits");
       }
       if (value > max_body_size) {
         return Error(
-            absl::StatusCode::kResourceExhausted, "FRAME_TOO_LARGE",
+            absl::StatusCode::kResourceExhausted, reason::kFrameTooLarge,
             StrCat("frame of ", value, " bytes exceeds the maximum of ", max_body_size, " bytes"));
       }
       return std::optional<FrameHeader>(FrameHeader{i + 1, static_cast<size_t>(value)});
     }
   }
-  return Error(absl::StatusCode::kInvalidArgument, "MALFORMED_FRAME",
+  return Error(absl::StatusCode::kInvalidArgument, reason::kMalformedFrame,
                "frame length prefix is longer than 5 bytes");
 }
 
@@ -51,7 +52,7 @@ absl::Status ParseFrameBody(absl::Span<const uint8_t> body,
   if (body.size() > static_cast<size_t>(INT32_MAX) ||
       !message->ParseFromArray(body.data(), static_cast<int>(body.size()))) {
     return Error(
-        absl::StatusCode::kInvalidArgument, "MALFORMED_FRAME",
+        absl::StatusCode::kInvalidArgument, reason::kMalformedFrame,
         StrCat("frame body of ", body.size(), " bytes is not a valid ", message->GetTypeName()));
   }
   return absl::OkStatus();

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "common/reasons.h"
 #include "common/status.h"
 
 namespace hsmsim::wire {
@@ -21,7 +22,7 @@ absl::Status FromWireStatus(const v1::Status& status) {
   int code = status.code();
   if (code < 1 || code > 16) code = static_cast<int>(absl::StatusCode::kUnknown);
   return Error(static_cast<absl::StatusCode>(code),
-               status.reason().empty() ? "UNSPECIFIED" : status.reason(), status.message());
+               status.reason().empty() ? reason::kUnspecified : status.reason(), status.message());
 }
 
 }  // namespace hsmsim::wire

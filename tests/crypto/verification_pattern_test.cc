@@ -5,11 +5,12 @@
 
 #include <array>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <string>
 
 #include "common/hex.h"
+#include "tests/support/subprocess.h"
 
 namespace hsmsim::crypto {
 namespace {
@@ -44,7 +45,8 @@ TEST(VerificationPatternTest, DiffersForDifferentKeys) {
 
 // Runs the openssl CLI at test time on a second key, when it is installed.
 TEST(VerificationPatternTest, MatchesOpensslCliAtRunTime) {
-  if (std::system("openssl version >/dev/null 2>&1") != 0) {
+  std::optional<std::string> openssl = test_support::FindProgram("openssl");
+  if (!openssl.has_value()) {
     GTEST_SKIP() << "the openssl command line tool is not installed";
   }
   std::array<uint8_t, 32> key;
@@ -55,13 +57,11 @@ TEST(VerificationPatternTest, MatchesOpensslCliAtRunTime) {
     out.put(0x01);
     out.write(reinterpret_cast<const char*>(key.data()), key.size());
   }
-  std::string cmd = "openssl dgst -sha256 -r " + path;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  char buf[128] = {0};
-  ASSERT_NE(fgets(buf, sizeof(buf), pipe), nullptr);
-  pclose(pipe);
-  std::string expected = std::string(buf, 64).substr(0, 56) + "00000000";
+  test_support::RunResult digest =
+      test_support::RunProgram({*openssl, "dgst", "-sha256", "-r", path});
+  ASSERT_EQ(digest.exit_code, 0) << test_support::Describe(digest);
+  ASSERT_GE(digest.out.size(), 64u) << test_support::Describe(digest);
+  std::string expected = digest.out.substr(0, 56) + "00000000";
   EXPECT_EQ(ToHex(ComputeVerificationPattern(key)), expected);
   std::remove(path.c_str());
 }

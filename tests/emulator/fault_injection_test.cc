@@ -9,8 +9,8 @@
 
 #include "emulator/fault_injector.h"
 #include "tests/emulator/prepared_unit.h"
-#include "tests/emulator/temp_dir.h"
 #include "tests/emulator/unit_harness.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::emulator {
 namespace {
@@ -21,8 +21,8 @@ using ::hsmsim::emulator::testing::GetInfoRequest;
 using ::hsmsim::emulator::testing::PreparedUnit;
 using ::hsmsim::emulator::testing::PrepareRotationReadyUnit;
 using ::hsmsim::emulator::testing::SignedRequest;
-using ::hsmsim::emulator::testing::TempDir;
 using ::hsmsim::emulator::testing::UnitProcess;
+using ::hsmsim::test_support::TempDir;
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;  // NOLINT
 

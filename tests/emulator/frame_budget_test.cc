@@ -13,13 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include "common/check.h"
+#include "crypto/entropy.h"
 #include "emulator/request_dispatcher.h"
 #include "emulator/state_file_system.h"
 #include "emulator/state_store.h"
 #include "emulator/unit_server.h"
-#include "crypto/entropy.h"
-#include "tests/emulator/temp_dir.h"
 #include "tests/emulator/unit_harness.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::emulator {
 namespace {
@@ -27,7 +28,7 @@ namespace {
 using ::hsmsim::emulator::testing::Connection;
 using ::hsmsim::emulator::testing::GetInfoRequest;
 using ::hsmsim::emulator::testing::PaddedGetInfoFrame;
-using ::hsmsim::emulator::testing::TempDir;
+using ::hsmsim::test_support::TempDir;
 using namespace std::chrono_literals;  // NOLINT
 
 TEST(FrameBudgetTest, ReservesWithinTheLimitOnly) {

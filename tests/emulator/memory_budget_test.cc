@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "tests/emulator/prepared_unit.h"
-#include "tests/emulator/temp_dir.h"
 #include "tests/emulator/unit_harness.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::emulator {
 namespace {
@@ -25,8 +25,8 @@ using ::hsmsim::emulator::testing::GetInfo;
 using ::hsmsim::emulator::testing::GetInfoRequest;
 using ::hsmsim::emulator::testing::PaddedGetInfoFrame;
 using ::hsmsim::emulator::testing::PrepareRotationReadyUnit;
-using ::hsmsim::emulator::testing::TempDir;
 using ::hsmsim::emulator::testing::UnitProcess;
+using ::hsmsim::test_support::TempDir;
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;  // NOLINT
 

@@ -14,6 +14,7 @@
 #include "emulator/state_file_system.h"
 #include "emulator/state_store.h"
 #include "tests/firmware/test_support.h"
+#include "tests/support/signed_request.h"
 
 namespace hsmsim::emulator::testing {
 
@@ -58,23 +59,8 @@ inline PreparedUnit PrepareRotationReadyUnit(const std::string& state_dir, size_
   return out;
 }
 
-// SignedRequest signs `command` for the unit described by `info` (its id and
-// current counter) with `signers`.
-inline v1::Request SignedRequest(const v1::GetInfoResponse& info, v1::Command command,
-                                 const std::vector<const TestAdmin*>& signers, uint64_t id) {
-  command.set_unit_id(info.unit_id());
-  command.set_transaction_counter(info.transaction_counter());
-  v1::Request request;
-  request.set_id(id);
-  auto* sc = request.mutable_signed_command();
-  sc->set_command(command.SerializeAsString());
-  for (const TestAdmin* admin : signers) {
-    auto* sig = sc->add_signatures();
-    sig->set_admin_key_id(crypto::AsString(admin->key_id));
-    sig->set_signature(*crypto::SignSha512(*admin->key, AsBytes(sc->command())));
-  }
-  return request;
-}
+// SignedRequest: the one signed-request builder (tests/support).
+using test_support::SignedRequest;
 
 }  // namespace hsmsim::emulator::testing
 

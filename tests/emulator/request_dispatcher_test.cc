@@ -6,15 +6,15 @@
 #include <string>
 
 #include "common/status.h"
+#include "crypto/entropy.h"
 #include "emulator/state_file_system.h"
 #include "emulator/state_store.h"
-#include "crypto/entropy.h"
-#include "tests/emulator/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::emulator {
 namespace {
 
-using ::hsmsim::emulator::testing::TempDir;
+using ::hsmsim::test_support::TempDir;
 
 // RenameFailingFileSystem fails every rename once `fail` is set.
 class RenameFailingFileSystem final : public StateFileSystem {

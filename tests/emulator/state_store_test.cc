@@ -10,14 +10,14 @@
 #include <string>
 
 #include "common/status.h"
-#include "emulator/state_file_system.h"
 #include "crypto/entropy.h"
-#include "tests/emulator/temp_dir.h"
+#include "emulator/state_file_system.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::emulator {
 namespace {
 
-using ::hsmsim::emulator::testing::TempDir;
+using ::hsmsim::test_support::TempDir;
 using ::testing::HasSubstr;
 
 std::string ReadAll(const std::string& path) {

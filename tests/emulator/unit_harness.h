@@ -1,5 +1,5 @@
 // Helpers of the tests that run the real hsmsim-unit process: UnitProcess
-// (started on an ephemeral loopback port, always killed and reaped),
+// (tests/support/unit_process.h with the tests' flags),
 // Connection (a blocking loopback client speaking frames) and GetInfo.
 #ifndef HSMSIM_TESTS_EMULATOR_UNIT_HARNESS_H_
 #define HSMSIM_TESTS_EMULATOR_UNIT_HARNESS_H_
@@ -18,7 +18,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
-#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -27,6 +26,7 @@
 
 #include "hsmsim/v1/unit.pb.h"
 #include "proto/wire/frame_codec.h"
+#include "tests/support/unit_process.h"
 
 #ifndef HSMSIM_UNIT_BINARY
 #error "HSMSIM_UNIT_BINARY must name the hsmsim-unit binary"
@@ -36,107 +36,30 @@ namespace hsmsim::emulator::testing {
 
 using namespace std::chrono_literals;  // NOLINT
 
-inline std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+inline std::string ReadAll(const std::string& path) { return test_support::ReadWholeFile(path); }
 
-// Generous: waiting ends as soon as the condition holds.
-inline constexpr auto kWaitLimit = 20s;
+inline constexpr auto kWaitLimit = test_support::kUnitWaitLimit;
 
-// UnitProcess runs hsmsim-unit; its destructor SIGKILLs and reaps it if it is
-// still running, so no test leaks a process.
-class UnitProcess {
+// UnitProcess is the emulator tests' hsmsim-unit: debug logs, two workers,
+// `extra_args` after those; SIGKILLed and reaped on destruction.
+class UnitProcess : public test_support::UnitProcess {
  public:
   UnitProcess(const std::string& state_dir, const std::string& work_dir,
               std::vector<std::string> extra_args = {})
-      : port_file_(work_dir + "/port-" + std::to_string(++counter_)),
-        stderr_file_(work_dir + "/stderr-" + std::to_string(counter_)) {
-    std::vector<std::string> args = {
-        HSMSIM_UNIT_BINARY, "--listen",    "127.0.0.1:0", "--port-file", port_file_, "--state-dir",
-        state_dir,          "--log-level", "debug",       "--workers",   "2"};
-    args.insert(args.end(), extra_args.begin(), extra_args.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      int fd = ::open(stderr_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      if (fd >= 0) {
-        ::dup2(fd, STDOUT_FILENO);  // --help prints to stdout
-        ::dup2(fd, STDERR_FILENO);
-      }
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  UnitProcess(const UnitProcess&) = delete;
-  UnitProcess& operator=(const UnitProcess&) = delete;
-  ~UnitProcess() {
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGKILL);
-      int status;
-      ::waitpid(pid_, &status, 0);
-    }
-  }
-
-  // WaitForPort returns the port once the port file appears, or nullopt if
-  // the process exits first or the wait limit passes.
-  std::optional<uint16_t> WaitForPort() {
-    auto deadline = std::chrono::steady_clock::now() + kWaitLimit;
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::string text = ReadAll(port_file_);
-      if (!text.empty()) return static_cast<uint16_t>(std::stoi(text));
-      if (TryReap()) return std::nullopt;
-      std::this_thread::sleep_for(10ms);
-    }
-    return std::nullopt;
-  }
-
-  void Signal(int sig) { ::kill(pid_, sig); }
-  pid_t pid() const { return pid_; }
-
-  // StatusKilobytes returns a "kB" field of /proc/PID/status (VmHWM: peak
-  // resident memory, VmRSS: resident now), or -1 when it cannot be read.
-  long StatusKilobytes(std::string_view field) const {
-    std::string status = ReadAll("/proc/" + std::to_string(pid_) + "/status");
-    size_t at = status.find(std::string(field) + ":");
-    if (at == std::string::npos) return -1;
-    return std::strtol(status.c_str() + at + field.size() + 1, nullptr, 10);
-  }
-  bool Running() { return !TryReap(); }
-
-  // WaitForExit returns the wait status, or nullopt if still running at the
-  // wait limit.
-  std::optional<int> WaitForExit() {
-    auto deadline = std::chrono::steady_clock::now() + kWaitLimit;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (TryReap()) return wait_status_;
-      std::this_thread::sleep_for(10ms);
-    }
-    return std::nullopt;
-  }
-
-  // Stderr returns what the process wrote to stderr and stdout.
-  std::string Stderr() const { return ReadAll(stderr_file_); }
+      : test_support::UnitProcess(Options(state_dir, work_dir, std::move(extra_args))) {}
 
  private:
-  bool TryReap() {
-    if (exited_) return true;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      exited_ = true;
-      wait_status_ = status;
-    }
-    return exited_;
+  static test_support::UnitProcessOptions Options(const std::string& state_dir,
+                                                  const std::string& work_dir,
+                                                  std::vector<std::string> extra_args) {
+    test_support::UnitProcessOptions options;
+    options.binary = HSMSIM_UNIT_BINARY;
+    options.state_dir = state_dir;
+    options.work_dir = work_dir;
+    options.args = {"--log-level", "debug", "--workers", "2"};
+    options.args.insert(options.args.end(), extra_args.begin(), extra_args.end());
+    return options;
   }
-
-  static inline int counter_ = 0;
-  std::string port_file_;
-  std::string stderr_file_;
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  int wait_status_ = 0;
 };
 
 // Connection is a blocking loopback socket with a receive timeout.

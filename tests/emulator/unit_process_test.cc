@@ -25,8 +25,8 @@
 
 #include "hsmsim/v1/unit.pb.h"
 #include "proto/wire/frame_codec.h"
-#include "tests/emulator/temp_dir.h"
 #include "tests/emulator/unit_harness.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::emulator {
 namespace {
@@ -35,8 +35,8 @@ using ::hsmsim::emulator::testing::Connection;
 using ::hsmsim::emulator::testing::GetInfo;
 using ::hsmsim::emulator::testing::GetInfoRequest;
 using ::hsmsim::emulator::testing::ReadAll;
-using ::hsmsim::emulator::testing::TempDir;
 using ::hsmsim::emulator::testing::UnitProcess;
+using ::hsmsim::test_support::TempDir;
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;  // NOLINT
 

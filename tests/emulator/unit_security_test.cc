@@ -12,14 +12,14 @@
 #include <filesystem>
 #include <string>
 
-#include "tests/emulator/temp_dir.h"
 #include "tests/emulator/unit_harness.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::emulator {
 namespace {
 
-using ::hsmsim::emulator::testing::TempDir;
 using ::hsmsim::emulator::testing::UnitProcess;
+using ::hsmsim::test_support::TempDir;
 using ::testing::HasSubstr;
 
 unsigned ModeOf(const std::string& path) {

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -95,12 +96,33 @@ struct Row {
   Cmd cmd;
 };
 
-std::string RowName(const Row& r) {
-  auto s = [](v1::RegisterState st) { return std::string(wire::RegisterStateName(st)); };
-  return (r.base.mode == v1::MODE_IMPRINT ? std::string("Imprint") : std::string("Normal")) +
-         "_NEW_" + s(r.base.n.state) + "_CUR_" + s(r.base.c.state) + "_OLD_" + s(r.base.o.state) +
-         "_" + CmdName(r.cmd);
+// StateName spells a register state in CamelCase for test names.
+std::string StateName(v1::RegisterState state) {
+  switch (state) {
+    case v1::REGISTER_EMPTY:
+      return "Empty";
+    case v1::REGISTER_PARTIALLY_LOADED:
+      return "PartiallyLoaded";
+    case v1::REGISTER_FULL_UNCOMMITTED:
+      return "FullUncommitted";
+    case v1::REGISTER_FULL_COMMITTED:
+      return "FullCommitted";
+    case v1::REGISTER_VALID:
+      return "Valid";
+    default:
+      return "Unknown";
+  }
 }
+
+// ModelName names a base state, e.g. "Normal_NewFullCommitted_CurrentValid_OldEmpty".
+std::string ModelName(const Model& m) {
+  return std::string(m.mode == v1::MODE_IMPRINT ? "Imprint" : "Normal") + "_New" +
+         StateName(m.n.state) + "_Current" + StateName(m.c.state) + "_Old" + StateName(m.o.state);
+}
+
+// RowName is the test name of a row: the command, then the base state, e.g.
+// "SetImmediate_Normal_NewFullCommitted_CurrentValid_OldEmpty".
+std::string RowName(const Row& r) { return CmdName(r.cmd) + "_" + ModelName(r.base); }
 
 // The test world: deterministic entropy, four administrators and the keys.
 struct World {
@@ -138,7 +160,7 @@ struct World {
 
   // BaseSnapshot builds (once) a unit in the base state of `m`.
   const SecretBytes& BaseSnapshot(const Model& m) {
-    std::string id = RowName(Row{m, Cmd::kAddAdmin});
+    std::string id = ModelName(m);
     auto it = snapshots.find(id);
     if (it != snapshots.end()) return it->second;
     auto created = CryptoUnit::Create(entropy);
@@ -215,7 +237,7 @@ Expectation Refused(absl::StatusCode code, std::string reason) {
   return Expectation{std::nullopt, code, std::move(reason)};
 }
 
-// Expect is the specification of DESIGN.md section 3, written independently
+// Expect is the specification of docs/protocol.md sections 7 and 8, written independently
 // of the firmware's code.
 Expectation Expect(const Model& m, Cmd cmd) {
   constexpr auto kPre = absl::StatusCode::kFailedPrecondition;
@@ -290,6 +312,14 @@ Expectation Expect(const Model& m, Cmd cmd) {
       break;
   }
   return Refused(absl::StatusCode::kUnknown, "UNREACHABLE");
+}
+
+// PrintTo shows a row as what the specification expects of it. gtest prints
+// it after the row's name (and ctest puts it in the test's name) instead of a
+// hex dump of the struct.
+void PrintTo(const Row& row, std::ostream* os) {
+  const Expectation want = Expect(row.base, row.cmd);
+  *os << (want.next.has_value() ? std::string("expect success") : "expect " + want.reason);
 }
 
 v1::Command BuildCommand(World& w, const CryptoUnit& unit, Cmd cmd) {

@@ -198,10 +198,5 @@ TEST_F(CryptoUnitTest, InstanceNameValidated) {
   EXPECT_EQ(unit_->Info().instance(), "kms-prod_eu-1.a");
 }
 
-TEST(CheckDeathTest, SetStateOnEmptyRegisterDies) {
-  MasterKeyRegister reg;
-  EXPECT_DEATH(reg.set_state(v1::REGISTER_VALID), "CHECK failed");
-}
-
 }  // namespace
 }  // namespace hsmsim::firmware

@@ -201,7 +201,7 @@ TEST_F(SignatureTest, NinthAdministratorRefused) {
 }
 
 TEST_F(SignatureTest, NameOverThirtyCharactersRefused) {
-  TestAdmin long_name = admins_[0];
+  TestAdmin long_name = test_support::CopyAdmin(admins_[0]);
   long_name.name = std::string(31, 'x');
   ExpectRefused(Send(*unit_, AddAdminCommand(long_name), {}), absl::StatusCode::kInvalidArgument,
                 "BAD_ADMIN_NAME");
@@ -210,7 +210,7 @@ TEST_F(SignatureTest, NameOverThirtyCharactersRefused) {
 }
 
 TEST_F(SignatureTest, EmptyNameRefused) {
-  TestAdmin nameless = admins_[0];
+  TestAdmin nameless = test_support::CopyAdmin(admins_[0]);
   nameless.name = "";
   ExpectRefused(Send(*unit_, AddAdminCommand(nameless), {}), absl::StatusCode::kInvalidArgument,
                 "BAD_ADMIN_NAME");
@@ -220,14 +220,14 @@ TEST_F(SignatureTest, DuplicateAdministratorRefused) {
   ASSERT_TRUE(Send(*unit_, AddAdminCommand(admins_[0]), {}).ok());
   ExpectRefused(Send(*unit_, AddAdminCommand(admins_[0]), {}), absl::StatusCode::kAlreadyExists,
                 "ADMIN_EXISTS");
-  TestAdmin same_name = admins_[1];
+  TestAdmin same_name = test_support::CopyAdmin(admins_[1]);
   same_name.name = admins_[0].name;
   ExpectRefused(Send(*unit_, AddAdminCommand(same_name), {}), absl::StatusCode::kAlreadyExists,
                 "ADMIN_NAME_TAKEN");
 }
 
 TEST_F(SignatureTest, NonP521KeyRefused) {
-  TestAdmin bad = admins_[0];
+  TestAdmin bad = test_support::CopyAdmin(admins_[0]);
   bad.public_key_der = "\x30\x03\x02\x01\x01";
   ExpectRefused(Send(*unit_, AddAdminCommand(bad), {}), absl::StatusCode::kInvalidArgument,
                 "BAD_PUBLIC_KEY");
@@ -267,7 +267,7 @@ class AdminKeyEncodingTest : public SignatureTest, public ::testing::WithParamIn
 TEST_P(AdminKeyEncodingTest, VariantIsNeverASecondAdministrator) {
   const crypto::encodings::KeyEncoding variant = Variant();
   ASSERT_FALSE(variant.der.empty());
-  TestAdmin alias = admins_[0];
+  TestAdmin alias = test_support::CopyAdmin(admins_[0]);
   alias.name = "alias";
   alias.public_key_der = variant.der;
   alias.key_id = crypto::KeyIdOfPublicKeyDer(AsBytes(variant.der));

@@ -15,45 +15,26 @@
 #include "crypto/ec_p521.h"
 #include "crypto/entropy.h"
 #include "crypto/key_part.h"
+#include "crypto/verification_pattern.h"
 #include "firmware/crypto_unit.h"
 #include "proto/wire/status_codec.h"
+#include "tests/support/signed_request.h"
 
 namespace hsmsim::firmware::testing {
 
-struct TestAdmin {
-  std::string name;
-  std::shared_ptr<EVP_PKEY> key;
-  std::string public_key_der;
-  crypto::KeyId key_id{};
-};
+// TestAdmin is an administrator's name and key pair: the host's AdminKey.
+using TestAdmin = host::AdminKey;
 
+// MakeAdmin returns an administrator with a new key from `entropy`.
 inline TestAdmin MakeAdmin(const std::string& name, crypto::Entropy& entropy) {
-  auto key = crypto::GenerateP521(entropy);
-  HSMSIM_CHECK(key.ok());
-  TestAdmin admin;
-  admin.name = name;
-  admin.public_key_der = *crypto::PublicKeyDer(**key);
-  admin.key_id = crypto::KeyIdOfPublicKeyDer(AsBytes(admin.public_key_der));
-  admin.key = std::shared_ptr<EVP_PKEY>(key->release(), EVP_PKEY_free);
-  return admin;
+  return test_support::MakeTestAdmin(name, entropy);
 }
 
-// SignCommand fills in unit id and counter from `unit` and signs with each admin.
+// SignCommand fills in unit id and counter from `unit` and signs with each
+// admin (tests/support/signed_request.h).
 inline v1::Request SignCommand(const CryptoUnit& unit, v1::Command command,
                                const std::vector<const TestAdmin*>& signers) {
-  v1::GetInfoResponse info = unit.Info();
-  command.set_unit_id(info.unit_id());
-  command.set_transaction_counter(info.transaction_counter());
-  v1::Request request;
-  request.set_id(7);
-  auto* sc = request.mutable_signed_command();
-  sc->set_command(command.SerializeAsString());
-  for (const TestAdmin* admin : signers) {
-    auto* sig = sc->add_signatures();
-    sig->set_admin_key_id(crypto::AsString(admin->key_id));
-    sig->set_signature(*crypto::SignSha512(*admin->key, AsBytes(sc->command())));
-  }
-  return request;
+  return test_support::SignedRequest(unit.Info(), std::move(command), signers, 7);
 }
 
 inline absl::Status StatusOf(const v1::Response& response) {

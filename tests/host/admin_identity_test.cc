@@ -23,23 +23,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class AdminIdentityTest : public ::testing::Test {
+class AdminIdentityTest : public HsmctlFleetTest {
  protected:
-  void SetUp() override {
-    setenv("HSMSIM_PASSWORD", kPassword, 1);
-    setenv("HSMSIM_UNIT_BINARY", HSMSIM_UNIT_PATH, 1);
-    unsetenv("HSMSIM_FLEET");
-    fleet_ = tmp_ / "fleet";
-  }
-
-  RunResult Hsmctl(std::vector<std::string> args) {
-    args.push_back("--fleet");
-    args.push_back(fleet_);
-    return RunHsmctl(tmp_, std::move(args));
-  }
-
   std::string Keygen(const std::string& name) {
-    const std::string file = tmp_ / (name + ".key");
+    const std::string file = tmp_.Join(name + ".key");
     RunResult r =
         RunHsmctl(tmp_, {"admin", "keygen", "--name", name, "--out", file, "--kdf-cost", "10000"});
     EXPECT_EQ(r.exit_code, 0) << Describe(r);
@@ -56,7 +43,7 @@ class AdminIdentityTest : public ::testing::Test {
               1);
     auto renamed = MakeAdminKey(alias, std::move(key));
     EXPECT_TRUE(renamed.ok()) << renamed.status();
-    const std::string file = tmp_ / (alias + ".key");
+    const std::string file = tmp_.Join(alias + ".key");
     EXPECT_TRUE(WriteAdminKeyFile(file, *renamed, kPassword).ok());
 
     // The file really carries explicit parameters (what the attack used).
@@ -81,16 +68,14 @@ class AdminIdentityTest : public ::testing::Test {
     RunResult status = Hsmctl({"status", "--json"});
     EXPECT_EQ(status.exit_code, 0) << Describe(status);
     std::vector<std::vector<std::string>> out;
-    for (const json& unit : json::parse(status.out)["units"]) {
+    const json status_doc = json::parse(status.out);
+    for (const json& unit : status_doc["units"]) {
       std::vector<std::string> names;
       for (const json& a : unit["administrators"]) names.push_back(a["name"]);
       out.push_back(names);
     }
     return out;
   }
-
-  TempDir tmp_;
-  std::string fleet_;
 };
 
 TEST_F(AdminIdentityTest, ExplicitParameterAliasIsTheSameAdministrator) {
@@ -113,7 +98,8 @@ TEST_F(AdminIdentityTest, ExplicitParameterAliasIsTheSameAdministrator) {
   // Imprint mode: installing alice and her alias installs one administrator.
   RunResult add = Hsmctl({"admin", "add", alice, bob, carol, mallory, "--json"});
   ASSERT_EQ(add.exit_code, 0) << Describe(add);
-  for (const json& unit : json::parse(add.out)["units"]) {
+  const json add_doc = json::parse(add.out);
+  for (const json& unit : add_doc["units"]) {
     EXPECT_EQ(unit["added"], json::array({"alice", "bob", "carol"})) << add.out;
     EXPECT_EQ(unit["already_installed"], json::array({"mallory"})) << add.out;
   }

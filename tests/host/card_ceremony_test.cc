@@ -19,7 +19,7 @@ class CardCeremonyTest : public ::testing::Test {
     setenv("HSMSIM_UNIT_BINARY", HSMSIM_UNIT_PATH, 1);
     unsetenv("HSMSIM_PASSWORD");
     unsetenv("HSMSIM_FLEET");
-    fleet_ = tmp_ / "fleet";
+    fleet_ = tmp_.Join("fleet");
   }
 
   RunResult Hsmctl(std::vector<std::string> args, const std::string& fleet = "") {
@@ -59,8 +59,8 @@ class CardCeremonyTest : public ::testing::Test {
 
   // Keygen writes an admin key file with its own password file.
   std::string Keygen(const std::string& name, const std::string& password) {
-    const std::string file = tmp_ / (name + ".key");
-    const std::string pw = tmp_ / (name + ".pw");
+    const std::string file = tmp_.Join(name + ".key");
+    const std::string pw = tmp_.Join(name + ".pw");
     std::ofstream(pw) << password << "\n";
     RunResult r = RunHsmctl(tmp_, {"admin", "keygen", "--name", name, "--out", file, "--kdf-cost",
                                    "10000", "--password-file", pw});
@@ -69,8 +69,8 @@ class CardCeremonyTest : public ::testing::Test {
   }
 
   std::string PartFile(const std::string& name, const std::string& password) {
-    const std::string file = tmp_ / (name + ".kp");
-    const std::string pw = tmp_ / (name + ".pw");
+    const std::string file = tmp_.Join(name + ".kp");
+    const std::string pw = tmp_.Join(name + ".pw");
     std::ofstream(pw) << password << "\n";
     RunResult r = RunHsmctl(
         tmp_, {"keypart", "generate", "--out", file, "--kdf-cost", "10000", "--password-file", pw});
@@ -181,9 +181,9 @@ TEST_F(CardCeremonyTest, CardsAndFilesMixedEachFileWithItsOwnSecret) {
   const std::string part1 = PartFile("part1", "custodian-one");
   const std::string part2 = PartFile("part2", "custodian-two");
   const std::string part3 = GeneratePart("card3", "part3");
-  const std::vector<std::string> pw = {"--password-file", alice + "=" + (tmp_ / "alice.pw"),
-                                       "--password-file", part1 + "=" + (tmp_ / "part1.pw"),
-                                       "--password-file", part2 + "=" + (tmp_ / "part2.pw")};
+  const std::vector<std::string> pw = {"--password-file", alice + "=" + (tmp_.Join("alice.pw")),
+                                       "--password-file", part1 + "=" + (tmp_.Join("part1.pw")),
+                                       "--password-file", part2 + "=" + (tmp_.Join("part2.pw"))};
   auto with_pw = [&](std::vector<std::string> args) {
     args.insert(args.end(), pw.begin(), pw.end());
     return args;
@@ -221,17 +221,17 @@ TEST_F(CardCeremonyTest, PerFileSecretsMakeDualControlPossible) {
   const std::string part1 = PartFile("part1", "custodian-one");
   const std::string part2 = PartFile("part2", "custodian-two");
   // A new file takes its own password as FILE=PWFILE too.
-  const std::string carol = tmp_ / "carol.key";
-  std::ofstream(tmp_ / "carol.pw") << "carol-secret\n";
+  const std::string carol = tmp_.Join("carol.key");
+  std::ofstream(tmp_.Join("carol.pw")) << "carol-secret\n";
   RunResult carol_keygen =
       RunHsmctl(tmp_, {"admin", "keygen", "--name", "carol", "--out", carol, "--kdf-cost", "10000",
-                       "--password-file", carol + "=" + (tmp_ / "carol.pw")});
+                       "--password-file", carol + "=" + (tmp_.Join("carol.pw"))});
   ASSERT_EQ(carol_keygen.exit_code, 0) << Describe(carol_keygen);
   EXPECT_TRUE(ReadAdminKeyFile(carol, "carol-secret").ok());
   FleetGuard guard(tmp_, fleet_);
   MustRun({"fleet", "up", "--units", "1", "--instance", "dual"});
-  const std::vector<std::string> pw = {"--password-file", alice + "=" + (tmp_ / "alice.pw"),
-                                       "--password-file", bob + "=" + (tmp_ / "bob.pw")};
+  const std::vector<std::string> pw = {"--password-file", alice + "=" + (tmp_.Join("alice.pw")),
+                                       "--password-file", bob + "=" + (tmp_.Join("bob.pw"))};
   std::vector<std::string> add = {"admin", "add", alice, bob};
   add.insert(add.end(), pw.begin(), pw.end());
   MustRun(add);
@@ -250,8 +250,8 @@ TEST_F(CardCeremonyTest, PerFileSecretsMakeDualControlPossible) {
   EXPECT_THAT(missing.err, HasSubstr(part1));
   EXPECT_EQ(Info("unit1").new_register().state(), v1::REGISTER_EMPTY);
 
-  load.insert(load.end(), {"--password-file", part1 + "=" + (tmp_ / "part1.pw"), "--password-file",
-                           part2 + "=" + (tmp_ / "part2.pw")});
+  load.insert(load.end(), {"--password-file", part1 + "=" + (tmp_.Join("part1.pw")),
+                           "--password-file", part2 + "=" + (tmp_.Join("part2.pw"))});
   MustRun(load);
   EXPECT_EQ(ToHex(Info("unit1").new_register().verification_pattern()), [&] {
     std::vector<std::string> clear;
@@ -264,12 +264,12 @@ TEST_F(CardCeremonyTest, PerFileSecretsMakeDualControlPossible) {
 
   // One password file for every file still works, and at most one such.
   RunResult two_plain = Hsmctl({"mk", "clrnew", "--sign", alice + "," + bob, "--password-file",
-                                tmp_ / "alice.pw", "--password-file", tmp_ / "bob.pw"});
+                                tmp_.Join("alice.pw"), "--password-file", tmp_.Join("bob.pw")});
   EXPECT_EQ(two_plain.exit_code, 2) << Describe(two_plain);
   // A wrong password for one file names that file.
   RunResult wrong = Hsmctl({"mk", "clrnew", "--sign", alice + "," + bob, "--password-file",
-                            alice + "=" + (tmp_ / "alice.pw"), "--password-file",
-                            bob + "=" + (tmp_ / "alice.pw")});
+                            alice + "=" + (tmp_.Join("alice.pw")), "--password-file",
+                            bob + "=" + (tmp_.Join("alice.pw"))});
   EXPECT_EQ(wrong.exit_code, 4) << Describe(wrong);
   EXPECT_THAT(wrong.err, HasSubstr("WRONG_PASSWORD"));
   EXPECT_THAT(wrong.err, HasSubstr(bob));
@@ -369,7 +369,7 @@ TEST_F(CardCeremonyTest, PartWrappedForOneFleetIsRefusedByAnother) {
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   const std::string alice = hsm_.Uri("alice", "alice");
   const std::string part1 = GeneratePart("card1", "part1");
-  const std::string other = tmp_ / "other-fleet";
+  const std::string other = tmp_.Join("other-fleet");
   FleetGuard guard(tmp_, fleet_);
   FleetGuard other_guard(tmp_, other);
   for (const std::string& f : {fleet_, other}) {

@@ -39,7 +39,7 @@ inline int Shell(const std::string& command) {
 // hsmctl it starts) at it.
 class SoftHsm {
  public:
-  explicit SoftHsm(const TempDir& tmp) : dir_(tmp / "softhsm") {
+  explicit SoftHsm(const TempDir& tmp) : dir_(tmp.Join("softhsm")) {
     fs::create_directories(dir_ + "/tokens");
     const std::string conf = dir_ + "/softhsm2.conf";
     std::ofstream(conf) << "directories.tokendir = " << dir_ << "/tokens\n"
@@ -196,8 +196,8 @@ inline std::string ImportP521Key(const SoftHsm& hsm, const TempDir& tmp, const s
                                  const std::string& name, const std::string& id_hex) {
   EVP_PKEY* key = EVP_EC_gen("P-521");
   EXPECT_NE(key, nullptr);
-  const std::string priv = tmp / (name + "-import.pem");
-  const std::string pub = tmp / (name + "-import.pub.pem");
+  const std::string priv = tmp.Join(name + "-import.pem");
+  const std::string pub = tmp.Join(name + "-import.pub.pem");
   {
     FILE* f = fopen(priv.c_str(), "w");
     PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);

@@ -1,4 +1,4 @@
-// The crash matrix (DESIGN.md section 7, docs/reliability.md section 5): a
+// The crash matrix (docs/reliability.md section 5): a
 // rotation of a 3-unit fleet is killed at every phase boundary and at five
 // points inside re-encryption; what is killed is hsmctl itself, one unit, or
 // every unit at once (power loss). Then what died is restarted, `hsmctl

@@ -1,5 +1,6 @@
-// Harness of the hsmctl integration tests: run the real hsmctl binary, a
-// temporary directory, and a guard that always stops the fleet it started.
+// Harness of the hsmctl integration tests: run the real hsmctl binary
+// (tests/support/subprocess.h) and a guard that always stops the fleet it
+// started.
 #ifndef HSMSIM_TESTS_HOST_HSMCTL_HARNESS_H_
 #define HSMSIM_TESTS_HOST_HSMCTL_HARNESS_H_
 
@@ -8,7 +9,6 @@
 #include <gtest/gtest.h>
 #include <openssl/sha.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,73 +31,58 @@
 #include "host/fleet_manifest.h"
 #include "host/signed_command.h"
 #include "host/unit_client.h"
-
-extern char** environ;
+#include "tests/support/process_environment.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::host {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-inline constexpr char kPassword[] = "integration-test-password";
+inline constexpr const char* kPassword = test_support::kTestPassword;
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using test_support::Describe;
+using test_support::RunResult;
+using test_support::TempDir;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "hsmctl-it-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(std::string_view name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// RunHsmctl runs hsmctl with `args` and returns its exit code and output.
+// RunHsmctl runs hsmctl with `args` and returns its exit code and output
+// (kept in `tmp` as runN.out and runN.err). `env` changes its environment
+// for that one run only.
 inline RunResult RunHsmctl(const TempDir& tmp, std::vector<std::string> args,
-                           const std::string& stdin_path = "/dev/null") {
+                           const std::string& stdin_path = "/dev/null",
+                           test_support::EnvironmentChanges env = {}) {
   static std::atomic<int> counter{0};
   const int n = counter++;
-  const std::string out_path = tmp / StrCat("run", n, ".out");
-  const std::string err_path = tmp / StrCat("run", n, ".err");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, stdin_path.c_str(), O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  test_support::RunOptions options;
+  options.env = std::move(env);
+  options.stdin_path = stdin_path;
+  options.stdout_path = tmp.Join(StrCat("run", n, ".out"));
+  options.stderr_path = tmp.Join(StrCat("run", n, ".err"));
   args.insert(args.begin(), HSMCTL_PATH);
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  RunResult result;
-  if (posix_spawn(&pid, HSMCTL_PATH, &actions, nullptr, argv.data(), environ) == 0) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  posix_spawn_file_actions_destroy(&actions);
-  result.out = ReadFileBytes(out_path).value_or("");
-  result.err = ReadFileBytes(err_path).value_or("");
-  return result;
+  return test_support::RunProgram(args, options);
 }
 
-inline std::string Describe(const RunResult& r) {
-  return StrCat("exit ", r.exit_code, "\nstdout:\n", r.out, "\nstderr:\n", r.err);
-}
+// HsmctlFleetTest: the fixture of the hsmctl integration tests: the process
+// environment of ProcessEnvironmentTest, a temporary directory, a fleet
+// directory in it (not created), and Hsmctl(args), which runs hsmctl with
+// `--fleet` pointing there.
+class HsmctlFleetTest : public test_support::ProcessEnvironmentTest {
+ protected:
+  void SetUp() override {
+    ProcessEnvironmentTest::SetUp();
+    fleet_ = tmp_.Join("fleet");
+  }
+
+  RunResult Hsmctl(std::vector<std::string> args) {
+    args.push_back("--fleet");
+    args.push_back(fleet_);
+    return RunHsmctl(tmp_, std::move(args));
+  }
+
+  TempDir tmp_;
+  std::string fleet_;
+};
 
 // FleetGuard stops the fleet in `dir` when it goes out of scope: first
 // `hsmctl fleet down`, then SIGKILL of any unit process still alive.

@@ -36,21 +36,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class HsmctlIntegrationTest : public ::testing::Test {
+class HsmctlIntegrationTest : public HsmctlFleetTest {
  protected:
-  void SetUp() override {
-    setenv("HSMSIM_PASSWORD", kPassword, 1);
-    setenv("HSMSIM_UNIT_BINARY", HSMSIM_UNIT_PATH, 1);
-    unsetenv("HSMSIM_FLEET");
-    fleet_ = tmp_ / "fleet";
-  }
-
-  RunResult Hsmctl(std::vector<std::string> args) {
-    args.push_back("--fleet");
-    args.push_back(fleet_);
-    return RunHsmctl(tmp_, std::move(args));
-  }
-
   RunResult FleetUp(int units) {
     return Hsmctl({"fleet", "up", "--units", std::to_string(units), "--instance", "it-instance",
                    "--unit-binary", HSMSIM_UNIT_PATH});
@@ -61,9 +48,6 @@ class HsmctlIntegrationTest : public ::testing::Test {
     EXPECT_TRUE(client.ok());
     return std::move(*client);
   }
-
-  TempDir tmp_;
-  std::string fleet_;
 };
 
 TEST_F(HsmctlIntegrationTest, FleetUpStatusDown) {
@@ -123,8 +107,8 @@ TEST_F(HsmctlIntegrationTest, FullCeremonyOnThreeUnits) {
   RunResult up = FleetUp(3);
   ASSERT_EQ(up.exit_code, 0) << Describe(up);
 
-  const std::string alice = tmp_ / "alice.key";
-  const std::string bob = tmp_ / "bob.key";
+  const std::string alice = tmp_.Join("alice.key");
+  const std::string bob = tmp_.Join("bob.key");
   for (auto [name, file] : {std::pair{"alice", alice}, std::pair{"bob", bob}}) {
     RunResult r =
         RunHsmctl(tmp_, {"admin", "keygen", "--name", name, "--out", file, "--kdf-cost", "10000"});
@@ -145,7 +129,7 @@ TEST_F(HsmctlIntegrationTest, FullCeremonyOnThreeUnits) {
 
   std::vector<std::string> parts;
   for (int i = 1; i <= 3; ++i) {
-    parts.push_back(tmp_ / StrCat("part", i));
+    parts.push_back(tmp_.Join(StrCat("part", i)));
     RunResult r = RunHsmctl(tmp_, {"keypart", "generate", "--out", parts.back(), "--description",
                                    StrCat("holder ", i), "--kdf-cost", "10000"});
     ASSERT_EQ(r.exit_code, 0) << Describe(r);

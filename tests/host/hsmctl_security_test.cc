@@ -31,21 +31,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-class HsmctlSecurityTest : public ::testing::Test {
+class HsmctlSecurityTest : public HsmctlFleetTest {
  protected:
-  void SetUp() override {
-    setenv("HSMSIM_PASSWORD", kPassword, 1);
-    setenv("HSMSIM_UNIT_BINARY", HSMSIM_UNIT_PATH, 1);
-    unsetenv("HSMSIM_FLEET");
-    fleet_ = tmp_ / "fleet";
-  }
-
-  RunResult Hsmctl(std::vector<std::string> args) {
-    args.push_back("--fleet");
-    args.push_back(fleet_);
-    return RunHsmctl(tmp_, std::move(args));
-  }
-
   void MustRun(std::vector<std::string> args) {
     RunResult r = Hsmctl(args);
     ASSERT_EQ(r.exit_code, 0) << args[0] << " " << (args.size() > 1 ? args[1] : "") << "\n"
@@ -58,7 +45,7 @@ class HsmctlSecurityTest : public ::testing::Test {
 
   // Keygen writes NAME.key in the temporary directory (cheap KDF for speed).
   std::string Keygen(const std::string& name) {
-    const std::string file = tmp_ / (name + ".key");
+    const std::string file = tmp_.Join(name + ".key");
     RunResult r =
         RunHsmctl(tmp_, {"admin", "keygen", "--name", name, "--out", file, "--kdf-cost", "10000"});
     EXPECT_EQ(r.exit_code, 0) << Describe(r);
@@ -94,9 +81,6 @@ class HsmctlSecurityTest : public ::testing::Test {
     }
     return out;
   }
-
-  TempDir tmp_;
-  std::string fleet_;
 };
 
 // UmaskGuard sets the process umask (inherited by every process the test
@@ -121,7 +105,7 @@ TEST_F(HsmctlSecurityTest, FleetFilesArePrivateUnderUmask000) {
   MustRun({"thresholds", "set", "--signature", "1", "--revocation", "1", "--sign", alice});
   std::vector<std::string> parts;
   for (int i = 1; i <= 2; ++i) {
-    parts.push_back(tmp_ / StrCat("part", i));
+    parts.push_back(tmp_.Join(StrCat("part", i)));
     RunResult r =
         RunHsmctl(tmp_, {"keypart", "generate", "--out", parts.back(), "--kdf-cost", "10000"});
     ASSERT_EQ(r.exit_code, 0) << Describe(r);
@@ -168,11 +152,11 @@ TEST_F(HsmctlSecurityTest, FleetFilesArePrivateUnderUmask000) {
 // environment): a unit marks itself non-dumpable, so only root could read
 // its /proc/PID/environ, which the test also checks when it can.
 TEST_F(HsmctlSecurityTest, UnitsDoNotInheritThePasswordOrOtherSecrets) {
-  setenv("HSMSIM_TEST_SECRET_TOKEN", "do-not-pass-me", 1);
-  setenv("AWS_SECRET_ACCESS_KEY", "do-not-pass-me-either", 1);
-  const std::string env_dir = tmp_ / "unit-env";
+  env_.Set("HSMSIM_TEST_SECRET_TOKEN", "do-not-pass-me");
+  env_.Set("AWS_SECRET_ACCESS_KEY", "do-not-pass-me-either");
+  const std::string env_dir = tmp_.Join("unit-env");
   fs::create_directories(env_dir);
-  const std::string wrapper = tmp_ / "unit-wrapper.sh";
+  const std::string wrapper = tmp_.Join("unit-wrapper.sh");
   {
     std::ofstream out(wrapper);
     out << "#!/bin/sh\numask 077\nenv > '" << env_dir << "'/$$\nexec '" << HSMSIM_UNIT_PATH
@@ -211,8 +195,6 @@ TEST_F(HsmctlSecurityTest, UnitsDoNotInheritThePasswordOrOtherSecrets) {
   expect_scrubbed(restarted.pid);
   // The unit works on its scrubbed environment.
   MustRun({"status"});
-  unsetenv("HSMSIM_TEST_SECRET_TOKEN");
-  unsetenv("AWS_SECRET_ACCESS_KEY");
 }
 
 // In imprint mode anyone who reaches a unit can add an administrator without
@@ -233,7 +215,8 @@ TEST_F(HsmctlSecurityTest, CeremonyRefusesUnexpectedAdministrators) {
   EXPECT_THAT(status.out, HasSubstr("open to anyone who can reach it"));
   RunResult status_json = Hsmctl({"status", "--json"});
   ASSERT_EQ(status_json.exit_code, 0) << Describe(status_json);
-  for (const json& u : json::parse(status_json.out)["units"]) {
+  const json status_json_doc = json::parse(status_json.out);
+  for (const json& u : status_json_doc["units"]) {
     EXPECT_TRUE(u["open_to_anyone"].get<bool>()) << status_json.out;
     EXPECT_THAT(u["warning"].get<std::string>(), HasSubstr("imprint mode"));
   }
@@ -288,7 +271,8 @@ TEST_F(HsmctlSecurityTest, CeremonyRefusesUnexpectedAdministrators) {
            alice + "," + bob, "--expect-admins", carol + "," + mallory_id});
   RunResult normal = Hsmctl({"status", "--json"});
   ASSERT_EQ(normal.exit_code, 0) << Describe(normal);
-  for (const json& u : json::parse(normal.out)["units"]) {
+  const json normal_doc = json::parse(normal.out);
+  for (const json& u : normal_doc["units"]) {
     EXPECT_FALSE(u["open_to_anyone"].get<bool>()) << normal.out;
     EXPECT_FALSE(u.contains("warning")) << normal.out;
   }

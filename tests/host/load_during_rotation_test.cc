@@ -1,7 +1,7 @@
 // A KMS workload during a master key rotation: 32 connections (UnitClient,
 // spread over the 3 units) wrap and unwrap data keys continuously with the
 // stored root keys while `hsmctl mk rotate` runs in a child process. Only
-// the errors DESIGN.md allows may happen (a blob under NEW or an unknown
+// the errors docs/protocol.md allows may happen (a blob under NEW or an unknown
 // WKID while a unit switches, which the client retries with the other
 // blob); no authentication failure, no INTERNAL, no transport error, and no
 // lost data key: every unwrap returns the bytes that were wrapped, whichever

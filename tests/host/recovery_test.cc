@@ -1,5 +1,5 @@
 // Pre-checks, recovery decisions and interlocks as pure functions of what
-// was observed: every row of DESIGN.md's recovery table without processes.
+// was observed: every row of the recovery table in docs/rotation.md without processes.
 #include "host/recovery.h"
 
 #include <gtest/gtest.h>

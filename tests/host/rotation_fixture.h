@@ -17,15 +17,13 @@
 
 namespace hsmsim::host {
 
-class RotationFixture : public ::testing::Test {
+class RotationFixture : public test_support::ProcessEnvironmentTest {
  protected:
   void SetUp() override {
-    setenv("HSMSIM_PASSWORD", kPassword, 1);
-    setenv("HSMSIM_UNIT_BINARY", HSMSIM_UNIT_PATH, 1);
-    unsetenv("HSMSIM_FLEET");
-    fleet_ = tmp_ / "fleet";
-    alice_ = tmp_ / "alice.key";
-    bob_ = tmp_ / "bob.key";
+    ProcessEnvironmentTest::SetUp();
+    fleet_ = tmp_.Join("fleet");
+    alice_ = tmp_.Join("alice.key");
+    bob_ = tmp_.Join("bob.key");
     sign_ = alice_ + "," + bob_;
   }
 
@@ -44,7 +42,7 @@ class RotationFixture : public ::testing::Test {
   std::vector<std::string> MakeParts(const std::string& tag) {
     std::vector<std::string> parts;
     for (int i = 1; i <= 3; ++i) {
-      parts.push_back(tmp_ / StrCat(tag, "-part", i));
+      parts.push_back(tmp_.Join(StrCat(tag, "-part", i)));
       RunResult r =
           RunHsmctl(tmp_, {"keypart", "generate", "--out", parts.back(), "--kdf-cost", "10000"});
       EXPECT_EQ(r.exit_code, 0) << Describe(r);
@@ -83,7 +81,7 @@ class RotationFixture : public ::testing::Test {
       s.key = StrCat("key-", 1 + i * (keys / 5));
       s.plain = std::string(32, '\0');
       for (char& c : s.plain) c = static_cast<char>(rng());
-      const std::string in = tmp_ / StrCat("sample", i);
+      const std::string in = tmp_.Join(StrCat("sample", i));
       std::ofstream(in, std::ios::binary) << s.plain;
       RunResult r = Hsmctl({"keys", "wrap", "--key", s.key}, in);
       ASSERT_EQ(r.exit_code, 0) << Describe(r);
@@ -110,7 +108,7 @@ class RotationFixture : public ::testing::Test {
       EXPECT_EQ(doc["per_wkid"][0]["usable_on_every_unit"].get<int>(), num_keys_);
     }
     for (size_t i = 0; i < samples_.size(); ++i) {
-      const std::string in = tmp_ / StrCat("wrapped", i);
+      const std::string in = tmp_.Join(StrCat("wrapped", i));
       std::ofstream(in) << samples_[i].wrapped;
       RunResult r = Hsmctl({"keys", "unwrap", "--key", samples_[i].key}, in);
       ASSERT_EQ(r.exit_code, 0) << Describe(r);
@@ -168,38 +166,7 @@ class RotationFixture : public ::testing::Test {
   RunResult HsmctlWithEnv(std::vector<std::string> args, const std::vector<std::string>& env) {
     args.push_back("--fleet");
     args.push_back(fleet_);
-    static std::atomic<int> counter{0};
-    const int n = counter++;
-    const std::string out_path = tmp_ / StrCat("env-run", n, ".out");
-    const std::string err_path = tmp_ / StrCat("env-run", n, ".err");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    args.insert(args.begin(), HSMCTL_PATH);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env_storage;
-    for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
-    for (const std::string& kv : env) env_storage.push_back(kv);
-    std::vector<char*> envp;
-    for (std::string& kv : env_storage) envp.push_back(kv.data());
-    envp.push_back(nullptr);
-    pid_t pid = 0;
-    RunResult result;
-    if (posix_spawn(&pid, HSMCTL_PATH, &actions, nullptr, argv.data(), envp.data()) == 0) {
-      int status = 0;
-      waitpid(pid, &status, 0);
-      result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    posix_spawn_file_actions_destroy(&actions);
-    result.out = ReadFileBytes(out_path).value_or("");
-    result.err = ReadFileBytes(err_path).value_or("");
-    return result;
+    return RunHsmctl(tmp_, std::move(args), "/dev/null", {.set = env, .unset = {}});
   }
 
   FleetManifest Manifest() {

@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <ostream>
+
 #include "tests/host/rotation_fixture.h"
 
 namespace hsmsim::host {
@@ -138,6 +140,12 @@ struct PrecheckCase {
   const char* unit;  // the unit the message must name ("" for fleet-wide)
 };
 
+// PrintTo names a case in test output and ctest -N instead of a hex dump of
+// its pointers.
+void PrintTo(const PrecheckCase& c, std::ostream* os) {
+  *os << c.name << " (" << c.reason << (*c.unit != '\0' ? " on " : "") << c.unit << ")";
+}
+
 class RotationPrecheckTest : public RotationIntegrationTest,
                              public ::testing::WithParamInterface<PrecheckCase> {};
 
@@ -162,7 +170,7 @@ TEST_P(RotationPrecheckTest, DetectedNamedAndNothingChanged) {
     op.mutable_set_thresholds()->set_revocation_threshold(2);
     ASSERT_TRUE(Issue("unit2", op).ok());
   } else if (c == "no_common_admins") {
-    const std::string carol = tmp_ / "carol.key";
+    const std::string carol = tmp_.Join("carol.key");
     ASSERT_EQ(RunHsmctl(tmp_, {"admin", "keygen", "--name", "carol", "--out", carol, "--kdf-cost",
                                "10000"})
                   .exit_code,

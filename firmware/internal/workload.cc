@@ -1,0 +1,195 @@
+#include "firmware/internal/workload.h"
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "common/hex.h"
+#include "common/reasons.h"
+#include "common/secret_bytes.h"
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "crypto/symmetric.h"
+#include "firmware/internal/refusal.h"
+#include "firmware/key_blob.h"
+#include "proto/wire/status_codec.h"
+
+namespace hsmsim::firmware::internal {
+namespace {
+
+constexpr std::string_view kWrapLabel = "hsmsim/v1 data key wrap|";
+constexpr uint8_t kWrappedKeyVersion = 1;
+// version || IV || ciphertext || tag
+constexpr size_t kWrapOverhead = 1 + crypto::kGcmIvSize + crypto::kGcmTagSize;
+
+// CheckGenerate returns OK when a root key of `algorithm` can be generated.
+absl::Status CheckGenerate(v1::KeyAlgorithm algorithm, const UnitState& state) {
+  if (algorithm != v1::KEY_ALGORITHM_UNSPECIFIED && algorithm != v1::KEY_ALGORITHM_AES_256) {
+    return Invalid(
+        reason::kUnsupportedAlgorithm,
+        StrCat("key algorithm ", static_cast<int>(algorithm), " is not supported; use AES_256"));
+  }
+  if (!state.current_register.HoldsKey()) {
+    return Precondition(reason::kCurrentRegisterEmpty,
+                        "GENERATE_KEY needs a VALID CURRENT master key");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckKeyIds(const v1::GenerateKeysRequest& request) {
+  if (static_cast<size_t>(request.key_ids_size()) > kMaxBatchBlobs) {
+    return Invalid(reason::kBatchTooLarge, StrCat("a batch holds at most ", kMaxBatchBlobs,
+                                                  " keys, got ", request.key_ids_size()));
+  }
+  for (int i = 0; i < request.key_ids_size(); ++i) {
+    const size_t size = request.key_ids(i).size();
+    if (size == 0 || size > kMaxKeyIdSize) {
+      return Invalid(reason::kBadKeyId, StrCat("key id ", i + 1, " of the batch has ", size,
+                                               " bytes; key ids are 1..", kMaxKeyIdSize, " bytes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A root key opened from a blob under CURRENT or OLD.
+struct RootKey {
+  SecretBytes key;
+  std::string key_id;
+  bool under_old = false;
+};
+
+// OpenRootKey opens a root-key blob under CURRENT or OLD.
+absl::StatusOr<RootKey> OpenRootKey(std::string_view blob, const UnitState& state) {
+  HSMSIM_ASSIGN_OR_RETURN(ParsedBlob parsed, ParseBlob(AsBytes(blob)));
+  RootKey root;
+  root.key_id = std::string(parsed.key_id);
+  const auto matches = [&](const MasterKeyRegister& r) {
+    return r.HoldsKey() && r.kek()->wkid() == parsed.wkid;
+  };
+  if (matches(state.current_register)) {
+    HSMSIM_ASSIGN_OR_RETURN(root.key, state.current_register.kek()->Open(parsed));
+    return root;
+  }
+  if (matches(state.old_register)) {
+    HSMSIM_ASSIGN_OR_RETURN(root.key, state.old_register.kek()->Open(parsed));
+    root.under_old = true;
+    return root;
+  }
+  if (matches(state.new_register)) {
+    return Precondition(
+        reason::kBlobUnderNew,
+        StrCat("blob for key '", Printable(parsed.key_id), "' is under WKID ", ToHex(parsed.wkid),
+               ", which this unit holds only in NEW (not yet promoted)"));
+  }
+  return Precondition(
+      reason::kUnknownWkid,
+      StrCat("blob for key '", Printable(parsed.key_id), "' is under WKID ", ToHex(parsed.wkid),
+             ", which this unit holds in neither CURRENT nor OLD"));
+}
+
+}  // namespace
+
+absl::StatusOr<v1::GenerateKeyResponse> GenerateKey(const v1::GenerateKeyRequest& request,
+                                                    const UnitState& state,
+                                                    crypto::Entropy& entropy) {
+  HSMSIM_RETURN_IF_ERROR(CheckGenerate(request.algorithm(), state));
+  SecretBytes key(kRootKeySize);
+  HSMSIM_RETURN_IF_ERROR(entropy.Generate(absl::MakeSpan(key)));
+  HSMSIM_ASSIGN_OR_RETURN(
+      std::string blob,
+      state.current_register.kek()->Seal(request.key_id(), request.attributes(), key, entropy));
+  v1::GenerateKeyResponse response;
+  response.set_blob(std::move(blob));
+  return response;
+}
+
+absl::StatusOr<v1::GenerateKeysResponse> GenerateKeys(const v1::GenerateKeysRequest& request,
+                                                      const UnitState& state,
+                                                      crypto::Entropy& entropy) {
+  HSMSIM_RETURN_IF_ERROR(CheckGenerate(request.algorithm(), state));
+  HSMSIM_RETURN_IF_ERROR(CheckKeyIds(request));
+  v1::GenerateKeysResponse response;
+  response.mutable_blobs()->Reserve(request.key_ids_size());
+  SecretBytes key(kRootKeySize);
+  const BlobKek& kek = *state.current_register.kek();
+  for (const std::string& key_id : request.key_ids()) {
+    HSMSIM_RETURN_IF_ERROR(entropy.Generate(absl::MakeSpan(key)));
+    HSMSIM_ASSIGN_OR_RETURN(std::string blob, kek.Seal(key_id, request.attributes(), key, entropy));
+    response.add_blobs(std::move(blob));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::WrapKeyResponse> WrapKey(const v1::WrapKeyRequest& request,
+                                            const UnitState& state, crypto::Entropy& entropy) {
+  const std::string& plaintext = request.plaintext();
+  if (plaintext.empty() || plaintext.size() > kMaxDataKeySize) {
+    return Invalid(reason::kBadDataKeySize,
+                   StrCat("data key must be 1..1024 bytes, got ", plaintext.size()));
+  }
+  HSMSIM_ASSIGN_OR_RETURN(RootKey root, OpenRootKey(request.blob(), state));
+  const std::string aad = StrCat(kWrapLabel, root.key_id);
+  std::string out(kWrapOverhead + plaintext.size(), '\0');
+  auto* o = reinterpret_cast<uint8_t*>(out.data());
+  o[0] = kWrappedKeyVersion;
+  absl::Span<uint8_t> iv(o + 1, crypto::kGcmIvSize);
+  HSMSIM_RETURN_IF_ERROR(entropy.Generate(iv));
+  HSMSIM_RETURN_IF_ERROR(crypto::AesGcmSeal(
+      root.key, iv, AsBytes(aad), AsBytes(plaintext),
+      absl::Span<uint8_t>(o + 1 + crypto::kGcmIvSize, plaintext.size()),
+      absl::Span<uint8_t>(o + 1 + crypto::kGcmIvSize + plaintext.size(), crypto::kGcmTagSize)));
+  v1::WrapKeyResponse response;
+  response.set_wrapped(std::move(out));
+  response.set_blob_under_old(root.under_old);
+  return response;
+}
+
+absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& request,
+                                                const UnitState& state) {
+  const std::string& w = request.wrapped();
+  if (w.size() <= kWrapOverhead || w.size() > kWrapOverhead + kMaxDataKeySize ||
+      static_cast<uint8_t>(w[0]) != kWrappedKeyVersion) {
+    return Invalid(
+        reason::kMalformedWrappedKey,
+        StrCat("wrapped data key of ", w.size(), " bytes is not a version-1 hsmsim wrapped key"));
+  }
+  HSMSIM_ASSIGN_OR_RETURN(RootKey root, OpenRootKey(request.blob(), state));
+  const std::string aad = StrCat(kWrapLabel, root.key_id);
+  const auto* in = reinterpret_cast<const uint8_t*>(w.data());
+  const size_t ct_size = w.size() - kWrapOverhead;
+  SecretBytes plaintext(ct_size);
+  absl::Status opened = crypto::AesGcmOpen(
+      root.key, absl::Span<const uint8_t>(in + 1, crypto::kGcmIvSize), AsBytes(aad),
+      absl::Span<const uint8_t>(in + 1 + crypto::kGcmIvSize, ct_size),
+      absl::Span<const uint8_t>(in + 1 + crypto::kGcmIvSize + ct_size, crypto::kGcmTagSize),
+      absl::MakeSpan(plaintext));
+  if (!opened.ok()) {
+    return Invalid(
+        reason::kWrappedKeyAuthenticationFailed,
+        StrCat("wrapped data key does not authenticate under root key '", Printable(root.key_id),
+               "': it was altered, or wrapped under another root key"));
+  }
+  v1::UnwrapKeyResponse response;
+  response.set_plaintext(std::string(AsStringView(plaintext)));
+  response.set_blob_under_old(root.under_old);
+  return response;
+}
+
+absl::StatusOr<v1::CheckBlobsResponse> CheckBlobs(const v1::CheckBlobsRequest& request,
+                                                  const UnitState& state) {
+  if (static_cast<size_t>(request.blobs_size()) > kMaxBatchBlobs) {
+    return Invalid(reason::kBatchTooLarge, StrCat("a batch holds at most ", kMaxBatchBlobs,
+                                                  " blobs, got ", request.blobs_size()));
+  }
+  v1::CheckBlobsResponse response;
+  response.mutable_results()->Reserve(request.blobs_size());
+  for (const std::string& blob : request.blobs()) {
+    v1::BlobCheck* check = response.add_results();
+    auto root = OpenRootKey(blob, state);
+    *check->mutable_status() = wire::ToWireStatus(root.status());
+    check->set_under_old(root.ok() && root->under_old);
+  }
+  return response;
+}
+
+}  // namespace hsmsim::firmware::internal

@@ -1,0 +1,55 @@
+// The workload operations on root keys (docs/protocol.md sections 10.1 to
+// 10.3 and CheckBlobs): generate root keys as blobs under CURRENT, wrap and
+// unwrap data keys with a root-key blob, and check which blobs the unit can
+// open. Unsigned and read-only: each reads the unit's state and never
+// changes it, so any number may run at once (`entropy` is thread-safe).
+// Internal to firmware/.
+#ifndef HSMSIM_FIRMWARE_INTERNAL_WORKLOAD_H_
+#define HSMSIM_FIRMWARE_INTERNAL_WORKLOAD_H_
+
+#include "absl/status/statusor.h"
+#include "crypto/entropy.h"
+#include "firmware/unit_state.h"
+#include "hsmsim/v1/unit.pb.h"
+
+namespace hsmsim::firmware::internal {
+
+// GenerateKey returns a blob under CURRENT holding a new random root key.
+// Returns INVALID_ARGUMENT (UNSUPPORTED_ALGORITHM) for an algorithm other
+// than AES_256, FAILED_PRECONDITION (CURRENT_REGISTER_EMPTY) without a VALID
+// CURRENT, INVALID_ARGUMENT (BAD_KEY_ID) for a bad key id.
+absl::StatusOr<v1::GenerateKeyResponse> GenerateKey(const v1::GenerateKeyRequest& request,
+                                                    const UnitState& state,
+                                                    crypto::Entropy& entropy);
+
+// GenerateKeys does GenerateKey for each key id of a batch, all or nothing.
+// Errors as GenerateKey, and INVALID_ARGUMENT (BATCH_TOO_LARGE) above
+// kMaxBatchBlobs key ids.
+absl::StatusOr<v1::GenerateKeysResponse> GenerateKeys(const v1::GenerateKeysRequest& request,
+                                                      const UnitState& state,
+                                                      crypto::Entropy& entropy);
+
+// WrapKey encrypts a data key under the root key in a blob under CURRENT or
+// OLD (flagged in the response). Returns INVALID_ARGUMENT
+// (BAD_DATA_KEY_SIZE) outside 1..kMaxDataKeySize bytes, and the blob's
+// refusals: MALFORMED_BLOB, BLOB_UNDER_NEW, UNKNOWN_WKID,
+// BLOB_AUTHENTICATION_FAILED.
+absl::StatusOr<v1::WrapKeyResponse> WrapKey(const v1::WrapKeyRequest& request,
+                                            const UnitState& state, crypto::Entropy& entropy);
+
+// UnwrapKey returns the data key WrapKey wrapped. Returns INVALID_ARGUMENT
+// (MALFORMED_WRAPPED_KEY) for bytes that are not a wrapped key,
+// INVALID_ARGUMENT (WRAPPED_KEY_AUTHENTICATION_FAILED) when they do not
+// authenticate under the blob's root key, and the blob's refusals as WrapKey.
+absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& request,
+                                                const UnitState& state);
+
+// CheckBlobs opens each blob and reports per blob whether it can be used and
+// whether it is under OLD. Returns INVALID_ARGUMENT (BATCH_TOO_LARGE) above
+// kMaxBatchBlobs blobs; a blob that does not open is a per-blob status.
+absl::StatusOr<v1::CheckBlobsResponse> CheckBlobs(const v1::CheckBlobsRequest& request,
+                                                  const UnitState& state);
+
+}  // namespace hsmsim::firmware::internal
+
+#endif  // HSMSIM_FIRMWARE_INTERNAL_WORKLOAD_H_

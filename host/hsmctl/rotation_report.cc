@@ -1,0 +1,188 @@
+#include "host/hsmctl/rotation_report.h"
+
+#include <algorithm>
+#include <iostream>
+
+#include "common/hex.h"
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "host/master_key_id.h"
+#include "proto/wire/enum_names.h"
+
+namespace hsmsim::hsmctl {
+namespace {
+
+json FiguresJson(const host::RotationReport& r, const host::RotationJournal& j) {
+  return {
+      {"phase", std::string(host::RotationPhaseName(j.phase))},
+      {"source_vp", ToHex(j.source_vp)},
+      {"target_vp", ToHex(j.target_vp)},
+      {"keys_total", j.keys_total},
+      {"keys_rewrapped", r.keys_rewrapped},
+      {"keys_already_done", r.keys_already_done},
+      {"stragglers_moved", r.stragglers_moved},
+      {"reencrypt_seconds", r.reencrypt_seconds},
+      {"reencrypt_keys_per_second",
+       r.reencrypt_seconds > 0 ? static_cast<double>(r.keys_rewrapped) / r.reencrypt_seconds : 0.0},
+      {"promote_seconds", r.promote_seconds},
+      {"finalize_seconds", r.finalize_seconds},
+      {"promoted_units", r.promoted_units},
+      {"already_promoted_units", r.skipped_units}};
+}
+
+int RenderPrechecks(const Invocation& inv, const std::vector<host::Finding>& findings) {
+  json list = json::array();
+  for (const host::Finding& fd : findings) {
+    if (!inv.json) {
+      std::cerr << "pre-check failed: " << fd.subject << ": " << fd.check << ": "
+                << ReasonOf(fd.status) << ": " << fd.status.message() << "\n";
+    }
+    list.push_back(
+        {{"subject", fd.subject}, {"check", fd.check}, {"error", StatusJson(fd.status)}});
+  }
+  if (inv.json) {
+    std::cout << json{{"command", "mk rotate"}, {"ok", false}, {"prechecks", list}}.dump(2) << "\n";
+  } else {
+    std::cerr << "hsmctl: nothing was changed; fix the conditions above and run the command "
+                 "again\n";
+  }
+  const bool unreachable =
+      std::any_of(findings.begin(), findings.end(),
+                  [](const host::Finding& fd) { return host::IsUnreachable(fd.status); });
+  return unreachable ? kExitUnreachable : kExitRefused;
+}
+
+std::string RegisterText(const v1::MasterKeyRegisterInfo& r) {
+  return StrCat(wire::RegisterStateName(r.state()), " ", host::ShortId(r.verification_pattern()));
+}
+
+json UnitsJson(const std::vector<host::UnitObservation>& observed) {
+  json units = json::array();
+  for (const host::UnitObservation& o : observed) {
+    if (!o.info.ok()) {
+      units.push_back(
+          {{"unit", o.unit.name}, {"reachable", false}, {"error", StatusJson(o.info.status())}});
+      continue;
+    }
+    units.push_back({{"unit", o.unit.name},
+                     {"reachable", true},
+                     {"new", RegisterText(o.info->new_register())},
+                     {"current", RegisterText(o.info->current_register())},
+                     {"old", RegisterText(o.info->old_register())}});
+  }
+  return units;
+}
+
+json CountsJson(const std::vector<host::WkidPairCount>& counts) {
+  json wk = json::array();
+  for (const host::WkidPairCount& c : counts) {
+    wk.push_back(
+        {{"wkid", ToHex(c.wkid)}, {"pending_wkid", ToHex(c.pending_wkid)}, {"keys", c.count}});
+  }
+  return wk;
+}
+
+std::string JournalPhase(const RecoverReport& r) {
+  return r.journal.has_value() ? std::string(host::RotationPhaseName(r.journal->phase)) : "NONE";
+}
+
+}  // namespace
+
+void RenderRotateStart(const Invocation& inv, const host::RotationJournal& j, size_t units,
+                       bool resumed) {
+  if (inv.json) return;
+  if (resumed) {
+    std::cout << "resuming the rotation at phase " << host::RotationPhaseName(j.phase) << " ("
+              << j.keys_done << " of " << j.keys_total << " key(s) re-encrypted)\n";
+  } else {
+    std::cout << "pre-checks passed on " << units << " unit(s); rotating " << j.keys_total
+              << " key(s) from " << host::ShortId(j.source_vp) << " to "
+              << host::ShortId(j.target_vp) << "\n";
+  }
+}
+
+int RenderRotate(const Invocation& inv, const RotateReport& r) {
+  if (!r.prechecks.empty()) return RenderPrechecks(inv, r.prechecks);
+  if (inv.json) {
+    json doc = FiguresJson(r.figures, r.journal);
+    doc["command"] = "mk rotate";
+    doc["ok"] = r.status.ok();
+    if (!r.status.ok()) doc["error"] = StatusJson(r.status);
+    std::cout << doc.dump(2) << "\n";
+  }
+  if (!r.status.ok()) {
+    std::cerr << "hsmctl: " << ReasonOf(r.status) << ": " << r.status.message() << "\n";
+    std::cerr << "hsmctl: the rotation is journaled at phase "
+              << host::RotationPhaseName(r.journal.phase)
+              << "; run hsmctl recover to see the safe next step\n";
+    return ExitCodeFor(r.status);
+  }
+  if (inv.json) return kExitOk;
+  std::cout << "rotation complete: CURRENT is now " << ToHex(r.journal.target_vp) << "\n";
+  const host::RotationReport& f = r.figures;
+  if (f.keys_rewrapped > 0 && f.reencrypt_seconds > 0) {
+    std::cout << "re-encrypted " << f.keys_rewrapped << " key(s) in " << f.reencrypt_seconds
+              << " s ("
+              << static_cast<int64_t>(static_cast<double>(f.keys_rewrapped) / f.reencrypt_seconds)
+              << " keys/s)\n";
+  }
+  return kExitOk;
+}
+
+void RenderRecoverLook(const Invocation& inv, const RecoverReport& r) {
+  if (inv.json) return;
+  std::cout << "observed:\n";
+  for (const host::UnitObservation& o : r.observed) {
+    if (!o.info.ok()) {
+      std::cout << "  " << o.unit.name << ": UNREACHABLE: " << o.info.status().message() << "\n";
+      continue;
+    }
+    std::cout << "  " << o.unit.name << ": NEW " << RegisterText(o.info->new_register())
+              << " | CURRENT " << RegisterText(o.info->current_register()) << " | OLD "
+              << RegisterText(o.info->old_register()) << "\n";
+  }
+  for (const host::WkidPairCount& c : r.counts) {
+    std::cout << "  keystore: " << c.count << " key(s) under " << host::ShortId(c.wkid)
+              << (c.pending_wkid.empty()
+                      ? ""
+                      : StrCat(", pending under ", host::ShortId(c.pending_wkid)))
+              << "\n";
+  }
+  const host::RecoveryDecision& d = r.decision;
+  std::cout << "  journal: " << JournalPhase(r) << "\n";
+  std::cout << "situation: " << host::RecoverySituationName(d.situation) << ": " << d.observed
+            << "\n";
+  std::cout << "safe action: " << d.action << "\n";
+}
+
+int RenderRecover(const Invocation& inv, const RecoverReport& r) {
+  const host::RecoveryDecision& d = r.decision;
+  json doc{{"command", "recover"},
+           {"units", UnitsJson(r.observed)},
+           {"keys_per_wkid", CountsJson(r.counts)},
+           {"journal_phase", JournalPhase(r)},
+           {"situation", std::string(host::RecoverySituationName(d.situation))},
+           {"observed", d.observed},
+           {"action", d.action},
+           {"applied", r.apply_attempted && r.status.ok()}};
+  if (!r.apply_attempted) {
+    if (inv.json) std::cout << doc.dump(2) << "\n";
+    return d.situation == host::RecoverySituation::kNothingToDo ? kExitOk : kExitRefused;
+  }
+  if (inv.json) {
+    doc["ok"] = r.status.ok();
+    doc["report"] = FiguresJson(r.figures, r.applied_journal);
+    if (!r.status.ok()) doc["error"] = StatusJson(r.status);
+    std::cout << doc.dump(2) << "\n";
+    if (!r.status.ok()) {
+      std::cerr << "hsmctl: " << ReasonOf(r.status) << ": " << r.status.message() << "\n";
+      return ExitCodeFor(r.status);
+    }
+    return kExitOk;
+  }
+  if (!r.status.ok()) return Fail(inv, r.status);
+  std::cout << "applied: rotation is " << host::RotationPhaseName(r.applied_journal.phase) << "\n";
+  return kExitOk;
+}
+
+}  // namespace hsmsim::hsmctl

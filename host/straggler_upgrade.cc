@@ -1,0 +1,51 @@
+#include "host/straggler_upgrade.h"
+
+#include <map>
+#include <utility>
+
+#include "common/status.h"
+#include "common/str_cat.h"
+
+namespace hsmsim::host {
+
+absl::StatusOr<StragglerReport> UpgradeStragglers(Keystore& keystore,
+                                                  const std::vector<UnitChannel*>& units,
+                                                  std::string_view old_wkid,
+                                                  std::string_view current_wkid,
+                                                  const StragglerOptions& options) {
+  StragglerReport report;
+  BatchFanoutOptions fanout_options;
+  fanout_options.in_flight_per_lane = options.in_flight_per_unit;
+  fanout_options.activity = "re-encryption OLD -> CURRENT";
+  fanout_options.hint = "fix the units and run it again";
+  BatchFanout fanout(units, fanout_options);
+  std::map<uint64_t, RewrapKeys> in_flight;  // by batch tag
+  int64_t after_id = 0;
+  uint64_t next_tag = 0;
+  auto next = [&]() -> absl::StatusOr<std::optional<BatchFanout::Batch>> {
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<StoredKey> page,
+                            keystore.ReadUnder(after_id, options.batch_size, old_wkid));
+    if (page.empty()) return std::nullopt;
+    after_id = page.back().id;
+    RewrapKeys& keys = in_flight[++next_tag];
+    return BatchFanout::Batch{MakeRewrapRequest(RewrapKind::kOldToCurrent, page, keys), next_tag};
+  };
+  auto handle = [&](size_t lane, const BatchFanout::Batch& batch,
+                    v1::Response& response) -> absl::Status {
+    const RewrapKeys& keys = in_flight[batch.tag];
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<RewrappedKey> moved,
+                            TakeRewrapped(RewrapKind::kOldToCurrent, response, keys, current_wkid,
+                                          fanout.channel(lane).name(), report.failed));
+    in_flight.erase(batch.tag);
+    if (absl::Status stored = keystore.ReplaceBlobs(moved); !stored.ok()) {
+      fanout.Stop(stored);
+      return absl::OkStatus();
+    }
+    report.moved += static_cast<int64_t>(moved.size());
+    return absl::OkStatus();
+  };
+  HSMSIM_RETURN_IF_ERROR(fanout.Run(next, handle, options.say));
+  return report;
+}
+
+}  // namespace hsmsim::host
