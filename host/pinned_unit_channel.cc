@@ -26,7 +26,7 @@ absl::Status UnitIdMismatch(std::string_view name, std::string_view expected,
 
 PinnedUnitChannel::PinnedUnitChannel(std::unique_ptr<UnitChannel> inner,
                                      std::string expected_unit_id)
-    : inner_(std::move(inner)), expected_(std::move(expected_unit_id)) {}
+    : expected_(std::move(expected_unit_id)), inner_(std::move(inner)) {}
 
 UnitChannel::Callback PinnedUnitChannel::Checked(Callback done) {
   return [this, done = std::move(done)](absl::StatusOr<v1::Response> result) {

@@ -45,9 +45,11 @@ class PinnedUnitChannel final : public UnitChannel {
   // UNIT_ID_MISMATCH, a transport error makes the next call check again.
   Callback Checked(Callback done);
 
-  std::unique_ptr<UnitChannel> inner_;
   const std::string expected_;
   std::atomic<bool> verified_{false};
+  // Last, so it is destroyed first: its last callbacks (a closing client
+  // fails what is still in flight) may still read the members above.
+  std::unique_ptr<UnitChannel> inner_;
 };
 
 // UnitIdMismatch returns the FAILED_PRECONDITION (UNIT_ID_MISMATCH) status

@@ -134,6 +134,24 @@ TEST_F(UnitIdentityTest, RestartOfADamagedStateFileReportsTheUnitsOwnErrorAtOnce
   EXPECT_EQ(*ReadFileBytes(state), bytes) << "the damaged file is left as it is";
 }
 
+TEST_F(UnitIdentityTest, FleetUpReportsAUnitsOwnStartupErrorAtOnce) {
+  FleetGuard guard(tmp_, fleet_);
+  // unit2's directory holds something that is not a unit state file.
+  const std::string dir = fleet_ + "/unit2";
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace);
+  { std::ofstream(dir + "/device.key", std::ios::binary) << std::string(32, 'k'); }
+  { std::ofstream(dir + "/unit.state", std::ios::binary) << "not a state file at all"; }
+  RunResult up =
+      Hsmctl({"fleet", "up", "--units", "2", "--instance", "prod", "--ready-timeout-ms", "120000"});
+  EXPECT_EQ(up.exit_code, 1) << Describe(up);
+  EXPECT_THAT(up.err, Not(HasSubstr("UNIT_TIMEOUT")));
+  EXPECT_THAT(up.err, HasSubstr("UNIT_EXITED: unit2"));
+  EXPECT_THAT(up.err, HasSubstr("exited with status 2"));
+  EXPECT_THAT(up.err, HasSubstr("hsmsim-unit: BAD_STATE_FILE_MAGIC: " + dir + "/unit.state"));
+  EXPECT_EQ(*ReadFileBytes(dir + "/unit.state"), "not a state file at all");
+}
+
 TEST_F(UnitIdentityTest, AUnitThatComesBackWithAnotherIdIsStoppedAndNeverJoins) {
   FleetGuard guard(tmp_, fleet_);
   MustRun({"fleet", "up", "--units", "2", "--instance", "prod"});
