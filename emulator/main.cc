@@ -3,10 +3,12 @@
 //
 // Exit codes: 0 after SIGTERM/SIGINT; 1 when the unit cannot listen or write
 // its port file; 2 for bad flags or a state directory it cannot use (one
-// that group or others can write, or a damaged state file, which is never
-// replaced by a blank unit); 3 when persisting a
-// state change failed (see RequestDispatcher); 137 when an injected CRASH
-// fault fired (docs/reliability.md).
+// that group or others can write, a damaged state file, which is never
+// replaced by a blank unit, or a device key whose state file is gone,
+// without --new-unit); 3 when a state change reached the disk but syncing
+// its directory failed (see RequestDispatcher); 137 when an injected CRASH
+// fault fired (docs/reliability.md). Every failure to start is one line on
+// stderr, "hsmsim-unit: REASON: message", which launchers show as is.
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -19,6 +21,7 @@
 #include <string>
 
 #include "common/hex.h"
+#include "common/status.h"
 #include "crypto/entropy.h"
 #include "emulator/fault_injector.h"
 #include "emulator/frame_budget.h"
@@ -35,8 +38,10 @@ namespace {
 constexpr int kExitCannotServe = 1;
 constexpr int kExitBadSetup = 2;
 
-int Fail(int code, std::string_view message) {
-  std::fprintf(stderr, "hsmsim-unit: %.*s\n", static_cast<int>(message.size()), message.data());
+int Fail(int code, const absl::Status& status) {
+  const std::string reason = hsmsim::ReasonOf(status);
+  std::fprintf(stderr, "hsmsim-unit: %s: %.*s\n", reason.c_str(),
+               static_cast<int>(status.message().size()), status.message().data());
   return code;
 }
 
@@ -56,9 +61,7 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : kExitBadSetup;
   }
-  if (absl::Status s = FinishUnitOptions(options); !s.ok()) {
-    return Fail(kExitBadSetup, std::string(s.message()));
-  }
+  if (absl::Status s = FinishUnitOptions(options); !s.ok()) return Fail(kExitBadSetup, s);
 
   auto logger = spdlog::stderr_logger_mt("hsmsim-unit");
   spdlog::set_default_logger(logger);
@@ -71,13 +74,15 @@ int main(int argc, char** argv) {
   spdlog::info("{}", hardening.Summary());
 
   if (absl::Status s = CheckStateDirectoryMode(options.state_dir); !s.ok()) {
-    return Fail(kExitBadSetup, std::string(s.message()));
+    return Fail(kExitBadSetup, s);
   }
   hsmsim::crypto::Entropy& entropy = hsmsim::crypto::OpenSslEntropyInstance();
   auto store = StateStore::Open(options.state_dir, PosixStateFileSystemInstance(), entropy);
-  if (!store.ok()) return Fail(kExitBadSetup, std::string(store.status().message()));
-  auto unit = LoadOrCreateUnit(**store, entropy);
-  if (!unit.ok()) return Fail(kExitBadSetup, std::string(unit.status().message()));
+  if (!store.ok()) return Fail(kExitBadSetup, store.status());
+  auto unit = LoadOrCreateUnit(
+      **store, entropy,
+      options.new_unit ? NewUnitPolicy::kAllowed : NewUnitPolicy::kOnlyWhereNoUnitWas);
+  if (!unit.ok()) return Fail(kExitBadSetup, unit.status());
   const std::string unit_id = hsmsim::ToHex((*unit)->unit_id());
   RequestDispatcher dispatcher(std::move(unit).value(), **store);
   FaultInjector faults;
@@ -85,7 +90,7 @@ int main(int argc, char** argv) {
     dispatcher.EnableFaultInjection(faults, entropy);
     for (const v1::Fault& fault : options.faults) {
       if (absl::Status s = faults.Arm(fault); !s.ok()) {
-        return Fail(kExitBadSetup, std::string(s.message()));
+        return Fail(kExitBadSetup, s);
       }
       spdlog::warn("fault {} armed", FaultSpec(fault));
     }
@@ -97,7 +102,7 @@ int main(int argc, char** argv) {
   UnitServer server(io, pool, dispatcher, budget,
                     SessionConfig{options.max_frame_bytes, options.read_timeout});
   auto endpoint = server.Listen(options.listen_host, options.listen_port);
-  if (!endpoint.ok()) return Fail(kExitCannotServe, std::string(endpoint.status().message()));
+  if (!endpoint.ok()) return Fail(kExitCannotServe, endpoint.status());
 
   // Installed before the port file appears, so a launcher may signal as
   // soon as it sees the port.
@@ -111,7 +116,7 @@ int main(int argc, char** argv) {
 
   if (!options.port_file.empty()) {
     if (absl::Status s = WritePortFile(options.port_file, endpoint->port()); !s.ok()) {
-      return Fail(kExitCannotServe, std::string(s.message()));
+      return Fail(kExitCannotServe, s);
     }
   }
   spdlog::info(

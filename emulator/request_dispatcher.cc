@@ -18,8 +18,8 @@ namespace hsmsim::emulator {
 
 void DefaultPersistFailureHandler(const absl::Status& status) {
   spdlog::critical(
-      "persisting the unit state failed, exiting without replying so that a restart loads the "
-      "last good state: {}",
+      "the unit state was written but could not be made durable; exiting so that a restart "
+      "loads what the disk holds: {}",
       std::string(status.message()));
   spdlog::default_logger()->flush();
   // _Exit, not exit: other threads are still running and static destructors
@@ -78,29 +78,42 @@ DispatchOutcome RequestDispatcher::Serve(const v1::Request& request) {
     return {unit_->HandleReadOnly(request)};
   }
   std::unique_lock lock(mu_);
-  // The state before the command, kept only while a BEFORE_PERSIST fault may
-  // need to roll the change back.
-  std::optional<SecretBytes> before;
-  if (faults_ != nullptr && faults_->IsArmed(v1::FAULT_BEFORE_PERSIST)) before = unit_->Snapshot();
+  // The state before the command: what the disk holds, and what the unit
+  // goes back to when the change does not reach the disk.
+  const SecretBytes before = unit_->Snapshot();
   firmware::HandleResult result = unit_->Handle(request);
   if (!result.state_changed) return {std::move(result.response)};
-  if (before.has_value()) {
+  if (faults_ != nullptr) {
     if (auto action = faults_->Take(v1::FAULT_BEFORE_PERSIST)) {
       // Whatever the host is told, the change never reached the disk, so
       // the unit must not go on serving from it.
-      auto restored = firmware::CryptoUnit::Restore(*before, *entropy_);
-      HSMSIM_CHECK(restored.ok());  // our own snapshot of a moment ago
-      unit_ = std::move(restored).value();
+      RollBack(before);
       return Fire(request, v1::FAULT_BEFORE_PERSIST, *action);
     }
   }
-  absl::Status saved = store_.Save(unit_->Snapshot());
+  bool replaced = false;
+  absl::Status saved = store_.Save(unit_->Snapshot(), &replaced);
   if (!saved.ok()) {
-    on_persist_failure_(saved);
+    std::string what;
+    if (replaced) {
+      on_persist_failure_(saved);
+      what = "the unit saved its new state but could not make it durable";
+    } else {
+      RollBack(before);
+      spdlog::error(
+          "request {}: saving the unit state failed; the change was rolled back and the unit "
+          "keeps its last saved state: {}",
+          request.id(), std::string(saved.message()));
+      what =
+          "the unit could not save its state, so the command was not applied; the unit keeps "
+          "its last saved state and refuses changes until its state directory can be written "
+          "(free space, fix permissions)";
+    }
     v1::Response failed;
     failed.set_id(request.id());
-    *failed.mutable_status() = wire::ToWireStatus(Error(
-        absl::StatusCode::kInternal, reason::kStateNotPersisted, std::string(saved.message())));
+    *failed.mutable_status() =
+        wire::ToWireStatus(Error(absl::StatusCode::kInternal, reason::kStateNotPersisted,
+                                 StrCat(what, ": ", saved.message())));
     return {std::move(failed)};
   }
   if (faults_ != nullptr) {
@@ -114,6 +127,13 @@ DispatchOutcome RequestDispatcher::Serve(const v1::Request& request) {
     }
   }
   return {std::move(result.response)};
+}
+
+void RequestDispatcher::RollBack(const SecretBytes& before) {
+  auto restored =
+      firmware::CryptoUnit::Restore(before, entropy_ != nullptr ? *entropy_ : store_.entropy());
+  HSMSIM_CHECK(restored.ok());  // our own snapshot of a moment ago
+  unit_ = std::move(restored).value();
 }
 
 DispatchOutcome RequestDispatcher::ServeReencryptWithFault(const v1::Request& request) {

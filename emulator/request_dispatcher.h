@@ -19,9 +19,10 @@
 
 namespace hsmsim::emulator {
 
-// Called when persisting a changed state failed. It must not return
-// normally in production (the default logs and exits the process); see
-// RequestDispatcher::Dispatch.
+// Called when a changed state replaced unit.state but syncing the state
+// directory after it failed: whether the change survives a power loss is
+// unknown. It must not return normally in production (the default logs and
+// exits the process); see RequestDispatcher::Serve.
 using PersistFailureHandler = std::function<void(const absl::Status&)>;
 
 // DefaultPersistFailureHandler logs the failure at critical level (the status
@@ -68,11 +69,15 @@ class RequestDispatcher {
   // in the response's status). Blocks: call it from a worker thread.
   //
   // When the request changed the nonvolatile state, the new state is saved
-  // before this returns. If saving fails the handler is called and, should it
-  // return (tests only), the response is replaced by an INTERNAL error: the
-  // in-memory unit is then ahead of the disk, and only a restart (which loads
-  // the last good state) makes the two agree again. Answering success would
-  // claim a change that a restart silently undoes.
+  // before this returns. If writing it fails before unit.state is replaced
+  // (a full disk, a read-only or broken state directory), the change is
+  // rolled back in memory, the response is INTERNAL (STATE_NOT_PERSISTED)
+  // with the file system's words, and the unit stays up with its last saved
+  // state: read-only requests go on, and every change is refused the same
+  // way until a save succeeds again. If only the directory sync after the
+  // rename fails, the handler is called and, should it return (tests only),
+  // the response is the same error: answering success would claim a change
+  // that a power loss may undo.
   //
   // Armed faults (docs/reliability.md): BEFORE_PERSIST fires after the
   // firmware applied a state change and before it is saved; the change is
@@ -95,6 +100,8 @@ class RequestDispatcher {
  private:
   v1::Response ServeFaultRequest(const v1::Request& request);
   DispatchOutcome ServeReencryptWithFault(const v1::Request& request);
+  // RollBack makes the unit `before` again. REQUIRES: mu_ held exclusively.
+  void RollBack(const SecretBytes& before);
   // Fire performs `action` for `request` at `point`.
   DispatchOutcome Fire(const v1::Request& request, v1::FaultPoint point, v1::FaultAction action);
 

@@ -107,6 +107,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(std::string dir, St
   std::string state_path = JoinPath(dir, kStateFileName);
 
   absl::StatusOr<SecretBytes> key = fs.ReadFile(key_path);
+  bool created_key = false;
   if (!key.ok() && key.status().code() == absl::StatusCode::kNotFound) {
     HSMSIM_ASSIGN_OR_RETURN(bool state_exists, fs.FileExists(state_path));
     if (state_exists) {
@@ -121,6 +122,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(std::string dir, St
     if (created.ok()) {
       HSMSIM_RETURN_IF_ERROR(fs.SyncDirectory(dir));
       key = std::move(fresh);
+      created_key = true;
     } else if (created.code() == absl::StatusCode::kAlreadyExists) {
       key = fs.ReadFile(key_path);  // another process won the race
     } else {
@@ -134,7 +136,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(std::string dir, St
         StrCat(key_path, ": device key is ", key->size(), " bytes, expected ", kDeviceKeySize));
   }
   return std::unique_ptr<StateStore>(
-      new StateStore(std::move(dir), fs, entropy, std::move(key).value()));
+      new StateStore(std::move(dir), fs, entropy, std::move(key).value(), created_key));
 }
 
 absl::StatusOr<std::optional<SecretBytes>> StateStore::Load() {
@@ -150,7 +152,8 @@ absl::StatusOr<std::optional<SecretBytes>> StateStore::Load() {
   return std::optional<SecretBytes>(std::move(snapshot));
 }
 
-absl::Status StateStore::Save(absl::Span<const uint8_t> snapshot) {
+absl::Status StateStore::Save(absl::Span<const uint8_t> snapshot, bool* replaced) {
+  if (replaced != nullptr) *replaced = false;
   HSMSIM_ASSIGN_OR_RETURN(std::string file, EncodeStateFile(device_key_, snapshot, entropy_));
   std::string tmp = temp_path();
   absl::Status status = fs_.WriteFileSynced(tmp, AsBytes(file), 0600);
@@ -161,13 +164,23 @@ absl::Status StateStore::Save(absl::Span<const uint8_t> snapshot) {
   }
   // After the rename the new state is in place; the directory sync makes the
   // rename itself durable.
+  if (replaced != nullptr) *replaced = true;
   return WithContext(fs_.SyncDirectory(dir_), "saving the unit state");
 }
 
 absl::StatusOr<std::unique_ptr<firmware::CryptoUnit>> LoadOrCreateUnit(StateStore& store,
-                                                                       crypto::Entropy& entropy) {
+                                                                       crypto::Entropy& entropy,
+                                                                       NewUnitPolicy policy) {
   HSMSIM_ASSIGN_OR_RETURN(std::optional<SecretBytes> snapshot, store.Load());
   if (!snapshot.has_value()) {
+    if (policy == NewUnitPolicy::kOnlyWhereNoUnitWas && !store.device_key_created()) {
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kUnitStateMissing,
+                   StrCat(store.state_path(), " is missing but ", store.device_key_path(),
+                          " exists: this directory held a unit whose state is gone. A blank "
+                          "unit here would answer under a new unit id, with no administrators. "
+                          "Restore unit.state from a backup, or start with --new-unit to "
+                          "replace the unit on purpose"));
+    }
     HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<firmware::CryptoUnit> unit,
                             firmware::CryptoUnit::Create(entropy));
     HSMSIM_RETURN_IF_ERROR(store.Save(unit->Snapshot()));

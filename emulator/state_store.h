@@ -63,7 +63,8 @@ absl::StatusOr<SecretBytes> DecodeStateFile(std::string_view path,
 class StateStore {
  public:
   // Open creates `dir` (0700) when missing and reads DIR/device.key, creating
-  // it (32 random bytes, 0600, O_EXCL) when neither it nor unit.state exists.
+  // it (32 random bytes, 0600, O_EXCL) when neither it nor unit.state exists
+  // (device_key_created() then says so).
   // Returns FAILED_PRECONDITION (DEVICE_KEY_MISSING) when unit.state exists
   // without device.key, DATA_LOSS (BAD_DEVICE_KEY) for a key of the wrong
   // size, or the file system's error.
@@ -77,32 +78,63 @@ class StateStore {
   // exists. Errors as DecodeStateFile(), or the file system's.
   absl::StatusOr<std::optional<SecretBytes>> Load();
 
-  // Save writes `snapshot` crash-atomically. On failure the previous
-  // unit.state is untouched (the temp file is removed when possible) and the
-  // status names the file and the step that failed.
-  absl::Status Save(absl::Span<const uint8_t> snapshot);
+  // Save writes `snapshot` crash-atomically. On failure the status names the
+  // file and the step that failed. When `replaced` is not null it is set to
+  // whether unit.state was replaced: false on a failure before the rename
+  // (the previous unit.state is untouched and the temp file removed when
+  // possible), true once the rename happened, even if syncing the directory
+  // after it then failed.
+  absl::Status Save(absl::Span<const uint8_t> snapshot, bool* replaced = nullptr);
+
+  // entropy returns the entropy the store was opened with (the emulator's
+  // unit uses the same), for rebuilding a unit from a snapshot.
+  crypto::Entropy& entropy() const { return entropy_; }
 
   const std::string& dir() const { return dir_; }
+  // device_key_created is true when Open created device.key: the directory
+  // held no unit before. False when a device key was there already, so a
+  // unit's state existed in this directory at some point.
+  bool device_key_created() const { return device_key_created_; }
   std::string state_path() const;
   std::string temp_path() const;
   std::string device_key_path() const;
 
  private:
-  StateStore(std::string dir, StateFileSystem& fs, crypto::Entropy& entropy, SecretBytes key)
-      : dir_(std::move(dir)), fs_(fs), entropy_(entropy), device_key_(std::move(key)) {}
+  StateStore(std::string dir, StateFileSystem& fs, crypto::Entropy& entropy, SecretBytes key,
+             bool key_created)
+      : dir_(std::move(dir)),
+        fs_(fs),
+        entropy_(entropy),
+        device_key_(std::move(key)),
+        device_key_created_(key_created) {}
 
   std::string dir_;
   StateFileSystem& fs_;
   crypto::Entropy& entropy_;
   SecretBytes device_key_;
+  bool device_key_created_ = false;
+};
+
+// When LoadOrCreateUnit may create a new, blank unit (imprint mode, a new
+// unit id, no administrators).
+enum class NewUnitPolicy {
+  // Only in a directory that never held a unit: Open created its device key.
+  kOnlyWhereNoUnitWas,
+  // Also where a unit's state is gone (hsmsim-unit --new-unit): the operator
+  // replaces the unit on purpose.
+  kAllowed,
 };
 
 // LoadOrCreateUnit restores the unit from `store`, or, when no state file
 // exists, creates a new unit and saves it at once. Never creates a unit over
 // an existing state file: any load or restore failure is returned, prefixed
-// with the state file's path.
-absl::StatusOr<std::unique_ptr<firmware::CryptoUnit>> LoadOrCreateUnit(StateStore& store,
-                                                                       crypto::Entropy& entropy);
+// with the state file's path. With kOnlyWhereNoUnitWas, a missing state file
+// in a directory whose device key existed before Open (the unit's state was
+// removed or lost) is FAILED_PRECONDITION (UNIT_STATE_MISSING) naming both
+// files: a blank unit there would answer under a new unit id.
+absl::StatusOr<std::unique_ptr<firmware::CryptoUnit>> LoadOrCreateUnit(
+    StateStore& store, crypto::Entropy& entropy,
+    NewUnitPolicy policy = NewUnitPolicy::kOnlyWhereNoUnitWas);
 
 }  // namespace hsmsim::emulator
 

@@ -36,6 +36,11 @@ void AddUnitOptions(CLI::App& app, UnitOptions& options) {
                  "RESOURCE_EXHAUSTED (MEMORY_BUDGET_EXHAUSTED). At least twice "
                  "--max-frame-bytes.")
       ->capture_default_str();
+  app.add_flag("--new-unit", options.new_unit,
+               "Create a new, blank unit (a new unit id, imprint mode, no administrators) even "
+               "though the state directory shows that a unit was there (device.key without "
+               "unit.state). Without it hsmsim-unit refuses to start there (exit 2). An existing "
+               "unit.state is never replaced.");
   app.add_flag("--allow-fault-injection", options.allow_fault_injection,
                "Allow requests that inject faults (crash, hang, drop, fail at named points); "
                "off by default.");

@@ -31,6 +31,8 @@ struct UnitOptions {
   size_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
   size_t memory_budget_bytes = kDefaultMemoryBudgetBytes;
   bool allow_fault_injection = false;
+  // Create a new unit even where a unit's state is gone (--new-unit).
+  bool new_unit = false;
   std::vector<std::string> fault_specs;  // --fault POINT:ACTION[:N], repeatable
   std::vector<v1::Fault> faults;         // parsed from fault_specs
   std::string log_level = "info";

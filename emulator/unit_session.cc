@@ -64,6 +64,7 @@ UnitSession::UnitSession(tcp::socket socket, asio::thread_pool& pool, RequestDis
     : socket_(std::move(socket)),
       read_timer_(socket_.get_executor()),
       write_timer_(socket_.get_executor()),
+      room_timer_(socket_.get_executor()),
       pool_(pool),
       dispatcher_(dispatcher),
       budget_(budget),
@@ -206,6 +207,11 @@ asio::awaitable<void> UnitSession::ReadLoop(std::shared_ptr<UnitSession> self) {
   absl::Cleanup release_reserved = [&self, &reserved] { self->Drop(reserved); };
   for (;;) {
     if (self->closed_) co_return;
+    if (reserved == 0 && self->Unanswered() >= kMaxUnansweredPerConnection) {
+      if (!co_await WaitForRoom(self)) co_return;
+      // The peer's next frame waited for us, not the other way round.
+      state.frame_deadline.reset();
+    }
     auto header = wire::DecodeFrameHeader(state.Available(), self->config_.max_frame_bytes);
     if (!header.ok()) {
       // Refused before the body is read or allocated.
@@ -275,6 +281,22 @@ asio::awaitable<absl::Status> UnitSession::ReserveFrame(
   }
 }
 
+asio::awaitable<bool> UnitSession::WaitForRoom(std::shared_ptr<UnitSession> self) {
+  spdlog::debug("connection from {}: {} requests unanswered, reading paused", self->peer_,
+                self->Unanswered());
+  while (!self->closed_ && self->Unanswered() >= kMaxUnansweredPerConnection) {
+    self->waiting_for_room_ = true;
+    self->room_timer_.expires_at(asio::steady_timer::time_point::max());
+    co_await self->room_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+    self->waiting_for_room_ = false;
+  }
+  co_return !self->closed_;
+}
+
+void UnitSession::WakeReader() {
+  if (waiting_for_room_ && Unanswered() < kMaxUnansweredPerConnection) room_timer_.cancel();
+}
+
 bool UnitSession::TryHold(size_t bytes) {
   // A connection holding nothing may always ask for one frame; otherwise it
   // must stay within its share.
@@ -311,6 +333,7 @@ asio::awaitable<void> UnitSession::Serve(std::shared_ptr<UnitSession> self, v1::
     case Disposition::kHang:
       spdlog::warn("connection from {}: request {} will never be answered (injected hang)",
                    self->peer_, id);
+      self->WakeReader();
       break;
     case Disposition::kDropConnection:
       self->CloseNow("injected fault: connection dropped");
@@ -325,6 +348,7 @@ void UnitSession::Enqueue(std::string frame) {
     return;
   }
   Hold(frame.size());
+  ++unwritten_replies_;
   write_queue_.push_back(std::move(frame));
   if (!writing_) {
     writing_ = true;
@@ -358,6 +382,8 @@ asio::awaitable<void> UnitSession::WriteLoop(std::shared_ptr<UnitSession> self) 
     // Responses may hold unwrapped data keys.
     for (std::string& frame : batch) WipeString(&frame);
     self->Drop(batch_bytes);
+    self->unwritten_replies_ -= batch.size();
+    self->WakeReader();
     if (order[0] == 1) {
       if (!self->closed_) {
         spdlog::warn("connection from {}: {} bytes of replies not taken within {} ms, closing",
@@ -406,11 +432,13 @@ void UnitSession::CloseNow(const char* why) {
   socket_.close(ignored);
   read_timer_.cancel();
   write_timer_.cancel();
+  room_timer_.cancel();
   size_t queued_bytes = 0;
   for (std::string& frame : write_queue_) {
     queued_bytes += frame.size();
     WipeString(&frame);
   }
+  unwritten_replies_ -= write_queue_.size();
   write_queue_.clear();
   Drop(queued_bytes);
   spdlog::debug("connection from {} closed: {}", peer_, why);

@@ -19,6 +19,13 @@
 // connection is closed. A batch of replies not taken by the peer within the
 // read timeout closes the connection, so its memory is given back.
 //
+// Count: a connection has at most kMaxUnansweredPerConnection requests
+// unanswered (being served, or answered and the reply not yet written). At
+// the cap the reader stops reading, the bytes stay in the peer's socket, and
+// it resumes as soon as replies are written. Tiny requests therefore cannot
+// pile up work and replies whose memory the byte budget does not see (a
+// 5-byte GetInfo frame costs a coroutine, a worker task and a reply).
+//
 // Thread-safety: all state lives on the socket's strand; Close() may be
 // called from any thread.
 #ifndef HSMSIM_EMULATOR_UNIT_SESSION_H_
@@ -40,6 +47,11 @@
 #include "hsmsim/v1/unit.pb.h"
 
 namespace hsmsim::emulator {
+
+// The most requests one connection may have unanswered before the session
+// stops reading from it (Beast's queue_limit). Hosts keep a few batches in
+// flight per unit; 256 is far above that.
+inline constexpr size_t kMaxUnansweredPerConnection = 256;
 
 struct SessionConfig {
   size_t max_frame_bytes = 0;
@@ -94,6 +106,9 @@ class UnitSession : public std::enable_shared_from_this<UnitSession> {
   static boost::asio::awaitable<absl::Status> ReserveFrame(
       std::shared_ptr<UnitSession> self, size_t frame_bytes,
       std::chrono::steady_clock::time_point deadline);
+  // WaitForRoom waits while this connection has kMaxUnansweredPerConnection
+  // requests unanswered. Returns false when the connection closed meanwhile.
+  static boost::asio::awaitable<bool> WaitForRoom(std::shared_ptr<UnitSession> self);
   static boost::asio::awaitable<void> Serve(std::shared_ptr<UnitSession> self, v1::Request request,
                                             size_t request_bytes);
   static boost::asio::awaitable<void> WriteLoop(std::shared_ptr<UnitSession> self);
@@ -109,10 +124,15 @@ class UnitSession : public std::enable_shared_from_this<UnitSession> {
   void Hold(size_t bytes);
   // Drop gives back `bytes` held by this connection.
   void Drop(size_t bytes);
+  // Unanswered is the count WaitForRoom compares with the cap.
+  size_t Unanswered() const { return in_flight_ + unwritten_replies_; }
+  // WakeReader resumes a reader waiting in WaitForRoom.
+  void WakeReader();
 
   boost::asio::ip::tcp::socket socket_;
   boost::asio::steady_timer read_timer_;
   boost::asio::steady_timer write_timer_;
+  boost::asio::steady_timer room_timer_;  // WaitForRoom sleeps on it
   boost::asio::thread_pool& pool_;
   RequestDispatcher& dispatcher_;
   FrameBudget& budget_;
@@ -125,6 +145,8 @@ class UnitSession : public std::enable_shared_from_this<UnitSession> {
   bool close_after_flush_ = false;  // a protocol error was queued
   bool closed_ = false;
   size_t in_flight_ = 0;
+  size_t unwritten_replies_ = 0;  // queued or being written
+  bool waiting_for_room_ = false;
   size_t held_bytes_ = 0;  // of budget_: requests in flight, replies unwritten
 };
 

@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/admin_key_file.h"
+#include "host/pinned_unit_channel.h"
 #include "host/private_directory.h"
 #include "host/signed_command.h"
 #include "host/unit_client.h"
@@ -41,13 +44,50 @@ void ReapIfChild(int pid) {
   ::waitpid(pid, &status, WNOHANG);
 }
 
-std::string LogTail(const std::string& log_path) {
+size_t FileSize(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  return ec ? 0 : static_cast<size_t>(size);
+}
+
+// UnitsOwnWords returns what a unit that failed to start said, from the
+// part of its log written since `offset` (the log is appended to across
+// restarts): its "hsmsim-unit: REASON: message" line when there is one,
+// else the last lines it wrote.
+std::string UnitsOwnWords(const std::string& log_path, size_t offset) {
   auto text = ReadFileBytes(log_path);
-  if (!text.ok() || text->empty()) return "(the log is empty)";
+  if (!text.ok() || text->size() <= offset) return "(it wrote nothing to its log)";
+  std::string run = text->substr(offset);
+  while (!run.empty() && run.back() == '\n') run.pop_back();
+  constexpr std::string_view kOwnLine = "hsmsim-unit: ";
+  for (size_t end = run.size(); end > 0;) {
+    const size_t begin = run.rfind('\n', end - 1);
+    const size_t start = begin == std::string::npos ? 0 : begin + 1;
+    if (std::string_view(run).substr(start, end - start).starts_with(kOwnLine)) {
+      return run.substr(start, end - start);
+    }
+    if (begin == std::string::npos) break;
+    end = begin;
+  }
   constexpr size_t kTail = 1500;
-  std::string tail = text->size() > kTail ? text->substr(text->size() - kTail) : *text;
-  while (!tail.empty() && tail.back() == '\n') tail.pop_back();
-  return tail;
+  return run.size() > kTail ? run.substr(run.size() - kTail) : run;
+}
+
+// ChildExitStatus returns the wait status of `pid` once it has exited
+// (reaping it when it is our child), -1 when it is gone and not our child,
+// nullopt while it runs.
+std::optional<int> ChildExitStatus(int pid) {
+  int status = 0;
+  const pid_t r = ::waitpid(pid, &status, WNOHANG);
+  if (r == pid) return status;
+  if (r < 0 && !ProcessAlive(pid)) return -1;
+  return std::nullopt;
+}
+
+std::string DescribeExit(int status) {
+  if (status >= 0 && WIFEXITED(status)) return StrCat("exited with status ", WEXITSTATUS(status));
+  if (status >= 0 && WIFSIGNALED(status)) return StrCat("was killed by signal ", WTERMSIG(status));
+  return "exited";
 }
 
 // UnitEnvironment returns the environment a unit is started with: only the
@@ -89,11 +129,32 @@ struct Started {
   FleetUnit unit;
   std::string port_file;
   std::string log_file;
+  size_t log_offset = 0;  // the log's size when this run was spawned
   std::string listen = "127.0.0.1:0";
   bool allow_fault_injection = false;
+  bool new_unit = false;
+  std::optional<int> exit_status;  // set once the process is seen to exit
 };
 
-absl::StatusOr<int> Spawn(const std::string& binary, const Started& s) {
+// Exited returns UNAVAILABLE (UNIT_EXITED) for a unit seen to exit while
+// starting, with how it ended and its own words from its log.
+absl::Status Exited(const Started& s, std::string_view when) {
+  return Error(
+      absl::StatusCode::kUnavailable, reason::kUnitExited,
+      StrCat(s.unit.name, " (pid ", s.unit.pid, ") ", DescribeExit(*s.exit_status), " ", when, ": ",
+             UnitsOwnWords(s.log_file, s.log_offset), " (log: ", s.log_file, ")"));
+}
+
+// CouldNotListen is true when the unit exited because it could not listen
+// (exit status 1: its port may still be held by the process before it).
+bool CouldNotListen(const Started& s) {
+  return s.exit_status.has_value() && *s.exit_status >= 0 && WIFEXITED(*s.exit_status) &&
+         WEXITSTATUS(*s.exit_status) == 1;
+}
+
+absl::StatusOr<int> Spawn(const std::string& binary, Started& s) {
+  s.log_offset = FileSize(s.log_file);
+  s.exit_status.reset();
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
@@ -107,6 +168,7 @@ absl::StatusOr<int> Spawn(const std::string& binary, const Started& s) {
   std::vector<std::string> args = {binary,      "--listen",    s.listen,        "--port-file",
                                    s.port_file, "--state-dir", s.unit.state_dir};
   if (s.allow_fault_injection) args.push_back("--allow-fault-injection");
+  if (s.new_unit) args.push_back("--new-unit");
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -127,9 +189,8 @@ absl::StatusOr<int> Spawn(const std::string& binary, const Started& s) {
 
 // WaitForEndpoint waits for the unit's port file and returns
 // "127.0.0.1:PORT".
-absl::StatusOr<std::string> WaitForEndpoint(const Started& s, Clock::time_point deadline) {
+absl::StatusOr<std::string> WaitForEndpoint(Started& s, Clock::time_point deadline) {
   while (Clock::now() < deadline) {
-    ReapIfChild(s.unit.pid);
     std::error_code ec;
     if (fs::exists(s.port_file, ec)) {
       auto text = ReadFileBytes(s.port_file);
@@ -145,19 +206,21 @@ absl::StatusOr<std::string> WaitForEndpoint(const Started& s, Clock::time_point 
         }
       }
     }
-    if (!ProcessAlive(s.unit.pid)) {
-      return Error(absl::StatusCode::kUnavailable, reason::kUnitExited,
-                   StrCat(s.unit.name, " (pid ", s.unit.pid, ") exited before listening; ",
-                          s.log_file, " ends with:\n", LogTail(s.log_file)));
-    }
+    if ((s.exit_status = ChildExitStatus(s.unit.pid))) return Exited(s, "before listening");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  if ((s.exit_status = ChildExitStatus(s.unit.pid))) return Exited(s, "before listening");
   return Error(absl::StatusCode::kDeadlineExceeded, reason::kUnitTimeout,
                StrCat(s.unit.name, " (pid ", s.unit.pid, ") did not write its port file ",
                       s.port_file, " in time; see ", s.log_file));
 }
 
-absl::Status ReadyAndAssign(Started& s, const std::string& instance, Clock::time_point deadline) {
+// ReadyAndAssign waits until the unit answers GetInfo, checks its unit id
+// against `pinned` (the id fleet.json pins; empty: any), assigns it to
+// `instance` when it is not yet, and returns its unit id. A unit with
+// another id is FAILED_PRECONDITION (UNIT_ID_MISMATCH) and is not assigned.
+absl::StatusOr<std::string> ReadyAndAssign(Started& s, const std::string& instance,
+                                           Clock::time_point deadline, const std::string& pinned) {
   HSMSIM_ASSIGN_OR_RETURN(s.unit.endpoint, WaitForEndpoint(s, deadline));
   UnitClientOptions client_options;
   client_options.timeout = std::chrono::milliseconds(2'000);
@@ -167,14 +230,17 @@ absl::Status ReadyAndAssign(Started& s, const std::string& instance, Clock::time
   while (true) {
     info = client->GetInfo();
     if (info.ok() || !IsUnreachable(info.status()) || Clock::now() >= deadline) break;
-    if (!ProcessAlive(s.unit.pid)) break;
+    if ((s.exit_status = ChildExitStatus(s.unit.pid))) return Exited(s, "before answering");
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (!info.ok()) {
     return WithContext(info.status(),
                        StrCat("waiting for ", s.unit.name, " (log: ", s.log_file, ")"));
   }
-  if (info->instance() == instance) return absl::OkStatus();
+  if (!pinned.empty() && info->unit_id() != pinned) {
+    return UnitIdMismatch(s.unit.name, pinned, info->unit_id());
+  }
+  if (info->instance() == instance) return info->unit_id();
   v1::Command op;
   op.mutable_assign_instance()->set_instance(instance);
   auto assigned = IssueCommand(*client, *info, op, {});
@@ -182,7 +248,29 @@ absl::Status ReadyAndAssign(Started& s, const std::string& instance, Clock::time
     return WithContext(assigned.status(),
                        StrCat("assigning ", s.unit.name, " to instance '", instance, "'"));
   }
-  return absl::OkStatus();
+  return info->unit_id();
+}
+
+// PinsOfStoppedFleet reads DIR/fleet.json when there is one: the unit ids
+// it pins by unit name, which the units started again on the same state
+// directories must still answer with. FAILED_PRECONDITION (FLEET_RUNNING)
+// when it lists a unit that is still running. A manifest that cannot be
+// read pins nothing (it is replaced).
+absl::StatusOr<std::map<std::string, std::string>> PinsOfStoppedFleet(const std::string& dir) {
+  std::map<std::string, std::string> pins;
+  std::error_code ec;
+  if (!fs::exists(FleetManifestPath(dir), ec)) return pins;
+  auto old = LoadFleetManifest(dir);
+  if (!old.ok()) return pins;
+  for (const FleetUnit& u : old->units) {
+    if (!u.stopped && IsUnitProcess(u.pid, u.state_dir)) {
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kFleetRunning,
+                   StrCat("fleet ", dir, " is running (", u.name, " is pid ", u.pid,
+                          "); run `hsmctl fleet down` first"));
+    }
+    if (!u.unit_id.empty()) pins[u.name] = u.unit_id;
+  }
+  return pins;
 }
 
 }  // namespace
@@ -284,18 +372,7 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
   HSMSIM_RETURN_IF_ERROR(CreatePrivateDirectory(options.fleet_dir));
   std::error_code ec;
   const std::string dir = fs::absolute(options.fleet_dir).lexically_normal().string();
-  if (fs::exists(FleetManifestPath(dir), ec)) {
-    auto old = LoadFleetManifest(dir);
-    if (old.ok()) {
-      for (const FleetUnit& u : old->units) {
-        if (!u.stopped && IsUnitProcess(u.pid, u.state_dir)) {
-          return Error(absl::StatusCode::kFailedPrecondition, reason::kFleetRunning,
-                       StrCat("fleet ", dir, " is running (", u.name, " is pid ", u.pid,
-                              "); run `hsmctl fleet down` first"));
-        }
-      }
-    }
-  }
+  HSMSIM_ASSIGN_OR_RETURN(const auto pins, PinsOfStoppedFleet(dir));
   HSMSIM_ASSIGN_OR_RETURN(std::string binary, LocateUnitBinary(options.unit_binary));
 
   std::vector<Started> started;
@@ -326,11 +403,14 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
   }
   const auto deadline = Clock::now() + options.ready_timeout;
   for (Started& s : started) {
-    absl::Status ready = ReadyAndAssign(s, options.instance, deadline);
+    const auto pin = pins.find(s.unit.name);
+    absl::StatusOr<std::string> ready =
+        ReadyAndAssign(s, options.instance, deadline, pin == pins.end() ? "" : pin->second);
     if (!ready.ok()) {
       stop_all();
-      return ready;
+      return ready.status();
     }
+    s.unit.unit_id = *std::move(ready);
     if (options.progress) {
       options.progress(StrCat(s.unit.name, ": pid ", s.unit.pid, ", listening on ", s.unit.endpoint,
                               ", instance ", options.instance));
@@ -368,23 +448,33 @@ absl::StatusOr<FleetUnit> RestartUnit(const FleetLaunchOptions& options, const s
   // The same port, so the manifest and every host keep working.
   s.listen = unit->endpoint;
   s.allow_fault_injection = options.allow_fault_injection;
+  s.new_unit = options.new_unit;
+  // A replaced unit may answer with any id; otherwise it must be the pinned
+  // one (a manifest without an id pins the first it sees).
+  const std::string pinned = options.new_unit ? std::string() : unit->unit_id;
   std::error_code ec;
   fs::remove(s.port_file, ec);
-  // The port may still be held briefly by the dying process.
-  absl::Status ready = absl::OkStatus();
+  // The port may still be held briefly by the dying process: only a unit
+  // that could not listen is started again; any other exit is its answer.
+  absl::StatusOr<std::string> ready;
   const auto deadline = Clock::now() + options.ready_timeout;
   for (int attempt = 0; attempt < 20; ++attempt) {
     HSMSIM_ASSIGN_OR_RETURN(s.unit.pid, Spawn(binary, s));
-    ready = ReadyAndAssign(s, manifest.instance, deadline);
-    if (ready.ok() || ProcessAlive(s.unit.pid) || Clock::now() >= deadline) break;
+    ready = ReadyAndAssign(s, manifest.instance, deadline, pinned);
+    if (ready.ok() || !CouldNotListen(s) || Clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   if (!ready.ok()) {
     if (s.unit.pid > 0) StopProcess(s.unit.pid, std::chrono::seconds(5));
-    return ready;
+    if (ReasonOf(ready.status()) == reason::kUnitIdMismatch) {
+      return WithContext(ready.status(), StrCat("the process started for ", name,
+                                                " was stopped and not assigned to the instance"));
+    }
+    return ready.status();
   }
   unit->pid = s.unit.pid;
   unit->endpoint = s.unit.endpoint;
+  unit->unit_id = *std::move(ready);
   unit->stopped = false;
   HSMSIM_RETURN_IF_ERROR(SaveFleetManifest(dir, manifest));
   return *unit;

@@ -33,24 +33,35 @@ struct FleetLaunchOptions {
   std::chrono::milliseconds ready_timeout{20'000};
   // Start the units with --allow-fault-injection (tests, drills).
   bool allow_fault_injection = false;
+  // RestartUnit only: start the unit with --new-unit (a blank unit where a
+  // unit's state is gone) and pin whatever unit id it answers with.
+  bool new_unit = false;
   // Called with a line of progress ("unit2: listening on ...").
   std::function<void(const std::string&)> progress;
 };
 
 // LaunchFleet starts `units` units, waits until each answers GetInfo,
 // assigns each to the instance (unsigned, as imprint mode allows; skipped
-// when already assigned to it), then writes DIR/fleet.json and returns it.
-// On any failure it stops the units it started and returns the error (the
-// unit's log tail included when it exited early). FAILED_PRECONDITION
-// (FLEET_RUNNING) when DIR/fleet.json lists a unit that is still running.
+// when already assigned to it), then writes DIR/fleet.json, each unit's id
+// pinned, and returns it. On any failure it stops the units it started and
+// returns the error. A unit that exits while starting is UNAVAILABLE
+// (UNIT_EXITED) at once, with how it ended and its own words from its log
+// ("hsmsim-unit: REASON: message"). FAILED_PRECONDITION (FLEET_RUNNING) when
+// DIR/fleet.json lists a unit that is still running.
 absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options);
 
 // RestartUnit starts unit `name` of the fleet in `options.fleet_dir` again
 // on its state directory and its port (after a crash or a kill), waits until
-// it answers, and records the new pid in fleet.json. FAILED_PRECONDITION
-// (UNIT_RUNNING) when it is still running; NOT_FOUND (NO_SUCH_UNIT) for a
-// name not in the manifest. Uses options.unit_binary, ready_timeout and
-// allow_fault_injection.
+// it answers, checks that it is the same unit (the unit id fleet.json pins;
+// a manifest without one pins the id it answers with), and records the new
+// pid in fleet.json. Errors: FAILED_PRECONDITION (UNIT_RUNNING) when it is
+// still running; NOT_FOUND (NO_SUCH_UNIT) for a name not in the manifest;
+// UNIT_EXITED at once, with the unit's own words, when it exits while
+// starting (a damaged or missing state file); FAILED_PRECONDITION
+// (UNIT_ID_MISMATCH) when it answers with another unit id: the process is
+// stopped, never assigned to the instance, and fleet.json is unchanged.
+// With options.new_unit the unit may start blank and its new id is pinned.
+// Uses options.unit_binary, ready_timeout, allow_fault_injection, new_unit.
 absl::StatusOr<FleetUnit> RestartUnit(const FleetLaunchOptions& options, const std::string& name);
 
 // ProcessAlive is true when `pid` exists and is not a zombie.

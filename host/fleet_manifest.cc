@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -81,6 +82,12 @@ absl::StatusOr<FleetManifest> ParseFleetManifest(std::string_view text, std::str
     HSMSIM_ASSIGN_OR_RETURN(unit.name, get_string(u, "name", where, true));
     HSMSIM_ASSIGN_OR_RETURN(unit.endpoint, get_string(u, "endpoint", where, true));
     HSMSIM_ASSIGN_OR_RETURN(unit.state_dir, get_string(u, "state_dir", where, false));
+    HSMSIM_ASSIGN_OR_RETURN(std::string unit_id_hex, get_string(u, "unit_id", where, false));
+    auto unit_id = FromHex(unit_id_hex);
+    if (!unit_id.ok()) {
+      return Bad(source, StrCat(where, "\"unit_id\" '", Printable(unit_id_hex), "' is not hex"));
+    }
+    unit.unit_id = *std::move(unit_id);
     if (unit.name.empty()) return Bad(source, StrCat(where, "\"name\" is empty"));
     if (unit.endpoint.find(':') == std::string::npos) {
       return Bad(source, StrCat(where, "endpoint '", unit.endpoint, "' is not HOST:PORT"));
@@ -118,6 +125,7 @@ std::string SerializeFleetManifest(const FleetManifest& manifest) {
     doc["units"].push_back({{"name", unit.name},
                             {"endpoint", unit.endpoint},
                             {"state_dir", unit.state_dir},
+                            {"unit_id", ToHex(unit.unit_id)},
                             {"pid", unit.pid},
                             {"selected", unit.selected},
                             {"stopped", unit.stopped}});

@@ -6,13 +6,17 @@
 //     "keystore": "/path/keystore.db",
 //     "units": [
 //       {"name": "unit1", "endpoint": "127.0.0.1:40123", "state_dir": "/path/unit1",
-//        "pid": 4242, "selected": true, "stopped": false}
+//        "unit_id": "9f0c...", "pid": 4242, "selected": true, "stopped": false}
 //     ]
 //   }
 //
 // `pid` is 0 (or absent) for a unit not launched by this host; `selected`
 // false means `hsmctl unit rm` dropped it from the commands' selection (it
-// keeps running and `fleet down` still stops it).
+// keeps running and `fleet down` still stops it). `unit_id` (hex) pins the
+// unit: learned at `fleet up` (or the first `fleet restart` of a manifest
+// without it), changed only by `fleet restart --new-unit` and `unit
+// replace`; hsmctl refuses a unit that answers with another id
+// (host/pinned_unit_channel.h). Absent or empty: not pinned.
 #ifndef HSMSIM_HOST_FLEET_MANIFEST_H_
 #define HSMSIM_HOST_FLEET_MANIFEST_H_
 
@@ -34,6 +38,7 @@ struct FleetUnit {
   int pid = 0;
   bool selected = true;
   bool stopped = false;
+  std::string unit_id{};  // bytes of the pinned unit id; empty: not pinned
 };
 
 struct FleetManifest {

@@ -4,6 +4,8 @@
 #include <map>
 
 #include "common/hex.h"
+#include "common/reasons.h"
+#include "common/status.h"
 #include "common/str_cat.h"
 #include "host/master_key_id.h"
 
@@ -103,6 +105,54 @@ bool DecideFleetBlocked(RecoveryDecision& d) {
   return true;
 }
 
+// DecideUnknownUnits decides when a unit answers with another unit id than
+// fleet.json pins (UNIT_ID_MISMATCH): its registers say nothing about the
+// unit the rotation counts on, so nothing can be judged until the operator
+// restores it or replaces it on purpose. Returns false otherwise.
+bool DecideUnknownUnits(const std::vector<UnitObservation>& units, RecoveryDecision& d) {
+  std::vector<std::string> unknown;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok() && ReasonOf(u.info.status()) == reason::kUnitIdMismatch) {
+      unknown.push_back(u.unit.name);
+    }
+  }
+  if (unknown.empty()) return false;
+  d.situation = RecoverySituation::kFixAndRotateAgain;
+  d.observed = StrCat("unit(s) ", Join(unknown),
+                      " answer with another unit id than fleet.json pins: not the unit(s) the "
+                      "fleet knows (started blank where their state was?)");
+  d.action = StrCat(
+      "Nothing can be judged safely yet. Restore the state directory of ", Join(unknown),
+      " and restart it (hsmctl fleet restart NAME), or replace it on purpose (hsmctl fleet "
+      "restart NAME --new-unit, or hsmctl unit replace NAME) and set the new unit up like the "
+      "others (administrators, thresholds); then run hsmctl recover again.");
+  return true;
+}
+
+// DecideBlankUnits decides, during a rotation, when a unit is in imprint
+// mode (a new or replaced unit: no administrators, no master keys). It
+// cannot accept key parts (they need its administrators' signatures), so
+// reloading them is not the next step: setting it up is. Returns false
+// otherwise.
+bool DecideBlankUnits(const RotationJournal& journal, const std::vector<UnitObservation>& units,
+                      RecoveryDecision& d) {
+  std::vector<std::string> blank;
+  for (const UnitObservation& u : units) {
+    if (u.info.ok() && u.info->mode() == v1::MODE_IMPRINT) blank.push_back(u.unit.name);
+  }
+  if (blank.empty()) return false;
+  d.situation = RecoverySituation::kFixAndRotateAgain;
+  d.observed = StrCat("rotation ", RotationPhaseName(journal.phase), "; unit(s) ", Join(blank),
+                      " are in imprint mode (a new unit: no administrators, no master keys), so "
+                      "they cannot accept key parts");
+  d.action = StrCat(
+      "Set up ", Join(blank),
+      " like the other units first: hsmctl admin add (the same administrators), then hsmctl "
+      "thresholds set (signed) to leave imprint mode. Then run hsmctl recover again: it names "
+      "the key parts to reload on them.");
+  return true;
+}
+
 // DecideIdle decides with no rotation in progress: the pre-check findings
 // say whether anything needs fixing.
 void DecideIdle(const std::vector<Finding>& findings, RecoveryDecision& d) {
@@ -183,8 +233,10 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
     if (!u.info.ok()) d.unreachable_units.push_back(u.unit.name);
   }
   d.keys_at_risk = KeysAtRisk(counts, HeldWkids(units));
+  if (DecideUnknownUnits(units, d)) return d;
   if (DecideFleetBlocked(d)) return d;
   if (journal.has_value() && journal->phase != RotationPhase::kDone) {
+    if (DecideBlankUnits(*journal, units, d)) return d;
     DecideInProgress(*journal, units, d);
   } else {
     DecideIdle(findings, d);

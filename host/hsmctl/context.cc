@@ -13,6 +13,7 @@
 #include "host/hsmctl/key_sources.h"
 #include "host/master_key_id.h"
 #include "host/password.h"
+#include "host/pinned_unit_channel.h"
 #include "host/signed_command.h"
 #include "host/unit_client.h"
 
@@ -122,6 +123,13 @@ std::vector<const host::AdminKey*> SignerPointers(const std::vector<host::AdminK
   return out;
 }
 
+absl::StatusOr<std::unique_ptr<host::UnitChannel>> ConnectPinned(
+    const host::FleetUnit& unit, const host::UnitClientOptions& options) {
+  HSMSIM_ASSIGN_OR_RETURN(auto client, host::UnitClient::Create(unit.name, unit.endpoint, options));
+  return std::unique_ptr<host::UnitChannel>(
+      std::make_unique<host::PinnedUnitChannel>(std::move(client), unit.unit_id));
+}
+
 absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(const Invocation& inv,
                                                             host::FleetManifest* manifest_out) {
   HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
@@ -130,8 +138,7 @@ absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(const Invocation& in
   host::UnitClientOptions options;
   options.timeout = std::chrono::milliseconds(inv.timeout_ms);
   for (const host::FleetUnit* unit : manifest.SelectedUnits()) {
-    HSMSIM_ASSIGN_OR_RETURN(auto client,
-                            host::UnitClient::Create(unit->name, unit->endpoint, options));
+    HSMSIM_ASSIGN_OR_RETURN(auto client, ConnectPinned(*unit, options));
     out.push_back(UnitConnection{*unit, std::move(client)});
   }
   if (out.empty()) {

@@ -17,6 +17,7 @@
 #include "host/admin_key_file.h"
 #include "host/fleet_manifest.h"
 #include "host/unit_channel.h"
+#include "host/unit_client.h"
 
 namespace hsmsim::host::pkcs11 {
 class CardSet;
@@ -89,8 +90,15 @@ struct UnitConnection {
   std::unique_ptr<host::UnitChannel> client;
 };
 
-// ConnectSelected loads the manifest and creates a client per selected unit
-// (connections open lazily).
+// ConnectPinned creates the channel to `unit`: a UnitClient with `options`
+// behind a PinnedUnitChannel holding the unit id fleet.json pins, so a unit
+// that answers with another id gets nothing but GetInfo and every call
+// fails UNIT_ID_MISMATCH. INVALID_ARGUMENT (BAD_ENDPOINT) for a bad address.
+absl::StatusOr<std::unique_ptr<host::UnitChannel>> ConnectPinned(
+    const host::FleetUnit& unit, const host::UnitClientOptions& options);
+
+// ConnectSelected loads the manifest and creates a pinned channel per
+// selected unit (ConnectPinned; connections open lazily).
 absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(
     const Invocation& inv, host::FleetManifest* manifest = nullptr);
 

@@ -51,7 +51,7 @@ int RunFaultRequest(Invocation& inv, const std::string& name, std::string_view c
   }
   host::UnitClientOptions options;
   options.timeout = std::chrono::milliseconds(inv.timeout_ms);
-  auto client = host::UnitClient::Create(unit->name, unit->endpoint, options);
+  auto client = ConnectPinned(*unit, options);
   if (!client.ok()) return Fail(inv, client.status());
 
   UnitOutcome o{unit->name, unit->endpoint, absl::OkStatus(), "", json::object()};

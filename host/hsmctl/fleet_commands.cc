@@ -1,6 +1,7 @@
 // hsmctl fleet up | down | status, and hsmctl unit rm.
 #include <iostream>
 
+#include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -18,7 +19,18 @@ struct FleetUpOptions {
   std::string unit_binary;
   int ready_timeout_ms = 20'000;
   bool allow_fault_injection = false;
+  bool new_unit = false;  // fleet restart --new-unit
 };
+
+// NewUnitAdvice is what to do with a unit that has just been replaced by a
+// new one, given its state.
+std::string NewUnitAdvice(const std::string& name, bool imprint) {
+  if (!imprint) return "";
+  return StrCat(name,
+                " is a new unit in imprint mode (no administrators, no master keys): set it up "
+                "like the other units (hsmctl admin add, then hsmctl thresholds set) before it "
+                "takes part; hsmctl recover names what it still needs");
+}
 
 int RunFleetUp(Invocation& inv, const FleetUpOptions& o) {
   host::FleetLaunchOptions options;
@@ -47,19 +59,83 @@ int RunFleetRestart(Invocation& inv, const FleetUpOptions& o, const std::string&
   options.unit_binary = o.unit_binary;
   options.ready_timeout = std::chrono::milliseconds(o.ready_timeout_ms);
   options.allow_fault_injection = o.allow_fault_injection;
+  options.new_unit = o.new_unit;
+  std::string was;
+  if (auto manifest = host::LoadFleetManifest(options.fleet_dir); manifest.ok()) {
+    if (const host::FleetUnit* u = manifest->FindUnit(name)) was = u->unit_id;
+  }
   auto unit = host::RestartUnit(options, name);
   if (!unit.ok()) return Fail(inv, unit.status());
+  const bool replaced = !was.empty() && was != unit->unit_id;
+  std::string advice;
+  if (replaced) {
+    host::UnitClientOptions client_options;
+    client_options.timeout = std::chrono::milliseconds(inv.timeout_ms);
+    auto client = ConnectPinned(*unit, client_options);
+    auto info = client.ok() ? (*client)->GetInfo() : client.status();
+    advice = NewUnitAdvice(name, info.ok() && info->mode() == v1::MODE_IMPRINT);
+  }
   if (inv.json) {
-    std::cout << json{{"command", "fleet restart"},
-                      {"ok", true},
-                      {"unit", unit->name},
-                      {"pid", unit->pid},
-                      {"endpoint", unit->endpoint}}
-                     .dump(2)
-              << "\n";
+    json doc{{"command", "fleet restart"}, {"ok", true},
+             {"unit", unit->name},         {"pid", unit->pid},
+             {"endpoint", unit->endpoint}, {"unit_id", ToHex(unit->unit_id)},
+             {"replaced", replaced}};
+    if (replaced) doc["previous_unit_id"] = ToHex(was);
+    if (!advice.empty()) doc["advice"] = advice;
+    std::cout << doc.dump(2) << "\n";
   } else {
-    std::cout << unit->name << ": restarted, pid " << unit->pid << ", listening on "
-              << unit->endpoint << "\n";
+    std::cout << unit->name << ": " << (replaced ? "replaced by a new unit" : "restarted")
+              << ", pid " << unit->pid << ", listening on " << unit->endpoint << ", unit id "
+              << ToHex(unit->unit_id)
+              << (replaced ? StrCat(" (was ", ToHex(was), ")") : std::string()) << "\n";
+    if (!advice.empty()) std::cout << advice << "\n";
+  }
+  return kExitOk;
+}
+
+// RunUnitReplace pins the unit id that the unit now answering at NAME's
+// address has: the operator's way to accept a replaced unit that runs.
+int RunUnitReplace(Invocation& inv, const std::string& name) {
+  const std::string dir = FleetDir(inv);
+  auto manifest = host::LoadFleetManifest(dir);
+  if (!manifest.ok()) return Fail(inv, manifest.status());
+  host::FleetUnit* unit = manifest->FindUnit(name);
+  if (unit == nullptr) {
+    return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
+                           StrCat("the fleet ", dir, " has no unit '", name, "'")));
+  }
+  host::UnitClientOptions options;
+  options.timeout = std::chrono::milliseconds(inv.timeout_ms);
+  auto client = host::UnitClient::Create(unit->name, unit->endpoint, options);
+  if (!client.ok()) return Fail(inv, client.status());
+  auto info = (*client)->GetInfo();  // deliberately not pinned: this learns the id
+  if (!info.ok()) return Fail(inv, info.status());
+  const std::string was = unit->unit_id;
+  const bool changed = was != info->unit_id();
+  if (changed) {
+    unit->unit_id = info->unit_id();
+    if (absl::Status saved = host::SaveFleetManifest(dir, *manifest); !saved.ok()) {
+      return Fail(inv, saved);
+    }
+  }
+  const std::string advice = NewUnitAdvice(name, info->mode() == v1::MODE_IMPRINT);
+  if (inv.json) {
+    json doc{{"command", "unit replace"},
+             {"ok", true},
+             {"unit", name},
+             {"unit_id", ToHex(info->unit_id())},
+             {"previous_unit_id", ToHex(was)},
+             {"changed", changed}};
+    if (!advice.empty()) doc["advice"] = advice;
+    std::cout << doc.dump(2) << "\n";
+  } else {
+    if (changed) {
+      std::cout << name << ": now pinned to unit id " << ToHex(info->unit_id()) << " (was "
+                << (was.empty() ? std::string("not pinned") : ToHex(was)) << ")\n";
+    } else {
+      std::cout << name << ": already pinned to unit id " << ToHex(info->unit_id()) << "\n";
+    }
+    if (!advice.empty()) std::cout << advice << "\n";
   }
   return kExitOk;
 }
@@ -100,7 +176,7 @@ int RunFleetStatus(Invocation& inv) {
   for (const host::FleetUnit& unit : manifest->units) {
     UnitOutcome o{unit.name, unit.endpoint, absl::OkStatus(), "", json::object()};
     const bool alive = unit.pid > 0 && host::IsUnitProcess(unit.pid, unit.state_dir);
-    auto client = host::UnitClient::Create(unit.name, unit.endpoint, options);
+    auto client = ConnectPinned(unit, options);
     absl::Status reach = client.ok() ? (*client)->GetInfo().status() : client.status();
     o.status = reach;
     o.details["pid"] = unit.pid;
@@ -175,7 +251,12 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
       ->capture_default_str();
   restart->add_flag("--allow-fault-injection", restart_opts->allow_fault_injection,
                     "Start the unit with --allow-fault-injection");
-  AddFleetOption(restart, inv);
+  restart->add_flag("--new-unit", restart_opts->new_unit,
+                    "Replace the unit on purpose: where its state is gone, start a new, blank "
+                    "unit (hsmsim-unit --new-unit) and pin its new unit id in fleet.json. "
+                    "Without it a unit that comes back with another unit id is stopped and "
+                    "refused (UNIT_ID_MISMATCH)");
+  AddUnitOptions(restart, inv);
   AddJsonOption(restart, inv);
   restart->callback([&inv, restart_opts, restart_name] {
     inv.action = [&inv, restart_opts, restart_name] {
@@ -198,7 +279,8 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
   AddJsonOption(status, inv);
   status->callback([&inv] { inv.action = [&inv] { return RunFleetStatus(inv); }; });
 
-  CLI::App* unit = app.add_subcommand("unit", "Change the fleet's selection of units");
+  CLI::App* unit =
+      app.add_subcommand("unit", "Change the fleet's selection of units and the units it pins");
   unit->require_subcommand(1);
   auto name = std::make_shared<std::string>();
   CLI::App* rm = unit->add_subcommand(
@@ -207,6 +289,17 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
   AddFleetOption(rm, inv);
   AddJsonOption(rm, inv);
   rm->callback([&inv, name] { inv.action = [&inv, name] { return RunUnitRm(inv, *name); }; });
+
+  CLI::App* replace = unit->add_subcommand(
+      "replace",
+      "Accept the unit now answering at NAME's address as NAME: pin its unit id in fleet.json "
+      "(after a unit was replaced on purpose; hsmctl refuses a unit whose id is not the pinned "
+      "one)");
+  replace->add_option("NAME", *name, "Unit name, e.g. unit2")->required();
+  AddUnitOptions(replace, inv);
+  AddJsonOption(replace, inv);
+  replace->callback(
+      [&inv, name] { inv.action = [&inv, name] { return RunUnitReplace(inv, *name); }; });
 }
 
 }  // namespace hsmsim::hsmctl

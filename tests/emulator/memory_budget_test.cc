@@ -175,6 +175,41 @@ TEST_F(MemoryBudgetTest, AClientThatNeverReadsItsRepliesCannotGrowTheUnit) {
   ExpectServingUnchangedAndNothingHeld();
 }
 
+TEST_F(MemoryBudgetTest, ManyTinyRequestsNeverReadCannotGrowTheUnit) {
+  // Tiny requests: the byte budget sees 5 bytes per GetInfo, but each one
+  // read costs a coroutine, a worker task and a reply of a few hundred
+  // bytes. Before the per-connection cap, 40 MB of them took the unit past
+  // a gigabyte.
+  ASSERT_NO_FATAL_FAILURE(Start({"--read-timeout-ms", "3000"}));
+  std::string chunk;
+  for (uint64_t id = 1; chunk.size() < kMiB; ++id) {
+    chunk += wire::EncodeFrame(GetInfoRequest(100 + id % 100));
+  }
+  constexpr int kChunks = 40;  // about 6 million requests
+  Connection greedy(port_);
+  greedy.SetSendTimeout(5s);
+  std::atomic<int> sent{0};
+  std::thread sender([&] {
+    for (int i = 0; i < kChunks; ++i) {
+      if (!greedy.SendBytes(chunk)) return;
+      ++sent;
+    }
+  });
+  // Meanwhile another client is served, again and again.
+  for (int i = 0; i < 20; ++i) {
+    auto info = GetInfo(port_);
+    ASSERT_TRUE(info.has_value()) << "round " << i;
+    std::this_thread::sleep_for(100ms);
+  }
+  sender.join();
+  EXPECT_LT(sent, kChunks) << "the unit kept reading a client that never reads";
+  // The unit's budget is the default 512 MiB; a capped connection holds a
+  // few hundred small replies, far below it.
+  ASSERT_NO_FATAL_FAILURE(ExpectPeakWithin(16 * kMiB, 0));
+  EXPECT_THAT(unit_->Stderr(), HasSubstr("not taken within 3000 ms"));
+  ExpectServingUnchangedAndNothingHeld();
+}
+
 TEST(MemoryBudgetFlagsTest, UnusableValuesAreUsageErrors) {
   TempDir dir;
   struct Case {

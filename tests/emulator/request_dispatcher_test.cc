@@ -1,5 +1,6 @@
 #include "emulator/request_dispatcher.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <optional>
@@ -16,10 +17,12 @@ namespace {
 
 using ::hsmsim::test_support::TempDir;
 
-// RenameFailingFileSystem fails every rename once `fail` is set.
+// RenameFailingFileSystem fails every rename once `fail` is set, and every
+// directory sync once `fail_sync` is set.
 class RenameFailingFileSystem final : public StateFileSystem {
  public:
   bool fail = false;
+  bool fail_sync = false;
   absl::Status CreateDirectories(const std::string& d) override {
     return real_.CreateDirectories(d);
   }
@@ -37,7 +40,11 @@ class RenameFailingFileSystem final : public StateFileSystem {
     if (fail) return Error(absl::StatusCode::kInternal, "FILE_IO_FAILED", from + ": rename failed");
     return real_.Rename(from, to);
   }
-  absl::Status SyncDirectory(const std::string& d) override { return real_.SyncDirectory(d); }
+  absl::Status SyncDirectory(const std::string& d) override {
+    if (fail_sync)
+      return Error(absl::StatusCode::kInternal, "FILE_IO_FAILED", d + ": fsync failed");
+    return real_.SyncDirectory(d);
+  }
   absl::Status RemoveFile(const std::string& p) override { return real_.RemoveFile(p); }
 
  private:
@@ -90,14 +97,39 @@ TEST_F(RequestDispatcherTest, StateChangeIsPersistedBeforeTheResponse) {
   EXPECT_TRUE(persist_failures_.empty());
 }
 
-TEST_F(RequestDispatcherTest, PersistFailureCallsTheHandlerAndNeverAnswersSuccess) {
-  fs_.fail = true;
-  v1::Response response = dispatcher_->Dispatch(AssignInstance(dispatcher_->Info(), "inst-b"));
-  fs_.fail = false;
-  ASSERT_EQ(persist_failures_.size(), 1u);
+TEST_F(RequestDispatcherTest, AFailedWriteIsAnsweredRolledBackAndTheUnitStaysUp) {
+  const v1::GetInfoResponse before = dispatcher_->Info();
+  fs_.fail = true;  // as a full disk: the new state never replaces unit.state
+  v1::Response response = dispatcher_->Dispatch(AssignInstance(before, "inst-b"));
+  EXPECT_TRUE(persist_failures_.empty()) << "the unit does not exit: nothing is uncertain";
+  EXPECT_EQ(response.id(), 11u);
   EXPECT_EQ(response.status().code(), static_cast<int>(absl::StatusCode::kInternal));
   EXPECT_EQ(response.status().reason(), "STATE_NOT_PERSISTED");
-  EXPECT_EQ(InstanceOnDisk(), "") << "the last good state stays on disk";
+  EXPECT_THAT(response.status().message(),
+              ::testing::AllOf(::testing::HasSubstr("the command was not applied"),
+                               ::testing::HasSubstr("unit.state.tmp: rename failed")));
+  // Memory and disk both keep the last saved state, counter included.
+  EXPECT_EQ(dispatcher_->Info().SerializeAsString(), before.SerializeAsString());
+  EXPECT_EQ(InstanceOnDisk(), "");
+  // Every change is refused the same way while the disk stays broken.
+  response = dispatcher_->Dispatch(AssignInstance(before, "inst-b"));
+  EXPECT_EQ(response.status().reason(), "STATE_NOT_PERSISTED");
+  // Once it can be written, the same command (same counter) is applied.
+  fs_.fail = false;
+  response = dispatcher_->Dispatch(AssignInstance(before, "inst-b"));
+  ASSERT_EQ(response.status().code(), 0) << response.status().message();
+  EXPECT_EQ(InstanceOnDisk(), "inst-b");
+  EXPECT_EQ(dispatcher_->Info().transaction_counter(), before.transaction_counter() + 1);
+}
+
+TEST_F(RequestDispatcherTest, AFailedDirectorySyncCallsTheHandlerAndNeverAnswersSuccess) {
+  fs_.fail_sync = true;  // unit.state replaced, its durability unknown
+  v1::Response response = dispatcher_->Dispatch(AssignInstance(dispatcher_->Info(), "inst-d"));
+  fs_.fail_sync = false;
+  ASSERT_EQ(persist_failures_.size(), 1u);
+  EXPECT_THAT(std::string(persist_failures_[0].message()), ::testing::HasSubstr("fsync failed"));
+  EXPECT_EQ(response.status().code(), static_cast<int>(absl::StatusCode::kInternal));
+  EXPECT_EQ(response.status().reason(), "STATE_NOT_PERSISTED");
 }
 
 TEST_F(RequestDispatcherTest, ReadOnlyRequestsDoNotPersist) {

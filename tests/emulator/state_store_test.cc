@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -272,6 +273,35 @@ TEST_F(StateStoreTest, LoadOrCreateUnitCreatesOnceThenRestores) {
   auto restored = LoadOrCreateUnit(*store, entropy_);
   ASSERT_TRUE(restored.ok()) << restored.status();
   EXPECT_EQ((*restored)->unit_id(), (*created)->unit_id());
+}
+
+TEST_F(StateStoreTest, LoadOrCreateUnitNeverStartsBlankWhereAUnitsStateIsGone) {
+  std::array<uint8_t, firmware::kUnitIdSize> first_id{};
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    EXPECT_TRUE(store->device_key_created());
+    auto created = LoadOrCreateUnit(*store, entropy_);
+    ASSERT_TRUE(created.ok()) << created.status();
+    first_id = (*created)->unit_id();
+  }
+  ASSERT_TRUE(std::filesystem::remove(StatePath()));  // device.key stays
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_FALSE(store->device_key_created());
+  auto unit = LoadOrCreateUnit(*store, entropy_);
+  ASSERT_FALSE(unit.ok());
+  EXPECT_EQ(unit.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReasonOf(unit.status()), "UNIT_STATE_MISSING");
+  EXPECT_THAT(std::string(unit.status().message()),
+              ::testing::AllOf(HasSubstr(StatePath() + " is missing but " + KeyPath() + " exists"),
+                               HasSubstr("--new-unit")));
+  EXPECT_FALSE(std::filesystem::exists(StatePath())) << "no blank unit was saved";
+  // Replacing the unit is deliberate: a new unit, with another id.
+  auto replaced = LoadOrCreateUnit(*store, entropy_, NewUnitPolicy::kAllowed);
+  ASSERT_TRUE(replaced.ok()) << replaced.status();
+  EXPECT_NE((*replaced)->unit_id(), first_id);
+  EXPECT_TRUE(std::filesystem::exists(StatePath()));
 }
 
 TEST_F(StateStoreTest, LoadOrCreateUnitNeverStartsBlankOverADamagedFile) {

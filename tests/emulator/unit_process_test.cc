@@ -239,6 +239,52 @@ TEST_F(UnitProcessTest, DamagedStateFileStopsTheUnit) {
   EXPECT_EQ(ReadAll(state), bytes) << "the damaged file must be left untouched";
 }
 
+TEST_F(UnitProcessTest, RemovedStateFileIsRefusedNotReplacedByABlankUnit) {
+  std::string first_id;
+  {
+    UnitProcess unit(StateDir(), dir_.path());
+    auto port = unit.WaitForPort();
+    ASSERT_TRUE(port.has_value()) << unit.Stderr();
+    auto info = GetInfo(*port);
+    ASSERT_TRUE(info.has_value());
+    first_id = info->unit_id();
+  }
+  const std::string state = StateDir() + "/unit.state";
+  ASSERT_TRUE(std::filesystem::remove(state));
+  {
+    UnitProcess unit(StateDir(), dir_.path());
+    auto status = unit.WaitForExit();
+    ASSERT_TRUE(status.has_value()) << "the unit must not start blank where a unit was";
+    ASSERT_TRUE(WIFEXITED(*status));
+    EXPECT_EQ(WEXITSTATUS(*status), 2);
+    EXPECT_THAT(unit.Stderr(), HasSubstr("hsmsim-unit: UNIT_STATE_MISSING: " + state +
+                                         " is missing but " + StateDir() + "/device.key exists"));
+    EXPECT_FALSE(std::filesystem::exists(state));
+  }
+  // --new-unit replaces the unit on purpose: a new id, in imprint mode.
+  UnitProcess unit(StateDir(), dir_.path(), {"--new-unit"});
+  auto port = unit.WaitForPort();
+  ASSERT_TRUE(port.has_value()) << unit.Stderr();
+  auto info = GetInfo(*port);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_NE(info->unit_id(), first_id);
+  EXPECT_EQ(info->mode(), v1::MODE_IMPRINT);
+}
+
+TEST_F(UnitProcessTest, NewUnitNeverReplacesAnExistingState) {
+  std::string first_id;
+  {
+    UnitProcess unit(StateDir(), dir_.path());
+    auto port = unit.WaitForPort();
+    ASSERT_TRUE(port.has_value()) << unit.Stderr();
+    first_id = GetInfo(*port)->unit_id();
+  }
+  UnitProcess unit(StateDir(), dir_.path(), {"--new-unit"});
+  auto port = unit.WaitForPort();
+  ASSERT_TRUE(port.has_value()) << unit.Stderr();
+  EXPECT_EQ(GetInfo(*port)->unit_id(), first_id);
+}
+
 TEST_F(UnitProcessTest, SigtermExitsCleanly) {
   UnitProcess unit(StateDir(), dir_.path());
   auto port = unit.WaitForPort();
@@ -262,7 +308,7 @@ TEST_F(UnitProcessTest, HelpDocumentsEveryFlag) {
   std::string help = unit.Stderr();
   for (const char* flag :
        {"--listen", "--port-file", "--state-dir", "--max-frame-bytes", "--allow-fault-injection",
-        "--log-level", "--workers", "--read-timeout-ms"}) {
+        "--log-level", "--workers", "--read-timeout-ms", "--new-unit"}) {
     EXPECT_THAT(help, HasSubstr(flag));
   }
 }

@@ -18,7 +18,8 @@ FleetManifest Sample() {
   FleetManifest m;
   m.instance = "inst1";
   m.keystore = "/tmp/f/keystore.db";
-  m.units.push_back({"unit1", "127.0.0.1:4001", "/tmp/f/unit1", 101, true, false});
+  m.units.push_back({"unit1", "127.0.0.1:4001", "/tmp/f/unit1", 101, true, false,
+                     std::string("\x9f\x00\x01", 3)});
   m.units.push_back({"unit2", "127.0.0.1:4002", "/tmp/f/unit2", 0, false, true});
   return m;
 }
@@ -35,6 +36,8 @@ TEST(FleetManifestTest, RoundTrip) {
   EXPECT_TRUE(parsed->units[0].selected);
   EXPECT_FALSE(parsed->units[1].selected);
   EXPECT_TRUE(parsed->units[1].stopped);
+  EXPECT_EQ(parsed->units[0].unit_id, std::string("\x9f\x00\x01", 3)) << "the pinned id";
+  EXPECT_EQ(parsed->units[1].unit_id, "") << "not pinned";
   ASSERT_EQ(parsed->SelectedUnits().size(), 1u);
   EXPECT_EQ(parsed->SelectedUnits()[0]->name, "unit1");
 }
@@ -87,6 +90,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"PidNotANumber", R"({"format":"hsmsim-fleet","format_version":1,"units":[
                   {"name":"u1","endpoint":"127.0.0.1:1","pid":"12"}]})",
                 "BAD_MANIFEST", "pid"},
+        BadCase{"UnitIdNotHex", R"({"format":"hsmsim-fleet","format_version":1,"units":[
+                  {"name":"u1","endpoint":"127.0.0.1:1","unit_id":"zz"}]})",
+                "BAD_MANIFEST", "\"unit_id\" 'zz' is not hex"},
         BadCase{"EndpointWithoutPort", R"({"format":"hsmsim-fleet","format_version":1,"units":[
                   {"name":"u1","endpoint":"nohostport"}]})",
                 "BAD_MANIFEST", "HOST:PORT"}),

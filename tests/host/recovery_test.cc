@@ -141,6 +141,55 @@ TEST(RecoveryTest, NewRegisterLostReloadFirstNeverPromote) {
   EXPECT_NE(d.action.find("Do not promote u2"), std::string::npos) << d.action;
 }
 
+// A unit that answers with another id than fleet.json pins (a blank unit
+// where its state was): never judged, never advised to reload parts.
+UnitObservation Foreign(const std::string& name) {
+  FleetUnit unit;
+  unit.name = name;
+  return UnitObservation{unit, Error(absl::StatusCode::kFailedPrecondition, "UNIT_ID_MISMATCH",
+                                     "unit " + name + " answers with unit id 01 but ...")};
+}
+
+// A new unit in imprint mode: no administrators, no master keys.
+UnitObservation Blank(const std::string& name) {
+  UnitObservation o = Unit(name, Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_EMPTY));
+  o.info->set_mode(v1::MODE_IMPRINT);
+  o.info->clear_administrators();
+  o.info->clear_instance();
+  return o;
+}
+
+TEST(RecoveryTest, AUnitWithAnotherIdIsNamedAndNothingIsApplied) {
+  for (RotationPhase phase : {RotationPhase::kReencrypting, RotationPhase::kReencrypted,
+                              RotationPhase::kPromoting, RotationPhase::kFinalizing}) {
+    auto d = DecideRecovery(Journal(phase), {Ready("u1"), Foreign("u2"), Ready("u3")},
+                            Counts(100, 100), {});
+    EXPECT_EQ(d.situation, RecoverySituation::kFixAndRotateAgain) << RotationPhaseName(phase);
+    EXPECT_NE(d.observed.find("u2 answer with another unit id"), std::string::npos) << d.observed;
+    EXPECT_NE(d.action.find("--new-unit"), std::string::npos) << d.action;
+    EXPECT_EQ(d.action.find("--parts"), std::string::npos) << d.action;
+  }
+  // Even with no rotation journaled.
+  auto idle = DecideRecovery(std::nullopt, {Ready("u1"), Foreign("u2")}, Counts(100, 0), {});
+  EXPECT_EQ(idle.situation, RecoverySituation::kFixAndRotateAgain);
+  EXPECT_NE(idle.observed.find("u2"), std::string::npos);
+}
+
+TEST(RecoveryTest, ABlankUnitMidRotationIsSetUpFirstNotReloaded) {
+  // Issue 11, input 5: recover advised reloading parts on a blank unit,
+  // which refuses them (UNKNOWN_SIGNER: it has no administrators).
+  for (RotationPhase phase :
+       {RotationPhase::kReencrypting, RotationPhase::kReencrypted, RotationPhase::kPromoting}) {
+    auto d = DecideRecovery(Journal(phase), {Ready("u1"), Ready("u2"), Blank("u3")},
+                            Counts(100, 40), {});
+    EXPECT_EQ(d.situation, RecoverySituation::kFixAndRotateAgain) << RotationPhaseName(phase);
+    EXPECT_NE(d.observed.find("u3 are in imprint mode"), std::string::npos) << d.observed;
+    EXPECT_NE(d.action.find("admin add"), std::string::npos) << d.action;
+    EXPECT_EQ(d.action.find("recover --apply --parts"), std::string::npos) << d.action;
+    EXPECT_TRUE(d.units_to_reload.empty());
+  }
+}
+
 TEST(RecoveryTest, NewRegisterHoldingAnotherKeyCountsAsLost) {
   auto other = Unit("u2", Reg(v1::REGISTER_FULL_COMMITTED, kOther), Reg(v1::REGISTER_VALID, kSrc));
   auto d = DecideRecovery(Journal(RotationPhase::kReencrypted), {Ready("u1"), other},
