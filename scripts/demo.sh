@@ -47,7 +47,7 @@ for i in 1 2 3; do
 done
 sign="$work/alice.key,$work/bob.key"
 "$hsmctl" mk load --parts "$work/part1.kp,$work/part2.kp,$work/part3.kp" --sign "$sign"
-"$hsmctl" mk commit --sign "$sign"
+"$hsmctl" mk commit --parts "$work/part1.kp,$work/part2.kp,$work/part3.kp" --sign "$sign"
 "$hsmctl" mk setimm --sign "$sign"
 
 step "create $KEYS root keys"
@@ -65,7 +65,7 @@ for i in 4 5 6; do
   "$hsmctl" keypart generate --out "$work/part$i.kp" --description "second key, part $((i - 3))"
 done
 "$hsmctl" mk load --parts "$work/part4.kp,$work/part5.kp,$work/part6.kp" --sign "$sign"
-"$hsmctl" mk commit --sign "$sign"
+"$hsmctl" mk commit --parts "$work/part4.kp,$work/part5.kp,$work/part6.kp" --sign "$sign"
 "$hsmctl" mk rotate --sign "$sign" | tee "$work/rotate.out"
 
 step "verify every key on every unit"
