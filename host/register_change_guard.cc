@@ -140,7 +140,7 @@ RegisterChangeVerdict GuardSetImmediate(const Rotation& r) {
       reason::kWouldWedgeRotation,
       StrCat(r.Name(), " has re-encrypted ", r.journal.keys_done, " of ", r.journal.keys_total,
              " key(s); set immediate on ", Join(would_promote),
-             " now would leave the others under OLD"),
+             " now would put the keys not yet re-encrypted under OLD"),
       "Nothing was changed. Finish re-encryption: hsmctl mk rotate --resume --sign ... (or hsmctl "
       "recover --apply), which sets immediate on every unit once key storage is ready");
 }

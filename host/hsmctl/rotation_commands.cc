@@ -126,8 +126,13 @@ absl::Status CheckResumeFlag(const std::optional<host::RotationJournal>& journal
 int RunAbort(Invocation& inv) {
   auto session = OpenSession(inv);
   if (!session.ok()) return Fail(inv, session.status());
-  auto aborted = host::AbortRotation(*session->store, ObserveAll(session->conns));
+  const std::vector<host::UnitObservation> observed = ObserveAll(session->conns);
+  auto aborted = host::AbortRotation(*session->store, observed);
   if (!aborted.ok()) return Fail(inv, aborted.status());
+  const bool new_holds_a_key =
+      std::any_of(observed.begin(), observed.end(), [](const host::UnitObservation& o) {
+        return o.info.ok() && o.info->new_register().state() != v1::REGISTER_EMPTY;
+      });
   const host::RotationJournal& j = aborted->journal;
   if (inv.json) {
     std::cout << json{{"command", "mk rotate --abort"},
@@ -144,9 +149,10 @@ int RunAbort(Invocation& inv) {
             << host::ShortId(j.target_vp) << " abandoned (it was "
             << host::RotationPhaseName(j.phase) << "): " << aborted->pending_dropped
             << " pending blob(s) dropped, journal closed. Every key keeps its blob under "
-            << host::ShortId(j.source_vp)
-            << "; no register was changed (clear NEW with hsmctl mk clrnew before loading "
-               "another key)\n";
+            << host::ShortId(j.source_vp) << "; no register was changed"
+            << (new_holds_a_key ? " (clear NEW with hsmctl mk clrnew before loading another key)"
+                                : "")
+            << "\n";
   return kExitOk;
 }
 
