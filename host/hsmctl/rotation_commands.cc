@@ -112,7 +112,8 @@ absl::Status CheckResumeFlag(const std::optional<host::RotationJournal>& journal
     return Error(
         absl::StatusCode::kFailedPrecondition, reason::kRotationInProgress,
         StrCat("a rotation is already in progress (phase ", host::RotationPhaseName(journal->phase),
-               "); continue it with hsmctl mk rotate --resume, or see hsmctl recover"));
+               "); continue it with hsmctl mk rotate --resume, or abandon it with hsmctl mk "
+               "rotate --abort while no unit has promoted it (hsmctl recover says which)"));
   }
   if (!in_progress && resume) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNoRotationInProgress,

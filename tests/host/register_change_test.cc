@@ -144,6 +144,7 @@ TEST_F(RegisterChangeTest, RotationNoUnitPromotedIsAbandonedThenRotatesToAFreshK
   EXPECT_THAT(apply.err, HasSubstr("hsmctl mk rotate --abort"));
   RunResult fresh = Hsmctl({"mk", "rotate", "--sign", sign_});
   EXPECT_THAT(fresh.err, HasSubstr("ROTATION_IN_PROGRESS"));
+  EXPECT_THAT(fresh.err, HasSubstr("hsmctl mk rotate --abort"));
 
   RunResult abort = Hsmctl({"mk", "rotate", "--abort", "--json"});
   ASSERT_EQ(abort.exit_code, 0) << Describe(abort);
