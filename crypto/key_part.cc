@@ -1,6 +1,7 @@
 #include "crypto/key_part.h"
 
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include <string>
 
@@ -14,6 +15,7 @@ namespace hsmsim::crypto {
 namespace {
 
 constexpr std::string_view kImportLabel = "hsmsim/v1 key part import";
+constexpr std::string_view kTokenKdfLabel = "hsmsim/v1 key part import v2";
 constexpr std::string_view kPartFileMagic = "hsmsim-keypart";
 constexpr uint32_t kPartFileVersion = 1;
 constexpr size_t kSaltSize = 16;
@@ -23,6 +25,23 @@ absl::StatusOr<SecretBytes> ImportKek(absl::Span<const uint8_t> shared_secret,
                                       std::string_view ephemeral_point) {
   std::string info = StrCat(kImportLabel, ephemeral_point);
   return HkdfSha256(shared_secret, importer_key_id, AsBytes(info), kAes256KeySize);
+}
+
+// WrappingKey derives the part's wrapping key from the ECDH secret with `kdf`.
+absl::StatusOr<SecretBytes> WrappingKey(v1::KeyPartKdf kdf, absl::Span<const uint8_t> shared,
+                                        absl::Span<const uint8_t> importer_key_id,
+                                        std::string_view ephemeral_point) {
+  switch (kdf) {
+    case v1::KEY_PART_KDF_UNSPECIFIED:
+    case v1::KEY_PART_KDF_HKDF_SHA256:
+      return ImportKek(shared, importer_key_id, ephemeral_point);
+    case v1::KEY_PART_KDF_TOKEN_AES_ECB:
+      return KeyPartTokenKdfKek(shared, KeyPartTokenKdfContext(importer_key_id, ephemeral_point));
+    default:
+      return Error(absl::StatusCode::kInvalidArgument, reason::kUnknownKeyPartKdf,
+                   StrCat("key part KDF ", static_cast<int>(kdf),
+                          " is not known to this build (known: 1 HKDF, 2 card KDF)"));
+  }
 }
 
 absl::Status BadPartFile(std::string_view what) {
@@ -82,9 +101,44 @@ absl::Status CheckKdf(const v1::KeyPartFile& f) {
 
 }  // namespace
 
+std::string KeyPartTokenKdfContext(absl::Span<const uint8_t> importer_key_id,
+                                   std::string_view ephemeral_point) {
+  std::string input = StrCat(kTokenKdfLabel, AsString(importer_key_id), ephemeral_point);
+  std::string digest(SHA256_DIGEST_LENGTH, '\0');
+  SHA256(reinterpret_cast<const unsigned char*>(input.data()), input.size(),
+         reinterpret_cast<unsigned char*>(digest.data()));
+  return digest;
+}
+
+absl::StatusOr<SecretBytes> KeyPartTokenKdfKek(absl::Span<const uint8_t> shared_secret,
+                                               std::string_view context) {
+  if (shared_secret.size() < kAes256KeySize || context.size() != kAes256KeySize) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyPart,
+                 StrCat("card KDF needs a shared secret of at least 32 bytes and a 32-byte "
+                        "context, got ",
+                        shared_secret.size(), " and ", context.size()));
+  }
+  // Z' is the trailing 32 bytes: a token keeps those when it truncates the
+  // CKD_NULL secret to a 32-byte AES key.
+  absl::Span<const uint8_t> z_tail = shared_secret.subspan(shared_secret.size() - kAes256KeySize);
+  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  SecretBytes kek(kAes256KeySize);
+  int out_len = 0;
+  if (ctx == nullptr ||
+      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_ecb(), nullptr, z_tail.data(), nullptr) != 1 ||
+      EVP_CIPHER_CTX_set_padding(ctx.get(), 0) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), kek.data(), &out_len,
+                        reinterpret_cast<const unsigned char*>(context.data()),
+                        static_cast<int>(context.size())) != 1 ||
+      out_len != static_cast<int>(kek.size())) {
+    return OpenSslError(reason::kCryptoFailed, "AES-256-ECB of the card KDF failed");
+  }
+  return kek;
+}
+
 absl::StatusOr<v1::EncryptedKeyPart> EncryptKeyPartToImporter(
     absl::Span<const uint8_t> part, absl::Span<const uint8_t> importer_public_key_der,
-    Entropy& entropy) {
+    Entropy& entropy, v1::KeyPartKdf kdf) {
   if (part.size() != kKeyPartSize) {
     return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyPart,
                  StrCat("a key part must be 32 bytes, got ", part.size()));
@@ -94,9 +148,10 @@ absl::StatusOr<v1::EncryptedKeyPart> EncryptKeyPartToImporter(
   HSMSIM_ASSIGN_OR_RETURN(EvpPkeyPtr ephemeral, GenerateP521(entropy));
   HSMSIM_ASSIGN_OR_RETURN(std::string ephemeral_point, PublicPoint(*ephemeral));
   HSMSIM_ASSIGN_OR_RETURN(SecretBytes shared, EcdhSharedSecret(*ephemeral, *importer));
-  HSMSIM_ASSIGN_OR_RETURN(SecretBytes kek, ImportKek(shared, importer_id, ephemeral_point));
+  HSMSIM_ASSIGN_OR_RETURN(SecretBytes kek, WrappingKey(kdf, shared, importer_id, ephemeral_point));
   HSMSIM_ASSIGN_OR_RETURN(std::string wrapped, AesKeyWrapPad(kek, part));
   v1::EncryptedKeyPart out;
+  if (kdf != v1::KEY_PART_KDF_HKDF_SHA256) out.set_kdf(kdf);
   out.set_importer_key_id(AsString(importer_id));
   out.set_ephemeral_public_key(std::move(ephemeral_point));
   out.set_wrapped_part(std::move(wrapped));
@@ -114,8 +169,8 @@ absl::StatusOr<SecretBytes> DecryptKeyPartWithImporter(const EVP_PKEY& importer_
   HSMSIM_ASSIGN_OR_RETURN(EvpPkeyPtr ephemeral,
                           ParseP521PublicPoint(AsBytes(encrypted.ephemeral_public_key())));
   HSMSIM_ASSIGN_OR_RETURN(SecretBytes shared, EcdhSharedSecret(importer_private_key, *ephemeral));
-  HSMSIM_ASSIGN_OR_RETURN(SecretBytes kek,
-                          ImportKek(shared, importer_key_id, encrypted.ephemeral_public_key()));
+  HSMSIM_ASSIGN_OR_RETURN(SecretBytes kek, WrappingKey(encrypted.kdf(), shared, importer_key_id,
+                                                       encrypted.ephemeral_public_key()));
   HSMSIM_ASSIGN_OR_RETURN(SecretBytes part,
                           AesKeyUnwrapPad(kek, AsBytes(encrypted.wrapped_part())));
   if (part.size() != kKeyPartSize) {

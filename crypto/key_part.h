@@ -26,13 +26,38 @@ inline constexpr size_t kKeyPartSize = 32;
 // key given as DER SubjectPublicKeyInfo: ECDH with an ephemeral P-521 key from
 // `entropy`, HKDF-SHA-256 (salt = importer key id, info = label || ephemeral
 // point), then AES-256 key wrap with padding (RFC 5649).
+//
+// With `kdf` KEY_PART_KDF_TOKEN_AES_ECB the wrapping key is derived with the
+// card KDF (v2, see KeyPartTokenKdfContext) instead: the software twin of what
+// host/pkcs11 has a token compute, for tests and for tools without a card.
+// The message's `kdf` field is left unset for HKDF (as before the field).
 absl::StatusOr<v1::EncryptedKeyPart> EncryptKeyPartToImporter(
     absl::Span<const uint8_t> part, absl::Span<const uint8_t> importer_public_key_der,
-    Entropy& entropy);
+    Entropy& entropy, v1::KeyPartKdf kdf = v1::KEY_PART_KDF_HKDF_SHA256);
+
+// The card KDF (v2, docs/protocol.md section 13), built only from what a
+// PKCS#11 token can compute on the token:
+//   Z'  = the last 32 bytes of the 66-byte ECDH x coordinate Z (what
+//         CKM_ECDH1_DERIVE with CKD_NULL gives for a CKK_AES key of
+//         CKA_VALUE_LEN 32, PKCS#11 2.40 section 2.3.16)
+//   D   = SHA-256("hsmsim/v1 key part import v2" || importer key id ||
+//         ephemeral point)                       (public: computed by the host)
+//   KEK = AES-256-ECB(key = Z', D)               (CKM_AES_ECB_ENCRYPT_DATA)
+// KeyPartTokenKdfContext returns D (32 bytes).
+std::string KeyPartTokenKdfContext(absl::Span<const uint8_t> importer_key_id,
+                                   std::string_view ephemeral_point);
+
+// KeyPartTokenKdfKek returns the 32-byte KEK of the card KDF from the whole
+// 66-byte shared secret Z. INVALID_ARGUMENT (BAD_KEY_PART) when Z is shorter
+// than 32 bytes or D is not 32 bytes; INTERNAL if OpenSSL fails.
+absl::StatusOr<SecretBytes> KeyPartTokenKdfKek(absl::Span<const uint8_t> shared_secret,
+                                               std::string_view context);
 
 // DecryptKeyPartWithImporter reverses EncryptKeyPartToImporter inside the
-// unit. Returns INVALID_ARGUMENT with reason WRONG_IMPORTER_KEY when the part
-// was encrypted to another importer key, AUTHENTICATION_FAILED when it does
+// unit, with the KDF the message names (unset: HKDF). Returns
+// INVALID_ARGUMENT with reason WRONG_IMPORTER_KEY when the part was encrypted
+// to another importer key, UNKNOWN_KEY_PART_KDF for a KDF this build does not
+// know, AUTHENTICATION_FAILED when it does
 // not decrypt, BAD_KEY_PART when it is not 32 bytes.
 absl::StatusOr<SecretBytes> DecryptKeyPartWithImporter(const EVP_PKEY& importer_private_key,
                                                        absl::Span<const uint8_t> importer_key_id,

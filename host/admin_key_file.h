@@ -36,13 +36,26 @@ inline constexpr int kAdminKeyPbkdf2Iterations = 600'000;
 inline constexpr int kMinAdminKeyPbkdf2Iterations = 10'000;
 inline constexpr int kMaxAdminKeyPbkdf2Iterations = 10'000'000;
 
+// ExternalSigner signs for an administrator whose private key is not in
+// this process: a smart card (host/pkcs11/card_admin_key.h).
+class ExternalSigner {
+ public:
+  virtual ~ExternalSigner() = default;
+  // SignSha512 returns a DER ECDSA signature over SHA-512(message), the same
+  // bytes crypto::SignSha512 gives for a key in memory; errors name the card.
+  virtual absl::StatusOr<std::string> SignSha512(absl::Span<const uint8_t> message) const = 0;
+};
+
 // AdminKey is an administrator's name and P-521 key pair. Movable, not
 // copyable; the private key is owned by OpenSSL and freed (and wiped) with it.
+// With `external_signer` set, `key` holds only the public key and the
+// signer holds the private one.
 struct AdminKey {
   std::string name;
   crypto::EvpPkeyPtr key;
   std::string public_key_der;  // DER SubjectPublicKeyInfo
   crypto::KeyId key_id{};      // SHA-256 of public_key_der
+  std::shared_ptr<const ExternalSigner> external_signer;
 };
 
 // MakeAdminKey wraps a key pair with its derived public key and id. Returns

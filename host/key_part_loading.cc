@@ -10,6 +10,18 @@ namespace hsmsim::host {
 absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(
     UnitChannel& client, v1::GetInfoResponse info, const std::vector<SecretBytes>& parts,
     const std::vector<const AdminKey*>& signers) {
+  std::vector<PartEncryptor> encryptors;
+  for (const SecretBytes& part : parts) {
+    encryptors.push_back([&part](absl::Span<const uint8_t> importer_der) {
+      return crypto::EncryptKeyPartToImporter(part, importer_der, crypto::OpenSslEntropyInstance());
+    });
+  }
+  return LoadEncryptedKeyPartsOnUnit(client, std::move(info), encryptors, signers);
+}
+
+absl::StatusOr<v1::GetInfoResponse> LoadEncryptedKeyPartsOnUnit(
+    UnitChannel& client, v1::GetInfoResponse info, const std::vector<PartEncryptor>& parts,
+    const std::vector<const AdminKey*>& signers) {
   if (info.importer_public_key().empty()) {
     v1::Command gen;
     gen.mutable_generate_importer();
@@ -19,10 +31,8 @@ absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(
   }
   v1::Command load;
   load.mutable_load_key_parts()->set_total_parts(static_cast<uint32_t>(parts.size()));
-  for (const SecretBytes& part : parts) {
-    HSMSIM_ASSIGN_OR_RETURN(
-        auto encrypted, crypto::EncryptKeyPartToImporter(part, AsBytes(info.importer_public_key()),
-                                                         crypto::OpenSslEntropyInstance()));
+  for (const PartEncryptor& part : parts) {
+    HSMSIM_ASSIGN_OR_RETURN(auto encrypted, part(AsBytes(info.importer_public_key())));
     *load.mutable_load_key_parts()->add_parts() = std::move(encrypted);
   }
   HSMSIM_ASSIGN_OR_RETURN(auto loaded, IssueCommand(client, info, load, signers));

@@ -4,6 +4,7 @@
 #ifndef HSMSIM_HOST_KEY_PART_LOADING_H_
 #define HSMSIM_HOST_KEY_PART_LOADING_H_
 
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -23,6 +24,18 @@ absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(UnitChannel& client,
                                                        v1::GetInfoResponse info,
                                                        const std::vector<SecretBytes>& parts,
                                                        const std::vector<const AdminKey*>& signers);
+
+// PartEncryptor encrypts one key part to the importer public key it is given
+// (DER SubjectPublicKeyInfo): a clear part in memory, or a part on a smart
+// card that the card encrypts (host/pkcs11/card_key_part.h).
+using PartEncryptor =
+    std::function<absl::StatusOr<v1::EncryptedKeyPart>(absl::Span<const uint8_t> importer_der)>;
+
+// LoadEncryptedKeyPartsOnUnit is LoadKeyPartsOnUnit for parts that encrypt
+// themselves: each encryptor is called once with the unit's importer key.
+absl::StatusOr<v1::GetInfoResponse> LoadEncryptedKeyPartsOnUnit(
+    UnitChannel& client, v1::GetInfoResponse info, const std::vector<PartEncryptor>& parts,
+    const std::vector<const AdminKey*>& signers);
 
 // CommitNewOnUnit commits NEW quoting `expected_vp`; returns the state after.
 absl::StatusOr<v1::GetInfoResponse> CommitNewOnUnit(UnitChannel& client,

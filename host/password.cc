@@ -49,6 +49,11 @@ absl::StatusOr<SecretBytes> ReadFromTerminal(std::string_view prompt) {
 
 }  // namespace
 
+absl::StatusOr<SecretBytes> PromptSecret(std::string_view prompt) {
+  if (!isatty(STDIN_FILENO)) return NoPassword("stdin is not a terminal");
+  return ReadFromTerminal(prompt);
+}
+
 absl::StatusOr<SecretBytes> ResolvePassword(const std::string& password_file,
                                             std::string_view prompt, bool confirm) {
   SecretBytes password;

@@ -22,6 +22,11 @@ inline constexpr char kPasswordEnv[] = "HSMSIM_PASSWORD";
 absl::StatusOr<SecretBytes> ResolvePassword(const std::string& password_file,
                                             std::string_view prompt, bool confirm = false);
 
+// PromptSecret prints `prompt` to stderr and reads one line from the
+// terminal with echo off (a PIN, or a password for one named file). Returns
+// INVALID_ARGUMENT (NO_PASSWORD) when stdin is not a terminal.
+absl::StatusOr<SecretBytes> PromptSecret(std::string_view prompt);
+
 }  // namespace hsmsim::host
 
 #endif  // HSMSIM_HOST_PASSWORD_H_

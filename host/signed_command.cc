@@ -3,6 +3,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
+#include <atomic>
 #include <string>
 
 #include "common/reasons.h"
@@ -12,6 +13,15 @@
 #include "crypto/verification_pattern.h"
 
 namespace hsmsim::host {
+namespace {
+
+std::atomic<CommandObserver*> g_command_observer{nullptr};
+
+}  // namespace
+
+CommandObserver* SetCommandObserver(CommandObserver* observer) {
+  return g_command_observer.exchange(observer);
+}
 
 absl::StatusOr<v1::SignedCommand> SignCommand(const v1::Command& command,
                                               const std::vector<const AdminKey*>& signers) {
@@ -27,7 +37,9 @@ absl::StatusOr<v1::SignedCommand> SignCommand(const v1::Command& command,
     }
   }
   for (const AdminKey* signer : signers) {
-    auto signature = crypto::SignSha512(*signer->key, AsBytes(*bytes));
+    auto signature = signer->external_signer != nullptr
+                         ? signer->external_signer->SignSha512(AsBytes(*bytes))
+                         : crypto::SignSha512(*signer->key, AsBytes(*bytes));
     if (!signature.ok()) {
       return WithContext(signature.status(),
                          StrCat("signing as administrator '", signer->name, "'"));
@@ -45,7 +57,11 @@ absl::StatusOr<v1::CommandResponse> IssueCommand(UnitChannel& client,
   op.set_unit_id(info.unit_id());
   op.set_transaction_counter(info.transaction_counter());
   HSMSIM_ASSIGN_OR_RETURN(v1::SignedCommand signed_command, SignCommand(op, signers));
-  return client.SendCommand(signed_command);
+  absl::StatusOr<v1::CommandResponse> result = client.SendCommand(signed_command);
+  if (CommandObserver* observer = g_command_observer.load(); observer != nullptr) {
+    observer->OnCommand(client.name(), info, op, signers, result);
+  }
+  return result;
 }
 
 absl::StatusOr<v1::CommandResponse> IssueCommand(UnitChannel& client, v1::Command op,

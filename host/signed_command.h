@@ -33,6 +33,22 @@ absl::StatusOr<v1::CommandResponse> IssueCommand(UnitChannel& client,
                                                  const v1::GetInfoResponse& info, v1::Command op,
                                                  const std::vector<const AdminKey*>& signers);
 
+// CommandObserver sees every command IssueCommand sends and the unit's
+// answer (the ceremony audit log, host/audit_log.h). `unit` is the client's
+// unit name, `before` the state the command was built on.
+class CommandObserver {
+ public:
+  virtual ~CommandObserver() = default;
+  virtual void OnCommand(const std::string& unit, const v1::GetInfoResponse& before,
+                         const v1::Command& command, const std::vector<const AdminKey*>& signers,
+                         const absl::StatusOr<v1::CommandResponse>& result) = 0;
+};
+
+// SetCommandObserver installs `observer` (not owned; nullptr for none) for
+// every later IssueCommand of the process and returns the previous one. The
+// observer must be thread-safe when commands are issued from threads.
+CommandObserver* SetCommandObserver(CommandObserver* observer);
+
 }  // namespace hsmsim::host
 
 #endif  // HSMSIM_HOST_SIGNED_COMMAND_H_

@@ -11,7 +11,7 @@ packages=(
   libssl-dev
   libprotobuf-dev protobuf-compiler
   libabsl-dev
-  libgtest-dev libgmock-dev libbenchmark-dev softhsm2 libp11-kit-dev
+  libgtest-dev libgmock-dev libbenchmark-dev softhsm2 libp11-kit-dev opensc
   libsqlite3-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   openssl

@@ -10,6 +10,7 @@
 #include "crypto/entropy.h"
 #include "crypto/verification_pattern.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/hsmctl/register_change_support.h"
 #include "host/password.h"
@@ -29,9 +30,10 @@ int RunKeygen(Invocation& inv, const KeygenOptions& o) {
   if (!key.ok()) return Fail(inv, key.status());
   auto admin = host::MakeAdminKey(o.name, std::move(*key));
   if (!admin.ok()) return Fail(inv, admin.status());
-  auto password = GetPassword(inv, "Password for the new admin key: ", /*confirm=*/true);
+  auto password = NewFilePassword(inv, o.out, "Password for the new admin key: ");
   if (!password.ok()) return Fail(inv, password.status());
-  absl::Status written = host::WriteAdminKeyFile(o.out, *admin, *password, o.kdf_cost);
+  absl::Status written =
+      host::WriteAdminKeyFile(o.out, *admin, AsStringView(*password), o.kdf_cost);
   if (!written.ok()) return Fail(inv, written);
   const std::string key_id = ToHex(admin->key_id);
   if (inv.json) {
@@ -79,8 +81,7 @@ absl::Status AddExpected(Invocation& inv, const std::vector<std::string>& entrie
       expected.emplace(std::move(id), StrCat("key ", entry.substr(0, 16)));
       continue;
     }
-    HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, "Password: "));
-    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, host::ReadAdminKeyFile(entry, password));
+    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, OpenAdminKey(inv, entry));
     expected.emplace(crypto::AsString(admin.key_id), admin.name);
   }
   return absl::OkStatus();
@@ -166,15 +167,18 @@ absl::Status AddAdminsOnUnit(SignedUnit& u, const std::vector<host::AdminKey>& a
 }
 
 int RunAdminAdd(Invocation& inv, const std::vector<std::string>& files,
-                const std::vector<std::string>& expect) {
+                const std::vector<std::string>& expect, const std::string& name) {
+  if (!name.empty() && files.size() != 1) {
+    return Fail(inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadAdminName,
+                           "--name names one administrator; give one key with it"));
+  }
   std::vector<host::AdminKey> admins;
   ExpectedAdmins expected;
   SignedHooks hooks;
   hooks.prepare = [&](const std::vector<host::AdminKey>& signers, ReportHeader&) -> absl::Status {
-    // The new administrators' files are opened with the same password.
-    HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, "Password: "));
+    // Each new administrator's key file opens with its own secret, or is a card.
     for (const std::string& file : files) {
-      HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, host::ReadAdminKeyFile(file, password));
+      HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, OpenAdminKey(inv, file, name));
       admins.push_back(std::move(admin));
     }
     AddKeys(signers, expected);
@@ -304,7 +308,11 @@ void AddAdminCommands(CLI::App& app, Invocation& inv) {
   auto add_expect = std::make_shared<std::vector<std::string>>();
   CLI::App* add = admin->add_subcommand(
       "add", "Install administrators (from their key files) on every selected unit");
-  add->add_option("FILE", *files, "Administrator key files")->required();
+  add->add_option("FILE", *files, "Administrator key files, or pkcs11: URIs of keys on smart cards")
+      ->required();
+  auto add_name = std::make_shared<std::string>();
+  add->add_option("--name", *add_name,
+                  "Administrator name of a card key (default: the key object's label)");
   AddExpectAdminsOption(add, *add_expect,
                         "In imprint mode, administrators a unit may already hold besides the "
                         "FILEs and the signers; refused (UNEXPECTED_ADMINISTRATOR) when a unit "
@@ -312,8 +320,10 @@ void AddAdminCommands(CLI::App& app, Invocation& inv) {
   AddSignOption(add, inv);
   AddUnitOptions(add, inv);
   AddJsonOption(add, inv);
-  add->callback([&inv, files, add_expect] {
-    inv.action = [&inv, files, add_expect] { return RunAdminAdd(inv, *files, *add_expect); };
+  add->callback([&inv, files, add_expect, add_name] {
+    inv.action = [&inv, files, add_expect, add_name] {
+      return RunAdminAdd(inv, *files, *add_expect, *add_name);
+    };
   });
 
   auto name = std::make_shared<std::string>();

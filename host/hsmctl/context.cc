@@ -2,12 +2,15 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "host/hsmctl/audit_commands.h"
+#include "host/hsmctl/key_sources.h"
 #include "host/master_key_id.h"
 #include "host/password.h"
 #include "host/signed_command.h"
@@ -25,16 +28,37 @@ void AddJsonOption(CLI::App* cmd, Invocation& inv) {
 }
 
 void AddPasswordOption(CLI::App* cmd, Invocation& inv) {
-  cmd->add_option("--password-file", inv.password_file,
-                  "Read the password from the first line of FILE (default: $HSMSIM_PASSWORD, "
-                  "else a prompt when stdin is a terminal)");
+  cmd->add_option_function<std::vector<std::string>>(
+      "--password-file",
+      [&inv](const std::vector<std::string>& values) {
+        // PWFILE (one password for every file) at most once; FILE=PWFILE per
+        // key file, as often as there are files (key_sources.h).
+        for (const std::string& v : values) {
+          std::error_code ec;
+          const size_t eq = v.find('=');
+          if (eq == std::string::npos || eq == 0 || std::filesystem::exists(v, ec)) {
+            if (!inv.password_file.empty()) {
+              throw CLI::ValidationError("--password-file",
+                                         "one PWFILE for every file at most; give the others as "
+                                         "FILE=PWFILE");
+            }
+            inv.password_file = v;
+          } else {
+            inv.file_password_files[v.substr(0, eq)] = v.substr(eq + 1);
+          }
+        }
+      },
+      "Read the password from the first line of PWFILE (default: $HSMSIM_PASSWORD, else a "
+      "prompt when stdin is a terminal); FILE=PWFILE gives one key file its own password");
 }
 
 void AddSignOption(CLI::App* cmd, Invocation& inv) {
   cmd->add_option("--sign", inv.sign_files,
-                  "Administrator key files that sign the command, FILE[,FILE...]")
+                  "Administrators that sign the command: key files or pkcs11: URIs of keys on "
+                  "smart cards, SPEC[,SPEC...]")
       ->delimiter(',');
   AddPasswordOption(cmd, inv);
+  AddPkcs11ModuleOption(cmd, inv);
 }
 
 void AddUnitOptions(CLI::App* cmd, Invocation& inv) {
@@ -85,10 +109,8 @@ absl::StatusOr<std::string_view> GetPassword(Invocation& inv, std::string_view p
 
 absl::StatusOr<std::vector<host::AdminKey>> LoadSigners(Invocation& inv) {
   std::vector<host::AdminKey> keys;
-  if (inv.sign_files.empty()) return keys;
-  HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, "Password: "));
-  for (const std::string& file : inv.sign_files) {
-    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey key, host::ReadAdminKeyFile(file, password));
+  for (const std::string& spec : inv.sign_files) {
+    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey key, OpenAdminKey(inv, spec));
     keys.push_back(std::move(key));
   }
   return keys;
@@ -103,6 +125,7 @@ std::vector<const host::AdminKey*> SignerPointers(const std::vector<host::AdminK
 absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(const Invocation& inv,
                                                             host::FleetManifest* manifest_out) {
   HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
+  InstallAuditLog(FleetDir(inv));
   std::vector<UnitConnection> out;
   host::UnitClientOptions options;
   options.timeout = std::chrono::milliseconds(inv.timeout_ms);
@@ -198,6 +221,7 @@ int RunSignedPerUnit(Invocation& inv, std::string_view command, const SignedStep
         SignedUnit unit{c, info, signer_ptrs, o};
         return step(unit);
       });
+  if (hooks.finish) hooks.finish(header);
   return ReportOutcomes(inv, command, outcomes, std::move(header.fields), header.text);
 }
 

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -16,6 +17,10 @@
 #include "host/admin_key_file.h"
 #include "host/fleet_manifest.h"
 #include "host/unit_channel.h"
+
+namespace hsmsim::host::pkcs11 {
+class CardSet;
+}  // namespace hsmsim::host::pkcs11
 
 namespace hsmsim::hsmctl {
 
@@ -35,6 +40,11 @@ struct Invocation {
   std::string fleet_flag;
   bool json = false;
   std::string password_file;
+  // --password-file FILE=PWFILE: the password file of one key file.
+  std::map<std::string, std::string> file_password_files;
+  // --pkcs11-module, and the smart cards opened (key_sources.h).
+  std::string pkcs11_module;
+  std::shared_ptr<host::pkcs11::CardSet> cards;
   std::vector<std::string> sign_files;
   int timeout_ms = 10'000;
   // The password, once resolved (see GetPassword).
@@ -63,8 +73,8 @@ int ExitCodeFor(const absl::Status& status);
 // returns its exit code.
 int Fail(const Invocation& inv, const absl::Status& status);
 
-// LoadSigners opens every --sign file with the password (asked once, only
-// when there are files).
+// LoadSigners opens every --sign entry: a key file with its own secret, or a
+// pkcs11: URI of a key on a smart card (key_sources.h).
 absl::StatusOr<std::vector<host::AdminKey>> LoadSigners(Invocation& inv);
 
 // GetPassword resolves the password once per invocation (--password-file,
@@ -146,6 +156,9 @@ struct SignedHooks {
   std::function<absl::Status(std::vector<UnitConnection>& conns,
                              const host::FleetManifest& manifest)>
       precheck;
+  // Runs after every unit's step, before the report: facts learned from
+  // the units (such as the VP the first unit computed) for the header.
+  std::function<void(ReportHeader& header)> finish;
 };
 
 // RunSignedPerUnit is the skeleton of every signed per-unit command: load

@@ -8,6 +8,7 @@
 #include "crypto/key_part.h"
 #include "host/admin_key_file.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/key_sources.h"
 
 namespace hsmsim::hsmctl {
 namespace {
@@ -30,7 +31,7 @@ std::string KdfName(v1::PasswordKdf kdf) {
 }
 
 int RunGenerate(Invocation& inv, const GenerateOptions& o) {
-  auto password = GetPassword(inv, "Password for the new key part: ", /*confirm=*/true);
+  auto password = NewFilePassword(inv, o.out, "Password for the new key part: ");
   if (!password.ok()) return Fail(inv, password.status());
   crypto::Entropy& entropy = crypto::OpenSslEntropyInstance();
   SecretBytes part(crypto::kKeyPartSize);
@@ -38,7 +39,7 @@ int RunGenerate(Invocation& inv, const GenerateOptions& o) {
   crypto::PartFileOptions options;
   options.cost = o.kdf_cost;
   options.description = o.description;
-  auto sealed = crypto::SealKeyPartFile(part, *password, options, entropy);
+  auto sealed = crypto::SealKeyPartFile(part, AsStringView(*password), options, entropy);
   if (!sealed.ok()) return Fail(inv, sealed.status());
   absl::Status written = host::WriteNewFile(o.out, *sealed, 0600);
   if (!written.ok()) return Fail(inv, written);

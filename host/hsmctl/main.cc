@@ -3,7 +3,9 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "host/hsmctl/audit_commands.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
 
 int main(int argc, char** argv) {
@@ -20,6 +22,8 @@ int main(int argc, char** argv) {
   AddKeysCommands(app, inv);
   AddBenchCommands(app, inv);
   AddFaultCommands(app, inv);
+  AddCardCommands(app, inv);
+  AddAuditCommands(app, inv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

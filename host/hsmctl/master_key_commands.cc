@@ -13,6 +13,7 @@
 #include "crypto/key_part.h"
 #include "host/admin_key_file.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/hsmctl/register_change_support.h"
 #include "host/interlock.h"
@@ -24,42 +25,30 @@
 namespace hsmsim::hsmctl {
 namespace {
 
-// OpenParts opens the key part `files` with the invocation's password and
-// returns the parts and the VP of their XOR.
-absl::Status OpenParts(Invocation& inv, const std::vector<std::string>& files,
-                       std::vector<SecretBytes>& parts, std::string& expected_vp) {
-  HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, "Password: "));
-  SecretBytes xored(crypto::kKeyPartSize, 0);
-  for (const std::string& file : files) {
-    HSMSIM_ASSIGN_OR_RETURN(std::string bytes, host::ReadFileBytes(file));
-    auto part = crypto::OpenKeyPartFile(bytes, password);
-    if (!part.ok()) return WithContext(part.status(), file);
-    for (size_t i = 0; i < crypto::kKeyPartSize; ++i) xored[i] ^= (*part)[i];
-    parts.push_back(std::move(*part));
-  }
-  expected_vp = crypto::AsString(crypto::ComputeVerificationPattern(xored));
-  return absl::OkStatus();
-}
-
 // LoadOnUnit loads `parts` into the unit's NEW register and checks that it
-// then holds `expected_vp`.
-absl::Status LoadOnUnit(SignedUnit& u, const std::vector<SecretBytes>& parts,
-                        const std::string& expected_vp) {
+// then holds `expected_vp`; an empty `expected_vp` (a part on a card: the
+// host never sees the key) becomes this unit's VP, the reference every
+// later unit must match.
+absl::Status LoadOnUnit(SignedUnit& u, const KeyParts& parts, std::string& expected_vp) {
+  const bool vp_from_parts = parts.expected_vp.has_value();
   if (u.info.importer_public_key().empty()) u.outcome.details["generated_importer"] = true;
-  HSMSIM_ASSIGN_OR_RETURN(u.info,
-                          host::LoadKeyPartsOnUnit(*u.conn.client, u.info, parts, u.signers));
+  HSMSIM_ASSIGN_OR_RETURN(u.info, host::LoadEncryptedKeyPartsOnUnit(*u.conn.client, u.info,
+                                                                    parts.encryptors, u.signers));
   const v1::MasterKeyRegisterInfo& reg = u.info.new_register();
+  if (expected_vp.empty()) expected_vp = reg.verification_pattern();
   const bool matches = host::SameId(reg.verification_pattern(), expected_vp);
   u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
   u.outcome.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
   u.outcome.details["matches_parts"] = matches;
-  u.outcome.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
-                          ToHex(reg.verification_pattern()),
-                          matches ? " (matches the parts)" : " (DIFFERS from the parts)");
+  u.outcome.text = StrCat(
+      "NEW ", wire::RegisterStateName(reg.state()), " VP ", ToHex(reg.verification_pattern()),
+      matches ? (vp_from_parts ? " (matches the parts)" : " (same on every unit so far)")
+              : (vp_from_parts ? " (DIFFERS from the parts)" : " (DIFFERS from the first unit)"));
   if (!matches) {
     return Error(absl::StatusCode::kDataLoss, reason::kVpMismatch,
                  StrCat("unit ", u.conn.unit.name, " NEW VP ", ToHex(reg.verification_pattern()),
-                        " differs from the parts' VP ", ToHex(expected_vp)));
+                        " differs from the ", vp_from_parts ? "parts'" : "first unit's", " VP ",
+                        ToHex(expected_vp)));
   }
   return absl::OkStatus();
 }
@@ -69,14 +58,29 @@ int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
     return Fail(inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
                            StrCat("--parts takes 2 or 3 key part files, got ", files.size())));
   }
-  std::vector<SecretBytes> parts;
+  KeyParts parts;
   std::string expected_vp;
   SignedHooks hooks;
-  hooks.prepare = [&](const std::vector<host::AdminKey>&, ReportHeader& header) -> absl::Status {
-    HSMSIM_RETURN_IF_ERROR(OpenParts(inv, files, parts, expected_vp));
-    header.fields = json{{"expected_verification_pattern", ToHex(expected_vp)}};
-    header.text = StrCat("expected VP (XOR of the parts): ", ToHex(expected_vp));
+  hooks.prepare = [&](const std::vector<host::AdminKey>&, ReportHeader&) -> absl::Status {
+    HSMSIM_ASSIGN_OR_RETURN(parts, OpenKeyParts(inv, files));
+    expected_vp = parts.expected_vp.value_or("");
     return absl::OkStatus();
+  };
+  // With a part on a card the VP is known only once the first unit has it.
+  hooks.finish = [&](ReportHeader& header) {
+    const bool vp_from_parts = parts.expected_vp.has_value();
+    json part_vps = json::array();
+    for (size_t i = 0; i < parts.sources.size(); ++i) {
+      part_vps.push_back(
+          {{"source", parts.sources[i]}, {"verification_pattern", ToHex(parts.part_vps[i])}});
+    }
+    header.fields = json{{"expected_verification_pattern", ToHex(expected_vp)},
+                         {"verification_pattern_from", vp_from_parts ? "parts" : "first unit"},
+                         {"parts", std::move(part_vps)}};
+    header.text = StrCat(vp_from_parts ? "expected VP (XOR of the parts): "
+                                       : "VP of the parts (computed by the first unit; a part is "
+                                         "on a card): ",
+                         ToHex(expected_vp));
   };
   hooks.precheck = [&](std::vector<UnitConnection>& conns,
                        const host::FleetManifest& manifest) -> absl::Status {
@@ -120,8 +124,15 @@ absl::Status QuotedVp(Invocation& inv, const CommitOptions& o, std::string& quot
       return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
                    StrCat("--parts takes 2 or 3 key part files, got ", o.parts.size()));
     }
-    std::vector<SecretBytes> parts;
-    HSMSIM_RETURN_IF_ERROR(OpenParts(inv, o.parts, parts, quoted));
+    HSMSIM_ASSIGN_OR_RETURN(KeyParts parts, OpenKeyParts(inv, o.parts));
+    if (!parts.expected_vp.has_value()) {
+      // A part on a card never shows its value to the host: the VP of the
+      // parts is what the units computed, so it is confirmed like an
+      // unquoted commit (--yes or the terminal).
+      header.text = "a part is on a card: the VP of NEW needs confirmation";
+      return absl::OkStatus();
+    }
+    quoted = *parts.expected_vp;
     header.text = StrCat("expected VP (XOR of the parts): ", ToHex(quoted));
   } else if (!o.vp_hex.empty()) {
     auto vp = host::VerificationPattern::FromHex(o.vp_hex);
@@ -371,7 +382,10 @@ void AddMasterKeyCommands(CLI::App& app, Invocation& inv) {
       "load",
       "Load key parts into the NEW register of every selected unit (generates the "
       "importer key first where there is none)");
-  load->add_option("--parts", *parts, "Key part files F1,F2[,F3]")->required()->delimiter(',');
+  load->add_option("--parts", *parts,
+                   "Key parts P1,P2[,P3]: key part files, or pkcs11: URIs of parts on smart cards")
+      ->required()
+      ->delimiter(',');
   AddSignOption(load, inv);
   AddUnitOptions(load, inv);
   AddJsonOption(load, inv);
@@ -386,7 +400,8 @@ void AddMasterKeyCommands(CLI::App& app, Invocation& inv) {
       commit->add_option("--vp", commit_opts->vp_hex, "Expected NEW VP, 64 hex digits");
   commit
       ->add_option("--parts", commit_opts->parts,
-                   "Key part files F1,F2[,F3]: the expected NEW VP is the VP of their XOR")
+                   "Key parts P1,P2[,P3] (files, or pkcs11: URIs): the expected NEW VP is the "
+                   "VP of their XOR")
       ->delimiter(',')
       ->excludes(vp_opt);
   commit->add_flag("--yes", commit_opts->yes,

@@ -10,6 +10,7 @@
 #include "crypto/entropy.h"
 #include "crypto/key_part.h"
 #include "crypto/verification_pattern.h"
+#include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/hsmctl/rotation_report.h"
 #include "host/interlock.h"
@@ -203,17 +204,9 @@ absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJourna
     return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
                  "recover --apply needs the same 2 or 3 key part files (--parts) to reload NEW");
   }
-  HSMSIM_ASSIGN_OR_RETURN(std::string_view password, GetPassword(inv, "Password: "));
-  std::vector<SecretBytes> parts;
-  SecretBytes xored(crypto::kKeyPartSize, 0);
-  for (const std::string& file : files) {
-    HSMSIM_ASSIGN_OR_RETURN(std::string bytes, host::ReadFileBytes(file));
-    auto part = crypto::OpenKeyPartFile(bytes, password);
-    if (!part.ok()) return WithContext(part.status(), file);
-    for (size_t i = 0; i < xored.size(); ++i) xored[i] ^= (*part)[i];
-    parts.push_back(std::move(*part));
-  }
-  const std::string vp = crypto::AsString(crypto::ComputeVerificationPattern(xored));
+  HSMSIM_ASSIGN_OR_RETURN(KeyParts parts, OpenKeyParts(inv, files));
+  // Parts on cards are checked by the first unit's NEW VP after the load.
+  const std::string vp = parts.expected_vp.value_or(journal.target_vp);
   if (!ConstantTimeEquals(AsBytes(vp), AsBytes(journal.target_vp))) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kPartsDoNotMatch,
                  StrCat("the key parts give VP ", host::ShortId(vp), ", not the rotation's target ",
@@ -230,7 +223,20 @@ absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJourna
       HSMSIM_ASSIGN_OR_RETURN(auto r, host::IssueCommand(*c.client, info, clear, signers));
       info = r.info();
     }
-    HSMSIM_ASSIGN_OR_RETURN(info, host::LoadKeyPartsOnUnit(*c.client, info, parts, signers));
+    HSMSIM_ASSIGN_OR_RETURN(
+        info, host::LoadEncryptedKeyPartsOnUnit(*c.client, info, parts.encryptors, signers));
+    if (!ConstantTimeEquals(AsBytes(info.new_register().verification_pattern()),
+                            AsBytes(journal.target_vp))) {
+      v1::Command clear;
+      clear.mutable_clear_new_master_key();
+      (void)host::IssueCommand(*c.client, info, clear, signers);
+      return Error(
+          absl::StatusCode::kFailedPrecondition, reason::kPartsDoNotMatch,
+          StrCat("the key parts give VP ",
+                 ToHex(info.new_register().verification_pattern()).substr(0, 16), " on unit ",
+                 c.unit.name, ", not the rotation's target ",
+                 ToHex(journal.target_vp).substr(0, 16), "; NEW was cleared again on that unit"));
+    }
     HSMSIM_ASSIGN_OR_RETURN(info,
                             host::CommitNewOnUnit(*c.client, info, journal.target_vp, signers));
     std::cout << "unit " << c.unit.name << ": NEW reloaded and committed, VP "
@@ -355,7 +361,8 @@ void AddRotationCommands(CLI::App& app, Invocation& inv) {
   recover->add_flag("--apply", flags->apply, "Perform the safe action");
   recover
       ->add_option("--parts", flags->parts,
-                   "Key part files F1,F2[,F3] of the target key, to reload a lost NEW register")
+                   "Key parts P1,P2[,P3] of the target key (files or pkcs11: URIs), to reload a "
+                   "lost NEW register")
       ->delimiter(',');
   recover->add_option("--batch-size", flags->batch_size, "Blobs per re-encryption batch")
       ->capture_default_str()
