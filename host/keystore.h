@@ -121,6 +121,13 @@ class Keystore {
   virtual absl::StatusOr<std::optional<RotationJournal>> ReadJournal() = 0;
   // WriteJournal replaces the journal (updated_at is set by the store).
   virtual absl::Status WriteJournal(const RotationJournal& journal) = 0;
+  // AbandonRotation closes an abandoned rotation to `target_wkid`: in one
+  // transaction it drops every pending blob under `target_wkid` (the keys
+  // keep their blobs) and deletes the journal, so that ReadJournal returns
+  // std::nullopt after it. Returns how many pending blobs were dropped, or
+  // the store's error (nothing changed then). The caller proves first that
+  // no unit promoted the target key (host/rotation_abort.h).
+  virtual absl::StatusOr<int64_t> AbandonRotation(std::string_view target_wkid) = 0;
 
   virtual const std::string& location() const = 0;
 };

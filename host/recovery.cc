@@ -185,6 +185,7 @@ void DecideInProgress(const RotationJournal& journal, const std::vector<UnitObse
         break;
     }
   }
+  d.abort_possible = d.units_promoted.empty() && journal.phase != RotationPhase::kFinalizing;
   if (!d.units_to_reload.empty()) {
     d.situation = RecoverySituation::kReloadNewRegister;
     d.observed =
@@ -194,6 +195,22 @@ void DecideInProgress(const RotationJournal& journal, const std::vector<UnitObse
                       ". Reload the same key parts on them first: hsmctl recover --apply "
                       "--parts F1,F2[,F3] --sign ... (it checks the parts give the target VP "
                       "before loading), then the rotation continues.");
+    if (d.abort_possible) {
+      d.action +=
+          " If those key parts are gone, abandon the rotation instead: hsmctl mk rotate "
+          "--abort (no unit has promoted it; every key keeps its blob under CURRENT).";
+    }
+  } else if (d.units_to_promote.empty()) {
+    d.situation = RecoverySituation::kFinalizeKeystore;
+    d.observed =
+        journal.phase == RotationPhase::kReencrypting
+            ? StrCat("every unit already promoted the target key, but re-encryption had done ",
+                     journal.keys_done, " of ", journal.keys_total,
+                     " key(s); the rest are under every unit's OLD")
+            : std::string("re-encryption finished and every unit promoted; keystore not finalized");
+    d.action =
+        "Finalize the keystore (hsmctl recover --apply or mk rotate --resume); keys not "
+        "re-encrypted yet are re-encrypted OLD -> CURRENT.";
   } else if (journal.phase == RotationPhase::kReencrypting) {
     d.situation = RecoverySituation::kReencryptionUnfinished;
     d.observed = StrCat("re-encryption not finished: ", journal.keys_done, " of ",
@@ -201,7 +218,7 @@ void DecideInProgress(const RotationJournal& journal, const std::vector<UnitObse
     d.action =
         "Run the rotation again (hsmctl mk rotate --resume, or recover --apply); it "
         "skips blobs already under NEW.";
-  } else if (journal.phase == RotationPhase::kFinalizing || d.units_to_promote.empty()) {
+  } else if (journal.phase == RotationPhase::kFinalizing) {
     d.situation = RecoverySituation::kFinalizeKeystore;
     d.observed = "re-encryption finished and every unit promoted; keystore not finalized";
     d.action = "Finalize the keystore (hsmctl recover --apply or mk rotate --resume).";

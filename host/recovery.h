@@ -39,6 +39,9 @@ struct RecoveryDecision {
   std::vector<std::string> units_promoted;
   std::vector<std::string> units_to_reload;
   std::vector<std::string> unreachable_units;
+  // True when a rotation is open and no unit has promoted its target: the
+  // rotation may be abandoned (hsmctl mk rotate --abort, host/rotation_abort.h).
+  bool abort_possible = false;
   // WKID (hex) -> number of keys no unit can use.
   std::vector<std::pair<std::string, int64_t>> keys_at_risk;
 };

@@ -1,5 +1,6 @@
 #include "host/rotation.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -295,6 +296,15 @@ std::vector<UnitChannel*> RotationEngine::ReadyUnits(const RotationJournal& jour
   return ready;
 }
 
+bool RotationEngine::EveryUnitPromoted(const RotationJournal& journal) {
+  std::vector<UnitObservation> observed = ObserveUnits();
+  return !observed.empty() &&
+         std::all_of(observed.begin(), observed.end(), [&](const UnitObservation& o) {
+           return ClassifyUnit(o, journal.source_vp, journal.target_vp) ==
+                  UnitRotationState::kPromoted;
+         });
+}
+
 void RotationEngine::ReportProgress(const RotationJournal& journal, double seconds,
                                     std::string_view phase) {
   if (options_.progress) {
@@ -319,6 +329,17 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
   absl::Status unreachable = absl::OkStatus();
   std::vector<UnitChannel*> ready = ReadyUnits(journal, &unreachable);
   if (ready.empty()) {
+    if (unreachable.ok() && EveryUnitPromoted(journal)) {
+      // Set immediate ran on every unit before re-encryption finished (an
+      // older hsmctl, a forced or a direct unit command): the keys not yet
+      // re-encrypted are under every unit's OLD register now, and
+      // finalization moves them OLD -> CURRENT.
+      Say(StrCat("every unit already promoted ", ShortId(journal.target_vp), " with ",
+                 journal.keys_total - journal.keys_done,
+                 " key(s) not re-encrypted; they are re-encrypted OLD -> CURRENT"));
+      journal.phase = RotationPhase::kFinalizing;
+      return keystore_.WriteJournal(journal);
+    }
     // A unit that did not answer might have taken part: report that (exit 3),
     // not a refusal.
     if (!unreachable.ok()) {

@@ -135,7 +135,10 @@ class RotationEngine {
   // then moves the journal to REENCRYPTED and says kRewrapDoneMessage.
   // Returns UNAVAILABLE (NO_UNIT_AVAILABLE) when every unit stopped
   // answering, FAILED_PRECONDITION (KEYS_NOT_REENCRYPTED) naming keys whose
-  // blobs a unit refused; the journal then stays REENCRYPTING.
+  // blobs a unit refused; the journal then stays REENCRYPTING. When every
+  // unit already promoted the target (set immediate ran early), moves the
+  // journal to FINALIZING instead: finalization re-encrypts the rest
+  // OLD -> CURRENT.
   absl::Status Reencrypt(RotationJournal& journal, RotationReport& report);
 
   // Promote issues SET_IMMEDIATE to every unit in kReady state and skips
@@ -162,6 +165,9 @@ class RotationEngine {
   // When none is ready and a unit did not answer, `*unreachable` gets that
   // unit's transport error (it might have taken part).
   std::vector<UnitChannel*> ReadyUnits(const RotationJournal& journal, absl::Status* unreachable);
+  // EveryUnitPromoted is true when every unit answers with the journal's
+  // target key in CURRENT.
+  bool EveryUnitPromoted(const RotationJournal& journal);
   // ReencryptOn runs the re-encryption fan-out over `ready`.
   absl::Status ReencryptOn(const std::vector<UnitChannel*>& ready, RotationJournal& journal,
                            RotationReport& report, FailedKeys& failed);

@@ -257,6 +257,21 @@ class SqliteKeystore final : public Keystore {
     return q.Run();
   }
 
+  absl::StatusOr<int64_t> AbandonRotation(std::string_view target_wkid) override {
+    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+    int64_t dropped = 0;
+    absl::Status s = [&]() -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(auto drop, db_->Prepare("UPDATE keys SET pending_blob=NULL, "
+                                                      "pending_wkid=NULL WHERE pending_wkid=?"));
+      drop.Bind(1, target_wkid);
+      HSMSIM_RETURN_IF_ERROR(drop.Run());
+      dropped = sqlite3_changes(db_->handle());
+      return db_->Exec("DELETE FROM rotation_journal WHERE id=1");
+    }();
+    HSMSIM_RETURN_IF_ERROR(Finish(s));
+    return dropped;
+  }
+
   const std::string& location() const override { return db_->path(); }
 
  private:

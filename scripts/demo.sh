@@ -86,7 +86,7 @@ if [ "${CARDS:-0}" != 1 ]; then
   done
 fi
 "$hsmctl" mk load --parts "$first_parts" --sign "$sign"
-"$hsmctl" mk commit --sign "$sign"
+"$hsmctl" mk commit --parts "$first_parts" --yes --sign "$sign"
 "$hsmctl" mk setimm --sign "$sign"
 
 step "create $KEYS root keys"
@@ -106,7 +106,7 @@ if [ "${CARDS:-0}" != 1 ]; then
   done
 fi
 "$hsmctl" mk load --parts "$next_parts" --sign "$sign"
-"$hsmctl" mk commit --sign "$sign"
+"$hsmctl" mk commit --parts "$next_parts" --yes --sign "$sign"
 "$hsmctl" mk rotate --sign "$sign" | tee "$work/rotate.out"
 
 step "verify every key on every unit"

@@ -11,6 +11,8 @@
 #include "crypto/verification_pattern.h"
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/key_sources.h"
+#include "host/hsmctl/keystore_support.h"
+#include "host/hsmctl/register_change_support.h"
 #include "host/password.h"
 #include "host/signed_command.h"
 
@@ -155,6 +157,10 @@ absl::Status AddAdminsOnUnit(SignedUnit& u, const std::vector<host::AdminKey>& a
   u.outcome.details["added"] = added;
   u.outcome.details["already_installed"] = present;
   u.outcome.details["administrators"] = u.info.administrators_size();
+  if (added.empty()) {
+    return ReportAlready(u.outcome, StrCat("installed: all ", present.size(), "; ",
+                                           u.info.administrators_size(), " administrator(s)"));
+  }
   u.outcome.text = StrCat("added ", added.size(), ", already installed ", present.size(), "; ",
                           u.info.administrators_size(), " administrator(s)");
   return absl::OkStatus();
@@ -186,21 +192,51 @@ int RunAdminAdd(Invocation& inv, const std::vector<std::string>& files,
       inv, "admin add", [&](SignedUnit& u) { return AddAdminsOnUnit(u, admins, expected); }, hooks);
 }
 
+// CheckSomeUnitHolds returns NOT_FOUND (NO_SUCH_ADMIN) when no selected
+// unit that answers holds an administrator called `name`: a misspelt name
+// must not read as "already removed" everywhere.
+absl::Status CheckSomeUnitHolds(const std::vector<host::UnitObservation>& observed,
+                                const std::string& name) {
+  bool answered = false;
+  for (const host::UnitObservation& o : observed) {
+    if (!o.info.ok()) continue;
+    answered = true;
+    for (const v1::AdministratorInfo& a : o.info->administrators()) {
+      if (a.name() == name) return absl::OkStatus();
+    }
+  }
+  if (!answered) return absl::OkStatus();  // each unit reports its own error
+  return Error(absl::StatusCode::kNotFound, reason::kNoSuchAdmin,
+               StrCat("no selected unit has an administrator '", name,
+                      "' (check the name: hsmctl status --long lists them); nothing was changed"));
+}
+
 int RunAdminRm(Invocation& inv, const std::string& name) {
-  return RunSignedPerUnit(inv, "admin rm", [&](SignedUnit& u) -> absl::Status {
-    const v1::AdministratorInfo* found = nullptr;
-    for (const v1::AdministratorInfo& a : u.info.administrators()) {
-      if (a.name() == name) found = &a;
-    }
-    if (found == nullptr) {
-      return Error(absl::StatusCode::kNotFound, reason::kNoSuchAdmin,
-                   StrCat("unit ", u.conn.unit.name, " has no administrator '", name, "'"));
-    }
-    v1::Command op;
-    op.mutable_remove_admin()->set_key_id(found->key_id());
-    u.outcome.text = StrCat("removed '", name, "'");
-    return SendOp(u, op);
-  });
+  SignedHooks hooks;
+  hooks.precheck = [&](std::vector<UnitConnection>& conns,
+                       const host::FleetManifest& manifest) -> absl::Status {
+    std::vector<host::UnitObservation> observed = ObserveAll(conns);
+    HSMSIM_RETURN_IF_ERROR(CheckSomeUnitHolds(observed, name));
+    return GuardRegisterChange(
+        inv, manifest, observed,
+        host::RequestedChange::Of(host::OperatorCommand::kRemoveAdmin).WithAdminName(name));
+  };
+  return RunSignedPerUnit(
+      inv, "admin rm",
+      [&](SignedUnit& u) -> absl::Status {
+        const v1::AdministratorInfo* found = nullptr;
+        for (const v1::AdministratorInfo& a : u.info.administrators()) {
+          if (a.name() == name) found = &a;
+        }
+        if (found == nullptr) {
+          return ReportAlready(u.outcome, StrCat("removed: no administrator '", name, "'"));
+        }
+        v1::Command op;
+        op.mutable_remove_admin()->set_key_id(found->key_id());
+        u.outcome.text = StrCat("removed '", name, "'");
+        return SendOp(u, op);
+      },
+      hooks);
 }
 
 int RunThresholdsSet(Invocation& inv, uint32_t signature, uint32_t revocation,
@@ -211,13 +247,22 @@ int RunThresholdsSet(Invocation& inv, uint32_t signature, uint32_t revocation,
     AddKeys(signers, expected);
     return AddExpected(inv, expect, expected);
   };
-  hooks.precheck = [&](std::vector<UnitConnection>& conns, const host::FleetManifest&) {
-    return CheckFleetAdmins(conns, expected);
+  hooks.precheck = [&](std::vector<UnitConnection>& conns,
+                       const host::FleetManifest& manifest) -> absl::Status {
+    HSMSIM_RETURN_IF_ERROR(CheckFleetAdmins(conns, expected));
+    return GuardRegisterChange(inv, manifest, ObserveAll(conns),
+                               host::RequestedChange::Of(host::OperatorCommand::kSetThresholds)
+                                   .WithSignatureThreshold(signature));
   };
   return RunSignedPerUnit(
       inv, "thresholds set",
       [&](SignedUnit& u) -> absl::Status {
         HSMSIM_RETURN_IF_ERROR(CheckInstalledAdmins(u.conn.unit.name, u.info, expected));
+        if (u.info.mode() == v1::MODE_NORMAL && u.info.signature_threshold() == signature &&
+            u.info.revocation_threshold() == revocation) {
+          return ReportAlready(u.outcome, StrCat("set: signature threshold ", signature,
+                                                 ", revocation threshold ", revocation));
+        }
         v1::Command op;
         op.mutable_set_thresholds()->set_signature_threshold(signature);
         op.mutable_set_thresholds()->set_revocation_threshold(revocation);

@@ -1,5 +1,8 @@
 // hsmctl mk load | commit | setimm | clrnew | clrcur | clrold.
+#include <unistd.h>
+
 #include <iostream>
+#include <optional>
 
 #include "common/hex.h"
 #include "common/reasons.h"
@@ -12,6 +15,7 @@
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
+#include "host/hsmctl/register_change_support.h"
 #include "host/interlock.h"
 #include "host/key_part_loading.h"
 #include "host/master_key_id.h"
@@ -78,41 +82,151 @@ int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
                                          "on a card): ",
                          ToHex(expected_vp));
   };
+  hooks.precheck = [&](std::vector<UnitConnection>& conns,
+                       const host::FleetManifest& manifest) -> absl::Status {
+    return GuardRegisterChange(
+        inv, manifest, ObserveAll(conns),
+        host::RequestedChange::Of(host::OperatorCommand::kLoadNew).WithNewVp(expected_vp));
+  };
   return RunSignedPerUnit(
-      inv, "mk load", [&](SignedUnit& u) { return LoadOnUnit(u, parts, expected_vp); }, hooks);
+      inv, "mk load",
+      [&](SignedUnit& u) -> absl::Status {
+        const v1::MasterKeyRegisterInfo& reg = u.info.new_register();
+        if ((reg.state() == v1::REGISTER_FULL_UNCOMMITTED ||
+             reg.state() == v1::REGISTER_FULL_COMMITTED) &&
+            host::SameId(reg.verification_pattern(), expected_vp)) {
+          u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
+          u.outcome.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
+          u.outcome.details["matches_parts"] = true;
+          return ReportAlready(u.outcome,
+                               StrCat("loaded: NEW ", wire::RegisterStateName(reg.state()), " VP ",
+                                      ToHex(reg.verification_pattern())));
+        }
+        return LoadOnUnit(u, parts, expected_vp);
+      },
+      hooks);
 }
 
-int RunCommit(Invocation& inv, const std::string& vp_hex) {
-  std::string vp_flag;
-  if (!vp_hex.empty()) {
-    auto vp = host::VerificationPattern::FromHex(vp_hex);
+// What mk commit is told: the VP the custodians' parts give (--vp, or the
+// part files themselves), or --yes to commit what the units hold.
+struct CommitOptions {
+  std::string vp_hex;
+  std::vector<std::string> parts;
+  bool yes = false;
+};
+
+// QuotedVp sets `quoted` to the VP mk commit quotes: the XOR of --parts,
+// else --vp; leaves it empty when neither is given.
+absl::Status QuotedVp(Invocation& inv, const CommitOptions& o, std::string& quoted,
+                      ReportHeader& header) {
+  if (!o.parts.empty()) {
+    if (o.parts.size() < 2 || o.parts.size() > 3) {
+      return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
+                   StrCat("--parts takes 2 or 3 key part files, got ", o.parts.size()));
+    }
+    HSMSIM_ASSIGN_OR_RETURN(KeyParts parts, OpenKeyParts(inv, o.parts));
+    if (!parts.expected_vp.has_value()) {
+      // A part on a card never shows its value to the host: the VP of the
+      // parts is what the units computed, so it is confirmed like an
+      // unquoted commit (--yes or the terminal).
+      header.text = "a part is on a card: the VP of NEW needs confirmation";
+      return absl::OkStatus();
+    }
+    quoted = *parts.expected_vp;
+    header.text = StrCat("expected VP (XOR of the parts): ", ToHex(quoted));
+  } else if (!o.vp_hex.empty()) {
+    auto vp = host::VerificationPattern::FromHex(o.vp_hex);
     if (!vp.ok()) {
-      return Fail(
-          inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadVp,
-                     StrCat("--vp must be ", 2 * crypto::kVerificationPatternSize, " hex digits")));
+      return Error(absl::StatusCode::kInvalidArgument, reason::kBadVp,
+                   StrCat("--vp must be ", 2 * crypto::kVerificationPatternSize, " hex digits"));
     }
-    vp_flag = vp->bytes();
+    quoted = vp->bytes();
+    header.text = StrCat("expected VP (--vp): ", ToHex(quoted));
   }
-  return RunSignedPerUnit(inv, "mk commit", [&](SignedUnit& u) -> absl::Status {
-    std::string expected = vp_flag;
-    if (expected.empty()) {
-      expected = u.info.new_register().verification_pattern();
-      if (expected.empty()) {
-        return Error(absl::StatusCode::kFailedPrecondition, reason::kNewRegisterNotFull,
-                     StrCat("unit ", u.conn.unit.name, " NEW register is ",
-                            wire::RegisterStateName(u.info.new_register().state()),
-                            "; load all key parts first (hsmctl mk load)"));
-      }
+  if (!quoted.empty()) header.fields = json{{"expected_verification_pattern", ToHex(quoted)}};
+  return absl::OkStatus();
+}
+
+// ConfirmUnitsNew shows the VP of NEW on the units (which the guard found
+// to agree), sets `agreed` to it, and asks the operator to confirm it: on
+// the terminal, or --yes. Returns FAILED_PRECONDITION
+// (CONFIRMATION_REQUIRED) when not confirmed; OK, leaving `agreed` empty,
+// when no unit holds a whole key in NEW (each unit then says why).
+absl::Status ConfirmUnitsNew(const CommitOptions& o,
+                             const std::vector<host::UnitObservation>& observed,
+                             std::string& agreed) {
+  std::string units;
+  for (const host::UnitObservation& u : observed) {
+    if (!u.info.ok()) continue;
+    const auto& nw = u.info->new_register();
+    if (nw.state() != v1::REGISTER_FULL_UNCOMMITTED && nw.state() != v1::REGISTER_FULL_COMMITTED) {
+      continue;
     }
-    HSMSIM_ASSIGN_OR_RETURN(u.info,
-                            host::CommitNewOnUnit(*u.conn.client, u.info, expected, u.signers));
-    const auto& reg = u.info.new_register();
-    u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
-    u.outcome.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
-    u.outcome.text = StrCat("NEW ", wire::RegisterStateName(reg.state()), " VP ",
-                            ToHex(reg.verification_pattern()));
-    return absl::OkStatus();
-  });
+    agreed = nw.verification_pattern();
+    units += StrCat(units.empty() ? "" : ", ", u.unit.name);
+  }
+  if (agreed.empty() || o.yes) return absl::OkStatus();
+  std::cerr << "NEW on " << units << " holds the key with VP\n  " << ToHex(agreed)
+            << "\nCompare it with the VP of the custodians' key parts (printed by hsmctl mk "
+               "load; hsmctl keypart show gives each part's).\n";
+  if (isatty(STDIN_FILENO) == 1) {
+    std::cerr << "Commit this key on every selected unit? Type yes to commit: " << std::flush;
+    std::string answer;
+    std::getline(std::cin, answer);
+    if (answer == "yes") return absl::OkStatus();
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kConfirmationRequired,
+                 "not confirmed; nothing was committed");
+  }
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kConfirmationRequired,
+               StrCat("mk commit would commit NEW VP ", ToHex(agreed), " on ", units,
+                      " without a VP from the custodians' parts and with no terminal to confirm "
+                      "on. Quote it: --vp HEX or --parts F1,F2[,F3], or pass --yes. Nothing was "
+                      "committed"));
+}
+
+int RunCommit(Invocation& inv, const CommitOptions& o) {
+  std::string quoted;  // from the parts or --vp
+  std::string agreed;  // the VP each unit's commit quotes
+  SignedHooks hooks;
+  hooks.prepare = [&](const std::vector<host::AdminKey>&, ReportHeader& header) {
+    return QuotedVp(inv, o, quoted, header);
+  };
+  hooks.precheck = [&](std::vector<UnitConnection>& conns,
+                       const host::FleetManifest& manifest) -> absl::Status {
+    std::vector<host::UnitObservation> observed = ObserveAll(conns);
+    HSMSIM_RETURN_IF_ERROR(GuardRegisterChange(
+        inv, manifest, observed,
+        host::RequestedChange::Of(host::OperatorCommand::kCommitNew).WithNewVp(quoted)));
+    agreed = quoted;
+    return agreed.empty() ? ConfirmUnitsNew(o, observed, agreed) : absl::OkStatus();
+  };
+  return RunSignedPerUnit(
+      inv, "mk commit",
+      [&](SignedUnit& u) -> absl::Status {
+        const auto& reg = u.info.new_register();
+        u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
+        u.outcome.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
+        if (reg.state() == v1::REGISTER_FULL_COMMITTED && !agreed.empty() &&
+            host::SameId(reg.verification_pattern(), agreed)) {
+          return ReportAlready(u.outcome,
+                               StrCat("committed: NEW FULL_COMMITTED VP ", ToHex(agreed)));
+        }
+        if (agreed.empty()) {
+          return Error(absl::StatusCode::kFailedPrecondition, reason::kNewRegisterNotFull,
+                       StrCat("unit ", u.conn.unit.name, " NEW register is ",
+                              wire::RegisterStateName(reg.state()),
+                              "; load all key parts first (hsmctl mk load)"));
+        }
+        HSMSIM_ASSIGN_OR_RETURN(u.info,
+                                host::CommitNewOnUnit(*u.conn.client, u.info, agreed, u.signers));
+        const auto& after = u.info.new_register();
+        u.outcome.details["new_state"] = std::string(wire::RegisterStateName(after.state()));
+        u.outcome.details["new_verification_pattern"] = ToHex(after.verification_pattern());
+        u.outcome.text = StrCat("NEW ", wire::RegisterStateName(after.state()), " VP ",
+                                ToHex(after.verification_pattern()));
+        return absl::OkStatus();
+      },
+      hooks);
 }
 
 json RegistersJson(const v1::GetInfoResponse& info) {
@@ -125,32 +239,113 @@ json RegistersJson(const v1::GetInfoResponse& info) {
           {"old", reg(info.old_register())}};
 }
 
-// RunSimple issues an op without arguments on every selected unit, after
-// the interlock: the change must leave every stored key under a master key
-// some unit holds, unless `force`.
+host::OperatorCommand CommandOf(host::RegisterChange change) {
+  switch (change) {
+    case host::RegisterChange::kSetImmediate:
+      return host::OperatorCommand::kSetImmediate;
+    case host::RegisterChange::kClearNew:
+      return host::OperatorCommand::kClearNew;
+    case host::RegisterChange::kClearCurrent:
+      return host::OperatorCommand::kClearCurrent;
+    case host::RegisterChange::kClearOld:
+      return host::OperatorCommand::kClearOld;
+    case host::RegisterChange::kZeroize:
+      break;
+  }
+  return host::OperatorCommand::kZeroize;
+}
+
+// WantedVp is the key set immediate is to make CURRENT: the open rotation's
+// target, else the key the units hold committed in NEW (the guard checked
+// that they agree); empty when neither is known.
+std::string WantedVp(const std::optional<host::RotationJournal>& journal,
+                     const std::vector<host::UnitObservation>& observed) {
+  if (host::RotationOpen(journal)) return journal->target_vp;
+  for (const host::UnitObservation& o : observed) {
+    if (o.info.ok() && o.info->new_register().state() == v1::REGISTER_FULL_COMMITTED) {
+      return o.info->new_register().verification_pattern();
+    }
+  }
+  return "";
+}
+
+// AlreadyDone returns what already holds on a unit in state `info` that is
+// what `change` wants, or std::nullopt when the unit must change.
+std::optional<std::string> AlreadyDone(host::RegisterChange change, const v1::GetInfoResponse& info,
+                                       std::string_view wanted_vp) {
+  auto empty = [](const v1::MasterKeyRegisterInfo& r) { return r.state() == v1::REGISTER_EMPTY; };
+  switch (change) {
+    case host::RegisterChange::kSetImmediate:
+      if (info.new_register().state() != v1::REGISTER_FULL_COMMITTED && !wanted_vp.empty() &&
+          info.current_register().state() == v1::REGISTER_VALID &&
+          host::SameId(info.current_register().verification_pattern(), wanted_vp)) {
+        return StrCat("promoted: CURRENT VALID ", host::ShortId(wanted_vp));
+      }
+      break;
+    case host::RegisterChange::kClearNew:
+      if (empty(info.new_register())) return "empty: NEW EMPTY";
+      break;
+    case host::RegisterChange::kClearCurrent:
+      if (empty(info.current_register())) return "empty: CURRENT EMPTY";
+      break;
+    case host::RegisterChange::kClearOld:
+      if (empty(info.old_register())) return "empty: OLD EMPTY";
+      break;
+    case host::RegisterChange::kZeroize:
+      if (info.mode() == v1::MODE_IMPRINT && info.administrators_size() == 0 &&
+          empty(info.new_register()) && empty(info.current_register()) &&
+          empty(info.old_register())) {
+        return "zeroized: imprint mode, no administrator, every register EMPTY";
+      }
+      break;
+  }
+  return std::nullopt;
+}
+
+std::string RegistersText(const v1::GetInfoResponse& info) {
+  return StrCat("NEW ", wire::RegisterStateName(info.new_register().state()), ", CURRENT ",
+                wire::RegisterStateName(info.current_register().state()), " ",
+                VpHex(info.current_register().verification_pattern(), false), ", OLD ",
+                wire::RegisterStateName(info.old_register().state()), " ",
+                VpHex(info.old_register().verification_pattern(), false));
+}
+
+// RunSimple issues an op without arguments on every selected unit that is
+// not already in the state it wants, after the register change guard (the
+// open rotation must stay finishable) and the interlock (every stored key
+// must stay under a master key some unit holds), unless `force`.
 int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Command&),
               host::RegisterChange change, bool force) {
   SignedHooks hooks;
-  if (!force) {
-    hooks.precheck = [&](std::vector<UnitConnection>& conns,
-                         const host::FleetManifest& manifest) -> absl::Status {
+  std::string wanted_vp;
+  hooks.precheck = [&](std::vector<UnitConnection>& conns,
+                       const host::FleetManifest& manifest) -> absl::Status {
+    std::vector<host::UnitObservation> observed = ObserveAll(conns);
+    std::optional<host::RotationJournal> journal;
+    if (force) {
+      // A forced change goes ahead even when the keystore cannot be read.
+      journal = ReadJournalIfAny(inv, manifest).value_or(std::nullopt);
+    } else {
+      HSMSIM_RETURN_IF_ERROR(GuardRegisterChange(
+          inv, manifest, observed, host::RequestedChange::Of(CommandOf(change)), &journal));
       HSMSIM_ASSIGN_OR_RETURN(auto counts, KeyCounts(inv, manifest));
-      return host::CheckInterlock(ObserveAll(conns), change, counts);
-    };
-  }
+      HSMSIM_RETURN_IF_ERROR(host::CheckInterlock(observed, change, counts));
+    }
+    wanted_vp = WantedVp(journal, observed);
+    return absl::OkStatus();
+  };
   return RunSignedPerUnit(
       inv, command,
       [&](SignedUnit& u) -> absl::Status {
+        if (auto already = AlreadyDone(change, u.info, wanted_vp)) {
+          u.outcome.details["registers"] = RegistersJson(u.info);
+          return ReportAlready(u.outcome, *already);
+        }
         v1::Command op;
         set_op(op);
         HSMSIM_RETURN_IF_ERROR(u.Issue(op).status());
         u.outcome.details["registers"] = RegistersJson(u.info);
-        u.outcome.text =
-            StrCat("NEW ", wire::RegisterStateName(u.info.new_register().state()), ", CURRENT ",
-                   wire::RegisterStateName(u.info.current_register().state()), " ",
-                   VpHex(u.info.current_register().verification_pattern(), false), ", OLD ",
-                   wire::RegisterStateName(u.info.old_register().state()), " ",
-                   VpHex(u.info.old_register().verification_pattern(), false));
+        u.outcome.text = RegistersText(u.info);
         return absl::OkStatus();
       },
       hooks);
@@ -161,8 +356,8 @@ void AddSimple(CLI::App* parent, Invocation& inv, const char* name, const char* 
   CLI::App* cmd = parent->add_subcommand(name, help);
   auto force = std::make_shared<bool>(false);
   cmd->add_flag("--force", *force,
-                "Skip the interlock that refuses to strand stored keys under a master key no "
-                "unit holds");
+                "Skip the register change guard (an open rotation) and the interlock that "
+                "refuses to strand stored keys under a master key no unit holds");
   AddSignOption(cmd, inv);
   AddUnitOptions(cmd, inv);
   AddJsonOption(cmd, inv);
@@ -196,16 +391,28 @@ void AddMasterKeyCommands(CLI::App& app, Invocation& inv) {
   AddJsonOption(load, inv);
   load->callback([&inv, parts] { inv.action = [&inv, parts] { return RunLoad(inv, *parts); }; });
 
-  auto vp = std::make_shared<std::string>();
+  auto commit_opts = std::make_shared<CommitOptions>();
   CLI::App* commit = mk->add_subcommand(
       "commit",
-      "Commit the NEW register, quoting the VP it must hold (default: the VP the "
-      "unit reports)");
-  commit->add_option("--vp", *vp, "Expected NEW VP, 64 hex digits");
+      "Commit the NEW register of every selected unit, quoting the VP the custodians' key parts "
+      "give (--vp or --parts); without either, show NEW's VP and ask for confirmation (--yes)");
+  CLI::Option* vp_opt =
+      commit->add_option("--vp", commit_opts->vp_hex, "Expected NEW VP, 64 hex digits");
+  commit
+      ->add_option("--parts", commit_opts->parts,
+                   "Key parts P1,P2[,P3] (files, or pkcs11: URIs): the expected NEW VP is the "
+                   "VP of their XOR")
+      ->delimiter(',')
+      ->excludes(vp_opt);
+  commit->add_flag("--yes", commit_opts->yes,
+                   "Without --vp or --parts: commit the key NEW holds (the units must agree) "
+                   "without asking");
   AddSignOption(commit, inv);
   AddUnitOptions(commit, inv);
   AddJsonOption(commit, inv);
-  commit->callback([&inv, vp] { inv.action = [&inv, vp] { return RunCommit(inv, *vp); }; });
+  commit->callback([&inv, commit_opts] {
+    inv.action = [&inv, commit_opts] { return RunCommit(inv, *commit_opts); };
+  });
 
   AddSimple(
       mk, inv, "setimm", "Set immediate: OLD := CURRENT, CURRENT := NEW, NEW := EMPTY",

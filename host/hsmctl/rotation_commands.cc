@@ -17,6 +17,7 @@
 #include "host/key_part_loading.h"
 #include "host/master_key_id.h"
 #include "host/recovery.h"
+#include "host/rotation_abort.h"
 #include "host/signed_command.h"
 #include "proto/wire/enum_names.h"
 
@@ -29,6 +30,7 @@ struct RotateFlags {
   int in_flight = 4;
   std::vector<std::string> parts;  // recover --apply only
   bool apply = false;
+  bool abort = false;  // mk rotate --abort
 };
 
 // Session holds what a rotation or recovery needs.
@@ -111,7 +113,8 @@ absl::Status CheckResumeFlag(const std::optional<host::RotationJournal>& journal
     return Error(
         absl::StatusCode::kFailedPrecondition, reason::kRotationInProgress,
         StrCat("a rotation is already in progress (phase ", host::RotationPhaseName(journal->phase),
-               "); continue it with hsmctl mk rotate --resume, or see hsmctl recover"));
+               "); continue it with hsmctl mk rotate --resume, or abandon it with hsmctl mk "
+               "rotate --abort while no unit has promoted it (hsmctl recover says which)"));
   }
   if (!in_progress && resume) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNoRotationInProgress,
@@ -120,7 +123,43 @@ absl::Status CheckResumeFlag(const std::optional<host::RotationJournal>& journal
   return absl::OkStatus();
 }
 
+// RunAbort abandons the open rotation when no unit has promoted it
+// (host::AbortRotation) and reports what it dropped.
+int RunAbort(Invocation& inv) {
+  auto session = OpenSession(inv);
+  if (!session.ok()) return Fail(inv, session.status());
+  const std::vector<host::UnitObservation> observed = ObserveAll(session->conns);
+  auto aborted = host::AbortRotation(*session->store, observed);
+  if (!aborted.ok()) return Fail(inv, aborted.status());
+  const bool new_holds_a_key =
+      std::any_of(observed.begin(), observed.end(), [](const host::UnitObservation& o) {
+        return o.info.ok() && o.info->new_register().state() != v1::REGISTER_EMPTY;
+      });
+  const host::RotationJournal& j = aborted->journal;
+  if (inv.json) {
+    std::cout << json{{"command", "mk rotate --abort"},
+                      {"ok", true},
+                      {"source_verification_pattern", ToHex(j.source_vp)},
+                      {"target_verification_pattern", ToHex(j.target_vp)},
+                      {"phase_abandoned", std::string(host::RotationPhaseName(j.phase))},
+                      {"pending_blobs_dropped", aborted->pending_dropped}}
+                     .dump(2)
+              << "\n";
+    return kExitOk;
+  }
+  std::cout << "rotation from " << host::ShortId(j.source_vp) << " to "
+            << host::ShortId(j.target_vp) << " abandoned (it was "
+            << host::RotationPhaseName(j.phase) << "): " << aborted->pending_dropped
+            << " pending blob(s) dropped, journal closed. Every key keeps its blob under "
+            << host::ShortId(j.source_vp) << "; no register was changed"
+            << (new_holds_a_key ? " (clear NEW with hsmctl mk clrnew before loading another key)"
+                                : "")
+            << "\n";
+  return kExitOk;
+}
+
 int RunRotate(Invocation& inv, const RotateFlags& f) {
+  if (f.abort) return RunAbort(inv);
   auto session = OpenSession(inv);
   if (!session.ok()) return Fail(inv, session.status());
   Session& s = *session;
@@ -254,6 +293,12 @@ absl::Status ApplySafeAction(Invocation& inv, Session& s, const RotateFlags& f, 
                  StrCat("recover --apply does nothing here: ", d.action));
   }
   if (d.situation == host::RecoverySituation::kReloadNewRegister) {
+    if (f.parts.empty() && d.abort_possible) {
+      return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
+                   "recover --apply needs the rotation's key parts (--parts F1,F2[,F3]) to "
+                   "reload NEW; if they are gone, abandon the rotation instead: hsmctl mk "
+                   "rotate --abort (no unit has promoted it)");
+    }
     HSMSIM_RETURN_IF_ERROR(ReloadParts(inv, s, r.applied_journal, d.units_to_reload, f.parts));
   }
   if (s.signers.empty()) {
@@ -290,7 +335,13 @@ void AddRotationCommands(CLI::App& app, Invocation& inv) {
       "Rotate the master key: pre-checks, re-encrypt key storage CURRENT -> NEW on every unit in "
       "parallel, set immediate on every unit, finalize the keystore (journaled; --resume "
       "continues)");
-  rotate->add_flag("--resume", flags->resume, "Continue an interrupted rotation from its phase");
+  CLI::Option* resume = rotate->add_flag("--resume", flags->resume,
+                                         "Continue an interrupted rotation from its phase");
+  rotate
+      ->add_flag("--abort", flags->abort,
+                 "Abandon the open rotation while no unit has promoted it: drop the pending "
+                 "blobs and close the journal (CURRENT and every key's blob unchanged)")
+      ->excludes(resume);
   rotate->add_option("--batch-size", flags->batch_size, "Blobs per re-encryption batch")
       ->capture_default_str()
       ->check(CLI::Range(1, 100'000));

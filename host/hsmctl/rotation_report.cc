@@ -164,6 +164,7 @@ int RenderRecover(const Invocation& inv, const RecoverReport& r) {
            {"situation", std::string(host::RecoverySituationName(d.situation))},
            {"observed", d.observed},
            {"action", d.action},
+           {"abort_possible", d.abort_possible},
            {"applied", r.apply_attempted && r.status.ok()}};
   if (!r.apply_attempted) {
     if (inv.json) std::cout << doc.dump(2) << "\n";

@@ -122,11 +122,11 @@ TEST_F(CardCeremonyTest, CardsOnlyCeremonyAndRotationLeaveNoSecretAnywhere) {
   MustRun({"admin", "add", alice, bob});
   MustRun({"thresholds", "set", "--signature", "2", "--revocation", "2", "--sign", sign});
   MustRun({"mk", "load", "--parts", first[0] + "," + first[1] + "," + first[2], "--sign", sign});
-  MustRun({"mk", "commit", "--sign", sign});
+  MustRun({"mk", "commit", "--yes", "--sign", sign});
   MustRun({"mk", "setimm", "--sign", sign});
   MustRun({"keys", "create", "--count", "20"});
   MustRun({"mk", "load", "--parts", second[0] + "," + second[1] + "," + second[2], "--sign", sign});
-  MustRun({"mk", "commit", "--sign", sign});
+  MustRun({"mk", "commit", "--yes", "--sign", sign});
   MustRun({"mk", "rotate", "--sign", sign});
   MustRun({"keys", "verify"});
   RunResult status = Hsmctl({"status", "--json"});
@@ -198,7 +198,7 @@ TEST_F(CardCeremonyTest, CardsAndFilesMixedEachFileWithItsOwnSecret) {
                                    "--sign", alice + "," + bob, "--json"}));
   ASSERT_EQ(load.exit_code, 0) << Describe(load);
   EXPECT_EQ(json::parse(load.out)["verification_pattern_from"], "first unit");
-  MustRun(with_pw({"mk", "commit", "--sign", alice + "," + bob}));
+  MustRun(with_pw({"mk", "commit", "--yes", "--sign", alice + "," + bob}));
 
   std::vector<std::string> clear;
   for (const std::string& file : {part1, part2}) {

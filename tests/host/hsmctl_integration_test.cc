@@ -150,7 +150,8 @@ TEST_F(HsmctlIntegrationTest, FullCeremonyOnThreeUnits) {
     EXPECT_EQ(u["new_verification_pattern"], expected_vp);
   }
 
-  RunResult commit = Hsmctl({"mk", "commit", "--sign", alice + "," + bob});
+  RunResult commit = Hsmctl({"mk", "commit", "--parts", parts[0] + "," + parts[1] + "," + parts[2],
+                             "--sign", alice + "," + bob});
   ASSERT_EQ(commit.exit_code, 0) << Describe(commit);
   RunResult setimm = Hsmctl({"mk", "setimm", "--sign", bob});
   ASSERT_EQ(setimm.exit_code, 0) << Describe(setimm);

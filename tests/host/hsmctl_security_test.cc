@@ -111,7 +111,7 @@ TEST_F(HsmctlSecurityTest, FleetFilesArePrivateUnderUmask000) {
     ASSERT_EQ(r.exit_code, 0) << Describe(r);
   }
   MustRun({"mk", "load", "--parts", parts[0] + "," + parts[1], "--sign", alice});
-  MustRun({"mk", "commit", "--sign", alice});
+  MustRun({"mk", "commit", "--parts", parts[0] + "," + parts[1], "--sign", alice});
   MustRun({"mk", "setimm", "--sign", alice});
   MustRun({"keys", "create", "--count", "20"});
   // A restart writes the port file and the log again.

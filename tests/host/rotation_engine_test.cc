@@ -669,6 +669,29 @@ TEST_F(RotationEngineTest, RunOnAFinishedRotationChangesNothing) {
   ExpectEveryKeyUsableEverywhere();
 }
 
+// --- Register changes made outside the engine (issue 11, input 1): set
+// immediate on every unit while re-encryption is unfinished leaves the rest
+// of the keys under every unit's OLD; the engine finishes from there.
+
+TEST_F(RotationEngineTest, SetImmediateOnEveryUnitMidReencryptionIsFinishedFromOld) {
+  auto engine = Engine([&](std::string_view point, int64_t done) {
+    return point == "reencrypt-batch-stored" && done >= kKeys / 3 ? Stopped(point)
+                                                                  : absl::OkStatus();
+  });
+  RotationReport report;
+  EXPECT_EQ(ReasonOf(Rotate(*engine, report)), "TEST_STOPPED");
+  for (auto& u : units_) {
+    v1::Command op;
+    op.mutable_set_immediate();
+    ASSERT_TRUE(IssueCommand(*u, op, signers_).ok()) << u->name();
+  }
+  RotationReport resumed;
+  ASSERT_TRUE(Resume(resumed).ok());
+  EXPECT_TRUE(Said("every unit already promoted"));
+  EXPECT_GT(resumed.stragglers_moved, 0);
+  ExpectEveryKeyUsableEverywhere();
+}
+
 // --- Finalization: keys still under the source key once every unit is
 // promoted are moved OLD -> CURRENT by the one straggler pass.
 

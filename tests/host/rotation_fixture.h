@@ -71,7 +71,7 @@ class RotationFixture : public test_support::ProcessEnvironmentTest {
     MustRun({"thresholds", "set", "--signature", "2", "--revocation", "2", "--sign", sign_});
     first_parts_ = MakeParts("first");
     MustRun({"mk", "load", "--parts", Join(first_parts_), "--sign", sign_});
-    MustRun({"mk", "commit", "--sign", sign_});
+    MustRun({"mk", "commit", "--parts", Join(first_parts_), "--sign", sign_});
     MustRun({"mk", "setimm", "--sign", sign_});
     MustRun({"keys", "create", "--count", std::to_string(keys)});
     num_keys_ = keys;
@@ -90,7 +90,7 @@ class RotationFixture : public test_support::ProcessEnvironmentTest {
     }
     next_parts_ = MakeParts("next");
     MustRun({"mk", "load", "--parts", Join(next_parts_), "--sign", sign_});
-    MustRun({"mk", "commit", "--sign", sign_});
+    MustRun({"mk", "commit", "--parts", Join(next_parts_), "--sign", sign_});
     target_vp_ = VpOfXor(next_parts_);
   }
 

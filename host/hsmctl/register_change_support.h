@@ -1,0 +1,41 @@
+// hsmctl plumbing for the commands that change master key registers or
+// administrators: read the rotation journal when the fleet has a keystore,
+// ask the register change guard (host/register_change_guard.h), and report
+// a unit already in the wanted state as "already".
+#ifndef HSMSIM_HOST_HSMCTL_REGISTER_CHANGE_SUPPORT_H_
+#define HSMSIM_HOST_HSMCTL_REGISTER_CHANGE_SUPPORT_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "host/hsmctl/context.h"
+#include "host/keystore.h"
+#include "host/register_change_guard.h"
+#include "host/rotation.h"
+
+namespace hsmsim::hsmctl {
+
+// ReadJournalIfAny returns the keystore's rotation journal; std::nullopt
+// when the fleet has no keystore yet or never rotated; the keystore's error
+// when it cannot be read.
+absl::StatusOr<std::optional<host::RotationJournal>> ReadJournalIfAny(
+    const Invocation& inv, const host::FleetManifest& manifest);
+
+// GuardRegisterChange reads the journal (ReadJournalIfAny) and returns
+// host::CheckRegisterChange's refusal for `change` on the `observed` units,
+// or OK. `journal_out` (may be null) receives the journal.
+absl::Status GuardRegisterChange(const Invocation& inv, const host::FleetManifest& manifest,
+                                 const std::vector<host::UnitObservation>& observed,
+                                 const host::RequestedChange& change,
+                                 std::optional<host::RotationJournal>* journal_out = nullptr);
+
+// ReportAlready fills a unit's outcome for a unit that already is in the
+// state the command wants: text "already <what>", JSON "already": true.
+// Returns OK (the unit counts as a success).
+absl::Status ReportAlready(UnitOutcome& outcome, const std::string& what);
+
+}  // namespace hsmsim::hsmctl
+
+#endif  // HSMSIM_HOST_HSMCTL_REGISTER_CHANGE_SUPPORT_H_

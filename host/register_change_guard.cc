@@ -1,0 +1,323 @@
+#include "host/register_change_guard.h"
+
+#include <algorithm>
+#include <set>
+
+#include "common/reasons.h"
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "host/master_key_id.h"
+#include "proto/wire/enum_names.h"
+
+namespace hsmsim::host {
+namespace {
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += StrCat(out.empty() ? "" : ", ", s);
+  return out;
+}
+
+RegisterChangeVerdict Allowed() { return RegisterChangeVerdict{absl::OkStatus(), ""}; }
+
+RegisterChangeVerdict Refused(std::string_view reason, std::string problem, std::string advice) {
+  return RegisterChangeVerdict{
+      Error(absl::StatusCode::kFailedPrecondition, reason, StrCat(problem, ". ", advice)),
+      std::move(advice)};
+}
+
+bool HoldsFullKey(const v1::MasterKeyRegisterInfo& r) {
+  return r.state() == v1::REGISTER_FULL_UNCOMMITTED || r.state() == v1::REGISTER_FULL_COMMITTED ||
+         r.state() == v1::REGISTER_VALID;
+}
+
+// Answering returns the units that answered.
+std::vector<const UnitObservation*> Answering(const std::vector<UnitObservation>& units) {
+  std::vector<const UnitObservation*> out;
+  for (const UnitObservation& u : units) {
+    if (u.info.ok()) out.push_back(&u);
+  }
+  return out;
+}
+
+// CheckNewRegistersAgree refuses (NEW_VP_DIFFERS) when the units' NEW
+// registers in one of `states` hold different keys, and (VP_MISMATCH) when
+// `quoted` is not empty and one of them holds another key than `quoted`.
+RegisterChangeVerdict CheckNewRegistersAgree(const std::vector<const UnitObservation*>& up,
+                                             std::initializer_list<v1::RegisterState> states,
+                                             std::string_view quoted, std::string_view what) {
+  std::vector<std::string> listed;
+  std::vector<std::string> differing;
+  std::string first;
+  bool differ = false;
+  for (const UnitObservation* u : up) {
+    const auto& nw = u->info->new_register();
+    if (std::find(states.begin(), states.end(), nw.state()) == states.end()) continue;
+    const std::string& vp = nw.verification_pattern();
+    listed.push_back(StrCat(u->unit.name, " NEW VP ", ShortId(vp)));
+    if (listed.size() == 1) first = vp;
+    differ = differ || !SameId(vp, first);
+    if (!quoted.empty() && !SameId(vp, quoted)) {
+      differing.push_back(StrCat(u->unit.name, " (NEW VP ", ShortId(vp), ")"));
+    }
+  }
+  if (differ) {
+    return Refused(reason::kNewVpDiffers,
+                   StrCat("the selected units hold different keys in NEW (", Join(listed), "); ",
+                          what, " would give units different master keys"),
+                   "Nothing was changed. Clear NEW on the units holding the wrong key and load "
+                   "the custodians' parts there (hsmctl mk clrnew, then hsmctl mk load --parts "
+                   "..., with only those units selected)");
+  }
+  if (!differing.empty()) {
+    return Refused(reason::kVpMismatch,
+                   StrCat("unit(s) ", Join(differing), " hold another key than the VP ",
+                          ShortId(quoted), " the custodians' parts give"),
+                   "Nothing was changed. Someone loaded another key: clear NEW there (hsmctl mk "
+                   "clrnew) and load the custodians' parts again (hsmctl mk load --parts ...)");
+  }
+  return Allowed();
+}
+
+// UnitsWhere returns the names of the units in `up` for which `pred` holds.
+template <typename Pred>
+std::vector<std::string> UnitsWhere(const std::vector<const UnitObservation*>& up, Pred pred) {
+  std::vector<std::string> out;
+  for (const UnitObservation* u : up) {
+    if (pred(*u)) out.push_back(u->unit.name);
+  }
+  return out;
+}
+
+// Rotation is what the guard knows of the open rotation.
+struct Rotation {
+  const RotationJournal& journal;
+  const std::vector<const UnitObservation*>& up;
+
+  UnitRotationState StateOf(const UnitObservation& u) const {
+    return ClassifyUnit(u, journal.source_vp, journal.target_vp);
+  }
+  bool AnyPromoted() const {
+    return std::any_of(up.begin(), up.end(), [&](const UnitObservation* u) {
+      return StateOf(*u) == UnitRotationState::kPromoted;
+    });
+  }
+  std::string Name() const {
+    return StrCat("the rotation from ", ShortId(journal.source_vp), " to ",
+                  ShortId(journal.target_vp), " (journal phase ", RotationPhaseName(journal.phase),
+                  ")");
+  }
+  // FinishOrAbort: the advice when the change has to wait for the rotation.
+  std::string FinishOrAbort() const {
+    std::string advice =
+        "Finish the rotation first (hsmctl recover shows the safe action, hsmctl recover "
+        "--apply performs it)";
+    if (!AnyPromoted() && journal.phase != RotationPhase::kFinalizing) {
+      advice += ", or abandon it (hsmctl mk rotate --abort: no unit has promoted it yet)";
+    }
+    return advice;
+  }
+};
+
+RegisterChangeVerdict GuardSetImmediate(const Rotation& r) {
+  auto committed = [](const UnitObservation& u) {
+    return u.info->new_register().state() == v1::REGISTER_FULL_COMMITTED;
+  };
+  const std::vector<std::string> other_key = UnitsWhere(r.up, [&](const UnitObservation& u) {
+    return committed(u) &&
+           !SameId(u.info->new_register().verification_pattern(), r.journal.target_vp);
+  });
+  if (!other_key.empty()) {
+    return Refused(reason::kWouldWedgeRotation,
+                   StrCat("unit(s) ", Join(other_key), " hold another key than the target of ",
+                          r.Name(), " in NEW; set immediate would make it their CURRENT"),
+                   StrCat("Nothing was changed. ", r.FinishOrAbort()));
+  }
+  if (r.journal.phase != RotationPhase::kReencrypting) return Allowed();
+  const std::vector<std::string> would_promote = UnitsWhere(r.up, committed);
+  if (would_promote.empty()) return Allowed();
+  return Refused(
+      reason::kWouldWedgeRotation,
+      StrCat(r.Name(), " has re-encrypted ", r.journal.keys_done, " of ", r.journal.keys_total,
+             " key(s); set immediate on ", Join(would_promote),
+             " now would put the keys not yet re-encrypted under OLD"),
+      "Nothing was changed. Finish re-encryption: hsmctl mk rotate --resume --sign ... (or hsmctl "
+      "recover --apply), which sets immediate on every unit once key storage is ready");
+}
+
+RegisterChangeVerdict GuardClearNew(const Rotation& r) {
+  if (r.journal.phase == RotationPhase::kFinalizing) return Allowed();
+  const std::vector<std::string> holding = UnitsWhere(r.up, [&](const UnitObservation& u) {
+    return r.StateOf(u) != UnitRotationState::kPromoted && HoldsFullKey(u.info->new_register()) &&
+           SameId(u.info->new_register().verification_pattern(), r.journal.target_vp);
+  });
+  if (holding.empty()) return Allowed();
+  return Refused(reason::kWouldWedgeRotation,
+                 StrCat("unit(s) ", Join(holding), " hold the target key of ", r.Name(),
+                        " in NEW and are not promoted; clearing it would need the "
+                        "custodians' key parts again"),
+                 StrCat("Nothing was changed. ", r.FinishOrAbort()));
+}
+
+// GuardClearRegister refuses to clear CURRENT or OLD (or zeroize) on a unit
+// where that register holds the rotation's source or target key.
+RegisterChangeVerdict GuardClearRegister(const Rotation& r, std::string_view what, bool current,
+                                         bool old) {
+  auto holds_rotation_key = [&](const v1::MasterKeyRegisterInfo& reg) {
+    return HoldsFullKey(reg) && (SameId(reg.verification_pattern(), r.journal.source_vp) ||
+                                 SameId(reg.verification_pattern(), r.journal.target_vp));
+  };
+  const std::vector<std::string> holding = UnitsWhere(r.up, [&](const UnitObservation& u) {
+    return (current && holds_rotation_key(u.info->current_register())) ||
+           (old && holds_rotation_key(u.info->old_register()));
+  });
+  if (holding.empty()) return Allowed();
+  return Refused(reason::kWouldWedgeRotation,
+                 StrCat(what, " on ", Join(holding), " would remove a key of ", r.Name(),
+                        " that key storage still needs"),
+                 StrCat("Nothing was changed. ", r.FinishOrAbort()));
+}
+
+// GuardNewKey refuses to load or commit, during a rotation, a key other than
+// its target (the quoted VP, or what the units hold in NEW).
+RegisterChangeVerdict GuardNewKey(const Rotation& r, const RequestedChange& change) {
+  std::string vp = change.new_vp;
+  if (vp.empty() && change.command == OperatorCommand::kCommitNew) {
+    // Without a quoted VP, each unit commits what it holds.
+    for (const UnitObservation* u : r.up) {
+      const auto& nw = u->info->new_register();
+      if (nw.state() == v1::REGISTER_FULL_UNCOMMITTED &&
+          !SameId(nw.verification_pattern(), r.journal.target_vp)) {
+        vp = nw.verification_pattern();
+      }
+    }
+  }
+  if (vp.empty() || SameId(vp, r.journal.target_vp)) return Allowed();
+  return Refused(
+      reason::kWouldWedgeRotation,
+      StrCat(OperatorCommandName(change.command), " of the key with VP ", ShortId(vp), " during ",
+             r.Name(), ": while it is open NEW may only hold its target key"),
+      StrCat("Nothing was changed. ", r.FinishOrAbort(), "; then load the next key"));
+}
+
+// CommonAdministrators counts the administrators (by key id) every unit in
+// `up` holds, leaving out the one called `removed` (empty: none).
+size_t CommonAdministrators(const std::vector<const UnitObservation*>& up,
+                            std::string_view removed) {
+  std::set<std::string> common;
+  bool first = true;
+  for (const UnitObservation* u : up) {
+    std::set<std::string> mine;
+    for (const auto& a : u->info->administrators()) {
+      if (a.name() != removed) mine.insert(a.key_id());
+    }
+    if (first) {
+      common = std::move(mine);
+      first = false;
+      continue;
+    }
+    std::set<std::string> both;
+    for (const std::string& id : common) {
+      if (mine.count(id)) both.insert(id);
+    }
+    common = std::move(both);
+  }
+  return common.size();
+}
+
+// GuardSigners refuses an administrator change after which the units no
+// longer share enough administrators to sign the rotation's set immediate.
+RegisterChangeVerdict GuardSigners(const Rotation& r, const RequestedChange& change) {
+  if (r.up.empty() || r.journal.phase == RotationPhase::kFinalizing) return Allowed();
+  uint32_t threshold = change.signature_threshold;
+  if (change.command == OperatorCommand::kRemoveAdmin) {
+    for (const UnitObservation* u : r.up) {
+      threshold = std::max(threshold, u->info->signature_threshold());
+    }
+  }
+  const size_t common = CommonAdministrators(
+      r.up, change.command == OperatorCommand::kRemoveAdmin ? change.admin_name : "");
+  if (common >= threshold) return Allowed();
+  return Refused(reason::kWouldWedgeRotation,
+                 StrCat("after ", OperatorCommandName(change.command), " the units would share ",
+                        common, " administrator(s), fewer than the signature threshold ", threshold,
+                        " that set immediate of ", r.Name(), " needs"),
+                 StrCat("Nothing was changed. ", r.FinishOrAbort()));
+}
+
+RegisterChangeVerdict GuardDuringRotation(const Rotation& r, const RequestedChange& change) {
+  switch (change.command) {
+    case OperatorCommand::kSetImmediate:
+      return GuardSetImmediate(r);
+    case OperatorCommand::kClearNew:
+      return GuardClearNew(r);
+    case OperatorCommand::kClearCurrent:
+      return GuardClearRegister(r, "clearing CURRENT", true, false);
+    case OperatorCommand::kClearOld:
+      return GuardClearRegister(r, "clearing OLD", false, true);
+    case OperatorCommand::kZeroize:
+      return GuardClearRegister(r, "zeroizing", true, true);
+    case OperatorCommand::kLoadNew:
+    case OperatorCommand::kCommitNew:
+      return GuardNewKey(r, change);
+    case OperatorCommand::kRemoveAdmin:
+    case OperatorCommand::kSetThresholds:
+      return GuardSigners(r, change);
+    case OperatorCommand::kAddAdmin:
+      break;
+  }
+  return Allowed();
+}
+
+}  // namespace
+
+std::string_view OperatorCommandName(OperatorCommand command) {
+  switch (command) {
+    case OperatorCommand::kLoadNew:
+      return "mk load";
+    case OperatorCommand::kCommitNew:
+      return "mk commit";
+    case OperatorCommand::kSetImmediate:
+      return "mk setimm";
+    case OperatorCommand::kClearNew:
+      return "mk clrnew";
+    case OperatorCommand::kClearCurrent:
+      return "mk clrcur";
+    case OperatorCommand::kClearOld:
+      return "mk clrold";
+    case OperatorCommand::kZeroize:
+      return "zeroize";
+    case OperatorCommand::kAddAdmin:
+      return "admin add";
+    case OperatorCommand::kRemoveAdmin:
+      return "admin rm";
+    case OperatorCommand::kSetThresholds:
+      return "thresholds set";
+  }
+  return "unknown command";
+}
+
+bool RotationOpen(const std::optional<RotationJournal>& journal) {
+  return journal.has_value() && journal->phase != RotationPhase::kDone;
+}
+
+RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& journal,
+                                          const std::vector<UnitObservation>& units,
+                                          const RequestedChange& change) {
+  const std::vector<const UnitObservation*> up = Answering(units);
+  if (change.command == OperatorCommand::kCommitNew) {
+    RegisterChangeVerdict agree =
+        CheckNewRegistersAgree(up, {v1::REGISTER_FULL_UNCOMMITTED, v1::REGISTER_FULL_COMMITTED},
+                               change.new_vp, "committing them");
+    if (!agree.allowed()) return agree;
+  }
+  if (change.command == OperatorCommand::kSetImmediate) {
+    RegisterChangeVerdict agree =
+        CheckNewRegistersAgree(up, {v1::REGISTER_FULL_COMMITTED}, "", "set immediate");
+    if (!agree.allowed()) return agree;
+  }
+  if (!RotationOpen(journal)) return Allowed();
+  return GuardDuringRotation(Rotation{*journal, up}, change);
+}
+
+}  // namespace hsmsim::host
