@@ -40,7 +40,8 @@ std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> UnitPairs(
     std::vector<UnitConnection>& conns);
 
 // RefuseDuringRotation returns FAILED_PRECONDITION (ROTATION_IN_PROGRESS)
-// when a rotation is journaled and not DONE: workloads wait for it.
+// when a rotation is journaled and not DONE (keys upgrade waits for it;
+// keys create does not: host/key_creation.h).
 absl::Status RefuseDuringRotation(host::Keystore& keystore);
 
 // ProgressPrinter draws a progress bar on a terminal (stderr), or a plain
