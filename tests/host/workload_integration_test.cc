@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include "tests/host/rotation_fixture.h"
 
 namespace hsmsim::host {
@@ -49,6 +51,33 @@ TEST_F(WorkloadIntegrationTest, SecondRotationIsRefusedNamingTheHolder) {
   RunResult r = Hsmctl({"mk", "rotate", "--sign", sign_});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_THAT(r.out, ::testing::Not(HasSubstr("reply was lost")));
+  ExpectAllCurrentIsTarget();
+  ExpectNoKeyLost();
+}
+
+// Two mk rotate started at the same time on one fleet: one rotates, the
+// other changes nothing (refused by the lock while the first runs, or by
+// the pre-checks once it finished: NEW is empty then). Never two runs with
+// contradictory counts, never a lost reply that did not happen.
+TEST_F(WorkloadIntegrationTest, TwoRotationsStartedTogetherOnlyOneRuns) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(3'000);
+  RunResult results[2];
+  std::thread second([&] { results[1] = Hsmctl({"mk", "rotate", "--sign", sign_}); });
+  results[0] = Hsmctl({"mk", "rotate", "--sign", sign_});
+  second.join();
+  const int winner = results[0].exit_code == 0 ? 0 : 1;
+  const RunResult& won = results[winner];
+  const RunResult& lost = results[1 - winner];
+  ASSERT_EQ(won.exit_code, 0) << Describe(won) << Describe(lost);
+  EXPECT_EQ(lost.exit_code, 1) << Describe(lost);
+  const bool locked = lost.err.find("ROTATION_LOCKED") != std::string::npos;
+  const bool nothing_to_rotate = lost.err.find("nothing was changed") != std::string::npos;
+  EXPECT_TRUE(locked || nothing_to_rotate) << Describe(lost);
+  EXPECT_THAT(lost.out, ::testing::Not(HasSubstr("set immediate")));
+  for (const RunResult* r : {&won, &lost}) {
+    EXPECT_THAT(r->out + r->err, ::testing::Not(HasSubstr("reply was lost")));
+  }
   ExpectAllCurrentIsTarget();
   ExpectNoKeyLost();
 }
