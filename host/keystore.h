@@ -38,6 +38,17 @@ struct NewKey {
   std::string wkid;
 };
 
+// A new key as a creator placed it (host/key_creation.h): its blob and, when
+// made during a rotation, the blob re-encrypted under the rotation's target
+// as its pending blob.
+struct PlacedKey {
+  std::string name;
+  std::string blob;
+  std::string wkid;
+  std::string pending_blob;  // empty when none
+  std::string pending_wkid;  // empty when none
+};
+
 // A re-encrypted blob for row `id`.
 struct RewrappedKey {
   int64_t id = 0;
@@ -74,6 +85,36 @@ struct RotationJournal {
   std::string updated_at;
 };
 
+// SameRotationState is true when `a` and `b` are the same journal state for
+// a writer of new keys: both absent, or the same rotation (source, target,
+// start) in the same phase. Progress within a phase does not count.
+bool SameRotationState(const std::optional<RotationJournal>& a,
+                       const std::optional<RotationJournal>& b);
+
+// Who holds a keystore's rotation lock: the process, its host, when it took
+// the lock and for what ("mk rotate", "recover --apply").
+struct RotationLockHolder {
+  int64_t pid = 0;
+  std::string host;
+  std::string started_at;  // ISO 8601 UTC
+  std::string command;
+
+  // Self describes this process, now, running `command`.
+  static RotationLockHolder Self(std::string command);
+  // Describe returns "pid P on HOST since T (COMMAND)".
+  std::string Describe() const;
+};
+
+// RotationLock: the keystore's rotation lock, held by one process while it
+// writes the rotation journal or the blobs of a rotation (mk rotate, its
+// --resume, recover --apply). Destroying it releases the lock; so does the
+// death of the process (even SIGKILL), since the operating system drops it.
+class RotationLock {
+ public:
+  virtual ~RotationLock() = default;
+  virtual const RotationLockHolder& holder() const = 0;
+};
+
 class Keystore {
  public:
   virtual ~Keystore() = default;
@@ -81,6 +122,36 @@ class Keystore {
   // AddKeys inserts keys in one transaction. ALREADY_EXISTS (KEY_EXISTS) if
   // a name is taken; nothing is inserted then.
   virtual absl::Status AddKeys(const std::vector<NewKey>& keys) = 0;
+
+  // AddKeysPlanned inserts keys like AddKeys, in one transaction that first
+  // checks that the rotation journal is still the one `planned` was read
+  // from (the same phase, source, target and start; or still no open
+  // rotation when `planned` is empty or DONE): the writer chose where its
+  // keys go (their WKIDs and pending blobs) from that journal. ABORTED
+  // (JOURNAL_CHANGED) when it changed, and ALREADY_EXISTS (KEY_EXISTS) as
+  // AddKeys; nothing is inserted then.
+  virtual absl::Status AddKeysPlanned(const std::vector<PlacedKey>& keys,
+                                      const std::optional<RotationJournal>& planned) = 0;
+
+  // ReserveKeyNumbers reserves `count` (>= 1) consecutive numbers for new
+  // key names PREFIX<number> and returns the first: one above the largest
+  // number of a stored name PREFIX<digits> and above every number reserved
+  // before for `prefix`, in one transaction. So new names never collide with
+  // stored names, whatever gaps an interrupted `keys create` left, nor with
+  // the names of a concurrent creator. Returns the keystore's error.
+  virtual absl::StatusOr<int64_t> ReserveKeyNumbers(std::string_view prefix, int64_t count) = 0;
+
+  // LockRotation takes the keystore's rotation lock for `holder`, without
+  // waiting. FAILED_PRECONDITION (ROTATION_LOCKED) naming the holder (pid,
+  // host, start, command) when another process or RotationLock holds it;
+  // the keystore's I/O error otherwise. The lock outlives neither the
+  // returned object nor the process.
+  virtual absl::StatusOr<std::unique_ptr<RotationLock>> LockRotation(
+      const RotationLockHolder& holder) = 0;
+
+  // FindRotationLockHolder returns who holds the rotation lock now, or
+  // std::nullopt when nobody does.
+  virtual absl::StatusOr<std::optional<RotationLockHolder>> FindRotationLockHolder() = 0;
 
   // FindKey returns the key called `name`, or std::nullopt.
   virtual absl::StatusOr<std::optional<StoredKey>> FindKey(std::string_view name) = 0;
@@ -133,9 +204,10 @@ class Keystore {
 };
 
 // OpenSqliteKeystore opens the SQLite keystore at `path` (WAL mode), creating
-// it and its schema when `create`. NOT_FOUND (NO_KEYSTORE) when absent and
-// !create; DATA_LOSS (BAD_KEYSTORE) when the file is not a keystore;
-// FAILED_PRECONDITION (UNSUPPORTED_KEYSTORE_VERSION) for a newer schema.
+// it and its schema when `create`. Its rotation lock is an flock() on
+// PATH.rotation-lock, a file beside it that names the holder. NOT_FOUND (NO_KEYSTORE) when absent
+// and !create; DATA_LOSS (BAD_KEYSTORE) when the file is not a keystore; FAILED_PRECONDITION
+// (UNSUPPORTED_KEYSTORE_VERSION) for a newer schema.
 absl::StatusOr<std::unique_ptr<Keystore>> OpenSqliteKeystore(const std::string& path, bool create);
 
 }  // namespace hsmsim::host

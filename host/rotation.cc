@@ -454,13 +454,27 @@ absl::Status RotationEngine::Promote(RotationJournal& journal, RotationReport& r
     op.mutable_set_immediate();
     auto result = IssueCommand(*units_[i].second, *o.info, op, signers_);
     if (!result.ok()) {
-      // The unit may have promoted and lost only the reply: look before
-      // declaring failure.
+      // The unit may have promoted and lost only the reply, or someone else
+      // promoted it since it was observed: look before declaring failure.
       auto again = units_[i].second->GetInfo();
       if (again.ok() && ClassifyUnit(UnitObservation{o.unit, again}, journal.source_vp,
                                      journal.target_vp) == UnitRotationState::kPromoted) {
-        Say(StrCat("unit ", o.unit.name, ": promoted (the reply was lost)"));
-        report.promoted_units.push_back(o.unit.name);
+        if (ReasonOf(result.status()) == reason::kCounterMismatch) {
+          // The unit refused this command unseen (its counter had moved):
+          // this run's set immediate did not happen; another command
+          // promoted the unit since it was observed.
+          Say(StrCat("unit ", o.unit.name,
+                     ": already promoted by another command (this set immediate was refused: ",
+                     ReasonOf(result.status()), ")"));
+          report.skipped_units.push_back(o.unit.name);
+        } else {
+          Say(StrCat("unit ", o.unit.name, ": promoted (",
+                     IsUnreachable(result.status())
+                         ? std::string("the reply was lost")
+                         : StrCat("then answered ", ReasonOf(result.status())),
+                     ")"));
+          report.promoted_units.push_back(o.unit.name);
+        }
         continue;
       }
       return WithContext(result.status(),

@@ -1,4 +1,11 @@
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <string>
 
@@ -41,6 +48,75 @@ std::string NowUtc() {
   char buf[32];
   std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+std::string DescribeJournal(const std::optional<RotationJournal>& j) {
+  if (!j.has_value()) return "no rotation journaled";
+  return StrCat("rotation started ", j->started_at, " in phase ", RotationPhaseName(j->phase));
+}
+
+// KeyNumber returns N when `name` is PREFIX<N> (1..18 decimal digits), else -1.
+int64_t KeyNumber(std::string_view name, std::string_view prefix) {
+  if (name.size() <= prefix.size() || name.size() - prefix.size() > 18 ||
+      name.substr(0, prefix.size()) != prefix) {
+    return -1;
+  }
+  int64_t n = 0;
+  for (char c : name.substr(prefix.size())) {
+    if (c < '0' || c > '9') return -1;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
+
+std::string FormatHolder(const RotationLockHolder& h) {
+  return StrCat("pid=", h.pid, "\nhost=", h.host, "\nstarted_at=", h.started_at,
+                "\ncommand=", h.command, "\n");
+}
+
+RotationLockHolder ParseHolder(std::string_view text) {
+  RotationLockHolder h;
+  while (!text.empty()) {
+    const size_t end = std::min(text.find('\n'), text.size());
+    std::string_view line = text.substr(0, end);
+    text.remove_prefix(std::min(end + 1, text.size()));
+    const size_t eq = line.find('=');
+    if (eq == std::string_view::npos) continue;
+    const std::string_view key = line.substr(0, eq);
+    const std::string value(line.substr(eq + 1));
+    if (key == "pid") h.pid = std::strtoll(value.c_str(), nullptr, 10);
+    if (key == "host") h.host = value;
+    if (key == "started_at") h.started_at = value;
+    if (key == "command") h.command = value;
+  }
+  return h;
+}
+
+// FlockRotationLock holds an flock() on the lock file through `fd_`.
+class FlockRotationLock final : public RotationLock {
+ public:
+  FlockRotationLock(int fd, RotationLockHolder holder) : fd_(fd), holder_(std::move(holder)) {}
+  ~FlockRotationLock() override { ::close(fd_); }  // closing drops the flock
+  FlockRotationLock(const FlockRotationLock&) = delete;
+  FlockRotationLock& operator=(const FlockRotationLock&) = delete;
+  const RotationLockHolder& holder() const override { return holder_; }
+
+ private:
+  int fd_;
+  RotationLockHolder holder_;
+};
+
+absl::Status LockFileError(const std::string& path, std::string_view what, int err) {
+  return Error(absl::StatusCode::kUnavailable, reason::kKeystoreIo,
+               StrCat("rotation lock ", path, ": ", what, ": ", std::strerror(err)));
+}
+
+// ReadHolder returns what the lock file behind `fd` says of its holder.
+RotationLockHolder ReadHolder(int fd) {
+  std::string text(4096, '\0');
+  const ssize_t n = ::pread(fd, text.data(), text.size(), 0);
+  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return ParseHolder(text);
 }
 
 class SqliteKeystore final : public Keystore {
@@ -92,25 +168,124 @@ class SqliteKeystore final : public Keystore {
   }
 
   absl::Status AddKeys(const std::vector<NewKey>& keys) override {
+    std::vector<PlacedKey> placed;
+    placed.reserve(keys.size());
+    for (const NewKey& k : keys) placed.push_back(PlacedKey{k.name, k.blob, k.wkid, "", ""});
+    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+    return Finish(InsertKeys(placed));
+  }
+
+  absl::Status AddKeysPlanned(const std::vector<PlacedKey>& keys,
+                              const std::optional<RotationJournal>& planned) override {
     HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
     absl::Status s = [&]() -> absl::Status {
-      HSMSIM_ASSIGN_OR_RETURN(auto insert,
-                              db_->Prepare("INSERT INTO keys(name, blob, wkid) VALUES(?,?,?)"));
-      for (const NewKey& k : keys) {
-        insert.Bind(1, k.name, false).Bind(2, k.blob).Bind(3, k.wkid);
-        absl::Status run = insert.Run();
-        if (!run.ok()) {
-          insert.Reset();
-          if (ReasonOf(run) == reason::kKeyExists) {
-            return Error(absl::StatusCode::kAlreadyExists, reason::kKeyExists,
-                         StrCat("a key named '", k.name, "' already exists in ", db_->path()));
-          }
-          return run;
-        }
+      HSMSIM_ASSIGN_OR_RETURN(std::optional<RotationJournal> now, ReadJournal());
+      if (!SameRotationState(planned, now)) {
+        return Error(
+            absl::StatusCode::kAborted, reason::kJournalChanged,
+            StrCat("keystore ", db_->path(), ": the rotation journal changed (",
+                   DescribeJournal(planned), " when the keys were planned, ", DescribeJournal(now),
+                   " now); ", keys.size(), " key(s) were not stored"));
       }
-      return absl::OkStatus();
+      return InsertKeys(keys);
     }();
     return Finish(s);
+  }
+
+  absl::StatusOr<int64_t> ReserveKeyNumbers(std::string_view prefix, int64_t count) override {
+    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+    int64_t first = 0;
+    absl::Status s = [&]() -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(int64_t highest, HighestKeyNumber(prefix));
+      const std::string meta_key = StrCat("reserved_key_number:", prefix);
+      HSMSIM_ASSIGN_OR_RETURN(auto reserved, db_->Prepare("SELECT value FROM meta WHERE key=?"));
+      reserved.Bind(1, meta_key, false);
+      HSMSIM_ASSIGN_OR_RETURN(bool row, reserved.Step());
+      if (row) highest = std::max(highest, reserved.Int(0));  // TEXT, read as an integer
+      first = highest + 1;
+      HSMSIM_ASSIGN_OR_RETURN(auto update,
+                              db_->Prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)"));
+      update.Bind(1, meta_key, false).Bind(2, std::to_string(first + count - 1), false);
+      return update.Run();
+    }();
+    HSMSIM_RETURN_IF_ERROR(Finish(s));
+    return first;
+  }
+
+  absl::StatusOr<std::unique_ptr<RotationLock>> LockRotation(
+      const RotationLockHolder& holder) override {
+    const std::string path = LockPath();
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return LockFileError(path, "open", errno);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      if (err != EWOULDBLOCK) {
+        ::close(fd);
+        return LockFileError(path, "flock", err);
+      }
+      const RotationLockHolder other = ReadHolder(fd);
+      ::close(fd);
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kRotationLocked,
+                   StrCat("another process is rotating keystore ", db_->path(), ": ",
+                          other.pid == 0 ? std::string("a process that has not named itself yet")
+                                         : other.Describe(),
+                          "; wait for it to finish, or stop it (the lock is released when it "
+                          "exits) and run hsmctl recover"));
+    }
+    const std::string text = FormatHolder(holder);
+    if (::ftruncate(fd, 0) != 0 ||
+        ::pwrite(fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
+      const int err = errno;
+      ::close(fd);
+      return LockFileError(path, "write", err);
+    }
+    return std::unique_ptr<RotationLock>(std::make_unique<FlockRotationLock>(fd, holder));
+  }
+
+  absl::StatusOr<std::optional<RotationLockHolder>> FindRotationLockHolder() override {
+    const std::string path = LockPath();
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) return std::optional<RotationLockHolder>();
+      return LockFileError(path, "open", errno);
+    }
+    std::optional<RotationLockHolder> holder;
+    if (::flock(fd, LOCK_SH | LOCK_NB) == 0) {
+      ::flock(fd, LOCK_UN);
+    } else if (errno == EWOULDBLOCK) {
+      holder = ReadHolder(fd);
+    } else {
+      const int err = errno;
+      ::close(fd);
+      return LockFileError(path, "flock", err);
+    }
+    ::close(fd);
+    return holder;
+  }
+
+  // InsertKeys inserts `keys` in the open transaction.
+  absl::Status InsertKeys(const std::vector<PlacedKey>& keys) {
+    HSMSIM_ASSIGN_OR_RETURN(auto insert,
+                            db_->Prepare("INSERT INTO keys(name, blob, wkid, pending_blob, "
+                                         "pending_wkid) VALUES(?,?,?,?,?)"));
+    for (const PlacedKey& k : keys) {
+      insert.Bind(1, k.name, false).Bind(2, k.blob).Bind(3, k.wkid);
+      if (k.pending_blob.empty()) {
+        insert.BindNull(4).BindNull(5);
+      } else {
+        insert.Bind(4, k.pending_blob).Bind(5, k.pending_wkid);
+      }
+      absl::Status run = insert.Run();
+      if (!run.ok()) {
+        insert.Reset();
+        if (ReasonOf(run) == reason::kKeyExists) {
+          return Error(absl::StatusCode::kAlreadyExists, reason::kKeyExists,
+                       StrCat("a key named '", k.name, "' already exists in ", db_->path()));
+        }
+        return run;
+      }
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::optional<StoredKey>> FindKey(std::string_view name) override {
@@ -287,6 +462,23 @@ class SqliteKeystore final : public Keystore {
                      std::string(q.Text(5))};
   }
 
+  std::string LockPath() const { return StrCat(db_->path(), ".rotation-lock"); }
+
+  // HighestKeyNumber returns the largest N of a stored name PREFIX<N>, or 0.
+  absl::StatusOr<int64_t> HighestKeyNumber(std::string_view prefix) {
+    // Names with the prefix form one range of the name index; 0xFF never
+    // occurs in UTF-8, so PREFIX + 0xFF bounds it.
+    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT name FROM keys WHERE name>=? AND name<?"));
+    q.Bind(1, prefix, false).Bind(2, StrCat(prefix, "\xff"), false);
+    int64_t highest = 0;
+    while (true) {
+      HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      highest = std::max(highest, KeyNumber(q.Text(0), prefix));
+    }
+    return highest;
+  }
+
   absl::StatusOr<std::vector<StoredKey>> Collect(internal::Statement& q) {
     std::vector<StoredKey> out;
     while (true) {
@@ -311,6 +503,25 @@ class SqliteKeystore final : public Keystore {
 };
 
 }  // namespace
+
+bool SameRotationState(const std::optional<RotationJournal>& a,
+                       const std::optional<RotationJournal>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  if (!a.has_value()) return true;
+  return a->phase == b->phase && a->source_vp == b->source_vp && a->target_vp == b->target_vp &&
+         a->started_at == b->started_at;
+}
+
+RotationLockHolder RotationLockHolder::Self(std::string command) {
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return RotationLockHolder{::getpid(), host, NowUtc(), std::move(command)};
+}
+
+std::string RotationLockHolder::Describe() const {
+  return StrCat("pid ", pid, " on ", host.empty() ? std::string("?") : host, " since ", started_at,
+                command.empty() ? std::string() : StrCat(" (", command, ")"));
+}
 
 std::string_view RotationPhaseName(RotationPhase phase) {
   switch (phase) {

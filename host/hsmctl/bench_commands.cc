@@ -19,6 +19,7 @@
 #include "crypto/verification_pattern.h"
 #include "host/fleet_launcher.h"
 #include "host/hsmctl/keystore_support.h"
+#include "host/key_creation.h"
 #include "host/key_part_loading.h"
 #include "host/signed_command.h"
 
@@ -65,21 +66,20 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-// FillFromUnits stores `keys` new root keys named "key-1".."key-K", which
-// the units generate under their CURRENT master key (GenerateKeys batches of
-// kFillBatch, kFillInFlightPerUnit in flight per unit). Returns the first
-// unit or keystore error.
+// FillFromUnits stores `keys` new root keys named "key-N", which the units
+// generate under their CURRENT master key (GenerateKeys batches of
+// kFillBatch, kFillInFlightPerUnit in flight per unit), as keys create
+// does. Returns the first unit or keystore error.
 absl::Status FillFromUnits(std::vector<UnitConnection>& conns, host::Keystore& store,
                            int64_t keys) {
-  GenerateSpec spec;
+  host::KeyCreationSpec spec;
   spec.prefix = "key-";
-  spec.first_number = 1;
   spec.count = keys;
   spec.keys_per_request = kFillBatch;
   spec.in_flight_per_unit = kFillInFlightPerUnit;
   spec.store_chunk = kFillChunk;
-  int64_t created = 0;
-  return GenerateKeysInto(conns, store, spec, &created, nullptr);
+  host::KeyCreationReport report;
+  return host::CreateKeys(store, UnitPairs(conns), spec, report, nullptr, nullptr);
 }
 
 // LoadAndCommit loads `parts` into NEW on every unit and commits them.
@@ -144,6 +144,8 @@ absl::Status RunCeremony(std::vector<UnitConnection>& conns, const host::AdminKe
 absl::Status TimeRotation(Invocation& inv, const BenchFlags& f, std::vector<UnitConnection>& conns,
                           host::Keystore& store, const host::AdminKey& admin, std::string source_vp,
                           std::string target_vp, BenchReport& report) {
+  HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<host::RotationLock> lock,
+                          store.LockRotation(host::RotationLockHolder::Self("bench rotate")));
   host::RotationJournal journal;
   journal.source_vp = std::move(source_vp);
   journal.target_vp = std::move(target_vp);

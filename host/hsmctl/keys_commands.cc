@@ -12,6 +12,7 @@
 #include "host/batch_fanout.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/hsmctl/verify_report.h"
+#include "host/key_creation.h"
 #include "host/master_key_id.h"
 #include "host/straggler_upgrade.h"
 #include "proto/wire/blob_format.h"
@@ -40,46 +41,63 @@ absl::StatusOr<Opened> OpenAll(const Invocation& inv, bool create) {
   return o;
 }
 
+// SayCreated prints what keys create stored.
+void SayCreated(const Invocation& inv, const host::KeyCreationReport& r, double seconds,
+                const std::string& location) {
+  const std::string target = ToHex(r.target_wkid);
+  if (inv.json) {
+    std::cout << json{{"command", "keys create"},
+                      {"ok", true},
+                      {"created", r.created},
+                      {"with_pending", r.with_pending},
+                      {"target_wkid", target},
+                      {"seconds", seconds},
+                      {"keys_per_second", r.created / std::max(seconds, 1e-9)}}
+                     .dump(2)
+              << "\n";
+    return;
+  }
+  std::cout << "created " << r.created << " key(s) in " << seconds << " s ("
+            << static_cast<int64_t>(r.created / std::max(seconds, 1e-9)) << " keys/s) in "
+            << location << "\n";
+  if (r.with_pending > 0) {
+    std::cout << r.with_pending << " of them are also re-encrypted under the rotation's target "
+              << host::ShortId(r.target_wkid)
+              << " (pending): they end under it when the rotation finishes\n";
+  }
+}
+
 int RunCreate(Invocation& inv, int64_t count, const std::string& prefix) {
   auto opened = OpenAll(inv, true);
   if (!opened.ok()) return Fail(inv, opened.status());
-  if (absl::Status s = RefuseDuringRotation(*opened->store); !s.ok()) return Fail(inv, s);
-  auto existing = opened->store->CountKeys();
-  if (!existing.ok()) return Fail(inv, existing.status());
   const auto start = Clock::now();
   ProgressPrinter progress(inv.json);
-  GenerateSpec spec;
+  host::KeyCreationSpec spec;
   spec.prefix = prefix;
-  spec.first_number = *existing + 1;
   spec.count = count;
   spec.keys_per_request = kCreateBatch;
   spec.in_flight_per_unit = kCreateInFlightPerUnit;
-  int64_t created = 0;
-  absl::Status failure =
-      GenerateKeysInto(opened->conns, *opened->store, spec, &created, [&](int64_t received) {
+  host::KeyCreationReport report;
+  absl::Status failure = host::CreateKeys(
+      *opened->store, UnitPairs(opened->conns), spec, report,
+      [&](int64_t made) {
         progress.Update(host::RotationProgress{
-            received, count, std::chrono::duration<double>(Clock::now() - start).count(),
-            "creating"});
+            made, count, std::chrono::duration<double>(Clock::now() - start).count(), "creating"});
+      },
+      [&](std::string_view line) {
+        progress.Finish();
+        std::cerr << "hsmctl: " << line << "\n";
       });
   progress.Finish();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (!failure.ok()) {
-    std::cerr << "hsmctl: " << created << " key(s) were created and stored before the error\n";
+    std::cerr << "hsmctl: "
+              << (report.created == 0 ? std::string("no key was stored")
+                                      : StrCat(report.created, " key(s) were stored"))
+              << " before the error\n";
     return Fail(inv, failure);
   }
-  if (inv.json) {
-    std::cout << json{{"command", "keys create"},
-                      {"ok", true},
-                      {"created", created},
-                      {"seconds", seconds},
-                      {"keys_per_second", created / std::max(seconds, 1e-9)}}
-                     .dump(2)
-              << "\n";
-  } else {
-    std::cout << "created " << created << " key(s) in " << seconds << " s ("
-              << static_cast<int64_t>(created / std::max(seconds, 1e-9)) << " keys/s) in "
-              << opened->store->location() << "\n";
-  }
+  SayCreated(inv, report, seconds, opened->store->location());
   return kExitOk;
 }
 
@@ -287,6 +305,10 @@ int RunVerify(Invocation& inv) {
 int RunUpgrade(Invocation& inv) {
   auto opened = OpenAll(inv, false);
   if (!opened.ok()) return Fail(inv, opened.status());
+  // keys upgrade re-encrypts key storage: never beside a rotation, not even
+  // one that begins after the journal check below.
+  auto lock = opened->store->LockRotation(host::RotationLockHolder::Self("keys upgrade"));
+  if (!lock.ok()) return Fail(inv, lock.status());
   if (absl::Status s = RefuseDuringRotation(*opened->store); !s.ok()) return Fail(inv, s);
   auto observed = ObserveAll(opened->conns);
   const bool no_old = std::all_of(observed.begin(), observed.end(), [](const auto& o) {

@@ -42,56 +42,11 @@ std::vector<host::UnitChannel*> Channels(std::vector<UnitConnection>& conns) {
   return out;
 }
 
-absl::StatusOr<host::NewKey> NewKeyFromBlob(const std::string& blob) {
-  HSMSIM_ASSIGN_OR_RETURN(wire::ParsedBlob parsed, wire::ParseBlob(AsBytes(blob)));
-  return host::NewKey{std::string(parsed.key_id), blob, crypto::AsString(parsed.wkid)};
-}
-
-absl::Status GenerateKeysInto(std::vector<UnitConnection>& conns, host::Keystore& store,
-                              const GenerateSpec& spec, int64_t* created,
-                              const std::function<void(int64_t received)>& progress) {
-  host::BatchFanoutOptions options;
-  options.in_flight_per_lane = spec.in_flight_per_unit;
-  options.retry_elsewhere = false;
-  options.activity = "key generation";
-  host::BatchFanout fanout(Channels(conns), options);
-  int64_t next = 0;
-  std::vector<host::NewKey> chunk;
-  *created = 0;
-  auto next_batch = [&]() -> absl::StatusOr<std::optional<host::BatchFanout::Batch>> {
-    if (next >= spec.count) return std::nullopt;
-    host::BatchFanout::Batch batch;
-    v1::GenerateKeysRequest* generate = batch.request.mutable_generate_keys();
-    generate->set_algorithm(v1::KEY_ALGORITHM_AES_256);
-    for (int64_t i = next; i < spec.count && i < next + spec.keys_per_request; ++i) {
-      generate->add_key_ids(StrCat(spec.prefix, spec.first_number + i));
-    }
-    next += generate->key_ids_size();
-    return batch;
-  };
-  auto store_chunk = [&]() -> absl::Status {
-    HSMSIM_RETURN_IF_ERROR(store.AddKeys(chunk));
-    *created += static_cast<int64_t>(chunk.size());
-    chunk.clear();
-    return absl::OkStatus();
-  };
-  auto handle = [&](size_t, const host::BatchFanout::Batch&, v1::Response& response) {
-    for (const std::string& blob : response.generate_keys().blobs()) {
-      absl::StatusOr<host::NewKey> key = NewKeyFromBlob(blob);
-      if (!key.ok()) {
-        fanout.Stop(key.status());
-        return absl::OkStatus();
-      }
-      chunk.push_back(std::move(*key));
-    }
-    if (chunk.size() >= spec.store_chunk) {
-      if (absl::Status s = store_chunk(); !s.ok()) fanout.Stop(s);
-    }
-    if (progress) progress(*created + static_cast<int64_t>(chunk.size()));
-    return absl::OkStatus();
-  };
-  HSMSIM_RETURN_IF_ERROR(fanout.Run(next_batch, handle));
-  return chunk.empty() ? absl::OkStatus() : store_chunk();
+std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> UnitPairs(
+    std::vector<UnitConnection>& conns) {
+  std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> out;
+  for (UnitConnection& c : conns) out.emplace_back(c.unit, c.client.get());
+  return out;
 }
 
 std::vector<host::UnitObservation> ObserveAll(std::vector<UnitConnection>& conns) {

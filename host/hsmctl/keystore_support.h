@@ -34,35 +34,14 @@ std::vector<host::UnitObservation> ObserveAll(std::vector<UnitConnection>& conns
 // Channels returns the connections' channels, for a host::BatchFanout.
 std::vector<host::UnitChannel*> Channels(std::vector<UnitConnection>& conns);
 
-// GenerateSpec: what GenerateKeysInto asks for. Keys are named
-// PREFIX<first_number>, PREFIX<first_number + 1>, ...
-struct GenerateSpec {
-  std::string prefix = "key-";
-  int64_t first_number = 1;
-  int64_t count = 0;
-  int64_t keys_per_request = 1024;  // GenerateKeys batch
-  int in_flight_per_unit = host::kDefaultInFlightPerLane;
-  size_t store_chunk = 4096;  // keys per keystore transaction
-};
-
-// GenerateKeysInto has the units generate `spec.count` root keys under their
-// CURRENT master key (GenerateKeys batches over a host::BatchFanout: least
-// loaded unit first) and stores them in `store`, `spec.store_chunk` at a
-// time. The first unit or keystore error stops it (a GenerateKeys batch is
-// not sent again elsewhere: `keys create` reports the unit's error).
-// `*created` is how many keys were stored; `progress` (may be empty) is told
-// the keys received so far.
-absl::Status GenerateKeysInto(std::vector<UnitConnection>& conns, host::Keystore& store,
-                              const GenerateSpec& spec, int64_t* created,
-                              const std::function<void(int64_t received)>& progress);
-
-// NewKeyFromBlob returns the keystore row for a blob a unit generated: its
-// key id and WKID read from the blob header. Returns the header's error
-// (MALFORMED_BLOB, UNSUPPORTED_BLOB_VERSION) for a blob that does not parse.
-absl::StatusOr<host::NewKey> NewKeyFromBlob(const std::string& blob);
+// UnitPairs returns the connections' units and channels, for the host
+// library's engines (RotationEngine, CreateKeys).
+std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> UnitPairs(
+    std::vector<UnitConnection>& conns);
 
 // RefuseDuringRotation returns FAILED_PRECONDITION (ROTATION_IN_PROGRESS)
-// when a rotation is journaled and not DONE: workloads wait for it.
+// when a rotation is journaled and not DONE (keys upgrade waits for it;
+// keys create does not: host/key_creation.h).
 absl::Status RefuseDuringRotation(host::Keystore& keystore);
 
 // ProgressPrinter draws a progress bar on a terminal (stderr), or a plain

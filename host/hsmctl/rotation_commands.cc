@@ -163,6 +163,10 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
   auto session = OpenSession(inv);
   if (!session.ok()) return Fail(inv, session.status());
   Session& s = *session;
+  // One rotation of a keystore at a time: held until this process exits.
+  auto lock = s.store->LockRotation(
+      host::RotationLockHolder::Self(f.resume ? "mk rotate --resume" : "mk rotate"));
+  if (!lock.ok()) return Fail(inv, lock.status());
   auto journal = s.store->ReadJournal();
   if (!journal.ok()) return Fail(inv, journal.status());
   if (absl::Status resume = CheckResumeFlag(*journal, f.resume); !resume.ok()) {
@@ -316,6 +320,17 @@ int RunRecover(Invocation& inv, const RotateFlags& f) {
   auto session = OpenSession(inv);
   if (!session.ok()) return Fail(inv, session.status());
   RecoverReport report;
+  // --apply continues the rotation, so it takes the rotation lock before it
+  // looks; a plain look says when a rotation is running under it.
+  std::unique_ptr<host::RotationLock> lock;
+  if (f.apply) {
+    auto locked = session->store->LockRotation(host::RotationLockHolder::Self("recover --apply"));
+    if (!locked.ok()) return Fail(inv, locked.status());
+    lock = std::move(*locked);
+  } else if (auto holder = session->store->FindRotationLockHolder(); holder.ok() && *holder) {
+    std::cerr << "hsmctl: note: a rotation is running now (" << (*holder)->Describe()
+              << "); what follows may change under it\n";
+  }
   if (absl::Status s = LookAtFleet(*session, report); !s.ok()) return Fail(inv, s);
   RenderRecoverLook(inv, report);
   if (f.apply && report.decision.situation != host::RecoverySituation::kNothingToDo) {

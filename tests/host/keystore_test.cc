@@ -5,13 +5,16 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "common/status.h"
+#include "common/str_cat.h"
 
 namespace hsmsim::host {
 namespace {
@@ -179,6 +182,147 @@ TEST_F(KeystoreTest, NewerSchemaRefused) {
   sqlite3_close(db);
   auto s = OpenSqliteKeystore(path_, false);
   EXPECT_EQ(ReasonOf(s.status()), "UNSUPPORTED_KEYSTORE_VERSION") << s.status();
+}
+
+// --- New key names (ReserveKeyNumbers).
+
+TEST_F(KeystoreTest, ReservedNumbersStartAboveTheHighestStoredNameWhateverTheGaps) {
+  auto store = Open();
+  std::vector<NewKey> keys;
+  for (const char* name : {"key-1", "key-2", "key-9", "key-10x", "key-", "other-40", "key-0007"}) {
+    keys.push_back(NewKey{name, "blob", a_});
+  }
+  ASSERT_TRUE(store->AddKeys(keys).ok());
+  auto first = store->ReserveKeyNumbers("key-", 3);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(*first, 10);
+  // Reserved but not stored yet (another creator's names): not given again.
+  auto next = store->ReserveKeyNumbers("key-", 2);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(*next, 13);
+  auto other = store->ReserveKeyNumbers("other-", 1);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(*other, 41);
+  auto fresh = store->ReserveKeyNumbers("new-", 5);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(*fresh, 1);
+}
+
+// A prefix that is a prefix of another ("key" and "key-1" both give
+// "key-15"): numbers are read from every stored name, so no collision.
+TEST_F(KeystoreTest, ReservedNumbersAvoidNamesMadeWithALongerPrefix) {
+  auto store = Open();
+  ASSERT_TRUE(store->AddKeys({NewKey{"key15", "blob", a_}}).ok());
+  auto first = store->ReserveKeyNumbers("key", 1);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(*first, 16);
+}
+
+TEST_F(KeystoreTest, ReservationsSurviveReopening) {
+  { ASSERT_TRUE(Open()->ReserveKeyNumbers("key-", 100).ok()); }
+  auto first = Open()->ReserveKeyNumbers("key-", 1);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(*first, 101);
+}
+
+// --- Inserts fenced by the journal (AddKeysPlanned).
+
+TEST_F(KeystoreTest, PlannedInsertStoresPendingBlobsWhileTheJournalIsUnchanged) {
+  auto store = Open();
+  RotationJournal j;
+  j.source_vp = std::string(32, 'A');
+  j.target_vp = std::string(32, 'B');
+  ASSERT_TRUE(store->WriteJournal(j).ok());
+  auto planned = store->ReadJournal();
+  ASSERT_TRUE(planned.ok());
+  // Progress within the phase does not invalidate the plan.
+  ASSERT_TRUE(store->StorePending({}).ok());
+  PlacedKey k{"k1", "blob", a_, "pending", b_};
+  ASSERT_TRUE(store->AddKeysPlanned({k}, *planned).ok());
+  auto stored = store->FindKey("k1");
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_EQ((*stored)->pending_blob, "pending");
+  EXPECT_EQ((*stored)->pending_wkid, b_);
+}
+
+TEST_F(KeystoreTest, PlannedInsertIsRefusedWhenARotationBeganOrEndedSince) {
+  auto store = Open();
+  auto none = store->ReadJournal();
+  ASSERT_TRUE(none.ok());
+  RotationJournal j;
+  j.source_vp = std::string(32, 'A');
+  j.target_vp = std::string(32, 'B');
+  ASSERT_TRUE(store->WriteJournal(j).ok());
+  const std::vector<PlacedKey> keys = {PlacedKey{"k1", "blob", a_, "", ""}};
+  absl::Status began = store->AddKeysPlanned(keys, *none);
+  EXPECT_EQ(ReasonOf(began), "JOURNAL_CHANGED") << began;
+  EXPECT_EQ(began.code(), absl::StatusCode::kAborted);
+  auto reencrypting = store->ReadJournal();
+  ASSERT_TRUE(reencrypting.ok());
+  j.phase = RotationPhase::kDone;
+  ASSERT_TRUE(store->WriteJournal(j).ok());
+  EXPECT_EQ(ReasonOf(store->AddKeysPlanned(keys, *reencrypting)), "JOURNAL_CHANGED");
+  EXPECT_EQ(ReasonOf(store->AddKeysPlanned(keys, *none)), "JOURNAL_CHANGED");
+  auto count = store->CountKeys();
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(*count, 0);
+}
+
+// --- The rotation lock.
+
+TEST_F(KeystoreTest, SecondRotationLockIsRefusedNamingTheHolder) {
+  auto first = Open();
+  auto second = Open();
+  RotationLockHolder me = RotationLockHolder::Self("mk rotate");
+  auto lock = first->LockRotation(me);
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  auto again = second->LockRotation(RotationLockHolder::Self("recover --apply"));
+  EXPECT_EQ(ReasonOf(again.status()), "ROTATION_LOCKED") << again.status();
+  EXPECT_NE(again.status().message().find(StrCat("pid ", ::getpid(), " on ", me.host)),
+            std::string_view::npos)
+      << again.status();
+  EXPECT_NE(again.status().message().find("(mk rotate)"), std::string_view::npos);
+  auto holder = second->FindRotationLockHolder();
+  ASSERT_TRUE(holder.ok() && holder->has_value());
+  EXPECT_EQ((*holder)->pid, ::getpid());
+  EXPECT_EQ((*holder)->command, "mk rotate");
+  EXPECT_EQ((*holder)->started_at, me.started_at);
+  lock->reset();
+  auto free_now = second->FindRotationLockHolder();
+  ASSERT_TRUE(free_now.ok());
+  EXPECT_FALSE(free_now->has_value());
+  EXPECT_TRUE(second->LockRotation(RotationLockHolder::Self("recover --apply")).ok());
+}
+
+// The holder is killed with SIGKILL: the lock goes with it.
+TEST_F(KeystoreTest, RotationLockIsReleasedWhenTheHolderIsKilled) {
+  Open();
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto store = OpenSqliteKeystore(path_, false);
+    auto lock = store.ok() ? (*store)->LockRotation(RotationLockHolder::Self("mk rotate"))
+                           : absl::StatusOr<std::unique_ptr<RotationLock>>(store.status());
+    const char c = lock.ok() ? 'y' : 'n';
+    (void)!::write(ready[1], &c, 1);
+    while (true) ::pause();
+  }
+  ::close(ready[1]);
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  auto store = Open();
+  auto held = store->LockRotation(RotationLockHolder::Self("mk rotate"));
+  EXPECT_EQ(ReasonOf(held.status()), "ROTATION_LOCKED");
+  EXPECT_NE(held.status().message().find(StrCat("pid ", child)), std::string_view::npos)
+      << held.status();
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_EQ(c, 'y');
+  EXPECT_TRUE(store->LockRotation(RotationLockHolder::Self("mk rotate")).ok());
 }
 
 TEST(RotationPhaseTest, NamesRoundTrip) {

@@ -10,10 +10,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -24,6 +26,7 @@
 #include "crypto/verification_pattern.h"
 #include "host/admin_key_file.h"
 #include "host/batch_fanout.h"
+#include "host/key_creation.h"
 #include "host/key_part_loading.h"
 #include "host/keystore.h"
 #include "host/rotation.h"
@@ -808,6 +811,282 @@ TEST_F(KeysUpgradeTest, RetriesLostRepliesAndDropsADeadUnit) {
   EXPECT_EQ(upgraded->moved, kSpareUnderSource);
   ASSERT_TRUE(unit(3).Restart().ok());
   ExpectEveryKeyUsableEverywhere(kSpareUnderSource);
+}
+
+// --- Keys created during a rotation (host/key_creation.h): they end under
+// the target key, the rotation takes them along, and a plan made before the
+// journal changed is never stored.
+
+// A keystore that runs `hook` once, just before the first AddKeysPlanned:
+// what another process does between a creator's plan and its insert.
+class HookBeforeFirstStore final : public Keystore {
+ public:
+  HookBeforeFirstStore(Keystore& inner, std::function<void()> hook)
+      : inner_(inner), hook_(std::move(hook)) {}
+  absl::Status AddKeys(const std::vector<NewKey>& keys) override { return inner_.AddKeys(keys); }
+  absl::Status AddKeysPlanned(const std::vector<PlacedKey>& keys,
+                              const std::optional<RotationJournal>& planned) override {
+    if (hook_) std::exchange(hook_, nullptr)();
+    return inner_.AddKeysPlanned(keys, planned);
+  }
+  absl::StatusOr<int64_t> ReserveKeyNumbers(std::string_view prefix, int64_t count) override {
+    return inner_.ReserveKeyNumbers(prefix, count);
+  }
+  absl::StatusOr<std::unique_ptr<RotationLock>> LockRotation(
+      const RotationLockHolder& holder) override {
+    return inner_.LockRotation(holder);
+  }
+  absl::StatusOr<std::optional<RotationLockHolder>> FindRotationLockHolder() override {
+    return inner_.FindRotationLockHolder();
+  }
+  absl::StatusOr<std::optional<StoredKey>> FindKey(std::string_view name) override {
+    return inner_.FindKey(name);
+  }
+  absl::StatusOr<std::vector<StoredKey>> ReadPage(int64_t after_id, size_t limit) override {
+    return inner_.ReadPage(after_id, limit);
+  }
+  absl::StatusOr<std::vector<StoredKey>> ReadNeedingRewrap(int64_t after_id, size_t limit,
+                                                           std::string_view source_wkid,
+                                                           std::string_view target_wkid) override {
+    return inner_.ReadNeedingRewrap(after_id, limit, source_wkid, target_wkid);
+  }
+  absl::StatusOr<std::vector<StoredKey>> ReadUnder(int64_t after_id, size_t limit,
+                                                   std::string_view wkid) override {
+    return inner_.ReadUnder(after_id, limit, wkid);
+  }
+  absl::Status StorePending(const std::vector<RewrappedKey>& rewrapped) override {
+    return inner_.StorePending(rewrapped);
+  }
+  absl::Status ReplaceBlobs(const std::vector<RewrappedKey>& rewrapped) override {
+    return inner_.ReplaceBlobs(rewrapped);
+  }
+  absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid, int64_t limit) override {
+    return inner_.PromotePending(target_wkid, limit);
+  }
+  absl::StatusOr<std::vector<WkidPairCount>> CountByWkid() override { return inner_.CountByWkid(); }
+  absl::StatusOr<int64_t> CountKeys() override { return inner_.CountKeys(); }
+  absl::StatusOr<std::optional<RotationJournal>> ReadJournal() override {
+    return inner_.ReadJournal();
+  }
+  absl::Status WriteJournal(const RotationJournal& journal) override {
+    return inner_.WriteJournal(journal);
+  }
+  const std::string& location() const override { return inner_.location(); }
+
+ private:
+  Keystore& inner_;
+  std::function<void()> hook_;
+};
+
+class KeyCreationTest : public RotationEngineTest {
+ protected:
+  // Create makes `n` keys named key-N on every unit, as hsmctl keys create.
+  absl::Status Create(int n, KeyCreationReport& report, Keystore* store = nullptr) {
+    KeyCreationSpec spec;
+    spec.count = n;
+    spec.keys_per_request = 7;
+    spec.store_chunk = 10;
+    return CreateKeys(store != nullptr ? *store : *store_, Pairs(), spec, report, nullptr,
+                      [this](std::string_view line) { said_.emplace_back(line); });
+  }
+
+  // StopAt returns an engine that stops (as if hsmctl died) at `point`
+  // once its count reaches `at`.
+  std::unique_ptr<RotationEngine> StopAt(std::string point, int64_t at = 0) {
+    return Engine([point, at](std::string_view p, int64_t n) {
+      return p == point && n >= at ? Stopped(p) : absl::OkStatus();
+    });
+  }
+
+  // ExpectUsableOnEveryUnitNow: every stored key can be used by every unit
+  // now, with its blob or its pending blob.
+  void ExpectUsableOnEveryUnitNow() {
+    auto page = store_->ReadPage(0, kKeys + 100);
+    ASSERT_TRUE(page.ok());
+    for (auto& u : units_) {
+      v1::Request blobs, pendings;
+      for (const StoredKey& k : *page) {
+        blobs.mutable_check_blobs()->add_blobs(k.blob);
+        pendings.mutable_check_blobs()->add_blobs(k.pending_blob.empty() ? "-" : k.pending_blob);
+      }
+      auto a = u->Call(blobs);
+      auto b = u->Call(pendings);
+      ASSERT_TRUE(ResponseStatus(a, u->name()).ok() && ResponseStatus(b, u->name()).ok());
+      for (int i = 0; i < a->check_blobs().results_size(); ++i) {
+        EXPECT_TRUE(a->check_blobs().results(i).status().code() == 0 ||
+                    b->check_blobs().results(i).status().code() == 0)
+            << (*page)[static_cast<size_t>(i)].name << " on " << u->name();
+      }
+    }
+  }
+
+  int64_t StoredKeys() {
+    auto n = store_->CountKeys();
+    EXPECT_TRUE(n.ok());
+    return n.ok() ? *n : -1;
+  }
+};
+
+TEST_F(KeyCreationTest, KeysCreatedMidReencryptionGetAPendingBlobAndEndUnderTheTarget) {
+  RotationReport report;
+  EXPECT_EQ(ReasonOf(Rotate(*StopAt("reencrypt-batch-stored", 200), report)), "TEST_STOPPED");
+  KeyCreationReport created;
+  ASSERT_TRUE(Create(30, created).ok()) << created.created;
+  EXPECT_EQ(created.created, 30);
+  EXPECT_EQ(created.with_pending, 30);
+  EXPECT_EQ(created.target_wkid, WkidOfVp(target_vp_));
+  ExpectUsableOnEveryUnitNow();
+  RotationReport resumed;
+  ASSERT_TRUE(Resume(resumed).ok());
+  EXPECT_EQ(resumed.keys_rewrapped + resumed.keys_already_done, kKeys);
+  ExpectEveryKeyUsableEverywhere(30);
+}
+
+TEST_F(KeyCreationTest, KeysCreatedWhenSetImmediateReachedOneUnitGoToTheOthers) {
+  RotationReport report;
+  EXPECT_EQ(ReasonOf(Rotate(*StopAt("unit-promoted", 1), report)), "TEST_STOPPED");
+  ASSERT_EQ(Phase(), RotationPhase::kPromoting);
+  KeyCreationReport created;
+  ASSERT_TRUE(Create(30, created).ok());
+  EXPECT_EQ(created.created, 30);
+  EXPECT_EQ(created.with_pending, 30);
+  EXPECT_TRUE(Said("unit unit1 takes no part in key creation: already promoted"));
+  ExpectUsableOnEveryUnitNow();  // unit1 uses their blobs under its OLD
+  RotationReport resumed;
+  ASSERT_TRUE(Resume(resumed).ok());
+  ExpectEveryKeyUsableEverywhere(30);
+}
+
+TEST_F(KeyCreationTest, KeysCreatedWhileFinalizingAreUnderTheTarget) {
+  RotationReport report;
+  EXPECT_EQ(ReasonOf(Rotate(*StopAt("promoted"), report)), "TEST_STOPPED");
+  ASSERT_EQ(Phase(), RotationPhase::kFinalizing);
+  KeyCreationReport created;
+  ASSERT_TRUE(Create(30, created).ok());
+  EXPECT_EQ(created.created, 30);
+  EXPECT_EQ(created.with_pending, 0);
+  RotationReport resumed;
+  ASSERT_TRUE(Resume(resumed).ok());
+  ExpectEveryKeyUsableEverywhere(30);
+}
+
+TEST_F(KeyCreationTest, UnitsDisagreeingOnCurrentWithoutARotationCreateNothing) {
+  // A set immediate done by hand that failed on unit3: unit1 and unit2 on
+  // the target, unit3 still on the source; no rotation journaled.
+  for (int u = 1; u <= 2; ++u) {
+    v1::Command setimm;
+    setimm.mutable_set_immediate();
+    ASSERT_TRUE(IssueCommand(unit(u), setimm, signers_).ok());
+  }
+  KeyCreationReport created;
+  absl::Status s = Create(30, created);
+  EXPECT_EQ(ReasonOf(s), "CURRENT_VP_DIFFERS") << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("unit3 hold CURRENT"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("hsmctl recover"));
+  EXPECT_EQ(created.created, 0);
+  EXPECT_EQ(StoredKeys(), kKeys);
+}
+
+TEST_F(KeyCreationTest, UnitThatLostItsNewKeyTakesNoPart) {
+  RotationReport report;
+  EXPECT_EQ(ReasonOf(Rotate(*StopAt("reencrypted"), report)), "TEST_STOPPED");
+  v1::Command clear;
+  clear.mutable_clear_new_master_key();
+  ASSERT_TRUE(IssueCommand(unit(2), clear, signers_).ok());
+  unit(3).Crash();
+  KeyCreationReport created;
+  ASSERT_TRUE(Create(30, created).ok());
+  EXPECT_EQ(created.with_pending, 30);
+  EXPECT_TRUE(Said("unit unit2 takes no part in key creation: NEW_LOST"));
+  EXPECT_TRUE(Said("unit unit3 takes no part in key creation: UNREACHABLE"));
+  ASSERT_TRUE(unit(3).Restart().ok());
+  ASSERT_TRUE(LoadAndCommit(unit(2), target_parts_, target_vp_).ok());
+  RotationReport resumed;
+  ASSERT_TRUE(Resume(resumed).ok());
+  ExpectEveryKeyUsableEverywhere(30);
+}
+
+// keys create planned with no rotation open; a whole rotation ran before its
+// first insert. The stale chunk is refused (JOURNAL_CHANGED), never stored
+// under the old key, and the keys are made again under the new CURRENT.
+TEST_F(KeyCreationTest, ARotationBetweenPlanAndInsertNeverGetsKeysUnderTheOldKey) {
+  HookBeforeFirstStore store(*store_, [this] {
+    RotationReport report;
+    ASSERT_TRUE(Rotate(*Engine(), report).ok());
+  });
+  KeyCreationReport created;
+  ASSERT_TRUE(Create(30, created, &store).ok());
+  EXPECT_EQ(created.created, 30);
+  EXPECT_EQ(created.plans, 2);
+  EXPECT_TRUE(Said("the rotation journal changed"));
+  ExpectEveryKeyUsableEverywhere(30);
+}
+
+TEST_F(KeyCreationTest, ARotationBegunBetweenPlanAndInsertTakesTheNewKeysAlong) {
+  HookBeforeFirstStore store(*store_, [this] {
+    RotationReport report;
+    EXPECT_EQ(ReasonOf(Rotate(*StopAt("journal-written"), report)), "TEST_STOPPED");
+  });
+  KeyCreationReport created;
+  ASSERT_TRUE(Create(30, created, &store).ok());
+  EXPECT_EQ(created.created, 30);
+  EXPECT_EQ(created.with_pending, 30);
+  RotationReport resumed;
+  ASSERT_TRUE(Resume(resumed).ok());
+  ExpectEveryKeyUsableEverywhere(30);
+}
+
+// A name taken between reservation and insert (another writer): the count
+// reported is what was stored, 0, not what was generated.
+TEST_F(KeyCreationTest, ACollisionAtTheFirstKeyReportsNothingStored) {
+  HookBeforeFirstStore store(*store_, [this] {
+    ASSERT_TRUE(store_->AddKeys({NewKey{"key-600", spare_[0], WkidOfVp(source_vp_)}}).ok());
+  });
+  KeyCreationReport created;
+  absl::Status s = Create(5, created, &store);
+  EXPECT_EQ(ReasonOf(s), "KEY_EXISTS") << s;
+  EXPECT_EQ(created.created, 0);
+  EXPECT_EQ(StoredKeys(), kKeys + 1);
+}
+
+// An interrupted keys create leaves gaps (key-0..key-599, then key-1000):
+// new names start above the highest stored number.
+TEST_F(KeyCreationTest, NewNamesNeverCollideWithStoredNamesAfterGaps) {
+  ASSERT_TRUE(store_->AddKeys({NewKey{"key-1000", spare_[0], WkidOfVp(source_vp_)}}).ok());
+  KeyCreationReport created;
+  ASSERT_TRUE(Create(5, created).ok());
+  EXPECT_EQ(created.created, 5);
+  for (int n = 1001; n <= 1005; ++n) {
+    auto key = store_->FindKey(StrCat("key-", n));
+    ASSERT_TRUE(key.ok());
+    EXPECT_TRUE(key->has_value()) << n;
+  }
+  KeyCreationReport again;
+  ASSERT_TRUE(Create(5, again).ok());
+  EXPECT_EQ(StoredKeys(), kKeys + 11);
+}
+
+// --- One rotation at a time, and set immediate reports what happened.
+
+TEST_F(RotationEngineTest, SetImmediateDoneByAnotherIsNotReportedAsALostReply) {
+  // Another command promotes unit2 between this engine's look and its set
+  // immediate: the unit refuses (nothing to promote), and the report says
+  // so rather than claiming a lost reply.
+  auto engine = Engine([&](std::string_view point, int64_t) {
+    if (point == "promoting") {
+      v1::Command setimm;
+      setimm.mutable_set_immediate();
+      EXPECT_TRUE(IssueCommand(unit(2), setimm, signers_).ok());
+    }
+    return absl::OkStatus();
+  });
+  RotationReport report;
+  ASSERT_TRUE(Rotate(*engine, report).ok());
+  EXPECT_FALSE(Said("reply was lost"));
+  EXPECT_TRUE(Said("unit unit2: already promoted by another command"));
+  EXPECT_THAT(report.skipped_units, Contains("unit2"));
+  EXPECT_EQ(report.promoted_units.size(), 2u);
+  ExpectEveryKeyUsableEverywhere();
 }
 
 // --- The fan-out itself.

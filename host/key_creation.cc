@@ -1,0 +1,275 @@
+#include "host/key_creation.h"
+
+#include <algorithm>
+#include <map>
+
+#include "common/hex.h"
+#include "common/reasons.h"
+#include "common/status.h"
+#include "common/str_cat.h"
+#include "crypto/verification_pattern.h"
+#include "host/master_key_id.h"
+#include "host/rewrap_batch.h"
+#include "proto/wire/blob_format.h"
+
+namespace hsmsim::host {
+namespace {
+
+bool RotationOpen(const std::optional<RotationJournal>& journal) {
+  return journal.has_value() && journal->phase != RotationPhase::kDone;
+}
+
+// NoUnitCan returns the error of a plan without units: a unit's transport
+// error when one did not answer (it might have taken part), else a refusal.
+absl::Status NoUnitCan(const absl::Status& unreachable, const std::vector<std::string>& notes) {
+  if (!unreachable.ok()) {
+    return WithContext(unreachable, "no unit can create keys; run hsmctl recover to see why");
+  }
+  std::string why;
+  for (const std::string& n : notes) why += StrCat(why.empty() ? "" : "; ", n);
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kNoUnitAvailable,
+               StrCat("no unit can create keys (", why,
+                      "); nothing was created. Run hsmctl recover to see why"));
+}
+
+// PlanWithoutRotation: every answering unit must hold the same CURRENT.
+absl::StatusOr<KeyCreationPlan> PlanWithoutRotation(const std::vector<UnitObservation>& units,
+                                                    KeyCreationPlan plan) {
+  std::map<std::string, std::vector<std::string>> by_vp;  // CURRENT VP -> units
+  absl::Status unreachable = absl::OkStatus();
+  std::string vp;
+  for (const UnitObservation& o : units) {
+    plan.routes.push_back(KeyRoute::kNone);
+    if (!o.info.ok()) {
+      if (unreachable.ok()) unreachable = o.info.status();
+      plan.notes.push_back(StrCat("unit ", o.unit.name, " takes no part: it did not answer (",
+                                  o.info.status().message(), ")"));
+      continue;
+    }
+    const auto& cur = o.info->current_register();
+    if (cur.state() != v1::REGISTER_VALID) {
+      plan.notes.push_back(StrCat("unit ", o.unit.name, " takes no part: no VALID CURRENT"));
+      continue;
+    }
+    by_vp[cur.verification_pattern()].push_back(o.unit.name);
+    vp = cur.verification_pattern();
+    plan.routes.back() = KeyRoute::kUnderTarget;
+  }
+  if (by_vp.size() > 1) {
+    std::string who;
+    for (const auto& [v, names] : by_vp) {
+      std::string list;
+      for (const std::string& n : names) list += StrCat(list.empty() ? "" : ", ", n);
+      who += StrCat(who.empty() ? "" : "; ", list, " hold CURRENT ", ShortId(v));
+    }
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kCurrentVpDiffers,
+                 StrCat("the units disagree on CURRENT (", who,
+                        ") and no rotation is journaled: new keys would be stored under two "
+                        "master keys; nothing was created. Bring every unit to one CURRENT "
+                        "first: run hsmctl recover to see how"));
+  }
+  if (by_vp.empty()) return NoUnitCan(unreachable, plan.notes);
+  plan.target_wkid = WkidOfVp(vp);
+  return plan;
+}
+
+// PlanDuringRotation: READY units first (keys usable on every unit until the
+// rotation ends), promoted units once none is READY.
+absl::StatusOr<KeyCreationPlan> PlanDuringRotation(const std::vector<UnitObservation>& units,
+                                                   KeyCreationPlan plan) {
+  const RotationJournal& j = *plan.journal;
+  plan.source_wkid = WkidOfVp(j.source_vp);
+  plan.target_wkid = WkidOfVp(j.target_vp);
+  std::vector<UnitRotationState> states;
+  for (const UnitObservation& o : units) {
+    states.push_back(ClassifyUnit(o, j.source_vp, j.target_vp));
+  }
+  const bool any_ready =
+      j.phase != RotationPhase::kFinalizing &&
+      std::find(states.begin(), states.end(), UnitRotationState::kReady) != states.end();
+  absl::Status unreachable = absl::OkStatus();
+  bool any = false;
+  for (size_t i = 0; i < units.size(); ++i) {
+    const UnitObservation& o = units[i];
+    KeyRoute route = KeyRoute::kNone;
+    std::string why;
+    if (states[i] == UnitRotationState::kReady && j.phase != RotationPhase::kFinalizing) {
+      route = KeyRoute::kPendingTarget;
+    } else if (states[i] == UnitRotationState::kPromoted && !any_ready) {
+      route = KeyRoute::kUnderTarget;
+    } else if (states[i] == UnitRotationState::kPromoted) {
+      why =
+          "already promoted; new keys go to the units not yet promoted, so that every unit "
+          "can use them until the rotation finishes";
+    } else {
+      why = std::string(UnitRotationStateName(states[i]));
+      if (!o.info.ok()) {
+        why += StrCat(" (", o.info.status().message(), ")");
+        if (unreachable.ok()) unreachable = o.info.status();
+      }
+    }
+    plan.routes.push_back(route);
+    any = any || route != KeyRoute::kNone;
+    if (route == KeyRoute::kNone) {
+      plan.notes.push_back(StrCat("unit ", o.unit.name, " takes no part in key creation: ", why));
+    }
+  }
+  if (!any) return NoUnitCan(unreachable, plan.notes);
+  return plan;
+}
+
+// PlaceKeys turns one GenerateKeys answer of unit `channel` (route `route`)
+// into keystore rows that end under the plan's target: blobs under the
+// target as they are, blobs under the source re-encrypted to the target on
+// the same unit as their pending blob. Returns DATA_LOSS (WRONG_TARGET_KEY)
+// for a blob under any other key, FAILED_PRECONDITION (KEYS_NOT_REENCRYPTED)
+// when the unit refuses to re-encrypt one, or the unit's error; nothing of
+// the answer may be stored then.
+absl::StatusOr<std::vector<PlacedKey>> PlaceKeys(UnitChannel& channel, KeyRoute route,
+                                                 const KeyCreationPlan& plan,
+                                                 const v1::GenerateKeysResponse& generated) {
+  std::vector<PlacedKey> out;
+  std::vector<StoredKey> to_rewrap;  // id = index into `out`
+  for (const std::string& blob : generated.blobs()) {
+    HSMSIM_ASSIGN_OR_RETURN(wire::ParsedBlob parsed, wire::ParseBlob(AsBytes(blob)));
+    PlacedKey key{std::string(parsed.key_id), blob, crypto::AsString(parsed.wkid), "", ""};
+    if (route == KeyRoute::kPendingTarget && SameId(key.wkid, plan.source_wkid)) {
+      to_rewrap.push_back(
+          StoredKey{static_cast<int64_t>(out.size()), key.name, key.blob, key.wkid, "", ""});
+    } else if (!SameId(key.wkid, plan.target_wkid)) {
+      return Error(absl::StatusCode::kDataLoss, reason::kWrongTargetKey,
+                   StrCat("unit ", channel.name(), " made key '", key.name, "' under WKID ",
+                          ToHex(key.wkid), ", not under the target ", ToHex(plan.target_wkid),
+                          " (its CURRENT changed since it was observed); nothing of its answer "
+                          "was stored"));
+    }
+    out.push_back(std::move(key));
+  }
+  if (to_rewrap.empty()) return out;
+  RewrapKeys keys;
+  v1::Request request = MakeRewrapRequest(RewrapKind::kCurrentToNew, to_rewrap, keys);
+  absl::StatusOr<v1::Response> response = channel.Call(std::move(request));
+  HSMSIM_RETURN_IF_ERROR(ResponseStatus(response, channel.name()));
+  FailedKeys failed;
+  HSMSIM_ASSIGN_OR_RETURN(std::vector<RewrappedKey> rewrapped,
+                          TakeRewrapped(RewrapKind::kCurrentToNew, *response, keys,
+                                        plan.target_wkid, channel.name(), failed));
+  if (failed.count > 0) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kKeysNotReencrypted,
+                 StrCat("unit ", channel.name(), " could not re-encrypt ", failed.count,
+                        " new key(s) to the rotation's target (", failed.List(),
+                        "); nothing of its answer was stored"));
+  }
+  for (RewrappedKey& r : rewrapped) {
+    PlacedKey& k = out[static_cast<size_t>(r.id)];
+    k.pending_blob = std::move(r.blob);
+    k.pending_wkid = std::move(r.wkid);
+  }
+  return out;
+}
+
+// RunPlan makes the keys still to make under `plan`. Returns the first
+// error (JOURNAL_CHANGED when the plan is stale).
+absl::Status RunPlan(Keystore& keystore, const std::vector<UnitChannel*>& channels,
+                     const KeyCreationPlan& plan, const KeyCreationSpec& spec,
+                     KeyCreationReport& report, const std::function<void(int64_t)>& progress) {
+  const int64_t to_make = spec.count - report.created;
+  HSMSIM_ASSIGN_OR_RETURN(int64_t first, keystore.ReserveKeyNumbers(spec.prefix, to_make));
+  std::vector<UnitChannel*> lanes;
+  std::vector<KeyRoute> lane_routes;
+  for (size_t i = 0; i < channels.size(); ++i) {
+    if (plan.routes[i] == KeyRoute::kNone) continue;
+    lanes.push_back(channels[i]);
+    lane_routes.push_back(plan.routes[i]);
+  }
+  BatchFanoutOptions options;
+  options.in_flight_per_lane = spec.in_flight_per_unit;
+  options.retry_elsewhere = false;  // keys create reports the unit's error
+  options.activity = "key generation";
+  BatchFanout fanout(lanes, options);
+  int64_t next = 0;
+  std::vector<PlacedKey> chunk;
+  auto next_batch = [&]() -> absl::StatusOr<std::optional<BatchFanout::Batch>> {
+    if (next >= to_make) return std::nullopt;
+    BatchFanout::Batch batch;
+    v1::GenerateKeysRequest* generate = batch.request.mutable_generate_keys();
+    generate->set_algorithm(v1::KEY_ALGORITHM_AES_256);
+    for (int64_t i = next; i < to_make && i < next + spec.keys_per_request; ++i) {
+      generate->add_key_ids(StrCat(spec.prefix, first + i));
+    }
+    next += generate->key_ids_size();
+    return batch;
+  };
+  auto store_chunk = [&]() -> absl::Status {
+    HSMSIM_RETURN_IF_ERROR(keystore.AddKeysPlanned(chunk, plan.journal));
+    report.created += static_cast<int64_t>(chunk.size());
+    for (const PlacedKey& k : chunk) report.with_pending += k.pending_blob.empty() ? 0 : 1;
+    chunk.clear();
+    return absl::OkStatus();
+  };
+  auto handle = [&](size_t lane, const BatchFanout::Batch&,
+                    v1::Response& response) -> absl::Status {
+    HSMSIM_ASSIGN_OR_RETURN(
+        std::vector<PlacedKey> made,
+        PlaceKeys(fanout.channel(lane), lane_routes[lane], plan, response.generate_keys()));
+    for (PlacedKey& k : made) chunk.push_back(std::move(k));
+    if (chunk.size() >= spec.store_chunk) {
+      if (absl::Status s = store_chunk(); !s.ok()) fanout.Stop(s);
+    }
+    if (progress) progress(report.created + static_cast<int64_t>(chunk.size()));
+    return absl::OkStatus();
+  };
+  HSMSIM_RETURN_IF_ERROR(fanout.Run(next_batch, handle));
+  return chunk.empty() ? absl::OkStatus() : store_chunk();
+}
+
+}  // namespace
+
+absl::StatusOr<KeyCreationPlan> PlanKeyCreation(const std::optional<RotationJournal>& journal,
+                                                const std::vector<UnitObservation>& units) {
+  KeyCreationPlan plan;
+  plan.journal = journal;
+  if (!RotationOpen(journal)) return PlanWithoutRotation(units, std::move(plan));
+  return PlanDuringRotation(units, std::move(plan));
+}
+
+absl::Status CreateKeys(Keystore& keystore,
+                        const std::vector<std::pair<FleetUnit, UnitChannel*>>& units,
+                        const KeyCreationSpec& spec, KeyCreationReport& report,
+                        const std::function<void(int64_t made)>& progress,
+                        const std::function<void(std::string_view)>& say) {
+  std::vector<UnitChannel*> channels;
+  for (const auto& [unit, channel] : units) channels.push_back(channel);
+  while (report.created < spec.count) {
+    if (report.plans == kMaxKeyCreationPlans) {
+      return Error(
+          absl::StatusCode::kAborted, reason::kJournalChanged,
+          StrCat("the rotation journal changed ", report.plans, " times while keys were created; ",
+                 report.created, " key(s) were stored. Run keys create again for the rest"));
+    }
+    HSMSIM_ASSIGN_OR_RETURN(std::optional<RotationJournal> journal, keystore.ReadJournal());
+    std::vector<UnitObservation> observed;
+    for (const auto& [unit, channel] : units) {
+      observed.push_back(UnitObservation{unit, channel->GetInfo()});
+    }
+    HSMSIM_ASSIGN_OR_RETURN(KeyCreationPlan plan, PlanKeyCreation(journal, observed));
+    ++report.plans;
+    report.target_wkid = plan.target_wkid;
+    if (say) {
+      for (const std::string& note : plan.notes) say(note);
+    }
+    absl::Status ran = RunPlan(keystore, channels, plan, spec, report, progress);
+    if (ran.ok()) continue;
+    if (ReasonOf(ran) != reason::kJournalChanged) {
+      // A unit that answered under another key, or refused to re-encrypt,
+      // may have been moved on by a rotation that changed the journal too:
+      // then plan again rather than fail.
+      HSMSIM_ASSIGN_OR_RETURN(std::optional<RotationJournal> now, keystore.ReadJournal());
+      if (SameRotationState(now, plan.journal)) return ran;
+    }
+    if (say) say(StrCat(ran.message(), "; planning again"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace hsmsim::host

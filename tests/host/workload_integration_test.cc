@@ -1,0 +1,147 @@
+// Workloads and rotations sharing one keystore, with real processes: one
+// rotation at a time (the keystore's rotation lock, naming its holder), keys
+// create when the units disagree on CURRENT, and new key names that never
+// collide with stored ones (issue 11, items 4, 8, 11 and 12).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "tests/host/rotation_fixture.h"
+
+namespace hsmsim::host {
+namespace {
+
+using ::testing::HasSubstr;
+
+class WorkloadIntegrationTest : public RotationFixture {
+ protected:
+  std::unique_ptr<Keystore> Store() {
+    auto store = OpenSqliteKeystore(fleet_ + "/keystore.db", false);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+};
+
+// Another process holds the rotation lock (this test, as a running mk
+// rotate would): mk rotate, --resume and recover --apply are refused naming
+// it and change nothing; once it is released the rotation runs.
+TEST_F(WorkloadIntegrationTest, SecondRotationIsRefusedNamingTheHolder) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(300);
+  auto store = Store();
+  ASSERT_NE(store, nullptr);
+  auto lock = store->LockRotation(RotationLockHolder::Self("mk rotate"));
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  const std::string holder = StrCat("pid ", ::getpid(), " on ", (*lock)->holder().host);
+  for (std::vector<std::string> args : {std::vector<std::string>{"mk", "rotate", "--sign", sign_},
+                                        {"mk", "rotate", "--resume", "--sign", sign_},
+                                        {"recover", "--apply", "--sign", sign_}}) {
+    RunResult r = Hsmctl(args);
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    EXPECT_THAT(r.err, HasSubstr("ROTATION_LOCKED")) << Describe(r);
+    EXPECT_THAT(r.err, HasSubstr(holder)) << Describe(r);
+    EXPECT_THAT(r.err, HasSubstr("(mk rotate)")) << Describe(r);
+  }
+  EXPECT_EQ(JournalPhase(), "NONE");
+  RunResult look = Hsmctl({"recover"});
+  EXPECT_THAT(look.err, HasSubstr("a rotation is running now (" + holder)) << Describe(look);
+  lock->reset();
+  RunResult r = Hsmctl({"mk", "rotate", "--sign", sign_});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("reply was lost")));
+  ExpectAllCurrentIsTarget();
+  ExpectNoKeyLost();
+}
+
+// Two mk rotate started at the same time on one fleet: one rotates, the
+// other changes nothing (refused by the lock while the first runs, or by
+// the pre-checks once it finished: NEW is empty then). Never two runs with
+// contradictory counts, never a lost reply that did not happen.
+TEST_F(WorkloadIntegrationTest, TwoRotationsStartedTogetherOnlyOneRuns) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(3'000);
+  RunResult results[2];
+  std::thread second([&] { results[1] = Hsmctl({"mk", "rotate", "--sign", sign_}); });
+  results[0] = Hsmctl({"mk", "rotate", "--sign", sign_});
+  second.join();
+  const int winner = results[0].exit_code == 0 ? 0 : 1;
+  const RunResult& won = results[winner];
+  const RunResult& lost = results[1 - winner];
+  ASSERT_EQ(won.exit_code, 0) << Describe(won) << Describe(lost);
+  EXPECT_EQ(lost.exit_code, 1) << Describe(lost);
+  const bool locked = lost.err.find("ROTATION_LOCKED") != std::string::npos;
+  const bool nothing_to_rotate = lost.err.find("nothing was changed") != std::string::npos;
+  EXPECT_TRUE(locked || nothing_to_rotate) << Describe(lost);
+  EXPECT_THAT(lost.out, ::testing::Not(HasSubstr("set immediate")));
+  for (const RunResult* r : {&won, &lost}) {
+    EXPECT_THAT(r->out + r->err, ::testing::Not(HasSubstr("reply was lost")));
+  }
+  ExpectAllCurrentIsTarget();
+  ExpectNoKeyLost();
+}
+
+// hsmctl dies in the middle of a rotation (as kill -9): its lock goes with
+// it, and --resume takes it and finishes.
+TEST_F(WorkloadIntegrationTest, RotationLockDiesWithItsHolder) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(300);
+  RunResult r = HsmctlWithEnv({"mk", "rotate", "--sign", sign_, "--batch-size", "50"},
+                              {"HSMSIM_TEST_CRASH_AT=reencrypt-batch-stored:100"});
+  ASSERT_EQ(r.exit_code, 137) << Describe(r);
+  auto holder = Store()->FindRotationLockHolder();
+  ASSERT_TRUE(holder.ok());
+  EXPECT_FALSE(holder->has_value());
+  RunResult resume = Hsmctl({"mk", "rotate", "--resume", "--sign", sign_});
+  ASSERT_EQ(resume.exit_code, 0) << Describe(resume);
+  ExpectNoKeyLost();
+}
+
+// A set immediate done by hand that failed on unit3 (unit1 and unit2 on the
+// next key, unit3 still on the first): keys create stores nothing rather
+// than keys under two master keys, and says why and what to do.
+TEST_F(WorkloadIntegrationTest, KeysCreateRefusesWhenUnitsDisagreeOnCurrent) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(50, /*faults=*/true);
+  MustRun({"fault", "inject", "unit3", "before-persist", "return-error"});
+  RunResult setimm = Hsmctl({"mk", "setimm", "--sign", sign_});
+  ASSERT_NE(setimm.exit_code, 0) << Describe(setimm);
+  RunResult create = Hsmctl({"keys", "create", "--count", "30"});
+  EXPECT_EQ(create.exit_code, 1) << Describe(create);
+  EXPECT_THAT(create.err, HasSubstr("CURRENT_VP_DIFFERS"));
+  EXPECT_THAT(create.err, HasSubstr("unit3 hold CURRENT"));
+  EXPECT_THAT(create.err, HasSubstr("hsmctl recover"));
+  EXPECT_THAT(create.err, HasSubstr("no key was stored"));
+  auto count = Store()->CountKeys();
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(*count, 50);
+}
+
+// An interrupted keys create left a gap: 20 keys key-1..key-20 and key-22.
+// New names start above the highest stored number, not at count + 1.
+TEST_F(WorkloadIntegrationTest, KeysCreateAfterAGapNeverCollides) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  {
+    auto store = Store();
+    auto first = store->FindKey("key-1");
+    ASSERT_TRUE(first.ok() && first->has_value());
+    ASSERT_TRUE(store->AddKeys({NewKey{"key-22", (*first)->blob, (*first)->wkid}}).ok());
+  }
+  RunResult create = Hsmctl({"keys", "create", "--count", "5"});
+  ASSERT_EQ(create.exit_code, 0) << Describe(create);
+  EXPECT_THAT(create.out, HasSubstr("created 5 key(s)"));
+  auto store = Store();
+  for (int n = 23; n <= 27; ++n) {
+    auto key = store->FindKey(StrCat("key-", n));
+    ASSERT_TRUE(key.ok());
+    EXPECT_TRUE(key->has_value()) << n;
+  }
+  auto count = store->CountKeys();
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(*count, 26);
+}
+
+}  // namespace
+}  // namespace hsmsim::host
