@@ -127,13 +127,17 @@ json RegistersJson(const v1::GetInfoResponse& info) {
 int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Command&),
               host::RegisterChange change, bool force) {
   SignedHooks hooks;
-  if (!force) {
-    hooks.precheck = [&](std::vector<UnitConnection>& conns,
-                         const host::FleetManifest& manifest) -> absl::Status {
-      HSMSIM_ASSIGN_OR_RETURN(auto counts, KeyCounts(inv, manifest));
-      return host::CheckInterlock(ObserveAll(conns), change, counts);
-    };
-  }
+  hooks.precheck = [&](std::vector<UnitConnection>& conns,
+                       const host::FleetManifest& manifest) -> absl::Status {
+    // Quarantined keys hold their master key even with --force.
+    HSMSIM_ASSIGN_OR_RETURN(auto quarantined, QuarantinedCounts(inv, manifest));
+    if (!quarantined.empty()) {
+      HSMSIM_RETURN_IF_ERROR(host::CheckQuarantineHold(ObserveAll(conns), change, quarantined));
+    }
+    if (force) return absl::OkStatus();
+    HSMSIM_ASSIGN_OR_RETURN(auto counts, KeyCounts(inv, manifest));
+    return host::CheckInterlock(ObserveAll(conns), change, counts);
+  };
   return RunSignedPerUnit(
       inv, command,
       [&](SignedUnit& u) -> absl::Status {

@@ -164,6 +164,9 @@ int RenderRecover(const Invocation& inv, const RecoverReport& r) {
            {"situation", std::string(host::RecoverySituationName(d.situation))},
            {"observed", d.observed},
            {"action", d.action},
+           {"unreadable_keys", d.unreadable_keys},
+           {"unreadable_count", d.unreadable_count},
+           {"quarantined_count", d.quarantined_count},
            {"applied", r.apply_attempted && r.status.ok()}};
   if (!r.apply_attempted) {
     if (inv.json) std::cout << doc.dump(2) << "\n";
