@@ -45,6 +45,7 @@ class BlobQuarantineTest : public RotationFixture {
 };
 
 TEST_F(BlobQuarantineTest, DamagedBlobIsNamedBeforeTheJournalThenQuarantinedAndKept) {
+  FleetGuard guard(tmp_, fleet_);
   ASSERT_NO_FATAL_FAILURE(Prepare(60));
   const std::string source_wkid = SourceWkidHex();
   const std::string damaged = DamageTag("key-7");
@@ -123,6 +124,7 @@ TEST_F(BlobQuarantineTest, DamagedBlobIsNamedBeforeTheJournalThenQuarantinedAndK
 }
 
 TEST_F(BlobQuarantineTest, BlobDamagedAfterTheJournalIsNamedByRecoverAndTheRestFinishes) {
+  FleetGuard guard(tmp_, fleet_);
   ASSERT_NO_FATAL_FAILURE(Prepare(60));
   // A rotation journaled, then stopped, then a blob damaged.
   RunResult crashed =
@@ -159,6 +161,7 @@ TEST_F(BlobQuarantineTest, BlobDamagedAfterTheJournalIsNamedByRecoverAndTheRestF
 }
 
 TEST_F(BlobQuarantineTest, AUnitTakingSmallerFramesGetsSmallerBatchesNotADrop) {
+  FleetGuard guard(tmp_, fleet_);
   ASSERT_NO_FATAL_FAILURE(Prepare(300));
   // unit2 comes back with --max-frame-bytes 2048: a batch of 100 blobs, or
   // a keys verify page, is far above it.
@@ -194,6 +197,7 @@ TEST_F(BlobQuarantineTest, AUnitTakingSmallerFramesGetsSmallerBatchesNotADrop) {
 }
 
 TEST_F(BlobQuarantineTest, AKeyNamePrefixThatIsNotUtf8IsBadInputAndNothingIsStored) {
+  FleetGuard guard(tmp_, fleet_);
   ASSERT_NO_FATAL_FAILURE(Prepare(5));
   RunResult r = Hsmctl({"keys", "create", "--count", "3", "--prefix", "k\xff-"});
   EXPECT_EQ(r.exit_code, 4) << Describe(r);
