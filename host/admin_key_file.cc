@@ -15,6 +15,7 @@
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "common/utf8.h"
 #include "crypto/entropy.h"
 #include "crypto/openssl_ptr.h"
 
@@ -79,6 +80,12 @@ absl::StatusOr<AdminKey> MakeAdminKey(std::string name, crypto::EvpPkeyPtr key) 
     return Error(absl::StatusCode::kInvalidArgument, reason::kBadAdminName,
                  StrCat("administrator name must be 1..30 characters on one line, got ",
                         name.size(), " characters"));
+  }
+  // The name goes to the units in a proto string field: a unit refuses the
+  // whole frame when it is not UTF-8.
+  if (!IsValidUtf8(name)) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadAdminName,
+                 "administrator name is not valid UTF-8");
   }
   AdminKey admin;
   admin.name = std::move(name);

@@ -11,7 +11,7 @@ namespace hsmsim::host {
 
 BatchFanout::BatchFanout(std::vector<UnitChannel*> lanes, BatchFanoutOptions options)
     : options_(std::move(options)) {
-  for (UnitChannel* channel : lanes) lanes_.push_back(Lane{channel, 0, 0, true, ""});
+  for (UnitChannel* channel : lanes) lanes_.push_back(Lane{channel, 0, 0, true, false, ""});
 }
 
 BatchFanout::~BatchFanout() {
@@ -74,9 +74,28 @@ void BatchFanout::Stop(absl::Status status) {
   if (stop_.ok()) stop_ = std::move(status);
 }
 
+bool BatchFanout::SplitRefused(const Completion& c, const absl::Status& status,
+                               const std::function<void(std::string_view)>& say) {
+  if (!split_ || ReasonOf(status) != reason::kFrameTooLarge) return false;
+  std::vector<Batch> parts = split_(c.batch);
+  if (parts.size() < 2) return false;
+  Lane& lane = lanes_[c.lane];
+  if (say && !lane.split_said) {
+    lane.split_said = true;
+    say(StrCat("unit ", lane.channel->name(), " refused a batch as too large (", ReasonOf(status),
+               "): sending smaller batches"));
+  }
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+    it->attempts = 0;
+    retry_.push_front(std::move(*it));
+  }
+  return true;
+}
+
 void BatchFanout::HandleFailure(Completion& c, const absl::Status& status,
                                 const std::function<void(std::string_view)>& say) {
   const std::string& name = lanes_[c.lane].channel->name();
+  if (SplitRefused(c, status, say)) return;
   if (!options_.retry_elsewhere) {
     Stop(status);
     return;

@@ -79,6 +79,11 @@ class BatchFanout {
   // dropped and the batch goes elsewhere). Call Stop() for an error that must
   // end the run (a keystore failure).
   using HandleBatch = std::function<absl::Status(size_t lane, const Batch&, v1::Response&)>;
+  // Divides a batch a unit refused as too large (FRAME_TOO_LARGE: the
+  // request is above the unit's --max-frame-bytes) into smaller batches that
+  // together do the same work, with tags of their own. Returns fewer than
+  // two batches when the batch cannot be divided (one item).
+  using SplitBatch = std::function<std::vector<Batch>(const Batch&)>;
 
   // `lanes` are the units' channels, which outlive the fan-out.
   BatchFanout(std::vector<UnitChannel*> lanes, BatchFanoutOptions options);
@@ -94,6 +99,13 @@ class BatchFanout {
   // error when a batch failed kMaxBatchAttemptsPerLane times per lane.
   absl::Status Run(const NextBatch& next, const HandleBatch& handle,
                    const std::function<void(std::string_view)>& say = nullptr);
+
+  // SetSplit makes Run answer a unit's FRAME_TOO_LARGE by sending the batch
+  // again as the smaller batches `split` gives, on any live lane, instead of
+  // dropping the lane (a unit that takes smaller frames gets smaller batches,
+  // not a drop). say() is told once per lane. Without it, FRAME_TOO_LARGE
+  // drops the lane like any other refusal.
+  void SetSplit(SplitBatch split) { split_ = std::move(split); }
 
   // Stop ends Run after the batches in flight (their results are discarded)
   // with `status`; the first call wins.
@@ -128,8 +140,13 @@ class BatchFanout {
     int in_flight = 0;
     int failures_in_a_row = 0;
     bool live = true;
+    bool split_said = false;  // say() was told this lane refused a batch as too large
     std::string drop_reason;
   };
+  // SplitRefused requeues the smaller batches of a batch a lane refused as
+  // too large; returns false when there is no split or it cannot divide it.
+  bool SplitRefused(const Completion& c, const absl::Status& status,
+                    const std::function<void(std::string_view)>& say);
   void HandleFailure(Completion& c, const absl::Status& status,
                      const std::function<void(std::string_view)>& say);
 
@@ -137,6 +154,7 @@ class BatchFanout {
   std::vector<Lane> lanes_;
   int total_in_flight_ = 0;
   std::deque<Batch> retry_;
+  SplitBatch split_;
   absl::Status stop_;
 
   std::mutex mu_;

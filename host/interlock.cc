@@ -1,5 +1,6 @@
 #include "host/interlock.h"
 
+#include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -73,6 +74,32 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
                       " stored key(s) would be under a master key that no unit holds (", list,
                       "). Re-encrypt them first (hsmctl mk rotate / keys upgrade), or use "
                       "--force if you accept losing them"));
+}
+
+absl::Status CheckQuarantineHold(const std::vector<UnitObservation>& units, RegisterChange change,
+                                 const std::vector<WkidPairCount>& quarantined) {
+  std::vector<UnitObservation> after;
+  for (const UnitObservation& u : units) {
+    if (u.info.ok()) after.push_back(UnitObservation{u.unit, ApplyRegisterChange(*u.info, change)});
+  }
+  const std::vector<std::string> held_before = HeldWkids(units);
+  const std::vector<std::string> held_after = HeldWkids(after);
+  auto held = [](const std::vector<std::string>& held_wkids, const std::string& wkid) {
+    for (const std::string& h : held_wkids) {
+      if (SameId(h, wkid)) return true;
+    }
+    return false;
+  };
+  for (const WkidPairCount& q : quarantined) {
+    if (q.count == 0 || !held(held_before, q.wkid) || held(held_after, q.wkid)) continue;
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kKeysQuarantined,
+                 StrCat("refused: ", q.count, " quarantined key(s) are under master key WKID ",
+                        ToHex(q.wkid),
+                        ", which no unit would hold afterwards. Quarantined keys are kept on "
+                        "purpose, so --force does not override this; restore their blobs and "
+                        "release them first (hsmctl keys quarantine --release NAME...)"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace hsmsim::host

@@ -25,6 +25,17 @@ v1::GetInfoResponse ApplyRegisterChange(const v1::GetInfoResponse& info, Registe
 absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterChange change,
                             const std::vector<WkidPairCount>& counts);
 
+// CheckQuarantineHold returns OK unless `change` on every unit in `units`
+// would leave no unit holding a master key that quarantined keys are under
+// (`quarantined`: Keystore::CountQuarantined), while some unit holds it now.
+// Returns FAILED_PRECONDITION (KEYS_QUARANTINED) naming the count and the
+// WKID then: quarantined keys were set aside explicitly, to be kept, so
+// --force does not override this; release them (hsmctl keys quarantine
+// --release) first. Units that do not answer count as holding nothing
+// (CheckInterlock reports them).
+absl::Status CheckQuarantineHold(const std::vector<UnitObservation>& units, RegisterChange change,
+                                 const std::vector<WkidPairCount>& quarantined);
+
 }  // namespace hsmsim::host
 
 #endif  // HSMSIM_HOST_INTERLOCK_H_

@@ -30,6 +30,21 @@ struct StoredKey {
   std::string wkid;          // 16 bytes
   std::string pending_blob;  // empty when none
   std::string pending_wkid;  // empty when none
+  // Why a unit last could not open or re-encrypt the blob (its reason, e.g.
+  // BLOB_AUTHENTICATION_FAILED), recorded by the rotation's pre-check or
+  // re-encryption; empty when none was recorded.
+  std::string problem;
+  // The operator set the key aside (hsmctl keys quarantine): it keeps its
+  // blob and WKID, re-encryption skips it, and the interlock keeps its
+  // master key held while it exists.
+  bool quarantined = false;
+};
+
+// A key whose blob a unit could not open or re-encrypt, and the unit's
+// reason.
+struct BlobProblem {
+  int64_t id = 0;
+  std::string reason;
 };
 
 struct NewKey {
@@ -160,14 +175,14 @@ class Keystore {
   virtual absl::StatusOr<std::vector<StoredKey>> ReadPage(int64_t after_id, size_t limit) = 0;
 
   // ReadNeedingRewrap returns up to `limit` keys with id > `after_id` whose
-  // blob is under `source_wkid` and that have no pending blob under
-  // `target_wkid` yet.
+  // blob is under `source_wkid`, that have no pending blob under
+  // `target_wkid` yet and are not quarantined.
   virtual absl::StatusOr<std::vector<StoredKey>> ReadNeedingRewrap(
       int64_t after_id, size_t limit, std::string_view source_wkid,
       std::string_view target_wkid) = 0;
 
   // ReadUnder returns up to `limit` keys with id > `after_id` whose blob is
-  // under `wkid` and that have no pending blob.
+  // under `wkid`, that have no pending blob and are not quarantined.
   virtual absl::StatusOr<std::vector<StoredKey>> ReadUnder(int64_t after_id, size_t limit,
                                                            std::string_view wkid) = 0;
 
@@ -182,6 +197,25 @@ class Keystore {
   // `limit` ids (resuming where the previous call stopped) the
   // keys' blobs; returns how many rows changed (0 when none are left).
   virtual absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid, int64_t limit) = 0;
+
+  // RecordBlobProblems records why units could not open or re-encrypt
+  // these keys' blobs (replacing what was recorded), in one transaction.
+  virtual absl::Status RecordBlobProblems(const std::vector<BlobProblem>& problems) = 0;
+  // ClearBlobProblems forgets the recorded problems of every key that is not
+  // quarantined (before a pre-check or re-encryption records them afresh).
+  virtual absl::Status ClearBlobProblems() = 0;
+  // ReadProblemKeys returns up to `limit` keys with id > `after_id` that
+  // have a recorded problem or are quarantined, in id order.
+  virtual absl::StatusOr<std::vector<StoredKey>> ReadProblemKeys(int64_t after_id,
+                                                                 size_t limit) = 0;
+  // SetQuarantined quarantines (`quarantined`) or releases the keys called
+  // `names`, in one transaction. Returns NOT_FOUND (NO_SUCH_KEY) naming the
+  // first unknown name, and FAILED_PRECONDITION (KEY_NOT_UNREADABLE) when a
+  // key to quarantine has no recorded problem; nothing changes then.
+  virtual absl::Status SetQuarantined(const std::vector<std::string>& names, bool quarantined) = 0;
+  // CountQuarantined counts quarantined keys per blob WKID (pending_wkid is
+  // left empty).
+  virtual absl::StatusOr<std::vector<WkidPairCount>> CountQuarantined() = 0;
 
   // CountByWkid counts keys per (blob WKID, pending WKID).
   virtual absl::StatusOr<std::vector<WkidPairCount>> CountByWkid() = 0;

@@ -38,6 +38,8 @@ std::string_view RecoverySituationName(RecoverySituation s) {
       return "FINALIZE_KEYSTORE";
     case RecoverySituation::kKeysAtRisk:
       return "KEYS_AT_RISK";
+    case RecoverySituation::kKeysUnreadable:
+      return "KEYS_UNREADABLE";
   }
   return "UNKNOWN";
 }
@@ -259,6 +261,37 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
     DecideIdle(findings, d);
   }
   return d;
+}
+
+void NoteUnreadableKeys(const UnreadableKeys& keys, RecoveryDecision& d) {
+  d.unreadable_keys = keys.named;
+  d.unreadable_count = keys.count;
+  d.quarantined_count = keys.quarantined;
+  if (keys.quarantined > 0) {
+    d.observed += StrCat("; ", keys.quarantined,
+                         " key(s) are quarantined and keep their blobs (hsmctl keys list)");
+  }
+  if (keys.count == 0) return;
+  std::string list = Join(keys.named);
+  if (keys.count > static_cast<int64_t>(keys.named.size())) list += ", ...";
+  const std::string what =
+      StrCat(keys.count, " stored key(s) have blobs no unit could open or re-encrypt (", list, ")");
+  if (d.situation != RecoverySituation::kReencryptionUnfinished &&
+      d.situation != RecoverySituation::kNothingToDo) {
+    d.observed += StrCat("; also ", what);
+    return;
+  }
+  const bool rotating = d.situation == RecoverySituation::kReencryptionUnfinished;
+  d.situation = RecoverySituation::kKeysUnreadable;
+  d.observed =
+      rotating ? StrCat(d.observed, "; ", what) : StrCat("no rotation in progress; ", what);
+  d.action = StrCat(
+      "Running it again cannot re-encrypt them. Choose: restore those blobs from a backup, or "
+      "set them aside with hsmctl keys quarantine NAME... (they keep their blobs and WKID, are "
+      "listed as quarantined, and the interlock keeps their master key), then ",
+      rotating ? "hsmctl recover --apply (or mk rotate --resume) finishes the rotation for "
+                 "the rest."
+               : "hsmctl mk rotate.");
 }
 
 }  // namespace hsmsim::host

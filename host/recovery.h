@@ -26,6 +26,7 @@ enum class RecoverySituation {
   kReloadNewRegister,       // a unit's NEW was lost or differs: reload the same parts first
   kFinalizeKeystore,        // every unit promoted; finalize the keystore
   kKeysAtRisk,              // keys under a WKID no unit holds: stop, clear nothing
+  kKeysUnreadable,          // blobs no unit can open: restore them or quarantine them
 };
 std::string_view RecoverySituationName(RecoverySituation s);
 
@@ -44,6 +45,19 @@ struct RecoveryDecision {
   bool abort_possible = false;
   // WKID (hex) -> number of keys no unit can use.
   std::vector<std::pair<std::string, int64_t>> keys_at_risk;
+  // Keys whose blob a unit could not open or re-encrypt (not quarantined),
+  // "NAME (REASON)", the first kMaxNamedFailedKeys; and how many in all.
+  std::vector<std::string> unreadable_keys;
+  int64_t unreadable_count = 0;
+  int64_t quarantined_count = 0;
+};
+
+// What the keystore recorded of blobs units could not open
+// (Keystore::ReadProblemKeys), for NoteUnreadableKeys.
+struct UnreadableKeys {
+  int64_t count = 0;               // not quarantined
+  std::vector<std::string> named;  // "NAME (REASON)", the first kMaxNamedFailedKeys
+  int64_t quarantined = 0;
 };
 
 // DecideRecovery chooses the safe action from the journal (none when no
@@ -55,6 +69,14 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
                                 const std::vector<UnitObservation>& units,
                                 const std::vector<WkidPairCount>& counts,
                                 const std::vector<Finding>& findings);
+
+// NoteUnreadableKeys adds the keys units could not open to a decision of
+// DecideRecovery: when it would have the operator run the re-encryption again
+// (REENCRYPTION_UNFINISHED) or do nothing, the situation becomes
+// KEYS_UNREADABLE, naming the keys and the operator's choice (restore their
+// blobs, or quarantine them), since running it again cannot succeed. Every
+// other situation is left as it is, with the keys listed.
+void NoteUnreadableKeys(const UnreadableKeys& keys, RecoveryDecision& d);
 
 // HeldWkids returns the WKIDs (16 bytes) held by reachable units in any
 // register holding a whole key.

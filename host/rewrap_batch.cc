@@ -1,5 +1,6 @@
 #include "host/rewrap_batch.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "common/hex.h"
@@ -13,9 +14,18 @@
 
 namespace hsmsim::host {
 
-void FailedKeys::Add(std::string_view name, std::string_view reason) {
+void FailedKeys::Add(int64_t id, std::string_view name, std::string_view reason) {
   ++count;
+  problems.push_back(BlobProblem{id, std::string(reason)});
   if (named.size() < kMaxNamedFailedKeys) named.push_back(StrCat(name, " (", reason, ")"));
+}
+
+void FailedKeys::Merge(const FailedKeys& other) {
+  for (const std::string& n : other.named) {
+    if (named.size() < kMaxNamedFailedKeys) named.push_back(n);
+  }
+  count += other.count;
+  problems.insert(problems.end(), other.problems.begin(), other.problems.end());
 }
 
 std::string FailedKeys::List() const {
@@ -25,11 +35,39 @@ std::string FailedKeys::List() const {
   return out;
 }
 
+namespace {
+
+google::protobuf::RepeatedPtrField<std::string>* MutableBlobs(RewrapKind kind,
+                                                              v1::Request& request) {
+  switch (kind) {
+    case RewrapKind::kCurrentToNew:
+      return request.mutable_reencrypt_batch()->mutable_blobs();
+    case RewrapKind::kOldToCurrent:
+      return request.mutable_reencrypt_from_old()->mutable_blobs();
+    case RewrapKind::kCheck:
+      break;
+  }
+  return request.mutable_check_blobs()->mutable_blobs();
+}
+
+const google::protobuf::RepeatedPtrField<std::string>& Blobs(RewrapKind kind,
+                                                             const v1::Request& request) {
+  switch (kind) {
+    case RewrapKind::kCurrentToNew:
+      return request.reencrypt_batch().blobs();
+    case RewrapKind::kOldToCurrent:
+      return request.reencrypt_from_old().blobs();
+    case RewrapKind::kCheck:
+      break;
+  }
+  return request.check_blobs().blobs();
+}
+
+}  // namespace
+
 v1::Request MakeRewrapRequest(RewrapKind kind, std::vector<StoredKey>& page, RewrapKeys& keys) {
   v1::Request request;
-  auto* blobs = kind == RewrapKind::kCurrentToNew
-                    ? request.mutable_reencrypt_batch()->mutable_blobs()
-                    : request.mutable_reencrypt_from_old()->mutable_blobs();
+  auto* blobs = MutableBlobs(kind, request);
   blobs->Reserve(static_cast<int>(page.size()));
   for (StoredKey& k : page) {
     keys.ids.push_back(k.id);
@@ -57,7 +95,7 @@ absl::StatusOr<std::vector<RewrappedKey>> TakeRewrapped(RewrapKind kind,
     const v1::BlobResult& r = results[i];
     const size_t k = static_cast<size_t>(i);
     if (r.outcome() == v1::BLOB_FAILED) {
-      refused.Add(keys.names[k], r.status().reason());
+      refused.Add(keys.ids[k], keys.names[k], r.status().reason());
       continue;
     }
     // Never store a blob under anything but the target key: a unit whose
@@ -72,11 +110,60 @@ absl::StatusOr<std::vector<RewrappedKey>> TakeRewrapped(RewrapKind kind,
     }
     rewrapped.push_back(RewrappedKey{keys.ids[k], r.blob(), std::string(target_wkid)});
   }
-  for (const std::string& n : refused.named) {
-    if (failed.named.size() < kMaxNamedFailedKeys) failed.named.push_back(n);
-  }
-  failed.count += refused.count;
+  failed.Merge(refused);
   return rewrapped;
+}
+
+absl::Status TakeChecked(const v1::Response& response, const RewrapKeys& keys,
+                         std::string_view unit, FailedKeys& failed) {
+  const auto& results = response.check_blobs().results();
+  if (results.size() != static_cast<int>(keys.ids.size())) {
+    return Error(absl::StatusCode::kInternal, reason::kBadResponse,
+                 StrCat("unit ", unit, " answered ", results.size(), " results for ",
+                        keys.ids.size(), " blobs"));
+  }
+  for (int i = 0; i < results.size(); ++i) {
+    const size_t k = static_cast<size_t>(i);
+    if (results[i].status().code() != 0) {
+      failed.Add(keys.ids[k], keys.names[k], results[i].status().reason());
+    }
+  }
+  return absl::OkStatus();
+}
+
+BatchFanout::Batch RewrapBatches::Make(std::vector<StoredKey>& page) {
+  RewrapKeys keys;
+  v1::Request request = MakeRewrapRequest(kind_, page, keys);
+  return Remember(std::move(request), std::move(keys));
+}
+
+BatchFanout::Batch RewrapBatches::Remember(v1::Request request, RewrapKeys keys) {
+  in_flight_[++next_tag_] = std::move(keys);
+  return BatchFanout::Batch{std::move(request), next_tag_, 0};
+}
+
+std::vector<BatchFanout::Batch> RewrapBatches::Split(const BatchFanout::Batch& batch) {
+  std::vector<BatchFanout::Batch> halves;
+  auto it = in_flight_.find(batch.tag);
+  if (it == in_flight_.end() || it->second.ids.size() < 2) return halves;
+  const RewrapKeys keys = std::move(it->second);
+  in_flight_.erase(it);
+  const auto& blobs = Blobs(kind_, batch.request);
+  const size_t n = keys.ids.size();
+  const size_t half = (n + 1) / 2;
+  for (auto [from, to] : {std::pair<size_t, size_t>{0, half}, {half, n}}) {
+    std::vector<StoredKey> page;
+    for (size_t i = from; i < to; ++i) {
+      StoredKey k;
+      k.id = keys.ids[i];
+      k.name = keys.names[i];
+      k.blob = blobs[static_cast<int>(i)];
+      page.push_back(std::move(k));
+    }
+    halves.push_back(Make(page));
+  }
+  batch_size_ = std::min(batch_size_, half);
+  return halves;
 }
 
 }  // namespace hsmsim::host

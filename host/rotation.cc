@@ -355,11 +355,19 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
   absl::Status ran = ReencryptOn(ready, journal, report, failed);
   report.reencrypt_seconds += SecondsSince(start);
   ReportProgress(journal, SecondsSince(start), "re-encrypting");
+  // Record which keys the units refused, so that hsmctl recover names them
+  // and keys quarantine can set them aside. A run that went through every
+  // key replaces what earlier runs recorded.
+  if (ran.ok()) HSMSIM_RETURN_IF_ERROR(keystore_.ClearBlobProblems());
+  HSMSIM_RETURN_IF_ERROR(keystore_.RecordBlobProblems(failed.problems));
   HSMSIM_RETURN_IF_ERROR(ran);
   if (failed.count > 0) {
-    return Error(absl::StatusCode::kFailedPrecondition, reason::kKeysNotReencrypted,
-                 StrCat(failed.count, " key(s) could not be re-encrypted (", failed.List(),
-                        "); nothing was promoted. Those blobs are damaged or under another key."));
+    return Error(
+        absl::StatusCode::kFailedPrecondition, reason::kKeysNotReencrypted,
+        StrCat(failed.count, " key(s) could not be re-encrypted (", failed.List(),
+               "); nothing was promoted. Those blobs are damaged or under another key: restore "
+               "them, or set them aside with hsmctl keys quarantine NAME... (they keep their "
+               "blobs), then hsmctl mk rotate --resume; hsmctl recover names them all"));
   }
   journal.phase = RotationPhase::kReencrypted;
   HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
@@ -379,24 +387,24 @@ absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
   fanout_options.activity = "re-encryption";
   fanout_options.hint = "fix the units, then hsmctl mk rotate --resume";
   BatchFanout fanout(ready, fanout_options);
-  std::map<uint64_t, RewrapKeys> in_flight;  // by batch tag
+  RewrapBatches batches(RewrapKind::kCurrentToNew, options_.batch_size);
+  fanout.SetSplit([&batches](const BatchFanout::Batch& b) { return batches.Split(b); });
   int64_t after_id = 0;
-  uint64_t next_tag = 0;
   auto next = [&]() -> absl::StatusOr<std::optional<BatchFanout::Batch>> {
     HSMSIM_ASSIGN_OR_RETURN(
         std::vector<StoredKey> page,
-        keystore_.ReadNeedingRewrap(after_id, options_.batch_size, source_wkid, target_wkid));
+        keystore_.ReadNeedingRewrap(after_id, batches.batch_size(), source_wkid, target_wkid));
     if (page.empty()) return std::nullopt;
     after_id = page.back().id;
-    RewrapKeys& keys = in_flight[++next_tag];
-    return BatchFanout::Batch{MakeRewrapRequest(RewrapKind::kCurrentToNew, page, keys), next_tag};
+    return batches.Make(page);
   };
   auto handle = [&](size_t lane, const BatchFanout::Batch& batch,
                     v1::Response& response) -> absl::Status {
-    HSMSIM_ASSIGN_OR_RETURN(std::vector<RewrappedKey> rewrapped,
-                            TakeRewrapped(RewrapKind::kCurrentToNew, response, in_flight[batch.tag],
-                                          target_wkid, fanout.channel(lane).name(), failed));
-    in_flight.erase(batch.tag);
+    HSMSIM_ASSIGN_OR_RETURN(
+        std::vector<RewrappedKey> rewrapped,
+        TakeRewrapped(RewrapKind::kCurrentToNew, response, batches.Keys(batch.tag), target_wkid,
+                      fanout.channel(lane).name(), failed));
+    batches.Forget(batch.tag);
     if (absl::Status stored = StoreRewrapped(rewrapped, journal, report); !stored.ok()) {
       fanout.Stop(stored);
     }
@@ -513,6 +521,7 @@ absl::Status RotationEngine::Finalize(RotationJournal& journal, RotationReport& 
   // for the rotation; a damaged or interrupted run can leave some) are now
   // under every unit's OLD register: move them OLD -> CURRENT.
   HSMSIM_RETURN_IF_ERROR(MoveStragglers(source_wkid, target_wkid, report));
+  HSMSIM_RETURN_IF_ERROR(SayQuarantined(source_wkid));
   journal.phase = RotationPhase::kDone;
   HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
   HSMSIM_RETURN_IF_ERROR(Checkpoint("done", promoted));
@@ -535,11 +544,23 @@ absl::Status RotationEngine::MoveStragglers(std::string_view source_wkid,
       UpgradeStragglers(keystore_, channels, source_wkid, target_wkid, options);
   if (!moved.ok()) return WithContext(moved.status(), "re-encrypting OLD -> CURRENT");
   report.stragglers_moved += moved->moved;
+  HSMSIM_RETURN_IF_ERROR(keystore_.RecordBlobProblems(moved->failed.problems));
   if (moved->failed.count > 0) {
     Say(StrCat(moved->failed.count,
                " key(s) could not be re-encrypted OLD -> CURRENT and stay "
                "under OLD: ",
                moved->failed.List()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RotationEngine::SayQuarantined(std::string_view source_wkid) {
+  HSMSIM_ASSIGN_OR_RETURN(std::vector<WkidPairCount> quarantined, keystore_.CountQuarantined());
+  for (const WkidPairCount& q : quarantined) {
+    if (!SameId(q.wkid, source_wkid)) continue;
+    Say(StrCat(q.count, " quarantined key(s) stay under WKID ", ToHex(q.wkid),
+               " (now OLD); the interlock keeps that master key while they exist "
+               "(hsmctl keys list shows them)"));
   }
   return absl::OkStatus();
 }

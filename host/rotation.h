@@ -131,13 +131,15 @@ class RotationEngine {
   absl::StatusOr<RotationJournal> Begin(std::string source_vp, std::string target_vp);
 
   // Reencrypt re-encrypts every key under the journal's source key that has
-  // no pending blob under its target yet, using the units in kReady state,
-  // then moves the journal to REENCRYPTED and says kRewrapDoneMessage.
-  // Returns UNAVAILABLE (NO_UNIT_AVAILABLE) when every unit stopped
-  // answering, FAILED_PRECONDITION (KEYS_NOT_REENCRYPTED) naming keys whose
-  // blobs a unit refused; the journal then stays REENCRYPTING. When every
-  // unit already promoted the target (set immediate ran early), moves the
-  // journal to FINALIZING instead: finalization re-encrypts the rest
+  // no pending blob under its target yet and is not quarantined, using the
+  // units in kReady state, then moves the journal to REENCRYPTED and says
+  // kRewrapDoneMessage. A batch a unit refuses as too large (FRAME_TOO_LARGE)
+  // is sent again in halves. Returns UNAVAILABLE (NO_UNIT_AVAILABLE) when
+  // every unit stopped answering, FAILED_PRECONDITION (KEYS_NOT_REENCRYPTED)
+  // naming keys whose blobs a unit refused (recorded in the keystore:
+  // Keystore::RecordBlobProblems); the journal then stays REENCRYPTING. When
+  // every unit already promoted the target (set immediate ran early), moves
+  // the journal to FINALIZING instead: finalization re-encrypts the rest
   // OLD -> CURRENT.
   absl::Status Reencrypt(RotationJournal& journal, RotationReport& report);
 
@@ -176,6 +178,9 @@ class RotationEngine {
                               RotationReport& report);
   absl::Status MoveStragglers(std::string_view source_wkid, std::string_view target_wkid,
                               RotationReport& report);
+  // SayQuarantined tells the operator how many quarantined keys stay under
+  // the rotation's source key. Returns the keystore's error.
+  absl::Status SayQuarantined(std::string_view source_wkid);
   void ReportProgress(const RotationJournal& journal, double seconds, std::string_view phase);
   void Say(std::string_view line);
   absl::Status Checkpoint(std::string_view point, int64_t keys_done);

@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS keys(
   pending_blob BLOB,
   pending_wkid BLOB);
 CREATE INDEX IF NOT EXISTS keys_by_wkid ON keys(wkid, id);
+CREATE TABLE IF NOT EXISTS key_problems(
+  id INTEGER PRIMARY KEY REFERENCES keys(id),
+  reason TEXT NOT NULL,
+  quarantined INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS rotation_journal(
   id INTEGER PRIMARY KEY CHECK (id = 1),
   phase TEXT NOT NULL,
@@ -39,6 +43,13 @@ CREATE TABLE IF NOT EXISTS rotation_journal(
   keys_done INTEGER NOT NULL,
   started_at TEXT NOT NULL,
   updated_at TEXT NOT NULL);
+)sql";
+
+constexpr char kProblemsTable[] = R"sql(
+CREATE TABLE IF NOT EXISTS key_problems(
+  id INTEGER PRIMARY KEY REFERENCES keys(id),
+  reason TEXT NOT NULL,
+  quarantined INTEGER NOT NULL DEFAULT 0);
 )sql";
 
 std::string NowUtc() {
@@ -164,7 +175,9 @@ class SqliteKeystore final : public Keystore {
                    StrCat("keystore ", db_->path(), " has schema version ", v,
                           "; this hsmctl reads version ", kSchemaVersion));
     }
-    return absl::OkStatus();
+    // A keystore made before key_problems existed gets it, empty (an
+    // addition that older readers ignore: they simply see no problems).
+    return db_->Exec(kProblemsTable);
   }
 
   absl::Status AddKeys(const std::vector<NewKey>& keys) override {
@@ -309,7 +322,8 @@ class SqliteKeystore final : public Keystore {
     HSMSIM_ASSIGN_OR_RETURN(
         auto q, db_->Prepare(StrCat(kSelect,
                                     " WHERE wkid=? AND id>? AND (pending_wkid IS NULL OR "
-                                    "pending_wkid<>?) ORDER BY id LIMIT ?")));
+                                    "pending_wkid<>?) AND ",
+                                    kNotQuarantined, " ORDER BY id LIMIT ?")));
     q.Bind(1, source_wkid).Bind(2, after_id).Bind(3, target_wkid);
     q.Bind(4, static_cast<int64_t>(limit));
     return Collect(q);
@@ -320,7 +334,8 @@ class SqliteKeystore final : public Keystore {
     HSMSIM_ASSIGN_OR_RETURN(auto q,
                             db_->Prepare(StrCat(kSelect,
                                                 " WHERE wkid=? AND id>? AND pending_wkid IS NULL "
-                                                "ORDER BY id LIMIT ?")));
+                                                "AND ",
+                                                kNotQuarantined, " ORDER BY id LIMIT ?")));
     q.Bind(1, wkid).Bind(2, after_id).Bind(3, static_cast<int64_t>(limit));
     return Collect(q);
   }
@@ -378,6 +393,79 @@ class SqliteKeystore final : public Keystore {
     }
     promote_cursor_ = 0;
     return int64_t{0};
+  }
+
+  absl::Status RecordBlobProblems(const std::vector<BlobProblem>& problems) override {
+    if (problems.empty()) return absl::OkStatus();
+    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+    absl::Status s = [&]() -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(auto upsert,
+                              db_->Prepare("INSERT INTO key_problems(id, reason) VALUES(?,?) "
+                                           "ON CONFLICT(id) DO UPDATE SET reason=excluded.reason"));
+      for (const BlobProblem& p : problems) {
+        upsert.Bind(1, p.id).Bind(2, p.reason, false);
+        HSMSIM_RETURN_IF_ERROR(upsert.Run());
+      }
+      return absl::OkStatus();
+    }();
+    return Finish(s);
+  }
+
+  absl::Status ClearBlobProblems() override {
+    return db_->Exec("DELETE FROM key_problems WHERE quarantined=0");
+  }
+
+  absl::StatusOr<std::vector<StoredKey>> ReadProblemKeys(int64_t after_id, size_t limit) override {
+    HSMSIM_ASSIGN_OR_RETURN(
+        auto q, db_->Prepare(StrCat(kSelect,
+                                    " WHERE id IN (SELECT id FROM key_problems) AND id>? "
+                                    "ORDER BY id LIMIT ?")));
+    q.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
+    return Collect(q);
+  }
+
+  absl::Status SetQuarantined(const std::vector<std::string>& names, bool quarantined) override {
+    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+    absl::Status s = [&]() -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(auto find, db_->Prepare(StrCat(kSelect, " WHERE name=?")));
+      HSMSIM_ASSIGN_OR_RETURN(auto mark,
+                              db_->Prepare("UPDATE key_problems SET quarantined=? WHERE id=?"));
+      for (const std::string& name : names) {
+        find.Bind(1, name, false);
+        HSMSIM_ASSIGN_OR_RETURN(bool row, find.Step());
+        if (!row) {
+          find.Reset();
+          return Error(absl::StatusCode::kNotFound, reason::kNoSuchKey,
+                       StrCat("no key named '", name, "' in ", db_->path(), "; nothing changed"));
+        }
+        const StoredKey k = FromRow(find);
+        find.Reset();
+        if (quarantined && k.problem.empty()) {
+          return Error(absl::StatusCode::kFailedPrecondition, reason::kKeyNotUnreadable,
+                       StrCat("key '", name,
+                              "' has no recorded failure: no unit was found unable to open its "
+                              "blob (hsmctl mk rotate's pre-check records them); nothing changed"));
+        }
+        if (k.problem.empty()) continue;  // releasing a key that was never quarantined
+        mark.Bind(1, int64_t{quarantined ? 1 : 0}).Bind(2, k.id);
+        HSMSIM_RETURN_IF_ERROR(mark.Run());
+      }
+      return absl::OkStatus();
+    }();
+    return Finish(s);
+  }
+
+  absl::StatusOr<std::vector<WkidPairCount>> CountQuarantined() override {
+    HSMSIM_ASSIGN_OR_RETURN(auto q,
+                            db_->Prepare("SELECT k.wkid, count(*) FROM keys k JOIN key_problems p "
+                                         "ON p.id=k.id WHERE p.quarantined=1 GROUP BY k.wkid"));
+    std::vector<WkidPairCount> out;
+    while (true) {
+      HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      out.push_back(WkidPairCount{std::string(q.Text(0)), std::string(), q.Int(1)});
+    }
+    return out;
   }
 
   absl::StatusOr<std::vector<WkidPairCount>> CountByWkid() override {
@@ -451,15 +539,23 @@ class SqliteKeystore final : public Keystore {
 
  private:
   static constexpr char kSelect[] =
-      "SELECT id, name, blob, wkid, pending_blob, pending_wkid FROM keys";
+      "SELECT id, name, blob, wkid, pending_blob, pending_wkid, "
+      "coalesce((SELECT reason FROM key_problems p WHERE p.id=keys.id), ''), "
+      "coalesce((SELECT quarantined FROM key_problems p WHERE p.id=keys.id), 0) FROM keys";
+  static constexpr char kNotQuarantined[] =
+      "id NOT IN (SELECT id FROM key_problems WHERE quarantined=1)";
 
   static StoredKey FromRow(const internal::Statement& q) {
-    return StoredKey{q.Int(0),
-                     std::string(q.Text(1)),
-                     std::string(q.Text(2)),
-                     std::string(q.Text(3)),
-                     std::string(q.Text(4)),
-                     std::string(q.Text(5))};
+    StoredKey k;
+    k.id = q.Int(0);
+    k.name = std::string(q.Text(1));
+    k.blob = std::string(q.Text(2));
+    k.wkid = std::string(q.Text(3));
+    k.pending_blob = std::string(q.Text(4));
+    k.pending_wkid = std::string(q.Text(5));
+    k.problem = std::string(q.Text(6));
+    k.quarantined = q.Int(7) != 0;
+    return k;
   }
 
   std::string LockPath() const { return StrCat(db_->path(), ".rotation-lock"); }

@@ -19,24 +19,23 @@ absl::StatusOr<StragglerReport> UpgradeStragglers(Keystore& keystore,
   fanout_options.activity = "re-encryption OLD -> CURRENT";
   fanout_options.hint = "fix the units and run it again";
   BatchFanout fanout(units, fanout_options);
-  std::map<uint64_t, RewrapKeys> in_flight;  // by batch tag
+  RewrapBatches batches(RewrapKind::kOldToCurrent, options.batch_size);
+  fanout.SetSplit([&batches](const BatchFanout::Batch& b) { return batches.Split(b); });
   int64_t after_id = 0;
-  uint64_t next_tag = 0;
   auto next = [&]() -> absl::StatusOr<std::optional<BatchFanout::Batch>> {
     HSMSIM_ASSIGN_OR_RETURN(std::vector<StoredKey> page,
-                            keystore.ReadUnder(after_id, options.batch_size, old_wkid));
+                            keystore.ReadUnder(after_id, batches.batch_size(), old_wkid));
     if (page.empty()) return std::nullopt;
     after_id = page.back().id;
-    RewrapKeys& keys = in_flight[++next_tag];
-    return BatchFanout::Batch{MakeRewrapRequest(RewrapKind::kOldToCurrent, page, keys), next_tag};
+    return batches.Make(page);
   };
   auto handle = [&](size_t lane, const BatchFanout::Batch& batch,
                     v1::Response& response) -> absl::Status {
-    const RewrapKeys& keys = in_flight[batch.tag];
-    HSMSIM_ASSIGN_OR_RETURN(std::vector<RewrappedKey> moved,
-                            TakeRewrapped(RewrapKind::kOldToCurrent, response, keys, current_wkid,
-                                          fanout.channel(lane).name(), report.failed));
-    in_flight.erase(batch.tag);
+    HSMSIM_ASSIGN_OR_RETURN(
+        std::vector<RewrappedKey> moved,
+        TakeRewrapped(RewrapKind::kOldToCurrent, response, batches.Keys(batch.tag), current_wkid,
+                      fanout.channel(lane).name(), report.failed));
+    batches.Forget(batch.tag);
     if (absl::Status stored = keystore.ReplaceBlobs(moved); !stored.ok()) {
       fanout.Stop(stored);
       return absl::OkStatus();

@@ -11,6 +11,7 @@
 #include <boost/asio/write.hpp>
 #include <cctype>
 #include <deque>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -206,6 +207,8 @@ class UnitClient::Impl {
     boost::system::error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);
     read_buf_.clear();
+    write_error_.clear();
+    connection_refusal_.reset();
     StartRead();
     std::vector<std::shared_ptr<PendingCall>> waiting(waiting_.begin(), waiting_.end());
     waiting_.clear();
@@ -226,8 +229,16 @@ class UnitClient::Impl {
     for (auto& [id, call] : pending_) {
       if (call->sent) sent.push_back(call);
     }
+    // The unit answered a frame it could not take (MALFORMED_FRAME,
+    // FRAME_TOO_LARGE: request id 0) and then closed: every call still
+    // waiting on this connection gets the unit's own answer, with its reason
+    // and exit class, never retried (a resend would be refused again).
+    std::optional<v1::Response> refusal = std::move(connection_refusal_);
+    connection_refusal_.reset();
     for (auto& call : sent) {
-      if (call->request.has_signed_command()) {
+      if (refusal.has_value()) {
+        Finish(call, RefusalFor(*call, *refusal));
+      } else if (call->request.has_signed_command()) {
         Finish(call, Unreachable(StrCat("connection lost: ", what,
                                         "; the command may or may not have been applied: read "
                                         "the unit's state before signing it again")));
@@ -240,6 +251,7 @@ class UnitClient::Impl {
 
   void Write(const std::shared_ptr<PendingCall>& call) {
     call->sent = true;
+    if (!write_error_.empty()) return;  // the reader reports the lost connection
     write_queue_.push_back(wire::EncodeFrame(call->request));
     if (!writing_) DoWrite();
   }
@@ -251,7 +263,14 @@ class UnitClient::Impl {
                       [this, generation](boost::system::error_code ec, size_t) {
                         if (shutting_down_ || generation != generation_) return;
                         if (ec) {
-                          OnConnectionLost(LowerFirst(ec.message()));
+                          // The unit may have answered why it closed (an
+                          // id-0 answer still in the socket): let the
+                          // reader, which sees the close too, report it.
+                          write_error_ = LowerFirst(ec.message());
+                          write_queue_.clear();
+                          writing_ = false;
+                          boost::system::error_code ignored;
+                          socket_.shutdown(tcp::socket::shutdown_send, ignored);
                           return;
                         }
                         write_queue_.pop_front();
@@ -265,18 +284,19 @@ class UnitClient::Impl {
 
   void StartRead() {
     uint64_t generation = generation_;
-    socket_.async_read_some(
-        asio::buffer(chunk_), [this, generation](boost::system::error_code ec, size_t n) {
-          if (shutting_down_ || generation != generation_) return;
-          if (ec) {
-            OnConnectionLost(ec == asio::error::eof ? std::string("the unit closed the connection")
-                                                    : LowerFirst(ec.message()));
-            return;
-          }
-          read_buf_.insert(read_buf_.end(), chunk_.begin(), chunk_.begin() + n);
-          if (!ParseFrames()) return;
-          StartRead();
-        });
+    socket_.async_read_some(asio::buffer(chunk_), [this, generation](boost::system::error_code ec,
+                                                                     size_t n) {
+      if (shutting_down_ || generation != generation_) return;
+      if (ec) {
+        OnConnectionLost(!write_error_.empty()    ? write_error_
+                         : ec == asio::error::eof ? std::string("the unit closed the connection")
+                                                  : LowerFirst(ec.message()));
+        return;
+      }
+      read_buf_.insert(read_buf_.end(), chunk_.begin(), chunk_.begin() + n);
+      if (!ParseFrames()) return;
+      StartRead();
+    });
   }
 
   // ParseFrames dispatches every whole frame in read_buf_. Returns false
@@ -307,7 +327,27 @@ class UnitClient::Impl {
     return true;
   }
 
+  // RefusalFor returns the unit's connection-level answer `refusal` as the
+  // answer to `call` (its id, the unit's code and reason, and a message that
+  // says what happened to the connection).
+  v1::Response RefusalFor(const PendingCall& call, const v1::Response& refusal) const {
+    v1::Response r = refusal;
+    r.set_id(call.request.id());
+    r.mutable_status()->set_message(
+        StrCat("refused a frame on this connection and closed it: ", refusal.status().message(),
+               call.request.has_signed_command()
+                   ? "; the command may or may not have been applied: read the unit's state "
+                     "before signing it again"
+                   : ""));
+    return r;
+  }
+
   void Dispatch(v1::Response response) {
+    if (response.id() == 0 && response.status().code() != 0) {
+      // A connection-level answer; the unit closes the connection next.
+      if (!connection_refusal_.has_value()) connection_refusal_ = std::move(response);
+      return;
+    }
     auto it = pending_.find(response.id());
     if (it == pending_.end()) return;  // an abandoned attempt
     std::shared_ptr<PendingCall> call = it->second;
@@ -354,6 +394,9 @@ class UnitClient::Impl {
   std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_;
   std::deque<std::shared_ptr<PendingCall>> waiting_;  // submitted while not connected
   std::deque<std::string> write_queue_;
+  // The unit's id-0 answer on the current connection, until it closes.
+  std::optional<v1::Response> connection_refusal_;
+  std::string write_error_;  // set when a write failed on the current connection
   std::vector<uint8_t> read_buf_;
   std::array<uint8_t, 64 * 1024> chunk_{};
 

@@ -8,6 +8,7 @@
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "common/utf8.h"
 #include "crypto/verification_pattern.h"
 #include "host/batch_fanout.h"
 #include "host/hsmctl/keystore_support.h"
@@ -67,7 +68,29 @@ void SayCreated(const Invocation& inv, const host::KeyCreationReport& r, double 
   }
 }
 
+// The longest --prefix: a key name (PREFIX<number>) holds at most 255 bytes,
+// and the number up to 19 digits.
+constexpr size_t kMaxKeyNamePrefix = 255 - 19;
+
+// CheckKeyNamePrefix refuses, before anything is sent, a prefix that would
+// make key names a unit cannot take: not valid UTF-8 (a proto string field:
+// the unit would refuse the whole frame) or too long.
+absl::Status CheckKeyNamePrefix(const std::string& prefix) {
+  if (const size_t bad = FirstInvalidUtf8(prefix); bad != prefix.size()) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyName,
+                 StrCat("--prefix is not valid UTF-8 (byte ", bad + 1, " of ", prefix.size(),
+                        "); key names must be UTF-8 text"));
+  }
+  if (prefix.size() > kMaxKeyNamePrefix) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyName,
+                 StrCat("--prefix is ", prefix.size(), " bytes; at most ", kMaxKeyNamePrefix,
+                        " (a key name holds at most 255 bytes)"));
+  }
+  return absl::OkStatus();
+}
+
 int RunCreate(Invocation& inv, int64_t count, const std::string& prefix) {
+  if (absl::Status s = CheckKeyNamePrefix(prefix); !s.ok()) return Fail(inv, s);
   auto opened = OpenAll(inv, true);
   if (!opened.ok()) return Fail(inv, opened.status());
   const auto start = Clock::now();
@@ -117,11 +140,17 @@ int RunList(Invocation& inv, int64_t limit) {
     if (page->empty()) break;
     for (const host::StoredKey& k : *page) {
       if (inv.json) {
-        keys.push_back(
-            {{"name", k.name}, {"wkid", ToHex(k.wkid)}, {"pending_wkid", ToHex(k.pending_wkid)}});
+        keys.push_back({{"name", k.name},
+                        {"wkid", ToHex(k.wkid)},
+                        {"pending_wkid", ToHex(k.pending_wkid)},
+                        {"quarantined", k.quarantined},
+                        {"problem", k.problem}});
       } else {
         std::cout << k.name << "  wkid " << host::ShortId(k.wkid)
                   << (k.pending_wkid.empty() ? "" : "  pending " + host::ShortId(k.pending_wkid))
+                  << (k.quarantined       ? StrCat("  QUARANTINED (", k.problem, ")")
+                      : k.problem.empty() ? std::string()
+                                          : StrCat("  UNREADABLE (", k.problem, ")"))
                   << "\n";
       }
       ++shown;
@@ -195,13 +224,24 @@ int RunUseKey(Invocation& inv, const std::string& name, bool wrap) {
   return Fail(inv, last);
 }
 
-// checks[unit][0] answers the page's blobs, checks[unit][1] its pending blobs.
-using PageChecks = std::vector<std::array<std::optional<v1::CheckBlobsResponse>, 2>>;
+// What every unit answered for one page: answers[unit][0] for the page's
+// blobs, answers[unit][1] for its pending blobs; errors[unit] says why a unit
+// gave no answer (its own reason, or that it did not answer).
+struct PageChecks {
+  std::vector<std::array<std::optional<v1::CheckBlobsResponse>, 2>> answers;
+  std::vector<absl::Status> errors;
+
+  // TooLarge is true when a unit refused the page as too large for a frame
+  // (FRAME_TOO_LARGE): the page should be checked again in smaller pages.
+  bool TooLarge() const {
+    return std::any_of(errors.begin(), errors.end(),
+                       [](const absl::Status& s) { return ReasonOf(s) == reason::kFrameTooLarge; });
+  }
+};
 
 // CheckPage asks every unit, through `fanout`, to check the page's blobs
-// and pending blobs; a unit's error goes to tally.unit_error (the first).
-PageChecks CheckPage(host::BatchFanout& fanout, const std::vector<host::StoredKey>& page,
-                     VerifyReport& tally) {
+// and pending blobs.
+PageChecks CheckPage(host::BatchFanout& fanout, const std::vector<host::StoredKey>& page) {
   host::BatchFanout::Batch blobs{v1::Request(), 0, 0};
   host::BatchFanout::Batch pendings{v1::Request(), 1, 0};
   for (const host::StoredKey& k : page) {
@@ -215,7 +255,9 @@ PageChecks CheckPage(host::BatchFanout& fanout, const std::vector<host::StoredKe
     fanout.Send(u, blobs);
     if (any_pending) fanout.Send(u, pendings);
   }
-  PageChecks checks(fanout.lane_count());
+  PageChecks checks;
+  checks.answers.resize(fanout.lane_count());
+  checks.errors.resize(fanout.lane_count());
   while (fanout.in_flight() > 0) {
     host::BatchFanout::Completion d = fanout.Next();
     const std::string& unit = fanout.channel(d.lane).name();
@@ -226,20 +268,40 @@ PageChecks CheckPage(host::BatchFanout& fanout, const std::vector<host::StoredKe
                        " results for ", page.size(), " blobs"));
     }
     if (!s.ok()) {
-      if (tally.unit_error.ok()) tally.unit_error = s;
+      if (checks.errors[d.lane].ok()) checks.errors[d.lane] = s;
       continue;
     }
-    checks[d.lane][d.batch.tag] = d.result->check_blobs();
+    checks.answers[d.lane][d.batch.tag] = d.result->check_blobs();
   }
   return checks;
+}
+
+// WhyNoAnswer returns why unit `u` gave no answer for the page, as the
+// unit's reason, or "did not answer".
+std::string WhyNoAnswer(const PageChecks& checks, size_t u) {
+  const absl::Status& e = checks.errors[u];
+  if (e.ok() || host::IsUnreachable(e)) return "did not answer";
+  return ReasonOf(e);
 }
 
 // TallyPage counts each key of the page as usable on every unit (with its
 // blob or its pending blob) or not.
 void TallyPage(const std::vector<host::StoredKey>& page, const PageChecks& checks,
                const std::vector<UnitConnection>& conns, VerifyReport& tally) {
+  for (const absl::Status& e : checks.errors) {
+    if (!e.ok() && tally.unit_error.ok()) tally.unit_error = e;
+  }
   for (size_t i = 0; i < page.size(); ++i) {
     const host::StoredKey& k = page[i];
+    if (k.quarantined) {
+      // Set aside by the operator: reported as such, not as a failure.
+      ++tally.quarantined;
+      if (tally.quarantined_keys.size() < VerifyReport::kMaxListedFailures) {
+        tally.quarantined_keys.push_back(
+            StrCat(k.name, " (", k.problem, ", WKID ", host::ShortId(k.wkid), ")"));
+      }
+      continue;
+    }
     VerifyReport::PerWkid& w = tally.per_wkid[ToHex(k.wkid)];
     ++w.keys;
     bool everywhere = true;
@@ -247,15 +309,20 @@ void TallyPage(const std::vector<host::StoredKey>& page, const PageChecks& check
     std::string why;
     for (size_t u = 0; u < conns.size(); ++u) {
       bool ok = false;
+      bool answered = false;
       for (int tag = 0; tag < 2 && !ok; ++tag) {
-        if (!checks[u][tag].has_value() || (tag == 1 && k.pending_blob.empty())) continue;
-        const v1::BlobCheck& c = checks[u][tag]->results(static_cast<int>(i));
+        if (!checks.answers[u][tag].has_value() || (tag == 1 && k.pending_blob.empty())) continue;
+        answered = true;
+        const v1::BlobCheck& c = checks.answers[u][tag]->results(static_cast<int>(i));
         if (c.status().code() == 0) {
           ok = true;
           under_old = under_old || c.under_old();
         } else if (why.empty()) {
           why = StrCat(conns[u].unit.name, ": ", c.status().reason());
         }
+      }
+      if (!ok && !answered && why.empty()) {
+        why = StrCat(conns[u].unit.name, ": ", WhyNoAnswer(checks, u));
       }
       if (!ok) everywhere = false;
     }
@@ -264,8 +331,7 @@ void TallyPage(const std::vector<host::StoredKey>& page, const PageChecks& check
     } else {
       ++tally.failed_keys;
       if (tally.failures.size() < VerifyReport::kMaxListedFailures) {
-        tally.failures.push_back(
-            StrCat(k.name, " (", why.empty() ? "unit did not answer" : why, ")"));
+        tally.failures.push_back(StrCat(k.name, " (", why, ")"));
       }
     }
     if (under_old) ++w.under_old_somewhere;
@@ -273,7 +339,7 @@ void TallyPage(const std::vector<host::StoredKey>& page, const PageChecks& check
   tally.checked += static_cast<int64_t>(page.size());
 }
 
-int RunVerify(Invocation& inv) {
+int RunVerify(Invocation& inv, size_t page_size) {
   auto opened = OpenAll(inv, false);
   if (!opened.ok()) return Fail(inv, opened.status());
   const auto start = Clock::now();
@@ -287,11 +353,22 @@ int RunVerify(Invocation& inv) {
   host::BatchFanout fanout(Channels(opened->conns), options);
   int64_t after = 0;
   while (true) {
-    auto page = opened->store->ReadPage(after, 2048);
+    auto page = opened->store->ReadPage(after, page_size);
     if (!page.ok()) return Fail(inv, page.status());
     if (page->empty()) break;
+    PageChecks checks = CheckPage(fanout, *page);
+    if (checks.TooLarge() && page->size() > 1) {
+      // A unit takes smaller frames (--max-frame-bytes): check the same keys
+      // again in smaller pages rather than fail them all.
+      page_size = page->size() / 2;
+      progress.Finish();
+      std::cerr << "hsmctl: a unit refused a page of " << page->size()
+                << " blobs as too large (FRAME_TOO_LARGE); checking pages of " << page_size
+                << " (--page-size sets the first size)\n";
+      continue;
+    }
     after = page->back().id;
-    TallyPage(*page, CheckPage(fanout, *page, tally), opened->conns, tally);
+    TallyPage(*page, checks, opened->conns, tally);
     progress.Update(host::RotationProgress{
         tally.checked, *total, std::chrono::duration<double>(Clock::now() - start).count(),
         "verifying"});
@@ -300,6 +377,40 @@ int RunVerify(Invocation& inv) {
   tally.units = opened->conns.size();
   tally.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return RenderVerify(inv, tally);
+}
+
+// RunQuarantine quarantines (or, with `release`, releases) the keys named,
+// all or none, and reports each with its WKID and recorded problem.
+int RunQuarantine(Invocation& inv, const std::vector<std::string>& names, bool release) {
+  auto m = host::LoadFleetManifest(FleetDir(inv));
+  if (!m.ok()) return Fail(inv, m.status());
+  auto store = OpenKeystore(inv, *m, false);
+  if (!store.ok()) return Fail(inv, store.status());
+  if (absl::Status s = (*store)->SetQuarantined(names, !release); !s.ok()) return Fail(inv, s);
+  json keys = json::array();
+  for (const std::string& name : names) {
+    auto key = (*store)->FindKey(name);
+    if (!key.ok()) return Fail(inv, key.status());
+    if (!key->has_value()) continue;
+    const host::StoredKey& k = **key;
+    if (inv.json) {
+      keys.push_back({{"name", k.name},
+                      {"wkid", ToHex(k.wkid)},
+                      {"quarantined", k.quarantined},
+                      {"problem", k.problem}});
+    } else {
+      std::cout << k.name << ": " << (k.quarantined ? "quarantined" : "not quarantined")
+                << ", blob kept under WKID " << ToHex(k.wkid)
+                << (k.problem.empty() ? std::string() : StrCat(" (", k.problem, ")")) << "\n";
+    }
+  }
+  if (inv.json) {
+    std::cout << json{{"command", "keys quarantine"}, {"ok", true}, {"keys", keys}}.dump(2) << "\n";
+  } else if (!release) {
+    std::cout << "re-encryption skips these keys; the interlock keeps their master key while "
+                 "they exist (release: hsmctl keys quarantine --release NAME...)\n";
+  }
+  return kExitOk;
 }
 
 int RunUpgrade(Invocation& inv) {
@@ -411,9 +522,35 @@ void AddKeysCommands(CLI::App& app, Invocation& inv) {
       "verify",
       "Prove every stored key is usable by every selected unit; counts per WKID; exit 1 on any "
       "failure");
+  auto page_size = std::make_shared<size_t>(2048);
+  verify
+      ->add_option("--page-size", *page_size,
+                   "Keys checked per request to each unit; halved by itself when a unit refuses "
+                   "a page as too large")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100'000));
   AddUnitOptions(verify, inv);
   AddJsonOption(verify, inv);
-  verify->callback([&inv] { inv.action = [&inv] { return RunVerify(inv); }; });
+  verify->callback(
+      [&inv, page_size] { inv.action = [&inv, page_size] { return RunVerify(inv, *page_size); }; });
+
+  auto quarantine_names = std::make_shared<std::vector<std::string>>();
+  auto release = std::make_shared<bool>(false);
+  CLI::App* quarantine = keys->add_subcommand(
+      "quarantine",
+      "Set aside keys whose blobs no unit can open (named by mk rotate and recover): they keep "
+      "their blobs, re-encryption skips them, their master key stays held");
+  quarantine->add_option("names", *quarantine_names, "Key names")->required();
+  quarantine->add_flag("--release", *release,
+                       "Release the keys instead (they are re-encrypted "
+                       "again by the next rotation or keys upgrade)");
+  AddFleetOption(quarantine, inv);
+  AddJsonOption(quarantine, inv);
+  quarantine->callback([&inv, quarantine_names, release] {
+    inv.action = [&inv, quarantine_names, release] {
+      return RunQuarantine(inv, *quarantine_names, *release);
+    };
+  });
 
   CLI::App* upgrade =
       keys->add_subcommand("upgrade", "Re-encrypt keys still under the OLD master key to CURRENT");

@@ -36,6 +36,16 @@ absl::StatusOr<std::vector<host::WkidPairCount>> KeyCounts(const Invocation& inv
   return (*store)->CountByWkid();
 }
 
+absl::StatusOr<std::vector<host::WkidPairCount>> QuarantinedCounts(
+    const Invocation& inv, const host::FleetManifest& manifest) {
+  auto store = OpenKeystore(inv, manifest, false);
+  if (!store.ok()) {
+    if (ReasonOf(store.status()) == reason::kNoKeystore) return std::vector<host::WkidPairCount>();
+    return store.status();
+  }
+  return (*store)->CountQuarantined();
+}
+
 std::vector<host::UnitChannel*> Channels(std::vector<UnitConnection>& conns) {
   std::vector<host::UnitChannel*> out;
   for (UnitConnection& c : conns) out.push_back(c.client.get());

@@ -27,6 +27,10 @@ absl::StatusOr<std::unique_ptr<host::Keystore>> OpenKeystore(const Invocation& i
 // has no keystore yet.
 absl::StatusOr<std::vector<host::WkidPairCount>> KeyCounts(const Invocation& inv,
                                                            const host::FleetManifest& manifest);
+// QuarantinedCounts returns the keystore's quarantined keys per WKID, or
+// none when the fleet has no keystore yet.
+absl::StatusOr<std::vector<host::WkidPairCount>> QuarantinedCounts(
+    const Invocation& inv, const host::FleetManifest& manifest);
 
 // ObserveAll reads GetInfo of every connection.
 std::vector<host::UnitObservation> ObserveAll(std::vector<UnitConnection>& conns);

@@ -321,6 +321,11 @@ int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Comm
   hooks.precheck = [&](std::vector<UnitConnection>& conns,
                        const host::FleetManifest& manifest) -> absl::Status {
     std::vector<host::UnitObservation> observed = ObserveAll(conns);
+    // Quarantined keys hold their master key even with --force.
+    HSMSIM_ASSIGN_OR_RETURN(auto quarantined, QuarantinedCounts(inv, manifest));
+    if (!quarantined.empty()) {
+      HSMSIM_RETURN_IF_ERROR(host::CheckQuarantineHold(observed, change, quarantined));
+    }
     std::optional<host::RotationJournal> journal;
     if (force) {
       // A forced change goes ahead even when the keystore cannot be read.

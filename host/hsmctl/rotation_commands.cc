@@ -11,6 +11,7 @@
 #include "crypto/key_part.h"
 #include "crypto/verification_pattern.h"
 #include "host/hsmctl/key_sources.h"
+#include "host/blob_precheck.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/hsmctl/rotation_report.h"
 #include "host/interlock.h"
@@ -105,6 +106,34 @@ absl::StatusOr<std::vector<host::Finding>> PrecheckFleet(
       host::WkidOfVp(observed[0].info->new_register().verification_pattern()));
 }
 
+// PrecheckStoredBlobs has the units open every blob the rotation will
+// re-encrypt, before the journal is written. Returns the finding naming the
+// keys whose blobs no unit can open (none when all open), or the keystore's
+// or the units' error.
+absl::StatusOr<std::vector<host::Finding>> PrecheckStoredBlobs(
+    Session& s, const RotateFlags& f, const std::vector<host::UnitObservation>& observed) {
+  host::BlobPrecheckOptions options;
+  options.batch_size = f.batch_size;
+  options.in_flight_per_unit = f.in_flight;
+  options.say = [](std::string_view line) { std::cerr << "hsmctl: " << line << std::endl; };
+  const auto& info = *observed[0].info;
+  HSMSIM_ASSIGN_OR_RETURN(
+      host::BlobPrecheckReport checked,
+      host::PrecheckBlobs(*s.store, Channels(s.conns),
+                          host::WkidOfVp(info.current_register().verification_pattern()),
+                          host::WkidOfVp(info.new_register().verification_pattern()), options));
+  if (checked.unreadable.count == 0) return std::vector<host::Finding>();
+  return std::vector<host::Finding>{host::Finding{
+      "keystore", "blobs-readable",
+      Error(absl::StatusCode::kFailedPrecondition, reason::kKeysUnreadable,
+            StrCat(checked.unreadable.count, " of ", checked.checked,
+                   " stored key(s) have blobs no unit can open (", checked.unreadable.List(),
+                   "): damaged, or under another key. Nothing was written. Restore their blobs, "
+                   "or set them aside with hsmctl keys quarantine NAME... (they keep their "
+                   "blobs, and their master key stays held) and run mk rotate again; hsmctl "
+                   "recover names them all"))}};
+}
+
 // CheckResumeFlag refuses a new rotation while one is in progress, and
 // --resume when none is.
 absl::Status CheckResumeFlag(const std::optional<host::RotationJournal>& journal, bool resume) {
@@ -178,6 +207,8 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
   if (!f.resume) {
     auto observed = ObserveAll(s.conns);
     auto findings = PrecheckFleet(s, observed);
+    if (!findings.ok()) return Fail(inv, findings.status());
+    if (findings->empty()) findings = PrecheckStoredBlobs(s, f, observed);
     if (!findings.ok()) return Fail(inv, findings.status());
     if (!findings->empty()) {
       report.prechecks = std::move(*findings);
@@ -269,6 +300,29 @@ std::vector<host::Finding> RecoverPrechecks(Session& s,
   return findings;
 }
 
+// ReadUnreadableKeys reads the keys the keystore recorded as unreadable
+// (counted, the first few named) and counts the quarantined ones.
+absl::StatusOr<host::UnreadableKeys> ReadUnreadableKeys(host::Keystore& store) {
+  host::UnreadableKeys keys;
+  int64_t after = 0;
+  while (true) {
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<host::StoredKey> page, store.ReadProblemKeys(after, 1000));
+    if (page.empty()) break;
+    after = page.back().id;
+    for (const host::StoredKey& k : page) {
+      if (k.quarantined) {
+        ++keys.quarantined;
+        continue;
+      }
+      ++keys.count;
+      if (keys.named.size() < host::kMaxNamedFailedKeys) {
+        keys.named.push_back(StrCat(k.name, " (", k.problem, ")"));
+      }
+    }
+  }
+  return keys;
+}
+
 // LookAtFleet reads the journal, the keystore's counts and every unit, and
 // decides the safe action. Returns the keystore's error otherwise.
 absl::Status LookAtFleet(Session& s, RecoverReport& r) {
@@ -280,6 +334,8 @@ absl::Status LookAtFleet(Session& s, RecoverReport& r) {
     findings = RecoverPrechecks(s, r.observed);
   }
   r.decision = host::DecideRecovery(r.journal, r.observed, r.counts, findings);
+  HSMSIM_ASSIGN_OR_RETURN(host::UnreadableKeys unreadable, ReadUnreadableKeys(*s.store));
+  host::NoteUnreadableKeys(unreadable, r.decision);
   return absl::OkStatus();
 }
 
@@ -291,8 +347,10 @@ absl::Status LookAtFleet(Session& s, RecoverReport& r) {
 absl::Status ApplySafeAction(Invocation& inv, Session& s, const RotateFlags& f, RecoverReport& r) {
   const host::RecoveryDecision& d = r.decision;
   r.applied_journal = r.journal.value_or(host::RotationJournal{});
+  const bool rotating = r.journal.has_value() && r.journal->phase != host::RotationPhase::kDone;
   if (d.situation == host::RecoverySituation::kKeysAtRisk ||
-      d.situation == host::RecoverySituation::kFixAndRotateAgain) {
+      d.situation == host::RecoverySituation::kFixAndRotateAgain ||
+      (d.situation == host::RecoverySituation::kKeysUnreadable && !rotating)) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNothingSafeToApply,
                  StrCat("recover --apply does nothing here: ", d.action));
   }

@@ -165,6 +165,9 @@ int RenderRecover(const Invocation& inv, const RecoverReport& r) {
            {"observed", d.observed},
            {"action", d.action},
            {"abort_possible", d.abort_possible},
+           {"unreadable_keys", d.unreadable_keys},
+           {"unreadable_count", d.unreadable_count},
+           {"quarantined_count", d.quarantined_count},
            {"applied", r.apply_attempted && r.status.ok()}};
   if (!r.apply_attempted) {
     if (inv.json) std::cout << doc.dump(2) << "\n";

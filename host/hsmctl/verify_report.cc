@@ -24,6 +24,8 @@ int RenderVerify(const Invocation& inv, const VerifyReport& t) {
              {"failed", t.failed_keys},
              {"per_wkid", w},
              {"failures", t.failures},
+             {"quarantined", t.quarantined},
+             {"quarantined_keys", t.quarantined_keys},
              {"units", t.units},
              {"seconds", t.seconds}};
     if (!t.unit_error.ok()) doc["unit_error"] = StatusJson(t.unit_error);
@@ -39,11 +41,18 @@ int RenderVerify(const Invocation& inv, const VerifyReport& t) {
                 << "\n";
     }
     for (const auto& f : t.failures) std::cout << "  FAILED: " << f << "\n";
+    if (t.quarantined > 0) {
+      std::cout << "  " << t.quarantined
+                << " quarantined key(s), set aside and not checked as failures:\n";
+      for (const auto& q : t.quarantined_keys) std::cout << "  QUARANTINED: " << q << "\n";
+    }
     if (!t.unit_error.ok()) {
       std::cout << "  UNIT ERROR: " << ReasonOf(t.unit_error) << ": " << t.unit_error.message()
                 << "\n";
     }
-    std::cout << (ok ? "OK: every key is usable on every unit\n"
+    std::cout << (ok ? (t.quarantined > 0
+                            ? "OK: every key not quarantined is usable on every unit\n"
+                            : "OK: every key is usable on every unit\n")
                      : StrCat("FAILED: ", t.failed_keys, " key(s) not usable on every unit\n"));
   }
   if (!t.unit_error.ok() && host::IsUnreachable(t.unit_error)) return kExitUnreachable;

@@ -23,6 +23,10 @@ struct VerifyReport {
   std::map<std::string, PerWkid> per_wkid;  // by WKID, full hex
   std::vector<std::string> failures;        // the first kMaxListedFailures
   int64_t failed_keys = 0;
+  // Quarantined keys (hsmctl keys quarantine): not checked as failures, and
+  // not counted per WKID; the first kMaxListedFailures named.
+  int64_t quarantined = 0;
+  std::vector<std::string> quarantined_keys;
   int64_t checked = 0;
   absl::Status unit_error = absl::OkStatus();  // the first unit error
   size_t units = 0;
@@ -32,7 +36,8 @@ struct VerifyReport {
 };
 
 // RenderVerify prints the report and returns the exit code: 0 when every
-// key is usable on every unit, 3 when a unit was unreachable, else 1.
+// key that is not quarantined is usable on every unit, 3 when a unit was
+// unreachable, else 1.
 int RenderVerify(const Invocation& inv, const VerifyReport& report);
 
 }  // namespace hsmsim::hsmctl
