@@ -40,6 +40,48 @@ v1::GetInfoResponse ApplyRegisterChange(const v1::GetInfoResponse& info, Registe
   return after;
 }
 
+namespace {
+
+// UsableWkids returns the WKIDs of the VALID CURRENT and OLD registers of
+// the units that answered: the only registers whose blobs a unit can use
+// (a blob under NEW is refused until set immediate).
+std::vector<std::string> UsableWkids(const std::vector<UnitObservation>& units) {
+  std::vector<std::string> usable;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok()) continue;
+    for (const auto* r : {&u.info->current_register(), &u.info->old_register()}) {
+      if (r->state() == v1::REGISTER_VALID) usable.push_back(WkidOfVp(r->verification_pattern()));
+    }
+  }
+  return usable;
+}
+
+// NewlyAtRisk returns the entries of `after` whose WKID is not in `before`:
+// what the change itself would cause.
+std::vector<std::pair<std::string, int64_t>> NewlyAtRisk(
+    const std::vector<std::pair<std::string, int64_t>>& before,
+    const std::vector<std::pair<std::string, int64_t>>& after) {
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (const auto& r : after) {
+    bool already = false;
+    for (const auto& b : before) already = already || SameId(b.first, r.first);
+    if (!already) out.push_back(r);
+  }
+  return out;
+}
+
+std::string ListRisk(const std::vector<std::pair<std::string, int64_t>>& risk, int64_t* total) {
+  std::string list;
+  *total = 0;
+  for (const auto& [wkid, n] : risk) {
+    *total += n;
+    list += StrCat(list.empty() ? "" : "; ", n, " key(s) under WKID ", wkid);
+  }
+  return list;
+}
+
+}  // namespace
+
 absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterChange change,
                             const std::vector<WkidPairCount>& counts) {
   std::vector<UnitObservation> after;
@@ -52,28 +94,31 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
     }
     after.push_back(UnitObservation{u.unit, ApplyRegisterChange(*u.info, change)});
   }
-  auto before_risk = KeysAtRisk(counts, HeldWkids(units));
-  auto risk = KeysAtRisk(counts, HeldWkids(after));
   // Only keys this change would strand count; keys already stranded are
   // reported by hsmctl recover.
-  std::vector<std::pair<std::string, int64_t>> new_risk;
-  for (const auto& r : risk) {
-    bool already = false;
-    for (const auto& b : before_risk) already = already || SameId(b.first, r.first);
-    if (!already) new_risk.push_back(r);
-  }
-  if (new_risk.empty()) return absl::OkStatus();
-  std::string list;
+  const auto new_risk =
+      NewlyAtRisk(KeysAtRisk(counts, HeldWkids(units)), KeysAtRisk(counts, HeldWkids(after)));
   int64_t total = 0;
-  for (const auto& [wkid, n] : new_risk) {
-    total += n;
-    list += StrCat(list.empty() ? "" : "; ", n, " key(s) under WKID ", wkid);
+  if (!new_risk.empty()) {
+    const std::string list = ListRisk(new_risk, &total);
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kInterlock,
+                 StrCat("refused: afterwards ", total,
+                        " stored key(s) would be under a master key that no unit holds (", list,
+                        "). Re-encrypt them first (hsmctl mk rotate / keys upgrade), or use "
+                        "--force if you accept losing them"));
   }
-  return Error(absl::StatusCode::kFailedPrecondition, reason::kInterlock,
-               StrCat("refused: afterwards ", total,
-                      " stored key(s) would be under a master key that no unit holds (", list,
-                      "). Re-encrypt them first (hsmctl mk rotate / keys upgrade), or use "
-                      "--force if you accept losing them"));
+  // A master key held only in NEW keeps its keys, but no unit can use them
+  // (and no rotation can start from it): clearing the last CURRENT or OLD
+  // that serves them is an outage, refused the same way.
+  const auto unusable =
+      NewlyAtRisk(KeysAtRisk(counts, UsableWkids(units)), KeysAtRisk(counts, UsableWkids(after)));
+  if (unusable.empty()) return absl::OkStatus();
+  const std::string list = ListRisk(unusable, &total);
+  return Error(
+      absl::StatusCode::kFailedPrecondition, reason::kInterlock,
+      StrCat("refused: afterwards ", total, " stored key(s) would be usable on no unit (", list,
+             "): no unit would hold their master key in a VALID CURRENT or OLD register. "
+             "Use --force if you accept that outage"));
 }
 
 absl::Status CheckQuarantineHold(const std::vector<UnitObservation>& units, RegisterChange change,

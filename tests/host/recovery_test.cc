@@ -363,6 +363,23 @@ TEST(InterlockTest, ClearCurrentWithKeysUnderItRefused) {
   EXPECT_TRUE(CheckInterlock(units, RegisterChange::kClearCurrent, {}).ok());
 }
 
+// Found by the rotation explorer: with the CURRENT key also loaded (not
+// committed) in NEW, clearing CURRENT stranded nothing but left every key
+// usable on no unit, and nothing could set it right.
+TEST(InterlockTest, ClearCurrentLeavingTheKeyOnlyInNewRefused) {
+  auto units = {
+      Unit("u1", Reg(v1::REGISTER_FULL_UNCOMMITTED, kSrc), Reg(v1::REGISTER_VALID, kSrc)),
+      Unit("u2", Reg(v1::REGISTER_FULL_UNCOMMITTED, kSrc), Reg(v1::REGISTER_VALID, kSrc))};
+  absl::Status s = CheckInterlock(units, RegisterChange::kClearCurrent, Counts(10, 0));
+  EXPECT_EQ(ReasonOf(s), "INTERLOCK") << s;
+  EXPECT_NE(std::string(s.message()).find("usable on no unit"), std::string::npos) << s;
+  // Once re-encrypted, the pending blobs under the target in NEW are not
+  // usable either: clearing CURRENT before set immediate is refused.
+  EXPECT_EQ(ReasonOf(CheckInterlock({Ready("u1"), Ready("u2")}, RegisterChange::kClearCurrent,
+                                    Counts(10, 10))),
+            "INTERLOCK");
+}
+
 TEST(InterlockTest, ClearNewAfterReencryptionBeforePromotionIsSafeWhileSourceHeld) {
   // Keys still have their blob under the source, so clearing NEW loses nothing.
   EXPECT_TRUE(

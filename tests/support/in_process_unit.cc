@@ -11,6 +11,7 @@
 #include "emulator/request_dispatcher.h"
 #include "emulator/state_file_system.h"
 #include "emulator/state_store.h"
+#include "firmware/crypto_unit.h"
 
 namespace hsmsim::testing {
 namespace {
@@ -46,6 +47,11 @@ class InProcessUnit::MemoryFileSystem final : public emulator::StateFileSystem {
   absl::Status WriteFileSynced(const std::string& path, absl::Span<const uint8_t> data,
                                mode_t) override {
     std::lock_guard<std::mutex> lock(mu_);
+    if (fail_writes_ > 0) {
+      --fail_writes_;
+      return Error(absl::StatusCode::kResourceExhausted, "NO_SPACE",
+                   StrCat(path, ": no space left on device (test)"));
+    }
     files_[path] = std::string(data.begin(), data.end());
     return absl::OkStatus();
   }
@@ -55,9 +61,18 @@ class InProcessUnit::MemoryFileSystem final : public emulator::StateFileSystem {
     if (it == files_.end()) return Error(absl::StatusCode::kNotFound, "FILE_NOT_FOUND", from);
     files_[to] = std::move(it->second);
     files_.erase(from);
+    ++renames_;
     return absl::OkStatus();
   }
   absl::Status SyncDirectory(const std::string&) override { return absl::OkStatus(); }
+  int64_t renames() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return renames_;
+  }
+  void FailNextWrites(int n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_writes_ = n;
+  }
   absl::Status RemoveFile(const std::string& path) override {
     std::lock_guard<std::mutex> lock(mu_);
     files_.erase(path);
@@ -67,6 +82,8 @@ class InProcessUnit::MemoryFileSystem final : public emulator::StateFileSystem {
  private:
   std::mutex mu_;
   std::map<std::string, std::string> files_;  // guarded by mu_
+  int fail_writes_ = 0;                       // guarded by mu_
+  int64_t renames_ = 0;                       // guarded by mu_
 };
 
 // One life of the unit, from a (re)start to a crash. Members are destroyed
@@ -124,7 +141,9 @@ absl::Status InProcessUnit::Boot() {
   auto core = std::make_shared<Core>();
   HSMSIM_ASSIGN_OR_RETURN(core->store, emulator::StateStore::Open(kStateDir, *fs_, entropy));
   HSMSIM_ASSIGN_OR_RETURN(auto unit, emulator::LoadOrCreateUnit(*core->store, entropy));
-  core->dispatcher = std::make_unique<emulator::RequestDispatcher>(std::move(unit), *core->store);
+  // A unit that cannot persist stops (hsmsim-unit exits): here it crashes.
+  core->dispatcher = std::make_unique<emulator::RequestDispatcher>(
+      std::move(unit), *core->store, [this](const absl::Status&) { Crash(); });
   core->dispatcher->EnableFaultInjection(core->faults, entropy, [this] { Crash(); });
   core_ = std::move(core);
   return absl::OkStatus();
@@ -333,6 +352,20 @@ absl::Status InProcessUnit::ArmFault(std::string_view spec) {
   }
   return core_->faults.Arm(fault);
 }
+
+void InProcessUnit::FailNextStateWrites(int n) { fs_->FailNextWrites(n); }
+
+absl::StatusOr<std::unique_ptr<firmware::CryptoUnit>> InProcessUnit::LoadPersisted() const {
+  crypto::Entropy& entropy = crypto::OpenSslEntropyInstance();
+  HSMSIM_ASSIGN_OR_RETURN(auto store, emulator::StateStore::Open(kStateDir, *fs_, entropy));
+  HSMSIM_ASSIGN_OR_RETURN(std::optional<SecretBytes> snapshot, store->Load());
+  if (!snapshot.has_value()) {
+    return Error(absl::StatusCode::kNotFound, "NO_STATE", StrCat("unit ", name_, " has no state"));
+  }
+  return firmware::CryptoUnit::Restore(*snapshot, entropy);
+}
+
+int64_t InProcessUnit::state_writes() const { return fs_->renames(); }
 
 int64_t InProcessUnit::requests_served() const {
   std::lock_guard<std::mutex> lock(mu_);

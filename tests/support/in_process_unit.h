@@ -26,6 +26,14 @@
 //                      (before-persist, after-persist, reencrypt-after-blobs,
 //                      in-set-immediate; crash, hang, drop-connection,
 //                      return-error). An injected crash is Crash().
+//   FailNextStateWrites(n)
+//                      the next n writes of the state file fail (a full
+//                      disk): the unit stops as hsmsim-unit does when it
+//                      cannot persist (Crash()), keeping the previous state.
+//
+// LoadPersisted() is a test's view of the unit's disk: the persisted state
+// restored into a CryptoUnit of its own, whether the unit is up, crashed or
+// hung.
 //
 // Thread-safety: every method may be called from any thread.
 #ifndef HSMSIM_TESTS_SUPPORT_IN_PROCESS_UNIT_H_
@@ -45,6 +53,10 @@
 #include "absl/status/statusor.h"
 #include "host/unit_channel.h"
 #include "hsmsim/v1/unit.pb.h"
+
+namespace hsmsim::firmware {
+class CryptoUnit;
+}  // namespace hsmsim::firmware
 
 namespace hsmsim::testing {
 
@@ -87,6 +99,20 @@ class InProcessUnit final : public host::UnitChannel {
   // INVALID_ARGUMENT (BAD_FAULT) for a bad spec, FAILED_PRECONDITION
   // (UNIT_DOWN) when the unit is crashed.
   absl::Status ArmFault(std::string_view spec);
+
+  // FailNextStateWrites makes the next `n` writes of the unit's state file
+  // fail (0: none). A failed write stops the unit as a failed persist stops
+  // hsmsim-unit: the request gets no answer and Restart() loads the state
+  // saved before it.
+  void FailNextStateWrites(int n);
+
+  // LoadPersisted returns what a restart would bring back: the persisted
+  // state restored into a new CryptoUnit that serves nothing (for checks
+  // that must not go through faults). Returns the loader's error.
+  absl::StatusOr<std::unique_ptr<firmware::CryptoUnit>> LoadPersisted() const;
+  // state_writes counts the unit's completed state file writes: while it
+  // stays the same, LoadPersisted gives the same state.
+  int64_t state_writes() const;
 
   // requests_served counts requests the dispatcher served (any outcome).
   int64_t requests_served() const;
