@@ -863,6 +863,22 @@ class HookBeforeFirstStore final : public Keystore {
   absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid, int64_t limit) override {
     return inner_.PromotePending(target_wkid, limit);
   }
+  absl::Status RecordBlobProblems(const std::vector<BlobProblem>& problems) override {
+    return inner_.RecordBlobProblems(problems);
+  }
+  absl::Status ClearBlobProblems() override { return inner_.ClearBlobProblems(); }
+  absl::StatusOr<std::vector<StoredKey>> ReadProblemKeys(int64_t after_id, size_t limit) override {
+    return inner_.ReadProblemKeys(after_id, limit);
+  }
+  absl::Status SetQuarantined(const std::vector<std::string>& names, bool quarantined) override {
+    return inner_.SetQuarantined(names, quarantined);
+  }
+  absl::StatusOr<std::vector<WkidPairCount>> CountQuarantined() override {
+    return inner_.CountQuarantined();
+  }
+  absl::StatusOr<int64_t> AbandonRotation(std::string_view target_wkid) override {
+    return inner_.AbandonRotation(target_wkid);
+  }
   absl::StatusOr<std::vector<WkidPairCount>> CountByWkid() override { return inner_.CountByWkid(); }
   absl::StatusOr<int64_t> CountKeys() override { return inner_.CountKeys(); }
   absl::StatusOr<std::optional<RotationJournal>> ReadJournal() override {
