@@ -134,8 +134,8 @@ absl::StatusOr<std::vector<PlacedKey>> PlaceKeys(UnitChannel& channel, KeyRoute 
     HSMSIM_ASSIGN_OR_RETURN(wire::ParsedBlob parsed, wire::ParseBlob(AsBytes(blob)));
     PlacedKey key{std::string(parsed.key_id), blob, crypto::AsString(parsed.wkid), "", ""};
     if (route == KeyRoute::kPendingTarget && SameId(key.wkid, plan.source_wkid)) {
-      to_rewrap.push_back(
-          StoredKey{static_cast<int64_t>(out.size()), key.name, key.blob, key.wkid, "", "", "", false});
+      to_rewrap.push_back(StoredKey{static_cast<int64_t>(out.size()), key.name, key.blob, key.wkid,
+                                    "", "", "", false});
     } else if (!SameId(key.wkid, plan.target_wkid)) {
       return Error(absl::StatusCode::kDataLoss, reason::kWrongTargetKey,
                    StrCat("unit ", channel.name(), " made key '", key.name, "' under WKID ",
