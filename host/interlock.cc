@@ -82,6 +82,33 @@ std::string ListRisk(const std::vector<std::pair<std::string, int64_t>>& risk, i
 
 }  // namespace
 
+// CheckCurrentKept refuses clearing a VALID CURRENT register while keys are
+// stored: a unit without CURRENT can neither create keys nor take part in a
+// rotation (every pre-check wants CURRENT VALID), and only a reload of that
+// same key by hand brings it back, so no recover step leads out of it
+// (found by the rotation explorer: set immediate by hand, then mk clrcur).
+static absl::Status CheckCurrentKept(const std::vector<UnitObservation>& before,
+                                     const std::vector<UnitObservation>& after,
+                                     const std::vector<WkidPairCount>& counts) {
+  int64_t stored = 0;
+  for (const WkidPairCount& c : counts) stored += c.count;
+  if (stored == 0) return absl::OkStatus();
+  std::string units;
+  for (size_t i = 0; i < before.size() && i < after.size(); ++i) {
+    if (before[i].info->current_register().state() == v1::REGISTER_VALID &&
+        after[i].info->current_register().state() != v1::REGISTER_VALID) {
+      units += StrCat(units.empty() ? "" : ", ", before[i].unit.name);
+    }
+  }
+  if (units.empty()) return absl::OkStatus();
+  return Error(
+      absl::StatusCode::kFailedPrecondition, reason::kInterlock,
+      StrCat("refused: afterwards ", units, " would have no CURRENT master key while ", stored,
+             " key(s) are stored: such a unit can neither create keys nor take part in a "
+             "rotation, and only reloading that key by hand brings it back. Use --force "
+             "if you accept that outage"));
+}
+
 absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterChange change,
                             const std::vector<WkidPairCount>& counts) {
   std::vector<UnitObservation> after;
@@ -112,7 +139,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
   // that serves them is an outage, refused the same way.
   const auto unusable =
       NewlyAtRisk(KeysAtRisk(counts, UsableWkids(units)), KeysAtRisk(counts, UsableWkids(after)));
-  if (unusable.empty()) return absl::OkStatus();
+  if (unusable.empty()) return CheckCurrentKept(units, after, counts);
   const std::string list = ListRisk(unusable, &total);
   return Error(
       absl::StatusCode::kFailedPrecondition, reason::kInterlock,

@@ -297,6 +297,43 @@ std::string_view OperatorCommandName(OperatorCommand command) {
   return "unknown command";
 }
 
+// CheckEveryUnitCanPromote refuses (NEW_VP_DIFFERS) a set immediate that
+// some answering unit cannot take while others can: a unit whose NEW does
+// not hold the committed key the others hold, and whose CURRENT is not that
+// key already, would keep its CURRENT while the others move on, and key
+// storage would then be split between two master keys (issue 11, input 4;
+// found by the rotation explorer after a mk load lost on one unit).
+static RegisterChangeVerdict CheckEveryUnitCanPromote(
+    const std::vector<const UnitObservation*>& up) {
+  std::string target;
+  for (const UnitObservation* u : up) {
+    const auto& nw = u->info->new_register();
+    if (nw.state() == v1::REGISTER_FULL_COMMITTED) target = nw.verification_pattern();
+  }
+  if (target.empty()) return Allowed();
+  std::vector<std::string> behind;
+  for (const UnitObservation* u : up) {
+    const auto& nw = u->info->new_register();
+    const auto& cur = u->info->current_register();
+    const bool can =
+        nw.state() == v1::REGISTER_FULL_COMMITTED && SameId(nw.verification_pattern(), target);
+    const bool already =
+        cur.state() == v1::REGISTER_VALID && SameId(cur.verification_pattern(), target);
+    if (!can && !already) {
+      behind.push_back(StrCat(u->unit.name, " (NEW ", wire::RegisterStateName(nw.state()), ")"));
+    }
+  }
+  if (behind.empty()) return Allowed();
+  return Refused(reason::kNewVpDiffers,
+                 StrCat("set immediate would promote NEW VP ", ShortId(target),
+                        " on some units but not on ", Join(behind),
+                        ", which do not hold it committed in NEW: the units would end with "
+                        "different CURRENT master keys"),
+                 "Nothing was changed. Load and commit the same parts on those units first "
+                 "(hsmctl mk load --parts ..., hsmctl mk commit, with only those units "
+                 "selected), or clear NEW everywhere (hsmctl mk clrnew)");
+}
+
 bool RotationOpen(const std::optional<RotationJournal>& journal) {
   return journal.has_value() && journal->phase != RotationPhase::kDone;
 }
@@ -315,6 +352,8 @@ RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& 
     RegisterChangeVerdict agree =
         CheckNewRegistersAgree(up, {v1::REGISTER_FULL_COMMITTED}, "", "set immediate");
     if (!agree.allowed()) return agree;
+    RegisterChangeVerdict every = CheckEveryUnitCanPromote(up);
+    if (!every.allowed()) return every;
   }
   if (!RotationOpen(journal)) return Allowed();
   return GuardDuringRotation(Rotation{*journal, up}, change);

@@ -49,12 +49,16 @@ constexpr bool kResidentSizeIsMeaningful = true;
 constexpr size_t kMiB = size_t{1} << 20;
 // What the unit may use above its budget: one frame being parsed (the
 // request's copy next to its read buffer, on the single connection thread),
-// one frame's worth the allocator keeps for reuse (glibc keeps freed heap
-// memory below its trim threshold), and a fixed slack for protobuf and the
-// allocator. Measured: 64 MiB budget, 16 MiB frames: 97 MiB of growth.
+// up to two frames' worth the allocator keeps for reuse, and a fixed slack
+// for protobuf and the allocator. glibc raises its mmap threshold to the
+// size of a freed mmapped block (a frame) and its trim threshold to twice
+// that (mallopt(3), M_MMAP_THRESHOLD "dynamic adjustment"), so up to two
+// frames of freed heap stay resident after the first large frame. Measured:
+// 64 MiB budget, 16 MiB frames: 97 MiB of growth on an idle machine, up to
+// 113 MiB under load (more frames freed before the heap is trimmed).
 constexpr size_t kFixedSlack = 8 * kMiB;
 size_t AllowedGrowth(size_t budget, size_t max_frame) {
-  return budget + 2 * max_frame + kFixedSlack;
+  return budget + 3 * max_frame + kFixedSlack;
 }
 
 class MemoryBudgetTest : public ::testing::Test {

@@ -29,6 +29,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -49,14 +50,14 @@ struct Switches {
   bool setimm_unguarded = false;
   // mk clrcur while a rotation is in progress (register commands that do
   // not know the journal).
-  bool clrcur_during_rotation = false;
+  bool clrcur_during_rotation = true;
   // unit rm while a rotation is in progress: resume and recover promote the
   // selected units only and leave the deselected one behind.
   bool deselect_during_rotation = false;
   // A stored blob damaged (item 2).
-  bool damaged_blob = false;
+  bool damaged_blob = true;
   // The parts of the rotation's target forgotten (item 3).
-  bool lose_parts = false;
+  bool lose_parts = true;
   // A unit's state write that fails (the unit stops, keeping its old state).
   bool state_write_fails = true;
   // --force on register changes (exempts the stranded-key checks).
@@ -94,8 +95,10 @@ enum class ActionId {
   kFailStateWrites,
   kDamageBlob,
   kForgetParts,
-  kHeal,      // ends an episode: bring every unit back, recover --apply to DONE
-  kSabotage,  // tests of the explorer only: clear every CURRENT, unforced
+  kMkRotateAbort,   // mk rotate --abort
+  kKeysQuarantine,  // keys quarantine (every key recorded unreadable)
+  kHeal,            // ends an episode: bring every unit back, recover --apply to DONE
+  kSabotage,        // tests of the explorer only: clear every CURRENT, unforced
 };
 
 // One step: an action and its parameters, drawn from the seed (never from
@@ -120,6 +123,10 @@ struct ExplorerOptions {
   int max_keys = 40;
   int max_episode = 40;  // steps between heal steps, at most
   bool include_sabotage = false;
+  // Called every `progress_every` steps with the steps run so far (may be
+  // empty): a long run shows how far it got.
+  std::function<void(int64_t steps_run, double seconds)> progress;
+  int64_t progress_every = 10'000;
 };
 
 struct Violation {

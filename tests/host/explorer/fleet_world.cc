@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 
 #include "common/check.h"
 #include "common/reasons.h"
@@ -13,8 +14,12 @@
 #include "crypto/key_part.h"
 #include "crypto/verification_pattern.h"
 #include "host/batch_fanout.h"
+#include "host/blob_precheck.h"
+#include "host/interlock.h"
+#include "host/key_creation.h"
 #include "host/key_part_loading.h"
 #include "host/master_key_id.h"
+#include "host/rotation_abort.h"
 #include "host/signed_command.h"
 #include "host/straggler_upgrade.h"
 #include "proto/wire/blob_format.h"
@@ -244,6 +249,24 @@ absl::Status FleetWorld::PerUnit(
   return first;
 }
 
+// OperatorCommandOf maps an interlocked register change to the guard's
+// command (as hsmctl's CommandOf).
+static host::OperatorCommand OperatorCommandOf(host::RegisterChange change) {
+  switch (change) {
+    case host::RegisterChange::kSetImmediate:
+      return host::OperatorCommand::kSetImmediate;
+    case host::RegisterChange::kClearNew:
+      return host::OperatorCommand::kClearNew;
+    case host::RegisterChange::kClearCurrent:
+      return host::OperatorCommand::kClearCurrent;
+    case host::RegisterChange::kClearOld:
+      return host::OperatorCommand::kClearOld;
+    case host::RegisterChange::kZeroize:
+      return host::OperatorCommand::kZeroize;
+  }
+  return host::OperatorCommand::kZeroize;
+}
+
 // --- keys
 
 absl::Status FleetWorld::RecordModelKeys(const std::vector<host::NewKey>& stored) {
@@ -271,49 +294,60 @@ absl::Status FleetWorld::RecordModelKeys(const std::vector<host::NewKey>& stored
 }
 
 absl::Status FleetWorld::KeysCreate(int n) {
-  // RefuseDuringRotation.
-  HSMSIM_ASSIGN_OR_RETURN(auto journal, store_->ReadJournal());
-  if (InProgress(journal)) {
-    return Error(absl::StatusCode::kFailedPrecondition, reason::kRotationInProgress,
-                 "a master key rotation is in progress");
-  }
-  HSMSIM_ASSIGN_OR_RETURN(int64_t existing, store_->CountKeys());
-  std::vector<host::UnitChannel*> channels;
-  for (auto& [u, channel] : SelectedPairs()) channels.push_back(channel);
-  if (channels.empty()) {
-    return Error(absl::StatusCode::kFailedPrecondition, reason::kNoUnitsSelected, "none");
-  }
-  // GenerateKeysInto: one GenerateKeys batch, not sent again elsewhere.
-  host::BatchFanoutOptions options;
-  options.retry_elsewhere = false;
-  options.activity = "key generation";
-  host::BatchFanout fanout(channels, options);
-  bool sent = false;
-  std::vector<host::NewKey> chunk;
-  auto next = [&]() -> absl::StatusOr<std::optional<host::BatchFanout::Batch>> {
-    if (sent) return std::nullopt;
-    sent = true;
-    host::BatchFanout::Batch batch;
-    v1::GenerateKeysRequest* generate = batch.request.mutable_generate_keys();
-    generate->set_algorithm(v1::KEY_ALGORITHM_AES_256);
-    for (int i = 0; i < n; ++i) generate->add_key_ids(StrCat("key-", existing + 1 + i));
-    return batch;
-  };
-  auto handle = [&](size_t, const host::BatchFanout::Batch&, v1::Response& response) {
-    for (const std::string& blob : response.generate_keys().blobs()) {
-      auto parsed = wire::ParseBlob(AsBytes(blob));
-      if (!parsed.ok()) {
-        fanout.Stop(parsed.status());
-        return absl::OkStatus();
-      }
-      chunk.push_back(
-          host::NewKey{std::string(parsed->key_id), blob, crypto::AsString(parsed->wkid)});
+  // hsmctl keys create: host::CreateKeys routes by the journal (keys made
+  // during a rotation get a pending blob under its target).
+  host::KeyCreationSpec spec;
+  spec.count = n;
+  spec.keys_per_request = n;
+  spec.in_flight_per_unit = 1;
+  host::KeyCreationReport report;
+  absl::Status created = host::CreateKeys(*store_, SelectedPairs(), spec, report, {}, {});
+  // Whatever was stored joins the model, also when the run failed.
+  HSMSIM_RETURN_IF_ERROR(RecordUnmodelledKeys());
+  return created;
+}
+
+absl::Status FleetWorld::RecordUnmodelledKeys() {
+  std::set<std::string> known;
+  for (const ModelKey& m : keys_) known.insert(m.name);
+  std::vector<host::NewKey> fresh;
+  int64_t after = 0;
+  for (;;) {
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<host::StoredKey> page, store_->ReadPage(after, 256));
+    if (page.empty()) break;
+    for (const host::StoredKey& k : page) {
+      after = k.id;
+      if (!known.contains(k.name)) fresh.push_back(host::NewKey{k.name, k.blob, k.wkid});
     }
-    return absl::OkStatus();
-  };
-  HSMSIM_RETURN_IF_ERROR(fanout.Run(next, handle));
-  HSMSIM_RETURN_IF_ERROR(store_->AddKeys(chunk));
-  return RecordModelKeys(chunk);
+  }
+  return RecordModelKeys(fresh);
+}
+
+absl::Status FleetWorld::KeysQuarantine() {
+  std::vector<std::string> names;
+  int64_t after = 0;
+  for (;;) {
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<host::StoredKey> page, store_->ReadProblemKeys(after, 256));
+    if (page.empty()) break;
+    for (const host::StoredKey& k : page) {
+      after = k.id;
+      if (!k.quarantined) names.push_back(k.name);
+    }
+  }
+  if (names.empty()) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kKeyNotUnreadable,
+                 "no key is recorded as unreadable");
+  }
+  return store_->SetQuarantined(names, true);
+}
+
+absl::Status FleetWorld::MkRotateAbort() {
+  return host::AbortRotation(*store_, ObserveSelected()).status();
+}
+
+absl::Status FleetWorld::Guard(const host::RequestedChange& change) {
+  HSMSIM_ASSIGN_OR_RETURN(auto journal, store_->ReadJournal());
+  return host::CheckRegisterChange(journal, ObserveSelected(), change).status;
 }
 
 absl::Status FleetWorld::KeysUpgrade() {
@@ -375,6 +409,7 @@ absl::Status FleetWorld::DamageBlob(int index) {
 // --- administrators
 
 absl::Status FleetWorld::AdminAddCarol(SignerSet signers, const HsmctlCrash& crash) {
+  HSMSIM_RETURN_IF_ERROR(Guard(host::RequestedChange::Of(host::OperatorCommand::kAddAdmin)));
   const auto ptrs = Signers(signers);
   return PerUnit(crash, [&](host::UnitChannel& u, const v1::GetInfoResponse& info) {
     for (const auto& a : info.administrators()) {
@@ -388,6 +423,8 @@ absl::Status FleetWorld::AdminAddCarol(SignerSet signers, const HsmctlCrash& cra
 }
 
 absl::Status FleetWorld::AdminRmCarol(SignerSet signers, const HsmctlCrash& crash) {
+  HSMSIM_RETURN_IF_ERROR(
+      Guard(host::RequestedChange::Of(host::OperatorCommand::kRemoveAdmin).WithAdminName("carol")));
   const auto ptrs = Signers(signers);
   return PerUnit(crash, [&](host::UnitChannel& u, const v1::GetInfoResponse& info) {
     for (const auto& a : info.administrators()) {
@@ -419,6 +456,8 @@ absl::Status FleetWorld::MkLoad(int which, SignerSet signers, const HsmctlCrash&
   const auto ptrs = Signers(signers);
   const std::vector<SecretBytes>& parts = key->parts;
   const std::string vp = key->vp;
+  HSMSIM_RETURN_IF_ERROR(
+      Guard(host::RequestedChange::Of(host::OperatorCommand::kLoadNew).WithNewVp(vp)));
   return PerUnit(crash, [&](host::UnitChannel& u, const v1::GetInfoResponse& info) -> absl::Status {
     HSMSIM_ASSIGN_OR_RETURN(v1::GetInfoResponse after,
                             host::LoadKeyPartsOnUnit(u, info, parts, ptrs));
@@ -434,6 +473,8 @@ absl::Status FleetWorld::MkCommit(int quote, SignerSet signers, const HsmctlCras
   std::string vp_flag;
   if (quote == 1) vp_flag = master_keys_.back().vp;
   if (quote == 2) vp_flag = MakeMasterKey().vp;  // a VP no part gives
+  HSMSIM_RETURN_IF_ERROR(
+      Guard(host::RequestedChange::Of(host::OperatorCommand::kCommitNew).WithNewVp(vp_flag)));
   const auto ptrs = Signers(signers);
   return PerUnit(crash, [&](host::UnitChannel& u, const v1::GetInfoResponse& info) -> absl::Status {
     std::string expected = vp_flag;
@@ -450,9 +491,16 @@ absl::Status FleetWorld::MkCommit(int quote, SignerSet signers, const HsmctlCras
 
 absl::Status FleetWorld::RegisterChange(host::RegisterChange change, bool force, SignerSet signers,
                                         const HsmctlCrash& crash) {
+  // RunSimple: quarantined keys hold their master key even with --force;
+  // else the register change guard, then the interlock.
+  HSMSIM_ASSIGN_OR_RETURN(auto quarantined, store_->CountQuarantined());
+  if (!quarantined.empty()) {
+    HSMSIM_RETURN_IF_ERROR(host::CheckQuarantineHold(ObserveSelected(), change, quarantined));
+  }
   if (force) {
     forced_ = true;
   } else {
+    HSMSIM_RETURN_IF_ERROR(Guard(host::RequestedChange::Of(OperatorCommandOf(change))));
     HSMSIM_ASSIGN_OR_RETURN(auto counts, store_->CountByWkid());
     HSMSIM_RETURN_IF_ERROR(host::CheckInterlock(ObserveSelected(), change, counts));
   }
@@ -535,6 +583,22 @@ absl::Status FleetWorld::MkRotate(bool resume, SignerSet signers, const HsmctlCr
           host::WkidOfVp(observed[0].info->new_register().verification_pattern()));
     }
     if (!findings.empty()) return findings[0].status;
+    // PrecheckStoredBlobs: every blob opens before the journal is written.
+    std::vector<host::UnitChannel*> channels;
+    for (auto& [u, channel] : SelectedPairs()) channels.push_back(channel);
+    host::BlobPrecheckOptions blob_options;
+    blob_options.batch_size = 4;
+    blob_options.in_flight_per_unit = 2;
+    HSMSIM_ASSIGN_OR_RETURN(
+        host::BlobPrecheckReport checked,
+        host::PrecheckBlobs(
+            *store_, channels,
+            host::WkidOfVp(observed[0].info->current_register().verification_pattern()),
+            host::WkidOfVp(observed[0].info->new_register().verification_pattern()), blob_options));
+    if (checked.unreadable.count > 0) {
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kKeysUnreadable,
+                   StrCat(checked.unreadable.count, " stored key(s) have blobs no unit can open"));
+    }
     HSMSIM_ASSIGN_OR_RETURN(
         journal, engine->Begin(observed[0].info->current_register().verification_pattern(),
                                observed[0].info->new_register().verification_pattern()));
@@ -570,6 +634,25 @@ absl::StatusOr<RecoverLook> FleetWorld::LookAt(std::vector<host::UnitObservation
     });
   }
   r.decision = host::DecideRecovery(r.journal, r.observed, r.counts, findings);
+  // ReadUnreadableKeys, then NoteUnreadableKeys.
+  host::UnreadableKeys unreadable;
+  int64_t after = 0;
+  for (;;) {
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<host::StoredKey> page, store_->ReadProblemKeys(after, 256));
+    if (page.empty()) break;
+    after = page.back().id;
+    for (const host::StoredKey& k : page) {
+      if (k.quarantined) {
+        ++unreadable.quarantined;
+      } else {
+        ++unreadable.count;
+        if (unreadable.named.size() < host::kMaxNamedFailedKeys) {
+          unreadable.named.push_back(StrCat(k.name, " (", k.problem, ")"));
+        }
+      }
+    }
+  }
+  host::NoteUnreadableKeys(unreadable, r.decision);
   return r;
 }
 
@@ -608,8 +691,11 @@ absl::Status FleetWorld::RecoverApply(int parts, SignerSet signers, const Hsmctl
   if (d.situation == host::RecoverySituation::kNothingToDo) return absl::OkStatus();
   // ApplySafeAction.
   host::RotationJournal journal = look.journal.value_or(host::RotationJournal{});
+  const bool rotating =
+      look.journal.has_value() && look.journal->phase != host::RotationPhase::kDone;
   if (d.situation == host::RecoverySituation::kKeysAtRisk ||
-      d.situation == host::RecoverySituation::kFixAndRotateAgain) {
+      d.situation == host::RecoverySituation::kFixAndRotateAgain ||
+      (d.situation == host::RecoverySituation::kKeysUnreadable && !rotating)) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNothingSafeToApply,
                  StrCat("recover --apply does nothing here: ", d.action));
   }

@@ -32,6 +32,7 @@
 #include "host/interlock.h"
 #include "host/keystore.h"
 #include "host/recovery.h"
+#include "host/register_change_guard.h"
 #include "host/rotation.h"
 #include "tests/support/in_process_unit.h"
 
@@ -98,6 +99,11 @@ class FleetWorld {
   const std::vector<MasterKeyValue>& master_keys() const { return master_keys_; }
   bool forced() const { return forced_; }
   const MasterKeyValue* FindMasterKey(std::string_view vp) const;
+  // PartsOnHand is true when the parts of the key with VP `vp` are known.
+  bool PartsOnHand(std::string_view vp) const {
+    const MasterKeyValue* k = FindMasterKey(vp);
+    return k != nullptr && k->parts_on_hand;
+  }
 
   // --- Operator commands. Each returns what the hsmctl command ends with:
   // OK, or the error it exits with (for per-unit commands, the first unit's
@@ -107,6 +113,11 @@ class FleetWorld {
   absl::Status KeysCreate(int n);
   // keys upgrade (mirrors RunUpgrade).
   absl::Status KeysUpgrade();
+  // keys quarantine NAME...: every key a unit was recorded failing to open
+  // and not yet quarantined (KEY_NOT_UNREADABLE when there is none).
+  absl::Status KeysQuarantine();
+  // mk rotate --abort (host/rotation_abort.h).
+  absl::Status MkRotateAbort();
   // admin add carol / admin rm carol.
   absl::Status AdminAddCarol(SignerSet signers, const HsmctlCrash& crash);
   absl::Status AdminRmCarol(SignerSet signers, const HsmctlCrash& crash);
@@ -118,6 +129,9 @@ class FleetWorld {
   absl::Status MkCommit(int quote, SignerSet signers, const HsmctlCrash& crash);
   // mk setimm | clrnew | clrcur | clrold | zeroize [--force] (mirrors
   // RunSimple: the interlock, then each selected unit).
+  // Guard is hsmctl's register change guard (host/register_change_guard.h)
+  // against the keystore's journal and the selected units.
+  absl::Status Guard(const host::RequestedChange& change);
   absl::Status RegisterChange(host::RegisterChange change, bool force, SignerSet signers,
                               const HsmctlCrash& crash);
   // mk rotate [--resume] (mirrors RunRotate).
@@ -173,6 +187,8 @@ class FleetWorld {
                            const std::vector<std::string>& units, const MasterKeyValue* key,
                            SignerSet signers);
   absl::Status RecordModelKeys(const std::vector<host::NewKey>& stored);
+  // RecordUnmodelledKeys records every stored key the model does not know.
+  absl::Status RecordUnmodelledKeys();
 
   std::string dir_;
   std::unique_ptr<host::Keystore> store_;
