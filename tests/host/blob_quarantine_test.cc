@@ -115,7 +115,8 @@ TEST_F(BlobQuarantineTest, DamagedBlobIsNamedBeforeTheJournalThenQuarantinedAndK
     EXPECT_THAT(clr.err, HasSubstr("1 quarantined key(s)"));
   }
   RunResult st = Hsmctl({"status", "--json", "--long"});
-  for (const json& u : json::parse(st.out)["units"]) {
+  const json status = json::parse(st.out);  // kept alive across the range-for
+  for (const json& u : status["units"]) {
     EXPECT_EQ(u["registers"]["old"]["verification_pattern"].get<std::string>().substr(0, 32),
               source_wkid);
   }
