@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "absl/strings/str_join.h"
 #include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
@@ -10,15 +11,7 @@
 #include "host/master_key_id.h"
 
 namespace hsmsim::host {
-namespace {
-
-std::string Join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) out += StrCat(out.empty() ? "" : ", ", s);
-  return out;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 std::string_view RecoverySituationName(RecoverySituation s) {
   switch (s) {
@@ -82,7 +75,7 @@ namespace {
 bool DecideFleetBlocked(RecoveryDecision& d) {
   if (!d.unreachable_units.empty()) {
     d.situation = RecoverySituation::kFixAndRotateAgain;
-    d.observed = StrCat("unit(s) ", Join(d.unreachable_units), " do not answer");
+    d.observed = StrCat("unit(s) ", absl::StrJoin(d.unreachable_units, ", "), " do not answer");
     d.action =
         "Nothing can be judged safely yet. Fix the cause (start the unit: hsmctl fleet "
         "restart NAME, or fix its address), then run hsmctl recover again.";
@@ -120,11 +113,12 @@ bool DecideUnknownUnits(const std::vector<UnitObservation>& units, RecoveryDecis
   }
   if (unknown.empty()) return false;
   d.situation = RecoverySituation::kFixAndRotateAgain;
-  d.observed = StrCat("unit(s) ", Join(unknown),
+  d.observed = StrCat("unit(s) ", absl::StrJoin(unknown, ", "),
                       " answer with another unit id than fleet.json pins: not the unit(s) the "
                       "fleet knows (started blank where their state was?)");
   d.action = StrCat(
-      "Nothing can be judged safely yet. Restore the state directory of ", Join(unknown),
+      "Nothing can be judged safely yet. Restore the state directory of ",
+      absl::StrJoin(unknown, ", "),
       " and restart it (hsmctl fleet restart NAME), or replace it on purpose (hsmctl fleet "
       "restart NAME --new-unit, or hsmctl unit replace NAME) and set the new unit up like the "
       "others (administrators, thresholds); then run hsmctl recover again.");
@@ -144,11 +138,12 @@ bool DecideBlankUnits(const RotationJournal& journal, const std::vector<UnitObse
   }
   if (blank.empty()) return false;
   d.situation = RecoverySituation::kFixAndRotateAgain;
-  d.observed = StrCat("rotation ", RotationPhaseName(journal.phase), "; unit(s) ", Join(blank),
+  d.observed = StrCat("rotation ", RotationPhaseName(journal.phase), "; unit(s) ",
+                      absl::StrJoin(blank, ", "),
                       " are in imprint mode (a new unit: no administrators, no master keys), so "
                       "they cannot accept key parts");
   d.action = StrCat(
-      "Set up ", Join(blank),
+      "Set up ", absl::StrJoin(blank, ", "),
       " like the other units first: hsmctl admin add (the same administrators), then hsmctl "
       "thresholds set (signed) to leave imprint mode. Then run hsmctl recover again: it names "
       "the key parts to reload on them.");
@@ -190,10 +185,10 @@ void DecideInProgress(const RotationJournal& journal, const std::vector<UnitObse
   d.abort_possible = d.units_promoted.empty() && journal.phase != RotationPhase::kFinalizing;
   if (!d.units_to_reload.empty()) {
     d.situation = RecoverySituation::kReloadNewRegister;
-    d.observed =
-        StrCat("rotation ", RotationPhaseName(journal.phase), "; unit(s) ", Join(d.units_to_reload),
-               " no longer hold the target key in NEW (lost or different)");
-    d.action = StrCat("Do not promote ", Join(d.units_to_reload),
+    d.observed = StrCat("rotation ", RotationPhaseName(journal.phase), "; unit(s) ",
+                        absl::StrJoin(d.units_to_reload, ", "),
+                        " no longer hold the target key in NEW (lost or different)");
+    d.action = StrCat("Do not promote ", absl::StrJoin(d.units_to_reload, ", "),
                       ". Reload the same key parts on them first: hsmctl recover --apply "
                       "--parts F1,F2[,F3] --sign ... (it checks the parts give the target VP "
                       "before loading), then the rotation continues.");
@@ -234,9 +229,9 @@ void DecideInProgress(const RotationJournal& journal, const std::vector<UnitObse
         "prepared for the new master key.";
   } else {
     d.situation = RecoverySituation::kSetImmediateRest;
-    d.observed = StrCat("re-encryption finished; unit(s) ", Join(d.units_promoted),
-                        " already promoted, ", Join(d.units_to_promote), " not yet");
-    d.action = StrCat("Set immediate on ", Join(d.units_to_promote),
+    d.observed = StrCat("re-encryption finished; unit(s) ", absl::StrJoin(d.units_promoted, ", "),
+                        " already promoted, ", absl::StrJoin(d.units_to_promote, ", "), " not yet");
+    d.action = StrCat("Set immediate on ", absl::StrJoin(d.units_to_promote, ", "),
                       " only (hsmctl recover --apply); the promoted units are left as they are.");
   }
 }
@@ -272,7 +267,7 @@ void NoteUnreadableKeys(const UnreadableKeys& keys, RecoveryDecision& d) {
                          " key(s) are quarantined and keep their blobs (hsmctl keys list)");
   }
   if (keys.count == 0) return;
-  std::string list = Join(keys.named);
+  std::string list = absl::StrJoin(keys.named, ", ");
   if (keys.count > static_cast<int64_t>(keys.named.size())) list += ", ...";
   const std::string what =
       StrCat(keys.count, " stored key(s) have blobs no unit could open or re-encrypt (", list, ")");
@@ -292,6 +287,27 @@ void NoteUnreadableKeys(const UnreadableKeys& keys, RecoveryDecision& d) {
       rotating ? "hsmctl recover --apply (or mk rotate --resume) finishes the rotation for "
                  "the rest."
                : "hsmctl mk rotate.");
+}
+
+absl::StatusOr<UnreadableKeys> ReadUnreadableKeys(Keystore& store) {
+  UnreadableKeys keys;
+  int64_t after = 0;
+  while (true) {
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<StoredKey> page, store.ReadProblemKeys(after, 1000));
+    if (page.empty()) break;
+    after = page.back().id;
+    for (const StoredKey& k : page) {
+      if (k.quarantined) {
+        ++keys.quarantined;
+        continue;
+      }
+      ++keys.count;
+      if (keys.named.size() < kMaxNamedFailedKeys) {
+        keys.named.push_back(StrCat(k.name, " (", k.problem, ")"));
+      }
+    }
+  }
+  return keys;
 }
 
 }  // namespace hsmsim::host

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "host/keystore.h"
 #include "host/rotation.h"
 
@@ -77,6 +78,12 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
 // blobs, or quarantine them), since running it again cannot succeed. Every
 // other situation is left as it is, with the keys listed.
 void NoteUnreadableKeys(const UnreadableKeys& keys, RecoveryDecision& d);
+
+// ReadUnreadableKeys pages through Keystore::ReadProblemKeys: the keys a
+// unit could not open and that are not quarantined (counted, the first
+// kMaxNamedFailedKeys named "NAME (REASON)"), and the quarantined ones
+// (counted). Returns the keystore's error.
+absl::StatusOr<UnreadableKeys> ReadUnreadableKeys(Keystore& store);
 
 // HeldWkids returns the WKIDs (16 bytes) held by reachable units in any
 // register holding a whole key.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "absl/strings/str_join.h"
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -11,12 +12,6 @@
 
 namespace hsmsim::host {
 namespace {
-
-std::string Join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) out += StrCat(out.empty() ? "" : ", ", s);
-  return out;
-}
 
 RegisterChangeVerdict Allowed() { return RegisterChangeVerdict{absl::OkStatus(), ""}; }
 
@@ -62,19 +57,21 @@ RegisterChangeVerdict CheckNewRegistersAgree(const std::vector<const UnitObserva
     }
   }
   if (differ) {
-    return Refused(reason::kNewVpDiffers,
-                   StrCat("the selected units hold different keys in NEW (", Join(listed), "); ",
-                          what, " would give units different master keys"),
-                   "Nothing was changed. Clear NEW on the units holding the wrong key and load "
-                   "the custodians' parts there (hsmctl mk clrnew, then hsmctl mk load --parts "
-                   "..., with only those units selected)");
+    return Refused(
+        reason::kNewVpDiffers,
+        StrCat("the selected units hold different keys in NEW (", absl::StrJoin(listed, ", "),
+               "); ", what, " would give units different master keys"),
+        "Nothing was changed. Clear NEW on the units holding the wrong key and load "
+        "the custodians' parts there (hsmctl mk clrnew, then hsmctl mk load --parts "
+        "..., with only those units selected)");
   }
   if (!differing.empty()) {
-    return Refused(reason::kVpMismatch,
-                   StrCat("unit(s) ", Join(differing), " hold another key than the VP ",
-                          ShortId(quoted), " the custodians' parts give"),
-                   "Nothing was changed. Someone loaded another key: clear NEW there (hsmctl mk "
-                   "clrnew) and load the custodians' parts again (hsmctl mk load --parts ...)");
+    return Refused(
+        reason::kVpMismatch,
+        StrCat("unit(s) ", absl::StrJoin(differing, ", "), " hold another key than the VP ",
+               ShortId(quoted), " the custodians' parts give"),
+        "Nothing was changed. Someone loaded another key: clear NEW there (hsmctl mk "
+        "clrnew) and load the custodians' parts again (hsmctl mk load --parts ...)");
   }
   return Allowed();
 }
@@ -128,10 +125,11 @@ RegisterChangeVerdict GuardSetImmediate(const Rotation& r) {
            !SameId(u.info->new_register().verification_pattern(), r.journal.target_vp);
   });
   if (!other_key.empty()) {
-    return Refused(reason::kWouldWedgeRotation,
-                   StrCat("unit(s) ", Join(other_key), " hold another key than the target of ",
-                          r.Name(), " in NEW; set immediate would make it their CURRENT"),
-                   StrCat("Nothing was changed. ", r.FinishOrAbort()));
+    return Refused(
+        reason::kWouldWedgeRotation,
+        StrCat("unit(s) ", absl::StrJoin(other_key, ", "), " hold another key than the target of ",
+               r.Name(), " in NEW; set immediate would make it their CURRENT"),
+        StrCat("Nothing was changed. ", r.FinishOrAbort()));
   }
   if (r.journal.phase != RotationPhase::kReencrypting) return Allowed();
   const std::vector<std::string> would_promote = UnitsWhere(r.up, committed);
@@ -139,7 +137,7 @@ RegisterChangeVerdict GuardSetImmediate(const Rotation& r) {
   return Refused(
       reason::kWouldWedgeRotation,
       StrCat(r.Name(), " has re-encrypted ", r.journal.keys_done, " of ", r.journal.keys_total,
-             " key(s); set immediate on ", Join(would_promote),
+             " key(s); set immediate on ", absl::StrJoin(would_promote, ", "),
              " now would put the keys not yet re-encrypted under OLD"),
       "Nothing was changed. Finish re-encryption: hsmctl mk rotate --resume --sign ... (or hsmctl "
       "recover --apply), which sets immediate on every unit once key storage is ready");
@@ -152,11 +150,12 @@ RegisterChangeVerdict GuardClearNew(const Rotation& r) {
            SameId(u.info->new_register().verification_pattern(), r.journal.target_vp);
   });
   if (holding.empty()) return Allowed();
-  return Refused(reason::kWouldWedgeRotation,
-                 StrCat("unit(s) ", Join(holding), " hold the target key of ", r.Name(),
-                        " in NEW and are not promoted; clearing it would need the "
-                        "custodians' key parts again"),
-                 StrCat("Nothing was changed. ", r.FinishOrAbort()));
+  return Refused(
+      reason::kWouldWedgeRotation,
+      StrCat("unit(s) ", absl::StrJoin(holding, ", "), " hold the target key of ", r.Name(),
+             " in NEW and are not promoted; clearing it would need the "
+             "custodians' key parts again"),
+      StrCat("Nothing was changed. ", r.FinishOrAbort()));
 }
 
 // GuardClearRegister refuses to clear CURRENT or OLD (or zeroize) on a unit
@@ -173,8 +172,8 @@ RegisterChangeVerdict GuardClearRegister(const Rotation& r, std::string_view wha
   });
   if (holding.empty()) return Allowed();
   return Refused(reason::kWouldWedgeRotation,
-                 StrCat(what, " on ", Join(holding), " would remove a key of ", r.Name(),
-                        " that key storage still needs"),
+                 StrCat(what, " on ", absl::StrJoin(holding, ", "), " would remove a key of ",
+                        r.Name(), " that key storage still needs"),
                  StrCat("Nothing was changed. ", r.FinishOrAbort()));
 }
 
@@ -326,7 +325,7 @@ static RegisterChangeVerdict CheckEveryUnitCanPromote(
   if (behind.empty()) return Allowed();
   return Refused(reason::kNewVpDiffers,
                  StrCat("set immediate would promote NEW VP ", ShortId(target),
-                        " on some units but not on ", Join(behind),
+                        " on some units but not on ", absl::StrJoin(behind, ", "),
                         ", which do not hold it committed in NEW: the units would end with "
                         "different CURRENT master keys"),
                  "Nothing was changed. Load and commit the same parts on those units first "

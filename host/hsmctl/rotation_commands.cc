@@ -10,8 +10,8 @@
 #include "crypto/entropy.h"
 #include "crypto/key_part.h"
 #include "crypto/verification_pattern.h"
-#include "host/hsmctl/key_sources.h"
 #include "host/blob_precheck.h"
+#include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/hsmctl/rotation_report.h"
 #include "host/interlock.h"
@@ -300,29 +300,6 @@ std::vector<host::Finding> RecoverPrechecks(Session& s,
   return findings;
 }
 
-// ReadUnreadableKeys reads the keys the keystore recorded as unreadable
-// (counted, the first few named) and counts the quarantined ones.
-absl::StatusOr<host::UnreadableKeys> ReadUnreadableKeys(host::Keystore& store) {
-  host::UnreadableKeys keys;
-  int64_t after = 0;
-  while (true) {
-    HSMSIM_ASSIGN_OR_RETURN(std::vector<host::StoredKey> page, store.ReadProblemKeys(after, 1000));
-    if (page.empty()) break;
-    after = page.back().id;
-    for (const host::StoredKey& k : page) {
-      if (k.quarantined) {
-        ++keys.quarantined;
-        continue;
-      }
-      ++keys.count;
-      if (keys.named.size() < host::kMaxNamedFailedKeys) {
-        keys.named.push_back(StrCat(k.name, " (", k.problem, ")"));
-      }
-    }
-  }
-  return keys;
-}
-
 // LookAtFleet reads the journal, the keystore's counts and every unit, and
 // decides the safe action. Returns the keystore's error otherwise.
 absl::Status LookAtFleet(Session& s, RecoverReport& r) {
@@ -334,7 +311,7 @@ absl::Status LookAtFleet(Session& s, RecoverReport& r) {
     findings = RecoverPrechecks(s, r.observed);
   }
   r.decision = host::DecideRecovery(r.journal, r.observed, r.counts, findings);
-  HSMSIM_ASSIGN_OR_RETURN(host::UnreadableKeys unreadable, ReadUnreadableKeys(*s.store));
+  HSMSIM_ASSIGN_OR_RETURN(host::UnreadableKeys unreadable, host::ReadUnreadableKeys(*s.store));
   host::NoteUnreadableKeys(unreadable, r.decision);
   return absl::OkStatus();
 }

@@ -634,24 +634,7 @@ absl::StatusOr<RecoverLook> FleetWorld::LookAt(std::vector<host::UnitObservation
     });
   }
   r.decision = host::DecideRecovery(r.journal, r.observed, r.counts, findings);
-  // ReadUnreadableKeys, then NoteUnreadableKeys.
-  host::UnreadableKeys unreadable;
-  int64_t after = 0;
-  for (;;) {
-    HSMSIM_ASSIGN_OR_RETURN(std::vector<host::StoredKey> page, store_->ReadProblemKeys(after, 256));
-    if (page.empty()) break;
-    after = page.back().id;
-    for (const host::StoredKey& k : page) {
-      if (k.quarantined) {
-        ++unreadable.quarantined;
-      } else {
-        ++unreadable.count;
-        if (unreadable.named.size() < host::kMaxNamedFailedKeys) {
-          unreadable.named.push_back(StrCat(k.name, " (", k.problem, ")"));
-        }
-      }
-    }
-  }
+  HSMSIM_ASSIGN_OR_RETURN(host::UnreadableKeys unreadable, host::ReadUnreadableKeys(*store_));
   host::NoteUnreadableKeys(unreadable, r.decision);
   return r;
 }
