@@ -25,6 +25,8 @@ std::string_view RecoverySituationName(RecoverySituation s) {
       return "SET_IMMEDIATE_ALL";
     case RecoverySituation::kSetImmediateRest:
       return "SET_IMMEDIATE_REST";
+    case RecoverySituation::kSetImmediateUnfinished:
+      return "SET_IMMEDIATE_UNFINISHED";
     case RecoverySituation::kReloadNewRegister:
       return "RELOAD_NEW_REGISTER";
     case RecoverySituation::kFinalizeKeystore:
@@ -150,6 +152,91 @@ bool DecideBlankUnits(const RotationJournal& journal, const std::vector<UnitObse
   return true;
 }
 
+// DecideSplitCurrent decides, with no rotation in progress, when the units'
+// CURRENT registers hold different master keys (issue 11, input 4: a mk
+// setimm that reached some units only). In the shape FindSplitCurrent
+// recognizes, recover --apply journals a rotation from the split's source to
+// its target and finishes it; in any other shape nothing can be judged by
+// hsmctl. Returns false when every CURRENT agrees.
+bool DecideSplitCurrent(const std::vector<UnitObservation>& units,
+                        const std::vector<WkidPairCount>& counts, RecoveryDecision& d) {
+  const std::optional<SplitCurrent> split = FindSplitCurrent(units);
+  if (!split.has_value()) return false;
+  const std::string listed = absl::StrJoin(split->units, ", ");
+  std::vector<std::string> other;
+  if (split->recognized()) {
+    for (const UnitObservation& u : units) {
+      switch (ClassifyUnit(u, split->source_vp, split->target_vp)) {
+        case UnitRotationState::kReady:
+          d.units_to_promote.push_back(u.unit.name);
+          break;
+        case UnitRotationState::kPromoted:
+          d.units_promoted.push_back(u.unit.name);
+          break;
+        case UnitRotationState::kNewLost:
+          d.units_to_reload.push_back(u.unit.name);
+          break;
+        default:
+          other.push_back(u.unit.name);
+          break;
+      }
+    }
+  }
+  if (!split->recognized() || !other.empty()) {
+    d.situation = RecoverySituation::kFixAndRotateAgain;
+    d.observed = StrCat(
+        "no rotation in progress, but the units' CURRENT registers hold different "
+        "master keys (",
+        listed, ")",
+        other.empty()
+            ? std::string()
+            : StrCat("; ", absl::StrJoin(other, ", "), " hold neither key in a VALID CURRENT"));
+    d.action =
+        "hsmctl cannot tell which key is the fleet's. Find the key the stored keys are under "
+        "(hsmctl keys list, hsmctl status), load its parts into NEW on the other units and set "
+        "immediate there (with only those units selected); then run hsmctl recover again.";
+    return true;
+  }
+  // Keys under a third master key (the OLD of the units not yet promoted,
+  // say) would be left under a key no unit holds once every unit promoted.
+  const std::vector<Finding> third =
+      PrecheckKeystore(counts, WkidOfVp(split->source_vp), WkidOfVp(split->target_vp));
+  if (!third.empty()) {
+    d.situation = RecoverySituation::kFixAndRotateAgain;
+    d.observed = StrCat("no rotation journaled, but a set immediate from ",
+                        ShortId(split->source_vp), " to ", ShortId(split->target_vp),
+                        " did not finish (", listed, "); ", third[0].status.message());
+    d.action = StrCat(
+        "Finishing it now would leave those keys under a master key no unit holds. Re-encrypt "
+        "them first on the units that hold their key in OLD and ",
+        ShortId(split->source_vp),
+        " in CURRENT (select only those units, hsmctl keys upgrade), select every unit again "
+        "(hsmctl unit add NAME), then run hsmctl recover again.");
+    return true;
+  }
+  d.situation = RecoverySituation::kSetImmediateUnfinished;
+  d.source_vp = split->source_vp;
+  d.target_vp = split->target_vp;
+  const std::string s = ShortId(split->source_vp);
+  const std::string t = ShortId(split->target_vp);
+  std::vector<std::string> behind = d.units_to_promote;
+  behind.insert(behind.end(), d.units_to_reload.begin(), d.units_to_reload.end());
+  d.observed =
+      StrCat("no rotation journaled, but a set immediate from ", s, " to ", t,
+             " did not finish: unit(s) ", absl::StrJoin(d.units_promoted, ", "), " promoted ", t,
+             ", unit(s) ", absl::StrJoin(behind, ", "), " still CURRENT ", s);
+  d.action = StrCat(
+      "Run hsmctl recover --apply --sign ...: it journals this as a rotation from ", s, " to ", t,
+      " and finishes it (re-encrypts key storage on the units not yet promoted, sets immediate "
+      "on them, finalizes the keystore).");
+  if (!d.units_to_reload.empty()) {
+    d.action += StrCat(" Unit(s) ", absl::StrJoin(d.units_to_reload, ", "), " no longer hold ", t,
+                       " committed in NEW: pass its key parts (--parts F1,F2[,F3]) to reload it "
+                       "there first.");
+  }
+  return true;
+}
+
 // DecideIdle decides with no rotation in progress: the pre-check findings
 // say whether anything needs fixing.
 void DecideIdle(const std::vector<Finding>& findings, RecoveryDecision& d) {
@@ -169,6 +256,8 @@ void DecideIdle(const std::vector<Finding>& findings, RecoveryDecision& d) {
 // unit's place in it (every unit answered).
 void DecideInProgress(const RotationJournal& journal, const std::vector<UnitObservation>& units,
                       RecoveryDecision& d) {
+  d.source_vp = journal.source_vp;
+  d.target_vp = journal.target_vp;
   for (const UnitObservation& u : units) {
     switch (ClassifyUnit(u, journal.source_vp, journal.target_vp)) {
       case UnitRotationState::kReady:
@@ -252,7 +341,7 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
   if (journal.has_value() && journal->phase != RotationPhase::kDone) {
     if (DecideBlankUnits(*journal, units, d)) return d;
     DecideInProgress(*journal, units, d);
-  } else {
+  } else if (!DecideSplitCurrent(units, counts, d)) {
     DecideIdle(findings, d);
   }
   return d;

@@ -24,6 +24,7 @@ enum class RecoverySituation {
   kReencryptionUnfinished,  // run rotate again; it skips blobs already under NEW
   kSetImmediateAll,         // re-encryption finished; promote every unit
   kSetImmediateRest,        // some units already promoted; promote the rest only
+  kSetImmediateUnfinished,  // no rotation journaled, but a set immediate reached some units only
   kReloadNewRegister,       // a unit's NEW was lost or differs: reload the same parts first
   kFinalizeKeystore,        // every unit promoted; finalize the keystore
   kKeysAtRisk,              // keys under a WKID no unit holds: stop, clear nothing
@@ -41,6 +42,11 @@ struct RecoveryDecision {
   std::vector<std::string> units_promoted;
   std::vector<std::string> units_to_reload;
   std::vector<std::string> unreachable_units;
+  // The rotation's source and target VPs (32 bytes each): the journal's, or
+  // for SET_IMMEDIATE_UNFINISHED the keys of the unfinished set immediate
+  // (FindSplitCurrent), which recover --apply journals as a rotation.
+  std::string source_vp;
+  std::string target_vp;
   // True when a rotation is open and no unit has promoted its target: the
   // rotation may be abandoned (hsmctl mk rotate --abort, host/rotation_abort.h).
   bool abort_possible = false;
@@ -65,7 +71,11 @@ struct UnreadableKeys {
 // rotation was ever journaled), every selected unit's observation, the
 // keystore's key counts per (WKID, pending WKID), and `findings`: the
 // rotation pre-check's findings when no rotation is in progress (they make
-// kFixAndRotateAgain), empty otherwise.
+// kFixAndRotateAgain), empty otherwise. With no rotation in progress and
+// the units' CURRENT registers split the way an unfinished set immediate
+// leaves them (FindSplitCurrent), the situation is SET_IMMEDIATE_UNFINISHED:
+// recover --apply journals a rotation from the split's source to its target
+// and finishes it.
 RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
                                 const std::vector<UnitObservation>& units,
                                 const std::vector<WkidPairCount>& counts,

@@ -90,6 +90,9 @@ std::vector<std::string> UnitsWhere(const std::vector<const UnitObservation*>& u
 struct Rotation {
   const RotationJournal& journal;
   const std::vector<const UnitObservation*>& up;
+  // True for the set immediate that reached some units only, outside a
+  // journaled rotation (FindSplitCurrent): `journal` is made up for it.
+  bool unjournaled = false;
 
   UnitRotationState StateOf(const UnitObservation& u) const {
     return ClassifyUnit(u, journal.source_vp, journal.target_vp);
@@ -100,12 +103,20 @@ struct Rotation {
     });
   }
   std::string Name() const {
+    if (unjournaled) {
+      return StrCat("the set immediate from ", ShortId(journal.source_vp), " to ",
+                    ShortId(journal.target_vp), " that reached some units only");
+    }
     return StrCat("the rotation from ", ShortId(journal.source_vp), " to ",
                   ShortId(journal.target_vp), " (journal phase ", RotationPhaseName(journal.phase),
                   ")");
   }
   // FinishOrAbort: the advice when the change has to wait for the rotation.
   std::string FinishOrAbort() const {
+    if (unjournaled) {
+      return "Finish it first: hsmctl recover --apply --sign ... (hsmctl recover shows what it "
+             "does)";
+    }
     std::string advice =
         "Finish the rotation first (hsmctl recover shows the safe action, hsmctl recover "
         "--apply performs it)";
@@ -354,8 +365,35 @@ RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& 
     RegisterChangeVerdict every = CheckEveryUnitCanPromote(up);
     if (!every.allowed()) return every;
   }
-  if (!RotationOpen(journal)) return Allowed();
-  return GuardDuringRotation(Rotation{*journal, up}, change);
+  if (RotationOpen(journal)) return GuardDuringRotation(Rotation{*journal, up}, change);
+  // With no rotation open, units split by a set immediate that reached some
+  // of them only are guarded as if the rotation from the split's source to
+  // its target were journaled and re-encrypted: only what finishes it goes.
+  const std::optional<SplitCurrent> split = FindSplitCurrent(units);
+  if (!split.has_value() || !split->recognized()) return Allowed();
+  RotationJournal unjournaled;
+  unjournaled.phase = RotationPhase::kReencrypted;
+  unjournaled.source_vp = split->source_vp;
+  unjournaled.target_vp = split->target_vp;
+  return GuardDuringRotation(Rotation{unjournaled, up, true}, change);
+}
+
+RegisterChangeVerdict CheckSelection(const FleetManifest& manifest, const RequestedChange& change) {
+  if (change.command != OperatorCommand::kSetImmediate) return Allowed();
+  std::vector<std::string> left_out;
+  for (const FleetUnit& u : manifest.units) {
+    if (!u.selected) left_out.push_back(u.name);
+  }
+  if (left_out.empty()) return Allowed();
+  return Refused(
+      reason::kUnitNotSelected,
+      StrCat("mk setimm changes the fleet's CURRENT master key, but unit(s) ",
+             absl::StrJoin(left_out, ", "),
+             " are not selected: they would keep their CURRENT while the selected "
+             "units move on"),
+      StrCat("Nothing was changed. Select every unit first (hsmctl unit add ", left_out[0],
+             "); units that already hold the new key in CURRENT report "
+             "\"already\""));
 }
 
 }  // namespace hsmsim::host

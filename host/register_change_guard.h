@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "host/fleet_manifest.h"
 #include "host/keystore.h"
 #include "host/rotation.h"
 
@@ -104,9 +105,13 @@ bool RotationOpen(const std::optional<RotationJournal>& journal);
 // the command either and is left out), is allowed given the rotation
 // `journal` (std::nullopt when the fleet has no keystore or never rotated).
 // The rules, per command, are the table in docs/rotation.md:
-//  - with no open rotation, only mk commit and mk setimm are judged: they
-//    are refused (NEW_VP_DIFFERS) when the units' NEW registers hold
-//    different keys;
+//  - mk commit and mk setimm are refused (NEW_VP_DIFFERS) when the units'
+//    NEW registers hold different keys, and mk setimm also when some unit
+//    could not take it while others would;
+//  - with no open rotation but the units' CURRENT registers split by a set
+//    immediate that reached some units only (FindSplitCurrent, recognized),
+//    every change is judged as during a rotation from the split's source to
+//    its target whose re-encryption is done: only what finishes it goes;
 //  - with an open rotation from S to T, any change after which the rotation
 //    could not finish (or abort) is refused (WOULD_WEDGE_ROTATION), with
 //    the command that does the job safely.
@@ -115,6 +120,15 @@ bool RotationOpen(const std::optional<RotationJournal>& journal);
 RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& journal,
                                           const std::vector<UnitObservation>& units,
                                           const RequestedChange& change);
+
+// CheckSelection refuses (UNIT_NOT_SELECTED) a mk setimm while some unit of
+// `manifest` (fleet.json) is not selected: set immediate changes the fleet's
+// CURRENT master key, and a unit left out would keep its CURRENT while the
+// others move on (key storage split between two master keys; found by the
+// rotation explorer: hsmctl unit rm, then mk setimm). Units already promoted
+// report "already", so selecting every unit is always safe. Every other
+// command is allowed.
+RegisterChangeVerdict CheckSelection(const FleetManifest& manifest, const RequestedChange& change);
 
 }  // namespace hsmsim::host
 

@@ -71,6 +71,43 @@ UnitRotationState ClassifyUnit(const UnitObservation& unit, std::string_view sou
   return UnitRotationState::kNewLost;
 }
 
+std::optional<SplitCurrent> FindSplitCurrent(const std::vector<UnitObservation>& units) {
+  SplitCurrent split;
+  std::vector<std::string> keys;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok()) continue;
+    const auto& cur = u.info->current_register();
+    if (cur.state() != v1::REGISTER_VALID) continue;
+    const std::string& vp = cur.verification_pattern();
+    split.units.push_back(StrCat(u.unit.name, " CURRENT VP ", ShortId(vp)));
+    if (std::none_of(keys.begin(), keys.end(),
+                     [&](const std::string& k) { return SameId(k, vp); })) {
+      keys.push_back(vp);
+    }
+  }
+  if (keys.size() < 2) return std::nullopt;
+  if (keys.size() > 2) return split;
+  // shows(a, b): some unit shows a set immediate from a to b.
+  auto shows = [&](const std::string& a, const std::string& b) {
+    return std::any_of(units.begin(), units.end(), [&](const UnitObservation& u) {
+      if (!u.info.ok()) return false;
+      const auto& cur = u.info->current_register();
+      const auto& old = u.info->old_register();
+      const auto& nw = u.info->new_register();
+      return (SameId(cur.verification_pattern(), b) && old.state() == v1::REGISTER_VALID &&
+              SameId(old.verification_pattern(), a)) ||
+             (SameId(cur.verification_pattern(), a) && nw.state() == v1::REGISTER_FULL_COMMITTED &&
+              SameId(nw.verification_pattern(), b));
+    });
+  };
+  const bool forward = shows(keys[0], keys[1]);
+  const bool backward = shows(keys[1], keys[0]);
+  if (forward == backward) return split;
+  split.source_vp = forward ? keys[0] : keys[1];
+  split.target_vp = forward ? keys[1] : keys[0];
+  return split;
+}
+
 std::vector<UnitObservation> Observe(const FleetManifest& manifest,
                                      const std::vector<UnitChannel*>& clients) {
   std::vector<UnitObservation> out;

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,29 @@ enum class UnitRotationState {
 std::string_view UnitRotationStateName(UnitRotationState state);
 UnitRotationState ClassifyUnit(const UnitObservation& unit, std::string_view source_vp,
                                std::string_view target_vp);
+
+// SplitCurrent describes answering units whose VALID CURRENT registers hold
+// different master keys. In the shape an unfinished set immediate leaves
+// (outside a journaled rotation: a mk setimm that reached some units only),
+// `source_vp` is the key the units not yet promoted hold in CURRENT and
+// `target_vp` the key the promoted ones do (32-byte VPs). Both are empty
+// when the split has another shape (three keys or more, or no unit shows
+// which way the set immediate went).
+struct SplitCurrent {
+  std::string source_vp;
+  std::string target_vp;
+  // "NAME CURRENT VP <short>" per answering unit with a VALID CURRENT.
+  std::vector<std::string> units;
+
+  bool recognized() const { return !target_vp.empty(); }
+};
+
+// FindSplitCurrent returns std::nullopt when every answering unit's VALID
+// CURRENT holds the same key (or none is VALID). Otherwise it returns the
+// split; it is recognized when the CURRENT registers hold exactly two keys
+// S and T and some unit shows the direction S -> T (CURRENT T with OLD S,
+// or CURRENT S with T committed in NEW) and none shows T -> S.
+std::optional<SplitCurrent> FindSplitCurrent(const std::vector<UnitObservation>& units);
 
 struct RotationProgress {
   int64_t done = 0;

@@ -190,8 +190,11 @@ int RunFleetStatus(Invocation& inv) {
   return ReportOutcomes(inv, "fleet status", outcomes, json{{"instance", manifest->instance}});
 }
 
-int RunUnitRm(Invocation& inv, const std::string& name) {
+// RunUnitSelect sets unit NAME's `selected` in fleet.json (unit add: true,
+// unit rm: false). A unit already in that state reports "already", exit 0.
+int RunUnitSelect(Invocation& inv, const std::string& name, bool selected) {
   const std::string dir = FleetDir(inv);
+  const char* command = selected ? "unit add" : "unit rm";
   auto manifest = host::LoadFleetManifest(dir);
   if (!manifest.ok()) return Fail(inv, manifest.status());
   host::FleetUnit* unit = manifest->FindUnit(name);
@@ -199,13 +202,23 @@ int RunUnitRm(Invocation& inv, const std::string& name) {
     return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
                            StrCat("the fleet ", dir, " has no unit '", name, "'")));
   }
-  unit->selected = false;
-  absl::Status saved = host::SaveFleetManifest(dir, *manifest);
-  if (!saved.ok()) return Fail(inv, saved);
+  const bool already = unit->selected == selected;
+  if (!already) {
+    unit->selected = selected;
+    absl::Status saved = host::SaveFleetManifest(dir, *manifest);
+    if (!saved.ok()) return Fail(inv, saved);
+  }
   if (inv.json) {
-    std::cout << json{{"command", "unit rm"}, {"ok", true}, {"unit", name}}.dump(2) << "\n";
+    std::cout
+        << json{{"command", command}, {"ok", true}, {"unit", name}, {"already", already}}.dump(2)
+        << "\n";
+  } else if (selected) {
+    std::cout << name << (already ? ": already selected\n" : ": added to the selection\n");
   } else {
-    std::cout << name << ": removed from the selection (still running; `fleet down` stops it)\n";
+    std::cout << name
+              << (already
+                      ? ": already not selected\n"
+                      : ": removed from the selection (still running; `fleet down` stops it)\n");
   }
   return kExitOk;
 }
@@ -288,7 +301,16 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
   rm->add_option("NAME", *name, "Unit name, e.g. unit2")->required();
   AddFleetOption(rm, inv);
   AddJsonOption(rm, inv);
-  rm->callback([&inv, name] { inv.action = [&inv, name] { return RunUnitRm(inv, *name); }; });
+  rm->callback(
+      [&inv, name] { inv.action = [&inv, name] { return RunUnitSelect(inv, *name, false); }; });
+
+  CLI::App* add = unit->add_subcommand(
+      "add", "Put a unit of fleet.json back in the selection (after hsmctl unit rm)");
+  add->add_option("NAME", *name, "Unit name, e.g. unit2")->required();
+  AddFleetOption(add, inv);
+  AddJsonOption(add, inv);
+  add->callback(
+      [&inv, name] { inv.action = [&inv, name] { return RunUnitSelect(inv, *name, true); }; });
 
   CLI::App* replace = unit->add_subcommand(
       "replace",

@@ -25,7 +25,8 @@ absl::Status GuardRegisterChange(const Invocation& inv, const host::FleetManifes
                                  std::optional<host::RotationJournal>* journal_out) {
   HSMSIM_ASSIGN_OR_RETURN(std::optional<host::RotationJournal> journal,
                           ReadJournalIfAny(inv, manifest));
-  host::RegisterChangeVerdict verdict = host::CheckRegisterChange(journal, observed, change);
+  host::RegisterChangeVerdict verdict = host::CheckSelection(manifest, change);
+  if (verdict.allowed()) verdict = host::CheckRegisterChange(journal, observed, change);
   if (journal_out != nullptr) *journal_out = std::move(journal);
   return verdict.status;
 }

@@ -24,8 +24,9 @@ absl::StatusOr<std::optional<host::RotationJournal>> ReadJournalIfAny(
     const Invocation& inv, const host::FleetManifest& manifest);
 
 // GuardRegisterChange reads the journal (ReadJournalIfAny) and returns
-// host::CheckRegisterChange's refusal for `change` on the `observed` units,
-// or OK. `journal_out` (may be null) receives the journal.
+// host::CheckSelection's refusal for `change` on `manifest`, or
+// host::CheckRegisterChange's on the `observed` units, or OK. `journal_out` (may be null) receives
+// the journal.
 absl::Status GuardRegisterChange(const Invocation& inv, const host::FleetManifest& manifest,
                                  const std::vector<host::UnitObservation>& observed,
                                  const host::RequestedChange& change,

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "absl/strings/str_join.h"
 #include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
@@ -157,6 +158,10 @@ absl::Status CheckResumeFlag(const std::optional<host::RotationJournal>& journal
 int RunAbort(Invocation& inv) {
   auto session = OpenSession(inv);
   if (!session.ok()) return Fail(inv, session.status());
+  // Never beside a running rotation (it may promote a unit between the look
+  // below and the abort): the abort takes the rotation lock too.
+  auto lock = session->store->LockRotation(host::RotationLockHolder::Self("mk rotate --abort"));
+  if (!lock.ok()) return Fail(inv, lock.status());
   const std::vector<host::UnitObservation> observed = ObserveAll(session->conns);
   auto aborted = host::AbortRotation(*session->store, observed);
   if (!aborted.ok()) return Fail(inv, aborted.status());
@@ -274,8 +279,9 @@ absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJourna
     }
     HSMSIM_ASSIGN_OR_RETURN(info,
                             host::CommitNewOnUnit(*c.client, info, journal.target_vp, signers));
-    std::cout << "unit " << c.unit.name << ": NEW reloaded and committed, VP "
-              << host::ShortId(info.new_register().verification_pattern()) << "\n";
+    (inv.json ? std::cerr : std::cout)
+        << "unit " << c.unit.name << ": NEW reloaded and committed, VP "
+        << host::ShortId(info.new_register().verification_pattern()) << "\n";
   }
   return absl::OkStatus();
 }
@@ -316,8 +322,9 @@ absl::Status LookAtFleet(Session& s, RecoverReport& r) {
   return absl::OkStatus();
 }
 
-// ApplySafeAction performs the decision's one safe action (reload NEW
-// where it was lost, then continue the rotation) and fills the report's
+// ApplySafeAction performs the decision's one safe action (journal an
+// unfinished set immediate as a rotation, reload NEW where it was lost,
+// then continue the rotation) and fills the report's
 // journal and figures. Returns FAILED_PRECONDITION (NOTHING_SAFE_TO_APPLY)
 // when the safe action is not hsmctl's to take, (NO_SIGNERS) without
 // --sign, or the error that stopped it.
@@ -331,14 +338,19 @@ absl::Status ApplySafeAction(Invocation& inv, Session& s, const RotateFlags& f, 
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNothingSafeToApply,
                  StrCat("recover --apply does nothing here: ", d.action));
   }
-  if (d.situation == host::RecoverySituation::kReloadNewRegister) {
-    if (f.parts.empty() && d.abort_possible) {
-      return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
-                   "recover --apply needs the rotation's key parts (--parts F1,F2[,F3]) to "
-                   "reload NEW; if they are gone, abandon the rotation instead: hsmctl mk "
-                   "rotate --abort (no unit has promoted it)");
-    }
-    HSMSIM_RETURN_IF_ERROR(ReloadParts(inv, s, r.applied_journal, d.units_to_reload, f.parts));
+  const bool unfinished_setimm = d.situation == host::RecoverySituation::kSetImmediateUnfinished;
+  if (unfinished_setimm && !d.units_to_reload.empty() && f.parts.empty()) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
+                 StrCat("recover --apply needs the key parts of ", host::ShortId(d.target_vp),
+                        " (--parts F1,F2[,F3]) to reload NEW on ",
+                        absl::StrJoin(d.units_to_reload, ", "), "; nothing was changed"));
+  }
+  if (d.situation == host::RecoverySituation::kReloadNewRegister && f.parts.empty() &&
+      d.abort_possible) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
+                 "recover --apply needs the rotation's key parts (--parts F1,F2[,F3]) to "
+                 "reload NEW; if they are gone, abandon the rotation instead: hsmctl mk "
+                 "rotate --abort (no unit has promoted it)");
   }
   if (s.signers.empty()) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
@@ -346,6 +358,18 @@ absl::Status ApplySafeAction(Invocation& inv, Session& s, const RotateFlags& f, 
   }
   ProgressPrinter progress(inv.json);
   host::RotationEngine engine = MakeEngine(inv, s, f, progress);
+  if (unfinished_setimm) {
+    // Journal the unfinished set immediate as a rotation, so that every
+    // later step (and every register change) knows it.
+    HSMSIM_ASSIGN_OR_RETURN(r.applied_journal, engine.Begin(d.source_vp, d.target_vp));
+    (inv.json ? std::cerr : std::cout)
+        << "journaled the unfinished set immediate as a rotation from "
+        << host::ShortId(d.source_vp) << " to " << host::ShortId(d.target_vp) << "\n";
+  }
+  if (!d.units_to_reload.empty() &&
+      (unfinished_setimm || d.situation == host::RecoverySituation::kReloadNewRegister)) {
+    HSMSIM_RETURN_IF_ERROR(ReloadParts(inv, s, r.applied_journal, d.units_to_reload, f.parts));
+  }
   absl::Status status = engine.Run(r.applied_journal, r.figures);
   progress.Finish();
   return status;

@@ -197,6 +197,71 @@ TEST(RecoveryTest, NewRegisterHoldingAnotherKeyCountsAsLost) {
   EXPECT_EQ(d.situation, RecoverySituation::kReloadNewRegister);
 }
 
+// Issue 11, input 4: mk setimm reached unit u1 only, with no rotation
+// journaled. recover used to say FIX_AND_ROTATE_AGAIN with nothing to
+// apply; the split is an unfinished set immediate, which --apply journals
+// as a rotation from the split's source to its target and finishes.
+TEST(RecoveryTest, SetImmediateThatReachedSomeUnitsOutsideARotationIsFinished) {
+  for (auto done :
+       {std::optional<RotationJournal>(), std::optional(Journal(RotationPhase::kDone))}) {
+    auto d = DecideRecovery(done, {Promoted("u1"), Ready("u2"), Ready("u3")}, Counts(100, 0), {});
+    EXPECT_EQ(d.situation, RecoverySituation::kSetImmediateUnfinished);
+    EXPECT_EQ(d.source_vp, kSrc);
+    EXPECT_EQ(d.target_vp, kTgt);
+    EXPECT_EQ(d.units_promoted, std::vector<std::string>{"u1"});
+    EXPECT_EQ(d.units_to_promote, (std::vector<std::string>{"u2", "u3"}));
+    EXPECT_TRUE(d.units_to_reload.empty());
+    EXPECT_NE(d.observed.find("u2, u3 still CURRENT"), std::string::npos) << d.observed;
+    EXPECT_NE(d.action.find("recover --apply --sign"), std::string::npos) << d.action;
+    EXPECT_EQ(d.action.find("--parts"), std::string::npos) << d.action;
+    EXPECT_FALSE(d.abort_possible);
+  }
+  // The same split seen from the units not promoted only: their committed
+  // NEW shows the direction.
+  auto no_old = Unit("u1", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kTgt));
+  auto d = DecideRecovery(std::nullopt, {no_old, Ready("u2")}, Counts(100, 0), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kSetImmediateUnfinished);
+  EXPECT_EQ(d.target_vp, kTgt);
+}
+
+TEST(RecoveryTest, UnfinishedSetImmediateWithNewLostNamesTheParts) {
+  auto d = DecideRecovery(std::nullopt, {Promoted("u1"), Ready("u2"), NewLost("u3")},
+                          Counts(100, 0), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kSetImmediateUnfinished);
+  EXPECT_EQ(d.units_to_promote, std::vector<std::string>{"u2"});
+  EXPECT_EQ(d.units_to_reload, std::vector<std::string>{"u3"});
+  EXPECT_NE(d.action.find("--parts"), std::string::npos) << d.action;
+}
+
+TEST(RecoveryTest, UnfinishedSetImmediateWithKeysUnderAThirdKeyUpgradesThemFirst) {
+  // Keys still under the OLD key of the units not promoted: finishing the
+  // set immediate would leave them under a key no unit holds (explorer,
+  // seed 11 with setimm_unguarded).
+  std::vector<WkidPairCount> counts = Counts(100, 0);
+  counts.push_back({WkidOfVp(kOther), "", 7});
+  auto u2 = Unit("u2", Reg(v1::REGISTER_FULL_COMMITTED, kTgt), Reg(v1::REGISTER_VALID, kSrc),
+                 Reg(v1::REGISTER_VALID, kOther));
+  auto d = DecideRecovery(std::nullopt, {Promoted("u1"), u2}, counts, {});
+  EXPECT_EQ(d.situation, RecoverySituation::kFixAndRotateAgain);
+  EXPECT_NE(d.observed.find("7 stored key(s)"), std::string::npos) << d.observed;
+  EXPECT_NE(d.action.find("keys upgrade"), std::string::npos) << d.action;
+}
+
+TEST(RecoveryTest, CurrentSplitOfAnotherShapeIsNamedNotGuessed) {
+  // Three keys in CURRENT, or two with nothing showing the direction.
+  auto third = Unit("u3", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kOther));
+  auto plain_tgt = Unit("u1", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kTgt));
+  auto plain_src = Unit("u2", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kSrc));
+  for (const auto& units : {std::vector<UnitObservation>{Promoted("u1"), Ready("u2"), third},
+                            std::vector<UnitObservation>{plain_tgt, plain_src}}) {
+    auto d = DecideRecovery(std::nullopt, units, Counts(100, 0), {});
+    EXPECT_EQ(d.situation, RecoverySituation::kFixAndRotateAgain);
+    EXPECT_NE(d.observed.find("CURRENT registers hold different master keys"), std::string::npos)
+        << d.observed;
+    EXPECT_TRUE(d.target_vp.empty());
+  }
+}
+
 TEST(RecoveryTest, AllPromotedFinalizeKeystore) {
   auto d = DecideRecovery(Journal(RotationPhase::kPromoting), {Promoted("u1"), Promoted("u2")},
                           Counts(100, 100), {});

@@ -108,6 +108,54 @@ TEST(RegisterChangeGuardTest, WithoutAnOpenRotationRegisterChangesAreLeftToTheIn
   }
 }
 
+// Issue 11, input 4: a mk setimm that reached u1 only, with no rotation
+// journaled. Until recover --apply finishes it, the split is guarded like a
+// rotation whose re-encryption is done: only what finishes it goes.
+TEST(RegisterChangeGuardTest, UnfinishedSetImmediateOutsideARotationIsGuardedLikeOne) {
+  const std::vector<UnitObservation> split = {Promoted("u1"), Ready("u2"), Ready("u3")};
+  for (auto journal :
+       {std::optional<RotationJournal>(), std::optional(Journal(RotationPhase::kDone))}) {
+    // Finishing it: set immediate on the rest, adding an administrator.
+    EXPECT_TRUE(Check(journal, split, OperatorCommand::kSetImmediate).allowed());
+    EXPECT_TRUE(Check(journal, split, OperatorCommand::kAddAdmin).allowed());
+    // Clearing the target from NEW on u2, u3 would need the parts again;
+    // clearing OLD on u1 would drop the key storage's key there; another
+    // key into NEW would split the fleet three ways.
+    for (OperatorCommand c : {OperatorCommand::kClearNew, OperatorCommand::kClearOld,
+                              OperatorCommand::kClearCurrent, OperatorCommand::kZeroize}) {
+      const auto v = Check(journal, split, c);
+      EXPECT_EQ(ReasonOf(v.status), "WOULD_WEDGE_ROTATION") << OperatorCommandName(c);
+      EXPECT_TRUE(Mentions(v.status, "set immediate from")) << v.status;
+      EXPECT_NE(v.advice.find("recover --apply"), std::string::npos) << v.advice;
+      EXPECT_EQ(v.advice.find("--abort"), std::string::npos) << v.advice;
+    }
+    EXPECT_EQ(ReasonOf(Check(journal, split, OperatorCommand::kLoadNew, kOther).status),
+              "WOULD_WEDGE_ROTATION");
+  }
+}
+
+TEST(RegisterChangeGuardTest, SetImmediateNeedsEveryUnitOfTheFleetSelected) {
+  FleetManifest manifest;
+  for (const char* name : {"unit1", "unit2", "unit3"}) {
+    FleetUnit u;
+    u.name = name;
+    manifest.units.push_back(u);
+  }
+  const auto setimm = RequestedChange::Of(OperatorCommand::kSetImmediate);
+  EXPECT_TRUE(CheckSelection(manifest, setimm).allowed());
+  manifest.units[1].selected = false;
+  const auto v = CheckSelection(manifest, setimm);
+  EXPECT_EQ(ReasonOf(v.status), "UNIT_NOT_SELECTED") << v.status;
+  EXPECT_TRUE(Mentions(v.status, "unit2 are not selected")) << v.status;
+  EXPECT_NE(v.advice.find("hsmctl unit add unit2"), std::string::npos) << v.advice;
+  // Loading or clearing NEW on some units only is how one unit is fixed.
+  for (OperatorCommand c : {OperatorCommand::kLoadNew, OperatorCommand::kCommitNew,
+                            OperatorCommand::kClearNew, OperatorCommand::kAddAdmin}) {
+    EXPECT_TRUE(CheckSelection(manifest, RequestedChange::Of(c)).allowed())
+        << OperatorCommandName(c);
+  }
+}
+
 TEST(RegisterChangeGuardTest, SetImmediateRefusedWhenUnitsHoldDifferentNewKeys) {
   const auto v =
       Check(std::nullopt, {Ready("u1"), HoldsOther("u2", v1::REGISTER_FULL_COMMITTED), Ready("u3")},

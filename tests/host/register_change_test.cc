@@ -276,7 +276,16 @@ TEST_F(RegisterChangeTest, RerunAfterPartialFailureReportsAlreadyAndSucceeds) {
   };
   partly_then_all({"admin", "add", carol, "--sign", sign_});
   partly_then_all({"thresholds", "set", "--signature", "2", "--revocation", "1", "--sign", sign_});
-  partly_then_all({"mk", "setimm", "--sign", sign_});
+  // Set immediate on some units only is refused (UNIT_NOT_SELECTED: it
+  // would split the fleet's CURRENT); forced, the rerun on every unit
+  // finishes it and unit1 reports "already".
+  SelectOnly({"unit1"});
+  RunResult partial = Hsmctl({"mk", "setimm", "--sign", sign_});
+  EXPECT_EQ(partial.exit_code, 1) << Describe(partial);
+  EXPECT_THAT(partial.err, HasSubstr("UNIT_NOT_SELECTED"));
+  MustRun({"mk", "setimm", "--force", "--sign", sign_});
+  SelectOnly({});
+  ExpectAlready(Hsmctl({"mk", "setimm", "--sign", sign_, "--json"}), {"unit1"});
   MustRun({"keys", "upgrade"});  // the keys leave OLD, so OLD may be cleared
   partly_then_all({"mk", "clrold", "--sign", sign_});
   const std::vector<std::string> c_parts = MakeParts("c");

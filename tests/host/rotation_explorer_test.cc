@@ -137,7 +137,7 @@ TEST(RotationExplorerSelfTest, CatchesAPlantedStrandingAndShrinksIt) {
 TEST(RotationExplorerSelfTest, SwitchesDescribeEveryGate) {
   Switches sw;
   EXPECT_EQ(sw.Describe(),
-            "-setimm_unguarded +clrcur_during_rotation -deselect_during_rotation +damaged_blob "
+            "+setimm_unguarded +clrcur_during_rotation +deselect_during_rotation +damaged_blob "
             "+lose_parts +state_write_fails -forced_changes");
 }
 

@@ -37,7 +37,8 @@ TEST_F(WorkloadIntegrationTest, SecondRotationIsRefusedNamingTheHolder) {
   const std::string holder = StrCat("pid ", ::getpid(), " on ", (*lock)->holder().host);
   for (std::vector<std::string> args : {std::vector<std::string>{"mk", "rotate", "--sign", sign_},
                                         {"mk", "rotate", "--resume", "--sign", sign_},
-                                        {"recover", "--apply", "--sign", sign_}}) {
+                                        {"recover", "--apply", "--sign", sign_},
+                                        {"mk", "rotate", "--abort"}}) {
     RunResult r = Hsmctl(args);
     EXPECT_EQ(r.exit_code, 1) << Describe(r);
     EXPECT_THAT(r.err, HasSubstr("ROTATION_LOCKED")) << Describe(r);
@@ -116,6 +117,50 @@ TEST_F(WorkloadIntegrationTest, KeysCreateRefusesWhenUnitsDisagreeOnCurrent) {
   auto count = Store()->CountKeys();
   ASSERT_TRUE(count.ok());
   EXPECT_EQ(*count, 50);
+}
+
+// Input 4 led out: recover names the set immediate that reached unit1 and
+// unit2 only (no rotation journaled), the guard refuses what would make the
+// split worse, and recover --apply journals it as a rotation and finishes
+// it: every unit on the next key, every key under it and unwrapping to the
+// same bytes, keys create working again.
+TEST_F(WorkloadIntegrationTest, SetImmediateThatFailedOnOneUnitIsFinishedByRecover) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(300, /*faults=*/true);
+  MustRun({"fault", "inject", "unit3", "before-persist", "return-error"});
+  RunResult setimm = Hsmctl({"mk", "setimm", "--sign", sign_});
+  ASSERT_NE(setimm.exit_code, 0) << Describe(setimm);
+
+  RunResult look = Hsmctl({"recover", "--json"});
+  EXPECT_EQ(look.exit_code, 1) << Describe(look);
+  json doc = json::parse(look.out);
+  EXPECT_EQ(doc["situation"], "SET_IMMEDIATE_UNFINISHED") << look.out;
+  EXPECT_EQ(doc["units_promoted"], json::array({"unit1", "unit2"})) << look.out;
+  EXPECT_EQ(doc["units_to_promote"], json::array({"unit3"})) << look.out;
+  EXPECT_EQ(doc["target_vp"], target_vp_) << look.out;
+  EXPECT_THAT(doc["action"].get<std::string>(), HasSubstr("recover --apply --sign"));
+
+  // What would make it worse is refused and changes nothing.
+  RunResult clrnew = Hsmctl({"mk", "clrnew", "--sign", sign_});
+  EXPECT_EQ(clrnew.exit_code, 1) << Describe(clrnew);
+  EXPECT_THAT(clrnew.err, HasSubstr("WOULD_WEDGE_ROTATION"));
+  EXPECT_THAT(clrnew.err, HasSubstr("reached some units only"));
+  MustRun({"unit", "rm", "unit3"});
+  RunResult partial = Hsmctl({"mk", "setimm", "--sign", sign_});
+  EXPECT_EQ(partial.exit_code, 1) << Describe(partial);
+  EXPECT_THAT(partial.err, HasSubstr("UNIT_NOT_SELECTED"));
+  EXPECT_THAT(partial.err, HasSubstr("hsmctl unit add unit3"));
+  MustRun({"unit", "add", "unit3"});
+
+  RunResult apply = Hsmctl({"recover", "--apply", "--sign", sign_});
+  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  EXPECT_THAT(apply.out, HasSubstr("journaled the unfinished set immediate"));
+  EXPECT_EQ(JournalPhase(), "DONE");
+  ASSERT_NO_FATAL_FAILURE(ExpectAllCurrentIsTarget());
+  ASSERT_NO_FATAL_FAILURE(ExpectNoKeyLost());
+  MustRun({"keys", "create", "--count", "5", "--prefix", "after-"});
+  num_keys_ += 5;
+  ASSERT_NO_FATAL_FAILURE(ExpectNoKeyLost());
 }
 
 // An interrupted keys create left a gap: 20 keys key-1..key-20 and key-22.

@@ -186,6 +186,8 @@ struct Runner {
   absl::Status Execute(const Step& s);
   absl::Status ExecuteFault(const Step& s);
   std::optional<Violation> Heal();
+  // What the last heal applied, for a violation's message.
+  std::string last_heal_trail;
   std::optional<Violation> CheckInvariants();
   std::optional<Violation> CheckStoredKeys(const std::vector<const firmware::CryptoUnit*>& oracles);
   std::optional<Violation> CheckRecoverDecision(
@@ -330,6 +332,22 @@ bool Holds(const v1::MasterKeyRegisterInfo& r) {
          r.state() != v1::REGISTER_PARTIALLY_LOADED;
 }
 
+// RegistersOf describes every unit's registers, for a violation's message.
+std::string RegistersOf(const std::vector<const firmware::CryptoUnit*>& oracles) {
+  std::string out;
+  for (size_t i = 0; i < oracles.size(); ++i) {
+    const v1::GetInfoResponse info = oracles[i]->Info();
+    auto reg = [](const v1::MasterKeyRegisterInfo& r) {
+      return r.verification_pattern().empty()
+                 ? std::string("-")
+                 : host::ShortId(host::WkidOfVp(r.verification_pattern()));
+    };
+    out += StrCat(i ? "; " : "", "unit", i + 1, " NEW ", reg(info.new_register()), " CURRENT ",
+                  reg(info.current_register()), " OLD ", reg(info.old_register()));
+  }
+  return out;
+}
+
 std::optional<Violation> Runner::CheckInvariants() {
   auto oracles = world.Oracles();
   if (!oracles.ok()) {
@@ -356,7 +374,8 @@ std::optional<Violation> Runner::CheckInvariants() {
                                 c.pending_wkid.empty()
                                     ? std::string()
                                     : StrCat(" (pending ", host::ShortId(c.pending_wkid), ")"),
-                                " that no unit holds in NEW, CURRENT or OLD")};
+                                " that no unit holds in NEW, CURRENT or OLD; units: ",
+                                RegistersOf(*oracles), "; last heal:", last_heal_trail)};
       }
     }
   }
@@ -431,6 +450,9 @@ std::optional<Violation> Runner::CheckRecoverDecision(
   if (d.situation == S::kFixAndRotateAgain && in_progress && d.unreachable_units.empty()) {
     return bad("a rotation is in progress and every unit answers");
   }
+  if (in_progress && d.situation == S::kSetImmediateUnfinished) {
+    return bad("a rotation is journaled");
+  }
   if (!in_progress &&
       (d.situation == S::kReencryptionUnfinished || d.situation == S::kSetImmediateAll ||
        d.situation == S::kSetImmediateRest || d.situation == S::kReloadNewRegister ||
@@ -503,12 +525,15 @@ std::optional<Violation> Runner::Heal() {
   // After a --force nothing is promised: the operator accepted a loss.
   if (world.forced()) return std::nullopt;
   std::string trail;
+  last_heal_trail.clear();
   for (int n = 0; n <= kMaxHealApplies; ++n) {
     auto look = world.Look(SignerSet::kPair);
     if (!look.ok()) return Violation{0, "recover-finishes", look.status().ToString()};
     const bool in_progress =
         look->journal.has_value() && look->journal->phase != host::RotationPhase::kDone;
-    if (!in_progress) break;
+    const bool unfinished_setimm =
+        look->decision.situation == host::RecoverySituation::kSetImmediateUnfinished;
+    if (!in_progress && !unfinished_setimm) break;
     if (n == kMaxHealApplies) {
       return Violation{0, "recover-finishes",
                        StrCat("not DONE after ", kMaxHealApplies, " recover --apply:", trail)};
@@ -530,6 +555,7 @@ std::optional<Violation> Runner::Heal() {
     }
     absl::Status applied = world.RecoverApply(0, SignerSet::kPair, HsmctlCrash{});
     trail += StrCat(" [", situation, " -> ", applied.ok() ? "OK" : ReasonOf(applied), "]");
+    last_heal_trail = trail;
     if (applied.ok() || IsTransportError(applied)) continue;
     auto after = world.Look(SignerSet::kPair);
     if (!after.ok()) return Violation{0, "recover-finishes", after.status().ToString()};
@@ -736,7 +762,7 @@ RunResult RunSteps(const std::vector<Step>& steps, const ExplorerOptions& option
     result.violation = Violation{0, "setup", world.status().ToString()};
     return result;
   }
-  Runner runner{**world, options, result};
+  Runner runner{**world, options, result, {}};
   for (size_t i = 0; i < steps.size(); ++i) {
     const Step& s = steps[i];
     std::optional<Violation> v;

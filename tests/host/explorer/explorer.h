@@ -47,13 +47,13 @@ struct Switches {
   // mk setimm runs only as the runbook has it: once the journal is
   // REENCRYPTED or later and every selected unit's NEW is empty or holds
   // the target; otherwise the step does nothing.
-  bool setimm_unguarded = false;
+  bool setimm_unguarded = true;
   // mk clrcur while a rotation is in progress (register commands that do
   // not know the journal).
   bool clrcur_during_rotation = true;
   // unit rm while a rotation is in progress: resume and recover promote the
   // selected units only and leave the deselected one behind.
-  bool deselect_during_rotation = false;
+  bool deselect_during_rotation = true;
   // A stored blob damaged (item 2).
   bool damaged_blob = true;
   // The parts of the rotation's target forgotten (item 3).

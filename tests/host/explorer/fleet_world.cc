@@ -347,6 +347,7 @@ absl::Status FleetWorld::MkRotateAbort() {
 
 absl::Status FleetWorld::Guard(const host::RequestedChange& change) {
   HSMSIM_ASSIGN_OR_RETURN(auto journal, store_->ReadJournal());
+  HSMSIM_RETURN_IF_ERROR(host::CheckSelection(Manifest(), change).status);
   return host::CheckRegisterChange(journal, ObserveSelected(), change).status;
 }
 
@@ -682,22 +683,34 @@ absl::Status FleetWorld::RecoverApply(int parts, SignerSet signers, const Hsmctl
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNothingSafeToApply,
                  StrCat("recover --apply does nothing here: ", d.action));
   }
-  if (d.situation == host::RecoverySituation::kReloadNewRegister) {
-    const MasterKeyValue* key = nullptr;
-    if (parts == 0) key = FindMasterKey(journal.target_vp);
+  const bool unfinished_setimm = d.situation == host::RecoverySituation::kSetImmediateUnfinished;
+  const bool reload =
+      !d.units_to_reload.empty() &&
+      (unfinished_setimm || d.situation == host::RecoverySituation::kReloadNewRegister);
+  const MasterKeyValue* key = nullptr;
+  if (reload) {
+    if (parts == 0) key = FindMasterKey(d.target_vp);
     if (parts == 2) {
       for (const MasterKeyValue& k : master_keys_) {
-        if (k.vp != journal.target_vp) key = &k;
+        if (k.vp != d.target_vp) key = &k;
       }
     }
-    HSMSIM_RETURN_IF_ERROR(ReloadParts(journal, d.units_to_reload, key, signers));
+    if (unfinished_setimm && (key == nullptr || !key->parts_on_hand)) {
+      return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
+                   "recover --apply needs the key parts of the target to reload NEW");
+    }
   }
   if (Signers(signers).empty()) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
                  "recover --apply signs set immediate: pass --sign");
   }
+  auto engine = Engine(signers, crash);
+  if (unfinished_setimm) {
+    HSMSIM_ASSIGN_OR_RETURN(journal, engine->Begin(d.source_vp, d.target_vp));
+  }
+  if (reload) HSMSIM_RETURN_IF_ERROR(ReloadParts(journal, d.units_to_reload, key, signers));
   host::RotationReport report;
-  return Engine(signers, crash)->Run(journal, report);
+  return engine->Run(journal, report);
 }
 
 }  // namespace hsmsim::explorer
