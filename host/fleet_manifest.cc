@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "absl/strings/str_join.h"
 #include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
@@ -40,6 +42,33 @@ FleetUnit* FleetManifest::FindUnit(std::string_view name) {
     if (unit.name == name) return &unit;
   }
   return nullptr;
+}
+
+absl::Status FleetManifest::SelectOnly(const std::vector<std::string>& names) {
+  std::vector<std::string> unknown;
+  for (const std::string& name : names) {
+    if (FindUnit(name) == nullptr) unknown.push_back(name);
+  }
+  if (!unknown.empty()) {
+    std::vector<std::string> known;
+    for (const FleetUnit& unit : units) known.push_back(unit.name);
+    return Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
+                 StrCat("fleet.json has no unit ", absl::StrJoin(unknown, ", "),
+                        " (its units: ", absl::StrJoin(known, ", "), "); nothing was done"));
+  }
+  for (FleetUnit& unit : units) {
+    unit.selected = std::find(names.begin(), names.end(), unit.name) != names.end();
+  }
+  selection_overridden = true;
+  return absl::OkStatus();
+}
+
+std::string FleetManifest::SelectAdvice(const std::vector<std::string>& left_out) const {
+  if (selection_overridden) {
+    return StrCat("name ", absl::StrJoin(left_out, ", "),
+                  " in --unit too, or leave --unit out to use fleet.json's selection");
+  }
+  return StrCat("hsmctl unit add ", absl::StrJoin(left_out, " "));
 }
 
 absl::StatusOr<FleetManifest> ParseFleetManifest(std::string_view text, std::string_view source) {

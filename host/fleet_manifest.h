@@ -45,11 +45,24 @@ struct FleetManifest {
   std::string instance;
   std::string keystore;
   std::vector<FleetUnit> units;
+  // True once SelectOnly replaced the selection for one command (hsmctl
+  // --unit); never written to fleet.json, and a manifest with it set must
+  // not be saved.
+  bool selection_overridden = false;
 
   // SelectedUnits returns the units commands apply to.
   std::vector<const FleetUnit*> SelectedUnits() const;
   // FindUnit returns the unit called `name`, or nullptr.
   FleetUnit* FindUnit(std::string_view name);
+  // SelectOnly selects exactly the units called `names` (hsmctl --unit) and
+  // no other, in memory, and sets selection_overridden. Returns NOT_FOUND
+  // (NO_SUCH_UNIT) naming every name fleet.json does not have, and changes
+  // nothing then.
+  absl::Status SelectOnly(const std::vector<std::string>& names);
+  // SelectAdvice returns how to bring the units `left_out` into the
+  // selection: `hsmctl unit add NAME...`, or, when the selection came from
+  // --unit, to name them there too.
+  std::string SelectAdvice(const std::vector<std::string>& left_out) const;
 };
 
 // ParseFleetManifest parses fleet.json text; `source` names the file in

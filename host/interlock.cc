@@ -1,5 +1,6 @@
 #include "host/interlock.h"
 
+#include "absl/strings/str_join.h"
 #include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
@@ -80,21 +81,24 @@ std::string ListRisk(const std::vector<std::pair<std::string, int64_t>>& risk, i
   return list;
 }
 
-}  // namespace
+// kForceNote is how a refusal names the way past it.
+constexpr char kForceNote[] =
+    "--force (signed by at least the signature threshold of administrators)";
 
 // CheckCurrentKept refuses clearing a VALID CURRENT register while keys are
 // stored: a unit without CURRENT can neither create keys nor take part in a
 // rotation (every pre-check wants CURRENT VALID), and only a reload of that
 // same key by hand brings it back, so no recover step leads out of it
 // (found by the rotation explorer: set immediate by hand, then mk clrcur).
-static absl::Status CheckCurrentKept(const std::vector<UnitObservation>& before,
-                                     const std::vector<UnitObservation>& after,
-                                     const std::vector<WkidPairCount>& counts) {
+absl::Status CheckCurrentKept(const std::vector<UnitObservation>& before,
+                              const std::vector<UnitObservation>& after,
+                              const std::vector<WkidPairCount>& counts) {
   int64_t stored = 0;
   for (const WkidPairCount& c : counts) stored += c.count;
   if (stored == 0) return absl::OkStatus();
   std::string units;
   for (size_t i = 0; i < before.size() && i < after.size(); ++i) {
+    if (!before[i].info.ok() || !after[i].info.ok()) continue;
     if (before[i].info->current_register().state() == v1::REGISTER_VALID &&
         after[i].info->current_register().state() != v1::REGISTER_VALID) {
       units += StrCat(units.empty() ? "" : ", ", before[i].unit.name);
@@ -105,54 +109,153 @@ static absl::Status CheckCurrentKept(const std::vector<UnitObservation>& before,
       absl::StatusCode::kFailedPrecondition, reason::kInterlock,
       StrCat("refused: afterwards ", units, " would have no CURRENT master key while ", stored,
              " key(s) are stored: such a unit can neither create keys nor take part in a "
-             "rotation, and only reloading that key by hand brings it back. Use --force "
-             "if you accept that outage"));
+             "rotation, and only reloading that key by hand brings it back. Use ",
+             kForceNote, " if you accept that outage"));
 }
 
-absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterChange change,
-                            const std::vector<WkidPairCount>& counts) {
-  std::vector<UnitObservation> after;
-  for (const UnitObservation& u : units) {
-    if (!u.info.ok()) {
-      return Error(
-          absl::StatusCode::kFailedPrecondition, reason::kInterlockUnverified,
-          StrCat("cannot prove the change keeps every stored key usable: unit ", u.unit.name,
-                 " does not answer (", u.info.status().message(), "); use --force to override"));
-    }
-    after.push_back(UnitObservation{u.unit, ApplyRegisterChange(*u.info, change)});
-  }
+// Judge is the interlock's verdict when the units that did not answer hold
+// `assumed` (WKIDs; empty: nothing) before and after the change.
+absl::Status Judge(const std::vector<UnitObservation>& before,
+                   const std::vector<UnitObservation>& after, RegisterChange change,
+                   const std::vector<WkidPairCount>& counts,
+                   const std::vector<std::string>& assumed) {
+  auto with_assumed = [&](std::vector<std::string> wkids) {
+    wkids.insert(wkids.end(), assumed.begin(), assumed.end());
+    return wkids;
+  };
   // Only keys this change would strand count; keys already stranded are
   // reported by hsmctl recover.
-  const auto new_risk =
-      NewlyAtRisk(KeysAtRisk(counts, HeldWkids(units)), KeysAtRisk(counts, HeldWkids(after)));
+  const auto new_risk = NewlyAtRisk(KeysAtRisk(counts, with_assumed(HeldWkids(before))),
+                                    KeysAtRisk(counts, with_assumed(HeldWkids(after))));
   int64_t total = 0;
   if (!new_risk.empty()) {
     const std::string list = ListRisk(new_risk, &total);
     return Error(absl::StatusCode::kFailedPrecondition, reason::kInterlock,
                  StrCat("refused: afterwards ", total,
                         " stored key(s) would be under a master key that no unit holds (", list,
-                        "). Re-encrypt them first (hsmctl mk rotate / keys upgrade), or use "
-                        "--force if you accept losing them"));
+                        "). Re-encrypt them first (hsmctl mk rotate / keys upgrade), or use ",
+                        kForceNote, " if you accept losing them"));
   }
   // A master key held only in NEW keeps its keys, but no unit can use them
   // (and no rotation can start from it): clearing the last CURRENT or OLD
   // that serves them is an outage, refused the same way.
-  const auto unusable =
-      NewlyAtRisk(KeysAtRisk(counts, UsableWkids(units)), KeysAtRisk(counts, UsableWkids(after)));
-  if (unusable.empty()) return CheckCurrentKept(units, after, counts);
-  const std::string list = ListRisk(unusable, &total);
-  return Error(
-      absl::StatusCode::kFailedPrecondition, reason::kInterlock,
-      StrCat("refused: afterwards ", total, " stored key(s) would be usable on no unit (", list,
-             "): no unit would hold their master key in a VALID CURRENT or OLD register. "
-             "Use --force if you accept that outage"));
+  const auto unusable = NewlyAtRisk(KeysAtRisk(counts, with_assumed(UsableWkids(before))),
+                                    KeysAtRisk(counts, with_assumed(UsableWkids(after))));
+  if (!unusable.empty()) {
+    const std::string list = ListRisk(unusable, &total);
+    return Error(
+        absl::StatusCode::kFailedPrecondition, reason::kInterlock,
+        StrCat("refused: afterwards ", total, " stored key(s) would be usable on no unit (", list,
+               "): no unit would hold their master key in a VALID CURRENT or OLD "
+               "register. Use ",
+               kForceNote, " if you accept that outage"));
+  }
+  // Zeroize takes a unit out of service on purpose (it comes back through
+  // admin add, thresholds set and a reload); the keys' safety is the checks
+  // above.
+  if (change == RegisterChange::kZeroize) return absl::OkStatus();
+  return CheckCurrentKept(before, after, counts);
+}
+
+// Considered names the units the interlock reasoned over, by role.
+std::string Considered(const std::vector<UnitObservation>& units) {
+  std::vector<std::string> changed, read_only, unknown;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok()) {
+      unknown.push_back(StrCat(u.unit.name, u.unit.selected ? " (selected)" : ""));
+    } else {
+      (u.unit.selected ? changed : read_only).push_back(u.unit.name);
+    }
+  }
+  std::string out = StrCat("units considered: changed by this command: ",
+                           changed.empty() ? "none" : absl::StrJoin(changed, ", "));
+  if (!read_only.empty()) {
+    out += StrCat("; not selected (read, not changed): ", absl::StrJoin(read_only, ", "));
+  }
+  if (!unknown.empty()) {
+    out += StrCat("; did not answer (could not be checked): ", absl::StrJoin(unknown, ", "));
+  }
+  return out;
+}
+
+absl::Status WithConsidered(const absl::Status& s, const std::vector<UnitObservation>& units) {
+  return Error(s.code(), ReasonOf(s), StrCat(s.message(), " [", Considered(units), "]"));
+}
+
+}  // namespace
+
+absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterChange change,
+                            const std::vector<WkidPairCount>& counts) {
+  std::vector<UnitObservation> after;
+  std::vector<std::string> unknown;
+  std::string first_error;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok()) {
+      // Not changed by the command either: it does not answer.
+      unknown.push_back(u.unit.name);
+      if (first_error.empty()) first_error = std::string(u.info.status().message());
+      after.push_back(u);
+    } else {
+      after.push_back(UnitObservation{
+          u.unit, u.unit.selected ? ApplyRegisterChange(*u.info, change) : *u.info});
+    }
+  }
+  // Worst case: the units that did not answer hold nothing.
+  const absl::Status worst = Judge(units, after, change, counts, {});
+  if (worst.ok()) return absl::OkStatus();
+  if (unknown.empty()) return WithConsidered(worst, units);
+  // Best case: they hold every master key a stored key is under.
+  std::vector<std::string> every;
+  for (const WkidPairCount& c : counts) {
+    if (!c.wkid.empty()) every.push_back(c.wkid);
+    if (!c.pending_wkid.empty()) every.push_back(c.pending_wkid);
+  }
+  const absl::Status best = Judge(units, after, change, counts, every);
+  if (!best.ok()) return WithConsidered(best, units);
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kInterlockUnverified,
+               StrCat("cannot prove the change keeps every stored key usable: that depends on "
+                      "unit(s) ",
+                      absl::StrJoin(unknown, ", "), ", which did not answer (", first_error,
+                      "). If they hold nothing: ", worst.message(),
+                      ". Make them answer and run the command again [", Considered(units), "]"));
+}
+
+absl::Status CheckForcedChange(const std::vector<UnitObservation>& units, RegisterChange change,
+                               const absl::StatusOr<std::vector<WkidPairCount>>& counts,
+                               size_t distinct_signers) {
+  const absl::Status verdict =
+      counts.ok() ? CheckInterlock(units, change, *counts) : counts.status();
+  if (verdict.ok()) return absl::OkStatus();
+  uint32_t threshold = 0;
+  std::string at;
+  for (const UnitObservation& u : units) {
+    if (!u.unit.selected || !u.info.ok() || u.info->mode() != v1::MODE_NORMAL) continue;
+    if (u.info->signature_threshold() > threshold) {
+      threshold = u.info->signature_threshold();
+      at = u.unit.name;
+    }
+  }
+  if (distinct_signers >= threshold) return absl::OkStatus();
+  return Error(absl::StatusCode::kPermissionDenied, reason::kForceNeedsSignatureThreshold,
+               StrCat("refused: --force would override the interlock here, and a change the "
+                      "interlock refuses could destroy the only copy of a master key, so it "
+                      "needs at least the signature threshold of signatures (",
+                      threshold, " on ", at, "), got ", distinct_signers,
+                      " distinct administrator(s). Nothing was changed. The interlock said: ",
+                      ReasonOf(verdict), ": ", verdict.message()));
 }
 
 absl::Status CheckQuarantineHold(const std::vector<UnitObservation>& units, RegisterChange change,
                                  const std::vector<WkidPairCount>& quarantined) {
   std::vector<UnitObservation> after;
+  std::vector<std::string> unknown;
   for (const UnitObservation& u : units) {
-    if (u.info.ok()) after.push_back(UnitObservation{u.unit, ApplyRegisterChange(*u.info, change)});
+    if (!u.info.ok()) {
+      unknown.push_back(u.unit.name);
+      continue;
+    }
+    after.push_back(
+        UnitObservation{u.unit, u.unit.selected ? ApplyRegisterChange(*u.info, change) : *u.info});
   }
   const std::vector<std::string> held_before = HeldWkids(units);
   const std::vector<std::string> held_after = HeldWkids(after);
@@ -166,8 +269,11 @@ absl::Status CheckQuarantineHold(const std::vector<UnitObservation>& units, Regi
     if (q.count == 0 || !held(held_before, q.wkid) || held(held_after, q.wkid)) continue;
     return Error(absl::StatusCode::kFailedPrecondition, reason::kKeysQuarantined,
                  StrCat("refused: ", q.count, " quarantined key(s) are under master key WKID ",
-                        ToHex(q.wkid),
-                        ", which no unit would hold afterwards. Quarantined keys are kept on "
+                        ToHex(q.wkid), ", which no unit would hold afterwards",
+                        unknown.empty() ? std::string()
+                                        : StrCat(" (unless unit(s) ", absl::StrJoin(unknown, ", "),
+                                                 ", which did not answer, hold it)"),
+                        ". Quarantined keys are kept on "
                         "purpose, so --force does not override this; restore their blobs and "
                         "release them first (hsmctl keys quarantine --release NAME...)"));
   }

@@ -391,9 +391,8 @@ RegisterChangeVerdict CheckSelection(const FleetManifest& manifest, const Reques
              absl::StrJoin(left_out, ", "),
              " are not selected: they would keep their CURRENT while the selected "
              "units move on"),
-      StrCat("Nothing was changed. Select every unit first (hsmctl unit add ", left_out[0],
-             "); units that already hold the new key in CURRENT report "
-             "\"already\""));
+      StrCat("Nothing was changed. Select every unit first (", manifest.SelectAdvice(left_out),
+             "); units that already hold the new key in CURRENT report \"already\""));
 }
 
 }  // namespace hsmsim::host

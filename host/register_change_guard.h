@@ -122,7 +122,9 @@ RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& 
                                           const RequestedChange& change);
 
 // CheckSelection refuses (UNIT_NOT_SELECTED) a mk setimm while some unit of
-// `manifest` (fleet.json) is not selected: set immediate changes the fleet's
+// `manifest` (fleet.json) is not selected (left out of fleet.json's
+// selection, or of hsmctl --unit: FleetManifest::SelectOnly): set immediate
+// changes the fleet's
 // CURRENT master key, and a unit left out would keep its CURRENT while the
 // others move on (key storage split between two master keys; found by the
 // rotation explorer: hsmctl unit rm, then mk setimm). Units already promoted

@@ -129,11 +129,11 @@ std::vector<const UnitObservation*> CheckReachableUnits(const FleetManifest& man
   // 1. Every unit of the one service instance is selected, and no other.
   for (const FleetUnit& u : manifest.units) {
     if (!u.selected) {
-      findings.push_back(UnitFinding(
-          u.name, "all-units-selected", reason::kUnitNotSelected,
-          StrCat("belongs to instance '", manifest.instance,
-                 "' but is not selected; a rotation needs every unit of the instance (add it "
-                 "back to fleet.json or move it to another fleet)")));
+      findings.push_back(
+          UnitFinding(u.name, "all-units-selected", reason::kUnitNotSelected,
+                      StrCat("belongs to instance '", manifest.instance,
+                             "' but is not selected; a rotation needs every unit of the instance (",
+                             manifest.SelectAdvice({u.name}), ", or move it to another fleet)")));
     }
   }
   std::vector<const UnitObservation*> up;

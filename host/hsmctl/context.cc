@@ -62,11 +62,19 @@ void AddSignOption(CLI::App* cmd, Invocation& inv) {
   AddPkcs11ModuleOption(cmd, inv);
 }
 
-void AddUnitOptions(CLI::App* cmd, Invocation& inv) {
+void AddNamedUnitOptions(CLI::App* cmd, Invocation& inv) {
   AddFleetOption(cmd, inv);
   cmd->add_option("--timeout-ms", inv.timeout_ms, "Timeout of each request to a unit")
       ->capture_default_str()
       ->check(CLI::Range(1, 3'600'000));
+}
+
+void AddUnitOptions(CLI::App* cmd, Invocation& inv) {
+  AddNamedUnitOptions(cmd, inv);
+  cmd->add_option("--unit", inv.unit_names,
+                  "Apply to these units of fleet.json, NAME[,NAME...], instead of its selection "
+                  "(for this command only; fleet.json is not changed)")
+      ->delimiter(',');
 }
 
 std::string FleetDir(const Invocation& inv) {
@@ -130,9 +138,15 @@ absl::StatusOr<std::unique_ptr<host::UnitChannel>> ConnectPinned(
       std::make_unique<host::PinnedUnitChannel>(std::move(client), unit.unit_id));
 }
 
+absl::StatusOr<host::FleetManifest> LoadSelection(const Invocation& inv) {
+  HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
+  if (!inv.unit_names.empty()) HSMSIM_RETURN_IF_ERROR(manifest.SelectOnly(inv.unit_names));
+  return manifest;
+}
+
 absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(const Invocation& inv,
                                                             host::FleetManifest* manifest_out) {
-  HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
+  HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, LoadSelection(inv));
   InstallAuditLog(FleetDir(inv));
   std::vector<UnitConnection> out;
   host::UnitClientOptions options;

@@ -48,6 +48,9 @@ struct Invocation {
   std::shared_ptr<host::pkcs11::CardSet> cards;
   std::vector<std::string> sign_files;
   int timeout_ms = 10'000;
+  // --unit NAME[,NAME...]: the units this command applies to instead of
+  // fleet.json's selection (empty: fleet.json's).
+  std::vector<std::string> unit_names;
   // The password, once resolved (see GetPassword).
   std::optional<SecretBytes> password;
   // The chosen command's action, returning the exit code.
@@ -59,8 +62,12 @@ void AddFleetOption(CLI::App* cmd, Invocation& inv);
 void AddJsonOption(CLI::App* cmd, Invocation& inv);
 void AddPasswordOption(CLI::App* cmd, Invocation& inv);
 void AddSignOption(CLI::App* cmd, Invocation& inv);
-// AddUnitOptions adds --fleet and --timeout-ms (commands that talk to units).
+// AddUnitOptions adds --fleet, --timeout-ms and --unit (commands that talk
+// to the selected units).
 void AddUnitOptions(CLI::App* cmd, Invocation& inv);
+// AddNamedUnitOptions adds --fleet and --timeout-ms (commands that talk to
+// the one unit they name, whatever the selection).
+void AddNamedUnitOptions(CLI::App* cmd, Invocation& inv);
 
 // FleetDir returns --fleet, else env HSMSIM_FLEET, else ./.hsmsim.
 std::string FleetDir(const Invocation& inv);
@@ -97,8 +104,14 @@ struct UnitConnection {
 absl::StatusOr<std::unique_ptr<host::UnitChannel>> ConnectPinned(
     const host::FleetUnit& unit, const host::UnitClientOptions& options);
 
-// ConnectSelected loads the manifest and creates a pinned channel per
-// selected unit (ConnectPinned; connections open lazily).
+// LoadSelection loads fleet.json with this command's selection: the units
+// --unit names (FleetManifest::SelectOnly), else fleet.json's own. Returns
+// LoadFleetManifest's errors and NOT_FOUND (NO_SUCH_UNIT) for a name
+// fleet.json does not have. The result must not be saved.
+absl::StatusOr<host::FleetManifest> LoadSelection(const Invocation& inv);
+
+// ConnectSelected loads the manifest (LoadSelection) and creates a pinned
+// channel per selected unit (ConnectPinned; connections open lazily).
 absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(
     const Invocation& inv, host::FleetManifest* manifest = nullptr);
 

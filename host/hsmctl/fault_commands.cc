@@ -97,7 +97,7 @@ void AddFaultCommands(CLI::App& app, Invocation& inv) {
       inject->add_option("N", args->after_blobs,
                          "reencrypt-after-blobs only (required there): fire once the unit has "
                          "processed N re-encryption blobs since the fault was armed");
-  AddUnitOptions(inject, inv);
+  AddNamedUnitOptions(inject, inv);
   AddJsonOption(inject, inv);
   inject->callback([&inv, args] {
     inv.action = [&inv, args] {
@@ -125,7 +125,7 @@ void AddFaultCommands(CLI::App& app, Invocation& inv) {
 
   CLI::App* clear = fault->add_subcommand("clear", "Disarm every fault armed on UNIT");
   clear->add_option("UNIT", args->unit, "The unit's name in the fleet manifest")->required();
-  AddUnitOptions(clear, inv);
+  AddNamedUnitOptions(clear, inv);
   AddJsonOption(clear, inv);
   clear->callback([&inv, args] {
     inv.action = [&inv, args] {
@@ -137,7 +137,7 @@ void AddFaultCommands(CLI::App& app, Invocation& inv) {
 
   CLI::App* list = fault->add_subcommand("list", "List the faults armed on UNIT");
   list->add_option("UNIT", args->unit, "The unit's name in the fleet manifest")->required();
-  AddUnitOptions(list, inv);
+  AddNamedUnitOptions(list, inv);
   AddJsonOption(list, inv);
   list->callback([&inv, args] {
     inv.action = [&inv, args] {

@@ -1,6 +1,7 @@
-// hsmctl fleet up | down | status, and hsmctl unit rm.
+// hsmctl fleet up | restart | down | status, and hsmctl unit add | rm | replace.
 #include <iostream>
 
+#include "absl/strings/str_join.h"
 #include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
@@ -190,37 +191,83 @@ int RunFleetStatus(Invocation& inv) {
   return ReportOutcomes(inv, "fleet status", outcomes, json{{"instance", manifest->instance}});
 }
 
-// RunUnitSelect sets unit NAME's `selected` in fleet.json (unit add: true,
-// unit rm: false). A unit already in that state reports "already", exit 0.
-int RunUnitSelect(Invocation& inv, const std::string& name, bool selected) {
+// RunUnitSelect sets `selected` of every unit `names` names in fleet.json
+// (unit add: true, unit rm: false), all or nothing: a name fleet.json does
+// not have changes nothing (NO_SUCH_UNIT, naming it). A unit already in
+// that state reports "already"; exit 0.
+int RunUnitSelect(Invocation& inv, const std::vector<std::string>& names, bool selected) {
   const std::string dir = FleetDir(inv);
   const char* command = selected ? "unit add" : "unit rm";
   auto manifest = host::LoadFleetManifest(dir);
   if (!manifest.ok()) return Fail(inv, manifest.status());
-  host::FleetUnit* unit = manifest->FindUnit(name);
-  if (unit == nullptr) {
+  std::vector<std::string> unknown;
+  for (const std::string& name : names) {
+    if (manifest->FindUnit(name) == nullptr) unknown.push_back(name);
+  }
+  if (!unknown.empty()) {
     return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
-                           StrCat("the fleet ", dir, " has no unit '", name, "'")));
+                           StrCat("the fleet ", dir, " has no unit ", absl::StrJoin(unknown, ", "),
+                                  "; nothing was changed")));
   }
-  const bool already = unit->selected == selected;
-  if (!already) {
+  std::vector<UnitOutcome> outcomes;
+  bool changed = false;
+  for (const std::string& name : names) {
+    host::FleetUnit* unit = manifest->FindUnit(name);
+    const bool already = unit->selected == selected;
+    changed = changed || !already;
     unit->selected = selected;
-    absl::Status saved = host::SaveFleetManifest(dir, *manifest);
-    if (!saved.ok()) return Fail(inv, saved);
+    UnitOutcome o{name, unit->endpoint, absl::OkStatus(), "", json::object()};
+    o.details["already"] = already;
+    o.details["selected"] = selected;
+    o.text = already    ? (selected ? "already selected" : "already not selected")
+             : selected ? "added to the selection"
+                        : "removed from the selection (still running; `fleet down` stops it)";
+    outcomes.push_back(std::move(o));
   }
-  if (inv.json) {
-    std::cout
-        << json{{"command", command}, {"ok", true}, {"unit", name}, {"already", already}}.dump(2)
-        << "\n";
-  } else if (selected) {
-    std::cout << name << (already ? ": already selected\n" : ": added to the selection\n");
-  } else {
-    std::cout << name
-              << (already
-                      ? ": already not selected\n"
-                      : ": removed from the selection (still running; `fleet down` stops it)\n");
+  if (changed) {
+    if (absl::Status saved = host::SaveFleetManifest(dir, *manifest); !saved.ok()) {
+      return Fail(inv, saved);
+    }
   }
-  return kExitOk;
+  return ReportOutcomes(inv, command, outcomes);
+}
+
+// AddUnitSubcommands registers hsmctl unit rm | add | replace.
+void AddUnitSubcommands(CLI::App& app, Invocation& inv) {
+  CLI::App* unit =
+      app.add_subcommand("unit", "Change the fleet's selection of units and the units it pins");
+  unit->require_subcommand(1);
+  auto names = std::make_shared<std::vector<std::string>>();
+  CLI::App* rm = unit->add_subcommand(
+      "rm",
+      "Drop units from the selection in fleet.json (the units are not stopped); all or nothing");
+  rm->add_option("NAME", *names, "Unit names, e.g. unit2 unit3")->required();
+  AddFleetOption(rm, inv);
+  AddJsonOption(rm, inv);
+  rm->callback(
+      [&inv, names] { inv.action = [&inv, names] { return RunUnitSelect(inv, *names, false); }; });
+
+  CLI::App* add = unit->add_subcommand(
+      "add",
+      "Put units of fleet.json back in the selection (after hsmctl unit rm); all or nothing");
+  add->add_option("NAME", *names, "Unit names, e.g. unit2 unit3")->required();
+  AddFleetOption(add, inv);
+  AddJsonOption(add, inv);
+  add->callback(
+      [&inv, names] { inv.action = [&inv, names] { return RunUnitSelect(inv, *names, true); }; });
+
+  auto name = std::make_shared<std::string>();
+
+  CLI::App* replace = unit->add_subcommand(
+      "replace",
+      "Accept the unit now answering at NAME's address as NAME: pin its unit id in fleet.json "
+      "(after a unit was replaced on purpose; hsmctl refuses a unit whose id is not the pinned "
+      "one)");
+  replace->add_option("NAME", *name, "Unit name, e.g. unit2")->required();
+  AddNamedUnitOptions(replace, inv);
+  AddJsonOption(replace, inv);
+  replace->callback(
+      [&inv, name] { inv.action = [&inv, name] { return RunUnitReplace(inv, *name); }; });
 }
 
 }  // namespace
@@ -269,7 +316,7 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
                     "unit (hsmsim-unit --new-unit) and pin its new unit id in fleet.json. "
                     "Without it a unit that comes back with another unit id is stopped and "
                     "refused (UNIT_ID_MISMATCH)");
-  AddUnitOptions(restart, inv);
+  AddNamedUnitOptions(restart, inv);
   AddJsonOption(restart, inv);
   restart->callback([&inv, restart_opts, restart_name] {
     inv.action = [&inv, restart_opts, restart_name] {
@@ -288,40 +335,11 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
       [&inv, grace_ms] { inv.action = [&inv, grace_ms] { return RunFleetDown(inv, *grace_ms); }; });
 
   CLI::App* status = fleet->add_subcommand("status", "Per unit: reachable, pid alive");
-  AddUnitOptions(status, inv);
+  AddNamedUnitOptions(status, inv);
   AddJsonOption(status, inv);
   status->callback([&inv] { inv.action = [&inv] { return RunFleetStatus(inv); }; });
 
-  CLI::App* unit =
-      app.add_subcommand("unit", "Change the fleet's selection of units and the units it pins");
-  unit->require_subcommand(1);
-  auto name = std::make_shared<std::string>();
-  CLI::App* rm = unit->add_subcommand(
-      "rm", "Drop a unit from the selection in fleet.json (the unit is not stopped)");
-  rm->add_option("NAME", *name, "Unit name, e.g. unit2")->required();
-  AddFleetOption(rm, inv);
-  AddJsonOption(rm, inv);
-  rm->callback(
-      [&inv, name] { inv.action = [&inv, name] { return RunUnitSelect(inv, *name, false); }; });
-
-  CLI::App* add = unit->add_subcommand(
-      "add", "Put a unit of fleet.json back in the selection (after hsmctl unit rm)");
-  add->add_option("NAME", *name, "Unit name, e.g. unit2")->required();
-  AddFleetOption(add, inv);
-  AddJsonOption(add, inv);
-  add->callback(
-      [&inv, name] { inv.action = [&inv, name] { return RunUnitSelect(inv, *name, true); }; });
-
-  CLI::App* replace = unit->add_subcommand(
-      "replace",
-      "Accept the unit now answering at NAME's address as NAME: pin its unit id in fleet.json "
-      "(after a unit was replaced on purpose; hsmctl refuses a unit whose id is not the pinned "
-      "one)");
-  replace->add_option("NAME", *name, "Unit name, e.g. unit2")->required();
-  AddUnitOptions(replace, inv);
-  AddJsonOption(replace, inv);
-  replace->callback(
-      [&inv, name] { inv.action = [&inv, name] { return RunUnitReplace(inv, *name); }; });
+  AddUnitSubcommands(app, inv);
 }
 
 }  // namespace hsmsim::hsmctl

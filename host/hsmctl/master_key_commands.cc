@@ -3,6 +3,7 @@
 
 #include <iostream>
 #include <optional>
+#include <set>
 
 #include "common/hex.h"
 #include "common/reasons.h"
@@ -310,31 +311,50 @@ std::string RegistersText(const v1::GetInfoResponse& info) {
                 VpHex(info.old_register().verification_pattern(), false));
 }
 
+// DistinctSigners returns how many different administrator keys sign.
+size_t DistinctSigners(const std::vector<host::AdminKey>& signers) {
+  std::set<crypto::KeyId> ids;
+  for (const host::AdminKey& k : signers) ids.insert(k.key_id);
+  return ids.size();
+}
+
 // RunSimple issues an op without arguments on every selected unit that is
 // not already in the state it wants, after the register change guard (the
 // open rotation must stay finishable) and the interlock (every stored key
-// must stay under a master key some unit holds), unless `force`.
+// must stay under a master key some unit of the instance holds), unless
+// `force`; a forced change the interlock would refuse needs the signature
+// threshold (host::CheckForcedChange).
 int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Command&),
               host::RegisterChange change, bool force) {
   SignedHooks hooks;
   std::string wanted_vp;
+  size_t signers = 0;
+  hooks.prepare = [&](const std::vector<host::AdminKey>& keys, ReportHeader&) {
+    signers = DistinctSigners(keys);
+    return absl::OkStatus();
+  };
   hooks.precheck = [&](std::vector<UnitConnection>& conns,
                        const host::FleetManifest& manifest) -> absl::Status {
     std::vector<host::UnitObservation> observed = ObserveAll(conns);
+    // The interlock reasons over every unit of the instance, selected or not.
+    const std::vector<host::UnitObservation> instance = ObserveInstance(inv, observed, manifest);
     // Quarantined keys hold their master key even with --force.
     HSMSIM_ASSIGN_OR_RETURN(auto quarantined, QuarantinedCounts(inv, manifest));
     if (!quarantined.empty()) {
-      HSMSIM_RETURN_IF_ERROR(host::CheckQuarantineHold(observed, change, quarantined));
+      HSMSIM_RETURN_IF_ERROR(host::CheckQuarantineHold(instance, change, quarantined));
     }
     std::optional<host::RotationJournal> journal;
     if (force) {
-      // A forced change goes ahead even when the keystore cannot be read.
+      // A forced change goes ahead even when the keystore cannot be read,
+      // but one the interlock would refuse needs the signature threshold.
       journal = ReadJournalIfAny(inv, manifest).value_or(std::nullopt);
+      HSMSIM_RETURN_IF_ERROR(
+          host::CheckForcedChange(instance, change, KeyCounts(inv, manifest), signers));
     } else {
       HSMSIM_RETURN_IF_ERROR(GuardRegisterChange(
           inv, manifest, observed, host::RequestedChange::Of(CommandOf(change)), &journal));
       HSMSIM_ASSIGN_OR_RETURN(auto counts, KeyCounts(inv, manifest));
-      HSMSIM_RETURN_IF_ERROR(host::CheckInterlock(observed, change, counts));
+      HSMSIM_RETURN_IF_ERROR(host::CheckInterlock(instance, change, counts));
     }
     wanted_vp = WantedVp(journal, observed);
     return absl::OkStatus();
@@ -362,7 +382,8 @@ void AddSimple(CLI::App* parent, Invocation& inv, const char* name, const char* 
   auto force = std::make_shared<bool>(false);
   cmd->add_flag("--force", *force,
                 "Skip the register change guard (an open rotation) and the interlock that "
-                "refuses to strand stored keys under a master key no unit holds");
+                "refuses to strand stored keys under a master key no unit holds; where the "
+                "interlock would refuse, at least the signature threshold must sign");
   AddSignOption(cmd, inv);
   AddUnitOptions(cmd, inv);
   AddJsonOption(cmd, inv);

@@ -1,5 +1,8 @@
 #include "host/hsmctl/register_change_support.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -29,6 +32,28 @@ absl::Status GuardRegisterChange(const Invocation& inv, const host::FleetManifes
   if (verdict.allowed()) verdict = host::CheckRegisterChange(journal, observed, change);
   if (journal_out != nullptr) *journal_out = std::move(journal);
   return verdict.status;
+}
+
+std::vector<host::UnitObservation> ObserveInstance(
+    const Invocation& inv, const std::vector<host::UnitObservation>& selected,
+    const host::FleetManifest& manifest) {
+  host::UnitClientOptions options;
+  options.timeout = std::chrono::milliseconds(inv.timeout_ms);
+  options.idempotent_attempts = 1;  // a peek: a unit that does not answer is unknown
+  std::vector<host::UnitObservation> out;
+  for (const host::FleetUnit& unit : manifest.units) {
+    auto seen = std::find_if(selected.begin(), selected.end(), [&](const host::UnitObservation& o) {
+      return o.unit.name == unit.name;
+    });
+    if (seen != selected.end()) {
+      out.push_back(*seen);
+      continue;
+    }
+    auto client = ConnectPinned(unit, options);
+    out.push_back(
+        host::UnitObservation{unit, client.ok() ? (*client)->GetInfo() : client.status()});
+  }
+  return out;
 }
 
 absl::Status ReportAlready(UnitOutcome& outcome, const std::string& what) {

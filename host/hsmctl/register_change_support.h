@@ -32,6 +32,16 @@ absl::Status GuardRegisterChange(const Invocation& inv, const host::FleetManifes
                                  const host::RequestedChange& change,
                                  std::optional<host::RotationJournal>* journal_out = nullptr);
 
+// ObserveInstance returns the state of every unit of `manifest`
+// (fleet.json, the instance), in its order: a selected unit's from
+// `selected` (ObserveAll of the command's connections), the others read
+// here with GetInfo only, through a pinned connection of their own, never
+// changed. A unit that does not answer carries its error (the interlock
+// counts it as unknown).
+std::vector<host::UnitObservation> ObserveInstance(
+    const Invocation& inv, const std::vector<host::UnitObservation>& selected,
+    const host::FleetManifest& manifest);
+
 // ReportAlready fills a unit's outcome for a unit that already is in the
 // state the command wants: text "already <what>", JSON "already": true.
 // Returns OK (the unit counts as a success).

@@ -42,6 +42,22 @@ TEST(FleetManifestTest, RoundTrip) {
   EXPECT_EQ(parsed->SelectedUnits()[0]->name, "unit1");
 }
 
+TEST(FleetManifestTest, SelectOnlyReplacesTheSelectionOrChangesNothing) {
+  FleetManifest m = Sample();
+  ASSERT_TRUE(m.SelectOnly({"unit2"}).ok());
+  ASSERT_EQ(m.SelectedUnits().size(), 1u);
+  EXPECT_EQ(m.SelectedUnits()[0]->name, "unit2");
+  EXPECT_TRUE(m.selection_overridden);
+  EXPECT_THAT(m.SelectAdvice({"unit1"}), HasSubstr("in --unit too"));
+  // An unknown name: NO_SUCH_UNIT naming it, and the selection is kept.
+  absl::Status s = m.SelectOnly({"unit1", "unit9"});
+  EXPECT_EQ(ReasonOf(s), "NO_SUCH_UNIT") << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("no unit unit9 (its units: unit1, unit2)"));
+  EXPECT_EQ(m.SelectedUnits()[0]->name, "unit2");
+  // Without --unit the advice is hsmctl unit add.
+  EXPECT_EQ(Sample().SelectAdvice({"unit2", "unit3"}), "hsmctl unit add unit2 unit3");
+}
+
 TEST(FleetManifestTest, TruncatedFileIsAClearError) {
   std::string text = SerializeFleetManifest(Sample());
   text.resize(text.size() / 2);

@@ -478,9 +478,106 @@ TEST(InterlockTest, ZeroizeWithStoredKeysRefused) {
 }
 
 TEST(InterlockTest, UnreachableUnitCannotBeVerified) {
-  EXPECT_EQ(ReasonOf(CheckInterlock({Ready("u1"), Unreachable("u2")}, RegisterChange::kClearOld,
-                                    Counts(1, 0))),
-            "INTERLOCK_UNVERIFIED");
+  // Zeroizing u1 is safe only if u2, which does not answer, holds the key.
+  absl::Status s =
+      CheckInterlock({Ready("u1"), Unreachable("u2")}, RegisterChange::kZeroize, Counts(1, 0));
+  EXPECT_EQ(ReasonOf(s), "INTERLOCK_UNVERIFIED") << s;
+  EXPECT_NE(std::string(s.message()).find("u2, which did not answer"), std::string::npos) << s;
+}
+
+// --- the interlock over the instance: every unit of fleet.json --------------
+
+// NotSelected is `u` as a unit of fleet.json the command does not change.
+UnitObservation NotSelected(UnitObservation u) {
+  u.unit.selected = false;
+  return u;
+}
+UnitObservation Serving(const std::string& name) {
+  return Unit(name, Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kSrc));
+}
+
+TEST(InterlockInstanceTest, ZeroizingOneUnitWhileTheOthersHoldTheKeyIsAllowed) {
+  std::vector<UnitObservation> fleet = {Serving("u1"), NotSelected(Serving("u2")),
+                                        NotSelected(Serving("u3")), NotSelected(Serving("u4")),
+                                        NotSelected(Serving("u5"))};
+  EXPECT_TRUE(CheckInterlock(fleet, RegisterChange::kZeroize, Counts(10, 0)).ok());
+  // Zeroizing every unit strands the keys; the refusal names what it saw.
+  for (UnitObservation& u : fleet) u.unit.selected = true;
+  absl::Status s = CheckInterlock(fleet, RegisterChange::kZeroize, Counts(10, 0));
+  EXPECT_EQ(ReasonOf(s), "INTERLOCK") << s;
+  EXPECT_NE(std::string(s.message()).find("changed by this command: u1, u2, u3, u4, u5"),
+            std::string::npos)
+      << s;
+}
+
+TEST(InterlockInstanceTest, AUnitNotSelectedHoldsItsKeyButIsNotChanged) {
+  // u2 is not selected: it keeps S, so clearing OLD S on u1 strands nothing;
+  // without u2 it would.
+  auto u1 = Unit("u1", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kTgt),
+                 Reg(v1::REGISTER_VALID, kSrc));
+  EXPECT_TRUE(
+      CheckInterlock({u1, NotSelected(Serving("u2"))}, RegisterChange::kClearOld, Counts(10, 0))
+          .ok());
+  absl::Status alone = CheckInterlock({u1}, RegisterChange::kClearOld, Counts(10, 0));
+  EXPECT_EQ(ReasonOf(alone), "INTERLOCK") << alone;
+  // Were u2 changed too, the keys would be stranded: its selection matters.
+  absl::Status both = CheckInterlock({u1, Serving("u2")}, RegisterChange::kZeroize, Counts(10, 0));
+  EXPECT_EQ(ReasonOf(both), "INTERLOCK") << both;
+}
+
+TEST(InterlockInstanceTest, AUnitThatDoesNotAnswerIsUnknownNeverHoldsNothing) {
+  // Safe whatever u3 holds: u2 (not selected) holds S.
+  EXPECT_TRUE(CheckInterlock({Serving("u1"), NotSelected(Serving("u2")), Unreachable("u3")},
+                             RegisterChange::kZeroize, Counts(10, 0))
+                  .ok());
+  // Safe whatever u2 holds: clearing NEW on u1 strands nothing.
+  EXPECT_TRUE(
+      CheckInterlock({Ready("u1"), Unreachable("u2")}, RegisterChange::kClearNew, Counts(10, 0))
+          .ok());
+  // Unsafe whatever u2 holds (u1 would lose its CURRENT while keys are
+  // stored): INTERLOCK, not INTERLOCK_UNVERIFIED; the message says u2
+  // could not be checked.
+  absl::Status s = CheckInterlock({Serving("u1"), Unreachable("u2")}, RegisterChange::kClearCurrent,
+                                  Counts(10, 0));
+  EXPECT_EQ(ReasonOf(s), "INTERLOCK") << s;
+  EXPECT_NE(std::string(s.message()).find("did not answer (could not be checked): u2"),
+            std::string::npos)
+      << s;
+  // Depends on u2: unverified, naming it.
+  absl::Status d = CheckInterlock({Serving("u1"), NotSelected(Unreachable("u2"))},
+                                  RegisterChange::kZeroize, Counts(10, 0));
+  EXPECT_EQ(ReasonOf(d), "INTERLOCK_UNVERIFIED") << d;
+  EXPECT_NE(std::string(d.message()).find("unit(s) u2"), std::string::npos) << d;
+}
+
+TEST(InterlockInstanceTest, QuarantineHoldCountsUnitsNotSelected) {
+  const std::vector<WkidPairCount> quarantined = {{WkidOfVp(kSrc), "", 3}};
+  EXPECT_TRUE(CheckQuarantineHold({Serving("u1"), NotSelected(Serving("u2"))},
+                                  RegisterChange::kZeroize, quarantined)
+                  .ok());
+  EXPECT_EQ(ReasonOf(CheckQuarantineHold({Serving("u1"), Serving("u2")}, RegisterChange::kZeroize,
+                                         quarantined)),
+            "KEYS_QUARANTINED");
+}
+
+TEST(InterlockInstanceTest, AForcedChangeTheInterlockRefusesNeedsTheSignatureThreshold) {
+  // Units have signature threshold 2 (Unit()).
+  const std::vector<UnitObservation> fleet = {Serving("u1"), Serving("u2")};
+  absl::Status one = CheckForcedChange(fleet, RegisterChange::kZeroize, Counts(10, 0), 1);
+  EXPECT_EQ(ReasonOf(one), "FORCE_NEEDS_SIGNATURE_THRESHOLD") << one;
+  EXPECT_NE(std::string(one.message()).find("(2 on u1), got 1"), std::string::npos) << one;
+  EXPECT_NE(std::string(one.message()).find("INTERLOCK"), std::string::npos) << one;
+  EXPECT_TRUE(CheckForcedChange(fleet, RegisterChange::kZeroize, Counts(10, 0), 2).ok());
+  // A forced change the interlock would allow anyway: one administrator.
+  EXPECT_TRUE(CheckForcedChange(fleet, RegisterChange::kClearNew, Counts(10, 0), 1).ok());
+  EXPECT_TRUE(CheckForcedChange({Serving("u1"), NotSelected(Serving("u2"))},
+                                RegisterChange::kZeroize, Counts(10, 0), 1)
+                  .ok());
+  // The keystore cannot be read: anything may be at stake.
+  const absl::StatusOr<std::vector<WkidPairCount>> unreadable =
+      Error(absl::StatusCode::kDataLoss, "BAD_KEYSTORE", "keystore.db: not a database");
+  EXPECT_EQ(ReasonOf(CheckForcedChange(fleet, RegisterChange::kClearNew, unreadable, 1)),
+            "FORCE_NEEDS_SIGNATURE_THRESHOLD");
 }
 
 TEST(InterlockTest, ApplyRegisterChangeFollowsTheFirmware) {

@@ -207,6 +207,16 @@ std::vector<host::UnitObservation> FleetWorld::ObserveSelected() {
   return out;
 }
 
+std::vector<host::UnitObservation> FleetWorld::ObserveInstance() {
+  std::vector<host::UnitObservation> out;
+  for (int i = 0; i < kUnits; ++i) {
+    out.push_back(host::UnitObservation{
+        host::FleetUnit{unit(i).name(), "in-process", "", 0, selected(i), false},
+        unit(i).GetInfo()});
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<const firmware::CryptoUnit*>> FleetWorld::Oracles() {
   oracles_.resize(units_.size());
   std::vector<const firmware::CryptoUnit*> out;
@@ -494,16 +504,20 @@ absl::Status FleetWorld::RegisterChange(host::RegisterChange change, bool force,
                                         const HsmctlCrash& crash) {
   // RunSimple: quarantined keys hold their master key even with --force;
   // else the register change guard, then the interlock.
+  // Both reason over every unit of the instance, selected or not.
+  const std::vector<host::UnitObservation> instance = ObserveInstance();
   HSMSIM_ASSIGN_OR_RETURN(auto quarantined, store_->CountQuarantined());
   if (!quarantined.empty()) {
-    HSMSIM_RETURN_IF_ERROR(host::CheckQuarantineHold(ObserveSelected(), change, quarantined));
+    HSMSIM_RETURN_IF_ERROR(host::CheckQuarantineHold(instance, change, quarantined));
   }
   if (force) {
+    HSMSIM_RETURN_IF_ERROR(
+        host::CheckForcedChange(instance, change, store_->CountByWkid(), Signers(signers).size()));
     forced_ = true;
   } else {
     HSMSIM_RETURN_IF_ERROR(Guard(host::RequestedChange::Of(OperatorCommandOf(change))));
     HSMSIM_ASSIGN_OR_RETURN(auto counts, store_->CountByWkid());
-    HSMSIM_RETURN_IF_ERROR(host::CheckInterlock(ObserveSelected(), change, counts));
+    HSMSIM_RETURN_IF_ERROR(host::CheckInterlock(instance, change, counts));
   }
   v1::Command op;
   switch (change) {

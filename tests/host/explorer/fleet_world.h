@@ -160,6 +160,9 @@ class FleetWorld {
 
   // Observations of the selected units through their channels.
   std::vector<host::UnitObservation> ObserveSelected();
+  // ObserveInstance reads every unit, selected or not (unit.selected says
+  // which), as hsmctl's interlock does.
+  std::vector<host::UnitObservation> ObserveInstance();
   // Oracles returns every unit's persisted state restored into a CryptoUnit
   // of its own: the test's view of each unit's disk, whatever faults it is
   // under (what a restart would bring back).

@@ -1,0 +1,179 @@
+// Addressing units and the interlock over the whole instance, end to end
+// (real hsmctl and hsmsim-unit processes): --unit overrides the selection
+// for one command, unit add / rm take several names all or nothing, the
+// interlock counts every unit of fleet.json (selected or not, answering or
+// not), and a forced change the interlock would refuse needs the signature
+// threshold.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "tests/host/rotation_fixture.h"
+
+namespace hsmsim::host {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class UnitTargetingTest : public RotationFixture {
+ protected:
+  // Status returns each unit's status document by name (status --json);
+  // `extra` adds options such as --unit.
+  std::map<std::string, json> Status(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"status", "--json", "--long"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    RunResult st = Hsmctl(args);
+    EXPECT_EQ(st.exit_code, 0) << Describe(st);
+    std::map<std::string, json> out;
+    if (st.exit_code != 0) return out;
+    for (const json& u : json::parse(st.out)["units"]) out[u["unit"]] = u;
+    return out;
+  }
+
+  std::map<std::string, bool> Selected() {
+    std::map<std::string, bool> out;
+    for (const FleetUnit& u : Manifest().units) out[u.name] = u.selected;
+    return out;
+  }
+};
+
+const std::map<std::string, bool> kAllSelected = {
+    {"unit1", true}, {"unit2", true}, {"unit3", true}};
+
+TEST_F(UnitTargetingTest, UnitOptionSelectsTheNamedUnitsForOneCommandOnly) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  // A read: only the units named.
+  std::map<std::string, json> two = Status({"--unit", "unit2,unit3"});
+  EXPECT_EQ(two.size(), 2u);
+  EXPECT_EQ(two.count("unit1"), 0u);
+  // A change: only unit3's NEW is cleared.
+  MustRun({"mk", "clrnew", "--unit", "unit3", "--sign", sign_});
+  std::map<std::string, json> all = Status();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all["unit3"]["registers"]["new"]["state"], "EMPTY");
+  EXPECT_EQ(all["unit1"]["registers"]["new"]["state"], "FULL_COMMITTED");
+  EXPECT_EQ(all["unit2"]["registers"]["new"]["state"], "FULL_COMMITTED");
+  // fleet.json's selection is what it was.
+  EXPECT_EQ(Selected(), kAllSelected);
+}
+
+TEST_F(UnitTargetingTest, AnUnknownUnitNameIsRefusedBeforeAnythingIsDone) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  RunResult r = Hsmctl({"mk", "clrnew", "--unit", "unit1,unit9", "--sign", sign_});
+  EXPECT_EQ(r.exit_code, 4) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("NO_SUCH_UNIT"));
+  EXPECT_THAT(r.err, HasSubstr("unit9"));
+  EXPECT_THAT(r.out, Not(HasSubstr("unit1: ok")));
+  EXPECT_EQ(Status()["unit1"]["registers"]["new"]["state"], "FULL_COMMITTED");
+}
+
+// Set immediate on some units only would split the fleet's CURRENT:
+// the units --unit leaves out count as not selected.
+TEST_F(UnitTargetingTest, SetImmediateAndRotationOnASubsetAreRefused) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  RunResult setimm = Hsmctl({"mk", "setimm", "--unit", "unit1", "--sign", sign_});
+  EXPECT_EQ(setimm.exit_code, 1) << Describe(setimm);
+  EXPECT_THAT(setimm.err, HasSubstr("UNIT_NOT_SELECTED"));
+  EXPECT_THAT(setimm.err, HasSubstr("unit2, unit3"));
+  EXPECT_THAT(setimm.err, HasSubstr("in --unit too"));
+  RunResult rotate = Hsmctl({"mk", "rotate", "--unit", "unit1,unit2", "--sign", sign_});
+  EXPECT_EQ(rotate.exit_code, 1) << Describe(rotate);
+  EXPECT_THAT(rotate.out + rotate.err, HasSubstr("all-units-selected"));
+  EXPECT_EQ(JournalPhase(), "NONE");
+  for (const auto& [name, u] : Status()) {
+    EXPECT_EQ(u["registers"]["new"]["state"], "FULL_COMMITTED") << name;
+  }
+  // Naming every unit is the same as fleet.json's selection.
+  MustRun({"mk", "setimm", "--unit", "unit1,unit2,unit3", "--sign", sign_});
+}
+
+TEST_F(UnitTargetingTest, UnitAddAndRmTakeSeveralNamesAllOrNothing) {
+  FleetGuard guard(tmp_, fleet_);
+  MustRun({"fleet", "up", "--units", "3", "--instance", "it"});
+  MustRun({"unit", "rm", "unit2", "unit3"});
+  EXPECT_EQ(Selected(),
+            (std::map<std::string, bool>{{"unit1", true}, {"unit2", false}, {"unit3", false}}));
+  RunResult bad = Hsmctl({"unit", "add", "unit2", "unit7"});
+  EXPECT_EQ(bad.exit_code, 4) << Describe(bad);
+  EXPECT_THAT(bad.err, HasSubstr("NO_SUCH_UNIT"));
+  EXPECT_THAT(bad.err, HasSubstr("unit7"));
+  EXPECT_FALSE(Selected()["unit2"]) << "an unknown name must change nothing";
+  RunResult add = Hsmctl({"unit", "add", "unit1", "unit2", "unit3", "--json"});
+  ASSERT_EQ(add.exit_code, 0) << Describe(add);
+  json doc = json::parse(add.out);
+  ASSERT_EQ(doc["units"].size(), 3u);
+  EXPECT_EQ(doc["units"][0]["already"], true);
+  EXPECT_EQ(doc["units"][1]["already"], false);
+  EXPECT_EQ(Selected(), kAllSelected);
+}
+
+// The case: zeroizing one unit while the others hold the key is not
+// "no unit holds it", so it needs no --force.
+TEST_F(UnitTargetingTest, ZeroizeOneUnitWhileTheOthersHoldTheKeyNeedsNoForce) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  RunResult one = Hsmctl({"zeroize", "--unit", "unit3", "--sign", sign_});
+  ASSERT_EQ(one.exit_code, 0) << Describe(one);
+  std::map<std::string, json> st = Status();
+  EXPECT_EQ(st["unit3"]["mode"], "IMPRINT");
+  EXPECT_EQ(st["unit1"]["mode"], "NORMAL");
+  // Units left out of fleet.json's selection count the same way: with
+  // unit1 alone selected, zeroizing it would strand every key only if
+  // unit2 held nothing; unit2 is read, not changed.
+  MustRun({"unit", "rm", "unit2", "unit3"});
+  RunResult last = Hsmctl({"zeroize", "--sign", sign_});
+  EXPECT_EQ(last.exit_code, 0) << Describe(last);
+  // Now unit2 alone holds the key: zeroizing it is refused, and the
+  // message names the units it considered.
+  RunResult refused = Hsmctl({"zeroize", "--unit", "unit2", "--sign", sign_});
+  EXPECT_EQ(refused.exit_code, 1) << Describe(refused);
+  EXPECT_THAT(refused.err, HasSubstr("INTERLOCK"));
+  EXPECT_THAT(refused.err,
+              HasSubstr("changed by this command: unit2; not selected (read, not changed): "
+                        "unit1, unit3"));
+  EXPECT_EQ(Status({"--unit", "unit2"})["unit2"]["mode"], "NORMAL");
+}
+
+TEST_F(UnitTargetingTest, AUnitThatDoesNotAnswerIsUnknownNotEmpty) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  KillUnits({"unit2"});
+  // Safe whatever unit2 holds: unit1 keeps the key.
+  RunResult safe = Hsmctl({"zeroize", "--unit", "unit3", "--sign", sign_, "--timeout-ms", "2000"});
+  EXPECT_EQ(safe.exit_code, 0) << Describe(safe);
+  // Safe only if unit2 holds the key: unverified, naming unit2.
+  RunResult depends =
+      Hsmctl({"zeroize", "--unit", "unit1", "--sign", sign_, "--timeout-ms", "2000"});
+  EXPECT_EQ(depends.exit_code, 3) << Describe(depends);
+  EXPECT_THAT(depends.err, HasSubstr("INTERLOCK_UNVERIFIED"));
+  EXPECT_THAT(depends.err, HasSubstr("unit(s) unit2, which did not answer"));
+}
+
+// With --force one administrator alone could destroy the only copy of a
+// master key; the fleet's signature threshold is 2.
+TEST_F(UnitTargetingTest, AForcedDestructiveChangeNeedsTheSignatureThreshold) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  RunResult alone = Hsmctl({"zeroize", "--force", "--sign", alice_});
+  EXPECT_EQ(alone.exit_code, 1) << Describe(alone);
+  EXPECT_THAT(alone.err, HasSubstr("FORCE_NEEDS_SIGNATURE_THRESHOLD"));
+  EXPECT_THAT(alone.err, HasSubstr("got 1 distinct administrator(s)"));
+  for (const auto& [name, u] : Status()) EXPECT_EQ(u["mode"], "NORMAL") << name;
+  // The same key twice is still one administrator.
+  RunResult twice = Hsmctl({"mk", "clrcur", "--force", "--sign", alice_ + "," + alice_});
+  EXPECT_EQ(twice.exit_code, 1) << Describe(twice);
+  EXPECT_THAT(twice.err, HasSubstr("FORCE_NEEDS_SIGNATURE_THRESHOLD"));
+  // A forced change the interlock would allow anyway needs one signature.
+  MustRun({"mk", "clrnew", "--force", "--sign", alice_});
+  // With the threshold, --force goes ahead.
+  MustRun({"mk", "clrcur", "--force", "--unit", "unit1", "--sign", sign_});
+  EXPECT_EQ(Status()["unit1"]["registers"]["current"]["state"], "EMPTY");
+}
+
+}  // namespace
+}  // namespace hsmsim::host
