@@ -116,7 +116,7 @@ absl::Status CheckCurrentKept(const std::vector<UnitObservation>& before,
 // Judge is the interlock's verdict when the units that did not answer hold
 // `assumed` (WKIDs; empty: nothing) before and after the change.
 absl::Status Judge(const std::vector<UnitObservation>& before,
-                   const std::vector<UnitObservation>& after, RegisterChange change,
+                   const std::vector<UnitObservation>& after,
                    const std::vector<WkidPairCount>& counts,
                    const std::vector<std::string>& assumed) {
   auto with_assumed = [&](std::vector<std::string> wkids) {
@@ -150,10 +150,6 @@ absl::Status Judge(const std::vector<UnitObservation>& before,
                "register. Use ",
                kForceNote, " if you accept that outage"));
   }
-  // Zeroize takes a unit out of service on purpose (it comes back through
-  // admin add, thresholds set and a reload); the keys' safety is the checks
-  // above.
-  if (change == RegisterChange::kZeroize) return absl::OkStatus();
   return CheckCurrentKept(before, after, counts);
 }
 
@@ -201,7 +197,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
     }
   }
   // Worst case: the units that did not answer hold nothing.
-  const absl::Status worst = Judge(units, after, change, counts, {});
+  const absl::Status worst = Judge(units, after, counts, {});
   if (worst.ok()) return absl::OkStatus();
   if (unknown.empty()) return WithConsidered(worst, units);
   // Best case: they hold every master key a stored key is under.
@@ -210,7 +206,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
     if (!c.wkid.empty()) every.push_back(c.wkid);
     if (!c.pending_wkid.empty()) every.push_back(c.pending_wkid);
   }
-  const absl::Status best = Judge(units, after, change, counts, every);
+  const absl::Status best = Judge(units, after, counts, every);
   if (!best.ok()) return WithConsidered(best, units);
   return Error(absl::StatusCode::kFailedPrecondition, reason::kInterlockUnverified,
                StrCat("cannot prove the change keeps every stored key usable: that depends on "

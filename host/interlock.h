@@ -32,8 +32,8 @@ v1::GetInfoResponse ApplyRegisterChange(const v1::GetInfoResponse& info, Registe
 // the verdict is computed both ways. Returns FAILED_PRECONDITION
 // (INTERLOCK) naming the WKIDs, key counts and the units considered when
 // the change strands keys whatever the unknown units hold (also when it
-// leaves a selected unit without its VALID CURRENT while keys are stored,
-// except for zeroize, which takes a unit out of service on purpose), and
+// leaves a selected unit without its VALID CURRENT while keys are stored:
+// no recover step brings that back), and
 // (INTERLOCK_UNVERIFIED) naming the units that did not answer when the
 // verdict depends on them.
 absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterChange change,

@@ -477,10 +477,16 @@ TEST(InterlockTest, ZeroizeWithStoredKeysRefused) {
             "INTERLOCK");
 }
 
+// OldSource is a unit promoted to T that keeps S in OLD.
+UnitObservation OldSource(const std::string& name) {
+  return Unit(name, Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kTgt),
+              Reg(v1::REGISTER_VALID, kSrc));
+}
+
 TEST(InterlockTest, UnreachableUnitCannotBeVerified) {
-  // Zeroizing u1 is safe only if u2, which does not answer, holds the key.
+  // Clearing OLD S on u1 is safe only if u2, which does not answer, holds S.
   absl::Status s =
-      CheckInterlock({Ready("u1"), Unreachable("u2")}, RegisterChange::kZeroize, Counts(1, 0));
+      CheckInterlock({OldSource("u1"), Unreachable("u2")}, RegisterChange::kClearOld, Counts(1, 0));
   EXPECT_EQ(ReasonOf(s), "INTERLOCK_UNVERIFIED") << s;
   EXPECT_NE(std::string(s.message()).find("u2, which did not answer"), std::string::npos) << s;
 }
@@ -496,11 +502,23 @@ UnitObservation Serving(const std::string& name) {
   return Unit(name, Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kSrc));
 }
 
-TEST(InterlockInstanceTest, ZeroizingOneUnitWhileTheOthersHoldTheKeyIsAllowed) {
+TEST(InterlockInstanceTest, ZeroizingOneUnitWhileTheOthersHoldTheKeyIsRefusedTruthfully) {
   std::vector<UnitObservation> fleet = {Serving("u1"), NotSelected(Serving("u2")),
                                         NotSelected(Serving("u3")), NotSelected(Serving("u4")),
                                         NotSelected(Serving("u5"))};
-  EXPECT_TRUE(CheckInterlock(fleet, RegisterChange::kZeroize, Counts(10, 0)).ok());
+  // Not "no unit holds" (four do): u1 would lose its CURRENT while keys
+  // are stored, which no recover step undoes.
+  absl::Status one = CheckInterlock(fleet, RegisterChange::kZeroize, Counts(10, 0));
+  EXPECT_EQ(ReasonOf(one), "INTERLOCK") << one;
+  EXPECT_NE(std::string(one.message()).find("u1 would have no CURRENT"), std::string::npos) << one;
+  EXPECT_EQ(std::string(one.message()).find("no unit holds"), std::string::npos) << one;
+  EXPECT_NE(std::string(one.message())
+                .find("changed by this command: u1; not selected (read, not changed): u2, u3, "
+                      "u4, u5"),
+            std::string::npos)
+      << one;
+  // Without stored keys it goes ahead.
+  EXPECT_TRUE(CheckInterlock(fleet, RegisterChange::kZeroize, {}).ok());
   // Zeroizing every unit strands the keys; the refusal names what it saw.
   for (UnitObservation& u : fleet) u.unit.selected = true;
   absl::Status s = CheckInterlock(fleet, RegisterChange::kZeroize, Counts(10, 0));
@@ -527,8 +545,8 @@ TEST(InterlockInstanceTest, AUnitNotSelectedHoldsItsKeyButIsNotChanged) {
 
 TEST(InterlockInstanceTest, AUnitThatDoesNotAnswerIsUnknownNeverHoldsNothing) {
   // Safe whatever u3 holds: u2 (not selected) holds S.
-  EXPECT_TRUE(CheckInterlock({Serving("u1"), NotSelected(Serving("u2")), Unreachable("u3")},
-                             RegisterChange::kZeroize, Counts(10, 0))
+  EXPECT_TRUE(CheckInterlock({OldSource("u1"), NotSelected(Serving("u2")), Unreachable("u3")},
+                             RegisterChange::kClearOld, Counts(10, 0))
                   .ok());
   // Safe whatever u2 holds: clearing NEW on u1 strands nothing.
   EXPECT_TRUE(
@@ -544,8 +562,8 @@ TEST(InterlockInstanceTest, AUnitThatDoesNotAnswerIsUnknownNeverHoldsNothing) {
             std::string::npos)
       << s;
   // Depends on u2: unverified, naming it.
-  absl::Status d = CheckInterlock({Serving("u1"), NotSelected(Unreachable("u2"))},
-                                  RegisterChange::kZeroize, Counts(10, 0));
+  absl::Status d = CheckInterlock({OldSource("u1"), NotSelected(Unreachable("u2"))},
+                                  RegisterChange::kClearOld, Counts(10, 0));
   EXPECT_EQ(ReasonOf(d), "INTERLOCK_UNVERIFIED") << d;
   EXPECT_NE(std::string(d.message()).find("unit(s) u2"), std::string::npos) << d;
 }
@@ -570,8 +588,8 @@ TEST(InterlockInstanceTest, AForcedChangeTheInterlockRefusesNeedsTheSignatureThr
   EXPECT_TRUE(CheckForcedChange(fleet, RegisterChange::kZeroize, Counts(10, 0), 2).ok());
   // A forced change the interlock would allow anyway: one administrator.
   EXPECT_TRUE(CheckForcedChange(fleet, RegisterChange::kClearNew, Counts(10, 0), 1).ok());
-  EXPECT_TRUE(CheckForcedChange({Serving("u1"), NotSelected(Serving("u2"))},
-                                RegisterChange::kZeroize, Counts(10, 0), 1)
+  EXPECT_TRUE(CheckForcedChange({OldSource("u1"), NotSelected(Serving("u2"))},
+                                RegisterChange::kClearOld, Counts(10, 0), 1)
                   .ok());
   // The keystore cannot be read: anything may be at stake.
   const absl::StatusOr<std::vector<WkidPairCount>> unreadable =

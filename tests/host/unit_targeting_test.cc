@@ -28,7 +28,8 @@ class UnitTargetingTest : public RotationFixture {
     EXPECT_EQ(st.exit_code, 0) << Describe(st);
     std::map<std::string, json> out;
     if (st.exit_code != 0) return out;
-    for (const json& u : json::parse(st.out)["units"]) out[u["unit"]] = u;
+    const json doc = json::parse(st.out);  // kept alive across the loop
+    for (const json& u : doc["units"]) out[u["unit"].get<std::string>()] = u;
     return out;
   }
 
@@ -112,46 +113,48 @@ TEST_F(UnitTargetingTest, UnitAddAndRmTakeSeveralNamesAllOrNothing) {
   EXPECT_EQ(Selected(), kAllSelected);
 }
 
-// The case: zeroizing one unit while the others hold the key is not
-// "no unit holds it", so it needs no --force.
-TEST_F(UnitTargetingTest, ZeroizeOneUnitWhileTheOthersHoldTheKeyNeedsNoForce) {
+// The case: zeroizing one unit while the others hold the key. The
+// refusal is true now: not "no unit holds" the key (the others do), but the
+// unit would lose its CURRENT while keys are stored, which no recover step
+// undoes (the rotation explorer: unit rm, zeroize, heal); --force with the
+// signature threshold takes it out of service.
+TEST_F(UnitTargetingTest, ZeroizeOneUnitWhileTheOthersHoldTheKeyIsRefusedTruthfully) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(20);
   RunResult one = Hsmctl({"zeroize", "--unit", "unit3", "--sign", sign_});
-  ASSERT_EQ(one.exit_code, 0) << Describe(one);
+  EXPECT_EQ(one.exit_code, 1) << Describe(one);
+  EXPECT_THAT(one.err, HasSubstr("INTERLOCK: refused: afterwards unit3 would have no CURRENT"));
+  EXPECT_THAT(one.err, Not(HasSubstr("no unit holds")));
+  EXPECT_THAT(one.err,
+              HasSubstr("changed by this command: unit3; not selected (read, not changed): "
+                        "unit1, unit2"));
+  // Units left out of fleet.json's selection are read the same way.
+  MustRun({"unit", "rm", "unit1", "unit2"});
+  RunResult rm = Hsmctl({"zeroize", "--sign", sign_});
+  EXPECT_EQ(rm.exit_code, 1) << Describe(rm);
+  EXPECT_THAT(rm.err, Not(HasSubstr("no unit holds")));
+  MustRun({"unit", "add", "unit1", "unit2"});
+  MustRun({"zeroize", "--unit", "unit3", "--force", "--sign", sign_});
   std::map<std::string, json> st = Status();
   EXPECT_EQ(st["unit3"]["mode"], "IMPRINT");
   EXPECT_EQ(st["unit1"]["mode"], "NORMAL");
-  // Units left out of fleet.json's selection count the same way: with
-  // unit1 alone selected, zeroizing it would strand every key only if
-  // unit2 held nothing; unit2 is read, not changed.
-  MustRun({"unit", "rm", "unit2", "unit3"});
-  RunResult last = Hsmctl({"zeroize", "--sign", sign_});
-  EXPECT_EQ(last.exit_code, 0) << Describe(last);
-  // Now unit2 alone holds the key: zeroizing it is refused, and the
-  // message names the units it considered.
-  RunResult refused = Hsmctl({"zeroize", "--unit", "unit2", "--sign", sign_});
-  EXPECT_EQ(refused.exit_code, 1) << Describe(refused);
-  EXPECT_THAT(refused.err, HasSubstr("INTERLOCK"));
-  EXPECT_THAT(refused.err,
-              HasSubstr("changed by this command: unit2; not selected (read, not changed): "
-                        "unit1, unit3"));
-  EXPECT_EQ(Status({"--unit", "unit2"})["unit2"]["mode"], "NORMAL");
 }
 
 TEST_F(UnitTargetingTest, AUnitThatDoesNotAnswerIsUnknownNotEmpty) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(20);
   KillUnits({"unit2"});
-  // Safe whatever unit2 holds: unit1 keeps the key.
-  RunResult safe = Hsmctl({"zeroize", "--unit", "unit3", "--sign", sign_, "--timeout-ms", "2000"});
+  // Safe whatever unit2 holds: clearing NEW strands nothing.
+  RunResult safe =
+      Hsmctl({"mk", "clrnew", "--unit", "unit1", "--sign", sign_, "--timeout-ms", "2000"});
   EXPECT_EQ(safe.exit_code, 0) << Describe(safe);
-  // Safe only if unit2 holds the key: unverified, naming unit2.
-  RunResult depends =
-      Hsmctl({"zeroize", "--unit", "unit1", "--sign", sign_, "--timeout-ms", "2000"});
-  EXPECT_EQ(depends.exit_code, 3) << Describe(depends);
-  EXPECT_THAT(depends.err, HasSubstr("INTERLOCK_UNVERIFIED"));
-  EXPECT_THAT(depends.err, HasSubstr("unit(s) unit2, which did not answer"));
+  // Unsafe whatever unit2 holds: INTERLOCK (exit 1), not unverified; the
+  // message says unit2 could not be checked.
+  RunResult unsafe =
+      Hsmctl({"mk", "clrcur", "--unit", "unit3", "--sign", sign_, "--timeout-ms", "2000"});
+  EXPECT_EQ(unsafe.exit_code, 1) << Describe(unsafe);
+  EXPECT_THAT(unsafe.err, HasSubstr("INTERLOCK: refused"));
+  EXPECT_THAT(unsafe.err, HasSubstr("did not answer (could not be checked): unit2"));
 }
 
 // With --force one administrator alone could destroy the only copy of a
