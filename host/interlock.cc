@@ -114,11 +114,13 @@ absl::Status CheckCurrentKept(const std::vector<UnitObservation>& before,
 }
 
 // Judge is the interlock's verdict when the units that did not answer hold
-// `assumed` (WKIDs; empty: nothing) before and after the change.
+// `assumed` (WKIDs; empty: nothing) before and after the change, and the
+// selected ones among them `assumed_selected`.
 absl::Status Judge(const std::vector<UnitObservation>& before,
                    const std::vector<UnitObservation>& after,
                    const std::vector<WkidPairCount>& counts,
-                   const std::vector<std::string>& assumed) {
+                   const std::vector<std::string>& assumed,
+                   const std::vector<std::string>& assumed_selected) {
   auto with_assumed = [&](std::vector<std::string> wkids) {
     wkids.insert(wkids.end(), assumed.begin(), assumed.end());
     return wkids;
@@ -149,6 +151,36 @@ absl::Status Judge(const std::vector<UnitObservation>& before,
                "): no unit would hold their master key in a VALID CURRENT or OLD "
                "register. Use ",
                kForceNote, " if you accept that outage"));
+  }
+  // A selected unit that loses a master key gets it back only by a reload
+  // by hand: keys left usable only on units this command does not change
+  // (not selected, or not answering) are refused too (found by the
+  // rotation explorer: mk setimm, unit rm unit2, mk clrold, heal).
+  auto selected_only = [](const std::vector<UnitObservation>& units) {
+    std::vector<UnitObservation> out;
+    for (const UnitObservation& u : units) {
+      if (u.unit.selected) out.push_back(u);
+    }
+    return out;
+  };
+  auto with_selected_assumed = [&](std::vector<std::string> wkids) {
+    wkids.insert(wkids.end(), assumed_selected.begin(), assumed_selected.end());
+    return wkids;
+  };
+  const auto unserved =
+      NewlyAtRisk(KeysAtRisk(counts, with_selected_assumed(UsableWkids(selected_only(before)))),
+                  KeysAtRisk(counts, with_selected_assumed(UsableWkids(selected_only(after)))));
+  if (!unserved.empty()) {
+    const std::string list = ListRisk(unserved, &total);
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kInterlock,
+                 StrCat("refused: afterwards ", total,
+                        " stored key(s) would be usable on none of the units this command "
+                        "changes (",
+                        list,
+                        "), only on units it does not change; a unit that loses a master key "
+                        "gets it back only by a reload by hand. Re-encrypt them first (hsmctl "
+                        "keys upgrade), or use ",
+                        kForceNote, " if you accept that"));
   }
   return CheckCurrentKept(before, after, counts);
 }
@@ -197,7 +229,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
     }
   }
   // Worst case: the units that did not answer hold nothing.
-  const absl::Status worst = Judge(units, after, counts, {});
+  const absl::Status worst = Judge(units, after, counts, {}, {});
   if (worst.ok()) return absl::OkStatus();
   if (unknown.empty()) return WithConsidered(worst, units);
   // Best case: they hold every master key a stored key is under.
@@ -206,7 +238,12 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
     if (!c.wkid.empty()) every.push_back(c.wkid);
     if (!c.pending_wkid.empty()) every.push_back(c.pending_wkid);
   }
-  const absl::Status best = Judge(units, after, counts, every);
+  bool selected_unknown = false;
+  for (const UnitObservation& u : units) {
+    selected_unknown = selected_unknown || (!u.info.ok() && u.unit.selected);
+  }
+  const absl::Status best =
+      Judge(units, after, counts, every, selected_unknown ? every : std::vector<std::string>{});
   if (!best.ok()) return WithConsidered(best, units);
   return Error(absl::StatusCode::kFailedPrecondition, reason::kInterlockUnverified,
                StrCat("cannot prove the change keeps every stored key usable: that depends on "

@@ -115,15 +115,15 @@ TEST_F(UnitTargetingTest, UnitAddAndRmTakeSeveralNamesAllOrNothing) {
 
 // The case: zeroizing one unit while the others hold the key. The
 // refusal is true now: not "no unit holds" the key (the others do), but the
-// unit would lose its CURRENT while keys are stored, which no recover step
-// undoes (the rotation explorer: unit rm, zeroize, heal); --force with the
+// unit would lose the master key of stored keys, which no recover step gives
+// back (the rotation explorer: unit rm, zeroize, heal); --force with the
 // signature threshold takes it out of service.
 TEST_F(UnitTargetingTest, ZeroizeOneUnitWhileTheOthersHoldTheKeyIsRefusedTruthfully) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(20);
   RunResult one = Hsmctl({"zeroize", "--unit", "unit3", "--sign", sign_});
   EXPECT_EQ(one.exit_code, 1) << Describe(one);
-  EXPECT_THAT(one.err, HasSubstr("INTERLOCK: refused: afterwards unit3 would have no CURRENT"));
+  EXPECT_THAT(one.err, HasSubstr("usable on none of the units this command changes"));
   EXPECT_THAT(one.err, Not(HasSubstr("no unit holds")));
   EXPECT_THAT(one.err,
               HasSubstr("changed by this command: unit3; not selected (read, not changed): "
