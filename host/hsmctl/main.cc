@@ -1,6 +1,7 @@
 // hsmctl: the operator's command line for a fleet of hsmsim crypto units.
 // docs/cli.md documents every command, flag and exit code.
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <iostream>
 
 #include "host/hsmctl/audit_commands.h"
@@ -10,6 +11,11 @@
 
 int main(int argc, char** argv) {
   using namespace hsmsim::hsmctl;
+  // Every line is written when printed, also to a file or a pipe: an
+  // interrupted or killed rotation leaves its last line in the output (the
+  // seed page's method is reading that output). std::cout is synchronized
+  // with stdio, so this applies to it too.
+  std::setvbuf(stdout, nullptr, _IOLBF, BUFSIZ);
   CLI::App app{"hsmctl: manage a fleet of hsmsim crypto units (see docs/cli.md)", "hsmctl"};
   app.require_subcommand(1);
   Invocation inv;
