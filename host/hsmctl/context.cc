@@ -216,7 +216,7 @@ int ReportOutcomes(const Invocation& inv, std::string_view command,
       std::cout << o.unit << ": ok" << (o.text.empty() ? "" : ": ") << o.text << "\n";
     } else {
       std::cout << o.unit << ": FAILED: " << ReasonOf(o.status) << ": "
-                << UnitLineMessage(o.unit, o.status.message()) << "\n";
+                << UnitLineMessage(o.unit, std::string(o.status.message())) << "\n";
     }
   }
   return code;

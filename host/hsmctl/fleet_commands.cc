@@ -279,6 +279,28 @@ int RunUnitSelect(Invocation& inv, const std::string& name, bool selected) {
   return kExitOk;
 }
 
+// AddFleetStart registers `hsmctl fleet start`.
+void AddFleetStart(CLI::App* fleet, Invocation& inv) {
+  auto start_opts = std::make_shared<FleetUpOptions>();
+  CLI::App* start = fleet->add_subcommand(
+      "start",
+      "Start a stopped fleet again (after fleet down): every unit that is not running, on its "
+      "state directory and port, checked against its pinned unit id");
+  start->add_option("--unit-binary", start_opts->unit_binary,
+                    "hsmsim-unit to run (default as for fleet up)");
+  start
+      ->add_option("--ready-timeout-ms", start_opts->ready_timeout_ms,
+                   "How long to wait for each unit to answer")
+      ->capture_default_str();
+  start->add_flag("--allow-fault-injection", start_opts->allow_fault_injection,
+                  "Start the units with --allow-fault-injection");
+  AddFleetOption(start, inv);
+  AddJsonOption(start, inv);
+  start->callback([&inv, start_opts] {
+    inv.action = [&inv, start_opts] { return RunFleetStart(inv, *start_opts); };
+  });
+}
+
 }  // namespace
 
 void AddFleetCommands(CLI::App& app, Invocation& inv) {
@@ -343,27 +365,9 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
   down->callback(
       [&inv, grace_ms] { inv.action = [&inv, grace_ms] { return RunFleetDown(inv, *grace_ms); }; });
 
-  auto start_opts = std::make_shared<FleetUpOptions>();
-  CLI::App* start = fleet->add_subcommand(
-      "start",
-      "Start a stopped fleet again (after fleet down): every unit that is not running, on its "
-      "state directory and port, checked against its pinned unit id");
-  start->add_option("--unit-binary", start_opts->unit_binary,
-                    "hsmsim-unit to run (default as for fleet up)");
-  start
-      ->add_option("--ready-timeout-ms", start_opts->ready_timeout_ms,
-                   "How long to wait for each unit to answer")
-      ->capture_default_str();
-  start->add_flag("--allow-fault-injection", start_opts->allow_fault_injection,
-                  "Start the units with --allow-fault-injection");
-  AddFleetOption(start, inv);
-  AddJsonOption(start, inv);
-  start->callback([&inv, start_opts] {
-    inv.action = [&inv, start_opts] { return RunFleetStart(inv, *start_opts); };
-  });
+  AddFleetStart(fleet, inv);
 
-  CLI::App* status =
-      fleet->add_subcommand("status", "Per unit: reachable, pid alive, or stopped (by fleet down)");
+  CLI::App* status = fleet->add_subcommand("status", "Per unit: running, stopped or unreachable");
   AddUnitOptions(status, inv);
   AddJsonOption(status, inv);
   status->callback([&inv] { inv.action = [&inv] { return RunFleetStatus(inv); }; });

@@ -69,7 +69,9 @@ absl::Status CheckTotal(const LoadOptions& o, const std::vector<host::UnitObserv
 // parts loaded of the total.
 absl::Status LoadOnUnit(SignedUnit& u, const KeyParts& parts, uint32_t total,
                         std::string& expected_vp) {
-  const bool vp_from_parts = parts.expected_vp.has_value();
+  // A VP known before any unit computed it is the parts' own.
+  const bool vp_from_parts = !expected_vp.empty() && parts.expected_vp.has_value() &&
+                             host::SameId(expected_vp, *parts.expected_vp);
   if (u.info.importer_public_key().empty()) u.outcome.details["generated_importer"] = true;
   HSMSIM_ASSIGN_OR_RETURN(u.info, host::LoadEncryptedKeyPartsOnUnit(
                                       *u.conn.client, u.info, parts.encryptors, u.signers, total));

@@ -128,7 +128,7 @@ TEST_F(HsmctlOperatorTest, CrashedUnitIsUnreachableAndStartChecksPinnedIds) {
   EXPECT_THAT(status.out, HasSubstr("unit2: FAILED: UNIT_UNREACHABLE"));
 
   MustRun({"fleet", "down", "--grace-ms", "3000"});
-  const FleetManifest m = Manifest();
+  FleetManifest m = Manifest();
   fs::remove(fs::path(m.FindUnit("unit2")->state_dir) / "unit.state");
   fs::remove(fs::path(m.FindUnit("unit2")->state_dir) / "device.key");
   RunResult start = Hsmctl({"fleet", "start", "--ready-timeout-ms", "5000"});
