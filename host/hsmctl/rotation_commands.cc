@@ -150,12 +150,12 @@ host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& 
   options.batch_size = f.batch_size;
   options.in_flight_per_unit = f.in_flight;
   options.progress = [&progress](const host::RotationProgress& p) { progress.Update(p); };
-  const bool json_out = inv.json;
-  options.say = [&progress, json_out](std::string_view line) {
+  // The rewrap message goes to stdout (to stderr with --json), so an
+  // operator watching the run sees it exactly; repeated lines are folded.
+  auto folder = std::make_shared<LineFolder>(inv.json ? std::cerr : std::cout);
+  options.say = [&progress, folder](std::string_view line) {
     progress.Finish();
-    // The rewrap message goes to stdout even with --json (on stderr then),
-    // so an operator watching the run sees it exactly.
-    (json_out ? std::cerr : std::cout) << line << std::endl;
+    folder->Say(line);
   };
   options.checkpoint = InterruptibleCheckpoint(TestCrashCheckpoint());
   return host::RotationEngine(*s.store, std::move(units), SignerPointers(s.signers), options);
@@ -184,7 +184,8 @@ absl::StatusOr<std::vector<host::Finding>> PrecheckStoredBlobs(
   host::BlobPrecheckOptions options;
   options.batch_size = f.batch_size;
   options.in_flight_per_unit = f.in_flight;
-  options.say = [](std::string_view line) { std::cerr << "hsmctl: " << line << std::endl; };
+  auto folder = std::make_shared<LineFolder>(std::cerr, "hsmctl: ");
+  options.say = [folder](std::string_view line) { folder->Say(line); };
   const auto& info = *observed[0].info;
   HSMSIM_ASSIGN_OR_RETURN(
       host::BlobPrecheckReport checked,
