@@ -89,7 +89,8 @@ TEST_F(HsmctlOperatorTest, StoppedFleetIsStoppedAndStartsAgain) {
   EXPECT_THAT(stopped.out, Not(HasSubstr("connection refused")));
   RunResult stopped_json = Hsmctl({"fleet", "status", "--json", "--timeout-ms", "2000"});
   EXPECT_EQ(stopped_json.exit_code, 0) << Describe(stopped_json);
-  for (const json& u : json::parse(stopped_json.out)["units"]) {
+  const json doc1 = json::parse(stopped_json.out);  // alive across the loop (ASan)
+  for (const json& u : doc1["units"]) {
     EXPECT_EQ(u["state"], "stopped") << u.dump();
     EXPECT_EQ(u["stopped"], true) << u.dump();
     EXPECT_EQ(u["reachable"], false) << u.dump();
@@ -108,12 +109,14 @@ TEST_F(HsmctlOperatorTest, StoppedFleetIsStoppedAndStartsAgain) {
   }
   RunResult running = Hsmctl({"fleet", "status", "--json"});
   EXPECT_EQ(running.exit_code, 0) << Describe(running);
-  for (const json& u : json::parse(running.out)["units"]) EXPECT_EQ(u["state"], "running");
+  const json doc2 = json::parse(running.out);  // alive across the loop (ASan)
+  for (const json& u : doc2["units"]) EXPECT_EQ(u["state"], "running");
 
   // A second start leaves the running units alone.
   RunResult again = Hsmctl({"fleet", "start", "--json"});
   ASSERT_EQ(again.exit_code, 0) << Describe(again);
-  for (const json& u : json::parse(again.out)["units"]) EXPECT_EQ(u["already"], true);
+  const json doc3 = json::parse(again.out);  // alive across the loop (ASan)
+  for (const json& u : doc3["units"]) EXPECT_EQ(u["already"], true);
   EXPECT_EQ(Manifest().units[0].pid, after.units[0].pid);
 }
 
@@ -330,7 +333,8 @@ TEST_F(HsmctlOperatorTest, AdminAddFromPublicKeyOrCertificate) {
 
   RunResult status = Hsmctl({"status", "--json"});
   ASSERT_EQ(status.exit_code, 0) << Describe(status);
-  for (const json& u : json::parse(status.out)["units"]) {
+  const json doc4 = json::parse(status.out);  // alive across the loop (ASan)
+  for (const json& u : doc4["units"]) {
     std::map<std::string, std::string> ids;
     for (const json& a : u["administrators"]) ids[a["name"]] = a["key_id"];
     EXPECT_EQ(ids["carol"], ToHex(carol->key_id)) << u.dump();
