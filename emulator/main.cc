@@ -1,14 +1,13 @@
 // hsmsim-unit: one emulated crypto unit as a process. See docs/architecture.md
 // and `hsmsim-unit --help`.
 //
-// Exit codes: 0 after SIGTERM/SIGINT; 1 when the unit cannot listen or write
-// its port file; 2 for bad flags or a state directory it cannot use (one
-// that group or others can write, a damaged state file, which is never
-// replaced by a blank unit, or a device key whose state file is gone,
-// without --new-unit); 3 when a state change reached the disk but syncing
-// its directory failed (see RequestDispatcher); 137 when an injected CRASH
-// fault fired (docs/reliability.md). Every failure to start is one line on
-// stderr, "hsmsim-unit: REASON: message", which launchers show as is.
+// Exit codes: 0 after SIGTERM/SIGINT (and for --help, --version); 1 when the unit cannot listen or
+// write its port file; 2 for bad flags or a state directory it cannot use (one that group or others
+// can write, a damaged state file, which is never replaced by a blank unit, or a device key whose
+// state file is gone, without --new-unit); 3 when a state change reached the disk but syncing its
+// directory failed (see RequestDispatcher); 137 when an injected CRASH fault fired
+// (docs/reliability.md). Every failure to start is one line on stderr, "hsmsim-unit: REASON:
+// message", which launchers show as is.
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -32,6 +31,8 @@
 #include "emulator/state_store.h"
 #include "emulator/unit_options.h"
 #include "emulator/unit_server.h"
+#include "firmware/limits.h"
+#include "proto/wire/build_version.h"
 
 namespace {
 
@@ -55,6 +56,11 @@ int main(int argc, char** argv) {
   CLI::App app;
   UnitOptions options;
   AddUnitOptions(app, options);
+  app.set_version_flag(
+      "--version",
+      hsmsim::wire::VersionText("hsmsim-unit") + "\nfirmware " + hsmsim::firmware::kFirmwareVersion,
+      "Print hsmsim-unit's version, the git commit it was built from, the wire "
+      "protocol version and the firmware version, and exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -21,7 +21,7 @@ absl::StatusOr<v1::GetInfoResponse> LoadKeyPartsOnUnit(
 
 absl::StatusOr<v1::GetInfoResponse> LoadEncryptedKeyPartsOnUnit(
     UnitChannel& client, v1::GetInfoResponse info, const std::vector<PartEncryptor>& parts,
-    const std::vector<const AdminKey*>& signers) {
+    const std::vector<const AdminKey*>& signers, uint32_t total_parts) {
   if (info.importer_public_key().empty()) {
     v1::Command gen;
     gen.mutable_generate_importer();
@@ -30,7 +30,8 @@ absl::StatusOr<v1::GetInfoResponse> LoadEncryptedKeyPartsOnUnit(
     info = generated->info();
   }
   v1::Command load;
-  load.mutable_load_key_parts()->set_total_parts(static_cast<uint32_t>(parts.size()));
+  load.mutable_load_key_parts()->set_total_parts(
+      total_parts == 0 ? static_cast<uint32_t>(parts.size()) : total_parts);
   for (const PartEncryptor& part : parts) {
     HSMSIM_ASSIGN_OR_RETURN(auto encrypted, part(AsBytes(info.importer_public_key())));
     *load.mutable_load_key_parts()->add_parts() = std::move(encrypted);

@@ -33,9 +33,13 @@ using PartEncryptor =
 
 // LoadEncryptedKeyPartsOnUnit is LoadKeyPartsOnUnit for parts that encrypt
 // themselves: each encryptor is called once with the unit's importer key.
+// `total_parts` is the number of parts of the whole load (LOAD_KEY_PARTS
+// total_parts; 0: `parts.size()`, every part at once): with more than
+// `parts.size()` the unit keeps NEW PARTIALLY_LOADED until the rest come in
+// later commands (each custodian their own).
 absl::StatusOr<v1::GetInfoResponse> LoadEncryptedKeyPartsOnUnit(
     UnitChannel& client, v1::GetInfoResponse info, const std::vector<PartEncryptor>& parts,
-    const std::vector<const AdminKey*>& signers);
+    const std::vector<const AdminKey*>& signers, uint32_t total_parts = 0);
 
 // CommitNewOnUnit commits NEW quoting `expected_vp`; returns the state after.
 absl::StatusOr<v1::GetInfoResponse> CommitNewOnUnit(UnitChannel& client,

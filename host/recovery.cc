@@ -152,6 +152,31 @@ bool DecideBlankUnits(const RotationJournal& journal, const std::vector<UnitObse
   return true;
 }
 
+// SortUnitsByRotationState adds each unit's name to d.units_to_promote
+// (ready), d.units_promoted or d.units_to_reload (NEW lost) by its place in
+// the rotation from `source_vp` to `target_vp`; a unit in any other state
+// goes to `other` when it is given, else to d.units_to_reload.
+void SortUnitsByRotationState(const std::vector<UnitObservation>& units, std::string_view source_vp,
+                              std::string_view target_vp, RecoveryDecision& d,
+                              std::vector<std::string>* other) {
+  for (const UnitObservation& u : units) {
+    switch (ClassifyUnit(u, source_vp, target_vp)) {
+      case UnitRotationState::kReady:
+        d.units_to_promote.push_back(u.unit.name);
+        break;
+      case UnitRotationState::kPromoted:
+        d.units_promoted.push_back(u.unit.name);
+        break;
+      case UnitRotationState::kNewLost:
+        d.units_to_reload.push_back(u.unit.name);
+        break;
+      default:
+        (other != nullptr ? *other : d.units_to_reload).push_back(u.unit.name);
+        break;
+    }
+  }
+}
+
 // DecideSplitCurrent decides, with no rotation in progress, when the units'
 // CURRENT registers hold different master keys (issue 11, input 4: a mk
 // setimm that reached some units only). In the shape FindSplitCurrent
@@ -165,22 +190,7 @@ bool DecideSplitCurrent(const std::vector<UnitObservation>& units,
   const std::string listed = absl::StrJoin(split->units, ", ");
   std::vector<std::string> other;
   if (split->recognized()) {
-    for (const UnitObservation& u : units) {
-      switch (ClassifyUnit(u, split->source_vp, split->target_vp)) {
-        case UnitRotationState::kReady:
-          d.units_to_promote.push_back(u.unit.name);
-          break;
-        case UnitRotationState::kPromoted:
-          d.units_promoted.push_back(u.unit.name);
-          break;
-        case UnitRotationState::kNewLost:
-          d.units_to_reload.push_back(u.unit.name);
-          break;
-        default:
-          other.push_back(u.unit.name);
-          break;
-      }
-    }
+    SortUnitsByRotationState(units, split->source_vp, split->target_vp, d, &other);
   }
   if (!split->recognized() || !other.empty()) {
     d.situation = RecoverySituation::kFixAndRotateAgain;
@@ -258,19 +268,7 @@ void DecideInProgress(const RotationJournal& journal, const std::vector<UnitObse
                       RecoveryDecision& d) {
   d.source_vp = journal.source_vp;
   d.target_vp = journal.target_vp;
-  for (const UnitObservation& u : units) {
-    switch (ClassifyUnit(u, journal.source_vp, journal.target_vp)) {
-      case UnitRotationState::kReady:
-        d.units_to_promote.push_back(u.unit.name);
-        break;
-      case UnitRotationState::kPromoted:
-        d.units_promoted.push_back(u.unit.name);
-        break;
-      default:
-        d.units_to_reload.push_back(u.unit.name);
-        break;
-    }
-  }
+  SortUnitsByRotationState(units, journal.source_vp, journal.target_vp, d, nullptr);
   d.abort_possible = d.units_promoted.empty() && journal.phase != RotationPhase::kFinalizing;
   if (!d.units_to_reload.empty()) {
     d.situation = RecoverySituation::kReloadNewRegister;

@@ -9,6 +9,7 @@
 #include "common/str_cat.h"
 #include "crypto/entropy.h"
 #include "crypto/verification_pattern.h"
+#include "host/admin_public_key.h"
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
@@ -22,6 +23,7 @@ namespace {
 struct KeygenOptions {
   std::string name;
   std::string out;
+  std::string public_out;  // --public-out: the public key file, if wanted
   int kdf_cost = host::kAdminKeyPbkdf2Iterations;
 };
 
@@ -32,20 +34,29 @@ int RunKeygen(Invocation& inv, const KeygenOptions& o) {
   if (!admin.ok()) return Fail(inv, admin.status());
   auto password = NewFilePassword(inv, o.out, "Password for the new admin key: ");
   if (!password.ok()) return Fail(inv, password.status());
+  if (!o.public_out.empty() && std::filesystem::exists(o.public_out)) {
+    return Fail(inv, Error(absl::StatusCode::kAlreadyExists, reason::kFileExists,
+                           StrCat(o.public_out, " exists; it is never overwritten")));
+  }
   absl::Status written =
       host::WriteAdminKeyFile(o.out, *admin, AsStringView(*password), o.kdf_cost);
   if (!written.ok()) return Fail(inv, written);
+  if (!o.public_out.empty()) {
+    auto text = host::SerializeAdminPublicKey(*admin);
+    if (!text.ok()) return Fail(inv, text.status());
+    if (absl::Status s = host::WriteNewFile(o.public_out, *text, 0600); !s.ok()) {
+      return Fail(inv, s);
+    }
+  }
   const std::string key_id = ToHex(admin->key_id);
   if (inv.json) {
-    std::cout << json{{"command", "admin keygen"},
-                      {"ok", true},
-                      {"name", admin->name},
-                      {"key_id", key_id},
-                      {"file", o.out}}
+    std::cout << json{{"command", "admin keygen"}, {"ok", true},    {"name", admin->name},
+                      {"key_id", key_id},          {"file", o.out}, {"public_file", o.public_out}}
                      .dump(2)
               << "\n";
   } else {
     std::cout << "administrator '" << admin->name << "' key " << key_id << " written to " << o.out
+              << (o.public_out.empty() ? std::string() : StrCat(", public key to ", o.public_out))
               << "\n";
   }
   return kExitOk;
@@ -81,7 +92,7 @@ absl::Status AddExpected(Invocation& inv, const std::vector<std::string>& entrie
       expected.emplace(std::move(id), StrCat("key ", entry.substr(0, 16)));
       continue;
     }
-    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, OpenAdminKey(inv, entry));
+    HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, OpenAdminPublicKey(inv, entry));
     expected.emplace(crypto::AsString(admin.key_id), admin.name);
   }
   return absl::OkStatus();
@@ -176,9 +187,10 @@ int RunAdminAdd(Invocation& inv, const std::vector<std::string>& files,
   ExpectedAdmins expected;
   SignedHooks hooks;
   hooks.prepare = [&](const std::vector<host::AdminKey>& signers, ReportHeader&) -> absl::Status {
-    // Each new administrator's key file opens with its own secret, or is a card.
+    // Each new administrator: a public key or certificate file (no secret), a
+    // key file that opens with its own secret, or a card.
     for (const std::string& file : files) {
-      HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, OpenAdminKey(inv, file, name));
+      HSMSIM_ASSIGN_OR_RETURN(host::AdminKey admin, OpenAdminPublicKey(inv, file, name));
       admins.push_back(std::move(admin));
     }
     AddKeys(signers, expected);
@@ -277,8 +289,8 @@ void AddExpectAdminsOption(CLI::App* cmd, std::vector<std::string>& entries,
                            const std::string& help) {
   cmd->add_option("--expect-admins", entries,
                   StrCat(help,
-                         ". Administrator key files or key ids (64 hex digits), "
-                         "FILE|KEYID[,...]"))
+                         ". Administrator public key, certificate or key files, or key ids "
+                         "(64 hex digits), FILE|KEYID[,...]"))
       ->delimiter(',');
 }
 
@@ -296,6 +308,9 @@ void AddAdminCommands(CLI::App& app, Invocation& inv) {
   keygen->add_option("--name", keygen_opts->name, "Administrator name (1..30 characters)")
       ->required();
   keygen->add_option("--out", keygen_opts->out, "File to create (never overwritten)")->required();
+  keygen->add_option("--public-out", keygen_opts->public_out,
+                     "Also write the public key (with the name) to this file, for hsmctl admin "
+                     "add (never overwritten)");
   // For tests only: a cheaper PBKDF2 (>= 10000 iterations). Hidden from --help.
   keygen->add_option("--kdf-cost", keygen_opts->kdf_cost, "PBKDF2 iterations")->group("");
   AddPasswordOption(keygen, inv);
@@ -307,12 +322,18 @@ void AddAdminCommands(CLI::App& app, Invocation& inv) {
   auto files = std::make_shared<std::vector<std::string>>();
   auto add_expect = std::make_shared<std::vector<std::string>>();
   CLI::App* add = admin->add_subcommand(
-      "add", "Install administrators (from their key files) on every selected unit");
-  add->add_option("FILE", *files, "Administrator key files, or pkcs11: URIs of keys on smart cards")
+      "add",
+      "Install administrators (from their public keys, certificates or key files) on every "
+      "selected unit");
+  add->add_option("FILE", *files,
+                  "Administrators: PEM public key or X.509 certificate files (no secret "
+                  "needed), admin key files, or pkcs11: URIs of keys on smart cards")
       ->required();
   auto add_name = std::make_shared<std::string>();
   add->add_option("--name", *add_name,
-                  "Administrator name of a card key (default: the key object's label)");
+                  "Administrator name of a card key or of a public key or certificate file "
+                  "(default: the key object's label; the file's '# name:' line, else the "
+                  "certificate's subject CN)");
   AddExpectAdminsOption(add, *add_expect,
                         "In imprint mode, administrators a unit may already hold besides the "
                         "FILEs and the signers; refused (UNEXPECTED_ADMINISTRATOR) when a unit "

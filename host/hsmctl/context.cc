@@ -94,6 +94,28 @@ int ExitCodeFor(const absl::Status& status) {
       reason::ExitClassOf(ReasonOf(status)).value_or(reason::ExitClass::kRefused));
 }
 
+std::string UnitLineMessage(std::string_view unit, std::string_view message) {
+  const std::string named = StrCat("unit ", unit, ": ");
+  const std::string located = StrCat("unit ", unit, " at ");
+  std::string out;
+  size_t pos = 0;
+  while (pos < message.size()) {
+    const std::string_view rest = message.substr(pos);
+    // Only at the start of the message or after a separator, so that
+    // "unit unit1" inside another name is left alone.
+    const bool boundary = pos == 0 || message[pos - 1] == ' ' || message[pos - 1] == '(';
+    if (boundary && rest.starts_with(named)) {
+      pos += named.size();
+    } else if (boundary && rest.starts_with(located)) {
+      out += "at ";
+      pos += located.size();
+    } else {
+      out += message[pos++];
+    }
+  }
+  return out;
+}
+
 json StatusJson(const absl::Status& status) {
   return {{"code", static_cast<int>(status.code())},
           {"reason", ReasonOf(status)},
@@ -208,7 +230,7 @@ int ReportOutcomes(const Invocation& inv, std::string_view command,
       std::cout << o.unit << ": ok" << (o.text.empty() ? "" : ": ") << o.text << "\n";
     } else {
       std::cout << o.unit << ": FAILED: " << ReasonOf(o.status) << ": "
-                << std::string(o.status.message()) << "\n";
+                << UnitLineMessage(o.unit, std::string(o.status.message())) << "\n";
     }
   }
   return code;

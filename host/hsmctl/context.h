@@ -190,6 +190,13 @@ struct SignedHooks {
 int RunSignedPerUnit(Invocation& inv, std::string_view command, const SignedStep& step,
                      const SignedHooks& hooks = {});
 
+// UnitLineMessage returns `message` for a line that already starts with the
+// unit's name ("unit2: FAILED: REASON: ..."), so that the unit is named once
+// per line: every "unit NAME: " in it is dropped and "unit NAME at
+// ENDPOINT" becomes "at ENDPOINT". Other mentions (another unit, or NAME as
+// the subject of a sentence) stay.
+std::string UnitLineMessage(std::string_view unit, std::string_view message);
+
 // StatusJson returns {"code", "reason", "message"} of a status.
 json StatusJson(const absl::Status& status);
 

@@ -1,4 +1,5 @@
-// hsmctl fleet up | restart | down | status, and hsmctl unit add | rm | replace.
+// hsmctl fleet up | restart | start | down | status, and hsmctl unit rm | add |
+// replace.
 #include <iostream>
 
 #include "absl/strings/str_join.h"
@@ -167,6 +168,33 @@ int RunFleetDown(Invocation& inv, int grace_ms) {
   return ReportOutcomes(inv, "fleet down", outcomes);
 }
 
+// StatusOfUnit reads one unit for fleet status: reachable, or stopped on
+// purpose (fleet down marked it and its process is gone: not an error), or
+// unreachable.
+UnitOutcome StatusOfUnit(const host::FleetUnit& unit, const host::UnitClientOptions& options) {
+  UnitOutcome o{unit.name, unit.endpoint, absl::OkStatus(), "", json::object()};
+  const bool alive = unit.pid > 0 && host::IsUnitProcess(unit.pid, unit.state_dir);
+  auto client = ConnectPinned(unit, options);
+  absl::Status reach = client.ok() ? (*client)->GetInfo().status() : client.status();
+  const bool stopped = !reach.ok() && unit.stopped && !alive && host::IsUnreachable(reach);
+  o.status = stopped ? absl::OkStatus() : reach;
+  o.details["pid"] = unit.pid;
+  o.details["pid_alive"] = alive;
+  o.details["selected"] = unit.selected;
+  o.details["reachable"] = reach.ok();
+  o.details["stopped"] = stopped;
+  o.details["state"] = reach.ok() ? "running" : stopped ? "stopped" : "unreachable";
+  const std::string selected = unit.selected ? "" : ", not selected";
+  if (stopped) {
+    o.text = StrCat("stopped (fleet down), pid ", unit.pid,
+                    " not running; hsmctl fleet start starts it again", selected);
+  } else {
+    o.text = StrCat("reachable at ", unit.endpoint, ", pid ", unit.pid,
+                    alive ? " alive" : " not running", selected);
+  }
+  return o;
+}
+
 int RunFleetStatus(Invocation& inv) {
   auto manifest = host::LoadFleetManifest(FleetDir(inv));
   if (!manifest.ok()) return Fail(inv, manifest.status());
@@ -175,20 +203,48 @@ int RunFleetStatus(Invocation& inv) {
   options.idempotent_attempts = 1;
   std::vector<UnitOutcome> outcomes;
   for (const host::FleetUnit& unit : manifest->units) {
-    UnitOutcome o{unit.name, unit.endpoint, absl::OkStatus(), "", json::object()};
-    const bool alive = unit.pid > 0 && host::IsUnitProcess(unit.pid, unit.state_dir);
-    auto client = ConnectPinned(unit, options);
-    absl::Status reach = client.ok() ? (*client)->GetInfo().status() : client.status();
-    o.status = reach;
-    o.details["pid"] = unit.pid;
-    o.details["pid_alive"] = alive;
-    o.details["selected"] = unit.selected;
-    o.details["reachable"] = reach.ok();
-    o.text = StrCat("reachable at ", unit.endpoint, ", pid ", unit.pid,
-                    alive ? " alive" : " not running", unit.selected ? "" : ", not selected");
-    outcomes.push_back(std::move(o));
+    outcomes.push_back(StatusOfUnit(unit, options));
   }
   return ReportOutcomes(inv, "fleet status", outcomes, json{{"instance", manifest->instance}});
+}
+
+// RunFleetStart starts every unit of a stopped fleet again on its state
+// directory and port, unit by unit as fleet restart does (each must answer
+// with its pinned unit id); a running unit is left alone and reported.
+int RunFleetStart(Invocation& inv, const FleetUpOptions& o) {
+  host::FleetLaunchOptions options;
+  options.fleet_dir = FleetDir(inv);
+  options.unit_binary = o.unit_binary;
+  options.ready_timeout = std::chrono::milliseconds(o.ready_timeout_ms);
+  options.allow_fault_injection = o.allow_fault_injection;
+  auto manifest = host::LoadFleetManifest(options.fleet_dir);
+  if (!manifest.ok()) return Fail(inv, manifest.status());
+  std::vector<UnitOutcome> outcomes;
+  for (const host::FleetUnit& unit : manifest->units) {
+    UnitOutcome out{unit.name, unit.endpoint, absl::OkStatus(), "", json::object()};
+    if (unit.pid <= 0) {
+      out.text = "not launched by hsmctl (no pid); left alone";
+      out.details["started"] = false;
+    } else if (host::IsUnitProcess(unit.pid, unit.state_dir)) {
+      out.text = StrCat("already running, pid ", unit.pid);
+      out.details["started"] = false;
+      out.details["already"] = true;
+      out.details["pid"] = unit.pid;
+    } else {
+      auto started = host::RestartUnit(options, unit.name);
+      out.status = started.status();
+      if (started.ok()) {
+        out.endpoint = started->endpoint;
+        out.text = StrCat("started, pid ", started->pid, ", listening on ", started->endpoint,
+                          ", unit id ", ToHex(started->unit_id));
+        out.details["started"] = true;
+        out.details["pid"] = started->pid;
+        out.details["unit_id"] = ToHex(started->unit_id);
+      }
+    }
+    outcomes.push_back(std::move(out));
+  }
+  return ReportOutcomes(inv, "fleet start", outcomes, json{{"instance", manifest->instance}});
 }
 
 // RunUnitSelect sets `selected` of every unit `names` names in fleet.json
@@ -270,6 +326,28 @@ void AddUnitSubcommands(CLI::App& app, Invocation& inv) {
       [&inv, name] { inv.action = [&inv, name] { return RunUnitReplace(inv, *name); }; });
 }
 
+// AddFleetStart registers `hsmctl fleet start`.
+void AddFleetStart(CLI::App* fleet, Invocation& inv) {
+  auto start_opts = std::make_shared<FleetUpOptions>();
+  CLI::App* start = fleet->add_subcommand(
+      "start",
+      "Start a stopped fleet again (after fleet down): every unit that is not running, on its "
+      "state directory and port, checked against its pinned unit id");
+  start->add_option("--unit-binary", start_opts->unit_binary,
+                    "hsmsim-unit to run (default as for fleet up)");
+  start
+      ->add_option("--ready-timeout-ms", start_opts->ready_timeout_ms,
+                   "How long to wait for each unit to answer")
+      ->capture_default_str();
+  start->add_flag("--allow-fault-injection", start_opts->allow_fault_injection,
+                  "Start the units with --allow-fault-injection");
+  AddFleetOption(start, inv);
+  AddJsonOption(start, inv);
+  start->callback([&inv, start_opts] {
+    inv.action = [&inv, start_opts] { return RunFleetStart(inv, *start_opts); };
+  });
+}
+
 }  // namespace
 
 void AddFleetCommands(CLI::App& app, Invocation& inv) {
@@ -334,7 +412,9 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
   down->callback(
       [&inv, grace_ms] { inv.action = [&inv, grace_ms] { return RunFleetDown(inv, *grace_ms); }; });
 
-  CLI::App* status = fleet->add_subcommand("status", "Per unit: reachable, pid alive");
+  AddFleetStart(fleet, inv);
+
+  CLI::App* status = fleet->add_subcommand("status", "Per unit: running, stopped or unreachable");
   AddNamedUnitOptions(status, inv);
   AddJsonOption(status, inv);
   status->callback([&inv] { inv.action = [&inv] { return RunFleetStatus(inv); }; });

@@ -9,6 +9,7 @@
 #include "common/str_cat.h"
 #include "crypto/entropy.h"
 #include "crypto/key_part.h"
+#include "host/admin_public_key.h"
 #include "host/password.h"
 #include "host/pkcs11/card_admin_key.h"
 #include "host/pkcs11/card_key_part.h"
@@ -85,11 +86,20 @@ absl::StatusOr<host::AdminKey> OpenAdminKey(Invocation& inv, const std::string& 
   return key;
 }
 
+absl::StatusOr<host::AdminKey> OpenAdminPublicKey(Invocation& inv, const std::string& spec,
+                                                  const std::string& name) {
+  if (!host::pkcs11::IsPkcs11Uri(spec)) {
+    HSMSIM_ASSIGN_OR_RETURN(std::string text, host::ReadFileBytes(spec));
+    if (host::IsAdminPublicKeyText(text)) return host::ParseAdminPublicKey(text, name, spec);
+  }
+  return OpenAdminKey(inv, spec, name);
+}
+
 absl::StatusOr<KeyParts> OpenKeyParts(Invocation& inv, const std::vector<std::string>& specs) {
-  if (specs.size() < 2 || specs.size() > 3) {
-    return Error(
-        absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
-        StrCat("--parts takes 2 or 3 key parts (files or pkcs11: URIs), got ", specs.size()));
+  if (specs.empty() || specs.size() > kMaxKeyParts) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
+                 StrCat("--parts takes 1 to ", kMaxKeyParts,
+                        " key parts (files or pkcs11: URIs), got ", specs.size()));
   }
   KeyParts out;
   SecretBytes xored(crypto::kKeyPartSize, 0);

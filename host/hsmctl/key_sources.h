@@ -45,6 +45,13 @@ absl::StatusOr<SecretBytes> NewFilePassword(Invocation& inv, const std::string& 
 absl::StatusOr<host::AdminKey> OpenAdminKey(Invocation& inv, const std::string& spec,
                                             const std::string& name = "");
 
+// OpenAdminPublicKey opens the administrator `spec` names for installing
+// it: a public key or certificate file (host/admin_public_key.h: no secret
+// needed; `name` overrides its name), else as OpenAdminKey does (a key file
+// with its own secret, or a card). Errors of either.
+absl::StatusOr<host::AdminKey> OpenAdminPublicKey(Invocation& inv, const std::string& spec,
+                                                  const std::string& name = "");
+
 // KeyParts are the parts of one `mk load` / `recover --apply`.
 struct KeyParts {
   std::vector<host::PartEncryptor> encryptors;
@@ -56,9 +63,15 @@ struct KeyParts {
   std::optional<std::string> expected_vp;
 };
 
-// OpenKeyParts opens 2 or 3 parts, each a key part file (its own secret) or
-// a `pkcs11:` URI of a part on a card. INVALID_ARGUMENT (BAD_PART_COUNT),
-// and the errors of files and cards, naming the file or token.
+// The most parts one master key may have (LOAD_KEY_PARTS total_parts,
+// docs/protocol.md section 7.7: 2..20).
+inline constexpr size_t kMaxKeyParts = 20;
+
+// OpenKeyParts opens 1 to kMaxKeyParts parts, each a key part file (its own
+// secret) or a `pkcs11:` URI of a part on a card: all parts of a key, or a
+// custodian's share of a load in parts (callers that need the whole key
+// check for at least 2). INVALID_ARGUMENT (BAD_PART_COUNT) for none or too
+// many, and the errors of files and cards, naming the file or token.
 absl::StatusOr<KeyParts> OpenKeyParts(Invocation& inv, const std::vector<std::string>& specs);
 
 // AddCardCommands registers `hsmctl card ...` (card_commands.cc).

@@ -1,4 +1,5 @@
-// hsmctl keys create | list | wrap | unwrap | verify | upgrade.
+// hsmctl keys create | list | show | wrap | unwrap | verify | quarantine |
+// upgrade.
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -101,6 +102,7 @@ int RunCreate(Invocation& inv, int64_t count, const std::string& prefix) {
   spec.keys_per_request = kCreateBatch;
   spec.in_flight_per_unit = kCreateInFlightPerUnit;
   host::KeyCreationReport report;
+  LineFolder notes(std::cerr, "hsmctl: ");
   absl::Status failure = host::CreateKeys(
       *opened->store, UnitPairs(opened->conns), spec, report,
       [&](int64_t made) {
@@ -109,9 +111,10 @@ int RunCreate(Invocation& inv, int64_t count, const std::string& prefix) {
       },
       [&](std::string_view line) {
         progress.Finish();
-        std::cerr << "hsmctl: " << line << "\n";
+        notes.Say(line);
       });
   progress.Finish();
+  notes.Finish();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (!failure.ok()) {
     std::cerr << "hsmctl: "
@@ -158,6 +161,42 @@ int RunList(Invocation& inv, int64_t limit) {
     after = page->back().id;
   }
   if (inv.json) std::cout << json{{"command", "keys list"}, {"keys", keys}}.dump(2) << "\n";
+  return kExitOk;
+}
+
+// RunShow prints one stored key: its WKID, pending WKID, and whether a unit
+// could not open its blob or it is quarantined. Reads the keystore only.
+int RunShow(Invocation& inv, const std::string& name) {
+  auto m = host::LoadFleetManifest(FleetDir(inv));
+  if (!m.ok()) return Fail(inv, m.status());
+  auto store = OpenKeystore(inv, *m, false);
+  if (!store.ok()) return Fail(inv, store.status());
+  auto key = (*store)->FindKey(name);
+  if (!key.ok()) return Fail(inv, key.status());
+  if (!key->has_value()) {
+    return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchKey,
+                           StrCat("no key named '", name, "' in ", (*store)->location())));
+  }
+  const host::StoredKey& k = **key;
+  const std::string state = k.quarantined ? "QUARANTINED" : k.problem.empty() ? "ok" : "UNREADABLE";
+  if (inv.json) {
+    std::cout << json{{"command", "keys show"},
+                      {"ok", true},
+                      {"name", k.name},
+                      {"wkid", ToHex(k.wkid)},
+                      {"pending_wkid", ToHex(k.pending_wkid)},
+                      {"state", state},
+                      {"quarantined", k.quarantined},
+                      {"problem", k.problem}}
+                     .dump(2)
+              << "\n";
+    return kExitOk;
+  }
+  std::cout << "key " << k.name << "\n"
+            << "  wkid     " << ToHex(k.wkid) << "\n"
+            << "  pending  " << (k.pending_wkid.empty() ? "-" : ToHex(k.pending_wkid)) << "\n"
+            << "  state    " << state
+            << (k.problem.empty() ? std::string() : StrCat(" (", k.problem, ")")) << "\n";
   return kExitOk;
 }
 
@@ -501,6 +540,15 @@ void AddKeysCommands(CLI::App& app, Invocation& inv) {
   AddFleetOption(list, inv);
   AddJsonOption(list, inv);
   list->callback([&inv, limit] { inv.action = [&inv, limit] { return RunList(inv, *limit); }; });
+
+  auto show_name = std::make_shared<std::string>();
+  CLI::App* show = keys->add_subcommand(
+      "show", "Show one stored key: its WKID, pending WKID, and a problem or quarantine");
+  show->add_option("NAME", *show_name, "Key name")->required();
+  AddFleetOption(show, inv);
+  AddJsonOption(show, inv);
+  show->callback(
+      [&inv, show_name] { inv.action = [&inv, show_name] { return RunShow(inv, *show_name); }; });
 
   auto name = std::make_shared<std::string>();
   CLI::App* wrap = keys->add_subcommand(

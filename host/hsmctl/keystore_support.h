@@ -10,6 +10,7 @@
 
 #include "host/batch_fanout.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/line_folder.h"
 #include "host/keystore.h"
 #include "host/rotation.h"
 

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -26,19 +27,67 @@
 namespace hsmsim::hsmctl {
 namespace {
 
-// LoadOnUnit loads `parts` into the unit's NEW register and checks that it
-// then holds `expected_vp`; an empty `expected_vp` (a part on a card: the
-// host never sees the key) becomes this unit's VP, the reference every
-// later unit must match.
-absl::Status LoadOnUnit(SignedUnit& u, const KeyParts& parts, std::string& expected_vp) {
-  const bool vp_from_parts = parts.expected_vp.has_value();
+// What mk load is told: the parts this invocation brings (all of a key, or
+// one custodian's share), and --total, the number of parts of the whole
+// load (0: as many as --parts gives, or the load in progress on the unit).
+struct LoadOptions {
+  std::vector<std::string> parts;
+  int total = 0;
+};
+
+// TotalParts is the number of parts of the whole load on a unit whose NEW
+// is `reg`: --total, else the load in progress, else the parts given.
+uint32_t TotalParts(const LoadOptions& o, const v1::MasterKeyRegisterInfo& reg) {
+  if (o.total > 0) return static_cast<uint32_t>(o.total);
+  if (reg.state() == v1::REGISTER_PARTIALLY_LOADED) return reg.parts_total();
+  return static_cast<uint32_t>(o.parts.size());
+}
+
+// CheckTotal refuses (BAD_PART_COUNT), before any unit is changed, a load
+// of fewer parts than a key has: one part without --total, where no unit has
+// a load in progress. (More parts than --total are refused before the parts
+// are opened.)
+absl::Status CheckTotal(const LoadOptions& o, const std::vector<host::UnitObservation>& observed) {
+  for (const host::UnitObservation& u : observed) {
+    if (!u.info.ok()) continue;
+    if (TotalParts(o, u.info->new_register()) < 2) {
+      return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
+                   StrCat("one key part and no load in progress on unit ", u.unit.name,
+                          ": a master key has 2 to ", kMaxKeyParts,
+                          " parts; give --total N (the parts of the whole load) so that each "
+                          "custodian loads their own part. Nothing was loaded"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// LoadOnUnit loads `parts` into the unit's NEW register as part of a load of
+// `total` parts. When that completes the load, NEW must then hold
+// `expected_vp`; an empty `expected_vp` (a part on a card, or a load in
+// parts: the host never sees the whole key) becomes this unit's VP, the
+// reference every later unit must match. A load still partial reports the
+// parts loaded of the total.
+absl::Status LoadOnUnit(SignedUnit& u, const KeyParts& parts, uint32_t total,
+                        std::string& expected_vp) {
+  // A VP known before any unit computed it is the parts' own.
+  const bool vp_from_parts = !expected_vp.empty() && parts.expected_vp.has_value() &&
+                             host::SameId(expected_vp, *parts.expected_vp);
   if (u.info.importer_public_key().empty()) u.outcome.details["generated_importer"] = true;
-  HSMSIM_ASSIGN_OR_RETURN(u.info, host::LoadEncryptedKeyPartsOnUnit(*u.conn.client, u.info,
-                                                                    parts.encryptors, u.signers));
+  HSMSIM_ASSIGN_OR_RETURN(u.info, host::LoadEncryptedKeyPartsOnUnit(
+                                      *u.conn.client, u.info, parts.encryptors, u.signers, total));
   const v1::MasterKeyRegisterInfo& reg = u.info.new_register();
+  u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
+  if (reg.state() == v1::REGISTER_PARTIALLY_LOADED) {
+    u.outcome.details["parts_loaded"] = reg.parts_loaded();
+    u.outcome.details["parts_total"] = reg.parts_total();
+    u.outcome.text = StrCat("NEW PARTIALLY_LOADED, ", reg.parts_loaded(), " of ", reg.parts_total(),
+                            " parts loaded");
+    return absl::OkStatus();
+  }
+  u.outcome.details["parts_loaded"] = total;
+  u.outcome.details["parts_total"] = total;
   if (expected_vp.empty()) expected_vp = reg.verification_pattern();
   const bool matches = host::SameId(reg.verification_pattern(), expected_vp);
-  u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
   u.outcome.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
   u.outcome.details["matches_parts"] = matches;
   u.outcome.text = StrCat(
@@ -54,39 +103,70 @@ absl::Status LoadOnUnit(SignedUnit& u, const KeyParts& parts, std::string& expec
   return absl::OkStatus();
 }
 
-int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
-  if (files.size() < 2 || files.size() > 3) {
-    return Fail(inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
-                           StrCat("--parts takes 2 or 3 key part files, got ", files.size())));
+// LoadHeader fills mk load's report header: the expected VP (known from the
+// parts when this invocation brings every part of the key as files, else
+// from the first unit that completed the load) and each part's VP.
+void LoadHeader(const KeyParts& parts, const LoadOptions& o, bool whole_key,
+                const std::string& expected_vp, ReportHeader& header) {
+  const bool vp_from_parts = whole_key && parts.expected_vp.has_value();
+  json part_vps = json::array();
+  for (size_t i = 0; i < parts.sources.size(); ++i) {
+    part_vps.push_back(
+        {{"source", parts.sources[i]}, {"verification_pattern", ToHex(parts.part_vps[i])}});
   }
+  header.fields = json{{"expected_verification_pattern", ToHex(expected_vp)},
+                       {"verification_pattern_from", vp_from_parts ? "parts" : "first unit"},
+                       {"parts", std::move(part_vps)},
+                       {"parts_given", o.parts.size()},
+                       {"whole_key", whole_key}};
+  if (o.total > 0) header.fields["total_parts"] = o.total;
+  if (vp_from_parts) {
+    header.text = StrCat("expected VP (XOR of the parts): ", ToHex(expected_vp));
+  } else if (whole_key) {
+    header.text = StrCat("VP of the parts (computed by the first unit; a part is on a card): ",
+                         ToHex(expected_vp));
+  } else {
+    header.text = StrCat("loading ", o.parts.size(), " part(s) of a load in parts",
+                         expected_vp.empty()
+                             ? std::string(" (the VP is known once the last part is in)")
+                             : StrCat("; VP of the completed key (computed by the first unit): ",
+                                      ToHex(expected_vp)));
+  }
+}
+
+int RunLoad(Invocation& inv, const LoadOptions& o) {
   KeyParts parts;
   std::string expected_vp;
+  // Whether this invocation brings every part of the key (so that, from
+  // files, their XOR is the key and its VP the one to expect): not when
+  // --total says there are more, nor when a unit has a load in progress.
+  bool whole_key = o.total == 0 || static_cast<size_t>(o.total) == o.parts.size();
   SignedHooks hooks;
   hooks.prepare = [&](const std::vector<host::AdminKey>&, ReportHeader&) -> absl::Status {
-    HSMSIM_ASSIGN_OR_RETURN(parts, OpenKeyParts(inv, files));
-    expected_vp = parts.expected_vp.value_or("");
+    if (o.total > 0 && o.parts.size() > static_cast<size_t>(o.total)) {
+      return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
+                   StrCat("--parts gives ", o.parts.size(),
+                          " key parts but --total says the key has ", o.total));
+    }
+    HSMSIM_ASSIGN_OR_RETURN(parts, OpenKeyParts(inv, o.parts));
     return absl::OkStatus();
   };
-  // With a part on a card the VP is known only once the first unit has it.
   hooks.finish = [&](ReportHeader& header) {
-    const bool vp_from_parts = parts.expected_vp.has_value();
-    json part_vps = json::array();
-    for (size_t i = 0; i < parts.sources.size(); ++i) {
-      part_vps.push_back(
-          {{"source", parts.sources[i]}, {"verification_pattern", ToHex(parts.part_vps[i])}});
-    }
-    header.fields = json{{"expected_verification_pattern", ToHex(expected_vp)},
-                         {"verification_pattern_from", vp_from_parts ? "parts" : "first unit"},
-                         {"parts", std::move(part_vps)}};
-    header.text = StrCat(vp_from_parts ? "expected VP (XOR of the parts): "
-                                       : "VP of the parts (computed by the first unit; a part is "
-                                         "on a card): ",
-                         ToHex(expected_vp));
+    LoadHeader(parts, o, whole_key, expected_vp, header);
   };
   hooks.precheck = [&](std::vector<UnitConnection>& conns,
                        const host::FleetManifest& manifest) -> absl::Status {
+    std::vector<host::UnitObservation> observed = ObserveAll(conns);
+    HSMSIM_RETURN_IF_ERROR(CheckTotal(o, observed));
+    for (const host::UnitObservation& u : observed) {
+      if (o.total == 0 && u.info.ok() &&
+          u.info->new_register().state() == v1::REGISTER_PARTIALLY_LOADED) {
+        whole_key = false;
+      }
+    }
+    if (whole_key) expected_vp = parts.expected_vp.value_or("");
     return GuardRegisterChange(
-        inv, manifest, ObserveAll(conns),
+        inv, manifest, observed,
         host::RequestedChange::Of(host::OperatorCommand::kLoadNew).WithNewVp(expected_vp));
   };
   return RunSignedPerUnit(
@@ -95,7 +175,7 @@ int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
         const v1::MasterKeyRegisterInfo& reg = u.info.new_register();
         if ((reg.state() == v1::REGISTER_FULL_UNCOMMITTED ||
              reg.state() == v1::REGISTER_FULL_COMMITTED) &&
-            host::SameId(reg.verification_pattern(), expected_vp)) {
+            !expected_vp.empty() && host::SameId(reg.verification_pattern(), expected_vp)) {
           u.outcome.details["new_state"] = std::string(wire::RegisterStateName(reg.state()));
           u.outcome.details["new_verification_pattern"] = ToHex(reg.verification_pattern());
           u.outcome.details["matches_parts"] = true;
@@ -103,7 +183,7 @@ int RunLoad(Invocation& inv, const std::vector<std::string>& files) {
                                StrCat("loaded: NEW ", wire::RegisterStateName(reg.state()), " VP ",
                                       ToHex(reg.verification_pattern())));
         }
-        return LoadOnUnit(u, parts, expected_vp);
+        return LoadOnUnit(u, parts, TotalParts(o, reg), expected_vp);
       },
       hooks);
 }
@@ -121,9 +201,11 @@ struct CommitOptions {
 absl::Status QuotedVp(Invocation& inv, const CommitOptions& o, std::string& quoted,
                       ReportHeader& header) {
   if (!o.parts.empty()) {
-    if (o.parts.size() < 2 || o.parts.size() > 3) {
-      return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
-                   StrCat("--parts takes 2 or 3 key part files, got ", o.parts.size()));
+    if (o.parts.size() < 2) {
+      return Error(
+          absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
+          StrCat("mk commit --parts takes every part of the key (2 to ", kMaxKeyParts,
+                 ") to check their VP, got ", o.parts.size(), "; or quote the VP with --vp HEX"));
     }
     HSMSIM_ASSIGN_OR_RETURN(KeyParts parts, OpenKeyParts(inv, o.parts));
     if (!parts.expected_vp.has_value()) {
@@ -318,6 +400,57 @@ size_t DistinctSigners(const std::vector<host::AdminKey>& signers) {
   return ids.size();
 }
 
+// KeysMovingToOld counts, per WKID, the stored keys a set immediate leaves
+// under OLD: keys whose blob is under the CURRENT key of a unit it changes
+// (not already promoted) and that have no pending blob under the key that
+// becomes CURRENT (a rotation's finalize moves those).
+std::map<std::string, int64_t> KeysMovingToOld(const std::vector<host::UnitObservation>& observed,
+                                               const std::vector<host::WkidPairCount>& counts,
+                                               const std::string& wanted_vp) {
+  std::set<std::string> leaving;  // WKIDs of the CURRENT keys that become OLD
+  for (const host::UnitObservation& o : observed) {
+    if (!o.info.ok() || o.info->current_register().state() != v1::REGISTER_VALID ||
+        AlreadyDone(host::RegisterChange::kSetImmediate, *o.info, wanted_vp).has_value()) {
+      continue;
+    }
+    leaving.insert(host::WkidOfVp(o.info->current_register().verification_pattern()));
+  }
+  const std::string target = wanted_vp.empty() ? std::string() : host::WkidOfVp(wanted_vp);
+  std::map<std::string, int64_t> moving;
+  for (const host::WkidPairCount& c : counts) {
+    if (!leaving.contains(c.wkid) || (!target.empty() && c.pending_wkid == target)) continue;
+    moving[c.wkid] += c.count;
+  }
+  return moving;
+}
+
+// WarnKeysMovingToOld prints, on stderr before any unit is changed, how many
+// stored keys set immediate leaves under OLD (none: nothing), and returns
+// the report's fields: "keys_moving_to_old" (a count) and, when some do,
+// "keys_moving_to_old_per_wkid" and "warning" (the text).
+json WarnKeysMovingToOld(const std::map<std::string, int64_t>& moving) {
+  json fields = json::object();
+  int64_t total = 0;
+  std::string per_wkid;
+  json per_wkid_json = json::array();
+  for (const auto& [wkid, keys] : moving) {
+    total += keys;
+    per_wkid += StrCat(per_wkid.empty() ? "" : ", ", keys, " under ", host::ShortId(wkid));
+    per_wkid_json.push_back({{"wkid", ToHex(wkid)}, {"keys", keys}});
+  }
+  fields["keys_moving_to_old"] = total;
+  if (total == 0) return fields;
+  const std::string warning =
+      StrCat("set immediate moves ", total, " stored key(s) to OLD (", per_wkid,
+             "): the CURRENT key they are under becomes OLD. They stay usable while OLD holds it; "
+             "re-encrypt them to the new CURRENT with hsmctl keys upgrade before OLD is cleared "
+             "(hsmctl mk rotate does both as one journaled step)");
+  fields["keys_moving_to_old_per_wkid"] = std::move(per_wkid_json);
+  fields["warning"] = warning;
+  std::cerr << "hsmctl: warning: " << warning << "\n" << std::flush;
+  return fields;
+}
+
 // RunSimple issues an op without arguments on every selected unit that is
 // not already in the state it wants, after the register change guard (the
 // open rotation must stay finishable) and the interlock (every stored key
@@ -333,6 +466,9 @@ int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Comm
     signers = DistinctSigners(keys);
     return absl::OkStatus();
   };
+}
+
+  json warning_fields = json::object();  // set immediate: keys moving to OLD
   hooks.precheck = [&](std::vector<UnitConnection>& conns,
                        const host::FleetManifest& manifest) -> absl::Status {
     std::vector<host::UnitObservation> observed = ObserveAll(conns);
@@ -357,8 +493,15 @@ int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Comm
       HSMSIM_RETURN_IF_ERROR(host::CheckInterlock(instance, change, counts));
     }
     wanted_vp = WantedVp(journal, observed);
+    if (change == host::RegisterChange::kSetImmediate) {
+      // A keystore that cannot be read (a forced change) gives no warning.
+      const auto counts = KeyCounts(inv, manifest);
+      warning_fields = WarnKeysMovingToOld(KeysMovingToOld(
+          observed, counts.ok() ? *counts : std::vector<host::WkidPairCount>{}, wanted_vp));
+    }
     return absl::OkStatus();
   };
+  hooks.finish = [&](ReportHeader& header) { header.fields.update(warning_fields); };
   return RunSignedPerUnit(
       inv, command,
       [&](SignedUnit& u) -> absl::Status {
@@ -403,19 +546,26 @@ void AddMasterKeyCommands(CLI::App& app, Invocation& inv) {
       app.add_subcommand("mk", "Master key registers: load, commit, set immediate, clear");
   mk->require_subcommand(1);
 
-  auto parts = std::make_shared<std::vector<std::string>>();
+  auto load_opts = std::make_shared<LoadOptions>();
   CLI::App* load = mk->add_subcommand(
       "load",
       "Load key parts into the NEW register of every selected unit (generates the "
-      "importer key first where there is none)");
-  load->add_option("--parts", *parts,
-                   "Key parts P1,P2[,P3]: key part files, or pkcs11: URIs of parts on smart cards")
+      "importer key first where there is none): every part of the key at once, or each "
+      "custodian their own part(s) with --total");
+  load->add_option("--parts", load_opts->parts,
+                   "Key parts P1[,P2...] (1 to 20): key part files, or pkcs11: URIs of parts on "
+                   "smart cards")
       ->required()
       ->delimiter(',');
+  load->add_option("--total", load_opts->total,
+                   "Parts of the whole load, when --parts gives only some of them (default: as "
+                   "many as --parts gives, or the load in progress on the unit)")
+      ->check(CLI::Range(2, 20));
   AddSignOption(load, inv);
   AddUnitOptions(load, inv);
   AddJsonOption(load, inv);
-  load->callback([&inv, parts] { inv.action = [&inv, parts] { return RunLoad(inv, *parts); }; });
+  load->callback(
+      [&inv, load_opts] { inv.action = [&inv, load_opts] { return RunLoad(inv, *load_opts); }; });
 
   auto commit_opts = std::make_shared<CommitOptions>();
   CLI::App* commit = mk->add_subcommand(
@@ -426,8 +576,8 @@ void AddMasterKeyCommands(CLI::App& app, Invocation& inv) {
       commit->add_option("--vp", commit_opts->vp_hex, "Expected NEW VP, 64 hex digits");
   commit
       ->add_option("--parts", commit_opts->parts,
-                   "Key parts P1,P2[,P3] (files, or pkcs11: URIs): the expected NEW VP is the "
-                   "VP of their XOR")
+                   "Every key part P1,P2[,...] (files, or pkcs11: URIs): the expected NEW VP is "
+                   "the VP of their XOR")
       ->delimiter(',')
       ->excludes(vp_opt);
   commit->add_flag("--yes", commit_opts->yes,

@@ -1,4 +1,6 @@
 // hsmctl mk rotate | recover | zeroize.
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -12,6 +14,7 @@
 #include "crypto/key_part.h"
 #include "crypto/verification_pattern.h"
 #include "host/blob_precheck.h"
+#include "host/fleet_manifest.h"
 #include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/hsmctl/rotation_report.h"
@@ -32,7 +35,8 @@ struct RotateFlags {
   int in_flight = 4;
   std::vector<std::string> parts;  // recover --apply only
   bool apply = false;
-  bool abort = false;  // mk rotate --abort
+  bool abort = false;   // mk rotate --abort
+  bool status = false;  // mk rotate --status
 };
 
 // Session holds what a rotation or recovery needs.
@@ -74,6 +78,70 @@ std::function<absl::Status(std::string_view, int64_t)> TestCrashCheckpoint() {
   };
 }
 
+// The operator's interrupt (Ctrl-C: SIGINT, or SIGTERM) during a rotation:
+// the first one is noted and the engine stops at its next checkpoint (after
+// the batch it is storing), with the journal at the phase reached; a second
+// one ends hsmctl at once (the signal's default action). Either way nothing
+// is lost: recover and mk rotate --resume continue from the journal.
+std::atomic<int> g_interrupt_signal{0};
+
+extern "C" void OnInterrupt(int sig) {
+  if (g_interrupt_signal.exchange(sig) != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+}
+
+// InterruptGuard installs OnInterrupt for SIGINT and SIGTERM for its
+// lifetime and restores the previous actions after.
+class InterruptGuard {
+ public:
+  InterruptGuard() {
+    struct sigaction sa = {};
+    sa.sa_handler = OnInterrupt;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~InterruptGuard() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+
+ private:
+  struct sigaction old_int_ = {};
+  struct sigaction old_term_ = {};
+};
+
+// InterruptibleCheckpoint wraps `inner` (may be empty): at every checkpoint
+// it returns CANCELLED (INTERRUPTED) once the operator interrupted. For
+// tests, HSMSIM_TEST_INTERRUPT_AT=POINT[:N] raises SIGINT in hsmctl at that
+// checkpoint, as an operator's Ctrl-C would arrive there.
+std::function<absl::Status(std::string_view, int64_t)> InterruptibleCheckpoint(
+    std::function<absl::Status(std::string_view, int64_t)> inner) {
+  std::string test_point;
+  int64_t test_at = 0;
+  if (const char* spec = std::getenv("HSMSIM_TEST_INTERRUPT_AT"); spec != nullptr) {
+    test_point = spec;
+    if (size_t colon = test_point.find(':'); colon != std::string::npos) {
+      test_at = std::strtoll(test_point.c_str() + colon + 1, nullptr, 10);
+      test_point.resize(colon);
+    }
+  }
+  return [inner = std::move(inner), test_point, test_at](std::string_view point,
+                                                         int64_t keys_done) -> absl::Status {
+    if (inner) HSMSIM_RETURN_IF_ERROR(inner(point, keys_done));
+    if (!test_point.empty() && point == test_point && keys_done >= test_at) std::raise(SIGINT);
+    const int sig = g_interrupt_signal.load();
+    if (sig == 0) return absl::OkStatus();
+    return Error(absl::StatusCode::kCancelled, reason::kInterrupted,
+                 StrCat("interrupted by ", sig == SIGINT ? "SIGINT (Ctrl-C)" : "SIGTERM", " at ",
+                        point, " with ", keys_done, " key(s) re-encrypted; nothing is lost"));
+  };
+}
+
 host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& f,
                                 ProgressPrinter& progress) {
   std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> units;
@@ -82,14 +150,14 @@ host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& 
   options.batch_size = f.batch_size;
   options.in_flight_per_unit = f.in_flight;
   options.progress = [&progress](const host::RotationProgress& p) { progress.Update(p); };
-  const bool json_out = inv.json;
-  options.say = [&progress, json_out](std::string_view line) {
+  // The rewrap message goes to stdout (to stderr with --json), so an
+  // operator watching the run sees it exactly; repeated lines are folded.
+  auto folder = std::make_shared<LineFolder>(inv.json ? std::cerr : std::cout);
+  options.say = [&progress, folder](std::string_view line) {
     progress.Finish();
-    // The rewrap message goes to stdout even with --json (on stderr then),
-    // so an operator watching the run sees it exactly.
-    (json_out ? std::cerr : std::cout) << line << std::endl;
+    folder->Say(line);
   };
-  options.checkpoint = TestCrashCheckpoint();
+  options.checkpoint = InterruptibleCheckpoint(TestCrashCheckpoint());
   return host::RotationEngine(*s.store, std::move(units), SignerPointers(s.signers), options);
 }
 
@@ -116,7 +184,8 @@ absl::StatusOr<std::vector<host::Finding>> PrecheckStoredBlobs(
   host::BlobPrecheckOptions options;
   options.batch_size = f.batch_size;
   options.in_flight_per_unit = f.in_flight;
-  options.say = [](std::string_view line) { std::cerr << "hsmctl: " << line << std::endl; };
+  auto folder = std::make_shared<LineFolder>(std::cerr, "hsmctl: ");
+  options.say = [folder](std::string_view line) { folder->Say(line); };
   const auto& info = *observed[0].info;
   HSMSIM_ASSIGN_OR_RETURN(
       host::BlobPrecheckReport checked,
@@ -192,8 +261,62 @@ int RunAbort(Invocation& inv) {
   return kExitOk;
 }
 
+// RunRotateStatus shows the rotation journal (phase, keys done of total,
+// source and target VPs, start and last update) and who holds the rotation
+// lock, from the keystore alone: no unit is contacted, so it works while a
+// rotation runs and while units are down.
+int RunRotateStatus(Invocation& inv) {
+  auto manifest = host::LoadFleetManifest(FleetDir(inv));
+  if (!manifest.ok()) return Fail(inv, manifest.status());
+  auto store = OpenKeystore(inv, *manifest, false);
+  if (!store.ok()) return Fail(inv, store.status());
+  auto journal = (*store)->ReadJournal();
+  if (!journal.ok()) return Fail(inv, journal.status());
+  auto holder = (*store)->FindRotationLockHolder();
+  if (!holder.ok()) return Fail(inv, holder.status());
+  if (inv.json) {
+    json doc{{"command", "mk rotate --status"},
+             {"ok", true},
+             {"journal_phase", journal->has_value()
+                                   ? std::string(host::RotationPhaseName((*journal)->phase))
+                                   : std::string("NONE")},
+             {"lock_holder", nullptr}};
+    if (journal->has_value()) {
+      const host::RotationJournal& j = **journal;
+      doc["source_vp"] = ToHex(j.source_vp);
+      doc["target_vp"] = ToHex(j.target_vp);
+      doc["keys_done"] = j.keys_done;
+      doc["keys_total"] = j.keys_total;
+      doc["started_at"] = j.started_at;
+      doc["updated_at"] = j.updated_at;
+    }
+    if (holder->has_value()) {
+      const host::RotationLockHolder& h = **holder;
+      doc["lock_holder"] = json{
+          {"pid", h.pid}, {"host", h.host}, {"started_at", h.started_at}, {"command", h.command}};
+    }
+    std::cout << doc.dump(2) << "\n";
+    return kExitOk;
+  }
+  if (!journal->has_value()) {
+    std::cout << "journal: none (no rotation was ever journaled in this keystore)\n";
+  } else {
+    const host::RotationJournal& j = **journal;
+    std::cout << "journal: " << host::RotationPhaseName(j.phase) << ", rotation from "
+              << ToHex(j.source_vp) << " to " << ToHex(j.target_vp) << "\n"
+              << "keys: " << j.keys_done << " of " << j.keys_total << " re-encrypted\n"
+              << "started: " << j.started_at << ", last update: " << j.updated_at << "\n";
+  }
+  std::cout << "rotation lock: "
+            << (holder->has_value() ? StrCat("held by ", (*holder)->Describe())
+                                    : std::string("free (no rotation is running)"))
+            << "\n";
+  return kExitOk;
+}
+
 int RunRotate(Invocation& inv, const RotateFlags& f) {
   if (f.abort) return RunAbort(inv);
+  if (f.status) return RunRotateStatus(inv);
   auto session = OpenSession(inv);
   if (!session.ok()) return Fail(inv, session.status());
   Session& s = *session;
@@ -206,6 +329,7 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
   if (absl::Status resume = CheckResumeFlag(*journal, f.resume); !resume.ok()) {
     return Fail(inv, resume);
   }
+  InterruptGuard interrupts;
   ProgressPrinter progress(inv.json);
   host::RotationEngine engine = MakeEngine(inv, s, f, progress);
   RotateReport report;
@@ -218,6 +342,11 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
     if (!findings->empty()) {
       report.prechecks = std::move(*findings);
       return RenderRotate(inv, report);
+    }
+    if (g_interrupt_signal.load() != 0) {
+      return Fail(inv, Error(absl::StatusCode::kCancelled, reason::kInterrupted,
+                             "interrupted during the pre-checks, before the rotation began; "
+                             "nothing was changed"));
     }
     auto begun = engine.Begin(observed[0].info->current_register().verification_pattern(),
                               observed[0].info->new_register().verification_pattern());
@@ -356,6 +485,7 @@ absl::Status ApplySafeAction(Invocation& inv, Session& s, const RotateFlags& f, 
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
                  "recover --apply signs set immediate: pass --sign");
   }
+  InterruptGuard interrupts;
   ProgressPrinter progress(inv.json);
   host::RotationEngine engine = MakeEngine(inv, s, f, progress);
   if (unfinished_setimm) {
@@ -416,6 +546,12 @@ void AddRotationCommands(CLI::App& app, Invocation& inv) {
                  "Abandon the open rotation while no unit has promoted it: drop the pending "
                  "blobs and close the journal (CURRENT and every key's blob unchanged)")
       ->excludes(resume);
+  rotate
+      ->add_flag("--status", flags->status,
+                 "Show the rotation journal (phase, keys done of total, VPs, start, last "
+                 "update) and who holds the rotation lock; contacts no unit")
+      ->excludes(resume)
+      ->excludes("--abort");
   rotate->add_option("--batch-size", flags->batch_size, "Blobs per re-encryption batch")
       ->capture_default_str()
       ->check(CLI::Range(1, 100'000));

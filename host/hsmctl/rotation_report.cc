@@ -35,7 +35,8 @@ int RenderPrechecks(const Invocation& inv, const std::vector<host::Finding>& fin
   for (const host::Finding& fd : findings) {
     if (!inv.json) {
       std::cerr << "pre-check failed: " << fd.subject << ": " << fd.check << ": "
-                << ReasonOf(fd.status) << ": " << fd.status.message() << "\n";
+                << ReasonOf(fd.status) << ": "
+                << UnitLineMessage(fd.subject, std::string(fd.status.message())) << "\n";
     }
     list.push_back(
         {{"subject", fd.subject}, {"check", fd.check}, {"error", StatusJson(fd.status)}});
@@ -134,7 +135,8 @@ void RenderRecoverLook(const Invocation& inv, const RecoverReport& r) {
   std::cout << "observed:\n";
   for (const host::UnitObservation& o : r.observed) {
     if (!o.info.ok()) {
-      std::cout << "  " << o.unit.name << ": UNREACHABLE: " << o.info.status().message() << "\n";
+      std::cout << "  " << o.unit.name << ": UNREACHABLE: "
+                << UnitLineMessage(o.unit.name, std::string(o.info.status().message())) << "\n";
       continue;
     }
     std::cout << "  " << o.unit.name << ": NEW " << RegisterText(o.info->new_register())

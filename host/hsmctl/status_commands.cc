@@ -98,7 +98,7 @@ int RunStatus(Invocation& inv, bool full) {
         std::cout << InfoText(c, *info, full) << "\n";
       } else {
         std::cout << c.unit.name << ": FAILED: " << ReasonOf(info.status()) << ": "
-                  << std::string(info.status().message()) << "\n";
+                  << UnitLineMessage(c.unit.name, std::string(info.status().message())) << "\n";
       }
     }
   }
@@ -144,7 +144,7 @@ int RunCompare(Invocation& inv) {
       errors.push_back({{"unit", c.unit.name}, {"error", StatusJson(info.status())}});
       if (!inv.json) {
         std::cout << c.unit.name << ": FAILED: " << ReasonOf(info.status()) << ": "
-                  << std::string(info.status().message()) << "\n";
+                  << UnitLineMessage(c.unit.name, std::string(info.status().message())) << "\n";
       }
       continue;
     }

@@ -199,7 +199,8 @@ TEST_P(RotationPrecheckTest, DetectedNamedAndNothingChanged) {
   EXPECT_EQ(r.exit_code, 1) << Describe(r);
   EXPECT_THAT(r.err, HasSubstr(GetParam().reason)) << Describe(r);
   if (*GetParam().unit) {
-    EXPECT_THAT(r.err, HasSubstr(StrCat("unit ", GetParam().unit)));
+    // The finding's line names the unit once, as its subject.
+    EXPECT_THAT(r.err, HasSubstr(StrCat("pre-check failed: ", GetParam().unit, ": ")));
   }
   EXPECT_THAT(r.err, HasSubstr("nothing was changed"));
   EXPECT_EQ(JournalPhase(), "NONE");

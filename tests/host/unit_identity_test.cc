@@ -257,7 +257,7 @@ TEST_F(UnitIdentityTest, AStateWriteFailureIsAnsweredAndTheUnitStaysUp) {
   EXPECT_EQ(add.exit_code, 1) << Describe(add);
   EXPECT_THAT(add.out, HasSubstr("unit1: ok"));
   // The unit's own words, not "connection lost".
-  EXPECT_THAT(add.out, HasSubstr("unit2: FAILED: STATE_NOT_PERSISTED: adding 'alice': unit unit2: "
+  EXPECT_THAT(add.out, HasSubstr("unit2: FAILED: STATE_NOT_PERSISTED: adding 'alice': "
                                  "the unit could not save its state, so the command was not "
                                  "applied"));
   EXPECT_THAT(add.out, HasSubstr(tmp_state));
