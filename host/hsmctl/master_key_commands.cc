@@ -466,8 +466,6 @@ int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Comm
     signers = DistinctSigners(keys);
     return absl::OkStatus();
   };
-}
-
   json warning_fields = json::object();  // set immediate: keys moving to OLD
   hooks.precheck = [&](std::vector<UnitConnection>& conns,
                        const host::FleetManifest& manifest) -> absl::Status {
