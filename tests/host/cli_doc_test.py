@@ -6,7 +6,8 @@ a new command without a section in docs/cli.md fails here), and
 hsmsim-unit, and checks each against docs/cli.md as the convention at the
 top of docs/cli.md ("How this page lists options") defines it:
 
-- the command has a section (a `###` heading naming it in backticks);
+- the command has a section (a `###` heading naming it in backticks, and
+  each of its positional arguments by the name `--help` gives it);
 - the long options its `--help` lists (but `--help`) are exactly the options
   of its section's `Options:` list;
 - each default `--help` shows (`--timeout-ms INT=10000`) is the default the
@@ -35,11 +36,13 @@ DOC_COMMAND_PROGRAMS = ("hsmctl", "hsmsim-unit")
 
 
 class Help:
-    """What one `--help` says: subcommands, options (long name -> default
-    or None) and the footer (from "Exit codes:" to the end)."""
+    """What one `--help` says: subcommands, positional arguments (names, in
+    order), options (long name -> default or None) and the footer (from
+    "Exit codes:" to the end)."""
 
     def __init__(self, text):
         self.subcommands = []
+        self.positionals = []
         self.options = {}
         self.footer = ""
         lines = text.splitlines()
@@ -53,6 +56,8 @@ class Help:
                 continue
             if section == "Subcommands" and line.strip():
                 self.subcommands.append(line.split()[0])
+            elif section == "Positionals" and line.startswith("  ") and line[2:3] != " ":
+                self.positionals.append(line.split()[0])
             elif section == "Options" and line.startswith("  -"):
                 following = lines[i + 1] if i + 1 < len(lines) else ""
                 self._add_option(line, following)
@@ -116,6 +121,9 @@ class DocSection:
         self.heading = heading
         self.line = line
         self.commands = commands_of_heading(heading)
+        # The words of the heading (NAME, FILE|URI..., [N] -> NAME, FILE,
+        # URI, N): where the positional arguments are named.
+        self.words = set(re.findall(r"[A-Za-z0-9-]+", heading))
         self.options = None  # name -> DocOption; None: no "Options:" list
         self.problems = []
         self.body = []
@@ -240,6 +248,10 @@ def compare_command(command, help_, doc):
     for name in sorted(set(section.options) - set(help_.options)):
         problems.append(f"{command}: option {name} is in the Options list of {where} but "
                         f"not in --help")
+    for name in help_.positionals:
+        if name not in section.words:
+            problems.append(f"{command}: argument {name} of --help is not named in the heading "
+                            f"of {where}")
     for name in sorted(set(help_.options) & set(section.options)):
         shown = help_.options[name]
         stated = section.options[name].default
@@ -304,7 +316,8 @@ class SelfTest(unittest.TestCase):
     """The checks find what they should, on made-up help and docs."""
 
     HELP = (
-        "Rotate\nUsage: hsmctl mk rotate [OPTIONS]\n\nOptions:\n"
+        "Rotate\nUsage: hsmctl mk rotate [OPTIONS] [UNIT]\n\nPositionals:\n"
+        "  UNIT TEXT                   A unit\n\nOptions:\n"
         "  -h,--help                   Print this help message and exit\n"
         "  --resume Excludes: --abort\n"
         "                              Continue\n"
@@ -317,7 +330,7 @@ class SelfTest(unittest.TestCase):
     DOC = (
         "### Options common to many commands\n"
         "Options: `--timeout-ms N` (default 10000, 1..3600000).\n\n"
-        "### `hsmctl mk rotate`\nRotate (see `--resume`). Options: `--resume`,\n"
+        "### `hsmctl mk rotate [UNIT]`\nRotate (see `--resume`). Options: `--resume`,\n"
         "`--batch-size N` (default 2048, 1..100000), `--sign FILES` (required; signs\n"
         "set immediate), `--timeout-ms N`. Exit 1 when...\n\n"
         "```\nExit codes:\n  0  ok\n  1  refused\n```\n")
@@ -332,6 +345,13 @@ class SelfTest(unittest.TestCase):
         doc = Doc(self.DOC)
         self.assertEqual(compare_command("hsmctl mk rotate", Help(self.HELP), doc), [])
         self.assertEqual(compare_footer("hsmctl", Help(self.HELP), doc), [])
+
+    def test_argument_missing_from_heading_is_named(self):
+        self.assertEqual(Help(self.HELP).positionals, ["UNIT"])
+        problems = compare_command("hsmctl mk rotate", Help(self.HELP),
+                                   Doc(self.DOC.replace(" [UNIT]`", "`")))
+        self.assertEqual(len(problems), 1)
+        self.assertIn("hsmctl mk rotate: argument UNIT of --help is not named", problems[0])
 
     def test_option_missing_from_doc_is_named(self):
         help_ = Help(self.HELP.replace("  --sign", "  --dry-run                   Show\n  --sign"))
