@@ -588,7 +588,7 @@ void AddKeysCommands(CLI::App& app, Invocation& inv) {
       "quarantine",
       "Set aside keys whose blobs no unit can open (named by mk rotate and recover): they keep "
       "their blobs, re-encryption skips them, their master key stays held");
-  quarantine->add_option("names", *quarantine_names, "Key names")->required();
+  quarantine->add_option("NAME", *quarantine_names, "Key names")->required();
   quarantine->add_flag("--release", *release,
                        "Release the keys instead (they are re-encrypted "
                        "again by the next rotation or keys upgrade)");
