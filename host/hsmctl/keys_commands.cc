@@ -536,7 +536,9 @@ void AddKeysCommands(CLI::App& app, Invocation& inv) {
 
   auto limit = std::make_shared<int64_t>(100);
   CLI::App* list = keys->add_subcommand("list", "List stored keys with their WKIDs");
-  list->add_option("--limit", *limit, "At most this many keys")->capture_default_str();
+  list->add_option("--limit", *limit, "At most this many keys")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1'000'000'000}));
   AddFleetOption(list, inv);
   AddJsonOption(list, inv);
   list->callback([&inv, limit] { inv.action = [&inv, limit] { return RunList(inv, *limit); }; });
