@@ -106,6 +106,15 @@ struct RotationJournal {
 bool SameRotationState(const std::optional<RotationJournal>& a,
                        const std::optional<RotationJournal>& b);
 
+// What stopped the last rotation command of a keystore (mk rotate, mk
+// rotate --resume), kept beside the journal so that mk rotate --status can
+// show it after the command's output is gone.
+struct RotationError {
+  std::string error;        // "REASON: message"; never key material
+  std::string phase;        // the journal's phase when it stopped, e.g. "REENCRYPTING"
+  std::string recorded_at;  // ISO 8601 UTC, set by the store
+};
+
 // Who holds a keystore's rotation lock: the process, its host, when it took
 // the lock and for what ("mk rotate", "recover --apply").
 struct RotationLockHolder {
@@ -233,6 +242,14 @@ class Keystore {
   // the store's error (nothing changed then). The caller proves first that
   // no unit promoted the target key (host/rotation_abort.h).
   virtual absl::StatusOr<int64_t> AbandonRotation(std::string_view target_wkid) = 0;
+
+  // RecordRotationError keeps `e` (recorded_at is set by the store) as the
+  // last rotation error, replacing an earlier one. ClearRotationError drops
+  // it (a rotation command that finished its work). ReadRotationError
+  // returns it, or std::nullopt when none is kept. Errors: the store's.
+  virtual absl::Status RecordRotationError(const RotationError& e) = 0;
+  virtual absl::Status ClearRotationError() = 0;
+  virtual absl::StatusOr<std::optional<RotationError>> ReadRotationError() = 0;
 
   virtual const std::string& location() const = 0;
 };

@@ -535,6 +535,48 @@ class SqliteKeystore final : public Keystore {
     return dropped;
   }
 
+  // The last rotation error lives in meta (no schema change): three rows,
+  // written and dropped together.
+  absl::Status RecordRotationError(const RotationError& e) override {
+    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+    absl::Status s = [&]() -> absl::Status {
+      const std::pair<const char*, std::string> rows[] = {{"rotation_last_error", e.error},
+                                                          {"rotation_last_error_phase", e.phase},
+                                                          {"rotation_last_error_at", NowUtc()}};
+      for (const auto& [key, value] : rows) {
+        HSMSIM_ASSIGN_OR_RETURN(
+            auto q, db_->Prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)"));
+        q.Bind(1, key, false).Bind(2, value, false);
+        HSMSIM_RETURN_IF_ERROR(q.Run());
+      }
+      return absl::OkStatus();
+    }();
+    return Finish(s);
+  }
+
+  absl::Status ClearRotationError() override {
+    return db_->Exec("DELETE FROM meta WHERE key LIKE 'rotation_last_error%'");
+  }
+
+  absl::StatusOr<std::optional<RotationError>> ReadRotationError() override {
+    HSMSIM_ASSIGN_OR_RETURN(
+        auto q, db_->Prepare("SELECT key, value FROM meta WHERE key LIKE 'rotation_last_error%'"));
+    RotationError e;
+    bool any = false;
+    for (;;) {
+      HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      any = true;
+      const std::string_view key = q.Text(0);
+      std::string* field = key == "rotation_last_error"         ? &e.error
+                           : key == "rotation_last_error_phase" ? &e.phase
+                                                                : &e.recorded_at;
+      *field = std::string(q.Text(1));
+    }
+    if (!any) return std::optional<RotationError>();
+    return std::optional<RotationError>(std::move(e));
+  }
+
   const std::string& location() const override { return db_->path(); }
 
  private:

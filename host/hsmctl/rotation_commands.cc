@@ -261,6 +261,29 @@ int RunAbort(Invocation& inv) {
   return kExitOk;
 }
 
+// KeepRotationError records what stopped the rotation in the keystore, for
+// mk rotate --status (or drops the record when it finished). A keystore
+// that cannot take the record is reported on stderr; the rotation's own
+// outcome stands.
+void KeepRotationError(host::Keystore& store, const RotateReport& report) {
+  const absl::Status kept =
+      report.status.ok() ? store.ClearRotationError()
+                         : store.RecordRotationError(host::RotationError{
+                               StrCat(ReasonOf(report.status), ": ", report.status.message()),
+                               std::string(host::RotationPhaseName(report.journal.phase)), ""});
+  if (!kept.ok()) {
+    std::cerr << "hsmctl: could not keep the rotation's outcome in the keystore for mk rotate "
+                 "--status: "
+              << kept.message() << "\n";
+  }
+}
+
+// RotationErrorJson is the last rotation error of `e`, or null.
+json RotationErrorJson(const std::optional<host::RotationError>& e) {
+  if (!e.has_value()) return nullptr;
+  return json{{"error", e->error}, {"phase", e->phase}, {"recorded_at", e->recorded_at}};
+}
+
 // RunRotateStatus shows the rotation journal (phase, keys done of total,
 // source and target VPs, start and last update) and who holds the rotation
 // lock, from the keystore alone: no unit is contacted, so it works while a
@@ -274,13 +297,16 @@ int RunRotateStatus(Invocation& inv) {
   if (!journal.ok()) return Fail(inv, journal.status());
   auto holder = (*store)->FindRotationLockHolder();
   if (!holder.ok()) return Fail(inv, holder.status());
+  auto last_error = (*store)->ReadRotationError();
+  if (!last_error.ok()) return Fail(inv, last_error.status());
   if (inv.json) {
     json doc{{"command", "mk rotate --status"},
              {"ok", true},
              {"journal_phase", journal->has_value()
                                    ? std::string(host::RotationPhaseName((*journal)->phase))
                                    : std::string("NONE")},
-             {"lock_holder", nullptr}};
+             {"lock_holder", nullptr},
+             {"last_error", RotationErrorJson(*last_error)}};
     if (journal->has_value()) {
       const host::RotationJournal& j = **journal;
       doc["source_vp"] = ToHex(j.source_vp);
@@ -311,6 +337,10 @@ int RunRotateStatus(Invocation& inv) {
             << (holder->has_value() ? StrCat("held by ", (*holder)->Describe())
                                     : std::string("free (no rotation is running)"))
             << "\n";
+  if (last_error->has_value()) {
+    std::cout << "last error: " << (*last_error)->error << " (at phase " << (*last_error)->phase
+              << ", " << (*last_error)->recorded_at << ")\n";
+  }
   return kExitOk;
 }
 
@@ -361,6 +391,7 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
   report.journal = **journal;
   report.status = engine.Run(report.journal, report.figures);
   progress.Finish();
+  KeepRotationError(*s.store, report);
   return RenderRotate(inv, report);
 }
 

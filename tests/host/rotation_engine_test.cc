@@ -879,6 +879,13 @@ class HookBeforeFirstStore final : public Keystore {
   absl::StatusOr<int64_t> AbandonRotation(std::string_view target_wkid) override {
     return inner_.AbandonRotation(target_wkid);
   }
+  absl::Status RecordRotationError(const RotationError& e) override {
+    return inner_.RecordRotationError(e);
+  }
+  absl::Status ClearRotationError() override { return inner_.ClearRotationError(); }
+  absl::StatusOr<std::optional<RotationError>> ReadRotationError() override {
+    return inner_.ReadRotationError();
+  }
   absl::StatusOr<std::vector<WkidPairCount>> CountByWkid() override { return inner_.CountByWkid(); }
   absl::StatusOr<int64_t> CountKeys() override { return inner_.CountKeys(); }
   absl::StatusOr<std::optional<RotationJournal>> ReadJournal() override {

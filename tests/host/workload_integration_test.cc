@@ -220,12 +220,24 @@ TEST_F(WorkloadIntegrationTest, InterruptedRotationLeavesItsLinesAndItsJournal) 
   EXPECT_EQ(doc["keys_total"].get<int64_t>(), 2000) << status.out;
   EXPECT_EQ(doc["target_vp"], target_vp_) << status.out;
   EXPECT_TRUE(doc["lock_holder"].is_null()) << status.out;
+  // What stopped it is kept beside the journal, after its output is gone.
+  ASSERT_TRUE(doc["last_error"].is_object()) << status.out;
+  EXPECT_THAT(doc["last_error"]["error"].get<std::string>(),
+              HasSubstr("INTERRUPTED: interrupted by SIGINT (Ctrl-C) at reencrypt-batch-stored"));
+  EXPECT_EQ(doc["last_error"]["phase"], "REENCRYPTING") << status.out;
+  EXPECT_FALSE(doc["last_error"]["recorded_at"].get<std::string>().empty()) << status.out;
   RunResult text = Hsmctl({"mk", "rotate", "--status"});
   EXPECT_THAT(text.out, HasSubstr("rotation lock: free"));
+  EXPECT_THAT(text.out, HasSubstr("last error: INTERRUPTED: "));
+  EXPECT_THAT(text.out, HasSubstr("(at phase REENCRYPTING, "));
 
   RunResult resume = Hsmctl({"mk", "rotate", "--resume", "--sign", sign_});
   ASSERT_EQ(resume.exit_code, 0) << Describe(resume);
   EXPECT_EQ(JournalPhase(), "DONE");
+  // A rotation that finished drops the record.
+  RunResult done = Hsmctl({"mk", "rotate", "--status", "--json"});
+  const json done_doc = json::parse(done.out);
+  EXPECT_TRUE(done_doc["last_error"].is_null()) << done.out;
   ASSERT_NO_FATAL_FAILURE(ExpectNoKeyLost());
 }
 
