@@ -23,4 +23,24 @@ if [ -x "$build/bench/softhsm_peer_bench" ]; then
 else
   echo "bench-smoke: softhsm_peer_bench not built (no PKCS#11 header), skipped" >&2
 fi
+# hsmctl bench rotate with its same-run baselines: the SQLite append limit
+# always, the SoftHSMv2 peer when it is built. The report must carry the
+# ratios (no thresholds).
+peer=()
+[ -x "$build/bench/softhsm_peer_bench" ] && peer=(--peer)
+run "$build/host/hsmctl" bench rotate --units 2 --keys 5000 "${peer[@]}" --json \
+  > "$build/bench-rotate-smoke.json"
+/usr/bin/python3 - "$build/bench-rotate-smoke.json" "${#peer[@]}" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+need = ["end_to_end_keys_per_second", "sqlite_append_rows_per_second",
+        "end_to_end_vs_sqlite_append"]
+if sys.argv[2] != "0":
+    need += ["peer_keys_per_second", "end_to_end_vs_peer"]
+missing = [k for k in need if not doc.get(k)]
+if missing:
+    sys.exit(f"bench-smoke: bench rotate --json lacks {missing}: {doc}")
+print(f"bench-smoke: bench rotate: end to end {doc['end_to_end_vs_sqlite_append']:.2f} x "
+      f"the SQLite append limit", file=sys.stderr)
+PY
 echo "bench-smoke: ok" >&2

@@ -18,6 +18,7 @@
 #include "crypto/key_part.h"
 #include "crypto/verification_pattern.h"
 #include "host/fleet_launcher.h"
+#include "host/hsmctl/bench_baselines.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/key_creation.h"
 #include "host/key_part_loading.h"
@@ -44,6 +45,8 @@ struct BenchFlags {
   size_t batch_size = 2048;
   int in_flight = 4;
   bool keep = false;
+  bool peer = false;        // also run the SoftHSMv2 peer benchmark
+  std::string peer_binary;  // its program (default: next to hsmctl)
 };
 
 // PeakRssKib returns VmHWM of `pid` (kiB), or -1.
@@ -113,6 +116,12 @@ struct BenchReport {
   host::RotationReport rotation;
   double end_to_end_seconds = 0;
   json unit_peak_rss = json::array();  // {"unit", "pid", "peak_rss_kib"} per unit
+  // The bare SQLite append limit of the same run (MeasureSqliteAppendLimit:
+  // as many rows as keys, of the stored blobs' size, on the same disk).
+  double append_rows_per_second = 0;
+  size_t append_blob_bytes = 0;
+  // The SoftHSMv2 peer of the same run (--peer), keys/s; 0: not run.
+  double peer_keys_per_second = 0;
 };
 
 // RunCeremony installs one administrator with thresholds 1/1 on every unit
@@ -166,6 +175,26 @@ absl::Status TimeRotation(Invocation& inv, const BenchFlags& f, std::vector<Unit
   return ran;
 }
 
+// MeasureBaselines measures, after the rotation and on the same disk, the
+// bare SQLite append limit for as many rows as keys of the stored blobs'
+// size, and with --peer the SoftHSMv2 peer.
+absl::Status MeasureBaselines(const BenchFlags& f, host::Keystore& store,
+                              const std::function<void(const std::string&)>& log,
+                              BenchReport& report) {
+  HSMSIM_ASSIGN_OR_RETURN(std::vector<host::StoredKey> first, store.ReadPage(0, 1));
+  report.append_blob_bytes = first.empty() ? 108 : first.front().blob.size();
+  log(StrCat("measuring the SQLite append limit: ", f.keys, " row(s) of ", report.append_blob_bytes,
+             " bytes"));
+  HSMSIM_ASSIGN_OR_RETURN(report.append_rows_per_second,
+                          MeasureSqliteAppendLimit(fs::path(store.location()).parent_path(), f.keys,
+                                                   report.append_blob_bytes));
+  if (f.peer) {
+    log("running the SoftHSMv2 peer benchmark");
+    HSMSIM_ASSIGN_OR_RETURN(report.peer_keys_per_second, RunSoftHsmPeer(f.peer_binary));
+  }
+  return absl::OkStatus();
+}
+
 // BenchOnFleet runs the benchmark on the launched fleet of `manifest`:
 // ceremony, keystore fill, a second key loaded, the timed rotation.
 absl::StatusOr<BenchReport> BenchOnFleet(Invocation& inv, const BenchFlags& f,
@@ -197,6 +226,7 @@ absl::StatusOr<BenchReport> BenchOnFleet(Invocation& inv, const BenchFlags& f,
     report.unit_peak_rss.push_back(
         {{"unit", u.name}, {"pid", u.pid}, {"peak_rss_kib", PeakRssKib(u.pid)}});
   }
+  HSMSIM_RETURN_IF_ERROR(MeasureBaselines(f, *store, log, report));
   return report;
 }
 
@@ -223,7 +253,15 @@ void RenderBench(const Invocation& inv, const BenchFlags& f, const BenchReport& 
              {"end_to_end_keys_per_second", end_to_end_kps},
              {"hsmctl_peak_rss_kib", SelfPeakRssKib()},
              {"hsmctl_peak_rss_kib_after_fill", r.rss_after_fill_kib},
-             {"unit_peak_rss", r.unit_peak_rss}};
+             {"unit_peak_rss", r.unit_peak_rss},
+             {"sqlite_append_rows_per_second", r.append_rows_per_second},
+             {"sqlite_append_blob_bytes", r.append_blob_bytes},
+             {"sqlite_append_transaction_rows", kAppendTransactionRows},
+             {"end_to_end_vs_sqlite_append", end_to_end_kps / r.append_rows_per_second}};
+    if (f.peer) {
+      doc["peer_keys_per_second"] = r.peer_keys_per_second;
+      doc["end_to_end_vs_peer"] = end_to_end_kps / r.peer_keys_per_second;
+    }
     std::cout << doc.dump(2) << "\n";
     return;
   }
@@ -236,6 +274,13 @@ void RenderBench(const Invocation& inv, const BenchFlags& f, const BenchReport& 
             << static_cast<int64_t>(finalize_kps) << " keys/s\n";
   std::cout << "  end to end : " << r.end_to_end_seconds << " s, "
             << static_cast<int64_t>(end_to_end_kps) << " keys/s\n";
+  std::cout << "  SQLite append limit (same disk, " << r.append_blob_bytes
+            << "-byte rows): " << static_cast<int64_t>(r.append_rows_per_second)
+            << " rows/s; end to end = " << end_to_end_kps / r.append_rows_per_second << " x that\n";
+  if (f.peer) {
+    std::cout << "  SoftHSMv2 peer: " << static_cast<int64_t>(r.peer_keys_per_second)
+              << " keys/s; end to end = " << end_to_end_kps / r.peer_keys_per_second << " x that\n";
+  }
   std::cout << "  peak RSS   : hsmctl " << SelfPeakRssKib() / 1024 << " MiB";
   for (const json& u : r.unit_peak_rss) {
     std::cout << ", " << u["unit"].get<std::string>() << " "
@@ -310,6 +355,12 @@ void AddBenchCommands(CLI::App& app, Invocation& inv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   rotate->add_flag("--keep", f->keep, "Keep the temporary directory");
+  rotate->add_flag("--peer", f->peer,
+                   "Also run the SoftHSMv2 peer benchmark (bench/softhsm_peer_bench) in the same "
+                   "run and report end to end as a ratio of it");
+  rotate->add_option("--peer-binary", f->peer_binary,
+                     "The peer benchmark program (default: ../bench/softhsm_peer_bench next to "
+                     "hsmctl)");
   AddJsonOption(rotate, inv);
   rotate->callback([&inv, f] { inv.action = [&inv, f] { return RunBenchRotate(inv, *f); }; });
 }
