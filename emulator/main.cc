@@ -1,13 +1,8 @@
 // hsmsim-unit: one emulated crypto unit as a process. See docs/architecture.md
 // and `hsmsim-unit --help`.
 //
-// Exit codes: 0 after SIGTERM/SIGINT (and for --help, --version); 1 when the unit cannot listen or
-// write its port file; 2 for bad flags or a state directory it cannot use (one that group or others
-// can write, a damaged state file, which is never replaced by a blank unit, or a device key whose
-// state file is gone, without --new-unit); 3 when a state change reached the disk but syncing its
-// directory failed (see RequestDispatcher); 137 when an injected CRASH fault fired
-// (docs/reliability.md). Every failure to start is one line on stderr, "hsmsim-unit: REASON:
-// message", which launchers show as is.
+// Exit codes: UnitExitCodeHelp (unit_options.h), which --help prints. Every failure to start is
+// one line on stderr, "hsmsim-unit: REASON: message", which launchers show as is.
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -36,9 +31,6 @@
 
 namespace {
 
-constexpr int kExitCannotServe = 1;
-constexpr int kExitBadSetup = 2;
-
 int Fail(int code, const absl::Status& status) {
   const std::string reason = hsmsim::ReasonOf(status);
   std::fprintf(stderr, "hsmsim-unit: %s: %.*s\n", reason.c_str(),
@@ -65,7 +57,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
-    return rc == 0 ? 0 : kExitBadSetup;
+    return rc == 0 ? kExitStopped : kExitBadSetup;
   }
   if (absl::Status s = FinishUnitOptions(options); !s.ok()) return Fail(kExitBadSetup, s);
 

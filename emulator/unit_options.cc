@@ -9,12 +9,39 @@
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "emulator/fault_injector.h"
+#include "emulator/request_dispatcher.h"
 
 namespace hsmsim::emulator {
 
+std::string UnitExitCodeHelp() {
+  struct Row {
+    int code;
+    const char* meaning;
+  };
+  static constexpr Row kRows[] = {
+      {kExitStopped, "stopped by SIGTERM or SIGINT (also after --help, --version)"},
+      {kExitCannotServe, "cannot listen on --listen or write --port-file"},
+      {kExitBadSetup,
+       "bad flags, or a state directory it cannot use (group or others can write it, a "
+       "damaged state file, a device key without its state file and no --new-unit)"},
+      {kExitPersistFailed,
+       "a state change reached the disk but syncing its directory failed (restart it)"},
+      {kExitInjectedCrash, "an injected crash fault fired (--allow-fault-injection)"},
+  };
+  std::string out = "Exit codes:";
+  for (const Row& row : kRows) {
+    std::string code = std::to_string(row.code);
+    code.resize(3, ' ');  // the meanings in one column, up to 137
+    out += StrCat("\n  ", code, "  ", row.meaning);
+  }
+  return out;
+}
+
 void AddUnitOptions(CLI::App& app, UnitOptions& options) {
+  app.name("hsmsim-unit");
   app.description(
       "hsmsim-unit: one emulated crypto unit, serving the hsmsim.v1 protocol over TCP.");
+  app.footer(UnitExitCodeHelp());
   app.add_option("--listen", options.listen,
                  "Address to listen on as HOST:PORT; port 0 lets the system choose a free port.")
       ->capture_default_str();
@@ -61,7 +88,8 @@ void AddUnitOptions(CLI::App& app, UnitOptions& options) {
          "--read-timeout-ms",
          [&options](const int64_t& ms) { options.read_timeout = std::chrono::milliseconds(ms); },
          "Milliseconds a frame may take to arrive once its first byte came; a connection that "
-         "is still inside a frame then is closed (default 30000).")
+         "is still inside a frame then is closed.")
+      ->default_str(std::to_string(options.read_timeout.count()))
       ->check(CLI::Range(int64_t{1}, int64_t{86'400'000}));
 }
 

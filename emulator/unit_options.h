@@ -19,6 +19,12 @@ class App;
 
 namespace hsmsim::emulator {
 
+// Exit codes of hsmsim-unit besides kExitPersistFailed (request_dispatcher.h)
+// and kExitInjectedCrash (fault_injector.h); UnitExitCodeHelp lists them all.
+inline constexpr int kExitStopped = 0;      // SIGTERM/SIGINT, --help, --version
+inline constexpr int kExitCannotServe = 1;  // cannot listen or write the port file
+inline constexpr int kExitBadSetup = 2;     // bad flags or an unusable state directory
+
 // The largest --max-frame-bytes accepted: 256 MiB.
 inline constexpr size_t kMaxMaxFrameBytes = size_t{256} << 20;
 
@@ -41,9 +47,14 @@ struct UnitOptions {
 };
 
 // AddUnitOptions registers every flag of hsmsim-unit on `app`, bound to
-// `options` (which must outlive the parse). Call FinishUnitOptions after
-// app.parse().
+// `options` (which must outlive the parse), and ends its --help with
+// UnitExitCodeHelp(). Call FinishUnitOptions after app.parse().
 void AddUnitOptions(CLI::App& app, UnitOptions& options);
+
+// UnitExitCodeHelp returns hsmsim-unit's exit codes as its --help ends with
+// them ("Exit codes:" and a line per code); docs/cli.md, section
+// hsmsim-unit, shows the same lines.
+std::string UnitExitCodeHelp();
 
 // FinishUnitOptions splits --listen into host and port, parses --fault and
 // fills defaults that depend on the machine. Returns INVALID_ARGUMENT

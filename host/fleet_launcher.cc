@@ -182,7 +182,8 @@ absl::StatusOr<int> Spawn(const std::string& binary, Started& s) {
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     return Error(absl::StatusCode::kInternal, reason::kSpawnFailed,
-                 StrCat("cannot start ", binary, " for ", s.unit.name, ": ", std::strerror(rc)));
+                 StrCat("cannot start ", binary, " for ", s.unit.name, " (log ", s.log_file,
+                        "): ", std::strerror(rc)));
   }
   return static_cast<int>(pid);
 }
@@ -441,6 +442,19 @@ absl::StatusOr<FleetUnit> RestartUnit(const FleetLaunchOptions& options, const s
                  StrCat(name, " is running (pid ", unit->pid, ")"));
   }
   HSMSIM_ASSIGN_OR_RETURN(std::string binary, LocateUnitBinary(options.unit_binary));
+  std::error_code exists_ec;
+  if (!fs::exists(unit->state_dir, exists_ec)) {
+    // The whole state directory is gone (a lost disk): only a replacement
+    // on purpose starts there, as a new unit in a new directory.
+    if (!options.new_unit) {
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kUnitStateMissing,
+                   StrCat("the state directory ", unit->state_dir, " of ", name,
+                          " is gone; restore it, or replace the unit on purpose: hsmctl fleet "
+                          "restart ",
+                          name, " --new-unit"));
+    }
+    HSMSIM_RETURN_IF_ERROR(CreatePrivateDirectory(unit->state_dir));
+  }
   Started s;
   s.unit = *unit;
   s.port_file = (fs::path(unit->state_dir) / "port").string();

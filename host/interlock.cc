@@ -113,6 +113,18 @@ absl::Status CheckCurrentKept(const std::vector<UnitObservation>& before,
              kForceNote, " if you accept that outage"));
 }
 
+// Changes tells whether `after` holds other registers than `before` (the
+// same unit before and after a register change).
+bool Changes(const UnitObservation& before, const UnitObservation& after) {
+  if (!before.info.ok() || !after.info.ok()) return false;
+  auto same = [](const v1::MasterKeyRegisterInfo& a, const v1::MasterKeyRegisterInfo& b) {
+    return a.state() == b.state() && a.verification_pattern() == b.verification_pattern();
+  };
+  return !same(before.info->new_register(), after.info->new_register()) ||
+         !same(before.info->current_register(), after.info->current_register()) ||
+         !same(before.info->old_register(), after.info->old_register());
+}
+
 // Judge is the interlock's verdict when the units that did not answer hold
 // `assumed` (WKIDs; empty: nothing) before and after the change, and the
 // selected ones among them `assumed_selected`.
@@ -154,12 +166,16 @@ absl::Status Judge(const std::vector<UnitObservation>& before,
   }
   // A selected unit that loses a master key gets it back only by a reload
   // by hand: keys left usable only on units this command does not change
-  // (not selected, or not answering) are refused too (found by the
-  // rotation explorer: mk setimm, unit rm unit2, mk clrold, heal).
-  auto selected_only = [](const std::vector<UnitObservation>& units) {
+  // (not selected, not answering, or selected but refusing the change, as
+  // a unit without a committed NEW refuses set immediate) are refused too
+  // (found by the rotation explorer: mk setimm, unit rm unit2, mk clrold,
+  // heal; and mk setimm while one unit's NEW load had failed).
+  auto changed_only = [&](const std::vector<UnitObservation>& units) {
     std::vector<UnitObservation> out;
-    for (const UnitObservation& u : units) {
-      if (u.unit.selected) out.push_back(u);
+    for (size_t i = 0; i < units.size() && i < before.size() && i < after.size(); ++i) {
+      if (units[i].unit.selected && (!units[i].info.ok() || Changes(before[i], after[i]))) {
+        out.push_back(units[i]);
+      }
     }
     return out;
   };
@@ -168,8 +184,8 @@ absl::Status Judge(const std::vector<UnitObservation>& before,
     return wkids;
   };
   const auto unserved =
-      NewlyAtRisk(KeysAtRisk(counts, with_selected_assumed(UsableWkids(selected_only(before)))),
-                  KeysAtRisk(counts, with_selected_assumed(UsableWkids(selected_only(after)))));
+      NewlyAtRisk(KeysAtRisk(counts, with_selected_assumed(UsableWkids(changed_only(before)))),
+                  KeysAtRisk(counts, with_selected_assumed(UsableWkids(changed_only(after)))));
   if (!unserved.empty()) {
     const std::string list = ListRisk(unserved, &total);
     return Error(absl::StatusCode::kFailedPrecondition, reason::kInterlock,

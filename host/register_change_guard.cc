@@ -378,19 +378,55 @@ RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& 
   return GuardDuringRotation(Rotation{unjournaled, up, true}, change);
 }
 
-RegisterChangeVerdict CheckSelection(const FleetManifest& manifest, const RequestedChange& change) {
+namespace {
+
+// IsCatchUp tells whether a set immediate on the selected units of
+// `instance` only brings them to the VALID CURRENT key that every unit left
+// out holds (CheckSelection).
+bool IsCatchUp(const std::vector<UnitObservation>& instance) {
+  std::string fleet_current;
+  bool any_left_out = false;
+  for (const UnitObservation& u : instance) {
+    if (u.unit.selected) continue;
+    if (!u.info.ok() || u.info->current_register().state() != v1::REGISTER_VALID) return false;
+    const std::string& vp = u.info->current_register().verification_pattern();
+    if (any_left_out && vp != fleet_current) return false;
+    fleet_current = vp;
+    any_left_out = true;
+  }
+  if (!any_left_out) return false;
+  for (const UnitObservation& u : instance) {
+    if (!u.unit.selected) continue;
+    if (!u.info.ok()) return false;
+    const bool current_is_it = u.info->current_register().state() == v1::REGISTER_VALID &&
+                               u.info->current_register().verification_pattern() == fleet_current;
+    const bool new_is_it = u.info->new_register().state() == v1::REGISTER_FULL_COMMITTED &&
+                           u.info->new_register().verification_pattern() == fleet_current;
+    // A unit already at it must not have another key to promote.
+    const bool stays =
+        current_is_it && u.info->new_register().state() != v1::REGISTER_FULL_COMMITTED;
+    if (!stays && !new_is_it) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+RegisterChangeVerdict CheckSelection(const FleetManifest& manifest, const RequestedChange& change,
+                                     const std::vector<UnitObservation>& instance) {
   if (change.command != OperatorCommand::kSetImmediate) return Allowed();
   std::vector<std::string> left_out;
   for (const FleetUnit& u : manifest.units) {
     if (!u.selected) left_out.push_back(u.name);
   }
-  if (left_out.empty()) return Allowed();
+  if (left_out.empty() || IsCatchUp(instance)) return Allowed();
   return Refused(
       reason::kUnitNotSelected,
       StrCat("mk setimm changes the fleet's CURRENT master key, but unit(s) ",
              absl::StrJoin(left_out, ", "),
              " are not selected: they would keep their CURRENT while the selected "
-             "units move on"),
+             "units move on (only a catch-up to the CURRENT key every unit left out holds may "
+             "leave units out)"),
       StrCat("Nothing was changed. Select every unit first (", manifest.SelectAdvice(left_out),
              "); units that already hold the new key in CURRENT report \"already\""));
 }

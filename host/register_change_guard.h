@@ -128,9 +128,16 @@ RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& 
 // CURRENT master key, and a unit left out would keep its CURRENT while the
 // others move on (key storage split between two master keys; found by the
 // rotation explorer: hsmctl unit rm, then mk setimm). Units already promoted
-// report "already", so selecting every unit is always safe. Every other
-// command is allowed.
-RegisterChangeVerdict CheckSelection(const FleetManifest& manifest, const RequestedChange& change);
+// report "already", so selecting every unit is always safe. One set
+// immediate of part of the fleet is allowed: a catch-up, where every unit
+// left out answers (in `instance`: every unit of fleet.json observed, in any
+// order; empty: none known) with a VALID CURRENT of one key, and every
+// selected unit holds that key FULL_COMMITTED in NEW, or in CURRENT with no
+// other committed key in NEW
+// (a replaced or repaired unit brought back to the fleet's CURRENT master
+// key). Every other command is allowed.
+RegisterChangeVerdict CheckSelection(const FleetManifest& manifest, const RequestedChange& change,
+                                     const std::vector<UnitObservation>& instance = {});
 
 }  // namespace hsmsim::host
 

@@ -87,6 +87,29 @@ static_assert(kExitRefused == static_cast<int>(reason::ExitClass::kRefused));
 static_assert(kExitUnreachable == static_cast<int>(reason::ExitClass::kUnreachable));
 static_assert(kExitBadInput == static_cast<int>(reason::ExitClass::kBadInput));
 
+std::string ExitCodeHelp() {
+  struct Row {
+    int code;
+    const char* meaning;
+  };
+  static constexpr Row kRows[] = {
+      {kExitOk, "success (on every selected unit)"},
+      {kExitRefused,
+       "refused or failed on a unit, or refused before any unit was changed (a pre-check, "
+       "the interlock, a confirmation); compare found differences; recover found something "
+       "to do"},
+      {kExitUsage, "usage error: unknown command or option, missing or out-of-range value"},
+      {kExitUnreachable,
+       "a unit was unreachable or did not answer in time (takes precedence over 1)"},
+      {kExitBadInput,
+       "bad input on the operator's side: fleet.json, keystore, key name, file, password "
+       "or smart card"},
+  };
+  std::string out = "Exit codes:";
+  for (const Row& row : kRows) out += StrCat("\n  ", row.code, "  ", row.meaning);
+  return out;
+}
+
 int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
   // A reason this build does not declare (a newer unit's) is a refusal.

@@ -34,6 +34,12 @@ inline constexpr int kExitUsage = 2;
 inline constexpr int kExitUnreachable = 3;
 inline constexpr int kExitBadInput = 4;
 
+// ExitCodeHelp returns the exit codes as every command's --help ends with
+// them ("Exit codes:" and a line per code; main() sets it as the footer of
+// the whole command tree). docs/cli.md, "Exit codes", shows the same lines
+// (tests/host/cli_doc_test.py compares them).
+std::string ExitCodeHelp();
+
 inline constexpr char kFleetEnv[] = "HSMSIM_FLEET";
 
 // Invocation holds every flag value; only the chosen command's are set.

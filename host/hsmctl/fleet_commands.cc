@@ -338,7 +338,8 @@ void AddFleetStart(CLI::App* fleet, Invocation& inv) {
   start
       ->add_option("--ready-timeout-ms", start_opts->ready_timeout_ms,
                    "How long to wait for each unit to answer")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3'600'000));
   start->add_flag("--allow-fault-injection", start_opts->allow_fault_injection,
                   "Start the units with --allow-fault-injection");
   AddFleetOption(start, inv);
@@ -367,7 +368,8 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
                  "next to hsmctl, else PATH)");
   up->add_option("--ready-timeout-ms", up_opts->ready_timeout_ms,
                  "How long to wait for every unit to answer")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3'600'000));
   up->add_flag("--allow-fault-injection", up_opts->allow_fault_injection,
                "Start the units with --allow-fault-injection (tests and drills; see hsmctl fault)");
   AddFleetOption(up, inv);
@@ -386,7 +388,8 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
   restart
       ->add_option("--ready-timeout-ms", restart_opts->ready_timeout_ms,
                    "How long to wait for the unit to answer")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3'600'000));
   restart->add_flag("--allow-fault-injection", restart_opts->allow_fault_injection,
                     "Start the unit with --allow-fault-injection");
   restart->add_flag("--new-unit", restart_opts->new_unit,
@@ -406,7 +409,8 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
   CLI::App* down =
       fleet->add_subcommand("down", "Stop every launched unit (SIGTERM, then SIGKILL)");
   down->add_option("--grace-ms", *grace_ms, "Time to wait after SIGTERM before SIGKILL")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3'600'000));
   AddFleetOption(down, inv);
   AddJsonOption(down, inv);
   down->callback(

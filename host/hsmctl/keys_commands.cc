@@ -536,7 +536,9 @@ void AddKeysCommands(CLI::App& app, Invocation& inv) {
 
   auto limit = std::make_shared<int64_t>(100);
   CLI::App* list = keys->add_subcommand("list", "List stored keys with their WKIDs");
-  list->add_option("--limit", *limit, "At most this many keys")->capture_default_str();
+  list->add_option("--limit", *limit, "At most this many keys")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1'000'000'000}));
   AddFleetOption(list, inv);
   AddJsonOption(list, inv);
   list->callback([&inv, limit] { inv.action = [&inv, limit] { return RunList(inv, *limit); }; });
@@ -588,7 +590,7 @@ void AddKeysCommands(CLI::App& app, Invocation& inv) {
       "quarantine",
       "Set aside keys whose blobs no unit can open (named by mk rotate and recover): they keep "
       "their blobs, re-encryption skips them, their master key stays held");
-  quarantine->add_option("names", *quarantine_names, "Key names")->required();
+  quarantine->add_option("NAME", *quarantine_names, "Key names")->required();
   quarantine->add_flag("--release", *release,
                        "Release the keys instead (they are re-encrypted "
                        "again by the next rotation or keys upgrade)");

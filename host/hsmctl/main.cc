@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
   google::protobuf::SetLogHandler(&QuietProtobufLog);
   CLI::App app{"hsmctl: manage a fleet of hsmsim crypto units (see docs/cli.md)", "hsmctl"};
   app.require_subcommand(1);
+  // Set before any command is added: each command copies its parent's footer
+  // when it is created, so every --help ends with the exit codes.
+  app.footer(ExitCodeHelp());
   app.set_version_flag("--version", hsmsim::wire::VersionText("hsmctl"),
                        "Print hsmctl's version, the git commit it was built from and the wire "
                        "protocol version, and exit");

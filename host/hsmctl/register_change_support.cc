@@ -28,7 +28,13 @@ absl::Status GuardRegisterChange(const Invocation& inv, const host::FleetManifes
                                  std::optional<host::RotationJournal>* journal_out) {
   HSMSIM_ASSIGN_OR_RETURN(std::optional<host::RotationJournal> journal,
                           ReadJournalIfAny(inv, manifest));
-  host::RegisterChangeVerdict verdict = host::CheckSelection(manifest, change);
+  const bool some_left_out = std::any_of(manifest.units.begin(), manifest.units.end(),
+                                         [](const host::FleetUnit& u) { return !u.selected; });
+  host::RegisterChangeVerdict verdict =
+      host::CheckSelection(manifest, change,
+                           some_left_out && change.command == host::OperatorCommand::kSetImmediate
+                               ? ObserveInstance(inv, observed, manifest)
+                               : std::vector<host::UnitObservation>{});
   if (verdict.allowed()) verdict = host::CheckRegisterChange(journal, observed, change);
   if (journal_out != nullptr) *journal_out = std::move(journal);
   return verdict.status;

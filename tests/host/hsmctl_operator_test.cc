@@ -382,5 +382,25 @@ TEST_F(HsmctlOperatorTest, LibraryErrorLinesNeverReachTheTerminal) {
   EXPECT_EQ(std::count(show.err.begin(), show.err.end(), '\n'), 1) << show.err;
 }
 
+// Numbers out of range are usage errors (exit 2) naming the option, before
+// anything is read or started: a negative --limit once listed every key
+// (SQLite takes a negative LIMIT as none).
+TEST_F(HsmctlOperatorTest, OutOfRangeNumbersAreUsageErrors) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"keys", "list", "--limit", "-5"},
+      {"keys", "list", "--limit", "0"},
+      {"fleet", "down", "--grace-ms", "-1"},
+      {"fleet", "up", "--ready-timeout-ms", "0"},
+      {"fleet", "start", "--ready-timeout-ms", "-20"},
+      {"fleet", "restart", "unit1", "--ready-timeout-ms", "0"},
+  };
+  for (const auto& args : cases) {
+    RunResult r = Hsmctl(args);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args[1] << "\n" << Describe(r);
+    EXPECT_THAT(r.err, HasSubstr(args[args.size() - 2])) << Describe(r);
+  }
+  EXPECT_FALSE(fs::exists(fleet_)) << "a usage error created the fleet";
+}
+
 }  // namespace
 }  // namespace hsmsim::host

@@ -697,6 +697,25 @@ TEST(InterlockInstanceTest, AUnitNotSelectedHoldsItsKeyButIsNotChanged) {
                   .ok());
 }
 
+TEST(InterlockInstanceTest, AUnitThatWouldRefuseTheChangeIsNotChangedEither) {
+  // Set immediate by hand left every unit at CURRENT T, OLD S with keys
+  // still under S; then u2's NEW load failed (its state write), so u2 would
+  // refuse set immediate while u1 takes it and drops S from OLD. The keys
+  // under S would be usable on u2 only, whose CURRENT then differs from
+  // u1's: no recover step re-encrypts them (the rotation explorer, seed 11).
+  auto u1 = Unit("u1", Reg(v1::REGISTER_FULL_COMMITTED, kOther), Reg(v1::REGISTER_VALID, kTgt),
+                 Reg(v1::REGISTER_VALID, kSrc));
+  auto u2 = Unit("u2", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kTgt),
+                 Reg(v1::REGISTER_VALID, kSrc));
+  absl::Status s = CheckInterlock({u1, u2}, RegisterChange::kSetImmediate, Counts(10, 0));
+  EXPECT_EQ(ReasonOf(s), "INTERLOCK") << s;
+  EXPECT_NE(std::string(s.message()).find("only on units it does not change"), std::string::npos)
+      << s;
+  // Keys under T are served by both units afterwards: allowed.
+  EXPECT_TRUE(
+      CheckInterlock({u1, u2}, RegisterChange::kSetImmediate, {{WkidOfVp(kTgt), "", 10}}).ok());
+}
+
 TEST(InterlockInstanceTest, AUnitThatDoesNotAnswerIsUnknownNeverHoldsNothing) {
   // Safe whatever u3 holds: clearing NEW on u1 strands nothing.
   EXPECT_TRUE(CheckInterlock({Ready("u1"), NotSelected(Serving("u2")), Unreachable("u3")},

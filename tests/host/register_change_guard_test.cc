@@ -156,6 +156,46 @@ TEST(RegisterChangeGuardTest, SetImmediateNeedsEveryUnitOfTheFleetSelected) {
   }
 }
 
+TEST(RegisterChangeGuardTest, SetImmediateOfAUnitCatchingUpWithTheFleetsCurrentIsAllowed) {
+  FleetManifest manifest;
+  for (const char* name : {"unit1", "unit2", "unit3"}) {
+    FleetUnit u;
+    u.name = name;
+    u.selected = std::string(name) == "unit3";
+    manifest.units.push_back(u);
+  }
+  const auto setimm = RequestedChange::Of(OperatorCommand::kSetImmediate);
+  auto left_out = [](UnitObservation o) {
+    o.unit.selected = false;
+    return o;
+  };
+  auto selected = [](UnitObservation o) {
+    o.unit.selected = true;
+    return o;
+  };
+  // unit3 was replaced (blank) and set up again: its NEW holds the key that
+  // unit1 and unit2 hold in CURRENT; set immediate on unit3 alone catches up.
+  const auto caught_up = selected(Unit("unit3", Reg(v1::REGISTER_FULL_COMMITTED, kSrc), Empty()));
+  EXPECT_TRUE(CheckSelection(manifest, setimm,
+                             {left_out(NewLost("unit1")), left_out(NewLost("unit2")), caught_up})
+                  .allowed());
+  // Any other key in unit3's NEW moves the fleet's CURRENT: refused.
+  EXPECT_EQ(ReasonOf(CheckSelection(manifest, setimm,
+                                    {left_out(NewLost("unit1")), left_out(NewLost("unit2")),
+                                     selected(Ready("unit3"))})
+                         .status),
+            "UNIT_NOT_SELECTED");
+  // So is a catch-up to a key the units left out do not all hold, or that
+  // cannot be checked (a unit left out does not answer).
+  EXPECT_FALSE(CheckSelection(manifest, setimm,
+                              {left_out(NewLost("unit1")), left_out(Promoted("unit2")), caught_up})
+                   .allowed());
+  EXPECT_FALSE(
+      CheckSelection(manifest, setimm,
+                     {left_out(NewLost("unit1")), left_out(Unreachable("unit2")), caught_up})
+          .allowed());
+}
+
 TEST(RegisterChangeGuardTest, SetImmediateRefusedWhenUnitsHoldDifferentNewKeys) {
   const auto v =
       Check(std::nullopt, {Ready("u1"), HoldsOther("u2", v1::REGISTER_FULL_COMMITTED), Ready("u3")},

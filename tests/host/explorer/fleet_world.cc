@@ -357,7 +357,7 @@ absl::Status FleetWorld::MkRotateAbort() {
 
 absl::Status FleetWorld::Guard(const host::RequestedChange& change) {
   HSMSIM_ASSIGN_OR_RETURN(auto journal, store_->ReadJournal());
-  HSMSIM_RETURN_IF_ERROR(host::CheckSelection(Manifest(), change).status);
+  HSMSIM_RETURN_IF_ERROR(host::CheckSelection(Manifest(), change, ObserveInstance()).status);
   return host::CheckRegisterChange(journal, ObserveSelected(), change).status;
 }
 
