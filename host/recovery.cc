@@ -102,10 +102,13 @@ bool DecideUnreachable(const std::optional<RotationJournal>& journal,
   d.observed = StrCat(rotating ? StrCat("rotation ", RotationPhaseName(journal->phase), "; ")
                                : std::string("no rotation in progress; "),
                       "unit(s) do not answer: ", absl::StrJoin(named, "; "));
-  d.action = StrCat("Start ", names,
-                    ": hsmctl fleet restart NAME (a unit this host launched), or "
-                    "fix its address or its host; then run hsmctl recover again. Until it answers "
-                    "nothing can be judged: it may hold any master key. ");
+  const std::string restart = d.unreachable_units.size() == 1
+                                  ? StrCat("hsmctl fleet restart ", d.unreachable_units[0])
+                                  : std::string("hsmctl fleet restart NAME, for each");
+  d.action = StrCat("Start ", names, ": ", restart,
+                    " (a unit this host launched), or fix its address or its host; then run "
+                    "hsmctl recover again. Until it answers nothing can be judged: it may hold "
+                    "any master key. ");
   d.action += rotating ? StrCat(
                              "Do not take it out of the selection: the rotation must reach "
                              "every unit of the instance, and mk rotate --resume and recover "

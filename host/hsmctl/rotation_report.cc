@@ -178,9 +178,15 @@ int RenderDryRun(const Invocation& inv, std::string_view command, const host::Ro
               << std::endl;
     return kExitOk;
   }
-  std::cout << "dry run: " << command << " would rotate " << j.keys_total << " key(s) from "
-            << host::ShortId(j.source_vp) << " to " << host::ShortId(j.target_vp) << ", from phase "
-            << host::RotationPhaseName(j.phase) << ":\n";
+  if (command.ends_with("--resume")) {
+    std::cout << "dry run: " << command << " would continue the rotation from "
+              << host::ShortId(j.source_vp) << " to " << host::ShortId(j.target_vp) << " at phase "
+              << host::RotationPhaseName(j.phase) << " (" << j.keys_done << " of " << j.keys_total
+              << " key(s) re-encrypted):\n";
+  } else {
+    std::cout << "dry run: " << command << " would rotate " << j.keys_total << " key(s) from "
+              << host::ShortId(j.source_vp) << " to " << host::ShortId(j.target_vp) << ":\n";
+  }
   PrintPlanSteps(plan);
   return kExitOk;
 }

@@ -92,7 +92,7 @@ TEST_F(RecoverOperatorTest, UnreachableUnitMidRotationIsNamedWithWhatToDo) {
   EXPECT_THAT(look.out, HasSubstr("situation: UNITS_UNREACHABLE: rotation REENCRYPTED; unit(s) "
                                   "do not answer: unit2 at " +
                                   endpoint + " (UNIT_UNREACHABLE: "));
-  EXPECT_THAT(look.out, HasSubstr("safe action: Start unit2: hsmctl fleet restart NAME"));
+  EXPECT_THAT(look.out, HasSubstr("safe action: Start unit2: hsmctl fleet restart unit2"));
   EXPECT_THAT(look.out, HasSubstr("Do not take it out of the selection"));
   EXPECT_THAT(look.out, Not(HasSubstr("FIX_AND_ROTATE_AGAIN")));
   RunResult json_look = Hsmctl({"recover", "--json"});
@@ -227,6 +227,9 @@ TEST_F(RecoverOperatorTest, SignIsAskedForOnlyWhenTheNextStepSigns) {
   EXPECT_THAT(plan["steps"][0].get<std::string>(), HasSubstr("finalize the keystore"));
   RunResult dry_resume = Hsmctl({"mk", "rotate", "--resume", "--dry-run"});
   EXPECT_EQ(dry_resume.exit_code, 0) << Describe(dry_resume);
+  EXPECT_THAT(dry_resume.out, HasSubstr("would continue the rotation from "));
+  EXPECT_THAT(dry_resume.out, HasSubstr(" at phase FINALIZING (30 of 30 key(s) re-encrypted)"));
+  EXPECT_THAT(dry_resume.out, Not(HasSubstr("set immediate")));
   EXPECT_EQ(Snapshot(), promoted);
 
   RunResult finish = Hsmctl({"mk", "rotate", "--resume"});
