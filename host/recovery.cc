@@ -8,6 +8,7 @@
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "crypto/verification_pattern.h"
 #include "host/master_key_id.h"
 
 namespace hsmsim::host {
@@ -17,8 +18,12 @@ std::string_view RecoverySituationName(RecoverySituation s) {
   switch (s) {
     case RecoverySituation::kNothingToDo:
       return "NOTHING_TO_DO";
+    case RecoverySituation::kReadyToRotate:
+      return "READY_TO_ROTATE";
     case RecoverySituation::kFixAndRotateAgain:
       return "FIX_AND_ROTATE_AGAIN";
+    case RecoverySituation::kUnitsUnreachable:
+      return "UNITS_UNREACHABLE";
     case RecoverySituation::kReencryptionUnfinished:
       return "REENCRYPTION_UNFINISHED";
     case RecoverySituation::kSetImmediateAll:
@@ -68,21 +73,58 @@ std::vector<std::pair<std::string, int64_t>> KeysAtRisk(const std::vector<WkidPa
 
 namespace {
 
-// DecideFleetBlocked decides when the fleet itself blocks every judgment:
-// an unreachable unit (it may hold any master key: until it answers,
-// nothing can be judged, and the only safe action is to bring it back) or
-// stored keys no unit can use (whatever else is true, the only safe action
-// is to stop and clear nothing). Returns false, leaving the situation
-// alone, otherwise.
-bool DecideFleetBlocked(RecoveryDecision& d) {
-  if (!d.unreachable_units.empty()) {
-    d.situation = RecoverySituation::kFixAndRotateAgain;
-    d.observed = StrCat("unit(s) ", absl::StrJoin(d.unreachable_units, ", "), " do not answer");
-    d.action =
-        "Nothing can be judged safely yet. Fix the cause (start the unit: hsmctl fleet "
-        "restart NAME, or fix its address), then run hsmctl recover again.";
-    return true;
+// UnreachableUnitText names a unit that did not answer, where it was
+// asked and why: "unit2 at 127.0.0.1:1 (UNIT_UNREACHABLE: connection
+// refused)", without repeating "unit NAME at ENDPOINT" from the message.
+std::string UnreachableUnitText(const UnitObservation& u) {
+  std::string message(u.info.status().message());
+  const std::string prefix = StrCat("unit ", u.unit.name, " at ", u.unit.endpoint, ": ");
+  if (message.starts_with(prefix)) message.erase(0, prefix.size());
+  return StrCat(u.unit.name, u.unit.endpoint.empty() ? "" : StrCat(" at ", u.unit.endpoint), " (",
+                ReasonOf(u.info.status()), ": ", message, ")");
+}
+
+// DecideUnreachable decides when a unit does not answer: it may hold any
+// master key, so until it answers nothing can be judged, and the one thing
+// to fix is that unit. Taking it out of the selection is named only where
+// it is safe: never while a rotation is open (the rotation must reach
+// every unit of the instance). Returns false when every unit answered.
+bool DecideUnreachable(const std::optional<RotationJournal>& journal,
+                       const std::vector<UnitObservation>& units, RecoveryDecision& d) {
+  std::vector<std::string> named;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok()) named.push_back(UnreachableUnitText(u));
   }
+  if (named.empty()) return false;
+  const bool rotating = journal.has_value() && journal->phase != RotationPhase::kDone;
+  const std::string names = absl::StrJoin(d.unreachable_units, ", ");
+  d.situation = RecoverySituation::kUnitsUnreachable;
+  d.observed = StrCat(rotating ? StrCat("rotation ", RotationPhaseName(journal->phase), "; ")
+                               : std::string("no rotation in progress; "),
+                      "unit(s) do not answer: ", absl::StrJoin(named, "; "));
+  const std::string restart = d.unreachable_units.size() == 1
+                                  ? StrCat("hsmctl fleet restart ", d.unreachable_units[0])
+                                  : std::string("hsmctl fleet restart NAME, for each");
+  d.action = StrCat("Start ", names, ": ", restart,
+                    " (a unit this host launched), or fix its address or its host; then run "
+                    "hsmctl recover again. Until it answers nothing can be judged: it may hold "
+                    "any master key. ");
+  d.action += rotating ? StrCat(
+                             "Do not take it out of the selection: the rotation must reach "
+                             "every unit of the instance, and mk rotate --resume and recover "
+                             "--apply wait for it.")
+                       : StrCat(
+                             "If it is gone for good, replace it (hsmctl unit replace NAME) and "
+                             "set it up like the others; taking it out of the selection (hsmctl "
+                             "unit rm NAME) lets other commands run on the rest, but mk rotate "
+                             "needs every unit of the instance.");
+  return true;
+}
+
+// DecideKeysAtRisk decides when stored keys are under a master key no unit
+// holds: whatever else is true, the only safe action is to stop and clear
+// nothing. Returns false, leaving the situation alone, otherwise.
+bool DecideKeysAtRisk(RecoveryDecision& d) {
   if (d.keys_at_risk.empty()) return false;
   d.situation = RecoverySituation::kKeysAtRisk;
   int64_t total = 0;
@@ -247,9 +289,51 @@ bool DecideSplitCurrent(const std::vector<UnitObservation>& units,
   return true;
 }
 
+// ReadyNewVp returns the VP every unit holds FULL_COMMITTED in NEW when it
+// is one key and not the key of every unit's VALID CURRENT (a rotation may
+// start), else empty.
+std::string ReadyNewVp(const std::vector<UnitObservation>& units) {
+  std::string vp;
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok()) return "";
+    const v1::MasterKeyRegisterInfo& nw = u.info->new_register();
+    const v1::MasterKeyRegisterInfo& cur = u.info->current_register();
+    if (nw.state() != v1::REGISTER_FULL_COMMITTED || cur.state() != v1::REGISTER_VALID ||
+        nw.verification_pattern().empty() ||
+        nw.verification_pattern() == cur.verification_pattern() ||
+        (!vp.empty() && vp != nw.verification_pattern())) {
+      return "";
+    }
+    vp = nw.verification_pattern();
+  }
+  return vp;
+}
+
 // DecideIdle decides with no rotation in progress: the pre-check findings
-// say whether anything needs fixing.
-void DecideIdle(const std::vector<Finding>& findings, RecoveryDecision& d) {
+// say whether anything needs fixing; with none, a NEW committed everywhere
+// makes the fleet ready to rotate, unless stored keys under a third key
+// would stop mk rotate (PrecheckKeystore).
+void DecideIdle(const std::vector<UnitObservation>& units, const std::vector<WkidPairCount>& counts,
+                std::vector<Finding> findings, RecoveryDecision& d) {
+  const std::string target = findings.empty() ? ReadyNewVp(units) : std::string();
+  if (!target.empty()) {
+    const std::string source = units[0].info->current_register().verification_pattern();
+    findings = PrecheckKeystore(counts, WkidOfVp(source), WkidOfVp(target));
+    if (findings.empty()) {
+      d.situation = RecoverySituation::kReadyToRotate;
+      d.source_vp = source;
+      d.target_vp = target;
+      d.units_to_promote.clear();
+      for (const UnitObservation& u : units) d.units_to_promote.push_back(u.unit.name);
+      d.observed = StrCat("no rotation in progress; every unit holds ", ShortId(target),
+                          " FULL_COMMITTED in NEW and ", ShortId(source), " VALID in CURRENT");
+      d.action = StrCat("Nothing to recover. The next step is the rotation from ", ShortId(source),
+                        " to ", ShortId(target),
+                        ": hsmctl mk rotate --sign ... (--dry-run shows "
+                        "what it would do).");
+      return;
+    }
+  }
   if (!findings.empty()) {
     d.situation = RecoverySituation::kFixAndRotateAgain;
     d.observed = StrCat("no rotation in progress; ", findings.size(),
@@ -335,12 +419,13 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
   }
   d.keys_at_risk = KeysAtRisk(counts, HeldWkids(units));
   if (DecideUnknownUnits(units, d)) return d;
-  if (DecideFleetBlocked(d)) return d;
+  if (DecideUnreachable(journal, units, d)) return d;
+  if (DecideKeysAtRisk(d)) return d;
   if (journal.has_value() && journal->phase != RotationPhase::kDone) {
     if (DecideBlankUnits(*journal, units, d)) return d;
     DecideInProgress(*journal, units, d);
   } else if (!DecideSplitCurrent(units, counts, d)) {
-    DecideIdle(findings, d);
+    DecideIdle(units, counts, findings, d);
   }
   return d;
 }
@@ -359,7 +444,8 @@ void NoteUnreadableKeys(const UnreadableKeys& keys, RecoveryDecision& d) {
   const std::string what =
       StrCat(keys.count, " stored key(s) have blobs no unit could open or re-encrypt (", list, ")");
   if (d.situation != RecoverySituation::kReencryptionUnfinished &&
-      d.situation != RecoverySituation::kNothingToDo) {
+      d.situation != RecoverySituation::kNothingToDo &&
+      d.situation != RecoverySituation::kReadyToRotate) {
     d.observed += StrCat("; also ", what);
     return;
   }
@@ -374,6 +460,85 @@ void NoteUnreadableKeys(const UnreadableKeys& keys, RecoveryDecision& d) {
       rotating ? "hsmctl recover --apply (or mk rotate --resume) finishes the rotation for "
                  "the rest."
                : "hsmctl mk rotate.");
+}
+
+RotationPlan PlanRotation(const RotationJournal& journal, const std::vector<UnitObservation>& units,
+                          const std::vector<WkidPairCount>& counts,
+                          const std::vector<std::string>& reloaded) {
+  RotationPlan plan;
+  plan.keys_total = journal.keys_total;
+  const std::string source = ShortId(journal.source_vp);
+  const std::string target = ShortId(journal.target_vp);
+  for (const WkidPairCount& c : counts) {
+    const bool pending = SameId(c.pending_wkid, WkidOfVp(journal.target_vp));
+    if (pending) plan.pending_blobs += c.count;
+    if (!pending && SameId(c.wkid, WkidOfVp(journal.source_vp))) plan.keys_to_reencrypt += c.count;
+  }
+  for (const UnitObservation& u : units) {
+    UnitRotationState st = ClassifyUnit(u, journal.source_vp, journal.target_vp);
+    if (std::find(reloaded.begin(), reloaded.end(), u.unit.name) != reloaded.end()) {
+      st = UnitRotationState::kReady;
+    }
+    if (st == UnitRotationState::kPromoted) {
+      plan.units_promoted.push_back(u.unit.name);
+      continue;
+    }
+    if (st == UnitRotationState::kReady) plan.units_reencrypting.push_back(u.unit.name);
+    if (journal.phase < RotationPhase::kFinalizing) plan.units_to_promote.push_back(u.unit.name);
+  }
+  const std::string promoted = absl::StrJoin(plan.units_promoted, ", ");
+  if (journal.phase == RotationPhase::kReencrypting && !plan.units_to_promote.empty()) {
+    plan.steps.push_back(StrCat("re-encrypt ", plan.keys_to_reencrypt, " key(s) from ", source,
+                                " (CURRENT) to ", target, " (NEW) on unit(s) ",
+                                absl::StrJoin(plan.units_reencrypting, ", "),
+                                " (each key keeps its blob; the new one is pending), then journal "
+                                "REENCRYPTED"));
+  } else if (journal.phase == RotationPhase::kReencrypting) {
+    plan.steps.push_back(StrCat("every unit already promoted ", target,
+                                ": journal FINALIZING (the keys not re-encrypted are under OLD)"));
+  }
+  if (!plan.units_to_promote.empty()) {
+    plan.steps.push_back(
+        StrCat("set immediate (signed) on unit(s) ", absl::StrJoin(plan.units_to_promote, ", "),
+               ": CURRENT ", target, ", OLD ", source,
+               promoted.empty() ? std::string() : StrCat("; ", promoted, " already promoted"),
+               "; then journal FINALIZING"));
+  }
+  plan.steps.push_back(StrCat("finalize the keystore: every pending blob under ", target,
+                              " becomes its key's blob, keys still under ", source,
+                              " are re-encrypted OLD -> CURRENT; journal DONE"));
+  return plan;
+}
+
+absl::Status CheckReloadSignatures(const std::vector<UnitObservation>& units,
+                                   const std::vector<std::string>& reload,
+                                   const std::vector<const AdminKey*>& signers) {
+  for (const UnitObservation& u : units) {
+    if (!u.info.ok() || std::find(reload.begin(), reload.end(), u.unit.name) == reload.end()) {
+      continue;
+    }
+    std::vector<std::string> admins;
+    for (const AdminKey* s : signers) {
+      const std::string id = crypto::AsString(s->key_id);
+      if (std::any_of(u.info->administrators().begin(), u.info->administrators().end(),
+                      [&](const v1::AdministratorInfo& a) { return a.key_id() == id; })) {
+        admins.push_back(s->name);
+      }
+    }
+    const uint32_t threshold = std::max<uint32_t>(u.info->signature_threshold(), 1);
+    if (admins.size() >= threshold) continue;
+    return Error(
+        absl::StatusCode::kPermissionDenied, reason::kInsufficientSignatures,
+        StrCat("reloading NEW on unit ", u.unit.name, " ends with committing it, which needs ",
+               threshold,
+               " signature(s) of its administrators (its signature threshold); --sign "
+               "gave ",
+               signers.size(), " signature(s), ", admins.size(), " of its administrators",
+               admins.empty() ? std::string() : StrCat(" (", absl::StrJoin(admins, ", "), ")"),
+               ". Nothing was loaded: pass --sign with at least ", threshold,
+               " administrator key files"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<UnreadableKeys> ReadUnreadableKeys(Keystore& store) {

@@ -19,8 +19,10 @@
 namespace hsmsim::host {
 
 enum class RecoverySituation {
-  kNothingToDo,             // no rotation in progress, fleet consistent
-  kFixAndRotateAgain,       // error before anything changed (unreachable unit, pre-check)
+  kNothingToDo,             // no rotation in progress, fleet consistent, NEW empty
+  kReadyToRotate,           // no rotation in progress, NEW committed everywhere: mk rotate next
+  kFixAndRotateAgain,       // error before anything changed (pre-check, unit of another id)
+  kUnitsUnreachable,        // a unit does not answer: start it, nothing else can be judged
   kReencryptionUnfinished,  // run rotate again; it skips blobs already under NEW
   kSetImmediateAll,         // re-encryption finished; promote every unit
   kSetImmediateRest,        // some units already promoted; promote the rest only
@@ -41,10 +43,14 @@ struct RecoveryDecision {
   std::vector<std::string> units_to_promote;
   std::vector<std::string> units_promoted;
   std::vector<std::string> units_to_reload;
+  // Units that did not answer (UNITS_UNREACHABLE names each with its
+  // endpoint and error in `observed`).
   std::vector<std::string> unreachable_units;
   // The rotation's source and target VPs (32 bytes each): the journal's, or
   // for SET_IMMEDIATE_UNFINISHED the keys of the unfinished set immediate
-  // (FindSplitCurrent), which recover --apply journals as a rotation.
+  // (FindSplitCurrent), which recover --apply journals as a rotation; for
+  // READY_TO_ROTATE the CURRENT and committed NEW mk rotate would rotate
+  // between (units_to_promote then lists every unit).
   std::string source_vp;
   std::string target_vp;
   // True when a rotation is open and no unit has promoted its target: the
@@ -71,7 +77,11 @@ struct UnreadableKeys {
 // rotation was ever journaled), every selected unit's observation, the
 // keystore's key counts per (WKID, pending WKID), and `findings`: the
 // rotation pre-check's findings when no rotation is in progress (they make
-// kFixAndRotateAgain), empty otherwise. With no rotation in progress and
+// kFixAndRotateAgain), empty otherwise. A unit that does not answer makes
+// kUnitsUnreachable (naming it, its endpoint and its error), whatever the
+// journal says. With no rotation in progress, no finding and every unit's
+// NEW FULL_COMMITTED with one key other than CURRENT (and no stored key
+// under a third key), the situation is kReadyToRotate. With no rotation in progress and
 // the units' CURRENT registers split the way an unfinished set immediate
 // leaves them (FindSplitCurrent), the situation is SET_IMMEDIATE_UNFINISHED:
 // recover --apply journals a rotation from the split's source to its target
@@ -83,7 +93,8 @@ RecoveryDecision DecideRecovery(const std::optional<RotationJournal>& journal,
 
 // NoteUnreadableKeys adds the keys units could not open to a decision of
 // DecideRecovery: when it would have the operator run the re-encryption again
-// (REENCRYPTION_UNFINISHED) or do nothing, the situation becomes
+// (REENCRYPTION_UNFINISHED), do nothing or rotate (READY_TO_ROTATE: the
+// rotation's blob pre-check would refuse), the situation becomes
 // KEYS_UNREADABLE, naming the keys and the operator's choice (restore their
 // blobs, or quarantine them), since running it again cannot succeed. Every
 // other situation is left as it is, with the keys listed.
@@ -94,6 +105,39 @@ void NoteUnreadableKeys(const UnreadableKeys& keys, RecoveryDecision& d);
 // kMaxNamedFailedKeys named "NAME (REASON)"), and the quarantined ones
 // (counted). Returns the keystore's error.
 absl::StatusOr<UnreadableKeys> ReadUnreadableKeys(Keystore& store);
+
+// What the rest of a rotation would do, for --dry-run (hsmctl mk rotate
+// --dry-run, recover --apply --dry-run). Computing it changes nothing.
+struct RotationPlan {
+  std::vector<std::string> steps;               // in order, each a sentence for the operator
+  std::vector<std::string> units_reencrypting;  // re-encrypt (CURRENT source, NEW target)
+  std::vector<std::string> units_to_promote;    // set immediate, signed
+  std::vector<std::string> units_promoted;      // already promoted, left as they are
+  int64_t keys_to_reencrypt = 0;  // under the source key with no pending blob under the target
+  int64_t pending_blobs = 0;      // pending under the target, become the keys' blobs
+  int64_t keys_total = 0;         // the journal's
+};
+
+// PlanRotation returns the steps of the rotation `journal` describes from
+// its phase to DONE (a rotation about to begin: phase REENCRYPTING, no key
+// done), from each selected unit's observation and the keystore's counts
+// per (WKID, pending WKID). Units named in `reloaded` count as ready (recover
+// --apply reloads their NEW first). units_to_promote is empty once only
+// finalizing the keystore is left: nothing more is signed.
+RotationPlan PlanRotation(const RotationJournal& journal, const std::vector<UnitObservation>& units,
+                          const std::vector<WkidPairCount>& counts,
+                          const std::vector<std::string>& reloaded = {});
+
+// CheckReloadSignatures returns OK when `signers` are, on every unit of
+// `units` named in `reload`, at least its signature threshold of its
+// administrators: reloading a lost NEW ends with a commit only that many
+// signatures make, so too few must be refused before any part is loaded.
+// Else FAILED_PRECONDITION (INSUFFICIENT_SIGNATURES) naming the first such
+// unit, its threshold, and the signatures given (how many, and which are its
+// administrators). A unit that did not answer is not judged here.
+absl::Status CheckReloadSignatures(const std::vector<UnitObservation>& units,
+                                   const std::vector<std::string>& reload,
+                                   const std::vector<const AdminKey*>& signers);
 
 // HeldWkids returns the WKIDs (16 bytes) held by reachable units in any
 // register holding a whole key.

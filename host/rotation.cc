@@ -120,24 +120,46 @@ std::vector<UnitObservation> Observe(const FleetManifest& manifest,
 
 namespace {
 
+// NotSelectedMessage says that `u`, listed in fleet.json, is not selected:
+// the instance fleet.json names and, when `seen` (its observation; may be
+// null) answered, the instance the unit itself reports.
+std::string NotSelectedMessage(const FleetManifest& manifest, const FleetUnit& u,
+                               const UnitObservation* seen) {
+  std::string own = "its own instance is unknown (not asked)";
+  if (seen != nullptr && !seen->info.ok()) {
+    own = StrCat("its own instance is unknown (it does not answer: ", ReasonOf(seen->info.status()),
+                 ")");
+  } else if (seen != nullptr && seen->info->instance() == manifest.instance) {
+    own = StrCat("it reports instance '", seen->info->instance(), "' too");
+  } else if (seen != nullptr) {
+    own = StrCat("it reports instance '", seen->info->instance(), "' itself");
+  }
+  return StrCat("is listed in fleet.json, whose instance is '", manifest.instance,
+                "', but is not selected (", own,
+                "); a rotation needs every unit fleet.json lists (",
+                manifest.SelectAdvice({u.name}), ", or move it to another fleet)");
+}
+
 // CheckReachableUnits adds the findings of checks 1 and 2 (every unit of the
 // one service instance selected, reachable, of that instance, not in
-// imprint mode) and returns the units that answered.
+// imprint mode) and returns the selected units that answered. `units` may
+// hold observations of units that are not selected: they only name their
+// own instance in the UNIT_NOT_SELECTED finding.
 std::vector<const UnitObservation*> CheckReachableUnits(const FleetManifest& manifest,
                                                         const std::vector<UnitObservation>& units,
                                                         std::vector<Finding>& findings) {
   // 1. Every unit of the one service instance is selected, and no other.
   for (const FleetUnit& u : manifest.units) {
-    if (!u.selected) {
-      findings.push_back(
-          UnitFinding(u.name, "all-units-selected", reason::kUnitNotSelected,
-                      StrCat("belongs to instance '", manifest.instance,
-                             "' but is not selected; a rotation needs every unit of the instance (",
-                             manifest.SelectAdvice({u.name}), ", or move it to another fleet)")));
-    }
+    if (u.selected) continue;
+    auto seen = std::find_if(units.begin(), units.end(),
+                             [&](const UnitObservation& o) { return o.unit.name == u.name; });
+    findings.push_back(
+        UnitFinding(u.name, "all-units-selected", reason::kUnitNotSelected,
+                    NotSelectedMessage(manifest, u, seen == units.end() ? nullptr : &*seen)));
   }
   std::vector<const UnitObservation*> up;
   for (const UnitObservation& u : units) {
+    if (!u.unit.selected) continue;  // seen for its instance only
     if (!u.info.ok()) {
       findings.push_back(Finding{u.unit.name, "reachable", u.info.status()});
       continue;

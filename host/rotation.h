@@ -57,6 +57,10 @@ struct Finding {
 // of administrators large enough for the threshold (and the signers among
 // them), every CURRENT VALID with one VP, every NEW FULL_COMMITTED with one
 // VP different from CURRENT's. Returns no findings when a rotation may start.
+// `units` are the selected units' observations; it may also hold those of
+// units fleet.json lists but does not select (unit.selected false, as
+// hsmctl's ObserveInstance reads them): they are not checked, and only name
+// the instance the unit reports in its UNIT_NOT_SELECTED finding.
 std::vector<Finding> PrecheckRotation(const FleetManifest& manifest,
                                       const std::vector<UnitObservation>& units,
                                       const std::vector<const AdminKey*>& signers);

@@ -17,6 +17,7 @@
 #include "host/fleet_manifest.h"
 #include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
+#include "host/hsmctl/register_change_support.h"
 #include "host/hsmctl/rotation_report.h"
 #include "host/interlock.h"
 #include "host/key_part_loading.h"
@@ -35,8 +36,9 @@ struct RotateFlags {
   int in_flight = 4;
   std::vector<std::string> parts;  // recover --apply only
   bool apply = false;
-  bool abort = false;   // mk rotate --abort
-  bool status = false;  // mk rotate --status
+  bool abort = false;    // mk rotate --abort
+  bool status = false;   // mk rotate --status
+  bool dry_run = false;  // mk rotate --dry-run, recover --apply --dry-run
 };
 
 // Session holds what a rotation or recovery needs.
@@ -161,13 +163,15 @@ host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& 
   return host::RotationEngine(*s.store, std::move(units), SignerPointers(s.signers), options);
 }
 
-// PrecheckFleet runs the rotation's pre-checks on the units, then on the
-// keystore. Returns the findings (none: a rotation may start) or the
-// keystore's error.
+// PrecheckFleet runs the rotation's pre-checks on the units (`observed`,
+// the selected ones), then on the keystore. Returns the findings (none: a rotation may start) or
+// the keystore's error.
 absl::StatusOr<std::vector<host::Finding>> PrecheckFleet(
-    Session& s, const std::vector<host::UnitObservation>& observed) {
-  std::vector<host::Finding> findings =
-      host::PrecheckRotation(s.manifest, observed, SignerPointers(s.signers));
+    const Invocation& inv, Session& s, const std::vector<host::UnitObservation>& observed) {
+  // The units fleet.json lists but does not select are read too: the
+  // UNIT_NOT_SELECTED finding names the instance each reports.
+  std::vector<host::Finding> findings = host::PrecheckRotation(
+      s.manifest, ObserveInstance(inv, observed, s.manifest), SignerPointers(s.signers));
   if (!findings.empty()) return findings;
   HSMSIM_ASSIGN_OR_RETURN(std::vector<host::WkidPairCount> counts, s.store->CountByWkid());
   return host::PrecheckKeystore(
@@ -344,12 +348,83 @@ int RunRotateStatus(Invocation& inv) {
   return kExitOk;
 }
 
+// RefuseIfRotationRunning returns ROTATION_LOCKED when another process
+// holds the rotation lock (what the command itself would meet), without
+// taking it: --dry-run keeps no lock.
+absl::Status RefuseIfRotationRunning(Session& s, std::string_view command) {
+  HSMSIM_ASSIGN_OR_RETURN(std::optional<host::RotationLockHolder> holder,
+                          s.store->FindRotationLockHolder());
+  if (!holder.has_value()) return absl::OkStatus();
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kRotationLocked,
+               StrCat("another process is rotating this keystore: ", holder->Describe(), "; ",
+                      command, " would be refused now (nothing was changed)"));
+}
+
+// NeedSigners returns NO_SIGNERS, naming the step and the units, when the
+// rest of the rotation sets immediate on some unit (signed) and no --sign
+// was given; OK when it does not (only finalizing the keystore is left) or
+// signers were given.
+absl::Status NeedSigners(const Session& s, const host::RotationPlan& plan) {
+  if (!s.signers.empty() || plan.units_to_promote.empty()) return absl::OkStatus();
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
+               StrCat("the rotation still sets immediate on unit(s) ",
+                      absl::StrJoin(plan.units_to_promote, ", "),
+                      ", which must be signed by the signature threshold: pass --sign (nothing "
+                      "was changed)"));
+}
+
+// RunRotateDryRun shows what mk rotate (or --resume) would do: the
+// pre-checks of the units and the keystore, then the steps, units and key
+// counts. No unit is changed, no journal written, no lock taken; the blob
+// pre-check (it records what it finds) is left to the rotation itself.
+int RunRotateDryRun(Invocation& inv, Session& s, const RotateFlags& f) {
+  const std::string command = f.resume ? "mk rotate --resume" : "mk rotate";
+  if (absl::Status running = RefuseIfRotationRunning(s, command); !running.ok()) {
+    return Fail(inv, running);
+  }
+  auto journal = s.store->ReadJournal();
+  if (!journal.ok()) return Fail(inv, journal.status());
+  if (absl::Status resume = CheckResumeFlag(*journal, f.resume); !resume.ok()) {
+    return Fail(inv, resume);
+  }
+  auto counts = s.store->CountByWkid();
+  if (!counts.ok()) return Fail(inv, counts.status());
+  const std::vector<host::UnitObservation> observed = ObserveAll(s.conns);
+  host::RotationJournal j = journal->value_or(host::RotationJournal{});
+  std::vector<std::string> first;
+  if (!f.resume) {
+    auto findings = PrecheckFleet(inv, s, observed);
+    if (!findings.ok()) return Fail(inv, findings.status());
+    if (!findings->empty()) {
+      RotateReport refused;
+      refused.prechecks = std::move(*findings);
+      return RenderRotate(inv, refused);
+    }
+    auto total = s.store->CountKeys();
+    if (!total.ok()) return Fail(inv, total.status());
+    j = host::RotationJournal{};
+    j.source_vp = observed[0].info->current_register().verification_pattern();
+    j.target_vp = observed[0].info->new_register().verification_pattern();
+    j.keys_total = *total;
+    first.push_back(
+        StrCat("have the units open every blob to re-encrypt (not run by --dry-run), "
+               "then journal the rotation from ",
+               host::ShortId(j.source_vp), " to ", host::ShortId(j.target_vp), " (REENCRYPTING, ",
+               j.keys_total, " key(s))"));
+  }
+  host::RotationPlan plan = host::PlanRotation(j, observed, *counts);
+  plan.steps.insert(plan.steps.begin(), first.begin(), first.end());
+  if (absl::Status sign = NeedSigners(s, plan); !sign.ok()) return Fail(inv, sign);
+  return RenderDryRun(inv, command, j, plan);
+}
+
 int RunRotate(Invocation& inv, const RotateFlags& f) {
   if (f.abort) return RunAbort(inv);
   if (f.status) return RunRotateStatus(inv);
   auto session = OpenSession(inv);
   if (!session.ok()) return Fail(inv, session.status());
   Session& s = *session;
+  if (f.dry_run) return RunRotateDryRun(inv, s, f);
   // One rotation of a keystore at a time: held until this process exits.
   auto lock = s.store->LockRotation(
       host::RotationLockHolder::Self(f.resume ? "mk rotate --resume" : "mk rotate"));
@@ -363,9 +438,9 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
   ProgressPrinter progress(inv.json);
   host::RotationEngine engine = MakeEngine(inv, s, f, progress);
   RotateReport report;
+  auto observed = ObserveAll(s.conns);
   if (!f.resume) {
-    auto observed = ObserveAll(s.conns);
-    auto findings = PrecheckFleet(s, observed);
+    auto findings = PrecheckFleet(inv, s, observed);
     if (!findings.ok()) return Fail(inv, findings.status());
     if (findings->empty()) findings = PrecheckStoredBlobs(s, f, observed);
     if (!findings.ok()) return Fail(inv, findings.status());
@@ -383,11 +458,12 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
     if (!begun.ok()) return Fail(inv, begun.status());
     *journal = *begun;
   }
-  RenderRotateStart(inv, **journal, s.conns.size(), f.resume);
-  if (s.signers.empty()) {
-    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
-                           "set immediate must be signed: pass --sign"));
+  // --resume signs only when some unit is still to be promoted: finalizing
+  // the keystore signs nothing.
+  if (absl::Status sign = NeedSigners(s, host::PlanRotation(**journal, observed, {})); !sign.ok()) {
+    return Fail(inv, sign);
   }
+  RenderRotateStart(inv, **journal, s.conns.size(), f.resume);
   report.journal = **journal;
   report.status = engine.Run(report.journal, report.figures);
   progress.Finish();
@@ -395,23 +471,32 @@ int RunRotate(Invocation& inv, const RotateFlags& f) {
   return RenderRotate(inv, report);
 }
 
-// ReloadParts loads and commits the parts on `units` after checking that
-// their XOR has the target VP.
-absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJournal& journal,
-                         const std::vector<std::string>& units,
-                         const std::vector<std::string>& files) {
+// OpenReloadParts opens the key part files for reloading NEW and checks
+// that their XOR has the rotation's target VP (parts on cards are checked
+// by the first unit's NEW VP after the load). Loads nothing. Returns
+// BAD_PART_COUNT, the files' errors, or PARTS_DO_NOT_MATCH.
+absl::StatusOr<KeyParts> OpenReloadParts(Invocation& inv, std::string_view target_vp,
+                                         const std::vector<std::string>& files) {
   if (files.size() < 2) {
     return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
                  "recover --apply needs the same 2 or 3 key part files (--parts) to reload NEW");
   }
   HSMSIM_ASSIGN_OR_RETURN(KeyParts parts, OpenKeyParts(inv, files));
-  // Parts on cards are checked by the first unit's NEW VP after the load.
-  const std::string vp = parts.expected_vp.value_or(journal.target_vp);
-  if (!ConstantTimeEquals(AsBytes(vp), AsBytes(journal.target_vp))) {
+  const std::string vp = parts.expected_vp.value_or(std::string(target_vp));
+  if (!ConstantTimeEquals(AsBytes(vp), AsBytes(target_vp))) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kPartsDoNotMatch,
                  StrCat("the key parts give VP ", host::ShortId(vp), ", not the rotation's target ",
-                        host::ShortId(journal.target_vp), "; nothing was loaded"));
+                        host::ShortId(target_vp), "; nothing was loaded"));
   }
+  return parts;
+}
+
+// ReloadParts loads and commits the parts on `units` after checking that
+// their XOR has the target VP (OpenReloadParts).
+absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJournal& journal,
+                         const std::vector<std::string>& units,
+                         const std::vector<std::string>& files) {
+  HSMSIM_ASSIGN_OR_RETURN(KeyParts parts, OpenReloadParts(inv, journal.target_vp, files));
   const auto signers = SignerPointers(s.signers);
   for (UnitConnection& c : s.conns) {
     if (std::find(units.begin(), units.end(), c.unit.name) == units.end()) continue;
@@ -448,10 +533,10 @@ absl::Status ReloadParts(Invocation& inv, Session& s, const host::RotationJourna
 
 // RecoverPrechecks returns the rotation pre-checks' findings that matter to
 // a look at a fleet with no rotation in progress.
-std::vector<host::Finding> RecoverPrechecks(Session& s,
+std::vector<host::Finding> RecoverPrechecks(const Invocation& inv, Session& s,
                                             const std::vector<host::UnitObservation>& observed) {
-  std::vector<host::Finding> findings =
-      host::PrecheckRotation(s.manifest, observed, SignerPointers(s.signers));
+  std::vector<host::Finding> findings = host::PrecheckRotation(
+      s.manifest, ObserveInstance(inv, observed, s.manifest), SignerPointers(s.signers));
   // Without --sign the signer check is noise for a read-only look; and
   // with every NEW register empty no rotation is planned, so the NEW
   // pre-checks say nothing about the fleet's health.
@@ -468,13 +553,13 @@ std::vector<host::Finding> RecoverPrechecks(Session& s,
 
 // LookAtFleet reads the journal, the keystore's counts and every unit, and
 // decides the safe action. Returns the keystore's error otherwise.
-absl::Status LookAtFleet(Session& s, RecoverReport& r) {
+absl::Status LookAtFleet(const Invocation& inv, Session& s, RecoverReport& r) {
   HSMSIM_ASSIGN_OR_RETURN(r.journal, s.store->ReadJournal());
   HSMSIM_ASSIGN_OR_RETURN(r.counts, s.store->CountByWkid());
   r.observed = ObserveAll(s.conns);
   std::vector<host::Finding> findings;
   if (!r.journal.has_value() || r.journal->phase == host::RotationPhase::kDone) {
-    findings = RecoverPrechecks(s, r.observed);
+    findings = RecoverPrechecks(inv, s, r.observed);
   }
   r.decision = host::DecideRecovery(r.journal, r.observed, r.counts, findings);
   HSMSIM_ASSIGN_OR_RETURN(host::UnreadableKeys unreadable, host::ReadUnreadableKeys(*s.store));
@@ -482,40 +567,101 @@ absl::Status LookAtFleet(Session& s, RecoverReport& r) {
   return absl::OkStatus();
 }
 
-// ApplySafeAction performs the decision's one safe action (journal an
-// unfinished set immediate as a rotation, reload NEW where it was lost,
-// then continue the rotation) and fills the report's
-// journal and figures. Returns FAILED_PRECONDITION (NOTHING_SAFE_TO_APPLY)
-// when the safe action is not hsmctl's to take, (NO_SIGNERS) without
-// --sign, or the error that stopped it.
-absl::Status ApplySafeAction(Invocation& inv, Session& s, const RotateFlags& f, RecoverReport& r) {
+// Reloads returns whether the decision's action reloads NEW on some units.
+bool Reloads(const host::RecoveryDecision& d) {
+  return !d.units_to_reload.empty() &&
+         (d.situation == host::RecoverySituation::kSetImmediateUnfinished ||
+          d.situation == host::RecoverySituation::kReloadNewRegister);
+}
+
+// CheckSafeAction returns why recover --apply would be refused, before
+// anything is changed: FAILED_PRECONDITION (NOTHING_SAFE_TO_APPLY) when the
+// safe action is not hsmctl's to take, (BAD_PART_COUNT) without the key parts
+// a reload needs, (NO_SIGNERS) without --sign when the next step signs (a
+// reload, a set immediate: the error names it), PERMISSION_DENIED
+// (INSUFFICIENT_SIGNATURES) when a reload's commit needs more signatures
+// than given. OK otherwise; finalizing the keystore needs no --sign.
+absl::Status CheckSafeAction(const Session& s, const RotateFlags& f, const RecoverReport& r) {
   const host::RecoveryDecision& d = r.decision;
-  r.applied_journal = r.journal.value_or(host::RotationJournal{});
   const bool rotating = r.journal.has_value() && r.journal->phase != host::RotationPhase::kDone;
   if (d.situation == host::RecoverySituation::kKeysAtRisk ||
       d.situation == host::RecoverySituation::kFixAndRotateAgain ||
+      d.situation == host::RecoverySituation::kUnitsUnreachable ||
       (d.situation == host::RecoverySituation::kKeysUnreadable && !rotating)) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNothingSafeToApply,
                  StrCat("recover --apply does nothing here: ", d.action));
   }
-  const bool unfinished_setimm = d.situation == host::RecoverySituation::kSetImmediateUnfinished;
-  if (unfinished_setimm && !d.units_to_reload.empty() && f.parts.empty()) {
-    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
-                 StrCat("recover --apply needs the key parts of ", host::ShortId(d.target_vp),
-                        " (--parts F1,F2[,F3]) to reload NEW on ",
-                        absl::StrJoin(d.units_to_reload, ", "), "; nothing was changed"));
+  if (Reloads(d) && f.parts.empty()) {
+    return Error(
+        absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
+        StrCat("recover --apply needs the key parts of ", host::ShortId(d.target_vp),
+               " (--parts F1,F2[,F3]) to reload NEW on ", absl::StrJoin(d.units_to_reload, ", "),
+               "; nothing was changed",
+               d.abort_possible ? "; if they are gone, abandon the rotation instead: hsmctl mk "
+                                  "rotate --abort (no unit has promoted it)"
+                                : ""));
   }
-  if (d.situation == host::RecoverySituation::kReloadNewRegister && f.parts.empty() &&
-      d.abort_possible) {
-    return Error(absl::StatusCode::kInvalidArgument, reason::kBadPartCount,
-                 "recover --apply needs the rotation's key parts (--parts F1,F2[,F3]) to "
-                 "reload NEW; if they are gone, abandon the rotation instead: hsmctl mk "
-                 "rotate --abort (no unit has promoted it)");
-  }
-  if (s.signers.empty()) {
+  if (s.signers.empty() && Reloads(d)) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
-                 "recover --apply signs set immediate: pass --sign");
+                 StrCat("recover --apply reloads NEW on ", absl::StrJoin(d.units_to_reload, ", "),
+                        " (clear, load the parts, commit), which must be signed by the "
+                        "signature threshold: pass --sign; nothing was changed"));
   }
+  if (s.signers.empty() && !d.units_to_promote.empty()) {
+    return Error(
+        absl::StatusCode::kFailedPrecondition, reason::kNoSigners,
+        StrCat("recover --apply sets immediate on ", absl::StrJoin(d.units_to_promote, ", "),
+               ", which must be signed by the signature threshold: pass --sign; nothing "
+               "was changed"));
+  }
+  if (Reloads(d) && !f.parts.empty()) {
+    return host::CheckReloadSignatures(r.observed, d.units_to_reload, SignerPointers(s.signers));
+  }
+  return absl::OkStatus();
+}
+
+// PlanSafeAction fills r.plan with what --apply would do (recover --apply
+// --dry-run): journal an unfinished set immediate, reload NEW (the parts are
+// opened and checked against the target VP, never loaded), then the rest of
+// the rotation. Changes nothing. Returns the keystore's or the parts' error.
+absl::Status PlanSafeAction(Invocation& inv, Session& s, const RotateFlags& f, RecoverReport& r) {
+  const host::RecoveryDecision& d = r.decision;
+  host::RotationJournal j = r.journal.value_or(host::RotationJournal{});
+  std::vector<std::string> first;
+  if (d.situation == host::RecoverySituation::kSetImmediateUnfinished) {
+    j = host::RotationJournal{};
+    j.source_vp = d.source_vp;
+    j.target_vp = d.target_vp;
+    HSMSIM_ASSIGN_OR_RETURN(j.keys_total, s.store->CountKeys());
+    first.push_back(StrCat("journal the unfinished set immediate as a rotation from ",
+                           host::ShortId(d.source_vp), " to ", host::ShortId(d.target_vp)));
+  }
+  if (Reloads(d) && !f.parts.empty()) {
+    HSMSIM_ASSIGN_OR_RETURN(KeyParts parts, OpenReloadParts(inv, j.target_vp, f.parts));
+    first.push_back(StrCat("reload NEW on unit(s) ", absl::StrJoin(d.units_to_reload, ", "),
+                           " from the ", parts.sources.size(), " key part(s) given (they give ",
+                           parts.expected_vp ? host::ShortId(*parts.expected_vp)
+                                             : std::string("a VP the units compute"),
+                           "): clear NEW, load the parts, commit (signed)"));
+  }
+  r.plan = host::PlanRotation(j, r.observed, r.counts,
+                              Reloads(d) ? d.units_to_reload : std::vector<std::string>{});
+  r.plan.steps.insert(r.plan.steps.begin(), first.begin(), first.end());
+  r.applied_journal = j;
+  return absl::OkStatus();
+}
+
+// ApplySafeAction performs the decision's one safe action (journal an
+// unfinished set immediate as a rotation, reload NEW where it was lost,
+// then continue the rotation) and fills the report's journal and figures;
+// with --dry-run it only plans it (PlanSafeAction). Returns CheckSafeAction's
+// refusal, or the error that stopped it.
+absl::Status ApplySafeAction(Invocation& inv, Session& s, const RotateFlags& f, RecoverReport& r) {
+  const host::RecoveryDecision& d = r.decision;
+  r.applied_journal = r.journal.value_or(host::RotationJournal{});
+  HSMSIM_RETURN_IF_ERROR(CheckSafeAction(s, f, r));
+  if (f.dry_run) return PlanSafeAction(inv, s, f, r);
+  const bool unfinished_setimm = d.situation == host::RecoverySituation::kSetImmediateUnfinished;
   InterruptGuard interrupts;
   ProgressPrinter progress(inv.json);
   host::RotationEngine engine = MakeEngine(inv, s, f, progress);
@@ -527,8 +673,7 @@ absl::Status ApplySafeAction(Invocation& inv, Session& s, const RotateFlags& f, 
         << "journaled the unfinished set immediate as a rotation from "
         << host::ShortId(d.source_vp) << " to " << host::ShortId(d.target_vp) << "\n";
   }
-  if (!d.units_to_reload.empty() &&
-      (unfinished_setimm || d.situation == host::RecoverySituation::kReloadNewRegister)) {
+  if (Reloads(d)) {
     HSMSIM_RETURN_IF_ERROR(ReloadParts(inv, s, r.applied_journal, d.units_to_reload, f.parts));
   }
   absl::Status status = engine.Run(r.applied_journal, r.figures);
@@ -543,7 +688,13 @@ int RunRecover(Invocation& inv, const RotateFlags& f) {
   // --apply continues the rotation, so it takes the rotation lock before it
   // looks; a plain look says when a rotation is running under it.
   std::unique_ptr<host::RotationLock> lock;
-  if (f.apply) {
+  if (f.apply && f.dry_run) {
+    // --dry-run keeps no lock, but says when --apply would meet one.
+    if (absl::Status running = RefuseIfRotationRunning(*session, "recover --apply");
+        !running.ok()) {
+      return Fail(inv, running);
+    }
+  } else if (f.apply) {
     auto locked = session->store->LockRotation(host::RotationLockHolder::Self("recover --apply"));
     if (!locked.ok()) return Fail(inv, locked.status());
     lock = std::move(*locked);
@@ -551,10 +702,13 @@ int RunRecover(Invocation& inv, const RotateFlags& f) {
     std::cerr << "hsmctl: note: a rotation is running now (" << (*holder)->Describe()
               << "); what follows may change under it\n";
   }
-  if (absl::Status s = LookAtFleet(*session, report); !s.ok()) return Fail(inv, s);
+  if (absl::Status s = LookAtFleet(inv, *session, report); !s.ok()) return Fail(inv, s);
   RenderRecoverLook(inv, report);
-  if (f.apply && report.decision.situation != host::RecoverySituation::kNothingToDo) {
+  const host::RecoverySituation situation = report.decision.situation;
+  if (f.apply && situation != host::RecoverySituation::kNothingToDo &&
+      situation != host::RecoverySituation::kReadyToRotate) {
     report.apply_attempted = true;
+    report.dry_run = f.dry_run;
     report.status = ApplySafeAction(inv, *session, f, report);
   }
   return RenderRecover(inv, report);
@@ -583,6 +737,12 @@ void AddRotationCommands(CLI::App& app, Invocation& inv) {
                  "update) and who holds the rotation lock; contacts no unit")
       ->excludes(resume)
       ->excludes("--abort");
+  rotate
+      ->add_flag("--dry-run", flags->dry_run,
+                 "Show what would be done (pre-checks, steps, units, key counts) and change "
+                 "nothing: no unit, no journal, no lock")
+      ->excludes("--abort")
+      ->excludes("--status");
   rotate->add_option("--batch-size", flags->batch_size, "Blobs per re-encryption batch")
       ->capture_default_str()
       ->check(CLI::Range(1, 100'000));
@@ -599,7 +759,12 @@ void AddRotationCommands(CLI::App& app, Invocation& inv) {
       "recover",
       "After a failed rotation: show every unit's registers, keys per WKID and the journal, and "
       "the one safe action; --apply performs it");
-  recover->add_flag("--apply", flags->apply, "Perform the safe action");
+  CLI::Option* apply = recover->add_flag("--apply", flags->apply, "Perform the safe action");
+  recover
+      ->add_flag("--dry-run", flags->dry_run,
+                 "With --apply: show what it would do (steps, units, key counts) and change "
+                 "nothing: no unit, no journal, no lock")
+      ->needs(apply);
   recover
       ->add_option("--parts", flags->parts,
                    "Key parts P1,P2[,P3] of the target key (files or pkcs11: URIs), to reload a "

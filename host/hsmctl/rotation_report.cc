@@ -57,21 +57,55 @@ std::string RegisterText(const v1::MasterKeyRegisterInfo& r) {
   return StrCat(wire::RegisterStateName(r.state()), " ", host::ShortId(r.verification_pattern()));
 }
 
+json RegisterJson(const v1::MasterKeyRegisterInfo& r) {
+  return {{"state", std::string(wire::RegisterStateName(r.state()))},
+          {"verification_pattern", ToHex(r.verification_pattern())}};
+}
+
+// UnitsJson: per unit its name, endpoint and either its error or its
+// registers, structured ("registers": {"new": {"state",
+// "verification_pattern" (full hex)}, ...}) and, for older scripts, as the
+// text lines "new", "current", "old" ("STATE SHORTVP").
 json UnitsJson(const std::vector<host::UnitObservation>& observed) {
   json units = json::array();
   for (const host::UnitObservation& o : observed) {
     if (!o.info.ok()) {
-      units.push_back(
-          {{"unit", o.unit.name}, {"reachable", false}, {"error", StatusJson(o.info.status())}});
+      units.push_back({{"unit", o.unit.name},
+                       {"endpoint", o.unit.endpoint},
+                       {"reachable", false},
+                       {"error", StatusJson(o.info.status())}});
       continue;
     }
     units.push_back({{"unit", o.unit.name},
+                     {"endpoint", o.unit.endpoint},
                      {"reachable", true},
+                     {"instance", o.info->instance()},
+                     {"registers",
+                      {{"new", RegisterJson(o.info->new_register())},
+                       {"current", RegisterJson(o.info->current_register())},
+                       {"old", RegisterJson(o.info->old_register())}}},
                      {"new", RegisterText(o.info->new_register())},
                      {"current", RegisterText(o.info->current_register())},
                      {"old", RegisterText(o.info->old_register())}});
   }
   return units;
+}
+
+json PlanJson(const host::RotationPlan& p) {
+  return {{"steps", p.steps},
+          {"units_reencrypting", p.units_reencrypting},
+          {"units_to_promote", p.units_to_promote},
+          {"units_promoted", p.units_promoted},
+          {"keys_to_reencrypt", p.keys_to_reencrypt},
+          {"pending_blobs", p.pending_blobs},
+          {"keys_total", p.keys_total}};
+}
+
+void PrintPlanSteps(const host::RotationPlan& p) {
+  for (size_t i = 0; i < p.steps.size(); ++i) {
+    std::cout << "  " << i + 1 << ". " << p.steps[i] << "\n";
+  }
+  std::cout << "dry run: nothing was changed (no unit, no journal, no lock)" << std::endl;
 }
 
 json CountsJson(const std::vector<host::WkidPairCount>& counts) {
@@ -130,6 +164,33 @@ int RenderRotate(const Invocation& inv, const RotateReport& r) {
   return kExitOk;
 }
 
+int RenderDryRun(const Invocation& inv, std::string_view command, const host::RotationJournal& j,
+                 const host::RotationPlan& plan) {
+  if (inv.json) {
+    std::cout << json{{"command", std::string(command)},
+                      {"ok", true},
+                      {"dry_run", true},
+                      {"phase", std::string(host::RotationPhaseName(j.phase))},
+                      {"source_vp", ToHex(j.source_vp)},
+                      {"target_vp", ToHex(j.target_vp)},
+                      {"plan", PlanJson(plan)}}
+                     .dump(2)
+              << std::endl;
+    return kExitOk;
+  }
+  if (command.ends_with("--resume")) {
+    std::cout << "dry run: " << command << " would continue the rotation from "
+              << host::ShortId(j.source_vp) << " to " << host::ShortId(j.target_vp) << " at phase "
+              << host::RotationPhaseName(j.phase) << " (" << j.keys_done << " of " << j.keys_total
+              << " key(s) re-encrypted):\n";
+  } else {
+    std::cout << "dry run: " << command << " would rotate " << j.keys_total << " key(s) from "
+              << host::ShortId(j.source_vp) << " to " << host::ShortId(j.target_vp) << ":\n";
+  }
+  PrintPlanSteps(plan);
+  return kExitOk;
+}
+
 void RenderRecoverLook(const Invocation& inv, const RecoverReport& r) {
   if (inv.json) return;
   std::cout << "observed:\n";
@@ -157,6 +218,29 @@ void RenderRecoverLook(const Invocation& inv, const RecoverReport& r) {
   std::cout << "safe action: " << d.action << "\n";
 }
 
+namespace {
+
+// RenderRecoverDryRun finishes recover --apply --dry-run: the plan, or the
+// refusal --apply would meet.
+int RenderRecoverDryRun(const Invocation& inv, const RecoverReport& r, json& doc) {
+  doc["dry_run"] = true;
+  doc["ok"] = r.status.ok();
+  if (r.status.ok()) doc["plan"] = PlanJson(r.plan);
+  if (!r.status.ok()) doc["error"] = StatusJson(r.status);
+  if (inv.json) std::cout << doc.dump(2) << std::endl;
+  if (!r.status.ok()) {
+    std::cerr << "hsmctl: " << ReasonOf(r.status) << ": " << r.status.message() << "\n";
+    return ExitCodeFor(r.status);
+  }
+  if (!inv.json) {
+    std::cout << "dry run: recover --apply would:\n";
+    PrintPlanSteps(r.plan);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
 int RenderRecover(const Invocation& inv, const RecoverReport& r) {
   const host::RecoveryDecision& d = r.decision;
   json doc{{"command", "recover"},
@@ -178,8 +262,12 @@ int RenderRecover(const Invocation& inv, const RecoverReport& r) {
            {"applied", r.apply_attempted && r.status.ok()}};
   if (!r.apply_attempted) {
     if (inv.json) std::cout << doc.dump(2) << "\n";
-    return d.situation == host::RecoverySituation::kNothingToDo ? kExitOk : kExitRefused;
+    return d.situation == host::RecoverySituation::kNothingToDo ||
+                   d.situation == host::RecoverySituation::kReadyToRotate
+               ? kExitOk
+               : kExitRefused;
   }
+  if (r.dry_run) return RenderRecoverDryRun(inv, r, doc);
   if (inv.json) {
     doc["ok"] = r.status.ok();
     doc["report"] = FiguresJson(r.figures, r.applied_journal);

@@ -39,6 +39,14 @@ void RenderRotateStart(const Invocation& inv, const host::RotationJournal& journ
 // else 1 (or ExitCodeFor the engine's error).
 int RenderRotate(const Invocation& inv, const RotateReport& report);
 
+// RenderDryRun prints what `command` (mk rotate or mk rotate --resume)
+// would do with --dry-run: the rotation from journal.source_vp to
+// journal.target_vp and the plan's steps, units and key counts, as text or
+// as the JSON document {"command", "ok": true, "dry_run": true, "phase",
+// "source_vp", "target_vp", "plan"} (docs/cli.md). Returns 0.
+int RenderDryRun(const Invocation& inv, std::string_view command,
+                 const host::RotationJournal& journal, const host::RotationPlan& plan);
+
 // What recover saw, decided and (with --apply) did.
 struct RecoverReport {
   std::vector<host::UnitObservation> observed;
@@ -48,6 +56,10 @@ struct RecoverReport {
   // --apply only: whether an action ran, the journal after it, its figures
   // and its outcome.
   bool apply_attempted = false;
+  // --apply --dry-run: nothing was changed; `plan` is what --apply would do
+  // (when `status` is OK).
+  bool dry_run = false;
+  host::RotationPlan plan;
   host::RotationJournal applied_journal;
   host::RotationReport figures;
   absl::Status status = absl::OkStatus();
@@ -59,8 +71,9 @@ void RenderRecoverLook(const Invocation& inv, const RecoverReport& report);
 
 // RenderRecover prints the rest of the report (the whole JSON document with
 // --json) and returns the exit code: without an applied action 0 when there
-// is nothing to do, else 1; after --apply 0 on success, else ExitCodeFor
-// the error.
+// is nothing to do or the fleet is ready to rotate, else 1; after --apply 0
+// on success, else ExitCodeFor the error; after --apply --dry-run the plan,
+// and 0 when --apply could run, else ExitCodeFor its refusal.
 int RenderRecover(const Invocation& inv, const RecoverReport& report);
 
 }  // namespace hsmsim::hsmctl

@@ -60,6 +60,7 @@ UnitObservation NewLost(const std::string& name) {
 UnitObservation Unreachable(const std::string& name) {
   FleetUnit unit;
   unit.name = name;
+  unit.endpoint = "127.0.0.1:1";
   return UnitObservation{unit, Error(absl::StatusCode::kUnavailable, "UNIT_UNREACHABLE",
                                      "unit " + name + " at 127.0.0.1:1: connection refused")};
 }
@@ -104,11 +105,123 @@ TEST(RecoveryTest, ErrorBeforeAnythingChangedFixAndRotateAgain) {
   EXPECT_NE(d.action.find("run it again"), std::string::npos) << d.action;
 }
 
-TEST(RecoveryTest, UnreachableUnitFixTheCause) {
-  auto d = DecideRecovery(Journal(RotationPhase::kReencrypted), {Ready("u1"), Unreachable("u2")},
-                          Counts(100, 100), {});
-  EXPECT_EQ(d.situation, RecoverySituation::kFixAndRotateAgain);
-  EXPECT_EQ(d.unreachable_units, std::vector<std::string>{"u2"});
+// Issue 16, item 5: a unit that does not answer mid-rotation was
+// FIX_AND_ROTATE_AGAIN, although rotating again is refused. The unit is the
+// thing to fix: named with its endpoint and error, started, never taken out
+// of the selection while the rotation is open.
+TEST(RecoveryTest, UnreachableUnitMidRotationIsNamedAsTheThingToFix) {
+  for (RotationPhase phase : {RotationPhase::kReencrypting, RotationPhase::kReencrypted,
+                              RotationPhase::kPromoting, RotationPhase::kFinalizing}) {
+    auto d = DecideRecovery(Journal(phase), {Ready("u1"), Unreachable("u2")}, Counts(100, 100), {});
+    EXPECT_EQ(d.situation, RecoverySituation::kUnitsUnreachable) << RotationPhaseName(phase);
+    EXPECT_EQ(RecoverySituationName(d.situation), "UNITS_UNREACHABLE");
+    EXPECT_EQ(d.unreachable_units, std::vector<std::string>{"u2"});
+    EXPECT_NE(d.observed.find("u2 at 127.0.0.1:1 (UNIT_UNREACHABLE: connection refused)"),
+              std::string::npos)
+        << d.observed;
+    EXPECT_NE(d.observed.find(std::string(RotationPhaseName(phase))), std::string::npos);
+    EXPECT_NE(d.action.find("Start u2: hsmctl fleet restart u2 (a unit this host launched)"),
+              std::string::npos)
+        << d.action;
+    EXPECT_NE(d.action.find("Do not take it out of the selection"), std::string::npos) << d.action;
+    EXPECT_EQ(d.action.find("unit rm"), std::string::npos) << d.action;
+    EXPECT_EQ(d.action.find("rotate again"), std::string::npos) << d.action;
+  }
+  // With no rotation open, taking it out of the selection is named, with
+  // what it does not allow.
+  auto idle = DecideRecovery(std::nullopt, {Ready("u1"), Unreachable("u2")}, Counts(100, 0), {});
+  EXPECT_EQ(idle.situation, RecoverySituation::kUnitsUnreachable);
+  EXPECT_NE(idle.action.find("hsmctl unit rm NAME"), std::string::npos) << idle.action;
+  EXPECT_NE(idle.action.find("mk rotate needs every unit"), std::string::npos) << idle.action;
+}
+
+// Issue 16, item 5: a fleet whose NEW holds the next key committed
+// everywhere, with no journal and nothing wrong, is ready to rotate (mk
+// rotate is the next command), not NOTHING_TO_DO.
+TEST(RecoveryTest, FleetWithNewCommittedIsReadyToRotate) {
+  auto d = DecideRecovery(std::nullopt, {Ready("u1"), Ready("u2")}, Counts(100, 0), {});
+  EXPECT_EQ(d.situation, RecoverySituation::kReadyToRotate);
+  EXPECT_EQ(RecoverySituationName(d.situation), "READY_TO_ROTATE");
+  EXPECT_NE(d.action.find("hsmctl mk rotate"), std::string::npos) << d.action;
+  EXPECT_EQ(d.source_vp, kSrc);
+  EXPECT_EQ(d.target_vp, kTgt);
+  // NEW empty: nothing to do.
+  auto empty = DecideRecovery(std::nullopt,
+                              {Unit("u1", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kSrc)),
+                               Unit("u2", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_VALID, kSrc))},
+                              Counts(100, 0), {});
+  EXPECT_EQ(empty.situation, RecoverySituation::kNothingToDo);
+  // NEW committed on one unit only: a failed pre-check, not ready.
+  Finding differs{"u2", "new-committed",
+                  Error(absl::StatusCode::kFailedPrecondition, "NEW_NOT_COMMITTED", "u2: NEW")};
+  auto one = DecideRecovery(std::nullopt, {Ready("u1"), NewLost("u2")}, Counts(100, 0), {differs});
+  EXPECT_EQ(one.situation, RecoverySituation::kFixAndRotateAgain);
+  // Keys under a third key would stop mk rotate: not ready either.
+  std::vector<WkidPairCount> third = Counts(100, 0);
+  third.push_back({WkidOfVp(kOther), "", 3});
+  auto held_third = Unit("u2", Reg(v1::REGISTER_FULL_COMMITTED, kTgt),
+                         Reg(v1::REGISTER_VALID, kSrc), Reg(v1::REGISTER_VALID, kOther));
+  auto blocked = DecideRecovery(std::nullopt, {Ready("u1"), held_third}, third, {});
+  EXPECT_EQ(blocked.situation, RecoverySituation::kFixAndRotateAgain);
+  EXPECT_NE(blocked.observed.find("3 stored key(s)"), std::string::npos) << blocked.observed;
+}
+
+// Issue 16, item 5: the plan --dry-run shows. After every unit promoted,
+// only finalizing is left and nothing is signed (--sign not needed).
+TEST(RecoveryTest, RotationPlanNamesStepsUnitsAndCounts) {
+  RotationJournal fresh = Journal(RotationPhase::kReencrypting);
+  fresh.keys_done = 0;
+  auto plan = PlanRotation(fresh, {Ready("u1"), Ready("u2")}, Counts(100, 0));
+  EXPECT_EQ(plan.keys_to_reencrypt, 100);
+  EXPECT_EQ(plan.units_reencrypting, (std::vector<std::string>{"u1", "u2"}));
+  EXPECT_EQ(plan.units_to_promote, (std::vector<std::string>{"u1", "u2"}));
+  ASSERT_EQ(plan.steps.size(), 3u);
+  EXPECT_NE(plan.steps[0].find("re-encrypt 100 key(s)"), std::string::npos) << plan.steps[0];
+  EXPECT_NE(plan.steps[1].find("set immediate (signed) on unit(s) u1, u2"), std::string::npos);
+  EXPECT_NE(plan.steps[2].find("finalize the keystore"), std::string::npos);
+
+  auto half = PlanRotation(Journal(RotationPhase::kPromoting), {Promoted("u1"), Ready("u2")},
+                           Counts(100, 100));
+  EXPECT_EQ(half.units_to_promote, std::vector<std::string>{"u2"});
+  EXPECT_EQ(half.units_promoted, std::vector<std::string>{"u1"});
+  EXPECT_EQ(half.pending_blobs, 100);
+
+  for (RotationPhase phase : {RotationPhase::kFinalizing, RotationPhase::kPromoting}) {
+    auto last = PlanRotation(Journal(phase), {Promoted("u1"), Promoted("u2")}, Counts(100, 100));
+    EXPECT_TRUE(last.units_to_promote.empty()) << RotationPhaseName(phase);
+    ASSERT_EQ(last.steps.size(), 1u);
+    EXPECT_NE(last.steps[0].find("finalize the keystore"), std::string::npos);
+  }
+  // A unit whose NEW recover --apply reloads first counts as ready.
+  auto reload = PlanRotation(Journal(RotationPhase::kReencrypted), {Ready("u1"), NewLost("u2")},
+                             Counts(100, 100), {"u2"});
+  EXPECT_EQ(reload.units_to_promote, (std::vector<std::string>{"u1", "u2"}));
+}
+
+// Issue 16, item 6: a reload of NEW whose commit the unit would refuse
+// (fewer signatures of its administrators than its signature threshold) is
+// refused before any part is loaded, naming the threshold and the
+// signatures given.
+TEST(RecoveryTest, ReloadWithTooFewSignaturesIsRefusedNamingTheThreshold) {
+  AdminKey alice;
+  alice.name = "alice";
+  std::string id = "alice-key-id";
+  id.resize(32, '\0');
+  std::copy(id.begin(), id.end(), alice.key_id.begin());
+  auto lost = NewLost("u2");
+  lost.info->mutable_administrators(0)->set_key_id(id);
+  absl::Status s = CheckReloadSignatures({Ready("u1"), lost}, {"u2"}, {&alice});
+  EXPECT_EQ(ReasonOf(s), "INSUFFICIENT_SIGNATURES") << s;
+  EXPECT_NE(s.message().find("unit u2"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("needs 2 signature(s)"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("gave 1 signature(s), 1 of its administrators (alice)"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.message().find("Nothing was loaded"), std::string::npos) << s;
+  lost.info->set_signature_threshold(1);
+  EXPECT_TRUE(CheckReloadSignatures({Ready("u1"), lost}, {"u2"}, {&alice}).ok());
+  // A unit that is not reloaded is not judged.
+  EXPECT_TRUE(CheckReloadSignatures({Ready("u1"), lost}, {}, {}).ok());
 }
 
 TEST(RecoveryTest, ReencryptionNotFinishedRunRotateAgain) {
@@ -282,7 +395,7 @@ TEST(RecoveryTest, UnreachableUnitsComeBeforeJudgingKeysAtRisk) {
   auto gone = Unit("u1", Reg(v1::REGISTER_EMPTY), Reg(v1::REGISTER_EMPTY));
   auto d = DecideRecovery(Journal(RotationPhase::kReencrypting), {gone, Unreachable("u2")},
                           Counts(100, 10), {});
-  EXPECT_EQ(d.situation, RecoverySituation::kFixAndRotateAgain);
+  EXPECT_EQ(d.situation, RecoverySituation::kUnitsUnreachable);
   EXPECT_FALSE(d.keys_at_risk.empty()) << "still reported, for the operator";
 }
 
@@ -351,6 +464,42 @@ TEST(PrecheckTest, NotAllUnitsOfTheInstanceSelected) {
   auto f = Precheck({u1}, m);
   ASSERT_EQ(Reasons(f), std::vector<std::string>{"UNIT_NOT_SELECTED"});
   EXPECT_NE(std::string(f[0].status.message()).find("unit u2"), std::string::npos);
+}
+
+// Issue 16, item 5: UNIT_NOT_SELECTED said a unit of instance "staging"
+// belongs to "payments". It names the instance fleet.json says and the one
+// the unit reports.
+TEST(PrecheckTest, NotSelectedNamesFleetJsonsInstanceAndTheUnitsOwn) {
+  FleetManifest m;
+  m.instance = "payments";
+  UnitObservation u1 = Ready("u1");
+  u1.info->set_instance("payments");
+  UnitObservation u2 = Ready("u2");
+  u2.info->set_instance("staging");
+  u2.unit.selected = false;
+  m.units = {u1.unit, u2.unit};
+  auto f = PrecheckRotation(m, {u1, u2}, {});
+  std::vector<std::string> not_selected;
+  for (const Finding& x : f) {
+    if (ReasonOf(x.status) == "UNIT_NOT_SELECTED") not_selected.emplace_back(x.status.message());
+  }
+  ASSERT_EQ(not_selected.size(), 1u);
+  const std::string& msg = not_selected[0];
+  EXPECT_NE(msg.find("unit u2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("fleet.json, whose instance is 'payments'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("it reports instance 'staging' itself"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("belongs to"), std::string::npos) << msg;
+  // The unselected unit is not checked otherwise (no WRONG_INSTANCE for it).
+  for (const Finding& x : f) {
+    if (x.subject == "u2") {
+      EXPECT_EQ(ReasonOf(x.status), "UNIT_NOT_SELECTED") << x.status;
+    }
+  }
+  // Not read (or not answering): its own instance is unknown, not guessed.
+  auto unread = PrecheckRotation(m, {u1}, {});
+  ASSERT_FALSE(unread.empty());
+  EXPECT_NE(unread[0].status.message().find("its own instance is unknown"), std::string::npos)
+      << unread[0].status;
 }
 
 TEST(PrecheckTest, UnitsOfMoreThanOneInstance) {

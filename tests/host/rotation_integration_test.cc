@@ -47,8 +47,8 @@ TEST_F(RotationIntegrationTest, UnitKilledDuringReencryptionResumeCompletes) {
   EXPECT_THAT(r.out, ::testing::Not(HasSubstr("KMS CRK rewrap successful")));
   EXPECT_EQ(JournalPhase(), "REENCRYPTING");
   RunResult rec = Hsmctl({"recover", "--json"});
-  // Units are down: recover says to fix the cause first.
-  EXPECT_THAT(rec.out, HasSubstr("FIX_AND_ROTATE_AGAIN")) << Describe(rec);
+  // Units are down: recover names them as the thing to fix.
+  EXPECT_THAT(rec.out, HasSubstr("UNITS_UNREACHABLE")) << Describe(rec);
   for (const char* unit : {"unit1", "unit2", "unit3"}) MustRun({"fleet", "restart", unit});
   RunResult rec2 = Hsmctl({"recover", "--json"});
   EXPECT_THAT(rec2.out, HasSubstr("REENCRYPTION_UNFINISHED")) << Describe(rec2);

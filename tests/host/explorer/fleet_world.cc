@@ -686,13 +686,17 @@ absl::Status FleetWorld::ReloadParts(const host::RotationJournal& journal,
 absl::Status FleetWorld::RecoverApply(int parts, SignerSet signers, const HsmctlCrash& crash) {
   HSMSIM_ASSIGN_OR_RETURN(RecoverLook look, Look(signers));
   const host::RecoveryDecision& d = look.decision;
-  if (d.situation == host::RecoverySituation::kNothingToDo) return absl::OkStatus();
+  if (d.situation == host::RecoverySituation::kNothingToDo ||
+      d.situation == host::RecoverySituation::kReadyToRotate) {
+    return absl::OkStatus();
+  }
   // ApplySafeAction.
   host::RotationJournal journal = look.journal.value_or(host::RotationJournal{});
   const bool rotating =
       look.journal.has_value() && look.journal->phase != host::RotationPhase::kDone;
   if (d.situation == host::RecoverySituation::kKeysAtRisk ||
       d.situation == host::RecoverySituation::kFixAndRotateAgain ||
+      d.situation == host::RecoverySituation::kUnitsUnreachable ||
       (d.situation == host::RecoverySituation::kKeysUnreadable && !rotating)) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kNothingSafeToApply,
                  StrCat("recover --apply does nothing here: ", d.action));
