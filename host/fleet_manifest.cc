@@ -47,6 +47,11 @@ FleetUnit* FleetManifest::FindUnit(std::string_view name) {
 absl::Status FleetManifest::SelectOnly(const std::vector<std::string>& names) {
   std::vector<std::string> unknown;
   for (const std::string& name : names) {
+    if (name.empty()) {
+      return Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
+                   "--unit holds an empty unit name (two commas, or an empty value); nothing "
+                   "was done");
+    }
     if (FindUnit(name) == nullptr) unknown.push_back(name);
   }
   if (!unknown.empty()) {

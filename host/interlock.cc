@@ -164,6 +164,9 @@ absl::Status Judge(const std::vector<UnitObservation>& before,
                "register. Use ",
                kForceNote, " if you accept that outage"));
   }
+  // A unit left without its CURRENT is refused as such first (its own,
+  // truthful message), before the rule below.
+  HSMSIM_RETURN_IF_ERROR(CheckCurrentKept(before, after, counts));
   // A selected unit that loses a master key gets it back only by a reload
   // by hand: keys left usable only on units this command does not change
   // (not selected, not answering, or selected but refusing the change, as
@@ -193,12 +196,14 @@ absl::Status Judge(const std::vector<UnitObservation>& before,
                         " stored key(s) would be usable on none of the units this command "
                         "changes (",
                         list,
-                        "), only on units it does not change; a unit that loses a master key "
-                        "gets it back only by a reload by hand. Re-encrypt them first (hsmctl "
-                        "keys upgrade), or use ",
+                        "), only on units it does not change (not selected, not answering, or "
+                        "refusing this change); a unit that loses a master key gets it back only "
+                        "by a reload by hand. Change every unit alike, or where the keys are "
+                        "under OLD re-encrypt them to CURRENT first (hsmctl keys upgrade); or "
+                        "use ",
                         kForceNote, " if you accept that"));
   }
-  return CheckCurrentKept(before, after, counts);
+  return absl::OkStatus();
 }
 
 // Considered names the units the interlock reasoned over, by role.

@@ -350,7 +350,8 @@ bool RotationOpen(const std::optional<RotationJournal>& journal) {
 
 RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& journal,
                                           const std::vector<UnitObservation>& units,
-                                          const RequestedChange& change) {
+                                          const RequestedChange& change,
+                                          const std::vector<UnitObservation>& instance) {
   const std::vector<const UnitObservation*> up = Answering(units);
   if (change.command == OperatorCommand::kCommitNew) {
     RegisterChangeVerdict agree =
@@ -369,7 +370,7 @@ RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& 
   // With no rotation open, units split by a set immediate that reached some
   // of them only are guarded as if the rotation from the split's source to
   // its target were journaled and re-encrypted: only what finishes it goes.
-  const std::optional<SplitCurrent> split = FindSplitCurrent(units);
+  const std::optional<SplitCurrent> split = FindSplitCurrent(instance.empty() ? units : instance);
   if (!split.has_value() || !split->recognized()) return Allowed();
   RotationJournal unjournaled;
   unjournaled.phase = RotationPhase::kReencrypted;
@@ -383,7 +384,8 @@ namespace {
 // IsCatchUp tells whether a set immediate on the selected units of
 // `instance` only brings them to the VALID CURRENT key that every unit left
 // out holds (CheckSelection).
-bool IsCatchUp(const std::vector<UnitObservation>& instance) {
+bool IsCatchUp(const std::vector<UnitObservation>& instance,
+               const std::vector<WkidPairCount>& counts) {
   std::string fleet_current;
   bool any_left_out = false;
   for (const UnitObservation& u : instance) {
@@ -395,6 +397,20 @@ bool IsCatchUp(const std::vector<UnitObservation>& instance) {
     any_left_out = true;
   }
   if (!any_left_out) return false;
+  // Every stored key must stay usable on each unit caught up: through a
+  // blob (or pending blob) under its CURRENT or OLD after the change.
+  auto serves_every_key = [&](const std::vector<std::string>& vps) {
+    for (const WkidPairCount& c : counts) {
+      if (c.count == 0) continue;
+      bool usable = false;
+      for (const std::string& vp : vps) {
+        usable = usable || SameId(c.wkid, WkidOfVp(vp)) ||
+                 (!c.pending_wkid.empty() && SameId(c.pending_wkid, WkidOfVp(vp)));
+      }
+      if (!usable) return false;
+    }
+    return true;
+  };
   for (const UnitObservation& u : instance) {
     if (!u.unit.selected) continue;
     if (!u.info.ok()) return false;
@@ -406,6 +422,13 @@ bool IsCatchUp(const std::vector<UnitObservation>& instance) {
     const bool stays =
         current_is_it && u.info->new_register().state() != v1::REGISTER_FULL_COMMITTED;
     if (!stays && !new_is_it) return false;
+    // After the change: CURRENT is the fleet's; OLD is its CURRENT before a
+    // set immediate, or stays what it is.
+    const v1::MasterKeyRegisterInfo& old_after =
+        stays ? u.info->old_register() : u.info->current_register();
+    std::vector<std::string> held = {fleet_current};
+    if (old_after.state() == v1::REGISTER_VALID) held.push_back(old_after.verification_pattern());
+    if (!serves_every_key(held)) return false;
   }
   return true;
 }
@@ -413,20 +436,22 @@ bool IsCatchUp(const std::vector<UnitObservation>& instance) {
 }  // namespace
 
 RegisterChangeVerdict CheckSelection(const FleetManifest& manifest, const RequestedChange& change,
-                                     const std::vector<UnitObservation>& instance) {
+                                     const std::vector<UnitObservation>& instance,
+                                     const std::vector<WkidPairCount>& counts) {
   if (change.command != OperatorCommand::kSetImmediate) return Allowed();
   std::vector<std::string> left_out;
   for (const FleetUnit& u : manifest.units) {
     if (!u.selected) left_out.push_back(u.name);
   }
-  if (left_out.empty() || IsCatchUp(instance)) return Allowed();
+  if (left_out.empty() || IsCatchUp(instance, counts)) return Allowed();
   return Refused(
       reason::kUnitNotSelected,
       StrCat("mk setimm changes the fleet's CURRENT master key, but unit(s) ",
              absl::StrJoin(left_out, ", "),
              " are not selected: they would keep their CURRENT while the selected "
-             "units move on (only a catch-up to the CURRENT key every unit left out holds may "
-             "leave units out)"),
+             "units move on (only a catch-up to the CURRENT key every unit left out holds, with "
+             "every stored key under it, may leave units out; keys under another key need "
+             "hsmctl keys upgrade first)"),
       StrCat("Nothing was changed. Select every unit first (", manifest.SelectAdvice(left_out),
              "); units that already hold the new key in CURRENT report \"already\""));
 }

@@ -109,9 +109,11 @@ bool RotationOpen(const std::optional<RotationJournal>& journal);
 //    NEW registers hold different keys, and mk setimm also when some unit
 //    could not take it while others would;
 //  - with no open rotation but the units' CURRENT registers split by a set
-//    immediate that reached some units only (FindSplitCurrent, recognized),
-//    every change is judged as during a rotation from the split's source to
-//    its target whose re-encryption is done: only what finishes it goes;
+//    immediate that reached some units only (FindSplitCurrent, recognized,
+//    over `instance`: every unit of fleet.json, selected or not, when given;
+//    else over `units`), every change is judged as during a rotation from
+//    the split's source to its target whose re-encryption is done: only
+//    what finishes it goes (so --unit cannot hide the split);
 //  - with an open rotation from S to T, any change after which the rotation
 //    could not finish (or abort) is refused (WOULD_WEDGE_ROTATION), with
 //    the command that does the job safely.
@@ -119,7 +121,8 @@ bool RotationOpen(const std::optional<RotationJournal>& journal);
 // empty, a unit already promoted) never make a refusal.
 RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& journal,
                                           const std::vector<UnitObservation>& units,
-                                          const RequestedChange& change);
+                                          const RequestedChange& change,
+                                          const std::vector<UnitObservation>& instance = {});
 
 // CheckSelection refuses (UNIT_NOT_SELECTED) a mk setimm while some unit of
 // `manifest` (fleet.json) is not selected (left out of fleet.json's
@@ -133,11 +136,16 @@ RegisterChangeVerdict CheckRegisterChange(const std::optional<RotationJournal>& 
 // left out answers (in `instance`: every unit of fleet.json observed, in any
 // order; empty: none known) with a VALID CURRENT of one key, and every
 // selected unit holds that key FULL_COMMITTED in NEW, or in CURRENT with no
-// other committed key in NEW
+// other committed key in NEW; and every stored key (`counts`, the
+// keystore's keys per WKID, blob or pending blob) is under a key each unit
+// caught up holds afterwards in CURRENT or OLD, so it can use every key
+// (keys under another key, e.g. left in OLD of the other units by a set
+// immediate by hand, need hsmctl keys upgrade on those units first)
 // (a replaced or repaired unit brought back to the fleet's CURRENT master
 // key). Every other command is allowed.
 RegisterChangeVerdict CheckSelection(const FleetManifest& manifest, const RequestedChange& change,
-                                     const std::vector<UnitObservation>& instance = {});
+                                     const std::vector<UnitObservation>& instance = {},
+                                     const std::vector<WkidPairCount>& counts = {});
 
 }  // namespace hsmsim::host
 

@@ -410,6 +410,7 @@ std::map<std::string, int64_t> KeysMovingToOld(const std::vector<host::UnitObser
   std::set<std::string> leaving;  // WKIDs of the CURRENT keys that become OLD
   for (const host::UnitObservation& o : observed) {
     if (!o.info.ok() || o.info->current_register().state() != v1::REGISTER_VALID ||
+        o.info->new_register().state() != v1::REGISTER_FULL_COMMITTED ||
         AlreadyDone(host::RegisterChange::kSetImmediate, *o.info, wanted_vp).has_value()) {
       continue;
     }
@@ -462,14 +463,32 @@ int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Comm
   SignedHooks hooks;
   std::string wanted_vp;
   size_t signers = 0;
-  hooks.prepare = [&](const std::vector<host::AdminKey>& keys, ReportHeader&) {
+  hooks.prepare = [&](const std::vector<host::AdminKey>& keys, ReportHeader&) -> absl::Status {
     signers = DistinctSigners(keys);
+    // Every register change but zeroize (unsigned in imprint mode) is
+    // refused unsigned by every unit: say so once, before any is asked.
+    if (keys.empty() && change != host::RegisterChange::kZeroize) {
+      return Error(absl::StatusCode::kInvalidArgument, reason::kNoSigners,
+                   StrCat(command, " must be signed by administrators: pass --sign FILES"));
+    }
     return absl::OkStatus();
   };
   json warning_fields = json::object();  // set immediate: keys moving to OLD
   hooks.precheck = [&](std::vector<UnitConnection>& conns,
                        const host::FleetManifest& manifest) -> absl::Status {
     std::vector<host::UnitObservation> observed = ObserveAll(conns);
+    if (change == host::RegisterChange::kSetImmediate) {
+      // Set immediate on the units that answer while one does not would
+      // split the fleet's CURRENT keys behind the guard's back.
+      for (const host::UnitObservation& o : observed) {
+        if (!o.info.ok()) {
+          return WithContext(o.info.status(),
+                             StrCat(command, " changes no unit while ", o.unit.name,
+                                    " does not answer (start it: hsmctl fleet restart ",
+                                    o.unit.name, "); nothing was changed"));
+        }
+      }
+    }
     // The interlock reasons over every unit of the instance, selected or not.
     const std::vector<host::UnitObservation> instance = ObserveInstance(inv, observed, manifest);
     // Quarantined keys hold their master key even with --force.
@@ -603,8 +622,10 @@ void AddMasterKeyCommands(CLI::App& app, Invocation& inv) {
       [](v1::Command& op) { op.mutable_clear_old_master_key(); }, host::RegisterChange::kClearOld);
   AddSimple(
       &app, inv, "zeroize",
-      "Zeroize every selected unit (back to imprint mode, all registers cleared); refused "
-      "while stored keys need a master key only these units hold, unless --force",
+      "Zeroize every selected unit (back to imprint mode, all registers cleared); refused by "
+      "the interlock while keys are stored under a master key only these units hold, or a "
+      "unit would lose its VALID CURRENT while keys are stored; --force needs the signature "
+      "threshold",
       [](v1::Command& op) { op.mutable_zeroize(); }, host::RegisterChange::kZeroize);
 }
 

@@ -30,12 +30,17 @@ absl::Status GuardRegisterChange(const Invocation& inv, const host::FleetManifes
                           ReadJournalIfAny(inv, manifest));
   const bool some_left_out = std::any_of(manifest.units.begin(), manifest.units.end(),
                                          [](const host::FleetUnit& u) { return !u.selected; });
-  host::RegisterChangeVerdict verdict =
-      host::CheckSelection(manifest, change,
-                           some_left_out && change.command == host::OperatorCommand::kSetImmediate
-                               ? ObserveInstance(inv, observed, manifest)
-                               : std::vector<host::UnitObservation>{});
-  if (verdict.allowed()) verdict = host::CheckRegisterChange(journal, observed, change);
+  // With units left out (fleet.json or --unit), the guard still reads them:
+  // a split of the fleet's CURRENT keys shows only over every unit.
+  const std::vector<host::UnitObservation> instance = some_left_out
+                                                          ? ObserveInstance(inv, observed, manifest)
+                                                          : std::vector<host::UnitObservation>{};
+  std::vector<host::WkidPairCount> counts;
+  if (some_left_out && change.command == host::OperatorCommand::kSetImmediate) {
+    HSMSIM_ASSIGN_OR_RETURN(counts, KeyCounts(inv, manifest));
+  }
+  host::RegisterChangeVerdict verdict = host::CheckSelection(manifest, change, instance, counts);
+  if (verdict.allowed()) verdict = host::CheckRegisterChange(journal, observed, change, instance);
   if (journal_out != nullptr) *journal_out = std::move(journal);
   return verdict.status;
 }

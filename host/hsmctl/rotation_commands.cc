@@ -49,10 +49,34 @@ struct Session {
   std::vector<host::AdminKey> signers;
 };
 
-absl::StatusOr<Session> OpenSession(Invocation& inv) {
+// RequireWholeFleet refuses (UNIT_NOT_SELECTED) `command`, which changes the
+// fleet's rotation (resume, abort, recover --apply), while some unit of
+// fleet.json is not selected (fleet.json's selection or --unit): finishing
+// or abandoning a rotation on part of the fleet leaves the others with
+// another CURRENT key, or their pending blobs dropped.
+absl::Status RequireWholeFleet(const host::FleetManifest& manifest, std::string_view command) {
+  std::vector<std::string> left_out;
+  for (const host::FleetUnit& u : manifest.units) {
+    if (!u.selected) left_out.push_back(u.name);
+  }
+  if (left_out.empty()) return absl::OkStatus();
+  return Error(
+      absl::StatusCode::kFailedPrecondition, reason::kUnitNotSelected,
+      StrCat(command, " works on every unit of the fleet, but ", absl::StrJoin(left_out, ", "),
+             " are not selected: finishing or abandoning a rotation on some units only "
+             "leaves the others behind. Nothing was changed. Select every unit (",
+             manifest.SelectAdvice(left_out), ")"));
+}
+
+// OpenSession connects to the selected units and opens the keystore; with
+// `whole_fleet` (RequireWholeFleet for `command`) every unit of fleet.json
+// must be selected.
+absl::StatusOr<Session> OpenSession(Invocation& inv, bool whole_fleet = false,
+                                    std::string_view command = "") {
   Session s;
   HSMSIM_ASSIGN_OR_RETURN(s.signers, LoadSigners(inv));
   HSMSIM_ASSIGN_OR_RETURN(s.conns, ConnectSelected(inv, &s.manifest));
+  if (whole_fleet) HSMSIM_RETURN_IF_ERROR(RequireWholeFleet(s.manifest, command));
   HSMSIM_ASSIGN_OR_RETURN(s.store, OpenKeystore(inv, s.manifest, true));
   return s;
 }
@@ -229,7 +253,7 @@ absl::Status CheckResumeFlag(const std::optional<host::RotationJournal>& journal
 // RunAbort abandons the open rotation when no unit has promoted it
 // (host::AbortRotation) and reports what it dropped.
 int RunAbort(Invocation& inv) {
-  auto session = OpenSession(inv);
+  auto session = OpenSession(inv, /*whole_fleet=*/true, "mk rotate --abort");
   if (!session.ok()) return Fail(inv, session.status());
   // Never beside a running rotation (it may promote a unit between the look
   // below and the abort): the abort takes the rotation lock too.
@@ -329,7 +353,9 @@ int RunRotateStatus(Invocation& inv) {
     return kExitOk;
   }
   if (!journal->has_value()) {
-    std::cout << "journal: none (no rotation was ever journaled in this keystore)\n";
+    std::cout << "journal: none (no rotation is journaled in this keystore: none ran, or the last "
+                 "one was "
+                 "abandoned with mk rotate --abort)\n";
   } else {
     const host::RotationJournal& j = **journal;
     std::cout << "journal: " << host::RotationPhaseName(j.phase) << ", rotation from "
@@ -421,7 +447,8 @@ int RunRotateDryRun(Invocation& inv, Session& s, const RotateFlags& f) {
 int RunRotate(Invocation& inv, const RotateFlags& f) {
   if (f.abort) return RunAbort(inv);
   if (f.status) return RunRotateStatus(inv);
-  auto session = OpenSession(inv);
+  // A new rotation's pre-check names units left out (all-units-selected).
+  auto session = OpenSession(inv, f.resume, "mk rotate --resume");
   if (!session.ok()) return Fail(inv, session.status());
   Session& s = *session;
   if (f.dry_run) return RunRotateDryRun(inv, s, f);
@@ -682,7 +709,7 @@ absl::Status ApplySafeAction(Invocation& inv, Session& s, const RotateFlags& f, 
 }
 
 int RunRecover(Invocation& inv, const RotateFlags& f) {
-  auto session = OpenSession(inv);
+  auto session = OpenSession(inv, f.apply, "recover --apply");
   if (!session.ok()) return Fail(inv, session.status());
   RecoverReport report;
   // --apply continues the rotation, so it takes the rotation lock before it

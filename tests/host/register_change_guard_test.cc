@@ -194,6 +194,35 @@ TEST(RegisterChangeGuardTest, SetImmediateOfAUnitCatchingUpWithTheFleetsCurrentI
       CheckSelection(manifest, setimm,
                      {left_out(NewLost("unit1")), left_out(Unreachable("unit2")), caught_up})
           .allowed());
+  // Keys stored under another key than the one caught up with (left in OLD
+  // by a set immediate by hand) would not be usable on unit3: refused, and
+  // keys upgrade is named (found trying issue 16 as an operator).
+  const std::vector<UnitObservation> fleet = {left_out(NewLost("unit1")),
+                                              left_out(NewLost("unit2")), caught_up};
+  EXPECT_TRUE(CheckSelection(manifest, setimm, fleet, {{WkidOfVp(kSrc), "", 10}}).allowed());
+  const auto under_old = CheckSelection(manifest, setimm, fleet,
+                                        {{WkidOfVp(kSrc), "", 10}, {WkidOfVp(kOther), "", 3}});
+  EXPECT_EQ(ReasonOf(under_old.status), "UNIT_NOT_SELECTED") << under_old.status;
+  EXPECT_TRUE(Mentions(under_old.status, "keys upgrade")) << under_old.status;
+}
+
+// --unit cannot hide a split of the fleet's CURRENT keys: the guard finds
+// it over every unit of fleet.json (found trying issue 16 as an operator:
+// mk clrnew --unit unit4,unit5 cleared the target where the split needed it).
+TEST(RegisterChangeGuardTest, ASplitIsFoundOverEveryUnitNotOnlyTheSelectedOnes) {
+  const std::vector<UnitObservation> instance = {Promoted("u1"), Ready("u2"), Ready("u3")};
+  const std::vector<UnitObservation> selected = {Ready("u2"), Ready("u3")};
+  // Without the instance the two selected units look like a fleet ready to
+  // set immediate, and clearing NEW there looks harmless.
+  EXPECT_TRUE(
+      CheckRegisterChange(std::nullopt, selected, RequestedChange::Of(OperatorCommand::kClearNew))
+          .allowed());
+  const auto v = CheckRegisterChange(std::nullopt, selected,
+                                     RequestedChange::Of(OperatorCommand::kClearNew), instance);
+  EXPECT_EQ(ReasonOf(v.status), "WOULD_WEDGE_ROTATION") << v.status;
+  EXPECT_TRUE(CheckRegisterChange(std::nullopt, selected,
+                                  RequestedChange::Of(OperatorCommand::kSetImmediate), instance)
+                  .allowed());
 }
 
 TEST(RegisterChangeGuardTest, SetImmediateRefusedWhenUnitsHoldDifferentNewKeys) {

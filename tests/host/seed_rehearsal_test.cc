@@ -237,6 +237,7 @@ TEST_F(SeedRehearsalTest, EverySituationOfTheSeedPageWithHsmctlOnly) {
   ASSERT_FALSE(HasFatalFailure());
   CustodianKey b = NewCustodianKey("second");
   LoadAndCommit(b, {});
+  EXPECT_EQ(Recover()["situation"], "READY_TO_ROTATE");
 
   // "If the initial conditions needed to run the command are not met, an
   // error is reported. Correct the initial conditions and run the command
@@ -278,8 +279,13 @@ TEST_F(SeedRehearsalTest, EverySituationOfTheSeedPageWithHsmctlOnly) {
   EXPECT_NE(crashed.exit_code, 0) << Describe(crashed);
   EXPECT_THAT(crashed.out,
               HasSubstr("KMS CRK rewrap successful, waiting on cryptounit-mk-setimm."));
+  // recover names the unit to fix and how, and applies nothing meanwhile.
   const json unreachable = Recover();
-  EXPECT_THAT(unreachable.dump(), HasSubstr("unit3")) << "recover must name the unit to fix";
+  EXPECT_EQ(unreachable["situation"], "UNITS_UNREACHABLE") << unreachable.dump();
+  EXPECT_THAT(unreachable["action"].get<std::string>(), HasSubstr("hsmctl fleet restart unit3"));
+  RunResult nothing = Hsmctl({"recover", "--apply", "--sign", AliceBob()});
+  EXPECT_EQ(nothing.exit_code, 1) << Describe(nothing);
+  EXPECT_THAT(nothing.err, HasSubstr("NOTHING_SAFE_TO_APPLY")) << Describe(nothing);
   MustRun({"fleet", "restart", "unit3", "--allow-fault-injection"});
   EXPECT_EQ(Recover()["situation"], "SET_IMMEDIATE_ALL");
   // Set immediate by hand, as the seed page says; it is safe to continue.
@@ -287,7 +293,8 @@ TEST_F(SeedRehearsalTest, EverySituationOfTheSeedPageWithHsmctlOnly) {
   ASSERT_EQ(setimm.exit_code, 0) << Describe(setimm);
   EXPECT_THAT(setimm.err, Not(HasSubstr("moves"))) << "no stored key moves to OLD here";
   EXPECT_EQ(Recover()["situation"], "FINALIZE_KEYSTORE");
-  MustRun({"recover", "--apply", "--sign", AliceBob()});
+  // Finalizing the keystore signs nothing: no --sign needed.
+  MustRun({"recover", "--apply"});
   ExpectRotatedTo(c);
   current_ = c;
 

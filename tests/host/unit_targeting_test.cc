@@ -93,6 +93,80 @@ TEST_F(UnitTargetingTest, SetImmediateAndRotationOnASubsetAreRefused) {
   MustRun({"mk", "setimm", "--unit", "unit1,unit2,unit3", "--sign", sign_});
 }
 
+// Resuming, finishing (recover --apply) or abandoning a rotation works on
+// every unit of the fleet: with units left out it would promote some units
+// and finalize the keystore, or drop pending blobs, behind the others' back
+// (found trying issue 16 as an operator: mk rotate --resume --unit).
+TEST_F(UnitTargetingTest, ResumeRecoverAndAbortOfARotationNeedEveryUnit) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(2'000);
+  RunResult stopped = HsmctlWithEnv({"mk", "rotate", "--sign", sign_, "--batch-size", "250"},
+                                    {"HSMSIM_TEST_INTERRUPT_AT=reencrypt-batch-stored:500"});
+  ASSERT_EQ(stopped.exit_code, 1) << Describe(stopped);
+  ASSERT_EQ(JournalPhase(), "REENCRYPTING");
+  const std::map<std::string, json> before = Status();
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"mk", "rotate", "--resume", "--unit", "unit1,unit2", "--sign",
+                                 sign_},
+        std::vector<std::string>{"recover", "--apply", "--unit", "unit1", "--sign", sign_},
+        std::vector<std::string>{"mk", "rotate", "--abort", "--unit", "unit2,unit3"}}) {
+    RunResult r = Hsmctl(args);
+    EXPECT_EQ(r.exit_code, 1) << args[0] << " " << args[1] << "\n" << Describe(r);
+    EXPECT_THAT(r.err, HasSubstr("UNIT_NOT_SELECTED")) << Describe(r);
+    EXPECT_THAT(r.err, HasSubstr("Nothing was changed")) << Describe(r);
+    EXPECT_EQ(JournalPhase(), "REENCRYPTING");
+  }
+  // fleet.json's own selection counts the same.
+  MustRun({"unit", "rm", "unit3"});
+  RunResult deselected = Hsmctl({"mk", "rotate", "--resume", "--sign", sign_});
+  EXPECT_EQ(deselected.exit_code, 1) << Describe(deselected);
+  EXPECT_THAT(deselected.err, HasSubstr("hsmctl unit add unit3"));
+  MustRun({"unit", "add", "unit3"});
+  const std::map<std::string, json> after = Status();
+  for (const auto& [name, u] : before) {
+    EXPECT_EQ(u["registers"], after.at(name)["registers"]) << name;
+  }
+  MustRun({"mk", "rotate", "--resume", "--sign", sign_});
+  ExpectNoKeyLost();
+}
+
+// Set immediate changes no unit while a selected unit does not answer (it
+// would split the fleet's CURRENT keys); and it must be signed, which is
+// said once before any unit is asked.
+TEST_F(UnitTargetingTest, SetImmediateNeedsEveryUnitAnsweringAndSignatures) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  RunResult unsigned_setimm = Hsmctl({"mk", "setimm"});
+  EXPECT_EQ(unsigned_setimm.exit_code, 1) << Describe(unsigned_setimm);
+  EXPECT_THAT(unsigned_setimm.err, HasSubstr("NO_SIGNERS"));
+  EXPECT_THAT(unsigned_setimm.out, Not(HasSubstr("INSUFFICIENT_SIGNATURES")));
+  KillUnits({"unit3"});
+  RunResult down = Hsmctl({"mk", "setimm", "--sign", sign_, "--timeout-ms", "2000"});
+  EXPECT_EQ(down.exit_code, 3) << Describe(down);
+  EXPECT_THAT(down.err, HasSubstr("changes no unit while unit3 does not answer"));
+  MustRun({"fleet", "restart", "unit3"});
+  for (const auto& [name, u] : Status()) {
+    EXPECT_EQ(u["registers"]["new"]["state"], "FULL_COMMITTED") << name;
+    EXPECT_NE(u["registers"]["current"]["verification_pattern"], target_vp_) << name;
+  }
+  // With NEW empty everywhere no key moves: no warning, the units refuse.
+  MustRun({"mk", "clrnew", "--sign", sign_});
+  RunResult empty = Hsmctl({"mk", "setimm", "--sign", sign_});
+  EXPECT_EQ(empty.exit_code, 1) << Describe(empty);
+  EXPECT_THAT(empty.err, Not(HasSubstr("moves")));
+}
+
+// An empty --unit is refused, not taken as "no unit". (CLI11 drops the
+// empty item of "unit1,,unit2", leaving the two names.)
+TEST_F(UnitTargetingTest, AnEmptyUnitNameIsRefused) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  RunResult r = Hsmctl({"mk", "clrnew", "--unit", "", "--sign", sign_});
+  EXPECT_EQ(r.exit_code, 4) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("empty unit name")) << Describe(r);
+  EXPECT_EQ(Status()["unit1"]["registers"]["new"]["state"], "FULL_COMMITTED");
+}
+
 TEST_F(UnitTargetingTest, UnitAddAndRmTakeSeveralNamesAllOrNothing) {
   FleetGuard guard(tmp_, fleet_);
   MustRun({"fleet", "up", "--units", "3", "--instance", "it"});
@@ -123,8 +197,10 @@ TEST_F(UnitTargetingTest, ZeroizeOneUnitWhileTheOthersHoldTheKeyIsRefusedTruthfu
   Prepare(20);
   RunResult one = Hsmctl({"zeroize", "--unit", "unit3", "--sign", sign_});
   EXPECT_EQ(one.exit_code, 1) << Describe(one);
-  EXPECT_THAT(one.err, HasSubstr("usable on none of the units this command changes"));
+  // The truth: unit3 would lose its CURRENT (other units hold the key).
+  EXPECT_THAT(one.err, HasSubstr("unit3 would have no CURRENT master key while 20 key(s)"));
   EXPECT_THAT(one.err, Not(HasSubstr("no unit holds")));
+  EXPECT_THAT(one.err, Not(HasSubstr("keys upgrade")));
   EXPECT_THAT(one.err,
               HasSubstr("changed by this command: unit3; not selected (read, not changed): "
                         "unit1, unit2"));

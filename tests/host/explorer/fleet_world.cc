@@ -357,8 +357,10 @@ absl::Status FleetWorld::MkRotateAbort() {
 
 absl::Status FleetWorld::Guard(const host::RequestedChange& change) {
   HSMSIM_ASSIGN_OR_RETURN(auto journal, store_->ReadJournal());
-  HSMSIM_RETURN_IF_ERROR(host::CheckSelection(Manifest(), change, ObserveInstance()).status);
-  return host::CheckRegisterChange(journal, ObserveSelected(), change).status;
+  const std::vector<host::UnitObservation> instance = ObserveInstance();
+  HSMSIM_ASSIGN_OR_RETURN(std::vector<host::WkidPairCount> counts, store_->CountByWkid());
+  HSMSIM_RETURN_IF_ERROR(host::CheckSelection(Manifest(), change, instance, counts).status);
+  return host::CheckRegisterChange(journal, ObserveSelected(), change, instance).status;
 }
 
 absl::Status FleetWorld::KeysUpgrade() {
