@@ -132,14 +132,19 @@ absl::Status Judge(const std::vector<UnitObservation>& before,
                    const std::vector<UnitObservation>& after,
                    const std::vector<WkidPairCount>& counts,
                    const std::vector<std::string>& assumed,
-                   const std::vector<std::string>& assumed_selected) {
+                   const std::vector<std::string>& assumed_selected,
+                   const std::vector<std::string>& assumed_before = {}) {
   auto with_assumed = [&](std::vector<std::string> wkids) {
     wkids.insert(wkids.end(), assumed.begin(), assumed.end());
     return wkids;
   };
+  auto with_assumed_before = [&](std::vector<std::string> wkids) {
+    wkids.insert(wkids.end(), assumed_before.begin(), assumed_before.end());
+    return with_assumed(std::move(wkids));
+  };
   // Only keys this change would strand count; keys already stranded are
   // reported by hsmctl recover.
-  const auto new_risk = NewlyAtRisk(KeysAtRisk(counts, with_assumed(HeldWkids(before))),
+  const auto new_risk = NewlyAtRisk(KeysAtRisk(counts, with_assumed_before(HeldWkids(before))),
                                     KeysAtRisk(counts, with_assumed(HeldWkids(after))));
   int64_t total = 0;
   if (!new_risk.empty()) {
@@ -153,7 +158,7 @@ absl::Status Judge(const std::vector<UnitObservation>& before,
   // A master key held only in NEW keeps its keys, but no unit can use them
   // (and no rotation can start from it): clearing the last CURRENT or OLD
   // that serves them is an outage, refused the same way.
-  const auto unusable = NewlyAtRisk(KeysAtRisk(counts, with_assumed(UsableWkids(before))),
+  const auto unusable = NewlyAtRisk(KeysAtRisk(counts, with_assumed_before(UsableWkids(before))),
                                     KeysAtRisk(counts, with_assumed(UsableWkids(after))));
   if (!unusable.empty()) {
     const std::string list = ListRisk(unusable, &total);
@@ -235,6 +240,22 @@ absl::Status WithConsidered(const absl::Status& s, const std::vector<UnitObserva
 
 absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterChange change,
                             const std::vector<WkidPairCount>& counts) {
+  if (change == RegisterChange::kSetImmediate) {
+    // Set immediate on the units that answer while a selected one does not
+    // (or whose answer was lost: it may take the command all the same)
+    // would split the fleet's CURRENT keys (found by the rotation explorer,
+    // seed 5, and an operator's review).
+    for (const UnitObservation& u : units) {
+      if (u.unit.selected && !u.info.ok()) {
+        return Error(absl::StatusCode::kUnavailable, reason::kInterlockUnverified,
+                     StrCat("set immediate changes no unit while ", u.unit.name,
+                            " does not answer (", u.info.status().message(),
+                            "): the units that answer would move on and split the fleet's "
+                            "CURRENT keys. Start it (hsmctl fleet restart ",
+                            u.unit.name, ") and run the command again; nothing was changed"));
+      }
+    }
+  }
   std::vector<UnitObservation> after;
   std::vector<std::string> unknown;
   std::string first_error;
@@ -249,12 +270,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
           u.unit, u.unit.selected ? ApplyRegisterChange(*u.info, change) : *u.info});
     }
   }
-  // Worst case: the units that did not answer hold nothing.
-  const absl::Status worst = Judge(units, after, counts, {}, {});
-  if (worst.ok()) return absl::OkStatus();
-  if (unknown.empty()) return WithConsidered(worst, units);
-  // Best case: they hold every master key a stored key is under.
-  std::vector<std::string> every;
+  std::vector<std::string> every;  // every master key a stored key is under
   for (const WkidPairCount& c : counts) {
     if (!c.wkid.empty()) every.push_back(c.wkid);
     if (!c.pending_wkid.empty()) every.push_back(c.pending_wkid);
@@ -263,6 +279,16 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
   for (const UnitObservation& u : units) {
     selected_unknown = selected_unknown || (!u.info.ok() && u.unit.selected);
   }
+  // Worst case: the units that did not answer hold nothing afterwards; a
+  // selected one may have held every key before (its answer may be lost
+  // while it takes the command all the same: found by the explorer, seed 5,
+  // where every unit's GetInfo went unanswered and the change passed as
+  // stranding nothing).
+  const absl::Status worst =
+      Judge(units, after, counts, {}, {}, selected_unknown ? every : std::vector<std::string>{});
+  if (worst.ok()) return absl::OkStatus();
+  if (unknown.empty()) return WithConsidered(worst, units);
+  // Best case: they hold every master key a stored key is under.
   const absl::Status best =
       Judge(units, after, counts, every, selected_unknown ? every : std::vector<std::string>{});
   if (!best.ok()) return WithConsidered(best, units);

@@ -28,8 +28,11 @@ v1::GetInfoResponse ApplyRegisterChange(const v1::GetInfoResponse& info, Registe
 // unit holds, and still usable (a VALID CURRENT or OLD) on some unit.
 // `units` is every unit of the instance (fleet.json), selected or not: a
 // unit that is not selected is not changed but holds what it holds. A unit
-// that did not answer is unknown: it may hold any master key or none, so
-// the verdict is computed both ways. Returns FAILED_PRECONDITION
+// that did not answer is unknown: it may hold any master key or none (and a
+// selected one may take the command although its answer was lost), so the
+// verdict is computed both ways. A set immediate with a selected unit that
+// did not answer is always INTERLOCK_UNVERIFIED: it would split the fleet's
+// CURRENT keys. Returns FAILED_PRECONDITION
 // (INTERLOCK) naming the WKIDs, key counts and the units considered when
 // the change strands keys whatever the unknown units hold (also when it
 // leaves a selected unit without its VALID CURRENT while keys are stored:

@@ -477,18 +477,6 @@ int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Comm
   hooks.precheck = [&](std::vector<UnitConnection>& conns,
                        const host::FleetManifest& manifest) -> absl::Status {
     std::vector<host::UnitObservation> observed = ObserveAll(conns);
-    if (change == host::RegisterChange::kSetImmediate) {
-      // Set immediate on the units that answer while one does not would
-      // split the fleet's CURRENT keys behind the guard's back.
-      for (const host::UnitObservation& o : observed) {
-        if (!o.info.ok()) {
-          return WithContext(o.info.status(),
-                             StrCat(command, " changes no unit while ", o.unit.name,
-                                    " does not answer (start it: hsmctl fleet restart ",
-                                    o.unit.name, "); nothing was changed"));
-        }
-      }
-    }
     // The interlock reasons over every unit of the instance, selected or not.
     const std::vector<host::UnitObservation> instance = ObserveInstance(inv, observed, manifest);
     // Quarantined keys hold their master key even with --force.

@@ -719,6 +719,38 @@ TEST(InterlockInstanceTest, AUnitThatWouldRefuseTheChangeIsNotChangedEither) {
       CheckInterlock({u1, u2}, RegisterChange::kSetImmediate, {{WkidOfVp(kTgt), "", 10}}).ok());
 }
 
+TEST(InterlockInstanceTest, ASelectedUnitThatDoesNotAnswerMayStillTakeTheChange) {
+  // Every unit's answer lost (the explorer, seed 5): "holds nothing before
+  // and after" let clearing CURRENT pass as stranding nothing. A selected
+  // unit that does not answer may hold every key and still take the
+  // command: the verdict is unverified, never OK.
+  auto lost = [](UnitObservation u) {
+    u.info = Error(absl::StatusCode::kDeadlineExceeded, "UNIT_TIMEOUT", "reply lost");
+    return u;
+  };
+  const std::vector<UnitObservation> all_lost = {lost(Serving("u1")), lost(Serving("u2"))};
+  for (RegisterChange c : {RegisterChange::kClearCurrent, RegisterChange::kZeroize}) {
+    EXPECT_EQ(ReasonOf(CheckInterlock(all_lost, c, Counts(10, 0))), "INTERLOCK_UNVERIFIED");
+  }
+  // With a unit that answers and serves the keys, clearing NEW is safe
+  // whatever the other holds.
+  EXPECT_TRUE(CheckInterlock({Serving("u1"), lost(Serving("u2"))}, RegisterChange::kClearNew,
+                             Counts(10, 0))
+                  .ok());
+  // Set immediate while one selected unit does not answer would split the
+  // fleet's CURRENT keys: never, whatever the keys.
+  absl::Status setimm =
+      CheckInterlock({Ready("u1"), lost(Ready("u2"))}, RegisterChange::kSetImmediate, {});
+  EXPECT_EQ(ReasonOf(setimm), "INTERLOCK_UNVERIFIED") << setimm;
+  EXPECT_NE(std::string(setimm.message()).find("changes no unit while u2 does not answer"),
+            std::string::npos)
+      << setimm;
+  // A unit left out that does not answer is not changed by it.
+  EXPECT_TRUE(CheckInterlock({Ready("u1"), NotSelected(lost(Ready("u2")))},
+                             RegisterChange::kSetImmediate, {})
+                  .ok());
+}
+
 TEST(InterlockInstanceTest, AUnitThatDoesNotAnswerIsUnknownNeverHoldsNothing) {
   // Safe whatever u3 holds: clearing NEW on u1 strands nothing.
   EXPECT_TRUE(CheckInterlock({Ready("u1"), NotSelected(Serving("u2")), Unreachable("u3")},
