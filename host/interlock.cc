@@ -236,6 +236,32 @@ absl::Status WithConsidered(const absl::Status& s, const std::vector<UnitObserva
   return Error(s.code(), ReasonOf(s), StrCat(s.message(), " [", Considered(units), "]"));
 }
 
+// UnknownMayLoseCurrent returns INTERLOCK_UNVERIFIED when `change` clears
+// CURRENT (mk clrcur, zeroize) while keys are stored and a selected unit
+// does not answer: it may take the command all the same and lose its
+// CURRENT, which no recover step gives back (CheckCurrentKept; found by the
+// rotation explorer, seed 3). OK otherwise.
+absl::Status UnknownMayLoseCurrent(const std::vector<UnitObservation>& units, RegisterChange change,
+                                   const std::vector<WkidPairCount>& counts) {
+  int64_t stored = 0;
+  for (const WkidPairCount& c : counts) stored += c.count;
+  if ((change != RegisterChange::kClearCurrent && change != RegisterChange::kZeroize) ||
+      stored == 0) {
+    return absl::OkStatus();
+  }
+  for (const UnitObservation& u : units) {
+    if (u.unit.selected && !u.info.ok()) {
+      return Error(absl::StatusCode::kUnavailable, reason::kInterlockUnverified,
+                   StrCat("cannot prove the change keeps every stored key usable: ", u.unit.name,
+                          " does not answer (", u.info.status().message(),
+                          ") and might lose its CURRENT master key while ", stored,
+                          " key(s) are stored. Make it answer and run the command again; "
+                          "nothing was changed"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterChange change,
@@ -286,7 +312,7 @@ absl::Status CheckInterlock(const std::vector<UnitObservation>& units, RegisterC
   // stranding nothing).
   const absl::Status worst =
       Judge(units, after, counts, {}, {}, selected_unknown ? every : std::vector<std::string>{});
-  if (worst.ok()) return absl::OkStatus();
+  if (worst.ok()) return UnknownMayLoseCurrent(units, change, counts);
   if (unknown.empty()) return WithConsidered(worst, units);
   // Best case: they hold every master key a stored key is under.
   const absl::Status best =
