@@ -68,6 +68,14 @@ absl::Status FleetManifest::SelectOnly(const std::vector<std::string>& names) {
   return absl::OkStatus();
 }
 
+std::vector<std::string> FleetManifest::LeftOut() const {
+  std::vector<std::string> out;
+  for (const FleetUnit& unit : units) {
+    if (!unit.selected) out.push_back(unit.name);
+  }
+  return out;
+}
+
 std::string FleetManifest::SelectAdvice(const std::vector<std::string>& left_out) const {
   if (selection_overridden) {
     return StrCat("name ", absl::StrJoin(left_out, ", "),

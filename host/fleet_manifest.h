@@ -52,6 +52,9 @@ struct FleetManifest {
 
   // SelectedUnits returns the units commands apply to.
   std::vector<const FleetUnit*> SelectedUnits() const;
+  // LeftOut returns the names of the units not selected (fleet.json's
+  // selection or --unit's), in fleet.json's order.
+  std::vector<std::string> LeftOut() const;
   // FindUnit returns the unit called `name`, or nullptr.
   FleetUnit* FindUnit(std::string_view name);
   // SelectOnly selects exactly the units called `names` (hsmctl --unit) and

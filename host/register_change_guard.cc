@@ -439,10 +439,7 @@ RegisterChangeVerdict CheckSelection(const FleetManifest& manifest, const Reques
                                      const std::vector<UnitObservation>& instance,
                                      const std::vector<WkidPairCount>& counts) {
   if (change.command != OperatorCommand::kSetImmediate) return Allowed();
-  std::vector<std::string> left_out;
-  for (const FleetUnit& u : manifest.units) {
-    if (!u.selected) left_out.push_back(u.name);
-  }
+  const std::vector<std::string> left_out = manifest.LeftOut();
   if (left_out.empty() || IsCatchUp(instance, counts)) return Allowed();
   return Refused(
       reason::kUnitNotSelected,

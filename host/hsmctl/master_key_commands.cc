@@ -485,22 +485,22 @@ int RunSimple(Invocation& inv, std::string_view command, void (*set_op)(v1::Comm
       HSMSIM_RETURN_IF_ERROR(host::CheckQuarantineHold(instance, change, quarantined));
     }
     std::optional<host::RotationJournal> journal;
+    const absl::StatusOr<std::vector<host::WkidPairCount>> counts = KeyCounts(inv, manifest);
     if (force) {
       // A forced change goes ahead even when the keystore cannot be read,
       // but one the interlock would refuse needs the signature threshold.
       journal = ReadJournalIfAny(inv, manifest).value_or(std::nullopt);
-      HSMSIM_RETURN_IF_ERROR(
-          host::CheckForcedChange(instance, change, KeyCounts(inv, manifest), signers));
+      HSMSIM_RETURN_IF_ERROR(host::CheckForcedChange(instance, change, counts, signers));
     } else {
-      HSMSIM_RETURN_IF_ERROR(GuardRegisterChange(
-          inv, manifest, observed, host::RequestedChange::Of(CommandOf(change)), &journal));
-      HSMSIM_ASSIGN_OR_RETURN(auto counts, KeyCounts(inv, manifest));
-      HSMSIM_RETURN_IF_ERROR(host::CheckInterlock(instance, change, counts));
+      HSMSIM_RETURN_IF_ERROR(
+          GuardRegisterChange(inv, manifest, observed, host::RequestedChange::Of(CommandOf(change)),
+                              &journal, &instance, counts.ok() ? &*counts : nullptr));
+      HSMSIM_RETURN_IF_ERROR(counts.status());
+      HSMSIM_RETURN_IF_ERROR(host::CheckInterlock(instance, change, *counts));
     }
     wanted_vp = WantedVp(journal, observed);
     if (change == host::RegisterChange::kSetImmediate) {
       // A keystore that cannot be read (a forced change) gives no warning.
-      const auto counts = KeyCounts(inv, manifest);
       warning_fields = WarnKeysMovingToOld(KeysMovingToOld(
           observed, counts.ok() ? *counts : std::vector<host::WkidPairCount>{}, wanted_vp));
     }

@@ -25,22 +25,27 @@ absl::StatusOr<std::optional<host::RotationJournal>> ReadJournalIfAny(
 absl::Status GuardRegisterChange(const Invocation& inv, const host::FleetManifest& manifest,
                                  const std::vector<host::UnitObservation>& observed,
                                  const host::RequestedChange& change,
-                                 std::optional<host::RotationJournal>* journal_out) {
+                                 std::optional<host::RotationJournal>* journal_out,
+                                 const std::vector<host::UnitObservation>* instance,
+                                 const std::vector<host::WkidPairCount>* counts) {
   HSMSIM_ASSIGN_OR_RETURN(std::optional<host::RotationJournal> journal,
                           ReadJournalIfAny(inv, manifest));
-  const bool some_left_out = std::any_of(manifest.units.begin(), manifest.units.end(),
-                                         [](const host::FleetUnit& u) { return !u.selected; });
   // With units left out (fleet.json or --unit), the guard still reads them:
   // a split of the fleet's CURRENT keys shows only over every unit.
-  const std::vector<host::UnitObservation> instance = some_left_out
-                                                          ? ObserveInstance(inv, observed, manifest)
-                                                          : std::vector<host::UnitObservation>{};
-  std::vector<host::WkidPairCount> counts;
-  if (some_left_out && change.command == host::OperatorCommand::kSetImmediate) {
-    HSMSIM_ASSIGN_OR_RETURN(counts, KeyCounts(inv, manifest));
+  std::vector<host::UnitObservation> all;
+  std::vector<host::WkidPairCount> key_counts;
+  if (!manifest.LeftOut().empty()) {
+    all = instance != nullptr ? *instance : ObserveInstance(inv, observed, manifest);
+    if (change.command == host::OperatorCommand::kSetImmediate) {
+      if (counts != nullptr) {
+        key_counts = *counts;
+      } else {
+        HSMSIM_ASSIGN_OR_RETURN(key_counts, KeyCounts(inv, manifest));
+      }
+    }
   }
-  host::RegisterChangeVerdict verdict = host::CheckSelection(manifest, change, instance, counts);
-  if (verdict.allowed()) verdict = host::CheckRegisterChange(journal, observed, change, instance);
+  host::RegisterChangeVerdict verdict = host::CheckSelection(manifest, change, all, key_counts);
+  if (verdict.allowed()) verdict = host::CheckRegisterChange(journal, observed, change, all);
   if (journal_out != nullptr) *journal_out = std::move(journal);
   return verdict.status;
 }

@@ -26,11 +26,15 @@ absl::StatusOr<std::optional<host::RotationJournal>> ReadJournalIfAny(
 // GuardRegisterChange reads the journal (ReadJournalIfAny) and returns
 // host::CheckSelection's refusal for `change` on `manifest`, or
 // host::CheckRegisterChange's on the `observed` units, or OK. `journal_out` (may be null) receives
-// the journal.
+// the journal. A caller that already has them passes `instance`
+// (ObserveInstance) and `counts` (KeyCounts); null: read here when needed
+// (units left out of the selection).
 absl::Status GuardRegisterChange(const Invocation& inv, const host::FleetManifest& manifest,
                                  const std::vector<host::UnitObservation>& observed,
                                  const host::RequestedChange& change,
-                                 std::optional<host::RotationJournal>* journal_out = nullptr);
+                                 std::optional<host::RotationJournal>* journal_out = nullptr,
+                                 const std::vector<host::UnitObservation>* instance = nullptr,
+                                 const std::vector<host::WkidPairCount>* counts = nullptr);
 
 // ObserveInstance returns the state of every unit of `manifest`
 // (fleet.json, the instance), in its order: a selected unit's from

@@ -55,10 +55,7 @@ struct Session {
 // or abandoning a rotation on part of the fleet leaves the others with
 // another CURRENT key, or their pending blobs dropped.
 absl::Status RequireWholeFleet(const host::FleetManifest& manifest, std::string_view command) {
-  std::vector<std::string> left_out;
-  for (const host::FleetUnit& u : manifest.units) {
-    if (!u.selected) left_out.push_back(u.name);
-  }
+  const std::vector<std::string> left_out = manifest.LeftOut();
   if (left_out.empty()) return absl::OkStatus();
   return Error(
       absl::StatusCode::kFailedPrecondition, reason::kUnitNotSelected,

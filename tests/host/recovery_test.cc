@@ -734,9 +734,9 @@ TEST(InterlockInstanceTest, ASelectedUnitThatDoesNotAnswerMayStillTakeTheChange)
   }
   // With a unit that answers and serves the keys, clearing NEW is safe
   // whatever the other holds.
-  EXPECT_TRUE(CheckInterlock({Serving("u1"), lost(Serving("u2"))}, RegisterChange::kClearNew,
-                             Counts(10, 0))
-                  .ok());
+  EXPECT_TRUE(
+      CheckInterlock({Serving("u1"), lost(Serving("u2"))}, RegisterChange::kClearNew, Counts(10, 0))
+          .ok());
   // Set immediate while one selected unit does not answer would split the
   // fleet's CURRENT keys: never, whatever the keys.
   absl::Status setimm =

@@ -77,21 +77,28 @@ class RotationFixture : public test_support::ProcessEnvironmentTest {
     num_keys_ = keys;
     std::mt19937 rng(42);
     for (int i = 0; i < 5; ++i) {
-      Sample s;
-      s.key = StrCat("key-", 1 + i * (keys / 5));
-      s.plain = std::string(32, '\0');
-      for (char& c : s.plain) c = static_cast<char>(rng());
-      const std::string in = tmp_.Join(StrCat("sample", i));
-      std::ofstream(in, std::ios::binary) << s.plain;
-      RunResult r = Hsmctl({"keys", "wrap", "--key", s.key}, in);
-      ASSERT_EQ(r.exit_code, 0) << Describe(r);
-      s.wrapped = r.out;
-      samples_.push_back(s);
+      std::string plain(32, '\0');
+      for (char& c : plain) c = static_cast<char>(rng());
+      ASSERT_NO_FATAL_FAILURE(WrapSample(i, StrCat("key-", 1 + i * (keys / 5)), plain));
     }
     next_parts_ = MakeParts("next");
     MustRun({"mk", "load", "--parts", Join(next_parts_), "--sign", sign_});
     MustRun({"mk", "commit", "--parts", Join(next_parts_), "--sign", sign_});
     target_vp_ = VpOfXor(next_parts_);
+  }
+
+  // WrapSample wraps `plain` (a data key) under root key `key` with hsmctl
+  // keys wrap and keeps it as sample `i` for ExpectNoKeyLost.
+  void WrapSample(int i, const std::string& key, const std::string& plain) {
+    Sample s;
+    s.key = key;
+    s.plain = plain;
+    const std::string in = tmp_.Join(StrCat("sample", i));
+    std::ofstream(in, std::ios::binary) << s.plain;
+    RunResult r = Hsmctl({"keys", "wrap", "--key", s.key}, in);
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    s.wrapped = r.out;
+    samples_.push_back(s);
   }
 
   // ExpectNoKeyLost: every key usable on every unit, all under the target

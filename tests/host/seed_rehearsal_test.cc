@@ -60,16 +60,9 @@ class SeedRehearsalTest : public RotationFixture {
     MustRun({"keys", "create", "--count", std::to_string(kKeys)});
     num_keys_ = kKeys;
     for (int i = 0; i < 5; ++i) {
-      Sample s;
-      s.key = StrCat("key-", 1 + i * (kKeys / 5));
-      s.plain = StrCat("data key ", i, " of the rehearsal, 32 bytes");
-      s.plain.resize(32, '.');
-      const std::string in = tmp_.Join(StrCat("sample", i));
-      std::ofstream(in, std::ios::binary) << s.plain;
-      RunResult r = Hsmctl({"keys", "wrap", "--key", s.key}, in);
-      ASSERT_EQ(r.exit_code, 0) << Describe(r);
-      s.wrapped = r.out;
-      samples_.push_back(s);
+      std::string plain = StrCat("data key ", i, " of the rehearsal, 32 bytes");
+      plain.resize(32, '.');
+      ASSERT_NO_FATAL_FAILURE(WrapSample(i, StrCat("key-", 1 + i * (kKeys / 5)), plain));
     }
   }
 
