@@ -233,11 +233,14 @@ absl::StatusOr<KeyCreationPlan> PlanKeyCreation(const std::optional<RotationJour
   return PlanDuringRotation(units, std::move(plan));
 }
 
-absl::Status CreateKeys(Keystore& keystore,
-                        const std::vector<std::pair<FleetUnit, UnitChannel*>>& units,
-                        const KeyCreationSpec& spec, KeyCreationReport& report,
-                        const std::function<void(int64_t made)>& progress,
-                        const std::function<void(std::string_view)>& say) {
+namespace {
+
+// MakeAndStore is CreateKeys without the final flush.
+absl::Status MakeAndStore(Keystore& keystore,
+                          const std::vector<std::pair<FleetUnit, UnitChannel*>>& units,
+                          const KeyCreationSpec& spec, KeyCreationReport& report,
+                          const std::function<void(int64_t made)>& progress,
+                          const std::function<void(std::string_view)>& say) {
   std::vector<UnitChannel*> channels;
   for (const auto& [unit, channel] : units) channels.push_back(channel);
   while (report.created < spec.count) {
@@ -270,6 +273,21 @@ absl::Status CreateKeys(Keystore& keystore,
     if (say) say(StrCat(ran.message(), "; planning again"));
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CreateKeys(Keystore& keystore,
+                        const std::vector<std::pair<FleetUnit, UnitChannel*>>& units,
+                        const KeyCreationSpec& spec, KeyCreationReport& report,
+                        const std::function<void(int64_t made)>& progress,
+                        const std::function<void(std::string_view)>& say) {
+  absl::Status made = MakeAndStore(keystore, units, spec, report, progress, say);
+  // Chunks are committed without a sync each (Keystore::AddKeysPlanned):
+  // every key stored is made durable before its count is reported, also
+  // when the run stopped on an error.
+  absl::Status flushed = report.created > 0 ? keystore.Flush() : absl::OkStatus();
+  return made.ok() ? flushed : made;
 }
 
 }  // namespace hsmsim::host

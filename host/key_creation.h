@@ -90,7 +90,8 @@ inline constexpr int kMaxKeyCreationPlans = 8;
 // (ABORTED, JOURNAL_CHANGED after that). The first other unit or keystore
 // error stops it; a unit whose answer is under an unexpected key stops it
 // with DATA_LOSS (WRONG_TARGET_KEY) before anything of that answer is
-// stored. `report.created` counts what was stored, also on error.
+// stored. `report.created` counts what was stored, also on error; what was
+// stored is durable (Keystore::Flush) when it returns, also on error.
 // `progress` (may be empty) is told the keys made so far; `say` (may be
 // empty) gets a line per unit that takes no part and per new plan.
 absl::Status CreateKeys(Keystore& keystore,

@@ -1,8 +1,10 @@
-// Keystore: the key storage of the KMS. Each key row holds its blob (a root
-// key wrapped under a master key) and that master key's WKID and, during a
+// Keystore: the key storage of the KMS. Each key has its blob (a root key
+// wrapped under a master key) and that master key's WKID and, during a
 // rotation, the re-encrypted blob and its WKID ("pending"). A rotation
 // journal lives in the same database and is written in the same transactions
-// as the blobs it describes.
+// as the blobs it describes. The SQLite layout keeps blobs per generation
+// (host/internal/keystore_schema.h): re-encryption appends, finalization
+// switches generations.
 //
 // Reads stream in pages; nothing loads the whole keystore into memory.
 // SQLite is the implementation here (OpenSqliteKeystore); the interface is
@@ -154,8 +156,16 @@ class Keystore {
   // keys go (their WKIDs and pending blobs) from that journal. ABORTED
   // (JOURNAL_CHANGED) when it changed, and ALREADY_EXISTS (KEY_EXISTS) as
   // AddKeys; nothing is inserted then.
+  // The commit is not synced to disk on its own (a power loss may undo the
+  // last ones until the next Flush or synced commit; a crash of the process
+  // does not): the writer calls Flush before it reports the keys stored.
   virtual absl::Status AddKeysPlanned(const std::vector<PlacedKey>& keys,
                                       const std::optional<RotationJournal>& planned) = 0;
+
+  // Flush makes every transaction committed so far durable: after it, a
+  // power loss keeps them. AddKeysPlanned and StorePending commit without a
+  // sync each; every other write syncs its own commit. Errors: the store's.
+  virtual absl::Status Flush() = 0;
 
   // ReserveKeyNumbers reserves `count` (>= 1) consecutive numbers for new
   // key names PREFIX<number> and returns the first: one above the largest
@@ -196,16 +206,24 @@ class Keystore {
                                                            std::string_view wkid) = 0;
 
   // StorePending records re-encrypted blobs as pending and adds
-  // `rewrapped.size()` to the journal's keys_done, in one transaction.
+  // `rewrapped.size()` to the journal's keys_done, in one transaction,
+  // not synced on its own (see Flush): a power loss may undo the last
+  // batches and their progress together, which re-encryption makes again.
+  // The journal's phase changes (WriteJournal) are synced and make them
+  // durable too.
   virtual absl::Status StorePending(const std::vector<RewrappedKey>& rewrapped) = 0;
 
   // ReplaceBlobs makes `rewrapped` the keys' blobs (clearing any pending).
   virtual absl::Status ReplaceBlobs(const std::vector<RewrappedKey>& rewrapped) = 0;
 
-  // PromotePending makes the pending blobs under `target_wkid` of the next
-  // `limit` ids (resuming where the previous call stopped) the
-  // keys' blobs; returns how many rows changed (0 when none are left).
-  virtual absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid, int64_t limit) = 0;
+  // PromotePending makes every pending blob under `target_wkid` its key's
+  // blob, in one transaction, and returns how many (0 when none is pending,
+  // and then nothing changes). Pending blobs under another WKID are dropped
+  // (their keys keep their blobs). Keys without a pending blob keep theirs.
+  // SQLite: a switch of the blob generation, O(1) in the keys when every
+  // key has a pending blob; the keys without one are copied into the new
+  // generation first. Errors: the store's (nothing changed then).
+  virtual absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid) = 0;
 
   // RecordBlobProblems records why units could not open or re-encrypt
   // these keys' blobs (replacing what was recorded), in one transaction.
@@ -254,11 +272,32 @@ class Keystore {
   virtual const std::string& location() const = 0;
 };
 
+// What MigrateSqliteKeystore did.
+struct KeystoreMigration {
+  int from_version = 0;       // the schema version found
+  int to_version = 0;         // the version written (== from_version: nothing to do)
+  int64_t keys = 0;           // keys in the keystore
+  int64_t pending_blobs = 0;  // of them with a pending blob (an open rotation), moved too
+};
+
+// MigrateSqliteKeystore brings the SQLite keystore at `path` to the schema
+// version this code reads (2, blob generations: host/internal/keystore_schema.h),
+// in one transaction, holding the rotation lock: every key keeps its id,
+// name, blob, WKID, pending blob, recorded problem and quarantine, and the
+// rotation journal is kept, so an open rotation resumes after it. A
+// keystore already current is left alone. NOT_FOUND (NO_KEYSTORE) when
+// absent; DATA_LOSS (BAD_KEYSTORE) when not a keystore; FAILED_PRECONDITION
+// (ROTATION_LOCKED) while a rotation command holds the lock;
+// FAILED_PRECONDITION (UNSUPPORTED_KEYSTORE_VERSION) for an unknown version;
+// the store's error otherwise (nothing changed then).
+absl::StatusOr<KeystoreMigration> MigrateSqliteKeystore(const std::string& path);
+
 // OpenSqliteKeystore opens the SQLite keystore at `path` (WAL mode), creating
 // it and its schema when `create`. Its rotation lock is an flock() on
 // PATH.rotation-lock, a file beside it that names the holder. NOT_FOUND (NO_KEYSTORE) when absent
 // and !create; DATA_LOSS (BAD_KEYSTORE) when the file is not a keystore; FAILED_PRECONDITION
-// (UNSUPPORTED_KEYSTORE_VERSION) for a newer schema.
+// (UNSUPPORTED_KEYSTORE_VERSION) for another schema version (version 1: the
+// message names hsmctl keys migrate).
 absl::StatusOr<std::unique_ptr<Keystore>> OpenSqliteKeystore(const std::string& path, bool create);
 
 }  // namespace hsmsim::host

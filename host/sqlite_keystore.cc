@@ -8,49 +8,17 @@
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <tuple>
 
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "host/internal/keystore_schema.h"
 #include "host/internal/sqlite.h"
 #include "host/keystore.h"
 
 namespace hsmsim::host {
 namespace {
-
-constexpr int kSchemaVersion = 1;
-
-constexpr char kSchema[] = R"sql(
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS keys(
-  id INTEGER PRIMARY KEY,
-  name TEXT NOT NULL UNIQUE,
-  blob BLOB NOT NULL,
-  wkid BLOB NOT NULL,
-  pending_blob BLOB,
-  pending_wkid BLOB);
-CREATE INDEX IF NOT EXISTS keys_by_wkid ON keys(wkid, id);
-CREATE TABLE IF NOT EXISTS key_problems(
-  id INTEGER PRIMARY KEY REFERENCES keys(id),
-  reason TEXT NOT NULL,
-  quarantined INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS rotation_journal(
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  phase TEXT NOT NULL,
-  source_vp BLOB NOT NULL,
-  target_vp BLOB NOT NULL,
-  keys_total INTEGER NOT NULL,
-  keys_done INTEGER NOT NULL,
-  started_at TEXT NOT NULL,
-  updated_at TEXT NOT NULL);
-)sql";
-
-constexpr char kProblemsTable[] = R"sql(
-CREATE TABLE IF NOT EXISTS key_problems(
-  id INTEGER PRIMARY KEY REFERENCES keys(id),
-  reason TEXT NOT NULL,
-  quarantined INTEGER NOT NULL DEFAULT 0);
-)sql";
 
 std::string NowUtc() {
   std::time_t t = std::time(nullptr);
@@ -130,68 +98,46 @@ RotationLockHolder ReadHolder(int fd) {
   return ParseHolder(text);
 }
 
+// SqliteKeystore: the Keystore of host/keystore.h on one SQLite database in
+// the layout of host/internal/keystore_schema.h (version 2, blob
+// generations).
 class SqliteKeystore final : public Keystore {
  public:
   explicit SqliteKeystore(std::unique_ptr<internal::Database> db) : db_(std::move(db)) {}
 
+  // Init sets the connection up and checks (or, when `create` and the file
+  // is empty, creates) the schema.
   absl::Status Init(bool create) {
-    // WAL with a full sync per transaction: a committed batch of
-    // re-encrypted blobs and its journal entry survive a power loss. A
-    // bounded 64 MiB page cache keeps memory flat however large the store.
-    HSMSIM_RETURN_IF_ERROR(
-        db_->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-65536; "
-                  "PRAGMA temp_store=MEMORY;"));
-    HSMSIM_ASSIGN_OR_RETURN(auto has_meta,
-                            db_->Prepare("SELECT count(*) FROM sqlite_master WHERE name='meta'"));
-    HSMSIM_ASSIGN_OR_RETURN(bool row, has_meta.Step());
-    const bool exists = row && has_meta.Int(0) > 0;
-    if (!exists) {
-      HSMSIM_ASSIGN_OR_RETURN(auto any, db_->Prepare("SELECT count(*) FROM sqlite_master"));
-      HSMSIM_ASSIGN_OR_RETURN(bool any_row, any.Step());
-      if (any_row && any.Int(0) > 0) {
-        return Error(
-            absl::StatusCode::kDataLoss, reason::kBadKeystore,
-            StrCat("keystore ", db_->path(), " is a SQLite database but not an hsmsim keystore"));
-      }
-      if (!create) {
-        return Error(absl::StatusCode::kNotFound, reason::kNoKeystore,
-                     StrCat("keystore ", db_->path(), " is empty (hsmctl keys create makes it)"));
-      }
-      HSMSIM_RETURN_IF_ERROR(
-          db_->Exec(StrCat("BEGIN;", kSchema, "INSERT INTO meta VALUES('schema_version','",
-                           kSchemaVersion, "');COMMIT;")));
-      return absl::OkStatus();
+    HSMSIM_RETURN_IF_ERROR(SetUp());
+    absl::StatusOr<int> version = internal::ReadSchemaVersion(*db_);
+    if (!version.ok() && create && ReasonOf(version.status()) == reason::kNoKeystore) {
+      return internal::CreateSchema(*db_);
     }
-    HSMSIM_ASSIGN_OR_RETURN(auto version,
-                            db_->Prepare("SELECT value FROM meta WHERE key='schema_version'"));
-    HSMSIM_ASSIGN_OR_RETURN(bool vrow, version.Step());
-    if (!vrow) {
-      return Error(absl::StatusCode::kDataLoss, reason::kBadKeystore,
-                   StrCat("keystore ", db_->path(), " has no schema version"));
-    }
-    const std::string v(version.Text(0));
-    if (v != std::to_string(kSchemaVersion)) {
-      return Error(absl::StatusCode::kFailedPrecondition, reason::kUnsupportedKeystoreVersion,
-                   StrCat("keystore ", db_->path(), " has schema version ", v,
-                          "; this hsmctl reads version ", kSchemaVersion));
-    }
-    // A keystore made before key_problems existed gets it, empty (an
-    // addition that older readers ignore: they simply see no problems).
-    return db_->Exec(kProblemsTable);
+    HSMSIM_RETURN_IF_ERROR(version.status());
+    return internal::CheckSchemaVersion(*db_, *version);
+  }
+
+  // Migrate takes the rotation lock and migrates the schema
+  // (MigrateSqliteKeystore).
+  absl::StatusOr<KeystoreMigration> Migrate() {
+    HSMSIM_RETURN_IF_ERROR(SetUp());
+    HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<RotationLock> lock,
+                            LockRotation(RotationLockHolder::Self("keys migrate")));
+    HSMSIM_ASSIGN_OR_RETURN(int version, internal::ReadSchemaVersion(*db_));
+    return internal::MigrateSchema(*db_, version);
   }
 
   absl::Status AddKeys(const std::vector<NewKey>& keys) override {
     std::vector<PlacedKey> placed;
     placed.reserve(keys.size());
     for (const NewKey& k : keys) placed.push_back(PlacedKey{k.name, k.blob, k.wkid, "", ""});
-    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-    return Finish(InsertKeys(placed));
+    return InTransaction(Txn::kWrite,
+                         [&](const internal::BlobTables& t) { return InsertKeys(t, placed); });
   }
 
   absl::Status AddKeysPlanned(const std::vector<PlacedKey>& keys,
                               const std::optional<RotationJournal>& planned) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() -> absl::Status {
+    return InTransaction(Txn::kWriteUnsynced, [&](const internal::BlobTables& t) -> absl::Status {
       HSMSIM_ASSIGN_OR_RETURN(std::optional<RotationJournal> now, ReadJournal());
       if (!SameRotationState(planned, now)) {
         return Error(
@@ -200,28 +146,23 @@ class SqliteKeystore final : public Keystore {
                    DescribeJournal(planned), " when the keys were planned, ", DescribeJournal(now),
                    " now); ", keys.size(), " key(s) were not stored"));
       }
-      return InsertKeys(keys);
-    }();
-    return Finish(s);
+      return InsertKeys(t, keys);
+    });
+  }
+
+  // A commit with synchronous=FULL syncs the WAL, and with it every frame
+  // committed before (https://sqlite.org/pragma.html#pragma_synchronous):
+  // one small synced write is enough.
+  absl::Status Flush() override {
+    return InTransaction(Txn::kWrite, [&](const internal::BlobTables&) {
+      return db_->Exec("INSERT OR REPLACE INTO meta(key, value) VALUES('last_flush', '')");
+    });
   }
 
   absl::StatusOr<int64_t> ReserveKeyNumbers(std::string_view prefix, int64_t count) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
     int64_t first = 0;
-    absl::Status s = [&]() -> absl::Status {
-      HSMSIM_ASSIGN_OR_RETURN(int64_t highest, HighestKeyNumber(prefix));
-      const std::string meta_key = StrCat("reserved_key_number:", prefix);
-      HSMSIM_ASSIGN_OR_RETURN(auto reserved, db_->Prepare("SELECT value FROM meta WHERE key=?"));
-      reserved.Bind(1, meta_key, false);
-      HSMSIM_ASSIGN_OR_RETURN(bool row, reserved.Step());
-      if (row) highest = std::max(highest, reserved.Int(0));  // TEXT, read as an integer
-      first = highest + 1;
-      HSMSIM_ASSIGN_OR_RETURN(auto update,
-                              db_->Prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)"));
-      update.Bind(1, meta_key, false).Bind(2, std::to_string(first + count - 1), false);
-      return update.Run();
-    }();
-    HSMSIM_RETURN_IF_ERROR(Finish(s));
+    HSMSIM_RETURN_IF_ERROR(InTransaction(
+        Txn::kWrite, [&](const internal::BlobTables&) { return Reserve(prefix, count, first); }));
     return first;
   }
 
@@ -276,129 +217,84 @@ class SqliteKeystore final : public Keystore {
     return holder;
   }
 
-  // InsertKeys inserts `keys` in the open transaction.
-  absl::Status InsertKeys(const std::vector<PlacedKey>& keys) {
-    HSMSIM_ASSIGN_OR_RETURN(auto insert,
-                            db_->Prepare("INSERT INTO keys(name, blob, wkid, pending_blob, "
-                                         "pending_wkid) VALUES(?,?,?,?,?)"));
-    for (const PlacedKey& k : keys) {
-      insert.Bind(1, k.name, false).Bind(2, k.blob).Bind(3, k.wkid);
-      if (k.pending_blob.empty()) {
-        insert.BindNull(4).BindNull(5);
-      } else {
-        insert.Bind(4, k.pending_blob).Bind(5, k.pending_wkid);
-      }
-      absl::Status run = insert.Run();
-      if (!run.ok()) {
-        insert.Reset();
-        if (ReasonOf(run) == reason::kKeyExists) {
-          return Error(absl::StatusCode::kAlreadyExists, reason::kKeyExists,
-                       StrCat("a key named '", k.name, "' already exists in ", db_->path()));
-        }
-        return run;
-      }
-    }
-    return absl::OkStatus();
-  }
-
   absl::StatusOr<std::optional<StoredKey>> FindKey(std::string_view name) override {
-    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare(StrCat(kSelect, " WHERE name=?")));
-    q.Bind(1, name, false);
-    HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return std::optional<StoredKey>();
-    return std::optional<StoredKey>(FromRow(q));
+    std::optional<StoredKey> found;
+    if (absl::Status done = InTransaction(Txn::kRead,
+                                          [&](const internal::BlobTables& t) -> absl::Status {
+                                            HSMSIM_ASSIGN_OR_RETURN(found, FindRow(t, name));
+                                            return absl::OkStatus();
+                                          });
+        !done.ok()) {
+      return done;
+    }
+    return found;
   }
 
   absl::StatusOr<std::vector<StoredKey>> ReadPage(int64_t after_id, size_t limit) override {
-    HSMSIM_ASSIGN_OR_RETURN(auto q,
-                            db_->Prepare(StrCat(kSelect, " WHERE id>? ORDER BY id LIMIT ?")));
-    q.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
-    return Collect(q);
+    return ReadWhere("k.id>? ORDER BY k.id LIMIT ?", [&](internal::Statement& q) {
+      q.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
+    });
   }
 
   absl::StatusOr<std::vector<StoredKey>> ReadNeedingRewrap(int64_t after_id, size_t limit,
                                                            std::string_view source_wkid,
                                                            std::string_view target_wkid) override {
-    HSMSIM_ASSIGN_OR_RETURN(
-        auto q, db_->Prepare(StrCat(kSelect,
-                                    " WHERE wkid=? AND id>? AND (pending_wkid IS NULL OR "
-                                    "pending_wkid<>?) AND ",
-                                    kNotQuarantined, " ORDER BY id LIMIT ?")));
-    q.Bind(1, source_wkid).Bind(2, after_id).Bind(3, target_wkid);
-    q.Bind(4, static_cast<int64_t>(limit));
-    return Collect(q);
+    return ReadWhere(
+        "c.wkid=? AND k.id>? AND (n.wkid IS NULL OR n.wkid<>?) AND coalesce(p.quarantined, 0)=0 "
+        "ORDER BY k.id LIMIT ?",
+        [&](internal::Statement& q) {
+          q.Bind(1, source_wkid).Bind(2, after_id).Bind(3, target_wkid);
+          q.Bind(4, static_cast<int64_t>(limit));
+        });
   }
 
   absl::StatusOr<std::vector<StoredKey>> ReadUnder(int64_t after_id, size_t limit,
                                                    std::string_view wkid) override {
-    HSMSIM_ASSIGN_OR_RETURN(auto q,
-                            db_->Prepare(StrCat(kSelect,
-                                                " WHERE wkid=? AND id>? AND pending_wkid IS NULL "
-                                                "AND ",
-                                                kNotQuarantined, " ORDER BY id LIMIT ?")));
-    q.Bind(1, wkid).Bind(2, after_id).Bind(3, static_cast<int64_t>(limit));
-    return Collect(q);
+    return ReadWhere(
+        "c.wkid=? AND k.id>? AND n.id IS NULL AND coalesce(p.quarantined, 0)=0 "
+        "ORDER BY k.id LIMIT ?",
+        [&](internal::Statement& q) {
+          q.Bind(1, wkid).Bind(2, after_id).Bind(3, static_cast<int64_t>(limit));
+        });
   }
 
+  // Re-encrypted blobs are appended to the next generation (key order makes
+  // it an append to its B-tree) with NORMAL sync: a power loss can only
+  // lose the last batches, and their journal progress with them, which
+  // re-encryption then makes again.
   absl::Status StorePending(const std::vector<RewrappedKey>& rewrapped) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() -> absl::Status {
-      HSMSIM_ASSIGN_OR_RETURN(
-          auto update, db_->Prepare("UPDATE keys SET pending_blob=?, pending_wkid=? WHERE id=?"));
-      for (const RewrappedKey& r : rewrapped) {
-        update.Bind(1, r.blob).Bind(2, r.wkid).Bind(3, r.id);
-        HSMSIM_RETURN_IF_ERROR(update.Run());
-      }
-      HSMSIM_ASSIGN_OR_RETURN(
-          auto journal,
-          db_->Prepare("UPDATE rotation_journal SET keys_done=keys_done+?, updated_at=?"));
-      journal.Bind(1, static_cast<int64_t>(rewrapped.size())).Bind(2, NowUtc(), false);
-      return journal.Run();
-    }();
-    return Finish(s);
+    return InTransaction(Txn::kWriteUnsynced, [&](const internal::BlobTables& t) {
+      return StorePendingIn(t, rewrapped);
+    });
   }
 
   absl::Status ReplaceBlobs(const std::vector<RewrappedKey>& rewrapped) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() -> absl::Status {
-      HSMSIM_ASSIGN_OR_RETURN(auto update,
-                              db_->Prepare("UPDATE keys SET blob=?, wkid=?, pending_blob=NULL, "
-                                           "pending_wkid=NULL WHERE id=?"));
+    return InTransaction(Txn::kWrite, [&](const internal::BlobTables& t) -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(auto update, db_->Prepare(StrCat("UPDATE ", t.current,
+                                                               " SET blob=?, wkid=? WHERE id=?")));
+      HSMSIM_ASSIGN_OR_RETURN(auto drop,
+                              db_->Prepare(StrCat("DELETE FROM ", t.next, " WHERE id=?")));
       for (const RewrappedKey& r : rewrapped) {
         update.Bind(1, r.blob).Bind(2, r.wkid).Bind(3, r.id);
         HSMSIM_RETURN_IF_ERROR(update.Run());
+        drop.Bind(1, r.id);
+        HSMSIM_RETURN_IF_ERROR(drop.Run());
       }
       return absl::OkStatus();
-    }();
-    return Finish(s);
+    });
   }
 
-  absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid, int64_t limit) override {
-    // Walk the table in id ranges (a primary-key range scan), resuming where
-    // the last call stopped; a range with nothing pending moves on.
-    HSMSIM_ASSIGN_OR_RETURN(auto max_id, db_->Prepare("SELECT coalesce(max(id), 0) FROM keys"));
-    HSMSIM_ASSIGN_OR_RETURN(bool row, max_id.Step());
-    const int64_t last = row ? max_id.Int(0) : 0;
-    HSMSIM_ASSIGN_OR_RETURN(
-        auto q, db_->Prepare("UPDATE keys SET blob=pending_blob, wkid=pending_wkid, "
-                             "pending_blob=NULL, pending_wkid=NULL WHERE id>? AND id<=? AND "
-                             "pending_wkid=?"));
-    while (promote_cursor_ < last) {
-      const int64_t to = std::min(last, promote_cursor_ + limit);
-      q.Bind(1, promote_cursor_).Bind(2, to).Bind(3, target_wkid);
-      HSMSIM_RETURN_IF_ERROR(q.Run());
-      promote_cursor_ = to;
-      const int64_t changed = sqlite3_changes(db_->handle());
-      if (changed > 0) return changed;
-    }
-    promote_cursor_ = 0;
-    return int64_t{0};
+  absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid) override {
+    int64_t promoted = 0;
+    HSMSIM_RETURN_IF_ERROR(InTransaction(Txn::kWrite, [&](const internal::BlobTables& t) {
+      return SwitchGeneration(t, target_wkid, promoted);
+    }));
+    return promoted;
   }
 
   absl::Status RecordBlobProblems(const std::vector<BlobProblem>& problems) override {
     if (problems.empty()) return absl::OkStatus();
-    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() -> absl::Status {
+    return InTransaction(Txn::kWrite, [&](const internal::BlobTables&) -> absl::Status {
       HSMSIM_ASSIGN_OR_RETURN(auto upsert,
                               db_->Prepare("INSERT INTO key_problems(id, reason) VALUES(?,?) "
                                            "ON CONFLICT(id) DO UPDATE SET reason=excluded.reason"));
@@ -407,76 +303,70 @@ class SqliteKeystore final : public Keystore {
         HSMSIM_RETURN_IF_ERROR(upsert.Run());
       }
       return absl::OkStatus();
-    }();
-    return Finish(s);
+    });
   }
 
   absl::Status ClearBlobProblems() override {
+    HSMSIM_RETURN_IF_ERROR(Sync(true));
     return db_->Exec("DELETE FROM key_problems WHERE quarantined=0");
   }
 
   absl::StatusOr<std::vector<StoredKey>> ReadProblemKeys(int64_t after_id, size_t limit) override {
-    HSMSIM_ASSIGN_OR_RETURN(
-        auto q, db_->Prepare(StrCat(kSelect,
-                                    " WHERE id IN (SELECT id FROM key_problems) AND id>? "
-                                    "ORDER BY id LIMIT ?")));
-    q.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
-    return Collect(q);
+    return ReadWhere(
+        "k.id IN (SELECT id FROM key_problems) AND k.id>? ORDER BY k.id LIMIT ?",
+        [&](internal::Statement& q) { q.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit)); });
   }
 
   absl::Status SetQuarantined(const std::vector<std::string>& names, bool quarantined) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() -> absl::Status {
-      HSMSIM_ASSIGN_OR_RETURN(auto find, db_->Prepare(StrCat(kSelect, " WHERE name=?")));
+    return InTransaction(Txn::kWrite, [&](const internal::BlobTables& t) -> absl::Status {
       HSMSIM_ASSIGN_OR_RETURN(auto mark,
                               db_->Prepare("UPDATE key_problems SET quarantined=? WHERE id=?"));
       for (const std::string& name : names) {
-        find.Bind(1, name, false);
-        HSMSIM_ASSIGN_OR_RETURN(bool row, find.Step());
-        if (!row) {
-          find.Reset();
+        HSMSIM_ASSIGN_OR_RETURN(std::optional<StoredKey> k, FindRow(t, name));
+        if (!k.has_value()) {
           return Error(absl::StatusCode::kNotFound, reason::kNoSuchKey,
                        StrCat("no key named '", name, "' in ", db_->path(), "; nothing changed"));
         }
-        const StoredKey k = FromRow(find);
-        find.Reset();
-        if (quarantined && k.problem.empty()) {
+        if (quarantined && k->problem.empty()) {
           return Error(absl::StatusCode::kFailedPrecondition, reason::kKeyNotUnreadable,
                        StrCat("key '", name,
                               "' has no recorded failure: no unit was found unable to open its "
                               "blob (hsmctl mk rotate's pre-check records them); nothing changed"));
         }
-        if (k.problem.empty()) continue;  // releasing a key that was never quarantined
-        mark.Bind(1, int64_t{quarantined ? 1 : 0}).Bind(2, k.id);
+        if (k->problem.empty()) continue;  // releasing a key that was never quarantined
+        mark.Bind(1, int64_t{quarantined ? 1 : 0}).Bind(2, k->id);
         HSMSIM_RETURN_IF_ERROR(mark.Run());
       }
       return absl::OkStatus();
-    }();
-    return Finish(s);
+    });
   }
 
   absl::StatusOr<std::vector<WkidPairCount>> CountQuarantined() override {
-    HSMSIM_ASSIGN_OR_RETURN(auto q,
-                            db_->Prepare("SELECT k.wkid, count(*) FROM keys k JOIN key_problems p "
-                                         "ON p.id=k.id WHERE p.quarantined=1 GROUP BY k.wkid"));
     std::vector<WkidPairCount> out;
-    while (true) {
-      HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      out.push_back(WkidPairCount{std::string(q.Text(0)), std::string(), q.Int(1)});
+    if (absl::Status done = InTransaction(
+            Txn::kRead,
+            [&](const internal::BlobTables& t) -> absl::Status {
+              HSMSIM_ASSIGN_OR_RETURN(
+                  auto q, db_->Prepare(StrCat("SELECT c.wkid, count(*) FROM ", t.current,
+                                              " c JOIN key_problems p ON p.id=c.id WHERE "
+                                              "p.quarantined=1 GROUP BY c.wkid")));
+              while (true) {
+                HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+                if (!row) break;
+                out.push_back(WkidPairCount{std::string(q.Text(0)), std::string(), q.Int(1)});
+              }
+              return absl::OkStatus();
+            });
+        !done.ok()) {
+      return done;
     }
     return out;
   }
 
   absl::StatusOr<std::vector<WkidPairCount>> CountByWkid() override {
-    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT wkid, pending_wkid, count(*) FROM keys "
-                                                 "GROUP BY wkid, pending_wkid"));
     std::vector<WkidPairCount> out;
-    while (true) {
-      HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      out.push_back(WkidPairCount{std::string(q.Text(0)), std::string(q.Text(1)), q.Int(2)});
-    }
+    HSMSIM_RETURN_IF_ERROR(InTransaction(
+        Txn::kRead, [&](const internal::BlobTables& t) { return CountPairs(t, out); }));
     return out;
   }
 
@@ -509,7 +399,9 @@ class SqliteKeystore final : public Keystore {
     return std::optional<RotationJournal>(std::move(j));
   }
 
+  // A phase change is synced in full: it is what resume and recover read.
   absl::Status WriteJournal(const RotationJournal& j) override {
+    HSMSIM_RETURN_IF_ERROR(Sync(true));
     HSMSIM_ASSIGN_OR_RETURN(
         auto q, db_->Prepare("INSERT OR REPLACE INTO rotation_journal(id, phase, source_vp, "
                              "target_vp, keys_total, keys_done, started_at, updated_at) "
@@ -521,25 +413,27 @@ class SqliteKeystore final : public Keystore {
   }
 
   absl::StatusOr<int64_t> AbandonRotation(std::string_view target_wkid) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
     int64_t dropped = 0;
-    absl::Status s = [&]() -> absl::Status {
-      HSMSIM_ASSIGN_OR_RETURN(auto drop, db_->Prepare("UPDATE keys SET pending_blob=NULL, "
-                                                      "pending_wkid=NULL WHERE pending_wkid=?"));
-      drop.Bind(1, target_wkid);
-      HSMSIM_RETURN_IF_ERROR(drop.Run());
-      dropped = sqlite3_changes(db_->handle());
-      return db_->Exec("DELETE FROM rotation_journal WHERE id=1");
-    }();
-    HSMSIM_RETURN_IF_ERROR(Finish(s));
+    if (absl::Status done = InTransaction(
+            Txn::kWrite,
+            [&](const internal::BlobTables& t) -> absl::Status {
+              HSMSIM_ASSIGN_OR_RETURN(
+                  auto drop, db_->Prepare(StrCat("DELETE FROM ", t.next, " WHERE wkid=?")));
+              drop.Bind(1, target_wkid);
+              HSMSIM_RETURN_IF_ERROR(drop.Run());
+              dropped = sqlite3_changes(db_->handle());
+              return db_->Exec("DELETE FROM rotation_journal WHERE id=1");
+            });
+        !done.ok()) {
+      return done;
+    }
     return dropped;
   }
 
-  // The last rotation error lives in meta (no schema change): three rows,
-  // written and dropped together.
+  // The last rotation error lives in meta: three rows, written and dropped
+  // together.
   absl::Status RecordRotationError(const RotationError& e) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() -> absl::Status {
+    return InTransaction(Txn::kWrite, [&](const internal::BlobTables&) -> absl::Status {
       const std::pair<const char*, std::string> rows[] = {{"rotation_last_error", e.error},
                                                           {"rotation_last_error_phase", e.phase},
                                                           {"rotation_last_error_at", NowUtc()}};
@@ -550,11 +444,11 @@ class SqliteKeystore final : public Keystore {
         HSMSIM_RETURN_IF_ERROR(q.Run());
       }
       return absl::OkStatus();
-    }();
-    return Finish(s);
+    });
   }
 
   absl::Status ClearRotationError() override {
+    HSMSIM_RETURN_IF_ERROR(Sync(true));
     return db_->Exec("DELETE FROM meta WHERE key LIKE 'rotation_last_error%'");
   }
 
@@ -580,12 +474,71 @@ class SqliteKeystore final : public Keystore {
   const std::string& location() const override { return db_->path(); }
 
  private:
-  static constexpr char kSelect[] =
-      "SELECT id, name, blob, wkid, pending_blob, pending_wkid, "
-      "coalesce((SELECT reason FROM key_problems p WHERE p.id=keys.id), ''), "
-      "coalesce((SELECT quarantined FROM key_problems p WHERE p.id=keys.id), 0) FROM keys";
-  static constexpr char kNotQuarantined[] =
-      "id NOT IN (SELECT id FROM key_problems WHERE quarantined=1)";
+  // How a transaction reads and writes: a read snapshot; a write synced in
+  // full at commit; a write whose commit is not synced (NORMAL: durable at
+  // the next checkpoint, synced commit or Flush).
+  enum class Txn { kRead, kWrite, kWriteUnsynced };
+
+  // SetUp: WAL; a bounded 64 MiB page cache keeps memory flat however large
+  // the store; temporary b-trees in memory.
+  absl::Status SetUp() {
+    full_sync_ = true;
+    return db_->Exec(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-65536; "
+        "PRAGMA temp_store=MEMORY;");
+  }
+
+  // Sync chooses how the next commits reach the disk (outside a
+  // transaction): FULL syncs the WAL at every commit, so a committed
+  // transaction survives a power loss; NORMAL syncs it at checkpoints only,
+  // so a power loss (not a crash of the process) may lose the last commits
+  // but never consistency. A FULL commit also makes every earlier commit
+  // durable (they are in the same WAL).
+  absl::Status Sync(bool full) {
+    if (full == full_sync_) return absl::OkStatus();
+    HSMSIM_RETURN_IF_ERROR(
+        db_->Exec(full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
+    full_sync_ = full;
+    return absl::OkStatus();
+  }
+
+  // InTransaction runs `body` with the tables of the blob generation in
+  // one transaction of kind `kind`: committed when it returns OK, rolled
+  // back otherwise. Reads need it too: the generation and the rows must
+  // come from the same snapshot, as another process may finalize a
+  // rotation between two statements.
+  template <typename Body>
+  absl::Status InTransaction(Txn kind, Body&& body) {
+    if (kind != Txn::kRead) HSMSIM_RETURN_IF_ERROR(Sync(kind == Txn::kWrite));
+    HSMSIM_RETURN_IF_ERROR(db_->Exec(kind == Txn::kRead ? "BEGIN" : "BEGIN IMMEDIATE"));
+    absl::Status s = [&]() -> absl::Status {
+      HSMSIM_ASSIGN_OR_RETURN(internal::BlobTables t, Tables());
+      return body(t);
+    }();
+    return Finish(s);
+  }
+
+  // Tables names the tables of the keystore's blob generation.
+  absl::StatusOr<internal::BlobTables> Tables() {
+    HSMSIM_ASSIGN_OR_RETURN(auto q,
+                            db_->Prepare("SELECT value FROM meta WHERE key='blob_generation'"));
+    HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row || q.Int(0) < 0) {
+      return Error(absl::StatusCode::kDataLoss, reason::kBadKeystore,
+                   StrCat("keystore ", db_->path(), " has no valid blob generation"));
+    }
+    return internal::BlobTablesOf(q.Int(0));
+  }
+
+  // Select: a key with its blob, pending blob, problem and quarantine; the
+  // caller adds " WHERE ...".
+  static std::string Select(const internal::BlobTables& t) {
+    return StrCat(
+        "SELECT k.id, k.name, c.blob, c.wkid, n.blob, n.wkid, coalesce(p.reason, ''), "
+        "coalesce(p.quarantined, 0) FROM keys k JOIN ",
+        t.current, " c ON c.id=k.id LEFT JOIN ", t.next,
+        " n ON n.id=k.id LEFT JOIN key_problems p ON p.id=k.id");
+  }
 
   static StoredKey FromRow(const internal::Statement& q) {
     StoredKey k;
@@ -598,6 +551,163 @@ class SqliteKeystore final : public Keystore {
     k.problem = std::string(q.Text(6));
     k.quarantined = q.Int(7) != 0;
     return k;
+  }
+
+  // ReadWhere returns the keys that `where` selects, `bind` binding its
+  // parameters, in one read snapshot.
+  template <typename Bind>
+  absl::StatusOr<std::vector<StoredKey>> ReadWhere(std::string_view where, Bind&& bind) {
+    std::vector<StoredKey> out;
+    if (absl::Status done = InTransaction(
+            Txn::kRead,
+            [&](const internal::BlobTables& t) -> absl::Status {
+              HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare(StrCat(Select(t), " WHERE ", where)));
+              bind(q);
+              while (true) {
+                HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+                if (!row) break;
+                out.push_back(FromRow(q));
+              }
+              return absl::OkStatus();
+            });
+        !done.ok()) {
+      return done;
+    }
+    return out;
+  }
+
+  // FindRow returns the key called `name`, or std::nullopt, in the open
+  // transaction.
+  absl::StatusOr<std::optional<StoredKey>> FindRow(const internal::BlobTables& t,
+                                                   std::string_view name) {
+    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare(StrCat(Select(t), " WHERE k.name=?")));
+    q.Bind(1, name, false);
+    HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return std::optional<StoredKey>();
+    return std::optional<StoredKey>(FromRow(q));
+  }
+
+  // InsertKeys inserts `keys` in the open transaction: the key, its blob in
+  // the current generation and any pending blob in the next.
+  absl::Status InsertKeys(const internal::BlobTables& t, const std::vector<PlacedKey>& keys) {
+    HSMSIM_ASSIGN_OR_RETURN(auto name, db_->Prepare("INSERT INTO keys(name) VALUES(?)"));
+    HSMSIM_ASSIGN_OR_RETURN(auto blob, db_->Prepare(StrCat("INSERT INTO ", t.current,
+                                                           "(id, blob, wkid) VALUES(?,?,?)")));
+    HSMSIM_ASSIGN_OR_RETURN(auto pending, db_->Prepare(StrCat("INSERT INTO ", t.next,
+                                                              "(id, blob, wkid) VALUES(?,?,?)")));
+    for (const PlacedKey& k : keys) {
+      name.Bind(1, k.name, false);
+      if (absl::Status run = name.Run(); !run.ok()) {
+        if (ReasonOf(run) == reason::kKeyExists) {
+          return Error(absl::StatusCode::kAlreadyExists, reason::kKeyExists,
+                       StrCat("a key named '", k.name, "' already exists in ", db_->path()));
+        }
+        return run;
+      }
+      const int64_t id = sqlite3_last_insert_rowid(db_->handle());
+      blob.Bind(1, id).Bind(2, k.blob).Bind(3, k.wkid);
+      HSMSIM_RETURN_IF_ERROR(blob.Run());
+      if (!k.pending_blob.empty()) {
+        pending.Bind(1, id).Bind(2, k.pending_blob).Bind(3, k.pending_wkid);
+        HSMSIM_RETURN_IF_ERROR(pending.Run());
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // StorePendingIn appends `rewrapped` to the next generation and counts
+  // them in the journal, in the open transaction.
+  absl::Status StorePendingIn(const internal::BlobTables& t,
+                              const std::vector<RewrappedKey>& rewrapped) {
+    HSMSIM_ASSIGN_OR_RETURN(auto insert, db_->Prepare(StrCat("INSERT OR REPLACE INTO ", t.next,
+                                                             "(id, blob, wkid) VALUES(?,?,?)")));
+    for (const RewrappedKey& r : rewrapped) {
+      insert.Bind(1, r.id).Bind(2, r.blob).Bind(3, r.wkid);
+      HSMSIM_RETURN_IF_ERROR(insert.Run());
+    }
+    HSMSIM_ASSIGN_OR_RETURN(
+        auto journal,
+        db_->Prepare("UPDATE rotation_journal SET keys_done=keys_done+?, updated_at=?"));
+    journal.Bind(1, static_cast<int64_t>(rewrapped.size())).Bind(2, NowUtc(), false);
+    return journal.Run();
+  }
+
+  // SwitchGeneration makes the next generation current in the open
+  // transaction (PromotePending): pending blobs under another WKID than
+  // `target_wkid` are dropped first; keys without a pending blob get their
+  // blob copied over (none, when re-encryption went through every key);
+  // the generation number moves on; the old generation is emptied.
+  // `promoted` is the number of pending blobs that became blobs.
+  absl::Status SwitchGeneration(const internal::BlobTables& t, std::string_view target_wkid,
+                                int64_t& promoted) {
+    HSMSIM_ASSIGN_OR_RETURN(auto other,
+                            db_->Prepare(StrCat("DELETE FROM ", t.next, " WHERE wkid<>?")));
+    other.Bind(1, target_wkid);
+    HSMSIM_RETURN_IF_ERROR(other.Run());
+    HSMSIM_ASSIGN_OR_RETURN(promoted, CountRows(StrCat("SELECT count(*) FROM ", t.next)));
+    if (promoted == 0) return absl::OkStatus();
+    HSMSIM_ASSIGN_OR_RETURN(int64_t keys, CountRows("SELECT count(*) FROM keys"));
+    if (promoted < keys) {
+      HSMSIM_RETURN_IF_ERROR(db_->Exec(StrCat(
+          "INSERT INTO ", t.next, "(id, blob, wkid) SELECT id, blob, wkid FROM ", t.current,
+          " c WHERE NOT EXISTS (SELECT 1 FROM ", t.next, " x WHERE x.id=c.id) ORDER BY id")));
+    }
+    HSMSIM_RETURN_IF_ERROR(
+        db_->Exec("UPDATE meta SET value=CAST(value AS INTEGER)+1 WHERE key='blob_generation'"));
+    return db_->Exec(StrCat("DELETE FROM ", t.current));
+  }
+
+  // CountPairs counts the keys per (blob WKID, pending WKID), sorted, in
+  // the open transaction. One pass in key order; the few distinct pairs
+  // are kept in `out`.
+  absl::Status CountPairs(const internal::BlobTables& t, std::vector<WkidPairCount>& out) {
+    HSMSIM_ASSIGN_OR_RETURN(
+        auto q, db_->Prepare(StrCat("SELECT c.wkid, n.wkid FROM ", t.current, " c LEFT JOIN ",
+                                    t.next, " n ON n.id=c.id")));
+    size_t last = 0;
+    while (true) {
+      HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      const std::string_view wkid = q.Text(0);
+      const std::string_view pending = q.Text(1);
+      if (last >= out.size() || out[last].wkid != wkid || out[last].pending_wkid != pending) {
+        last =
+            static_cast<size_t>(std::find_if(out.begin(), out.end(),
+                                             [&](const WkidPairCount& c) {
+                                               return c.wkid == wkid && c.pending_wkid == pending;
+                                             }) -
+                                out.begin());
+        if (last == out.size())
+          out.push_back(WkidPairCount{std::string(wkid), std::string(pending), 0});
+      }
+      ++out[last].count;
+    }
+    std::sort(out.begin(), out.end(), [](const WkidPairCount& a, const WkidPairCount& b) {
+      return std::tie(a.wkid, a.pending_wkid) < std::tie(b.wkid, b.pending_wkid);
+    });
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int64_t> CountRows(std::string_view sql) {
+    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare(sql));
+    HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+    return row ? q.Int(0) : 0;
+  }
+
+  // Reserve reserves `count` key numbers for `prefix` in the open
+  // transaction (ReserveKeyNumbers); `first` is the first.
+  absl::Status Reserve(std::string_view prefix, int64_t count, int64_t& first) {
+    HSMSIM_ASSIGN_OR_RETURN(int64_t highest, HighestKeyNumber(prefix));
+    const std::string meta_key = StrCat("reserved_key_number:", prefix);
+    HSMSIM_ASSIGN_OR_RETURN(auto reserved, db_->Prepare("SELECT value FROM meta WHERE key=?"));
+    reserved.Bind(1, meta_key, false);
+    HSMSIM_ASSIGN_OR_RETURN(bool row, reserved.Step());
+    if (row) highest = std::max(highest, reserved.Int(0));  // TEXT, read as an integer
+    first = highest + 1;
+    HSMSIM_ASSIGN_OR_RETURN(auto update,
+                            db_->Prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)"));
+    update.Bind(1, meta_key, false).Bind(2, std::to_string(first + count - 1), false);
+    return update.Run();
   }
 
   std::string LockPath() const { return StrCat(db_->path(), ".rotation-lock"); }
@@ -617,16 +727,6 @@ class SqliteKeystore final : public Keystore {
     return highest;
   }
 
-  absl::StatusOr<std::vector<StoredKey>> Collect(internal::Statement& q) {
-    std::vector<StoredKey> out;
-    while (true) {
-      HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      out.push_back(FromRow(q));
-    }
-    return out;
-  }
-
   // Finish commits when `s` is OK, else rolls back and returns `s`.
   absl::Status Finish(const absl::Status& s) {
     if (!s.ok()) {
@@ -637,7 +737,7 @@ class SqliteKeystore final : public Keystore {
   }
 
   std::unique_ptr<internal::Database> db_;
-  int64_t promote_cursor_ = 0;  // PromotePending's position
+  bool full_sync_ = true;  // the connection's synchronous setting (Sync)
 };
 
 }  // namespace
@@ -692,6 +792,12 @@ absl::StatusOr<std::unique_ptr<Keystore>> OpenSqliteKeystore(const std::string& 
   auto store = std::make_unique<SqliteKeystore>(std::move(db));
   HSMSIM_RETURN_IF_ERROR(store->Init(create));
   return std::unique_ptr<Keystore>(std::move(store));
+}
+
+absl::StatusOr<KeystoreMigration> MigrateSqliteKeystore(const std::string& path) {
+  HSMSIM_ASSIGN_OR_RETURN(auto db, internal::Database::Open(path, false));
+  SqliteKeystore store(std::move(db));
+  return store.Migrate();
 }
 
 }  // namespace hsmsim::host

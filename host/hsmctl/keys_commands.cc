@@ -1,5 +1,6 @@
 // hsmctl keys create | list | show | wrap | unwrap | verify | quarantine |
 // upgrade.
+#include <iomanip>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -512,6 +513,53 @@ int RunUpgrade(Invocation& inv) {
   return failed == 0 ? kExitOk : kExitRefused;
 }
 
+// RunMigrate brings the fleet's keystore to the schema version this hsmctl
+// reads (host::MigrateSqliteKeystore); contacts no unit.
+int RunMigrate(Invocation& inv) {
+  auto m = host::LoadFleetManifest(FleetDir(inv));
+  if (!m.ok()) return Fail(inv, m.status());
+  const std::string path = KeystorePath(inv, *m);
+  const auto start = Clock::now();
+  auto done = host::MigrateSqliteKeystore(path);
+  if (!done.ok()) return Fail(inv, done.status());
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const bool changed = done->from_version != done->to_version;
+  if (inv.json) {
+    std::cout << json{{"command", "keys migrate"},
+                      {"ok", true},
+                      {"keystore", path},
+                      {"from_version", done->from_version},
+                      {"to_version", done->to_version},
+                      {"migrated", changed},
+                      {"keys", done->keys},
+                      {"pending_blobs", done->pending_blobs},
+                      {"seconds", seconds}}
+                     .dump(2)
+              << "\n";
+    return kExitOk;
+  }
+  if (!changed) {
+    std::cout << "keystore " << path << ": already at schema version " << done->to_version << " ("
+              << done->keys << " key(s)); nothing to do\n";
+    return kExitOk;
+  }
+  std::cout << "keystore " << path << ": migrated from schema version " << done->from_version
+            << " to " << done->to_version << ": " << done->keys << " key(s), "
+            << done->pending_blobs << " pending blob(s) of an open rotation kept (" << std::fixed
+            << std::setprecision(1) << seconds << " s)\n";
+  return kExitOk;
+}
+
+// AddMigrateCommand registers keys migrate.
+void AddMigrateCommand(CLI::App& keys, Invocation& inv) {
+  CLI::App* migrate = keys.add_subcommand(
+      "migrate",
+      "Bring the keystore to the schema version this hsmctl reads (once, keeping every key)");
+  AddFleetOption(migrate, inv);
+  AddJsonOption(migrate, inv);
+  migrate->callback([&inv] { inv.action = [&inv] { return RunMigrate(inv); }; });
+}
+
 }  // namespace
 
 void AddKeysCommands(CLI::App& app, Invocation& inv) {
@@ -551,6 +599,8 @@ void AddKeysCommands(CLI::App& app, Invocation& inv) {
   AddJsonOption(show, inv);
   show->callback(
       [&inv, show_name] { inv.action = [&inv, show_name] { return RunShow(inv, *show_name); }; });
+
+  AddMigrateCommand(*keys, inv);
 
   auto name = std::make_shared<std::string>();
   CLI::App* wrap = keys->add_subcommand(

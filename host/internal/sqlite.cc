@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
 #include "common/reasons.h"
 #include "common/status.h"
@@ -37,6 +38,16 @@ absl::Status CreatePrivateFile(const std::string& path) {
   return absl::OkStatus();
 }
 
+// ConfigureSqliteOnce turns off SQLite's memory statistics, which take a
+// global mutex on every allocation (SQLITE_CONFIG_MEMSTATUS,
+// https://sqlite.org/c3ref/c_config_covering_index_scan.html). It must come
+// before SQLite initializes; if something else initialized it first, the
+// call fails harmlessly and the statistics stay on.
+void ConfigureSqliteOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path, bool create) {
@@ -49,7 +60,10 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path
   }
   if (create) HSMSIM_RETURN_IF_ERROR(CreatePrivateFile(path));
   sqlite3* db = nullptr;
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+  ConfigureSqliteOnce();
+  // A Database is used from one thread at a time (sqlite.h): no mutex on
+  // every call (SQLite's multi-thread mode, https://sqlite.org/threadsafe.html).
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
   std::unique_ptr<Database> out(new Database(db, path));
   if (rc != SQLITE_OK) return out->Error("cannot open");

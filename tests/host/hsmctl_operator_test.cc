@@ -6,6 +6,7 @@
 // hsmsim-unit processes on ephemeral loopback ports; every test stops its
 // units (FleetGuard).
 #include <gmock/gmock.h>
+#include <sqlite3.h>
 #include <gtest/gtest.h>
 
 #include <map>
@@ -167,6 +168,64 @@ TEST_F(HsmctlOperatorTest, KeysShowOneKey) {
   RunResult unknown = Hsmctl({"keys", "show", "key-999"});
   EXPECT_EQ(unknown.exit_code, 4) << Describe(unknown);
   EXPECT_THAT(unknown.err, HasSubstr("NO_SUCH_KEY: no key named 'key-999'"));
+}
+
+// A keystore written before blob generations (schema version 1) is refused
+// with the command that migrates it; hsmctl keys migrate keeps every key
+// usable on every unit, and a second run changes nothing.
+TEST_F(HsmctlOperatorTest, Version1KeystoreIsMigratedOnceAndEveryKeyStillVerifies) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  // Rewrite the keystore in the version-1 layout (each key's blob in its
+  // keys row), as an hsmctl before blob generations left it.
+  constexpr char kToVersion1[] = R"sql(
+BEGIN;
+CREATE TABLE keys_v1(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, blob BLOB NOT NULL,
+                     wkid BLOB NOT NULL, pending_blob BLOB, pending_wkid BLOB);
+INSERT INTO keys_v1 SELECT k.id, k.name, c.blob, c.wkid, NULL, NULL
+  FROM keys k JOIN blobs_0 c ON c.id=k.id;
+DROP TABLE keys;
+ALTER TABLE keys_v1 RENAME TO keys;
+CREATE INDEX keys_by_wkid ON keys(wkid, id);
+DROP TABLE blobs_0;
+DROP TABLE blobs_1;
+DELETE FROM meta WHERE key='blob_generation';
+UPDATE meta SET value='1' WHERE key='schema_version';
+COMMIT;
+)sql";
+  const std::string path = fleet_ + "/keystore.db";
+  ASSERT_TRUE(fs::exists(path));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, kToVersion1, nullptr, nullptr, &err);
+  const std::string error = err ? err : "";
+  sqlite3_free(err);
+  sqlite3_close(db);
+  ASSERT_EQ(rc, SQLITE_OK) << error;
+
+  RunResult refused = Hsmctl({"keys", "verify"});
+  EXPECT_NE(refused.exit_code, 0) << Describe(refused);
+  EXPECT_THAT(refused.err, HasSubstr("UNSUPPORTED_KEYSTORE_VERSION"));
+  EXPECT_THAT(refused.err, HasSubstr("schema version 1"));
+  EXPECT_THAT(refused.err, HasSubstr("hsmctl keys migrate"));
+
+  RunResult migrate = Hsmctl({"keys", "migrate"});
+  ASSERT_EQ(migrate.exit_code, 0) << Describe(migrate);
+  EXPECT_THAT(migrate.out, HasSubstr("migrated from schema version 1 to 2: 20 key(s)"));
+
+  RunResult verify = Hsmctl({"keys", "verify", "--json"});
+  ASSERT_EQ(verify.exit_code, 0) << Describe(verify);
+  json v = json::parse(verify.out);
+  EXPECT_EQ(v["keys"], 20);
+  EXPECT_EQ(v["failed"], 0);
+
+  RunResult again = Hsmctl({"keys", "migrate", "--json"});
+  ASSERT_EQ(again.exit_code, 0) << Describe(again);
+  json a = json::parse(again.out);
+  EXPECT_EQ(a["migrated"], false);
+  EXPECT_EQ(a["from_version"], 2);
+  EXPECT_EQ(a["keys"], 20);
 }
 
 // mk setimm by hand, with keys stored under CURRENT: a warning with the

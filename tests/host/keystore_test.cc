@@ -126,11 +126,137 @@ TEST_F(KeystoreTest, PendingBlobsThenPromotion) {
     if (c.pending_wkid == b_) pending += c.count;
   }
   EXPECT_EQ(pending, 4);
-  EXPECT_EQ(*store->PromotePending(b_, 3), 3);
-  EXPECT_EQ(*store->PromotePending(b_, 3), 1);
-  EXPECT_EQ(*store->PromotePending(b_, 3), 0);
+  EXPECT_EQ(*store->PromotePending(b_), 4);
+  EXPECT_EQ(*store->PromotePending(b_), 0) << "nothing is pending any more";
   EXPECT_EQ(store->ReadUnder(0, 100, a_)->size(), 6u);
   EXPECT_EQ(store->ReadUnder(0, 100, b_)->size(), 4u);
+  // The keys not re-encrypted kept their own blobs; none is pending.
+  auto all = store->ReadPage(0, 100);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 10u);
+  for (size_t i = 0; i < all->size(); ++i) {
+    const StoredKey& k = (*all)[i];
+    EXPECT_EQ(k.blob, i < 4 ? std::string("new") : "blob" + std::to_string(i)) << k.name;
+    EXPECT_EQ(k.wkid, i < 4 ? b_ : a_) << k.name;
+    EXPECT_TRUE(k.pending_blob.empty() && k.pending_wkid.empty()) << k.name;
+  }
+}
+
+// Rotates every key of `store` from `from` to `to`: each blob becomes
+// BLOB + "/" + tag.
+void RotateAll(Keystore& store, const std::string& from, const std::string& to,
+               const std::string& tag) {
+  RotationJournal j;
+  j.source_vp = from + std::string(16, 'x');
+  j.target_vp = to + std::string(16, 'y');
+  ASSERT_TRUE(store.WriteJournal(j).ok());
+  int64_t after = 0;
+  while (true) {
+    auto page = store.ReadNeedingRewrap(after, 7, from, to);
+    ASSERT_TRUE(page.ok()) << page.status();
+    if (page->empty()) break;
+    std::vector<RewrappedKey> done;
+    for (const StoredKey& k : *page) done.push_back(RewrappedKey{k.id, k.blob + "/" + tag, to});
+    after = page->back().id;
+    ASSERT_TRUE(store.StorePending(done).ok());
+  }
+  auto promoted = store.PromotePending(to);
+  ASSERT_TRUE(promoted.ok()) << promoted.status();
+}
+
+TEST_F(KeystoreTest, EveryKeyReencryptedSwitchesTheGenerationAndTheNextRotationUsesTheOther) {
+  auto store = Open();
+  ASSERT_TRUE(store->AddKeys(Keys(20, a_)).ok());
+  const std::string c = std::string(16, 'C');
+  // Three rotations: the blob tables alternate, each finalize switches.
+  RotateAll(*store, a_, b_, "1");
+  RotateAll(*store, b_, c, "2");
+  RotateAll(*store, c, a_, "3");
+  auto all = store->ReadPage(0, 100);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 20u);
+  for (size_t i = 0; i < all->size(); ++i) {
+    EXPECT_EQ((*all)[i].blob, "blob" + std::to_string(i) + "/1/2/3");
+    EXPECT_EQ((*all)[i].wkid, a_);
+    EXPECT_TRUE((*all)[i].pending_blob.empty());
+  }
+  auto counts = store->CountByWkid();
+  ASSERT_TRUE(counts.ok());
+  ASSERT_EQ(counts->size(), 1u);
+  EXPECT_EQ((*counts)[0].wkid, a_);
+  EXPECT_EQ((*counts)[0].count, 20);
+  // A keystore opened before the switches reads the blobs of now.
+  auto other = OpenSqliteKeystore(path_, false);
+  ASSERT_TRUE(other.ok());
+  RotateAll(*store, a_, b_, "4");
+  auto seen = (*other)->FindKey("k3");
+  ASSERT_TRUE(seen.ok() && seen->has_value());
+  EXPECT_EQ((*seen)->blob, "blob3/1/2/3/4");
+}
+
+TEST_F(KeystoreTest, PromotionDropsPendingBlobsUnderAnotherKeyAndKeepsTheirKeysBlobs) {
+  auto store = Open();
+  ASSERT_TRUE(store->AddKeys(Keys(4, a_)).ok());
+  auto page = store->ReadPage(0, 10);
+  ASSERT_TRUE(page.ok());
+  const std::string c = std::string(16, 'C');
+  ASSERT_TRUE(store
+                  ->StorePending({{(*page)[0].id, "to-b", b_},
+                                  {(*page)[1].id, "to-c", c},
+                                  {(*page)[2].id, "to-b", b_}})
+                  .ok());
+  EXPECT_EQ(*store->PromotePending(b_), 2);
+  auto all = store->ReadPage(0, 10);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ((*all)[0].blob, "to-b");
+  EXPECT_EQ((*all)[1].blob, "blob1") << "its pending blob under C was dropped, its blob kept";
+  EXPECT_EQ((*all)[1].wkid, a_);
+  EXPECT_TRUE((*all)[1].pending_blob.empty());
+  EXPECT_EQ((*all)[3].blob, "blob3");
+}
+
+TEST_F(KeystoreTest, KeysMadeDuringARotationAreFinalizedWithTheOthers) {
+  auto store = Open();
+  ASSERT_TRUE(store->AddKeys(Keys(3, a_)).ok());
+  RotationJournal j;
+  j.source_vp = a_ + std::string(16, 'x');
+  j.target_vp = b_ + std::string(16, 'y');
+  ASSERT_TRUE(store->WriteJournal(j).ok());
+  auto planned = store->ReadJournal();
+  ASSERT_TRUE(planned.ok());
+  ASSERT_TRUE(store->AddKeysPlanned({PlacedKey{"late", "old", a_, "new", b_}}, *planned).ok());
+  auto todo = store->ReadNeedingRewrap(0, 100, a_, b_);
+  ASSERT_TRUE(todo.ok());
+  ASSERT_EQ(todo->size(), 3u) << "the new key already has its blob under the target";
+  std::vector<RewrappedKey> done;
+  for (const StoredKey& k : *todo) done.push_back(RewrappedKey{k.id, "re", b_});
+  ASSERT_TRUE(store->StorePending(done).ok());
+  EXPECT_EQ(*store->PromotePending(b_), 4);
+  auto late = store->FindKey("late");
+  ASSERT_TRUE(late.ok() && late->has_value());
+  EXPECT_EQ((*late)->blob, "new");
+  EXPECT_EQ((*late)->wkid, b_);
+}
+
+TEST_F(KeystoreTest, ReplacedBlobsAndAbandonedRotationsLeaveNoPendingBlob) {
+  auto store = Open();
+  ASSERT_TRUE(store->AddKeys(Keys(3, a_)).ok());
+  auto page = store->ReadPage(0, 10);
+  ASSERT_TRUE(page.ok());
+  ASSERT_TRUE(store->StorePending({{(*page)[0].id, "p0", b_}, {(*page)[1].id, "p1", b_}}).ok());
+  ASSERT_TRUE(store->ReplaceBlobs({{(*page)[0].id, "replaced", b_}}).ok());
+  auto k0 = store->FindKey("k0");
+  ASSERT_TRUE(k0.ok() && k0->has_value());
+  EXPECT_EQ((*k0)->blob, "replaced");
+  EXPECT_TRUE((*k0)->pending_blob.empty());
+  auto dropped = store->AbandonRotation(b_);
+  ASSERT_TRUE(dropped.ok());
+  EXPECT_EQ(*dropped, 1);
+  auto k1 = store->FindKey("k1");
+  ASSERT_TRUE(k1.ok() && k1->has_value());
+  EXPECT_EQ((*k1)->blob, "blob1");
+  EXPECT_TRUE((*k1)->pending_blob.empty());
+  EXPECT_EQ(*store->PromotePending(b_), 0);
 }
 
 TEST_F(KeystoreTest, JournalSurvivesReopen) {
@@ -176,7 +302,7 @@ TEST_F(KeystoreTest, NewerSchemaRefused) {
   { Open(); }
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value='2' WHERE key='schema_version'", nullptr,
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value='3' WHERE key='schema_version'", nullptr,
                          nullptr, nullptr),
             SQLITE_OK);
   sqlite3_close(db);

@@ -860,8 +860,9 @@ class HookBeforeFirstStore final : public Keystore {
   absl::Status ReplaceBlobs(const std::vector<RewrappedKey>& rewrapped) override {
     return inner_.ReplaceBlobs(rewrapped);
   }
-  absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid, int64_t limit) override {
-    return inner_.PromotePending(target_wkid, limit);
+  absl::Status Flush() override { return inner_.Flush(); }
+  absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid) override {
+    return inner_.PromotePending(target_wkid);
   }
   absl::Status RecordBlobProblems(const std::vector<BlobProblem>& problems) override {
     return inner_.RecordBlobProblems(problems);
