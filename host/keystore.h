@@ -269,6 +269,11 @@ class Keystore {
   virtual absl::Status ClearRotationError() = 0;
   virtual absl::StatusOr<std::optional<RotationError>> ReadRotationError() = 0;
 
+  // Reopen opens another connection to the same keystore, for another
+  // thread (host/rewrap_prefetch.h); owned by the caller. Errors: the
+  // store's, as OpenSqliteKeystore's.
+  virtual absl::StatusOr<std::unique_ptr<Keystore>> Reopen() = 0;
+
   virtual const std::string& location() const = 0;
 };
 

@@ -13,6 +13,7 @@
 #include "crypto/verification_pattern.h"
 #include "host/batch_fanout.h"
 #include "host/master_key_id.h"
+#include "host/rewrap_prefetch.h"
 #include "host/signed_command.h"
 #include "host/straggler_upgrade.h"
 #include "proto/wire/blob_format.h"
@@ -23,6 +24,9 @@ namespace hsmsim::host {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Pages of keys read ahead of the re-encryption fan-out (each a batch).
+constexpr size_t kPrefetchPages = 4;
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -448,11 +452,22 @@ absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
   BatchFanout fanout(ready, fanout_options);
   RewrapBatches batches(RewrapKind::kCurrentToNew, options_.batch_size);
   fanout.SetSplit([&batches](const BatchFanout::Batch& b) { return batches.Split(b); });
+  // The keys to re-encrypt are read on a thread of their own when the
+  // keystore gives it a connection; else here, between batches.
+  std::unique_ptr<RewrapPrefetcher> prefetch;
+  if (absl::StatusOr<std::unique_ptr<Keystore>> reader = keystore_.Reopen(); reader.ok()) {
+    prefetch = std::make_unique<RewrapPrefetcher>(std::move(*reader), source_wkid, target_wkid,
+                                                  options_.batch_size, kPrefetchPages);
+  }
   int64_t after_id = 0;
   auto next = [&]() -> absl::StatusOr<std::optional<BatchFanout::Batch>> {
-    HSMSIM_ASSIGN_OR_RETURN(
-        std::vector<StoredKey> page,
-        keystore_.ReadNeedingRewrap(after_id, batches.batch_size(), source_wkid, target_wkid));
+    std::vector<StoredKey> page;
+    if (prefetch) {
+      HSMSIM_ASSIGN_OR_RETURN(page, prefetch->Take(batches.batch_size()));
+    } else {
+      HSMSIM_ASSIGN_OR_RETURN(page, keystore_.ReadNeedingRewrap(after_id, batches.batch_size(),
+                                                                source_wkid, target_wkid));
+    }
     if (page.empty()) return std::nullopt;
     after_id = page.back().id;
     return batches.Make(page);

@@ -471,6 +471,10 @@ class SqliteKeystore final : public Keystore {
     return std::optional<RotationError>(std::move(e));
   }
 
+  absl::StatusOr<std::unique_ptr<Keystore>> Reopen() override {
+    return OpenSqliteKeystore(db_->path(), false);
+  }
+
   const std::string& location() const override { return db_->path(); }
 
  private:

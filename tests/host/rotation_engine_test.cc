@@ -861,6 +861,7 @@ class HookBeforeFirstStore final : public Keystore {
     return inner_.ReplaceBlobs(rewrapped);
   }
   absl::Status Flush() override { return inner_.Flush(); }
+  absl::StatusOr<std::unique_ptr<Keystore>> Reopen() override { return inner_.Reopen(); }
   absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid) override {
     return inner_.PromotePending(target_wkid);
   }
