@@ -13,6 +13,7 @@
 #include "crypto/verification_pattern.h"
 #include "host/batch_fanout.h"
 #include "host/master_key_id.h"
+#include "host/pending_writer.h"
 #include "host/rewrap_prefetch.h"
 #include "host/signed_command.h"
 #include "host/straggler_upgrade.h"
@@ -25,8 +26,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Pages of keys read ahead of the re-encryption fan-out (each a batch).
+// Pages of keys read ahead of the re-encryption fan-out (each a batch), and
+// re-encrypted batches waiting for the keystore writer.
 constexpr size_t kPrefetchPages = 4;
+constexpr size_t kWriterQueue = 4;
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -455,9 +458,20 @@ absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
   // The keys to re-encrypt are read on a thread of their own when the
   // keystore gives it a connection; else here, between batches.
   std::unique_ptr<RewrapPrefetcher> prefetch;
-  if (absl::StatusOr<std::unique_ptr<Keystore>> reader = keystore_.Reopen(); reader.ok()) {
-    prefetch = std::make_unique<RewrapPrefetcher>(std::move(*reader), source_wkid, target_wkid,
-                                                  options_.batch_size, kPrefetchPages);
+  if (options_.keystore_threads) {
+    if (absl::StatusOr<std::unique_ptr<Keystore>> reader = keystore_.Reopen(); reader.ok()) {
+      prefetch = std::make_unique<RewrapPrefetcher>(std::move(*reader), source_wkid, target_wkid,
+                                                    options_.batch_size, kPrefetchPages);
+    }
+  }
+  // With the reads on their own connection, this one is the writer's: the
+  // re-encrypted batches are stored on a thread of their own, each followed
+  // by its checkpoint, while this thread drives the fan-out.
+  std::unique_ptr<PendingWriter> writer;
+  if (prefetch) {
+    writer = std::make_unique<PendingWriter>(
+        keystore_, journal.keys_done, kWriterQueue,
+        [this](int64_t done) { return Checkpoint("reencrypt-batch-stored", done); });
   }
   int64_t after_id = 0;
   auto next = [&]() -> absl::StatusOr<std::optional<BatchFanout::Batch>> {
@@ -479,7 +493,12 @@ absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
         TakeRewrapped(RewrapKind::kCurrentToNew, response, batches.Keys(batch.tag), target_wkid,
                       fanout.channel(lane).name(), failed));
     batches.Forget(batch.tag);
-    if (absl::Status stored = StoreRewrapped(rewrapped, journal, report); !stored.ok()) {
+    if (writer) {
+      if (absl::Status queued = writer->Push(std::move(rewrapped)); !queued.ok()) {
+        fanout.Stop(queued);
+      }
+      journal.keys_done = writer->keys_done();
+    } else if (absl::Status stored = StoreRewrapped(rewrapped, journal, report); !stored.ok()) {
       fanout.Stop(stored);
     }
     if (SecondsSince(last_progress) >= 0.2) {
@@ -488,7 +507,14 @@ absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
     }
     return absl::OkStatus();
   };
-  return fanout.Run(next, handle, options_.say);
+  absl::Status ran = fanout.Run(next, handle, options_.say);
+  if (!writer) return ran;
+  // What is queued is stored (also after a unit's error: the progress is
+  // kept), unless the writer stopped on its own error or checkpoint.
+  absl::Status stored = writer->Finish();
+  journal.keys_done = writer->keys_done();
+  report.keys_rewrapped += writer->keys_stored();
+  return stored.ok() ? ran : stored;
 }
 
 absl::Status RotationEngine::StoreRewrapped(const std::vector<RewrappedKey>& rewrapped,

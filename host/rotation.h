@@ -131,6 +131,13 @@ struct RotationOptions {
   // HSMSIM_TEST_CRASH_AT in docs/reliability.md) or to stop an in-process
   // engine (tests/host/rotation_engine_test.cc). May be empty.
   std::function<absl::Status(std::string_view point, int64_t keys_done)> checkpoint;
+  // Re-encryption reads the keystore and stores its batches on threads of
+  // their own (host/rewrap_prefetch.h, host/pending_writer.h; the
+  // "reencrypt-batch-stored" checkpoint then runs on the writer's thread,
+  // a few batches behind the fan-out). false: both between batches on the
+  // calling thread, each checkpoint in step with the fan-out (tests that
+  // act on a unit at a checkpoint and expect the fan-out to see it).
+  bool keystore_threads = true;
 };
 
 // Figures of one run, for the report and for benchmarks.

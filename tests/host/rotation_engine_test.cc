@@ -199,8 +199,10 @@ class RotationEngineTest : public ::testing::Test {
 
   // Engine returns an engine as hsmctl makes one; `checkpoint` may be empty.
   std::unique_ptr<RotationEngine> Engine(
-      std::function<absl::Status(std::string_view, int64_t)> checkpoint = nullptr) {
+      std::function<absl::Status(std::string_view, int64_t)> checkpoint = nullptr,
+      bool keystore_threads = true) {
     RotationOptions options;
+    options.keystore_threads = keystore_threads;
     options.batch_size = kBatch;
     options.in_flight_per_unit = 4;
     options.say = [this](std::string_view line) { said_.emplace_back(line); };
@@ -478,10 +480,13 @@ INSTANTIATE_TEST_SUITE_P(Faults, ReencryptFaultTest, ::testing::ValuesIn(Reencry
                          [](const auto& param_info) { return param_info.param.name; });
 
 TEST_F(RotationEngineTest, UnitHangingMidWayTimesOutIsDroppedAndOthersFinish) {
-  auto engine = Engine([&](std::string_view point, int64_t) {
-    if (point == "reencrypt-batch-stored") unit(2).Hang();
-    return absl::OkStatus();
-  });
+  // In step: unit2 hangs while it still has batches to answer.
+  auto engine = Engine(
+      [&](std::string_view point, int64_t) {
+        if (point == "reencrypt-batch-stored") unit(2).Hang();
+        return absl::OkStatus();
+      },
+      /*keystore_threads=*/false);
   RotationReport report;
   absl::Status first = Rotate(*engine, report);
   EXPECT_TRUE(Said("unit unit2 dropped from re-encryption: UNIT_TIMEOUT"));
@@ -501,16 +506,19 @@ TEST_F(RotationEngineTest, UnitAnsweringWithWrongTargetWkidIsNeverStored) {
   std::vector<SecretBytes> other_parts;
   const std::string other_vp = MakeKey(&other_parts);
   bool replaced = false;
-  auto engine = Engine([&](std::string_view point, int64_t) {
-    if (point == "reencrypt-batch-stored" && !replaced) {
-      replaced = true;
-      v1::Command clear;
-      clear.mutable_clear_new_master_key();
-      EXPECT_TRUE(IssueCommand(unit(2), clear, signers_).ok());
-      EXPECT_TRUE(LoadAndCommit(unit(2), other_parts, other_vp).ok());
-    }
-    return absl::OkStatus();
-  });
+  // In step: unit2's NEW changes while it still has batches to answer.
+  auto engine = Engine(
+      [&](std::string_view point, int64_t) {
+        if (point == "reencrypt-batch-stored" && !replaced) {
+          replaced = true;
+          v1::Command clear;
+          clear.mutable_clear_new_master_key();
+          EXPECT_TRUE(IssueCommand(unit(2), clear, signers_).ok());
+          EXPECT_TRUE(LoadAndCommit(unit(2), other_parts, other_vp).ok());
+        }
+        return absl::OkStatus();
+      },
+      /*keystore_threads=*/false);
   RotationReport report;
   absl::Status first = Rotate(*engine, report);
   EXPECT_EQ(ReasonOf(first), "NEW_REGISTER_LOST") << first;
