@@ -9,6 +9,7 @@
 #include "common/str_cat.h"
 #include "host/fleet_launcher.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/json_reports.h"
 #include "host/unit_client.h"
 
 namespace hsmsim::hsmctl {
@@ -195,17 +196,24 @@ UnitOutcome StatusOfUnit(const host::FleetUnit& unit, const host::UnitClientOpti
   return o;
 }
 
-int RunFleetStatus(Invocation& inv) {
-  auto manifest = host::LoadFleetManifest(FleetDir(inv));
-  if (!manifest.ok()) return Fail(inv, manifest.status());
+// FleetStatusOutcomes reads every unit of `manifest` for fleet status.
+std::vector<UnitOutcome> FleetStatusOutcomes(const Invocation& inv,
+                                             const host::FleetManifest& manifest) {
   host::UnitClientOptions options;
   options.timeout = std::chrono::milliseconds(inv.timeout_ms);
   options.idempotent_attempts = 1;
   std::vector<UnitOutcome> outcomes;
-  for (const host::FleetUnit& unit : manifest->units) {
+  for (const host::FleetUnit& unit : manifest.units) {
     outcomes.push_back(StatusOfUnit(unit, options));
   }
-  return ReportOutcomes(inv, "fleet status", outcomes, json{{"instance", manifest->instance}});
+  return outcomes;
+}
+
+int RunFleetStatus(Invocation& inv) {
+  auto manifest = host::LoadFleetManifest(FleetDir(inv));
+  if (!manifest.ok()) return Fail(inv, manifest.status());
+  return ReportOutcomes(inv, "fleet status", FleetStatusOutcomes(inv, *manifest),
+                        json{{"instance", manifest->instance}});
 }
 
 // RunFleetStart starts every unit of a stopped fleet again on its state
@@ -350,6 +358,12 @@ void AddFleetStart(CLI::App* fleet, Invocation& inv) {
 }
 
 }  // namespace
+
+absl::StatusOr<json> FleetStatusReport(const Invocation& inv) {
+  HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
+  return OutcomesJson("fleet status", FleetStatusOutcomes(inv, manifest),
+                      json{{"instance", manifest.instance}});
+}
 
 void AddFleetCommands(CLI::App& app, Invocation& inv) {
   CLI::App* fleet = app.add_subcommand("fleet", "Launch, stop and inspect a local fleet of units");
