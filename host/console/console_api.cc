@@ -3,10 +3,12 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <string_view>
 
 #include "common/check.h"
 #include "common/reasons.h"
+#include "common/status.h"
 
 namespace hsmsim::console {
 namespace {
@@ -74,8 +76,12 @@ ConsolePage ComposePage(std::string_view html, std::string_view style, std::stri
   return page;
 }
 
-ConsoleApi::ConsoleApi(AccessToken token, ConsolePage page, std::function<void()> refresh)
-    : token_(std::move(token)), page_(std::move(page)), refresh_(std::move(refresh)) {
+ConsoleApi::ConsoleApi(AccessToken token, ConsolePage page, std::function<void()> refresh,
+                       ConsoleActions actions)
+    : token_(std::move(token)),
+      page_(std::move(page)),
+      refresh_(std::move(refresh)),
+      actions_(std::move(actions)) {
   views_ = json::object();
 }
 
@@ -117,6 +123,37 @@ HttpResponse ConsoleApi::Unauthorized() const {
   return r;
 }
 
+HttpResponse ConsoleApi::SelectUnits(const HttpRequest& request) const {
+  // JSON only: a form or a text/plain body (what a page of another site
+  // could send without asking) is not even read.
+  if (request.content_type.rfind("application/json", 0) != 0) {
+    return Json(415, json{{"ok", false}, {"message", "the body must be application/json"}});
+  }
+  const json body = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  const bool valid = body.is_object() && body.contains("units") && body["units"].is_array() &&
+                     !body["units"].empty() && body["units"].size() <= 64 &&
+                     body.contains("selected") && body["selected"].is_boolean() &&
+                     std::all_of(body["units"].begin(), body["units"].end(),
+                                 [](const json& u) { return u.is_string(); });
+  if (!valid) {
+    return Json(400, json{{"ok", false},
+                          {"message",
+                           "the body must be {\"units\": [NAME, ...] (1 to 64 names), "
+                           "\"selected\": true|false}"}});
+  }
+  auto done = actions_.select_units(body["units"].get<std::vector<std::string>>(),
+                                    body["selected"].get<bool>());
+  if (refresh_) refresh_();
+  if (!done.ok()) {
+    return Json(422, json{{"ok", false},
+                          {"error",
+                           {{"code", static_cast<int>(done.status().code())},
+                            {"reason", ReasonOf(done.status())},
+                            {"message", std::string(done.status().message())}}}});
+  }
+  return Json(200, *done);
+}
+
 HttpResponse ConsoleApi::Handle(const HttpRequest& request) const {
   const auto [path, query] = SplitTarget(request.target);
   const bool is_page = path == "/" || path == "/index.html";
@@ -153,6 +190,10 @@ HttpResponse ConsoleApi::Handle(const HttpRequest& request) const {
     if (request.method != "POST") return method_not_allowed("POST");
     if (refresh_) refresh_();
     return Json(202, json{{"ok", true}});
+  }
+  if (path == "/api/units/select" && actions_.select_units) {
+    if (request.method != "POST") return method_not_allowed("POST");
+    return SelectUnits(request);
   }
   if (path == "/api/snapshot") {
     if (!get) return method_not_allowed("GET");

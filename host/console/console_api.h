@@ -13,17 +13,21 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "host/console/access_token.h"
 
 namespace hsmsim::console {
 
 // HttpRequest is what ConsoleApi needs of a request: the method ("GET"),
-// the target as sent ("/api/units", "/?token=..."), and the Authorization
-// header's value (empty when absent). Cookies are never read.
+// the target as sent ("/api/units", "/?token=..."), the Authorization
+// header's value (empty when absent), and the Content-Type and body of a
+// POST. Cookies are never read.
 struct HttpRequest {
   std::string method;
   std::string target;
   std::string authorization;
+  std::string content_type;
+  std::string body;
 };
 
 // HttpResponse is a whole answer (status, Content-Type, extra headers,
@@ -63,15 +67,27 @@ struct ConsolePage {
 // origin, no other inline code, no external fetch.
 ConsolePage ComposePage(std::string_view html, std::string_view style, std::string_view script);
 
+// ConsoleActions are the changes the page may ask for, each done by the
+// code of the hsmctl command that does it (null: not offered, 404).
+struct ConsoleActions {
+  // `hsmctl unit add` (`selected`) or `unit rm` of `units`: returns that
+  // command's --json document, or its error.
+  std::function<absl::StatusOr<nlohmann::json>(const std::vector<std::string>& units,
+                                               bool selected)>
+      select_units;
+};
+
 // ConsoleApi answers requests from the latest snapshot of the fleet.
 // Thread-safe: SetSnapshot (the fleet watcher's thread) and Handle (the
 // server's thread) may run at the same time.
 class ConsoleApi {
  public:
   // `token` is the access token; `page` the page to serve (ComposePage);
-  // `refresh` (may be null) is called by POST /api/refresh to have the
-  // fleet read again at once.
-  ConsoleApi(AccessToken token, ConsolePage page, std::function<void()> refresh);
+  // `refresh` (may be null) is called by POST /api/refresh, and after an
+  // action, to have the fleet read again at once; `actions` are done on
+  // the server's thread, one at a time.
+  ConsoleApi(AccessToken token, ConsolePage page, std::function<void()> refresh,
+             ConsoleActions actions = {});
 
   // SetSnapshot makes `views` (an object with a member per kConsoleViews
   // key) the current snapshot when it differs from the current one, and
@@ -91,16 +107,22 @@ class ConsoleApi {
   //  - GET /api/snapshot: every view and the version; GET of a
   //    kConsoleViews path: that view; GET /api/events: an event stream;
   //    POST /api/refresh: 202 after asking for a new reading;
+  //  - POST /api/units/select, Content-Type application/json, body
+  //    {"units": ["unit3"], "selected": false}: actions.select_units; 200
+  //    and the command's document, 400 for a bad body, 415 for another
+  //    Content-Type, 422 and {"ok": false, "error"} when the command fails;
   //  - 405 for another method on those paths, 404 for another path.
   HttpResponse Handle(const HttpRequest& request) const;
 
  private:
   HttpResponse Unauthorized() const;
+  HttpResponse SelectUnits(const HttpRequest& request) const;
   HttpResponse Json(int status, const nlohmann::json& doc) const;
 
   const AccessToken token_;
   const ConsolePage page_;
   const std::function<void()> refresh_;
+  const ConsoleActions actions_;
   mutable std::mutex mu_;
   nlohmann::json views_;  // guarded by mu_
   int64_t version_ = 0;   // guarded by mu_

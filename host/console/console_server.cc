@@ -90,7 +90,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return Close();
     http::request<http::string_body> req = parser_->release();
     HttpRequest request{std::string(req.method_string()), std::string(req.target()),
-                        std::string(req[http::field::authorization])};
+                        std::string(req[http::field::authorization]),
+                        std::string(req[http::field::content_type]), std::move(req.body())};
     HttpResponse answer = server_.handler(request);
     if (answer.event_stream && answer.status == 200) return StartEvents(answer);
     auto res = std::make_shared<http::response<http::string_body>>(

@@ -48,9 +48,15 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
   std::unique_ptr<console::FleetWatcher> watcher;
   std::unique_ptr<console::ConsoleServer> server;
   const console::ConsoleAssets& assets = console::EmbeddedConsoleAssets();
-  console::ConsoleApi api(*token,
-                          console::ComposePage(assets.index_html, assets.style, assets.script),
-                          [&watcher] { watcher->Refresh(); });
+  console::ConsoleActions actions;
+  // The actions run on the server's thread, the readings on the watcher's:
+  // each has an Invocation of its own.
+  actions.select_units = [action_inv = inv](const std::vector<std::string>& units, bool selected) {
+    return UnitSelectReport(action_inv, units, selected);
+  };
+  console::ConsoleApi api(
+      *token, console::ComposePage(assets.index_html, assets.style, assets.script),
+      [&watcher] { watcher->Refresh(); }, std::move(actions));
   // The first reading is taken before the URL is printed, so the page and
   // the API answer with the fleet from the first request on.
   api.SetSnapshot(ReadFleetViews(inv));

@@ -1,18 +1,30 @@
-// The documents hsmctl's read-only commands print with --json, computed
-// without printing anything: each command prints its own, and hsmctl console
+// The documents hsmctl's commands print with --json, computed without
+// printing anything: each command prints its own, and hsmctl console
 // serves the same documents to the browser (docs/console.md). One function
 // per document, so the command and the console cannot drift apart.
 //
 // Each function returns the command's document on success, or the error
 // that stops the command (which the command prints with Fail and the
-// console serves as FailureJson). None prints, prompts or signs.
+// console serves as FailureJson). None prints, prompts or signs; only
+// UnitSelectReport changes anything (fleet.json).
 #ifndef HSMSIM_HOST_HSMCTL_JSON_REPORTS_H_
 #define HSMSIM_HOST_HSMCTL_JSON_REPORTS_H_
+
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "host/hsmctl/context.h"
 
 namespace hsmsim::hsmctl {
+
+// UnitSelectReport is `hsmctl unit add NAME... --json` (`selected`) or
+// `hsmctl unit rm NAME... --json`: it changes fleet.json's selection, all or
+// nothing, and returns what it did per unit. Errors: LoadFleetManifest's,
+// NOT_FOUND (NO_SUCH_UNIT) naming the names fleet.json does not have
+// (nothing changed), SaveFleetManifest's.
+absl::StatusOr<json> UnitSelectReport(const Invocation& inv, const std::vector<std::string>& names,
+                                      bool selected);
 
 // FleetStatusReport is `hsmctl fleet status --json`: every unit of
 // fleet.json, running, stopped or unreachable. Errors: LoadFleetManifest's.

@@ -77,11 +77,49 @@
         el('td', { class: 'col-endpoint mono' }, u.endpoint),
         el('td', { class: 'col-state' + (reach === 'unreachable' ? ' bad' : '') },
           reach + (u.error ? ' (' + u.error.reason + ')' : '')),
-        el('td', { class: 'col-selected' }, u.selected ? 'selected' : 'not selected'));
+        el('td', { class: 'col-selected' }, u.selected ? 'selected' : 'not selected'),
+        el('td', { class: 'col-action' }, selectButton(u.unit, !u.selected)));
     });
     fill('view-units', table(
-      ['Name', 'Unit id', 'Instance', 'Mode', 'Firmware', 'Endpoint', 'Reachability', 'Selection'],
-      rows, 'units-table'));
+      ['Name', 'Unit id', 'Instance', 'Mode', 'Firmware', 'Endpoint', 'Reachability', 'Selection',
+        'Action'], rows, 'units-table'));
+  }
+
+  // selectButton does what hsmctl unit add NAME (`select`) or unit rm NAME
+  // does; the page shows the result when the next snapshot arrives.
+  function selectButton(unit, select) {
+    const button = el('button', { class: 'select-unit', 'data-unit': unit },
+      select ? 'Select' : 'Deselect');
+    button.type = 'button';
+    button.addEventListener('click', () => postAction('/api/units/select',
+      { units: [unit], selected: select },
+      (select ? 'unit add ' : 'unit rm ') + unit));
+    return button;
+  }
+
+  async function postAction(path, body, what) {
+    const out = document.getElementById('action-result');
+    out.className = 'action-result';
+    out.textContent = what + ': …';
+    try {
+      const res = await fetch(path, {
+        method: 'POST', cache: 'no-store',
+        headers: Object.assign({ 'Content-Type': 'application/json' }, authHeaders),
+        body: JSON.stringify(body),
+      });
+      const doc = await res.json();
+      if (res.ok && doc.ok) {
+        out.textContent = what + ': ok';
+      } else {
+        const e = doc.error || {};
+        out.className = 'action-result error';
+        out.textContent = what + ': FAILED: ' + (e.reason || 'HTTP ' + res.status) + ': ' +
+          (e.message || doc.message || '');
+      }
+    } catch (err) {
+      out.className = 'action-result error';
+      out.textContent = what + ': FAILED: ' + err;
+    }
   }
 
   function adminList(u) {
@@ -168,6 +206,13 @@
       ['Last error', rot.last_error ? rot.last_error.error + ' (at phase ' +
         rot.last_error.phase + ')' : null, rot.last_error ? 'bad' : null],
     ])];
+    // Once every key has a pending blob under NEW, and until every unit is
+    // promoted, the rotation waits on set immediate: the line hsmctl mk
+    // rotate prints then (host::kRewrapDoneMessage).
+    if (rot.journal_phase === 'REENCRYPTED' || rot.journal_phase === 'PROMOTING') {
+      nodes.push(el('p', { class: 'rewrap-done', id: 'rewrap-done' },
+        'KMS CRK rewrap successful, waiting on cryptounit-mk-setimm.'));
+    }
     if (rot.keys_total) {
       const bar = el('progress', { id: 'rotation-progress' });
       bar.max = rot.keys_total;

@@ -30,6 +30,12 @@ std::string Header(const HttpResponse& r, std::string_view name) {
   return "";
 }
 
+HttpRequest Req(std::string method, std::string target, std::string authorization = "",
+                std::string content_type = "", std::string body = "") {
+  return HttpRequest{std::move(method), std::move(target), std::move(authorization),
+                     std::move(content_type), std::move(body)};
+}
+
 class ConsoleApiTest : public ::testing::Test {
  protected:
   ConsoleApiTest()
@@ -45,13 +51,83 @@ class ConsoleApiTest : public ::testing::Test {
   }
 
   HttpResponse Get(std::string target, std::string authorization = "") {
-    return api_.Handle({"GET", std::move(target), std::move(authorization)});
+    return api_.Handle(Req("GET", std::move(target), std::move(authorization)));
   }
 
   std::atomic<int> refreshes_{0};
   ConsoleApi api_;
   const std::string bearer_ = std::string("Bearer ") + kToken;
 };
+
+// A ConsoleApi whose select_units action records its calls and fails for
+// a unit named "nosuch" as hsmctl unit rm does.
+class ConsoleActionTest : public ::testing::Test {
+ protected:
+  ConsoleActionTest()
+      : api_(
+            AccessToken::FromText(kToken), ComposePage("/*@CONSOLE_CSS@*///@CONSOLE_JS@", "", ""),
+            [this] { ++refreshes_; }, Actions()) {}
+
+  ConsoleActions Actions() {
+    ConsoleActions a;
+    a.select_units = [this](const std::vector<std::string>& units,
+                            bool selected) -> absl::StatusOr<json> {
+      calls_.push_back({units, selected});
+      if (units[0] == "nosuch") {
+        return Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit, "the fleet has no unit");
+      }
+      return json{{"command", selected ? "unit add" : "unit rm"}, {"ok", true}};
+    };
+    return a;
+  }
+
+  HttpResponse Post(std::string body, std::string content_type = "application/json",
+                    std::string authorization = std::string("Bearer ") + kToken,
+                    std::string target = "/api/units/select") {
+    return api_.Handle(Req("POST", std::move(target), std::move(authorization),
+                           std::move(content_type), std::move(body)));
+  }
+
+  std::vector<std::pair<std::vector<std::string>, bool>> calls_;
+  int refreshes_ = 0;
+  ConsoleApi api_;
+};
+
+TEST_F(ConsoleActionTest, SelectUnitsDoesTheCommandAndRefreshes) {
+  HttpResponse r = Post(R"({"units": ["unit3"], "selected": false})");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["command"], "unit rm");
+  ASSERT_EQ(calls_.size(), 1u);
+  EXPECT_EQ(calls_[0].first, std::vector<std::string>{"unit3"});
+  EXPECT_FALSE(calls_[0].second);
+  EXPECT_EQ(refreshes_, 1);
+}
+
+TEST_F(ConsoleActionTest, TheCommandsErrorIs422WithItsReason) {
+  HttpResponse r = Post(R"({"units": ["nosuch"], "selected": true})");
+  EXPECT_EQ(r.status, 422);
+  EXPECT_EQ(json::parse(r.body)["error"]["reason"], "NO_SUCH_UNIT");
+}
+
+TEST_F(ConsoleActionTest, NeedsTheHeaderTokenAndAJsonBody) {
+  const std::string good = R"({"units": ["unit3"], "selected": false})";
+  EXPECT_EQ(Post(good, "application/json", "").status, 401);
+  EXPECT_EQ(
+      Post(good, "application/json", "", std::string("/api/units/select?token=") + kToken).status,
+      401);
+  EXPECT_EQ(Post(good, "text/plain").status, 415);
+  EXPECT_EQ(Post(good, "application/x-www-form-urlencoded").status, 415);
+  for (const char* bad :
+       {"", "[]", "{", R"({"units": [], "selected": false})",
+        R"({"units": "unit3", "selected": false})", R"({"units": ["unit3"], "selected": "no"})",
+        R"({"units": [3], "selected": true})", R"({"units": ["unit3"]})"}) {
+    EXPECT_EQ(Post(bad).status, 400) << bad;
+  }
+  EXPECT_EQ(
+      api_.Handle(Req("GET", "/api/units/select", std::string("Bearer ") + kToken, "", "")).status,
+      405);
+  EXPECT_TRUE(calls_.empty());
+}
 
 TEST(AccessTokenTest, GeneratedTokensAre64HexDigitsAndDiffer) {
   auto a = AccessToken::Generate();
@@ -88,7 +164,7 @@ TEST_F(ConsoleApiTest, EveryPathNeedsTheToken) {
        {"/", "/index.html", "/api/units", "/api/master-keys", "/api/rotation", "/api/recovery",
         "/api/audit", "/api/snapshot", "/api/events", "/api/refresh", "/no/such/path"}) {
     for (const char* method : {"GET", "POST"}) {
-      HttpResponse r = api_.Handle({method, path, ""});
+      HttpResponse r = api_.Handle(Req(method, path, ""));
       EXPECT_EQ(r.status, 401) << method << " " << path;
       EXPECT_FALSE(r.event_stream);
       EXPECT_THAT(r.body, HasSubstr(std::string(reason::kConsoleUnauthorized)));
@@ -117,16 +193,16 @@ TEST_F(ConsoleApiTest, QueryTokenOpensThePageOnly) {
   EXPECT_EQ(Get(std::string("/api/events?token=") + kToken).status, 401);
   // A state-changing request never takes it from the query, not even on
   // the page's path.
-  EXPECT_EQ(api_.Handle({"POST", std::string("/api/refresh?token=") + kToken, ""}).status, 401);
-  EXPECT_EQ(api_.Handle({"POST", std::string("/?token=") + kToken, ""}).status, 401);
+  EXPECT_EQ(api_.Handle(Req("POST", std::string("/api/refresh?token=") + kToken, "")).status, 401);
+  EXPECT_EQ(api_.Handle(Req("POST", std::string("/?token=") + kToken, "")).status, 401);
   EXPECT_EQ(refreshes_, 0);
 }
 
 TEST_F(ConsoleApiTest, PostWithHeaderTokenRefreshes) {
-  HttpResponse r = api_.Handle({"POST", "/api/refresh", bearer_});
+  HttpResponse r = api_.Handle(Req("POST", "/api/refresh", bearer_));
   EXPECT_EQ(r.status, 202);
   EXPECT_EQ(refreshes_, 1);
-  EXPECT_EQ(api_.Handle({"GET", "/api/refresh", bearer_}).status, 405);
+  EXPECT_EQ(api_.Handle(Req("GET", "/api/refresh", bearer_)).status, 405);
   EXPECT_EQ(refreshes_, 1);
 }
 
@@ -143,8 +219,8 @@ TEST_F(ConsoleApiTest, ViewsServeTheSnapshotsDocuments) {
   EXPECT_EQ(all["version"], 1);
   EXPECT_EQ(all["units"]["command"], "fleet status");
   EXPECT_EQ(Get("/api/nothing", bearer_).status, 404);
-  EXPECT_EQ(api_.Handle({"POST", "/api/units", bearer_}).status, 405);
-  EXPECT_EQ(api_.Handle({"DELETE", "/", bearer_}).status, 405);
+  EXPECT_EQ(api_.Handle(Req("POST", "/api/units", bearer_)).status, 405);
+  EXPECT_EQ(api_.Handle(Req("DELETE", "/", bearer_)).status, 405);
 }
 
 TEST_F(ConsoleApiTest, EventsStartAStream) {

@@ -164,6 +164,16 @@ class ConsoleBrowserTest(unittest.TestCase):
             By.CLASS_NAME, "col-selected").text == "not selected", "unit3 not selected")
         self.assertTrue(b.execute_script("return window.__notReloaded === true;"))
 
+        # The page's Select button puts it back, as hsmctl unit add does.
+        self.row("units-table", "unit3").find_element(By.CLASS_NAME, "select-unit").click()
+        self.wait(lambda d: self.row("units-table", "unit3").find_element(
+            By.CLASS_NAME, "col-selected").text == "selected", "unit3 selected again")
+        self.assertEqual(b.find_element(By.ID, "action-result").text, "unit add unit3: ok")
+        unit3 = next(u for u in self.fleet.json("fleet", "status")["units"]
+                     if u["unit"] == "unit3")
+        self.assertTrue(unit3["selected"])
+        self.fleet.run("unit", "rm", "unit3")
+
         # Recovery names the situation hsmctl recover names.
         self.open_tab("recovery")
         situation = self.fleet.json("recover")["situation"]

@@ -132,6 +132,39 @@ class ConsoleProcessTest(unittest.TestCase):
             for line in pem_lines:
                 self.assertNotIn(line, body)
 
+    def test_select_action_is_unit_rm_and_unit_add(self):
+        import json as jsonlib
+
+        def post(body, token=True, path="/api/units/select",
+                 content_type="application/json"):
+            headers = {"Content-Type": content_type}
+            return self.console.request("POST", path, headers=headers, token=token, body=body)
+
+        def selected(name):
+            doc = self.fleet.json("fleet", "status")
+            return next(u for u in doc["units"] if u["unit"] == name)["selected"]
+
+        body = jsonlib.dumps({"units": ["unit2"], "selected": False})
+        status, _, _ = post(body, token=False)
+        self.assertEqual(status, 401)
+        status, _, _ = post(body, token=False, path="/api/units/select?token=" + self.console.token)
+        self.assertEqual(status, 401)
+        status, _, _ = post(body, content_type="text/plain")
+        self.assertEqual(status, 415)
+        self.assertTrue(selected("unit2"), "a refused request changed nothing")
+        try:
+            status, _, answer = post(body)
+            self.assertEqual(status, 200, answer)
+            self.assertEqual(jsonlib.loads(answer)["command"], "unit rm")
+            self.assertFalse(selected("unit2"))
+        finally:
+            status, _, answer = post(jsonlib.dumps({"units": ["unit2"], "selected": True}))
+            self.assertEqual(status, 200, answer)
+        self.assertTrue(selected("unit2"))
+        status, _, answer = post(jsonlib.dumps({"units": ["unit9"], "selected": False}))
+        self.assertEqual(status, 422)
+        self.assertEqual(jsonlib.loads(answer)["error"]["reason"], "NO_SUCH_UNIT")
+
     # ---- live updates -------------------------------------------------------
 
     def test_change_by_another_hsmctl_reaches_the_event_stream(self):

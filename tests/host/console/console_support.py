@@ -98,7 +98,7 @@ class Console:
             raise AssertionError(f"hsmctl console printed no URL within {timeout} s")
         return box[0]
 
-    def request(self, method, path, headers=None, token=True):
+    def request(self, method, path, headers=None, token=True, body=None):
         """Returns (status, headers, body) of one request; `token` adds the
         Authorization header."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -106,7 +106,7 @@ class Console:
             h = dict(headers or {})
             if token:
                 h["Authorization"] = "Bearer " + self.token
-            conn.request(method, path, headers=h)
+            conn.request(method, path, body=body, headers=h)
             res = conn.getresponse()
             return res.status, dict(res.getheaders()), res.read().decode()
         finally:
