@@ -35,6 +35,13 @@ void ReplaceOnce(std::string& text, std::string_view marker, std::string_view wi
   text.replace(at, marker.size(), with);
 }
 
+// Dump returns `doc` as text; a string that is not UTF-8 (a name a unit
+// reports, say) is shown with U+FFFD in place of its bad bytes rather than
+// stopping the console.
+std::string Dump(const json& doc, int indent) {
+  return doc.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
 // SplitTarget returns the path and the query (after '?', empty if none).
 std::pair<std::string_view, std::string_view> SplitTarget(std::string_view target) {
   const size_t q = target.find('?');
@@ -98,14 +105,14 @@ std::string ConsoleApi::SnapshotEvent() const {
   json doc = views_;
   doc["version"] = version_;
   // dump() without indent is one line: a data line may not hold a newline.
-  return "event: snapshot\nid: " + std::to_string(version_) + "\ndata: " + doc.dump() + "\n\n";
+  return "event: snapshot\nid: " + std::to_string(version_) + "\ndata: " + Dump(doc, -1) + "\n\n";
 }
 
 HttpResponse ConsoleApi::Json(int status, const json& doc) const {
   HttpResponse r;
   r.status = status;
   r.content_type = "application/json";
-  r.body = doc.dump(2) + "\n";
+  r.body = Dump(doc, 2) + "\n";
   AddCommonHeaders(r);
   return r;
 }

@@ -255,6 +255,15 @@ TEST_F(ConsoleApiTest, SnapshotVersionCountsChangesOnly) {
   EXPECT_EQ(json::parse(event.substr(data + 6))["rotation"]["journal_phase"], "REENCRYPTING");
 }
 
+TEST_F(ConsoleApiTest, NameThatIsNotUtf8DoesNotStopTheConsole) {
+  json views = json::parse(Get("/api/snapshot", bearer_).body);
+  views.erase("version");
+  views["master_keys"]["units"] = json::array({{{"unit", "unit\xff"}}});
+  ASSERT_TRUE(api_.SetSnapshot(views));
+  EXPECT_THAT(api_.SnapshotEvent(), HasSubstr("unit\xef\xbf\xbd"));  // U+FFFD
+  EXPECT_THAT(Get("/api/master-keys", bearer_).body, HasSubstr("unit\xef\xbf\xbd"));
+}
+
 TEST(ComposePageTest, PolicyAllowsOnlyTheBuiltInScriptAndStyle) {
   const ConsoleAssets& assets = EmbeddedConsoleAssets();
   ASSERT_FALSE(assets.script.empty());

@@ -168,7 +168,8 @@ class ConsoleBrowserTest(unittest.TestCase):
         self.row("units-table", "unit3").find_element(By.CLASS_NAME, "select-unit").click()
         self.wait(lambda d: self.row("units-table", "unit3").find_element(
             By.CLASS_NAME, "col-selected").text == "selected", "unit3 selected again")
-        self.assertEqual(b.find_element(By.ID, "action-result").text, "unit add unit3: ok")
+        self.wait(lambda d: d.find_element(By.ID, "action-result").text == "unit add unit3: ok",
+                  "the action's result")
         unit3 = next(u for u in self.fleet.json("fleet", "status")["units"]
                      if u["unit"] == "unit3")
         self.assertTrue(unit3["selected"])
