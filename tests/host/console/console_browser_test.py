@@ -85,90 +85,124 @@ class ConsoleBrowserTest(unittest.TestCase):
         cls.fleet.close()
 
     def wait(self, condition, what):
+        """Waits (generous bound) until `condition(driver)` is true. The page
+        rebuilds its tables on every snapshot, so an element found a moment
+        ago may be gone: such a read is tried again."""
+        from selenium.common.exceptions import (NoSuchElementException,
+                                                StaleElementReferenceException)
         from selenium.webdriver.support.ui import WebDriverWait
-        return WebDriverWait(self.browser, CHANGE_BOUND_S, poll_frequency=0.2).until(
-            condition, message=f"the page did not show {what} within {CHANGE_BOUND_S} s")
+        return WebDriverWait(
+            self.browser, CHANGE_BOUND_S, poll_frequency=0.2,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
+                condition, message=f"the page did not show {what} within {CHANGE_BOUND_S} s")
 
-    def row(self, table, unit):
-        from selenium.webdriver.common.by import By
-        return self.browser.find_element(By.CSS_SELECTOR, f"#{table} tr[data-unit='{unit}']")
+    # Cell reads one cell of the table `table` in one step (the page may
+    # rebuild it at any time): None when there is no such cell, else its
+    # text, class, data-state, data-vp and the text of its .vp part.
+    CELL_JS = """
+        const cell = document.querySelector(
+            '#' + arguments[0] + " tr[data-unit='" + arguments[1] + "'] ." + arguments[2]);
+        if (!cell) return null;
+        const vp = cell.querySelector('.vp');
+        return {text: cell.textContent, cls: cell.className,
+                state: cell.getAttribute('data-state'), vp: cell.getAttribute('data-vp'),
+                vpText: vp ? vp.textContent : null};
+    """
+
+    def cell(self, table, unit, cls):
+        return self.browser.execute_script(self.CELL_JS, table, unit, cls)
+
+    def text_of(self, element_id):
+        return self.browser.execute_script(
+            "const e = document.getElementById(arguments[0]); return e ? e.textContent : null;",
+            element_id)
 
     def open_tab(self, tab):
         from selenium.webdriver.common.by import By
         self.browser.find_element(By.CSS_SELECTOR, f"#tabs button[data-tab='{tab}']").click()
         self.wait(lambda d: d.find_element(By.ID, f"tab-{tab}").is_displayed(), f"the {tab} tab")
 
+    def click_select_button(self, unit):
+        """Clicks `unit`'s Select / Deselect button like a user, once."""
+        from selenium.webdriver.common.by import By
+        clicked = []
+
+        def click(d):
+            d.find_element(By.CSS_SELECTOR,
+                           f"#units-table tr[data-unit='{unit}'] .select-unit").click()
+            clicked.append(True)
+            return True
+        self.wait(click, f"{unit}'s button")
+        self.assertEqual(len(clicked), 1)
+
+    def not_reloaded(self):
+        return self.browser.execute_script("return window.__notReloaded === true;")
+
     def screenshot(self, name):
         self.browser.save_screenshot(os.path.join(ARGS.screenshots, name))
 
     def test_tabs_show_the_fleet_and_follow_changes(self):
-        from selenium.webdriver.common.by import By
         b = self.browser
         b.get(self.console.url)
-        self.wait(lambda d: d.find_element(By.ID, "connection").text == "live", "the live stream")
+        self.wait(lambda d: self.text_of("connection") == "live", "the live stream")
+        b.execute_script("window.__notReloaded = true;")
 
         # Crypto units: every unit of fleet.json, with the facts of status.
         status = self.fleet.json("status")
-        self.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#units-table tbody tr")) == 3,
-                  "3 units")
         for u in status["units"]:
-            row = self.row("units-table", u["unit"])
-            self.assertEqual(row.find_element(By.CLASS_NAME, "col-endpoint").text, u["endpoint"])
-            self.assertEqual(row.find_element(By.CLASS_NAME, "col-state").text, "running")
-            self.assertEqual(row.find_element(By.CLASS_NAME, "col-selected").text, "selected")
-            self.assertEqual(row.find_element(By.CLASS_NAME, "col-mode").text, u["mode"])
-            self.assertEqual(row.find_element(By.CLASS_NAME, "col-unit-id").text,
-                             u["unit_id"][:16])
+            name = u["unit"]
+            want = {"col-endpoint": u["endpoint"], "col-state": "running",
+                    "col-selected": "selected", "col-mode": u["mode"],
+                    "col-unit-id": u["unit_id"][:16]}
+            for cls, text in want.items():
+                self.wait(lambda d, n=name, c=cls, t=text: (self.cell("units-table", n, c) or {})
+                          .get("text") == t, f"{name}'s {cls} {text}")
         self.screenshot("console-crypto-units.png")
 
         # Master keys: NEW, CURRENT and OLD of every unit, state and VP.
         self.open_tab("master-keys")
         for u in status["units"]:
-            row = self.row("master-keys-table", u["unit"])
             for reg in ("new", "current", "old"):
-                cell = row.find_element(By.CLASS_NAME, f"reg-{reg}")
                 want = u["registers"][reg]
-                self.assertEqual(cell.get_attribute("data-state"), want["state"])
-                self.assertEqual(cell.get_attribute("data-vp"), want["verification_pattern"])
                 shown = want["verification_pattern"][:16] or "-"
-                self.assertEqual(cell.find_element(By.CLASS_NAME, "vp").text, shown)
-                self.assertNotIn("differs", cell.get_attribute("class"))
+
+                def matches(d, n=u["unit"], r=reg, w=want, sh=shown):
+                    c = self.cell("master-keys-table", n, f"reg-{r}")
+                    return c is not None and c["state"] == w["state"] and \
+                        c["vp"] == w["verification_pattern"] and c["vpText"] == sh and \
+                        "differs" not in c["cls"]
+                self.wait(matches, f"{u['unit']}'s {reg} {want['state']} {shown}")
         new_vp = status["units"][0]["registers"]["new"]["verification_pattern"]
         self.assertEqual(len(new_vp), 64)
         self.screenshot("console-master-keys.png")
 
         # Another hsmctl clears NEW on unit3: the open page marks unit3's
         # NEW as differing from the other units', without a reload.
-        version = b.find_element(By.TAG_NAME, "body").get_attribute("data-version")
-        b.execute_script("window.__notReloaded = true;")
         self.fleet.run("mk", "clrnew", "--unit", "unit3", "--sign", self.admin)
 
         def unit3_new_cleared(d):
-            cell = self.row("master-keys-table", "unit3").find_element(By.CLASS_NAME, "reg-new")
-            return cell.get_attribute("data-state") == "EMPTY" and \
-                "differs" in cell.get_attribute("class")
+            c = self.cell("master-keys-table", "unit3", "reg-new")
+            return c is not None and c["state"] == "EMPTY" and "differs" in c["cls"]
         self.wait(unit3_new_cleared, "unit3's NEW cleared and marked as differing")
-        self.assertTrue(b.execute_script("return window.__notReloaded === true;"),
-                        "the page was reloaded")
-        self.assertNotEqual(b.find_element(By.TAG_NAME, "body").get_attribute("data-version"),
-                            version)
+        self.assertTrue(self.not_reloaded(), "the page was reloaded")
         for unit in ("unit1", "unit2"):
-            cell = self.row("master-keys-table", unit).find_element(By.CLASS_NAME, "reg-new")
-            self.assertEqual(cell.get_attribute("data-vp"), new_vp)
+            c = self.cell("master-keys-table", unit, "reg-new")
+            self.assertEqual(c["vp"], new_vp)
+            self.assertNotIn("differs", c["cls"])
         self.screenshot("console-master-keys-differ.png")
 
         # And unit rm takes unit3 out of the selection on the Crypto units tab.
         self.open_tab("units")
         self.fleet.run("unit", "rm", "unit3")
-        self.wait(lambda d: self.row("units-table", "unit3").find_element(
-            By.CLASS_NAME, "col-selected").text == "not selected", "unit3 not selected")
-        self.assertTrue(b.execute_script("return window.__notReloaded === true;"))
+        self.wait(lambda d: (self.cell("units-table", "unit3", "col-selected") or {})
+                  .get("text") == "not selected", "unit3 not selected")
+        self.assertTrue(self.not_reloaded())
 
         # The page's Select button puts it back, as hsmctl unit add does.
-        self.row("units-table", "unit3").find_element(By.CLASS_NAME, "select-unit").click()
-        self.wait(lambda d: self.row("units-table", "unit3").find_element(
-            By.CLASS_NAME, "col-selected").text == "selected", "unit3 selected again")
-        self.wait(lambda d: d.find_element(By.ID, "action-result").text == "unit add unit3: ok",
+        self.click_select_button("unit3")
+        self.wait(lambda d: (self.cell("units-table", "unit3", "col-selected") or {})
+                  .get("text") == "selected", "unit3 selected again")
+        self.wait(lambda d: self.text_of("action-result") == "unit add unit3: ok",
                   "the action's result")
         unit3 = next(u for u in self.fleet.json("fleet", "status")["units"]
                      if u["unit"] == "unit3")
@@ -178,8 +212,9 @@ class ConsoleBrowserTest(unittest.TestCase):
         # Recovery names the situation hsmctl recover names.
         self.open_tab("recovery")
         situation = self.fleet.json("recover")["situation"]
-        self.wait(lambda d: d.find_element(By.ID, "recovery-situation").text == situation,
+        self.wait(lambda d: self.text_of("recovery-situation") == situation,
                   f"the situation {situation}")
+        self.assertTrue(self.not_reloaded())
         self.screenshot("console-recovery.png")
 
 
