@@ -16,6 +16,8 @@ packages=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   openssl
   python3
+  # the browser test of hsmctl console (tests/host/console/console_browser_test.py)
+  chromium chromium-driver python3-selenium
 )
 
 missing=()

@@ -5,28 +5,32 @@
 
 #include "common/status.h"
 #include "host/audit_log.h"
+#include "host/hsmctl/json_reports.h"
 
 namespace hsmsim::hsmctl {
 namespace {
 
 int RunVerify(Invocation& inv) {
-  auto summary = host::VerifyAuditLog(FleetDir(inv));
-  if (!summary.ok()) return Fail(inv, summary.status());
+  auto report = AuditVerifyReport(inv);
+  if (!report.ok()) return Fail(inv, report.status());
   if (inv.json) {
-    std::cout << json{{"command", "audit verify"},
-                      {"ok", true},
-                      {"events", summary->events},
-                      {"head", summary->head_hash}}
-                     .dump(2)
-              << "\n";
+    std::cout << report->dump(2) << "\n";
   } else {
-    std::cout << "audit log intact: " << summary->events << " event(s), head " << summary->head_hash
-              << "\n";
+    std::cout << "audit log intact: " << (*report)["events"].get<int64_t>() << " event(s), head "
+              << (*report)["head"].get<std::string>() << "\n";
   }
   return kExitOk;
 }
 
 }  // namespace
+
+absl::StatusOr<json> AuditVerifyReport(const Invocation& inv) {
+  HSMSIM_ASSIGN_OR_RETURN(host::AuditSummary summary, host::VerifyAuditLog(FleetDir(inv)));
+  return json{{"command", "audit verify"},
+              {"ok", true},
+              {"events", summary.events},
+              {"head", summary.head_hash}};
+}
 
 void InstallAuditLog(const std::string& fleet_dir) {
   static std::unique_ptr<host::AuditLog> log;

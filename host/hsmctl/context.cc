@@ -139,6 +139,10 @@ std::string UnitLineMessage(std::string_view unit, std::string_view message) {
   return out;
 }
 
+json FailureJson(const absl::Status& status) {
+  return json{{"ok", false}, {"error", StatusJson(status)}};
+}
+
 json StatusJson(const absl::Status& status) {
   return {{"code", static_cast<int>(status.code())},
           {"reason", ReasonOf(status)},
@@ -147,7 +151,7 @@ json StatusJson(const absl::Status& status) {
 
 int Fail(const Invocation& inv, const absl::Status& status) {
   std::cerr << "hsmctl: " << ReasonOf(status) << ": " << std::string(status.message()) << "\n";
-  if (inv.json) std::cout << json{{"ok", false}, {"error", StatusJson(status)}}.dump(2) << "\n";
+  if (inv.json) std::cout << FailureJson(status).dump(2) << "\n";
   return ExitCodeFor(status);
 }
 
@@ -219,6 +223,26 @@ std::vector<UnitOutcome> ForEachUnit(std::vector<UnitConnection>& conns, const U
   return outcomes;
 }
 
+json OutcomesJson(std::string_view command, const std::vector<UnitOutcome>& outcomes, json extra) {
+  json doc = std::move(extra);
+  bool any_failed = false;
+  doc["command"] = std::string(command);
+  doc["units"] = json::array();
+  for (const UnitOutcome& o : outcomes) {
+    json u = o.details;
+    u["unit"] = o.unit;
+    u["endpoint"] = o.endpoint;
+    u["ok"] = o.status.ok();
+    if (!o.status.ok()) {
+      u["error"] = StatusJson(o.status);
+      any_failed = true;
+    }
+    doc["units"].push_back(std::move(u));
+  }
+  doc["ok"] = !any_failed;
+  return doc;
+}
+
 int ReportOutcomes(const Invocation& inv, std::string_view command,
                    const std::vector<UnitOutcome>& outcomes, json extra,
                    std::string_view text_header) {
@@ -232,19 +256,7 @@ int ReportOutcomes(const Invocation& inv, std::string_view command,
   }
   const int code = any_unreachable ? kExitUnreachable : any_failed ? kExitRefused : kExitOk;
   if (inv.json) {
-    json doc = extra;
-    doc["command"] = std::string(command);
-    doc["ok"] = !any_failed;
-    doc["units"] = json::array();
-    for (const UnitOutcome& o : outcomes) {
-      json u = o.details;
-      u["unit"] = o.unit;
-      u["endpoint"] = o.endpoint;
-      u["ok"] = o.status.ok();
-      if (!o.status.ok()) u["error"] = StatusJson(o.status);
-      doc["units"].push_back(std::move(u));
-    }
-    std::cout << doc.dump(2) << "\n";
+    std::cout << OutcomesJson(command, outcomes, std::move(extra)).dump(2) << "\n";
     return code;
   }
   if (!text_header.empty()) std::cout << text_header << "\n";

@@ -138,6 +138,13 @@ using UnitStep =
 // ForEachUnit reads each unit's state and runs `step` on it, unit by unit.
 std::vector<UnitOutcome> ForEachUnit(std::vector<UnitConnection>& conns, const UnitStep& step);
 
+// OutcomesJson returns the JSON document ReportOutcomes prints with --json:
+// `extra`'s fields, then "command", "ok" (no unit failed) and "units" (per
+// outcome its details, "unit", "endpoint", "ok" and, when it failed,
+// "error" as StatusJson).
+json OutcomesJson(std::string_view command, const std::vector<UnitOutcome>& outcomes,
+                  json extra = json::object());
+
 // ReportOutcomes prints one line per unit (after `text_header`, a line of
 // its own when not empty) or a JSON document (`extra`'s fields, then
 // command, ok and units), and returns 0 when all succeeded, 3 when any unit
@@ -206,6 +213,10 @@ std::string UnitLineMessage(std::string_view unit, std::string_view message);
 // StatusJson returns {"code", "reason", "message"} of a status.
 json StatusJson(const absl::Status& status);
 
+// FailureJson returns the document Fail prints with --json for an error
+// that stops a command: {"ok": false, "error": StatusJson(status)}.
+json FailureJson(const absl::Status& status);
+
 // VpHex returns the hex of a VP as the wire carries it: its short form
 // (host::ShortId) unless `full`; "-" when empty.
 std::string VpHex(std::string_view vp, bool full);
@@ -217,6 +228,7 @@ void AddAdminCommands(CLI::App& app, Invocation& inv);
 void AddKeyPartCommands(CLI::App& app, Invocation& inv);
 void AddMasterKeyCommands(CLI::App& app, Invocation& inv);
 void AddFaultCommands(CLI::App& app, Invocation& inv);
+void AddConsoleCommand(CLI::App& app, Invocation& inv);
 
 }  // namespace hsmsim::hsmctl
 

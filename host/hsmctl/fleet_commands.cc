@@ -9,6 +9,7 @@
 #include "common/str_cat.h"
 #include "host/fleet_launcher.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/json_reports.h"
 #include "host/unit_client.h"
 
 namespace hsmsim::hsmctl {
@@ -195,17 +196,24 @@ UnitOutcome StatusOfUnit(const host::FleetUnit& unit, const host::UnitClientOpti
   return o;
 }
 
-int RunFleetStatus(Invocation& inv) {
-  auto manifest = host::LoadFleetManifest(FleetDir(inv));
-  if (!manifest.ok()) return Fail(inv, manifest.status());
+// FleetStatusOutcomes reads every unit of `manifest` for fleet status.
+std::vector<UnitOutcome> FleetStatusOutcomes(const Invocation& inv,
+                                             const host::FleetManifest& manifest) {
   host::UnitClientOptions options;
   options.timeout = std::chrono::milliseconds(inv.timeout_ms);
   options.idempotent_attempts = 1;
   std::vector<UnitOutcome> outcomes;
-  for (const host::FleetUnit& unit : manifest->units) {
+  for (const host::FleetUnit& unit : manifest.units) {
     outcomes.push_back(StatusOfUnit(unit, options));
   }
-  return ReportOutcomes(inv, "fleet status", outcomes, json{{"instance", manifest->instance}});
+  return outcomes;
+}
+
+int RunFleetStatus(Invocation& inv) {
+  auto manifest = host::LoadFleetManifest(FleetDir(inv));
+  if (!manifest.ok()) return Fail(inv, manifest.status());
+  return ReportOutcomes(inv, "fleet status", FleetStatusOutcomes(inv, *manifest),
+                        json{{"instance", manifest->instance}});
 }
 
 // RunFleetStart starts every unit of a stopped fleet again on its state
@@ -247,28 +255,28 @@ int RunFleetStart(Invocation& inv, const FleetUpOptions& o) {
   return ReportOutcomes(inv, "fleet start", outcomes, json{{"instance", manifest->instance}});
 }
 
-// RunUnitSelect sets `selected` of every unit `names` names in fleet.json
+// SelectUnits sets `selected` of every unit `names` names in fleet.json
 // (unit add: true, unit rm: false), all or nothing: a name fleet.json does
-// not have changes nothing (NO_SUCH_UNIT, naming it). A unit already in
-// that state reports "already"; exit 0.
-int RunUnitSelect(Invocation& inv, const std::vector<std::string>& names, bool selected) {
+// not have changes nothing (NO_SUCH_UNIT, naming it). Returns each unit's
+// outcome (a unit already in that state reports "already"), or the error.
+absl::StatusOr<std::vector<UnitOutcome>> SelectUnits(const Invocation& inv,
+                                                     const std::vector<std::string>& names,
+                                                     bool selected) {
   const std::string dir = FleetDir(inv);
-  const char* command = selected ? "unit add" : "unit rm";
-  auto manifest = host::LoadFleetManifest(dir);
-  if (!manifest.ok()) return Fail(inv, manifest.status());
+  HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(dir));
   std::vector<std::string> unknown;
   for (const std::string& name : names) {
-    if (manifest->FindUnit(name) == nullptr) unknown.push_back(name);
+    if (manifest.FindUnit(name) == nullptr) unknown.push_back(name);
   }
   if (!unknown.empty()) {
-    return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
-                           StrCat("the fleet ", dir, " has no unit ", absl::StrJoin(unknown, ", "),
-                                  "; nothing was changed")));
+    return Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
+                 StrCat("the fleet ", dir, " has no unit ", absl::StrJoin(unknown, ", "),
+                        "; nothing was changed"));
   }
   std::vector<UnitOutcome> outcomes;
   bool changed = false;
   for (const std::string& name : names) {
-    host::FleetUnit* unit = manifest->FindUnit(name);
+    host::FleetUnit* unit = manifest.FindUnit(name);
     const bool already = unit->selected == selected;
     changed = changed || !already;
     unit->selected = selected;
@@ -280,12 +288,15 @@ int RunUnitSelect(Invocation& inv, const std::vector<std::string>& names, bool s
                         : "removed from the selection (still running; `fleet down` stops it)";
     outcomes.push_back(std::move(o));
   }
-  if (changed) {
-    if (absl::Status saved = host::SaveFleetManifest(dir, *manifest); !saved.ok()) {
-      return Fail(inv, saved);
-    }
-  }
-  return ReportOutcomes(inv, command, outcomes);
+  if (changed) HSMSIM_RETURN_IF_ERROR(host::SaveFleetManifest(dir, manifest));
+  return outcomes;
+}
+
+// RunUnitSelect is unit add (`selected`) and unit rm: SelectUnits, reported.
+int RunUnitSelect(Invocation& inv, const std::vector<std::string>& names, bool selected) {
+  auto outcomes = SelectUnits(inv, names, selected);
+  if (!outcomes.ok()) return Fail(inv, outcomes.status());
+  return ReportOutcomes(inv, selected ? "unit add" : "unit rm", *outcomes);
 }
 
 // AddUnitSubcommands registers hsmctl unit rm | add | replace.
@@ -350,6 +361,18 @@ void AddFleetStart(CLI::App* fleet, Invocation& inv) {
 }
 
 }  // namespace
+
+absl::StatusOr<json> UnitSelectReport(const Invocation& inv, const std::vector<std::string>& names,
+                                      bool selected) {
+  HSMSIM_ASSIGN_OR_RETURN(std::vector<UnitOutcome> outcomes, SelectUnits(inv, names, selected));
+  return OutcomesJson(selected ? "unit add" : "unit rm", outcomes);
+}
+
+absl::StatusOr<json> FleetStatusReport(const Invocation& inv) {
+  HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
+  return OutcomesJson("fleet status", FleetStatusOutcomes(inv, manifest),
+                      json{{"instance", manifest.instance}});
+}
 
 void AddFleetCommands(CLI::App& app, Invocation& inv) {
   CLI::App* fleet = app.add_subcommand("fleet", "Launch, stop and inspect a local fleet of units");

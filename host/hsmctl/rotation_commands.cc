@@ -15,6 +15,7 @@
 #include "crypto/verification_pattern.h"
 #include "host/blob_precheck.h"
 #include "host/fleet_manifest.h"
+#include "host/hsmctl/json_reports.h"
 #include "host/hsmctl/key_sources.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/hsmctl/register_change_support.h"
@@ -309,64 +310,82 @@ json RotationErrorJson(const std::optional<host::RotationError>& e) {
   return json{{"error", e->error}, {"phase", e->phase}, {"recorded_at", e->recorded_at}};
 }
 
-// RunRotateStatus shows the rotation journal (phase, keys done of total,
-// source and target VPs, start and last update) and who holds the rotation
-// lock, from the keystore alone: no unit is contacted, so it works while a
-// rotation runs and while units are down.
+// RotationStatus is what mk rotate --status reads from the keystore.
+struct RotationStatus {
+  std::optional<host::RotationJournal> journal;
+  std::optional<host::RotationLockHolder> holder;
+  std::optional<host::RotationError> last_error;
+};
+
+// ReadRotationStatus reads the rotation journal (phase, keys done of total,
+// source and target VPs, start and last update), who holds the rotation
+// lock and the last error, from the keystore alone: no unit is contacted,
+// so it works while a rotation runs and while units are down.
+absl::StatusOr<RotationStatus> ReadRotationStatus(const Invocation& inv) {
+  HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
+  HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<host::Keystore> store,
+                          OpenKeystore(inv, manifest, false));
+  RotationStatus s;
+  HSMSIM_ASSIGN_OR_RETURN(s.journal, store->ReadJournal());
+  HSMSIM_ASSIGN_OR_RETURN(s.holder, store->FindRotationLockHolder());
+  HSMSIM_ASSIGN_OR_RETURN(s.last_error, store->ReadRotationError());
+  return s;
+}
+
+json RotationStatusJson(const RotationStatus& s) {
+  json doc{{"command", "mk rotate --status"},
+           {"ok", true},
+           {"journal_phase", s.journal.has_value()
+                                 ? std::string(host::RotationPhaseName(s.journal->phase))
+                                 : std::string("NONE")},
+           {"lock_holder", nullptr},
+           {"last_error", RotationErrorJson(s.last_error)}};
+  if (s.journal.has_value()) {
+    const host::RotationJournal& j = *s.journal;
+    doc["source_vp"] = ToHex(j.source_vp);
+    doc["target_vp"] = ToHex(j.target_vp);
+    doc["keys_done"] = j.keys_done;
+    doc["keys_total"] = j.keys_total;
+    doc["started_at"] = j.started_at;
+    doc["updated_at"] = j.updated_at;
+  }
+  if (s.holder.has_value()) {
+    const host::RotationLockHolder& h = *s.holder;
+    doc["lock_holder"] = json{
+        {"pid", h.pid}, {"host", h.host}, {"started_at", h.started_at}, {"command", h.command}};
+  }
+  return doc;
+}
+
+// RunRotateStatus prints ReadRotationStatus's findings.
 int RunRotateStatus(Invocation& inv) {
-  auto manifest = host::LoadFleetManifest(FleetDir(inv));
-  if (!manifest.ok()) return Fail(inv, manifest.status());
-  auto store = OpenKeystore(inv, *manifest, false);
-  if (!store.ok()) return Fail(inv, store.status());
-  auto journal = (*store)->ReadJournal();
-  if (!journal.ok()) return Fail(inv, journal.status());
-  auto holder = (*store)->FindRotationLockHolder();
-  if (!holder.ok()) return Fail(inv, holder.status());
-  auto last_error = (*store)->ReadRotationError();
-  if (!last_error.ok()) return Fail(inv, last_error.status());
+  auto status = ReadRotationStatus(inv);
+  if (!status.ok()) return Fail(inv, status.status());
   if (inv.json) {
-    json doc{{"command", "mk rotate --status"},
-             {"ok", true},
-             {"journal_phase", journal->has_value()
-                                   ? std::string(host::RotationPhaseName((*journal)->phase))
-                                   : std::string("NONE")},
-             {"lock_holder", nullptr},
-             {"last_error", RotationErrorJson(*last_error)}};
-    if (journal->has_value()) {
-      const host::RotationJournal& j = **journal;
-      doc["source_vp"] = ToHex(j.source_vp);
-      doc["target_vp"] = ToHex(j.target_vp);
-      doc["keys_done"] = j.keys_done;
-      doc["keys_total"] = j.keys_total;
-      doc["started_at"] = j.started_at;
-      doc["updated_at"] = j.updated_at;
-    }
-    if (holder->has_value()) {
-      const host::RotationLockHolder& h = **holder;
-      doc["lock_holder"] = json{
-          {"pid", h.pid}, {"host", h.host}, {"started_at", h.started_at}, {"command", h.command}};
-    }
-    std::cout << doc.dump(2) << "\n";
+    std::cout << RotationStatusJson(*status).dump(2) << "\n";
     return kExitOk;
   }
-  if (!journal->has_value()) {
+  const auto& journal = status->journal;
+  const auto& holder = status->holder;
+  const auto& last_error = status->last_error;
+  if (!journal.has_value()) {
     std::cout << "journal: none (no rotation is journaled in this keystore: none ran, or the last "
                  "one was "
                  "abandoned with mk rotate --abort)\n";
   } else {
-    const host::RotationJournal& j = **journal;
+    const host::RotationJournal& j = *journal;
     std::cout << "journal: " << host::RotationPhaseName(j.phase) << ", rotation from "
               << ToHex(j.source_vp) << " to " << ToHex(j.target_vp) << "\n"
               << "keys: " << j.keys_done << " of " << j.keys_total << " re-encrypted\n"
               << "started: " << j.started_at << ", last update: " << j.updated_at << "\n";
   }
   std::cout << "rotation lock: "
-            << (holder->has_value() ? StrCat("held by ", (*holder)->Describe())
-                                    : std::string("free (no rotation is running)"))
+            << (holder.has_value() ? StrCat("held by ", holder->Describe())
+                                   : std::string("free (no rotation is running)"))
             << "\n";
-  if (last_error->has_value()) {
-    std::cout << "last error: " << (*last_error)->error << " (at phase " << (*last_error)->phase
-              << ", " << (*last_error)->recorded_at << ")\n";
+  if (last_error.has_value()) {
+    std::cout << "last error: " << last_error->error << " (at phase " << last_error->phase << ", "
+              << last_error->recorded_at << ")\n";
   }
   return kExitOk;
 }
@@ -739,6 +758,18 @@ int RunRecover(Invocation& inv, const RotateFlags& f) {
 }
 
 }  // namespace
+
+absl::StatusOr<json> RotationStatusReport(const Invocation& inv) {
+  HSMSIM_ASSIGN_OR_RETURN(RotationStatus status, ReadRotationStatus(inv));
+  return RotationStatusJson(status);
+}
+
+absl::StatusOr<json> RecoverLookReport(Invocation& inv) {
+  HSMSIM_ASSIGN_OR_RETURN(Session session, OpenSession(inv));
+  RecoverReport report;
+  HSMSIM_RETURN_IF_ERROR(LookAtFleet(inv, session, report));
+  return RecoverJson(report);
+}
 
 void AddRotationCommands(CLI::App& app, Invocation& inv) {
   auto flags = std::make_shared<RotateFlags>();

@@ -241,25 +241,30 @@ int RenderRecoverDryRun(const Invocation& inv, const RecoverReport& r, json& doc
 
 }  // namespace
 
+json RecoverJson(const RecoverReport& r) {
+  const host::RecoveryDecision& d = r.decision;
+  return json{{"command", "recover"},
+              {"units", UnitsJson(r.observed)},
+              {"keys_per_wkid", CountsJson(r.counts)},
+              {"journal_phase", JournalPhase(r)},
+              {"situation", std::string(host::RecoverySituationName(d.situation))},
+              {"observed", d.observed},
+              {"action", d.action},
+              {"units_promoted", d.units_promoted},
+              {"units_to_promote", d.units_to_promote},
+              {"units_to_reload", d.units_to_reload},
+              {"source_vp", ToHex(d.source_vp)},
+              {"target_vp", ToHex(d.target_vp)},
+              {"abort_possible", d.abort_possible},
+              {"unreadable_keys", d.unreadable_keys},
+              {"unreadable_count", d.unreadable_count},
+              {"quarantined_count", d.quarantined_count},
+              {"applied", r.apply_attempted && r.status.ok()}};
+}
+
 int RenderRecover(const Invocation& inv, const RecoverReport& r) {
   const host::RecoveryDecision& d = r.decision;
-  json doc{{"command", "recover"},
-           {"units", UnitsJson(r.observed)},
-           {"keys_per_wkid", CountsJson(r.counts)},
-           {"journal_phase", JournalPhase(r)},
-           {"situation", std::string(host::RecoverySituationName(d.situation))},
-           {"observed", d.observed},
-           {"action", d.action},
-           {"units_promoted", d.units_promoted},
-           {"units_to_promote", d.units_to_promote},
-           {"units_to_reload", d.units_to_reload},
-           {"source_vp", ToHex(d.source_vp)},
-           {"target_vp", ToHex(d.target_vp)},
-           {"abort_possible", d.abort_possible},
-           {"unreadable_keys", d.unreadable_keys},
-           {"unreadable_count", d.unreadable_count},
-           {"quarantined_count", d.quarantined_count},
-           {"applied", r.apply_attempted && r.status.ok()}};
+  json doc = RecoverJson(r);
   if (!r.apply_attempted) {
     if (inv.json) std::cout << doc.dump(2) << "\n";
     return d.situation == host::RecoverySituation::kNothingToDo ||

@@ -69,6 +69,11 @@ struct RecoverReport {
 // (before --apply runs, so the operator reads it first).
 void RenderRecoverLook(const Invocation& inv, const RecoverReport& report);
 
+// RecoverJson returns the JSON document of recover (RenderRecover adds
+// "ok", "report" and "error" after --apply, or the plan after --apply
+// --dry-run): what it saw, the situation, why, and the safe action.
+json RecoverJson(const RecoverReport& report);
+
 // RenderRecover prints the rest of the report (the whole JSON document with
 // --json) and returns the exit code: without an applied action 0 when there
 // is nothing to do or the fleet is ready to rotate, else 1; after --apply 0

@@ -1,4 +1,5 @@
 // hsmctl status and hsmctl compare: the "Master keys" view of the units.
+#include <functional>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -7,6 +8,7 @@
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/hsmctl/context.h"
+#include "host/hsmctl/json_reports.h"
 #include "proto/wire/enum_names.h"
 
 namespace hsmsim::hsmctl {
@@ -83,25 +85,40 @@ std::string InfoText(const UnitConnection& c, const v1::GetInfoResponse& info, b
   return out.str();
 }
 
-int RunStatus(Invocation& inv, bool full) {
-  auto conns = ConnectSelected(inv);
-  if (!conns.ok()) return Fail(inv, conns.status());
+// UnitAnswer sees one unit's GetInfo answer as StatusOutcomes reads it.
+using UnitAnswer =
+    std::function<void(const UnitConnection&, const absl::StatusOr<v1::GetInfoResponse>&)>;
+
+// StatusOutcomes reads GetInfo of every connection, in order, and returns
+// each unit's outcome for the status report (details: InfoJson); `each`
+// (when set) sees every answer as it arrives.
+std::vector<UnitOutcome> StatusOutcomes(std::vector<UnitConnection>& conns,
+                                        const UnitAnswer& each) {
   std::vector<UnitOutcome> outcomes;
-  for (UnitConnection& c : *conns) {
+  for (UnitConnection& c : conns) {
     UnitOutcome o{c.unit.name, c.unit.endpoint, absl::OkStatus(), "", json::object()};
     auto info = c.client->GetInfo();
     o.status = info.status();
     if (info.ok()) o.details = InfoJson(*info);
     outcomes.push_back(std::move(o));
-    if (!inv.json) {
-      if (info.ok()) {
-        std::cout << InfoText(c, *info, full) << "\n";
-      } else {
-        std::cout << c.unit.name << ": FAILED: " << ReasonOf(info.status()) << ": "
-                  << UnitLineMessage(c.unit.name, std::string(info.status().message())) << "\n";
-      }
-    }
+    if (each) each(c, info);
   }
+  return outcomes;
+}
+
+int RunStatus(Invocation& inv, bool full) {
+  auto conns = ConnectSelected(inv);
+  if (!conns.ok()) return Fail(inv, conns.status());
+  UnitAnswer print = [full](const UnitConnection& c,
+                            const absl::StatusOr<v1::GetInfoResponse>& info) {
+    if (info.ok()) {
+      std::cout << InfoText(c, *info, full) << "\n";
+    } else {
+      std::cout << c.unit.name << ": FAILED: " << ReasonOf(info.status()) << ": "
+                << UnitLineMessage(c.unit.name, std::string(info.status().message())) << "\n";
+    }
+  };
+  std::vector<UnitOutcome> outcomes = StatusOutcomes(*conns, inv.json ? nullptr : print);
   if (inv.json) return ReportOutcomes(inv, "status", outcomes);
   for (const UnitOutcome& o : outcomes) {
     if (!o.status.ok()) return ExitCodeFor(o.status);
@@ -189,6 +206,11 @@ int RunCompare(Invocation& inv) {
 }
 
 }  // namespace
+
+absl::StatusOr<json> UnitStatusReport(const Invocation& inv) {
+  HSMSIM_ASSIGN_OR_RETURN(std::vector<UnitConnection> conns, ConnectSelected(inv));
+  return OutcomesJson("status", StatusOutcomes(conns, nullptr));
+}
 
 void AddStatusCommands(CLI::App& app, Invocation& inv) {
   auto full = std::make_shared<bool>(false);

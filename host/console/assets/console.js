@@ -1,0 +1,341 @@
+// hsmctl console: renders the snapshots hsmctl console pushes on
+// /api/events (docs/console.md). Every view is the document an hsmctl
+// command prints with --json. The access token comes from this page's URL
+// and goes only in the Authorization header of requests to this server.
+// Every value from the fleet is put in the page as text (textContent),
+// never as markup.
+(function () {
+  'use strict';
+
+  const token = new URLSearchParams(window.location.search).get('token') || '';
+  const authHeaders = { Authorization: 'Bearer ' + token };
+
+  // ---- small DOM helpers --------------------------------------------------
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === 'class') node.className = v;
+      else if (k.startsWith('data-') || k === 'title' || k === 'id') node.setAttribute(k, v);
+    }
+    for (const c of children) {
+      if (c === undefined || c === null) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+
+  function table(headers, rows, id) {
+    const head = el('tr', {}, ...headers.map((h) => el('th', {}, h)));
+    return el('table', { id: id }, el('thead', {}, head), el('tbody', {}, ...rows));
+  }
+
+  function errorBox(doc) {
+    const e = (doc && doc.error) || {};
+    return el('div', { class: 'error' },
+      (e.reason || 'ERROR') + ': ' + (e.message || 'no answer'));
+  }
+
+  function shortVp(vp) {
+    return vp ? vp.slice(0, 16) : '-';
+  }
+
+  function fill(id, ...nodes) {
+    const view = document.getElementById(id);
+    view.replaceChildren(...nodes);
+  }
+
+  // differsFlags returns, per unit name, whether its value of `key` differs
+  // from the value most units have.
+  function differsFlags(units, key) {
+    const counts = new Map();
+    for (const u of units) counts.set(key(u), (counts.get(key(u)) || 0) + 1);
+    let common = null;
+    let best = -1;
+    for (const [v, n] of counts) if (n > best) { best = n; common = v; }
+    const flags = new Map();
+    for (const u of units) flags.set(u.unit, counts.size > 1 && key(u) !== common);
+    return flags;
+  }
+
+  // ---- views --------------------------------------------------------------
+
+  function renderUnits(fleet, status) {
+    if (!fleet || fleet.units === undefined) return fill('view-units', errorBox(fleet));
+    const info = new Map();
+    for (const u of (status && status.units) || []) info.set(u.unit, u);
+    const rows = fleet.units.map((u) => {
+      const s = info.get(u.unit) || {};
+      const reach = u.state || (u.ok ? 'running' : 'unreachable');
+      return el('tr', { 'data-unit': u.unit },
+        el('td', { class: 'col-name' }, u.unit),
+        el('td', { class: 'col-unit-id mono', title: s.unit_id }, s.unit_id ? s.unit_id.slice(0, 16) : '-'),
+        el('td', { class: 'col-instance' }, s.instance || '-'),
+        el('td', { class: 'col-mode' }, s.mode || '-'),
+        el('td', { class: 'col-firmware' }, s.firmware_version || '-'),
+        el('td', { class: 'col-endpoint mono' }, u.endpoint),
+        el('td', { class: 'col-state' + (reach === 'unreachable' ? ' bad' : '') },
+          reach + (u.error ? ' (' + u.error.reason + ')' : '')),
+        el('td', { class: 'col-selected' }, u.selected ? 'selected' : 'not selected'),
+        el('td', { class: 'col-action' }, selectButton(u.unit, !u.selected)));
+    });
+    fill('view-units', table(
+      ['Name', 'Unit id', 'Instance', 'Mode', 'Firmware', 'Endpoint', 'Reachability', 'Selection',
+        'Action'], rows, 'units-table'));
+  }
+
+  // selectButton does what hsmctl unit add NAME (`select`) or unit rm NAME
+  // does; the page shows the result when the next snapshot arrives.
+  function selectButton(unit, select) {
+    const button = el('button', { class: 'select-unit', 'data-unit': unit },
+      select ? 'Select' : 'Deselect');
+    button.type = 'button';
+    button.addEventListener('click', () => postAction('/api/units/select',
+      { units: [unit], selected: select },
+      (select ? 'unit add ' : 'unit rm ') + unit));
+    return button;
+  }
+
+  async function postAction(path, body, what) {
+    const out = document.getElementById('action-result');
+    out.className = 'action-result';
+    out.textContent = what + ': …';
+    try {
+      const res = await fetch(path, {
+        method: 'POST', cache: 'no-store',
+        headers: Object.assign({ 'Content-Type': 'application/json' }, authHeaders),
+        body: JSON.stringify(body),
+      });
+      const doc = await res.json();
+      if (res.ok && doc.ok) {
+        out.textContent = what + ': ok';
+      } else {
+        const e = doc.error || {};
+        out.className = 'action-result error';
+        out.textContent = what + ': FAILED: ' + (e.reason || 'HTTP ' + res.status) + ': ' +
+          (e.message || doc.message || '');
+      }
+    } catch (err) {
+      out.className = 'action-result error';
+      out.textContent = what + ': FAILED: ' + err;
+    }
+  }
+
+  function adminList(u) {
+    return (u.administrators || []).map((a) => a.name + ' [' + a.key_id.slice(0, 16) + ']')
+      .sort().join(', ');
+  }
+
+  function renderAdmins(status) {
+    if (!status || status.units === undefined) return fill('view-admins', errorBox(status));
+    const answered = status.units.filter((u) => u.ok);
+    const adminsDiffer = differsFlags(answered, adminList);
+    const sigDiffer = differsFlags(answered, (u) => u.signature_threshold);
+    const revDiffer = differsFlags(answered, (u) => u.revocation_threshold);
+    const rows = status.units.map((u) => {
+      if (!u.ok) {
+        return el('tr', { 'data-unit': u.unit }, el('td', {}, u.unit),
+          el('td', { class: 'bad' }, u.error.reason + ': ' + u.error.message),
+          el('td', {}), el('td', {}));
+      }
+      return el('tr', { 'data-unit': u.unit },
+        el('td', { class: 'col-name' }, u.unit),
+        el('td', { class: 'col-admins' + (adminsDiffer.get(u.unit) ? ' differs' : '') },
+          adminList(u) || '(none)'),
+        el('td', { class: 'col-signature' + (sigDiffer.get(u.unit) ? ' differs' : '') },
+          u.signature_threshold),
+        el('td', { class: 'col-revocation' + (revDiffer.get(u.unit) ? ' differs' : '') },
+          u.revocation_threshold));
+    });
+    fill('view-admins', table(['Unit', 'Administrators', 'Signature threshold',
+      'Revocation threshold'], rows, 'admins-table'));
+  }
+
+  function registerCell(name, reg, differs) {
+    const parts = name === 'new' && reg.state === 'PARTIALLY_LOADED'
+      ? ' (' + reg.parts_loaded + '/' + reg.parts_total + ' parts)' : '';
+    return el('td', { class: 'reg-' + name + (differs ? ' differs' : ''),
+      'data-state': reg.state, 'data-vp': reg.verification_pattern },
+      el('span', { class: 'state' }, reg.state + parts), ' ',
+      el('span', { class: 'vp', title: reg.verification_pattern || '' },
+        shortVp(reg.verification_pattern)));
+  }
+
+  function renderMasterKeys(status) {
+    if (!status || status.units === undefined) return fill('view-master-keys', errorBox(status));
+    const answered = status.units.filter((u) => u.ok);
+    const differ = {};
+    for (const r of ['new', 'current', 'old']) {
+      differ[r] = differsFlags(answered,
+        (u) => u.registers[r].state + ' ' + u.registers[r].verification_pattern);
+    }
+    const rows = status.units.map((u) => {
+      if (!u.ok) {
+        return el('tr', { 'data-unit': u.unit }, el('td', { class: 'col-name' }, u.unit),
+          el('td', { class: 'bad' }, u.error.reason + ': ' + u.error.message), el('td', {}), el('td', {}));
+      }
+      return el('tr', { 'data-unit': u.unit }, el('td', { class: 'col-name' }, u.unit),
+        ...['new', 'current', 'old'].map((r) => registerCell(r, u.registers[r], differ[r].get(u.unit))));
+    });
+    fill('view-master-keys', table(['Unit', 'NEW', 'CURRENT', 'OLD'], rows, 'master-keys-table'));
+  }
+
+  function definitions(id, pairs) {
+    const dl = el('dl', { id: id });
+    for (const [k, v, cls] of pairs) {
+      if (v === undefined) continue;
+      dl.append(el('dt', {}, k), el('dd', { class: cls || null }, v === null ? '-' : v));
+    }
+    return dl;
+  }
+
+  function renderRotation(rot) {
+    if (!rot || rot.ok === false) return fill('view-rotation', errorBox(rot));
+    const holder = rot.lock_holder;
+    const nodes = [definitions('rotation-facts', [
+      ['Journal phase', rot.journal_phase, 'state journal-phase'],
+      ['Keys re-encrypted', rot.keys_total !== undefined
+        ? rot.keys_done + ' of ' + rot.keys_total : undefined, 'keys-done'],
+      ['From (source VP)', rot.source_vp !== undefined ? shortVp(rot.source_vp) : undefined, 'vp'],
+      ['To (target VP)', rot.target_vp !== undefined ? shortVp(rot.target_vp) : undefined, 'vp'],
+      ['Started', rot.started_at],
+      ['Last update', rot.updated_at],
+      ['Rotation lock', holder ? 'held by ' + holder.command + ' (pid ' + holder.pid + ' on ' +
+        holder.host + ', since ' + holder.started_at + ')' : 'free (no rotation is running)'],
+      ['Last error', rot.last_error ? rot.last_error.error + ' (at phase ' +
+        rot.last_error.phase + ')' : null, rot.last_error ? 'bad' : null],
+    ])];
+    // Once every key has a pending blob under NEW, and until every unit is
+    // promoted, the rotation waits on set immediate: the line hsmctl mk
+    // rotate prints then (host::kRewrapDoneMessage).
+    if (rot.journal_phase === 'REENCRYPTED' || rot.journal_phase === 'PROMOTING') {
+      nodes.push(el('p', { class: 'rewrap-done', id: 'rewrap-done' },
+        'KMS CRK rewrap successful, waiting on cryptounit-mk-setimm.'));
+    }
+    if (rot.keys_total) {
+      const bar = el('progress', { id: 'rotation-progress' });
+      bar.max = rot.keys_total;
+      bar.value = rot.keys_done;
+      nodes.push(el('p', {}, bar));
+    }
+    fill('view-rotation', ...nodes);
+  }
+
+  function renderRecovery(rec) {
+    if (!rec || rec.situation === undefined) return fill('view-recovery', errorBox(rec));
+    const list = (xs) => (xs && xs.length ? xs.join(', ') : null);
+    fill('view-recovery',
+      el('p', { class: 'situation', id: 'recovery-situation' }, rec.situation),
+      definitions('recovery-facts', [
+        ['Why', rec.observed, 'recovery-observed'],
+        ['Safe action', rec.action, 'recovery-action'],
+        ['Journal phase', rec.journal_phase],
+        ['Units promoted', list(rec.units_promoted)],
+        ['Units to set immediate', list(rec.units_to_promote)],
+        ['Units to reload NEW', list(rec.units_to_reload)],
+        ['Abort possible', rec.abort_possible ? 'yes (mk rotate --abort)' : 'no'],
+        ['Unreadable keys', rec.unreadable_count || 0],
+        ['Quarantined keys', rec.quarantined_count || 0],
+      ]),
+      table(['WKID', 'Pending WKID', 'Keys'], (rec.keys_per_wkid || []).map((c) =>
+        el('tr', {}, el('td', { class: 'mono' }, c.wkid || '-'),
+          el('td', { class: 'mono' }, c.pending_wkid || '-'), el('td', {}, c.keys))),
+        'keys-per-wkid'));
+  }
+
+  function renderAudit(audit) {
+    if (!audit || audit.ok === false) return fill('view-audit', errorBox(audit));
+    fill('view-audit', definitions('audit-facts', [
+      ['Events', audit.events],
+      ['Head of the hash chain', audit.head, 'mono'],
+    ]));
+  }
+
+  function render(snapshot) {
+    const units = snapshot.units || {};
+    document.getElementById('instance').textContent =
+      units.instance ? 'instance ' + units.instance : '';
+    document.getElementById('updated').textContent =
+      'snapshot ' + snapshot.version + ', ' + new Date().toLocaleTimeString();
+    document.body.setAttribute('data-version', String(snapshot.version));
+    renderUnits(snapshot.units, snapshot.master_keys);
+    renderAdmins(snapshot.master_keys);
+    renderMasterKeys(snapshot.master_keys);
+    renderRotation(snapshot.rotation);
+    renderRecovery(snapshot.recovery);
+    renderAudit(snapshot.audit);
+  }
+
+  // ---- the event stream ---------------------------------------------------
+
+  function setConnection(live, text) {
+    const c = document.getElementById('connection');
+    c.className = 'connection ' + (live ? 'live' : 'offline');
+    c.textContent = text;
+  }
+
+  // handleEvent parses one server-sent event (its lines, without the blank
+  // line that ends it).
+  function handleEvent(block) {
+    let type = 'message';
+    const data = [];
+    for (const line of block.split('\n')) {
+      if (line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+      if (field === 'event') type = value;
+      else if (field === 'data') data.push(value);
+    }
+    if (type === 'snapshot' && data.length) render(JSON.parse(data.join('\n')));
+  }
+
+  // EventSource cannot send an Authorization header, so the stream is read
+  // with fetch(); it reconnects after any end or error.
+  async function follow() {
+    for (;;) {
+      try {
+        const res = await fetch('/api/events', { headers: authHeaders, cache: 'no-store' });
+        if (res.status === 401) {
+          setConnection(false, 'access token refused: open the URL hsmctl console printed');
+          return;
+        }
+        if (!res.ok || !res.body) throw new Error('HTTP ' + res.status);
+        setConnection(true, 'live');
+        const reader = res.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true });
+          let end;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            handleEvent(buffer.slice(0, end));
+            buffer = buffer.slice(end + 2);
+          }
+        }
+      } catch (e) {
+        // fall through to reconnect
+      }
+      setConnection(false, 'disconnected: reconnecting…');
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+
+  // ---- tabs -----------------------------------------------------------------
+
+  for (const button of document.querySelectorAll('#tabs button')) {
+    button.addEventListener('click', () => {
+      for (const b of document.querySelectorAll('#tabs button')) {
+        b.classList.toggle('active', b === button);
+      }
+      for (const t of document.querySelectorAll('.tab')) {
+        t.classList.toggle('active', t.id === 'tab-' + button.dataset.tab);
+      }
+    });
+  }
+
+  follow();
+})();

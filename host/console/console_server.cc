@@ -1,0 +1,274 @@
+#include "host/console/console_server.h"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <csignal>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "common/reasons.h"
+#include "common/status.h"
+#include "common/str_cat.h"
+
+namespace hsmsim::console {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr size_t kHeaderLimit = 8 * 1024;
+constexpr size_t kBodyLimit = 1024;
+constexpr auto kReadTimeout = std::chrono::seconds(30);
+constexpr size_t kEventQueueLimit = 64;
+constexpr auto kHeartbeatPeriod = std::chrono::seconds(15);
+// A comment line: keeps the stream busy so a closed client is noticed.
+constexpr char kHeartbeat[] = ": keep-alive\n\n";
+
+class Session;
+
+}  // namespace
+
+struct ConsoleServer::Impl {
+  asio::io_context ioc{1};
+  tcp::acceptor acceptor{ioc};
+  asio::signal_set signals{ioc, SIGINT, SIGTERM};
+  asio::steady_timer heartbeat{ioc};
+  RequestHandler handler;
+  std::string last_event;                         // the io thread's
+  std::vector<std::shared_ptr<Session>> streams;  // the io thread's
+  int signal = 0;
+
+  void Accept();
+  void Broadcast(const std::string& event);
+  void ScheduleHeartbeat();
+};
+
+namespace {
+
+// Session is one connection: requests read and answered one at a time
+// (keep-alive), until one opens an event stream, which it stays.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, ConsoleServer::Impl& server)
+      : stream_(std::move(socket)), server_(server) {}
+
+  void Start() { ReadRequest(); }
+
+  // Send queues `event` on this event stream (closing a stream whose
+  // client has stopped reading).
+  void Send(const std::string& event) {
+    if (closed_) return;
+    if (queue_.size() >= kEventQueueLimit) {
+      Close();
+      return;
+    }
+    queue_.push_back(event);
+    if (queue_.size() == 1 && streaming_) WriteNextEvent();
+  }
+
+ private:
+  void ReadRequest() {
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(kBodyLimit);
+    stream_.expires_after(kReadTimeout);
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRequest(ec); });
+  }
+
+  void OnRequest(beast::error_code ec) {
+    // The client closed, timed out or sent what is not HTTP within the
+    // limits: there is no one to answer.
+    if (ec) return Close();
+    http::request<http::string_body> req = parser_->release();
+    HttpRequest request{std::string(req.method_string()), std::string(req.target()),
+                        std::string(req[http::field::authorization]),
+                        std::string(req[http::field::content_type]), std::move(req.body())};
+    HttpResponse answer = server_.handler(request);
+    if (answer.event_stream && answer.status == 200) return StartEvents(answer);
+    auto res = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(answer.status), req.version());
+    res->set(http::field::server, "hsmctl-console");
+    if (!answer.content_type.empty()) res->set(http::field::content_type, answer.content_type);
+    for (const auto& [name, value] : answer.headers) res->set(name, value);
+    res->body() = std::move(answer.body);
+    res->keep_alive(req.keep_alive());
+    res->prepare_payload();
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res](beast::error_code write_ec, size_t) {
+                        if (write_ec || !res->keep_alive()) return self->Close();
+                        self->ReadRequest();
+                      });
+  }
+
+  // StartEvents answers with the header of a text/event-stream without a
+  // length (the body ends when the connection does), then the last event.
+  void StartEvents(const HttpResponse& answer) {
+    stream_.expires_never();
+    auto res = std::make_shared<http::response<http::empty_body>>(http::status::ok, 11);
+    res->set(http::field::server, "hsmctl-console");
+    res->set(http::field::content_type, answer.content_type);
+    for (const auto& [name, value] : answer.headers) res->set(name, value);
+    res->keep_alive(false);
+    auto serializer = std::make_shared<http::response_serializer<http::empty_body>>(*res);
+    server_.streams.push_back(shared_from_this());
+    if (!server_.last_event.empty()) Send(server_.last_event);
+    http::async_write_header(
+        stream_, *serializer,
+        [self = shared_from_this(), res, serializer](beast::error_code ec, size_t) {
+          if (ec) return self->Close();
+          self->streaming_ = true;
+          if (!self->queue_.empty()) self->WriteNextEvent();
+        });
+  }
+
+  void WriteNextEvent() {
+    asio::async_write(stream_, asio::buffer(queue_.front()),
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        if (ec) return self->Close();
+                        self->queue_.pop_front();
+                        if (!self->queue_.empty()) self->WriteNextEvent();
+                      });
+  }
+
+  void Close() {
+    if (closed_) return;
+    closed_ = true;
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+    std::erase_if(server_.streams,
+                  [this](const std::shared_ptr<Session>& s) { return s.get() == this; });
+  }
+
+  beast::tcp_stream stream_;
+  ConsoleServer::Impl& server_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::deque<std::string> queue_;  // events not yet written, front first
+  bool streaming_ = false;         // the header is written
+  bool closed_ = false;
+};
+
+}  // namespace
+
+void ConsoleServer::Impl::Accept() {
+  acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) std::make_shared<Session>(std::move(socket), *this)->Start();
+    Accept();
+  });
+}
+
+void ConsoleServer::Impl::Broadcast(const std::string& event) {
+  // Send may close a stream, which leaves `streams`: walk a copy.
+  const std::vector<std::shared_ptr<Session>> open = streams;
+  for (const std::shared_ptr<Session>& s : open) s->Send(event);
+}
+
+void ConsoleServer::Impl::ScheduleHeartbeat() {
+  heartbeat.expires_after(kHeartbeatPeriod);
+  heartbeat.async_wait([this](beast::error_code ec) {
+    if (ec) return;
+    Broadcast(kHeartbeat);
+    ScheduleHeartbeat();
+  });
+}
+
+absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text, bool allow_remote) {
+  auto bad = [&](std::string_view why) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadListenAddress,
+                 StrCat("--listen '", text, "': ", why,
+                        "; give IPV4:PORT or [IPV6]:PORT, e.g. 127.0.0.1:8080 (port 0: any "
+                        "free port)"));
+  };
+  const size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos) return bad("no port");
+  std::string_view host = text.substr(0, colon);
+  const std::string_view port_text = text.substr(colon + 1);
+  if (port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != std::string_view::npos ||
+      std::stoul(std::string(port_text)) > 65535) {
+    return bad("the port is not a number from 0 to 65535");
+  }
+  const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  if (bracketed) host = host.substr(1, host.size() - 2);
+  beast::error_code ec;
+  const asio::ip::address address = asio::ip::make_address(std::string(host), ec);
+  if (ec || address.is_v6() != bracketed) {
+    return bad("the address is not an IPv4 address or a bracketed IPv6 address");
+  }
+  if (!address.is_loopback() && !allow_remote) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kListenNotLoopback,
+                 StrCat("--listen '", text,
+                        "' is not a loopback address: the console would be open to other "
+                        "hosts, which see its access token in clear (no TLS). Listen on "
+                        "127.0.0.1, or add --allow-remote if that is what you want"));
+  }
+  return ListenAddress{address.to_string(),
+                       static_cast<uint16_t>(std::stoul(std::string(port_text)))};
+}
+
+std::string UrlHost(const std::string& ip) {
+  return ip.find(':') == std::string::npos ? ip : StrCat("[", ip, "]");
+}
+
+absl::StatusOr<std::unique_ptr<ConsoleServer>> ConsoleServer::Listen(const std::string& ip,
+                                                                     uint16_t port,
+                                                                     RequestHandler handler) {
+  beast::error_code ec;
+  const asio::ip::address address = asio::ip::make_address(ip, ec);
+  if (ec) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadListenAddress,
+                 StrCat("--listen: '", ip, "' is not an IPv4 or IPv6 address"));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->handler = std::move(handler);
+  const tcp::endpoint endpoint(address, port);
+  impl->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(endpoint, ec);
+  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kConsoleListenFailed,
+                 StrCat("cannot listen on ", ip, " port ", port, ": ", ec.message()));
+  }
+  return std::unique_ptr<ConsoleServer>(new ConsoleServer(std::move(impl)));
+}
+
+ConsoleServer::ConsoleServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ConsoleServer::~ConsoleServer() = default;
+
+uint16_t ConsoleServer::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+void ConsoleServer::Publish(std::string event) {
+  asio::post(impl_->ioc, [impl = impl_.get(), event = std::move(event)] {
+    impl->last_event = event;
+    impl->Broadcast(event);
+  });
+}
+
+int ConsoleServer::Run() {
+  impl_->signals.async_wait([impl = impl_.get()](beast::error_code ec, int signal) {
+    if (ec) return;
+    impl->signal = signal;
+    impl->ioc.stop();
+  });
+  impl_->Accept();
+  impl_->ScheduleHeartbeat();
+  impl_->ioc.run();
+  return impl_->signal;
+}
+
+void ConsoleServer::Stop() { impl_->ioc.stop(); }
+
+}  // namespace hsmsim::console

@@ -1,0 +1,112 @@
+// hsmctl console: the fleet in a browser, live (docs/console.md). The
+// server and the page live in host/console/; this file wires them to the
+// reports hsmctl's own commands print (json_reports.h).
+#include <chrono>
+#include <iostream>
+#include <memory>
+
+#include "common/str_cat.h"
+#include "host/console/access_token.h"
+#include "host/console/assets.h"
+#include "host/console/console_api.h"
+#include "host/console/console_server.h"
+#include "host/console/fleet_watcher.h"
+#include "host/hsmctl/context.h"
+#include "host/hsmctl/json_reports.h"
+
+namespace hsmsim::hsmctl {
+namespace {
+
+struct ConsoleFlags {
+  std::string listen = "127.0.0.1:0";
+  bool allow_remote = false;
+  int poll_ms = 500;
+};
+
+json ViewOf(absl::StatusOr<json> report) {
+  return report.ok() ? *std::move(report) : FailureJson(report.status());
+}
+
+// ReadFleetViews reads every view of the console, each with the function
+// behind its command's --json (an error stands in the view as that
+// command's error document).
+json ReadFleetViews(Invocation& inv) {
+  return json{{"units", ViewOf(FleetStatusReport(inv))},
+              {"master_keys", ViewOf(UnitStatusReport(inv))},
+              {"rotation", ViewOf(RotationStatusReport(inv))},
+              {"recovery", ViewOf(RecoverLookReport(inv))},
+              {"audit", ViewOf(AuditVerifyReport(inv))}};
+}
+
+int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
+  auto address = console::ParseListenAddress(flags.listen, flags.allow_remote);
+  if (!address.ok()) return Fail(inv, address.status());
+  auto token = console::AccessToken::Generate();
+  if (!token.ok()) return Fail(inv, token.status());
+  const std::string url = StrCat("http://", console::UrlHost(address->ip), ":");
+
+  std::unique_ptr<console::FleetWatcher> watcher;
+  std::unique_ptr<console::ConsoleServer> server;
+  const console::ConsoleAssets& assets = console::EmbeddedConsoleAssets();
+  console::ConsoleActions actions;
+  // The actions run on the server's thread, the readings on the watcher's:
+  // each has an Invocation of its own.
+  actions.select_units = [action_inv = inv](const std::vector<std::string>& units, bool selected) {
+    return UnitSelectReport(action_inv, units, selected);
+  };
+  console::ConsoleApi api(
+      *token, console::ComposePage(assets.index_html, assets.style, assets.script),
+      [&watcher] { watcher->Refresh(); }, std::move(actions));
+  // The first reading is taken before the URL is printed, so the page and
+  // the API answer with the fleet from the first request on.
+  api.SetSnapshot(ReadFleetViews(inv));
+  auto listening = console::ConsoleServer::Listen(
+      address->ip, address->port,
+      [&api](const console::HttpRequest& request) { return api.Handle(request); });
+  if (!listening.ok()) return Fail(inv, listening.status());
+  server = std::move(*listening);
+  server->Publish(api.SnapshotEvent());
+  watcher = std::make_unique<console::FleetWatcher>([&inv] { return ReadFleetViews(inv); },
+                                                    [&api, &server](json reading) {
+                                                      if (api.SetSnapshot(std::move(reading)))
+                                                        server->Publish(api.SnapshotEvent());
+                                                    },
+                                                    std::chrono::milliseconds(flags.poll_ms));
+  watcher->Start();
+
+  std::cout << url << server->port() << "/?token=" << token->text() << std::endl;
+  std::cerr << "hsmctl console: serving fleet " << FleetDir(inv) << " on "
+            << console::UrlHost(address->ip) << ":" << server->port()
+            << " (open the URL above; Ctrl-C stops)" << std::endl;
+  const int signal = server->Run();
+  watcher->Stop();
+  std::cerr << "hsmctl console: stopped" << (signal != 0 ? StrCat(" by signal ", signal) : "")
+            << std::endl;
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddConsoleCommand(CLI::App& app, Invocation& inv) {
+  auto flags = std::make_shared<ConsoleFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "console",
+      "Serve a web console of the fleet (units, administrators, master keys, rotation, "
+      "recovery), updated live; prints the URL to open, with its access token, and runs until "
+      "Ctrl-C");
+  cmd->add_option("--listen", flags->listen,
+                  "ADDRESS:PORT to listen on: IPV4:PORT or [IPV6]:PORT, loopback unless "
+                  "--allow-remote (port 0: any free port)")
+      ->capture_default_str();
+  cmd->add_flag("--allow-remote", flags->allow_remote,
+                "Allow a --listen address other than loopback (plain HTTP: the token and the "
+                "fleet's state cross the network in clear)");
+  cmd->add_option("--poll-ms", flags->poll_ms,
+                  "How often the fleet is read for changes (fleet.json, keystore, units)")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 60'000));
+  AddNamedUnitOptions(cmd, inv);
+  cmd->callback([&inv, flags] { inv.action = [&inv, flags] { return RunConsole(inv, *flags); }; });
+}
+
+}  // namespace hsmsim::hsmctl

@@ -1,0 +1,236 @@
+#!/usr/bin/python3
+"""hsmctl console in a real browser: Debian's chromium, driven by
+chromedriver through python3-selenium (installed by scripts/setup.sh).
+
+A fleet of 3 units after a ceremony (NEW committed), the console, and the
+page: the Crypto units and Master keys tabs show every unit and its VPs as
+`hsmctl status --json` gives them; a change made by another hsmctl shows in
+the open page without a reload. Screenshots go to --screenshots.
+
+Exits 77 (ctest: skipped), saying why, only when chromium, chromedriver or
+selenium is missing.
+
+usage: console_browser_test.py --hsmctl PATH --unit PATH --screenshots DIR"""
+
+import argparse
+import os
+import shutil
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from console_support import Console, Fleet  # noqa: E402
+
+SKIP = 77
+ARGS = None
+# How long the page may take to show a change: generous, never a latency
+# under test (the console reads the fleet every 500 ms and pushes it).
+CHANGE_BOUND_S = 60
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def missing_prerequisite():
+    """Returns why the browser test cannot run here, or None."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "python3-selenium is not installed (scripts/setup.sh installs it)"
+    for path, package in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")]:
+        if not os.access(path, os.X_OK):
+            return f"{path} is missing: {package} is not installed (scripts/setup.sh installs it)"
+    return None
+
+
+def start_browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ["--headless=new", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,900", "--no-first-run", "--no-default-browser-check",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-extensions"]:
+        options.add_argument(arg)
+    if os.geteuid() == 0:
+        options.add_argument("--no-sandbox")  # chromium refuses its sandbox as root
+    # The driver is Debian's: naming it keeps selenium from looking for one
+    # on the network.
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+class ConsoleBrowserTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        os.makedirs(ARGS.screenshots, exist_ok=True)
+        cls.fleet = Fleet(ARGS.hsmctl, ARGS.unit, units=3)
+        cls.console = None
+        cls.browser = None
+        try:
+            cls.admin = cls.fleet.ceremony()
+            cls.console = Console(cls.fleet)
+            cls.browser = start_browser()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.browser is not None:
+            cls.browser.quit()
+        if cls.console is not None:
+            cls.console.close()
+        cls.fleet.close()
+
+    def wait(self, condition, what):
+        """Waits (generous bound) until `condition(driver)` is true. The page
+        rebuilds its tables on every snapshot, so an element found a moment
+        ago may be gone: such a read is tried again."""
+        from selenium.common.exceptions import (NoSuchElementException,
+                                                StaleElementReferenceException)
+        from selenium.webdriver.support.ui import WebDriverWait
+        return WebDriverWait(
+            self.browser, CHANGE_BOUND_S, poll_frequency=0.2,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
+                condition, message=f"the page did not show {what} within {CHANGE_BOUND_S} s")
+
+    # Cell reads one cell of the table `table` in one step (the page may
+    # rebuild it at any time): None when there is no such cell, else its
+    # text, class, data-state, data-vp and the text of its .vp part.
+    CELL_JS = """
+        const cell = document.querySelector(
+            '#' + arguments[0] + " tr[data-unit='" + arguments[1] + "'] ." + arguments[2]);
+        if (!cell) return null;
+        const vp = cell.querySelector('.vp');
+        return {text: cell.textContent, cls: cell.className,
+                state: cell.getAttribute('data-state'), vp: cell.getAttribute('data-vp'),
+                vpText: vp ? vp.textContent : null};
+    """
+
+    def cell(self, table, unit, cls):
+        return self.browser.execute_script(self.CELL_JS, table, unit, cls)
+
+    def text_of(self, element_id):
+        return self.browser.execute_script(
+            "const e = document.getElementById(arguments[0]); return e ? e.textContent : null;",
+            element_id)
+
+    def open_tab(self, tab):
+        from selenium.webdriver.common.by import By
+        self.browser.find_element(By.CSS_SELECTOR, f"#tabs button[data-tab='{tab}']").click()
+        self.wait(lambda d: d.find_element(By.ID, f"tab-{tab}").is_displayed(), f"the {tab} tab")
+
+    def click_select_button(self, unit):
+        """Clicks `unit`'s Select / Deselect button like a user, once."""
+        from selenium.webdriver.common.by import By
+        clicked = []
+
+        def click(d):
+            d.find_element(By.CSS_SELECTOR,
+                           f"#units-table tr[data-unit='{unit}'] .select-unit").click()
+            clicked.append(True)
+            return True
+        self.wait(click, f"{unit}'s button")
+        self.assertEqual(len(clicked), 1)
+
+    def not_reloaded(self):
+        return self.browser.execute_script("return window.__notReloaded === true;")
+
+    def screenshot(self, name):
+        self.browser.save_screenshot(os.path.join(ARGS.screenshots, name))
+
+    def test_tabs_show_the_fleet_and_follow_changes(self):
+        b = self.browser
+        b.get(self.console.url)
+        self.wait(lambda d: self.text_of("connection") == "live", "the live stream")
+        b.execute_script("window.__notReloaded = true;")
+
+        # Crypto units: every unit of fleet.json, with the facts of status.
+        status = self.fleet.json("status")
+        for u in status["units"]:
+            name = u["unit"]
+            want = {"col-endpoint": u["endpoint"], "col-state": "running",
+                    "col-selected": "selected", "col-mode": u["mode"],
+                    "col-unit-id": u["unit_id"][:16]}
+            for cls, text in want.items():
+                self.wait(lambda d, n=name, c=cls, t=text: (self.cell("units-table", n, c) or {})
+                          .get("text") == t, f"{name}'s {cls} {text}")
+        self.screenshot("console-crypto-units.png")
+
+        # Master keys: NEW, CURRENT and OLD of every unit, state and VP.
+        self.open_tab("master-keys")
+        for u in status["units"]:
+            for reg in ("new", "current", "old"):
+                want = u["registers"][reg]
+                shown = want["verification_pattern"][:16] or "-"
+
+                def matches(d, n=u["unit"], r=reg, w=want, sh=shown):
+                    c = self.cell("master-keys-table", n, f"reg-{r}")
+                    return c is not None and c["state"] == w["state"] and \
+                        c["vp"] == w["verification_pattern"] and c["vpText"] == sh and \
+                        "differs" not in c["cls"]
+                self.wait(matches, f"{u['unit']}'s {reg} {want['state']} {shown}")
+        new_vp = status["units"][0]["registers"]["new"]["verification_pattern"]
+        self.assertEqual(len(new_vp), 64)
+        self.screenshot("console-master-keys.png")
+
+        # Another hsmctl clears NEW on unit3: the open page marks unit3's
+        # NEW as differing from the other units', without a reload.
+        self.fleet.run("mk", "clrnew", "--unit", "unit3", "--sign", self.admin)
+
+        def unit3_new_cleared(d):
+            c = self.cell("master-keys-table", "unit3", "reg-new")
+            return c is not None and c["state"] == "EMPTY" and "differs" in c["cls"]
+        self.wait(unit3_new_cleared, "unit3's NEW cleared and marked as differing")
+        self.assertTrue(self.not_reloaded(), "the page was reloaded")
+        for unit in ("unit1", "unit2"):
+            c = self.cell("master-keys-table", unit, "reg-new")
+            self.assertEqual(c["vp"], new_vp)
+            self.assertNotIn("differs", c["cls"])
+        self.screenshot("console-master-keys-differ.png")
+
+        # And unit rm takes unit3 out of the selection on the Crypto units tab.
+        self.open_tab("units")
+        self.fleet.run("unit", "rm", "unit3")
+        self.wait(lambda d: (self.cell("units-table", "unit3", "col-selected") or {})
+                  .get("text") == "not selected", "unit3 not selected")
+        self.assertTrue(self.not_reloaded())
+
+        # The page's Select button puts it back, as hsmctl unit add does.
+        self.click_select_button("unit3")
+        self.wait(lambda d: (self.cell("units-table", "unit3", "col-selected") or {})
+                  .get("text") == "selected", "unit3 selected again")
+        self.wait(lambda d: self.text_of("action-result") == "unit add unit3: ok",
+                  "the action's result")
+        unit3 = next(u for u in self.fleet.json("fleet", "status")["units"]
+                     if u["unit"] == "unit3")
+        self.assertTrue(unit3["selected"])
+        self.fleet.run("unit", "rm", "unit3")
+
+        # Recovery names the situation hsmctl recover names.
+        self.open_tab("recovery")
+        situation = self.fleet.json("recover")["situation"]
+        self.wait(lambda d: self.text_of("recovery-situation") == situation,
+                  f"the situation {situation}")
+        self.assertTrue(self.not_reloaded())
+        self.screenshot("console-recovery.png")
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hsmctl", required=True)
+    parser.add_argument("--unit", required=True)
+    parser.add_argument("--screenshots", required=True)
+    ARGS, rest = parser.parse_known_args()
+    why = missing_prerequisite()
+    if why is not None:
+        print(f"SKIPPED: {why}")
+        sys.exit(SKIP)
+    unittest.main(argv=[sys.argv[0], "-v", *rest])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Shared pieces of the hsmctl console tests: a fleet of real hsmsim-unit
+processes, a running `hsmctl console`, and HTTP requests to it. Standard
+library only; every process started here is stopped by close()."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+PASSWORD = "console-test-password"
+
+
+class Fleet:
+    """A temporary fleet directory with `units` units, brought down by close()."""
+
+    def __init__(self, hsmctl, unit_binary, units):
+        self.hsmctl = hsmctl
+        self.unit_binary = unit_binary
+        self.tmp = tempfile.TemporaryDirectory(prefix="hsmsim-console-")
+        self.dir = os.path.join(self.tmp.name, "fleet")
+        self.env = dict(os.environ, HSMSIM_PASSWORD=PASSWORD)
+        self.env.pop("HSMSIM_FLEET", None)
+        self.run("fleet", "up", "--units", str(units), "--unit-binary", unit_binary)
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def run(self, *args, check=True, fleet=True):
+        """Runs hsmctl ARGS --fleet DIR (without --fleet unless `fleet`);
+        returns the CompletedProcess."""
+        command = [self.hsmctl, *args] + (["--fleet", self.dir] if fleet else [])
+        result = subprocess.run(command, env=self.env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"hsmctl {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def json(self, *args):
+        """Runs hsmctl ARGS --json and returns its document (whatever the exit code)."""
+        return json.loads(self.run(*args, "--json", check=False).stdout)
+
+    def ceremony(self):
+        """One administrator (thresholds 1/1) and a NEW master key loaded and
+        committed from two key parts on every unit; returns the admin key file."""
+        admin = self.path("alice.key")
+        self.run("admin", "keygen", "--name", "alice", "--out", admin, fleet=False)
+        self.run("admin", "add", admin)
+        self.run("thresholds", "set", "--signature", "1", "--revocation", "1", "--sign", admin)
+        parts = [self.path(f"part{i}.kp") for i in (1, 2)]
+        for i, part in enumerate(parts):
+            self.run("keypart", "generate", "--out", part, "--description", f"part {i + 1}",
+                     fleet=False)
+        self.run("mk", "load", "--parts", ",".join(parts), "--sign", admin)
+        self.run("mk", "commit", "--parts", ",".join(parts), "--yes", "--sign", admin)
+        return admin
+
+    def close(self):
+        subprocess.run([self.hsmctl, "fleet", "down", "--fleet", self.dir, "--grace-ms", "3000"],
+                       env=self.env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        self.tmp.cleanup()
+
+
+class Console:
+    """A running `hsmctl console` on the fleet; close() stops it (SIGTERM)."""
+
+    URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/\?token=([0-9a-f]{64})$")
+
+    def __init__(self, fleet, *extra):
+        self.proc = subprocess.Popen(
+            [fleet.hsmctl, "console", "--fleet", fleet.dir, *extra], env=fleet.env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The first line is the URL; a console that fails says why on stderr.
+        line = self._first_line(timeout=60)
+        match = self.URL.match(line.strip())
+        if not match:
+            self.proc.kill()
+            raise AssertionError(f"hsmctl console printed {line!r}, not its URL; stderr: "
+                                 f"{self.proc.stderr.read()}")
+        self.url = line.strip()
+        self.port = int(match.group(1))
+        self.token = match.group(2)
+
+    def _first_line(self, timeout):
+        box = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not box:
+            self.proc.kill()
+            raise AssertionError(f"hsmctl console printed no URL within {timeout} s")
+        return box[0]
+
+    def request(self, method, path, headers=None, token=True, body=None):
+        """Returns (status, headers, body) of one request; `token` adds the
+        Authorization header."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            h = dict(headers or {})
+            if token:
+                h["Authorization"] = "Bearer " + self.token
+            conn.request(method, path, body=body, headers=h)
+            res = conn.getresponse()
+            return res.status, dict(res.getheaders()), res.read().decode()
+        finally:
+            conn.close()
+
+    def get_json(self, path):
+        status, _, body = self.request("GET", path)
+        if status != 200:
+            raise AssertionError(f"GET {path}: HTTP {status}: {body}")
+        return json.loads(body)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Sends `sig` and returns the exit code (raises if it does not exit)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
+
+
+class EventStream:
+    """GET /api/events read on a thread; snapshots() returns those received."""
+
+    def __init__(self, console):
+        self.conn = http.client.HTTPConnection("127.0.0.1", console.port, timeout=120)
+        self.conn.request("GET", "/api/events", headers={"Authorization": "Bearer " + console.token})
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+        self.content_type = self.response.getheader("Content-Type")
+        self._snapshots = []
+        self._lock = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        event, data = None, []
+        try:
+            for raw in self.response:
+                line = raw.decode().rstrip("\n")
+                if line == "":
+                    if event == "snapshot" and data:
+                        with self._lock:
+                            self._snapshots.append(json.loads("\n".join(data)))
+                            self._lock.notify_all()
+                    event, data = None, []
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip(" "))
+        except (OSError, ValueError):
+            pass
+
+    def wait_for(self, predicate, timeout):
+        """Returns the first snapshot received that satisfies `predicate`,
+        waiting up to `timeout` seconds; None if none came."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            seen = 0
+            while True:
+                for snap in self._snapshots[seen:]:
+                    if predicate(snap):
+                        return snap
+                seen = len(self._snapshots)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._lock.wait(left)
+
+    def close(self):
+        self.conn.close()
