@@ -220,9 +220,11 @@ class Keystore {
   // blob, in one transaction, and returns how many (0 when none is pending,
   // and then nothing changes). Pending blobs under another WKID are dropped
   // (their keys keep their blobs). Keys without a pending blob keep theirs.
-  // SQLite: a switch of the blob generation, O(1) in the keys when every
-  // key has a pending blob; the keys without one are copied into the new
-  // generation first. Errors: the store's (nothing changed then).
+  // SQLite: a switch of the blob generation that rewrites no row when every
+  // key has a pending blob (it still reads every page once: a WKID check,
+  // counts, emptying the old generation); the keys without one are copied
+  // into the new generation first. Errors: the store's (nothing changed
+  // then).
   virtual absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid) = 0;
 
   // RecordBlobProblems records why units could not open or re-encrypt

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "common/check.h"
+
 namespace hsmsim::host {
 
 PendingWriter::PendingWriter(Keystore& keystore, int64_t keys_done, size_t depth, AfterStore after)
@@ -45,7 +47,7 @@ absl::Status PendingWriter::Push(std::vector<RewrappedKey> batch) {
   std::unique_lock<std::mutex> lock(mu_);
   changed_.wait(lock, [this] { return queue_.size() < depth_ || !error_.ok() || joined_; });
   if (!error_.ok()) return error_;
-  if (joined_) return absl::OkStatus();  // misuse after Finish: nothing is stored
+  HSMSIM_CHECK(!joined_);  // a batch handed over after Finish would be lost
   queue_.push_back(std::move(batch));
   changed_.notify_all();
   return absl::OkStatus();

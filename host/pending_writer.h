@@ -43,7 +43,8 @@ class PendingWriter {
 
   // Push queues `batch` (empty batches are ignored), waiting while `depth`
   // batches wait already. Returns the writer's error once it stopped (the
-  // batch is not queued then), else OK.
+  // batch is not queued then), else OK. Must not be called after Finish
+  // (checked: the batch would be lost).
   absl::Status Push(std::vector<RewrappedKey> batch);
   // Error returns the writer's error so far, without waiting; OK while it
   // runs.

@@ -43,7 +43,8 @@ CREATE TABLE blobs_0(id INTEGER PRIMARY KEY, blob BLOB NOT NULL, wkid BLOB NOT N
 CREATE TABLE blobs_1(id INTEGER PRIMARY KEY, blob BLOB NOT NULL, wkid BLOB NOT NULL);
 INSERT INTO blobs_0(id, blob, wkid) SELECT id, blob, wkid FROM keys ORDER BY id;
 INSERT INTO blobs_1(id, blob, wkid)
-  SELECT id, pending_blob, pending_wkid FROM keys WHERE pending_blob IS NOT NULL ORDER BY id;
+  SELECT id, pending_blob, pending_wkid FROM keys
+  WHERE pending_blob IS NOT NULL AND pending_wkid IS NOT NULL ORDER BY id;
 DROP INDEX IF EXISTS keys_by_wkid;
 ALTER TABLE keys DROP COLUMN pending_wkid;
 ALTER TABLE keys DROP COLUMN pending_blob;
@@ -67,7 +68,15 @@ BlobTables BlobTablesOf(int64_t generation) {
 
 absl::Status CreateSchema(Database& db) {
   HSMSIM_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
-  if (absl::Status s = db.Exec(kSchemaV2); !s.ok()) {
+  absl::Status s = [&]() -> absl::Status {
+    // Another process may have created it since this one looked (two
+    // commands run at once on a new fleet): then it is there already.
+    HSMSIM_ASSIGN_OR_RETURN(int64_t has_meta,
+                            CountRows(db, "SELECT count(*) FROM sqlite_master WHERE name='meta'"));
+    if (has_meta > 0) return absl::OkStatus();
+    return db.Exec(kSchemaV2);
+  }();
+  if (!s.ok()) {
     (void)db.Exec("ROLLBACK");
     return s;
   }
@@ -75,10 +84,15 @@ absl::Status CreateSchema(Database& db) {
 }
 
 absl::StatusOr<int> ReadSchemaVersion(Database& db) {
-  HSMSIM_ASSIGN_OR_RETURN(int64_t has_meta,
-                          CountRows(db, "SELECT count(*) FROM sqlite_master WHERE name='meta'"));
+  // One statement, one snapshot: another process may create the schema
+  // between two.
+  HSMSIM_ASSIGN_OR_RETURN(auto tables,
+                          db.Prepare("SELECT (SELECT count(*) FROM sqlite_master WHERE "
+                                     "name='meta'), (SELECT count(*) FROM sqlite_master)"));
+  HSMSIM_ASSIGN_OR_RETURN(bool counted, tables.Step());
+  const int64_t has_meta = counted ? tables.Int(0) : 0;
+  const int64_t any = counted ? tables.Int(1) : 0;
   if (has_meta == 0) {
-    HSMSIM_ASSIGN_OR_RETURN(int64_t any, CountRows(db, "SELECT count(*) FROM sqlite_master"));
     if (any > 0) {
       return Error(
           absl::StatusCode::kDataLoss, reason::kBadKeystore,
@@ -138,7 +152,9 @@ absl::StatusOr<KeystoreMigration> MigrateSchema(Database& db, int from) {
   absl::Status s = [&]() -> absl::Status {
     HSMSIM_ASSIGN_OR_RETURN(m.keys, CountRows(db, "SELECT count(*) FROM keys"));
     HSMSIM_ASSIGN_OR_RETURN(
-        m.pending_blobs, CountRows(db, "SELECT count(*) FROM keys WHERE pending_blob IS NOT NULL"));
+        m.pending_blobs, CountRows(db,
+                                   "SELECT count(*) FROM keys WHERE pending_blob IS NOT NULL AND "
+                                   "pending_wkid IS NOT NULL"));
     return db.Exec(kMigrateV1ToV2);
   }();
   if (!s.ok()) {

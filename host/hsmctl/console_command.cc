@@ -27,16 +27,48 @@ json ViewOf(absl::StatusOr<json> report) {
   return report.ok() ? *std::move(report) : FailureJson(report.status());
 }
 
-// ReadFleetViews reads every view of the console, each with the function
-// behind its command's --json (an error stands in the view as that
-// command's error document).
-json ReadFleetViews(Invocation& inv) {
-  return json{{"units", ViewOf(FleetStatusReport(inv))},
-              {"master_keys", ViewOf(UnitStatusReport(inv))},
-              {"rotation", ViewOf(RotationStatusReport(inv))},
-              {"recovery", ViewOf(RecoverLookReport(inv))},
-              {"audit", ViewOf(AuditVerifyReport(inv))}};
-}
+// The recovery view counts the stored keys per WKID, a pass over the whole
+// keystore: it is read again only when what it depends on changed (the
+// units, their registers, the journal's phase, the rotation lock, the last
+// error), or after this long, not at every reading (which a rotation's
+// progress changes twice a second).
+constexpr std::chrono::seconds kRecoveryMaxAge{10};
+
+// FleetViews reads every view of the console, each with the function behind
+// its command's --json (an error stands in the view as that command's error
+// document). Used from one thread at a time (the first reading, then the
+// watcher's).
+class FleetViews {
+ public:
+  explicit FleetViews(Invocation& inv) : inv_(inv) {}
+
+  json Read() {
+    json views{{"units", ViewOf(FleetStatusReport(inv_))},
+               {"master_keys", ViewOf(UnitStatusReport(inv_))},
+               {"rotation", ViewOf(RotationStatusReport(inv_))},
+               {"audit", ViewOf(AuditVerifyReport(inv_))}};
+    json depends_on{views["units"], views["master_keys"]};
+    for (const char* field :
+         {"ok", "journal_phase", "lock_holder", "last_error", "source_vp", "target_vp", "error"}) {
+      if (views["rotation"].contains(field)) depends_on.push_back(views["rotation"][field]);
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (recovery_.is_null() || depends_on != recovery_depends_on_ ||
+        now - recovery_read_at_ >= kRecoveryMaxAge) {
+      recovery_ = ViewOf(RecoverLookReport(inv_));
+      recovery_depends_on_ = std::move(depends_on);
+      recovery_read_at_ = now;
+    }
+    views["recovery"] = recovery_;
+    return views;
+  }
+
+ private:
+  Invocation& inv_;
+  json recovery_;
+  json recovery_depends_on_;
+  std::chrono::steady_clock::time_point recovery_read_at_;
+};
 
 int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
   auto address = console::ParseListenAddress(flags.listen, flags.allow_remote);
@@ -59,14 +91,15 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
       [&watcher] { watcher->Refresh(); }, std::move(actions));
   // The first reading is taken before the URL is printed, so the page and
   // the API answer with the fleet from the first request on.
-  api.SetSnapshot(ReadFleetViews(inv));
+  FleetViews views(inv);
+  api.SetSnapshot(views.Read());
   auto listening = console::ConsoleServer::Listen(
       address->ip, address->port,
       [&api](const console::HttpRequest& request) { return api.Handle(request); });
   if (!listening.ok()) return Fail(inv, listening.status());
   server = std::move(*listening);
   server->Publish(api.SnapshotEvent());
-  watcher = std::make_unique<console::FleetWatcher>([&inv] { return ReadFleetViews(inv); },
+  watcher = std::make_unique<console::FleetWatcher>([&views] { return views.Read(); },
                                                     [&api, &server](json reading) {
                                                       if (api.SetSnapshot(std::move(reading)))
                                                         server->Publish(api.SnapshotEvent());

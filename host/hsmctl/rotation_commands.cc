@@ -104,7 +104,9 @@ std::function<absl::Status(std::string_view, int64_t)> TestCrashCheckpoint() {
 
 // The operator's interrupt (Ctrl-C: SIGINT, or SIGTERM) during a rotation:
 // the first one is noted and the engine stops at its next checkpoint (after
-// the batch it is storing), with the journal at the phase reached; a second
+// the batch being stored; batches re-encrypted but not stored yet are
+// discarded, and made again on resume), with the journal at the phase
+// reached; a second
 // one ends hsmctl at once (the signal's default action). Either way nothing
 // is lost: recover and mk rotate --resume continue from the journal.
 std::atomic<int> g_interrupt_signal{0};

@@ -10,8 +10,8 @@
 //       holds every key's blob (its "current" generation), blobs_{(G+1)%2}
 //       the pending blobs of an open rotation, appended in key order as
 //       re-encryption goes. Finalizing a rotation switches G in one
-//       transaction and empties the old generation (O(1) in the keys when
-//       every key was re-encrypted).
+//       transaction and empties the old generation (no row rewritten when
+//       every key was re-encrypted; its pages are read once).
 //   key_problems(id, reason, quarantined), rotation_journal, meta: as in
 //       version 1.
 // Version 1 (hsmsim before blob generations): keys(id, name, blob, wkid,

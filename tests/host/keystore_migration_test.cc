@@ -150,6 +150,35 @@ TEST_F(KeystoreMigrationTest, Version1IsRefusedUntilMigratedThenKeepsEveryKeyAnd
   EXPECT_EQ((*k1)->wkid, b_);
 }
 
+// The oldest version-1 keystores had neither key_problems nor a journal.
+TEST_F(KeystoreMigrationTest, Version1WithoutProblemsTableOrJournalMigrates) {
+  Exec(R"sql(
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE keys(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, blob BLOB NOT NULL,
+                  wkid BLOB NOT NULL, pending_blob BLOB, pending_wkid BLOB);
+CREATE INDEX keys_by_wkid ON keys(wkid, id);
+CREATE TABLE rotation_journal(id INTEGER PRIMARY KEY CHECK (id = 1), phase TEXT NOT NULL,
+  source_vp BLOB NOT NULL, target_vp BLOB NOT NULL, keys_total INTEGER NOT NULL,
+  keys_done INTEGER NOT NULL, started_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+INSERT INTO meta VALUES('schema_version', '1');
+INSERT INTO keys VALUES(1, 'a', x'01', x'41414141414141414141414141414141', NULL, NULL);
+-- A damaged row: a pending blob without its WKID is not carried over.
+INSERT INTO keys VALUES(2, 'b', x'02', x'41414141414141414141414141414141', x'ff', NULL);
+)sql");
+  auto migrated = MigrateSqliteKeystore(path_);
+  ASSERT_TRUE(migrated.ok()) << migrated.status();
+  EXPECT_EQ(migrated->keys, 2);
+  EXPECT_EQ(migrated->pending_blobs, 0);
+  auto store = OpenSqliteKeystore(path_, false);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto b = (*store)->FindKey("b");
+  ASSERT_TRUE(b.ok() && b->has_value());
+  EXPECT_EQ((*b)->blob, "\x02");
+  EXPECT_TRUE((*b)->pending_blob.empty());
+  EXPECT_TRUE((*store)->ReadProblemKeys(0, 10)->empty());
+  EXPECT_FALSE((*(*store)->ReadJournal()).has_value());
+}
+
 TEST_F(KeystoreMigrationTest, MigratingTwiceChangesNothingTheSecondTime) {
   Exec(kVersion1);
   ASSERT_TRUE(MigrateSqliteKeystore(path_).ok());

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -296,6 +297,24 @@ TEST_F(KeystoreTest, ForeignSqliteDatabaseRefused) {
   sqlite3_close(db);
   auto s = OpenSqliteKeystore(path_, true);
   EXPECT_EQ(ReasonOf(s.status()), "BAD_KEYSTORE") << s.status();
+}
+
+// Several commands creating the keystore of a new fleet at once: every one
+// opens it (the schema is made once, under the write lock).
+TEST_F(KeystoreTest, ConcurrentCreatorsAllOpenTheOneSchema) {
+  for (int round = 0; round < 10; ++round) {
+    const std::string path = (dir_ / ("race" + std::to_string(round) + ".db")).string();
+    std::vector<std::thread> threads;
+    std::vector<std::string> errors(6);
+    for (size_t t = 0; t < errors.size(); ++t) {
+      threads.emplace_back([&, t] {
+        auto s = OpenSqliteKeystore(path, true);
+        if (!s.ok()) errors[t] = s.status().ToString();
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (const std::string& e : errors) EXPECT_EQ(e, "") << "round " << round;
+  }
 }
 
 TEST_F(KeystoreTest, NewerSchemaRefused) {

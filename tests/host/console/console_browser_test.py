@@ -78,11 +78,15 @@ class ConsoleBrowserTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.browser is not None:
-            cls.browser.quit()
-        if cls.console is not None:
-            cls.console.close()
-        cls.fleet.close()
+        try:
+            if cls.browser is not None:
+                cls.browser.quit()
+        finally:
+            try:
+                if cls.console is not None:
+                    cls.console.close()
+            finally:
+                cls.fleet.close()
 
     def wait(self, condition, what):
         """Waits (generous bound) until `condition(driver)` is true. The page

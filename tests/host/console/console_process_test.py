@@ -237,7 +237,7 @@ class ConsoleStartTest(unittest.TestCase):
                 events = EventStream(console)  # an open stream does not hold it up
                 self.assertIsNotNone(events.wait_for(lambda s: True, CHANGE_BOUND_S))
                 self.assertEqual(console.stop(sig), 0)
-                self.assertIn("stopped by signal", console.proc.stderr.read())
+                self.assertIn("stopped by signal", console.error_output())
                 events.close()
             finally:
                 console.close()

@@ -2,17 +2,36 @@
 processes, a running `hsmctl console`, and HTTP requests to it. Standard
 library only; every process started here is stopped by close()."""
 
+import atexit
 import http.client
 import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 
 PASSWORD = "console-test-password"
+
+# Whatever ends the test (an assertion, ctest's SIGTERM on a timeout, Ctrl-C),
+# every fleet and console it started is stopped: close() is registered with
+# atexit, and SIGTERM exits through it.
+_OPEN = []
+
+
+def _close_all():
+    for thing in reversed(list(_OPEN)):
+        try:
+            thing.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+atexit.register(_close_all)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 class Fleet:
@@ -25,7 +44,13 @@ class Fleet:
         self.dir = os.path.join(self.tmp.name, "fleet")
         self.env = dict(os.environ, HSMSIM_PASSWORD=PASSWORD)
         self.env.pop("HSMSIM_FLEET", None)
-        self.run("fleet", "up", "--units", str(units), "--unit-binary", unit_binary)
+        self.closed = False
+        _OPEN.append(self)
+        try:
+            self.run("fleet", "up", "--units", str(units), "--unit-binary", unit_binary)
+        except BaseException:
+            self.close()  # units that did start are stopped
+            raise
 
     def path(self, name):
         return os.path.join(self.tmp.name, name)
@@ -62,9 +87,17 @@ class Fleet:
         return admin
 
     def close(self):
-        subprocess.run([self.hsmctl, "fleet", "down", "--fleet", self.dir, "--grace-ms", "3000"],
-                       env=self.env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-        self.tmp.cleanup()
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            subprocess.run([self.hsmctl, "fleet", "down", "--fleet", self.dir, "--grace-ms",
+                            "3000"], env=self.env, stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=60)
+        finally:
+            self.tmp.cleanup()
+            if self in _OPEN:
+                _OPEN.remove(self)
 
 
 class Console:
@@ -73,16 +106,20 @@ class Console:
     URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/\?token=([0-9a-f]{64})$")
 
     def __init__(self, fleet, *extra):
+        # stderr goes to a file: a pipe nobody reads while the console runs
+        # would fill and block it.
+        self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [fleet.hsmctl, "console", "--fleet", fleet.dir, *extra], env=fleet.env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        _OPEN.append(self)
         # The first line is the URL; a console that fails says why on stderr.
         line = self._first_line(timeout=60)
         match = self.URL.match(line.strip())
         if not match:
-            self.proc.kill()
+            self.close()
             raise AssertionError(f"hsmctl console printed {line!r}, not its URL; stderr: "
-                                 f"{self.proc.stderr.read()}")
+                                 f"{self.error_output()}")
         self.url = line.strip()
         self.port = int(match.group(1))
         self.token = match.group(2)
@@ -94,9 +131,16 @@ class Console:
         reader.start()
         reader.join(timeout)
         if not box:
-            self.proc.kill()
-            raise AssertionError(f"hsmctl console printed no URL within {timeout} s")
+            self.close()
+            raise AssertionError(f"hsmctl console printed no URL within {timeout} s; "
+                                 f"stderr: {self.error_output()}")
         return box[0]
+
+    def error_output(self):
+        """What the console wrote on stderr so far."""
+        self.stderr.flush()
+        self.stderr.seek(0)
+        return self.stderr.read()
 
     def request(self, method, path, headers=None, token=True, body=None):
         """Returns (status, headers, body) of one request; `token` adds the
@@ -132,8 +176,9 @@ class Console:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+        self.proc.stdout.close()
+        if self in _OPEN:
+            _OPEN.remove(self)
 
 
 class EventStream:
