@@ -23,6 +23,7 @@ if [ -x "$build/bench/softhsm_peer_bench" ]; then
 else
   echo "bench-smoke: softhsm_peer_bench not built (no PKCS#11 header), skipped" >&2
 fi
+run "$build/bench/keystore_bench" --benchmark_filter='/100000/'
 # hsmctl bench rotate with its same-run baselines: the SQLite append limit
 # always, the SoftHSMv2 peer when it is built. The report must carry the
 # ratios (no thresholds).
