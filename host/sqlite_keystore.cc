@@ -373,9 +373,7 @@ class SqliteKeystore final : public Keystore {
   }
 
   absl::StatusOr<int64_t> CountKeys() override {
-    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT count(*) FROM keys"));
-    HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
-    return row ? q.Int(0) : 0;
+    return internal::CountRows(*db_, "SELECT count(*) FROM keys");
   }
 
   absl::StatusOr<std::optional<RotationJournal>> ReadJournal() override {
@@ -664,9 +662,10 @@ class SqliteKeystore final : public Keystore {
                             db_->Prepare(StrCat("DELETE FROM ", t.next, " WHERE wkid<>?")));
     other.Bind(1, target_wkid);
     HSMSIM_RETURN_IF_ERROR(other.Run());
-    HSMSIM_ASSIGN_OR_RETURN(promoted, CountRows(StrCat("SELECT count(*) FROM ", t.next)));
+    HSMSIM_ASSIGN_OR_RETURN(promoted,
+                            internal::CountRows(*db_, StrCat("SELECT count(*) FROM ", t.next)));
     if (promoted == 0) return absl::OkStatus();
-    HSMSIM_ASSIGN_OR_RETURN(int64_t keys, CountRows("SELECT count(*) FROM keys"));
+    HSMSIM_ASSIGN_OR_RETURN(int64_t keys, internal::CountRows(*db_, "SELECT count(*) FROM keys"));
     if (promoted < keys) {
       HSMSIM_RETURN_IF_ERROR(db_->Exec(StrCat(
           "INSERT INTO ", t.next, "(id, blob, wkid) SELECT id, blob, wkid FROM ", t.current,
@@ -706,12 +705,6 @@ class SqliteKeystore final : public Keystore {
       return std::tie(a.wkid, a.pending_wkid) < std::tie(b.wkid, b.pending_wkid);
     });
     return absl::OkStatus();
-  }
-
-  absl::StatusOr<int64_t> CountRows(std::string_view sql) {
-    HSMSIM_ASSIGN_OR_RETURN(auto q, db_->Prepare(sql));
-    HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
-    return row ? q.Int(0) : 0;
   }
 
   // Reserve reserves `count` key numbers for `prefix` in the open

@@ -54,13 +54,13 @@ INSERT OR REPLACE INTO meta VALUES('blob_generation', '0');
 UPDATE meta SET value='2' WHERE key='schema_version';
 )sql";
 
+}  // namespace
+
 absl::StatusOr<int64_t> CountRows(Database& db, std::string_view sql) {
   HSMSIM_ASSIGN_OR_RETURN(auto q, db.Prepare(sql));
   HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
   return row ? q.Int(0) : 0;
 }
-
-}  // namespace
 
 BlobTables BlobTablesOf(int64_t generation) {
   return generation % 2 == 0 ? BlobTables{"blobs_0", "blobs_1"} : BlobTables{"blobs_1", "blobs_0"};

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "host/internal/sqlite.h"
@@ -39,6 +40,10 @@ struct BlobTables {
 
 // BlobTablesOf names the tables of generation `generation` (>= 0).
 BlobTables BlobTablesOf(int64_t generation);
+
+// CountRows runs `sql`, a query whose first column of its first row is a
+// count, and returns it (0 when no row). Returns the database's error.
+absl::StatusOr<int64_t> CountRows(Database& db, std::string_view sql);
 
 // CreateSchema creates the current schema in an empty database, in one
 // transaction. Returns the database's error.

@@ -6,8 +6,8 @@
 // hsmsim-unit processes on ephemeral loopback ports; every test stops its
 // units (FleetGuard).
 #include <gmock/gmock.h>
-#include <sqlite3.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <map>
 

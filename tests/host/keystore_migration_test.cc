@@ -12,11 +12,10 @@
 #include "common/status.h"
 #include "gtest/gtest.h"
 #include "host/keystore.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::host {
 namespace {
-
-namespace fs = std::filesystem;
 
 // The schema of version 1, as hsmsim wrote it before blob generations: a
 // frozen format, not to be kept in step with the code.
@@ -62,14 +61,7 @@ INSERT INTO rotation_journal VALUES(1, 'REENCRYPTING',
 
 class KeystoreMigrationTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("hsmsim-migration-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-    path_ = (dir_ / "keystore.db").string();
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  void SetUp() override { path_ = tmp_.Join("keystore.db"); }
 
   void Exec(const char* sql) {
     sqlite3* db = nullptr;
@@ -81,7 +73,7 @@ class KeystoreMigrationTest : public ::testing::Test {
     sqlite3_close(db);
   }
 
-  fs::path dir_;
+  test_support::TempDir tmp_;
   std::string path_;
   const std::string a_ = std::string(16, 'A');
   const std::string b_ = std::string(16, 'B');
@@ -228,9 +220,9 @@ TEST_F(KeystoreMigrationTest, UnknownVersionsAndForeignFilesAreRefusedAndLeftAlo
   Exec("UPDATE meta SET value='two' WHERE key='schema_version'");
   EXPECT_EQ(ReasonOf(MigrateSqliteKeystore(path_).status()), "UNSUPPORTED_KEYSTORE_VERSION");
 
-  EXPECT_EQ(ReasonOf(MigrateSqliteKeystore((dir_ / "absent.db").string()).status()), "NO_KEYSTORE");
-  EXPECT_FALSE(fs::exists(dir_ / "absent.db")) << "migrate creates nothing";
-  const std::string foreign = (dir_ / "foreign.db").string();
+  EXPECT_EQ(ReasonOf(MigrateSqliteKeystore(tmp_.Join("absent.db")).status()), "NO_KEYSTORE");
+  EXPECT_FALSE(std::filesystem::exists(tmp_.Join("absent.db"))) << "migrate creates nothing";
+  const std::string foreign = tmp_.Join("foreign.db");
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(foreign.c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE invoices(id INTEGER)", nullptr, nullptr, nullptr),

@@ -6,27 +6,21 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "common/reasons.h"
 #include "common/status.h"
 #include "gtest/gtest.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::host {
 namespace {
 
-namespace fs = std::filesystem;
-
 class PendingWriterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("hsmsim-writer-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-    auto store = OpenSqliteKeystore((dir_ / "keystore.db").string(), true);
+    auto store = OpenSqliteKeystore(tmp_.Join("keystore.db"), true);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     std::vector<NewKey> keys;
@@ -37,10 +31,6 @@ class PendingWriterTest : public ::testing::Test {
     j.target_vp = b_ + std::string(16, 'y');
     j.keys_total = 40;
     ASSERT_TRUE(store_->WriteJournal(j).ok());
-  }
-  void TearDown() override {
-    store_.reset();
-    fs::remove_all(dir_);
   }
 
   // Batch returns re-encrypted blobs for the keys with ids [from, to).
@@ -57,7 +47,7 @@ class PendingWriterTest : public ::testing::Test {
     return n;
   }
 
-  fs::path dir_;
+  test_support::TempDir tmp_;  // outlives store_
   std::unique_ptr<Keystore> store_;
   const std::string a_ = std::string(16, 'A');
   const std::string b_ = std::string(16, 'B');
@@ -102,7 +92,7 @@ TEST_F(PendingWriterTest, ACheckpointsRefusalStopsItAndNothingMoreIsStored) {
 TEST_F(PendingWriterTest, TheKeystoresErrorStopsItAndReachesPushAndFinish) {
   // Damage the keystore under the writer: its blob generation is gone.
   sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((dir_ / "keystore.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_open(tmp_.Join("keystore.db").c_str(), &db), SQLITE_OK);
   ASSERT_EQ(
       sqlite3_exec(db, "DELETE FROM meta WHERE key='blob_generation'", nullptr, nullptr, nullptr),
       SQLITE_OK);

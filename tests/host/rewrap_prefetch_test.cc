@@ -6,33 +6,23 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <set>
 #include <string>
 
 #include "common/status.h"
 #include "gtest/gtest.h"
+#include "tests/support/temp_dir.h"
 
 namespace hsmsim::host {
 namespace {
 
-namespace fs = std::filesystem;
-
 class RewrapPrefetchTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("hsmsim-prefetch-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-    path_ = (dir_ / "keystore.db").string();
+    path_ = tmp_.Join("keystore.db");
     auto store = OpenSqliteKeystore(path_, true);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-  }
-  void TearDown() override {
-    store_.reset();
-    fs::remove_all(dir_);
   }
 
   std::unique_ptr<Keystore> Reader() {
@@ -41,7 +31,7 @@ class RewrapPrefetchTest : public ::testing::Test {
     return reader.ok() ? std::move(*reader) : nullptr;
   }
 
-  fs::path dir_;
+  test_support::TempDir tmp_;
   std::string path_;
   std::unique_ptr<Keystore> store_;
   const std::string a_ = std::string(16, 'A');
