@@ -6,12 +6,14 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "common/check.h"
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "proto/wire/packed_blobs.h"
 #include "proto/wire/status_codec.h"
 
 namespace hsmsim::emulator {
@@ -34,6 +36,32 @@ void DefaultCrashHandler() {
 }
 
 namespace {
+
+// BatchPrefix returns a copy of `request` (a ReencryptBatch or
+// ReencryptFromOld) that holds only `blobs`, in the request's form: packed
+// when it is packed, repeated otherwise.
+v1::Request BatchPrefix(const v1::Request& request, absl::Span<const std::string_view> blobs) {
+  v1::Request prefix;
+  prefix.set_id(request.id());
+  const bool from_old = request.body_case() == v1::Request::kReencryptFromOld;
+  const bool packed =
+      from_old ? request.reencrypt_from_old().has_packed() : request.reencrypt_batch().has_packed();
+  auto fill = [&](auto* body) {
+    if (packed) {
+      wire::PackedBlobsWriter writer(*body->mutable_packed(), blobs.size(),
+                                     wire::PackedSize(blobs));
+      for (std::string_view b : blobs) writer.Add(b);
+    } else {
+      for (std::string_view b : blobs) body->add_blobs(b.data(), b.size());
+    }
+  };
+  if (from_old) {
+    fill(prefix.mutable_reencrypt_from_old());
+  } else {
+    fill(prefix.mutable_reencrypt_batch());
+  }
+  return prefix;
+}
 
 bool IsSetImmediate(const v1::Request& request) {
   if (request.body_case() != v1::Request::kSignedCommand) return false;
@@ -138,35 +166,29 @@ void RequestDispatcher::RollBack(const SecretBytes& before) {
 
 DispatchOutcome RequestDispatcher::ServeReencryptWithFault(const v1::Request& request) {
   const bool from_old = request.body_case() == v1::Request::kReencryptFromOld;
-  const auto& blobs =
+  const auto& repeated =
       from_old ? request.reencrypt_from_old().blobs() : request.reencrypt_batch().blobs();
+  const v1::PackedBlobs* packed = from_old ? wire::PackedOrNull(request.reencrypt_from_old())
+                                           : wire::PackedOrNull(request.reencrypt_batch());
+  const size_t count = packed != nullptr ? static_cast<size_t>(packed->sizes_size())
+                                         : static_cast<size_t>(repeated.size());
   std::shared_lock lock(mu_);
   // A batch the firmware refuses as a whole processes no blob: it neither
   // counts nor fires. An empty batch is refused exactly when this one would
   // be for the state of the registers.
-  v1::Request first;
-  first.set_id(request.id());
-  if (from_old) {
-    first.mutable_reencrypt_from_old();
-  } else {
-    first.mutable_reencrypt_batch();
-  }
-  if (static_cast<size_t>(blobs.size()) > firmware::kMaxBatchBlobs) {
-    return {unit_->HandleReadOnly(request)};
-  }
-  v1::Response refused = unit_->HandleReadOnly(first);
+  if (count > firmware::kMaxBatchBlobs) return {unit_->HandleReadOnly(request)};
+  auto views = wire::BatchBlobs(repeated, packed);
+  if (!views.ok()) return {unit_->HandleReadOnly(request)};  // refused as malformed
+  v1::Response refused = unit_->HandleReadOnly(BatchPrefix(request, {}));
   if (refused.status().code() != 0) return {std::move(refused)};
-  std::optional<FaultInjector::BatchFault> fault =
-      faults_->ReserveBlobs(static_cast<size_t>(blobs.size()));
+  std::optional<FaultInjector::BatchFault> fault = faults_->ReserveBlobs(count);
   if (!fault.has_value()) return {unit_->HandleReadOnly(request)};
   // The firmware re-encrypts the blobs before the fault's count; the fault
   // fires right after them, in the middle of the batch.
-  auto* kept = from_old ? first.mutable_reencrypt_from_old()->mutable_blobs()
-                        : first.mutable_reencrypt_batch()->mutable_blobs();
-  for (size_t i = 0; i < fault->blobs_before; ++i) *kept->Add() = blobs[static_cast<int>(i)];
-  v1::Response partial = unit_->HandleReadOnly(first);
+  v1::Response partial = unit_->HandleReadOnly(
+      BatchPrefix(request, absl::MakeConstSpan(*views).first(fault->blobs_before)));
   spdlog::warn("request {}: {} of {} blobs re-encrypted before the fault ({})", request.id(),
-               fault->blobs_before, blobs.size(),
+               fault->blobs_before, count,
                partial.status().code() == 0 ? "ok" : partial.status().reason());
   lock.unlock();
   return Fire(request, v1::FAULT_REENCRYPT_AFTER_BLOBS, fault->action);

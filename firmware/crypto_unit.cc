@@ -12,12 +12,14 @@
 #include "firmware/internal/refusal.h"
 #include "firmware/internal/snapshot_codec.h"
 #include "firmware/internal/workload.h"
+#include "proto/wire/packed_blobs.h"
 #include "proto/wire/status_codec.h"
 
 namespace hsmsim::firmware {
 namespace {
 
 using internal::ReencryptDirection;
+using wire::PackedOrNull;
 
 // Put moves a successful operation's result into the response field that
 // `mutable_field()` creates, and returns the operation's status. A failed
@@ -114,13 +116,15 @@ v1::Response CryptoUnit::HandleReadOnly(const v1::Request& request) const {
                    [&] { return response.mutable_unwrap_key(); });
       break;
     case v1::Request::kReencryptBatch:
-      status = Put(internal::Reencrypt(ReencryptDirection::kCurrentToNew,
-                                       request.reencrypt_batch().blobs(), state_, entropy_),
-                   [&] { return response.mutable_reencrypt_batch(); });
+      status = Put(
+          internal::Reencrypt(ReencryptDirection::kCurrentToNew, request.reencrypt_batch().blobs(),
+                              PackedOrNull(request.reencrypt_batch()), state_, entropy_),
+          [&] { return response.mutable_reencrypt_batch(); });
       break;
     case v1::Request::kReencryptFromOld:
-      status = Put(internal::Reencrypt(ReencryptDirection::kOldToCurrent,
-                                       request.reencrypt_from_old().blobs(), state_, entropy_),
+      status = Put(internal::Reencrypt(
+                       ReencryptDirection::kOldToCurrent, request.reencrypt_from_old().blobs(),
+                       PackedOrNull(request.reencrypt_from_old()), state_, entropy_),
                    [&] { return response.mutable_reencrypt_from_old(); });
       break;
     case v1::Request::kCheckBlobs:

@@ -137,7 +137,18 @@ absl::Status BlobRewrapper::NextIv(absl::Span<uint8_t> iv) {
   return absl::OkStatus();
 }
 
+size_t BlobRewrapper::RewrappedSize(const ParsedBlob& blob) {
+  return blob.header.size() + crypto::kGcmIvSize + kRootKeySize + crypto::kGcmTagSize;
+}
+
 absl::StatusOr<std::string> BlobRewrapper::Rewrap(const ParsedBlob& blob) {
+  std::string out(RewrappedSize(blob), '\0');
+  HSMSIM_RETURN_IF_ERROR(
+      RewrapInto(blob, absl::MakeSpan(reinterpret_cast<uint8_t*>(out.data()), out.size())));
+  return out;
+}
+
+absl::Status BlobRewrapper::RewrapInto(const ParsedBlob& blob, absl::Span<uint8_t> out) {
   if (!std::equal(blob.wkid.begin(), blob.wkid.end(), source_.wkid_.begin())) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kWrongMasterKey,
                  StrCat("blob for key '", Printable(blob.key_id), "' is under master key WKID ",
@@ -146,6 +157,11 @@ absl::StatusOr<std::string> BlobRewrapper::Rewrap(const ParsedBlob& blob) {
   if (blob.ciphertext.size() != key_.size()) {
     return Malformed(
         StrCat("key body of ", blob.ciphertext.size(), " bytes, expected ", key_.size()));
+  }
+  if (out.size() != RewrappedSize(blob)) {
+    return Error(
+        absl::StatusCode::kInvalidArgument, reason::kBadBufferSize,
+        StrCat("a re-encrypted blob takes ", RewrappedSize(blob), " bytes, not ", out.size()));
   }
   absl::Status opened =
       source_session_.Open(blob.iv, blob.header, blob.ciphertext, blob.tag, absl::MakeSpan(key_));
@@ -157,10 +173,10 @@ absl::StatusOr<std::string> BlobRewrapper::Rewrap(const ParsedBlob& blob) {
   }
 
   // The new blob is the old header with the target's WKID, a fresh IV, the
-  // new ciphertext and tag: same size as the old blob.
+  // new ciphertext and tag: same size as the old blob. The header is copied
+  // first: `out` may not overlap `blob`.
   const size_t header_size = blob.header.size();
-  std::string out(header_size + crypto::kGcmIvSize + key_.size() + crypto::kGcmTagSize, '\0');
-  auto* base = reinterpret_cast<uint8_t*>(out.data());
+  uint8_t* base = out.data();
   std::copy(blob.header.begin(), blob.header.end(), base);
   std::copy(target_.wkid_.begin(), target_.wkid_.end(), base + wire::kBlobWkidOffset);
   absl::Span<uint8_t> iv(base + header_size, crypto::kGcmIvSize);
@@ -172,8 +188,12 @@ absl::StatusOr<std::string> BlobRewrapper::Rewrap(const ParsedBlob& blob) {
                                   absl::Span<uint8_t>(body + key_.size(), crypto::kGcmTagSize));
   }
   OPENSSL_cleanse(key_.data(), key_.size());
-  HSMSIM_RETURN_IF_ERROR(sealed);
-  return out;
+  if (!sealed.ok()) {
+    // Whatever the failed seal left in the body is not handed out.
+    OPENSSL_cleanse(out.data(), out.size());
+    return sealed;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace hsmsim::firmware

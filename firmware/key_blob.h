@@ -102,6 +102,16 @@ class BlobRewrapper {
   // or CRYPTO_FAILED).
   absl::StatusOr<std::string> Rewrap(const ParsedBlob& blob);
 
+  // RewrapInto is Rewrap writing the new blob into `out`, which must be
+  // exactly RewrappedSize(blob) bytes (the size of `blob`: the new blob has
+  // the same size), e.g. space in a packed answer. Errors as Rewrap, and
+  // INVALID_ARGUMENT (BAD_BUFFER_SIZE) for an `out` of another size; `out` holds no
+  // part of the root key on any error.
+  absl::Status RewrapInto(const ParsedBlob& blob, absl::Span<uint8_t> out);
+
+  // RewrappedSize returns the size of the blob Rewrap makes of `blob`.
+  static size_t RewrappedSize(const ParsedBlob& blob);
+
  private:
   BlobRewrapper(const BlobKek& source, const BlobKek& target, crypto::Entropy& entropy,
                 crypto::AesGcmKey::Session source_session,

@@ -21,17 +21,22 @@ enum class ReencryptDirection {
   kOldToCurrent,  // ReencryptFromOld
 };
 
-// Reencrypt re-encrypts each of `blobs` in `direction`. Whole-batch refusals,
-// in order: FAILED_PRECONDITION (NEW_REGISTER_NOT_COMMITTED,
-// CURRENT_REGISTER_EMPTY or OLD_REGISTER_EMPTY) when a register of the
-// direction does not hold what it must, INVALID_ARGUMENT (BATCH_TOO_LARGE)
-// above kMaxBatchBlobs blobs, INTERNAL when OpenSSL cannot be set up.
-// Otherwise one result per blob in order: REENCRYPTED with the new blob,
-// ALREADY_UNDER_TARGET with the blob unchanged, or FAILED with its status
-// (MALFORMED_BLOB, UNKNOWN_WKID, BLOB_AUTHENTICATION_FAILED, ...).
+// Reencrypt re-encrypts each blob of a batch request in `direction`: the
+// request's `blobs`, or its `packed` blobs when `packed` is not null
+// (docs/protocol.md sections 10.4 and 10.6). Whole-batch refusals, in order:
+// FAILED_PRECONDITION (NEW_REGISTER_NOT_COMMITTED, CURRENT_REGISTER_EMPTY or
+// OLD_REGISTER_EMPTY) when a register of the direction does not hold what it
+// must, INVALID_ARGUMENT (BATCH_TOO_LARGE) above kMaxBatchBlobs blobs,
+// INVALID_ARGUMENT (MALFORMED_PACKED_BLOBS) for a bad packing or both forms
+// set, INTERNAL when OpenSSL cannot be set up. Otherwise an answer per blob
+// in order: re-encrypted with the new blob, already under the target with
+// the blob unchanged, or failed with its status (MALFORMED_BLOB,
+// UNKNOWN_WKID, BLOB_AUTHENTICATION_FAILED, ...): in `results` for a
+// repeated request, in `packed`, `already_under_target` and `failures` for a
+// packed one.
 absl::StatusOr<v1::ReencryptBatchResponse> Reencrypt(
     ReencryptDirection direction, const google::protobuf::RepeatedPtrField<std::string>& blobs,
-    const UnitState& state, crypto::Entropy& entropy);
+    const v1::PackedBlobs* packed, const UnitState& state, crypto::Entropy& entropy);
 
 }  // namespace hsmsim::firmware::internal
 

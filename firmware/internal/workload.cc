@@ -1,8 +1,10 @@
 #include "firmware/internal/workload.h"
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "common/hex.h"
 #include "common/reasons.h"
@@ -12,6 +14,7 @@
 #include "crypto/symmetric.h"
 #include "firmware/internal/refusal.h"
 #include "firmware/key_blob.h"
+#include "proto/wire/packed_blobs.h"
 #include "proto/wire/status_codec.h"
 
 namespace hsmsim::firmware::internal {
@@ -36,19 +39,29 @@ absl::Status CheckGenerate(v1::KeyAlgorithm algorithm, const UnitState& state) {
   return absl::OkStatus();
 }
 
-absl::Status CheckKeyIds(const v1::GenerateKeysRequest& request) {
-  if (static_cast<size_t>(request.key_ids_size()) > kMaxBatchBlobs) {
-    return Invalid(reason::kBatchTooLarge, StrCat("a batch holds at most ", kMaxBatchBlobs,
-                                                  " keys, got ", request.key_ids_size()));
+// KeyIdsOf returns the key ids of a GenerateKeys batch, whichever form it
+// uses, once each is 1..kMaxKeyIdSize bytes and there are at most
+// kMaxBatchBlobs. The views live as long as `request`.
+absl::StatusOr<std::vector<std::string_view>> KeyIdsOf(const v1::GenerateKeysRequest& request) {
+  const size_t count = request.has_packed_key_ids()
+                           ? static_cast<size_t>(request.packed_key_ids().sizes_size())
+                           : static_cast<size_t>(request.key_ids_size());
+  if (count > kMaxBatchBlobs) {
+    return Invalid(reason::kBatchTooLarge,
+                   StrCat("a batch holds at most ", kMaxBatchBlobs, " keys, got ", count));
   }
-  for (int i = 0; i < request.key_ids_size(); ++i) {
-    const size_t size = request.key_ids(i).size();
+  HSMSIM_ASSIGN_OR_RETURN(
+      std::vector<std::string_view> key_ids,
+      wire::BatchBlobs(request.key_ids(),
+                       request.has_packed_key_ids() ? &request.packed_key_ids() : nullptr));
+  for (size_t i = 0; i < key_ids.size(); ++i) {
+    const size_t size = key_ids[i].size();
     if (size == 0 || size > kMaxKeyIdSize) {
       return Invalid(reason::kBadKeyId, StrCat("key id ", i + 1, " of the batch has ", size,
                                                " bytes; key ids are 1..", kMaxKeyIdSize, " bytes"));
     }
   }
-  return absl::OkStatus();
+  return key_ids;
 }
 
 // A root key opened from a blob under CURRENT or OLD.
@@ -107,15 +120,27 @@ absl::StatusOr<v1::GenerateKeysResponse> GenerateKeys(const v1::GenerateKeysRequ
                                                       const UnitState& state,
                                                       crypto::Entropy& entropy) {
   HSMSIM_RETURN_IF_ERROR(CheckGenerate(request.algorithm(), state));
-  HSMSIM_RETURN_IF_ERROR(CheckKeyIds(request));
+  HSMSIM_ASSIGN_OR_RETURN(const std::vector<std::string_view> key_ids, KeyIdsOf(request));
+  const bool packed = request.has_packed_key_ids();
   v1::GenerateKeysResponse response;
-  response.mutable_blobs()->Reserve(request.key_ids_size());
+  std::optional<wire::PackedBlobsWriter> writer;
+  if (packed) {
+    // A blob is its key id plus a fixed overhead (docs/protocol.md section 11).
+    writer.emplace(*response.mutable_packed(), key_ids.size(),
+                   wire::PackedSize(key_ids) + key_ids.size() * wire::kBlobOverhead);
+  } else {
+    response.mutable_blobs()->Reserve(static_cast<int>(key_ids.size()));
+  }
   SecretBytes key(kRootKeySize);
   const BlobKek& kek = *state.current_register.kek();
-  for (const std::string& key_id : request.key_ids()) {
+  for (std::string_view key_id : key_ids) {
     HSMSIM_RETURN_IF_ERROR(entropy.Generate(absl::MakeSpan(key)));
     HSMSIM_ASSIGN_OR_RETURN(std::string blob, kek.Seal(key_id, request.attributes(), key, entropy));
-    response.add_blobs(std::move(blob));
+    if (packed) {
+      writer->Add(blob);
+    } else {
+      response.add_blobs(std::move(blob));
+    }
   }
   return response;
 }
@@ -177,18 +202,33 @@ absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& requ
 
 absl::StatusOr<v1::CheckBlobsResponse> CheckBlobs(const v1::CheckBlobsRequest& request,
                                                   const UnitState& state) {
-  if (static_cast<size_t>(request.blobs_size()) > kMaxBatchBlobs) {
-    return Invalid(reason::kBatchTooLarge, StrCat("a batch holds at most ", kMaxBatchBlobs,
-                                                  " blobs, got ", request.blobs_size()));
+  const v1::PackedBlobs* packed = wire::PackedOrNull(request);
+  const size_t count = packed != nullptr ? static_cast<size_t>(packed->sizes_size())
+                                         : static_cast<size_t>(request.blobs_size());
+  if (count > kMaxBatchBlobs) {
+    return Invalid(reason::kBatchTooLarge,
+                   StrCat("a batch holds at most ", kMaxBatchBlobs, " blobs, got ", count));
   }
+  HSMSIM_ASSIGN_OR_RETURN(const std::vector<std::string_view> blobs,
+                          wire::BatchBlobs(request.blobs(), packed));
   v1::CheckBlobsResponse response;
-  response.mutable_results()->Reserve(request.blobs_size());
-  for (const std::string& blob : request.blobs()) {
-    v1::BlobCheck* check = response.add_results();
-    auto root = OpenRootKey(blob, state);
-    *check->mutable_status() = wire::ToWireStatus(root.status());
-    check->set_under_old(root.ok() && root->under_old);
+  if (packed == nullptr) response.mutable_results()->Reserve(static_cast<int>(blobs.size()));
+  for (size_t i = 0; i < blobs.size(); ++i) {
+    auto root = OpenRootKey(blobs[i], state);
+    const bool under_old = root.ok() && root->under_old;
+    if (packed == nullptr) {
+      v1::BlobCheck* check = response.add_results();
+      *check->mutable_status() = wire::ToWireStatus(root.status());
+      check->set_under_old(under_old);
+    } else if (!root.ok()) {
+      v1::BlobFailure* failure = response.add_failures();
+      failure->set_index(static_cast<uint32_t>(i));
+      *failure->mutable_status() = wire::ToWireStatus(root.status());
+    } else if (under_old) {
+      response.add_under_old(static_cast<uint32_t>(i));
+    }
   }
+  if (packed != nullptr) response.set_checked(static_cast<uint32_t>(blobs.size()));
   return response;
 }
 

@@ -22,9 +22,12 @@ absl::StatusOr<v1::GenerateKeyResponse> GenerateKey(const v1::GenerateKeyRequest
                                                     const UnitState& state,
                                                     crypto::Entropy& entropy);
 
-// GenerateKeys does GenerateKey for each key id of a batch, all or nothing.
-// Errors as GenerateKey, and INVALID_ARGUMENT (BATCH_TOO_LARGE) above
-// kMaxBatchBlobs key ids.
+// GenerateKeys does GenerateKey for each key id of a batch, all or nothing:
+// the request's `key_ids` answered in `blobs`, or its `packed_key_ids`
+// answered in `packed` (docs/protocol.md section 10.6). Errors as
+// GenerateKey, INVALID_ARGUMENT (BATCH_TOO_LARGE) above kMaxBatchBlobs key
+// ids, INVALID_ARGUMENT (MALFORMED_PACKED_BLOBS) for a bad packing or both
+// forms set.
 absl::StatusOr<v1::GenerateKeysResponse> GenerateKeys(const v1::GenerateKeysRequest& request,
                                                       const UnitState& state,
                                                       crypto::Entropy& entropy);
@@ -45,8 +48,12 @@ absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& requ
                                                 const UnitState& state);
 
 // CheckBlobs opens each blob and reports per blob whether it can be used and
-// whether it is under OLD. Returns INVALID_ARGUMENT (BATCH_TOO_LARGE) above
-// kMaxBatchBlobs blobs; a blob that does not open is a per-blob status.
+// whether it is under OLD: in `results` for a request's repeated `blobs`; in
+// `checked`, `under_old` and `failures` for its `packed` blobs
+// (docs/protocol.md section 10.6). Returns INVALID_ARGUMENT (BATCH_TOO_LARGE)
+// above kMaxBatchBlobs blobs, INVALID_ARGUMENT (MALFORMED_PACKED_BLOBS) for a
+// bad packing or both forms set; a blob that does not open is a per-blob
+// status.
 absl::StatusOr<v1::CheckBlobsResponse> CheckBlobs(const v1::CheckBlobsRequest& request,
                                                   const UnitState& state);
 

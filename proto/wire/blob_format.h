@@ -36,6 +36,11 @@ inline constexpr size_t kBlobWkidSize = 16;
 inline constexpr size_t kBlobWkidOffset = 1 + 1 + 4;  // after version, algorithm, attributes
 inline constexpr size_t kBlobIvSize = 12;
 inline constexpr size_t kBlobTagSize = 16;
+// Every byte of a blob but its key id: header without the key id (24), IV,
+// ciphertext and tag. A blob with a key id of L bytes has 84 + L bytes.
+inline constexpr size_t kBlobOverhead =
+    kBlobWkidOffset + kBlobWkidSize + 2 + kBlobIvSize + kRootKeySize + kBlobTagSize;
+static_assert(kBlobOverhead == 84);
 
 // BlobWkid is the 16-byte WKID a blob names (same type as crypto::Wkid).
 using BlobWkid = std::array<uint8_t, kBlobWkidSize>;

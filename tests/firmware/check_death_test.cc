@@ -72,8 +72,8 @@ TEST(CheckDeathTest, ReencryptInAnUnknownDirectionDies) {
   crypto::SeededEntropy entropy(6);
   UnitState state;
   google::protobuf::RepeatedPtrField<std::string> blobs;
-  EXPECT_DEATH((void)internal::Reencrypt(static_cast<internal::ReencryptDirection>(7), blobs, state,
-                                         entropy),
+  EXPECT_DEATH((void)internal::Reencrypt(static_cast<internal::ReencryptDirection>(7), blobs,
+                                         /*packed=*/nullptr, state, entropy),
                "CHECK failed: direction == ReencryptDirection::kOldToCurrent");
 }
 

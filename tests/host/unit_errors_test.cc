@@ -103,7 +103,7 @@ class SmallFrameChannel : public UnitChannel {
   const std::string& name() const override { return name_; }
   void CallAsync(v1::Request request, Callback done) override {
     v1::Response r;
-    const int n = request.check_blobs().blobs_size();
+    const int n = request.check_blobs().packed().sizes_size();
     {
       std::lock_guard<std::mutex> lock(mu_);
       sizes_.push_back(n);
@@ -113,7 +113,7 @@ class SmallFrameChannel : public UnitChannel {
       r.mutable_status()->set_reason(std::string(reason::kFrameTooLarge));
       r.mutable_status()->set_message("frame too large");
     } else {
-      for (int i = 0; i < n; ++i) r.mutable_check_blobs()->add_results();
+      r.mutable_check_blobs()->set_checked(static_cast<uint32_t>(n));
     }
     done(std::move(r));
   }
