@@ -106,6 +106,39 @@ TEST_F(KeystoreTest, DuplicateNameRefusedAndNothingInserted) {
   EXPECT_EQ(*store->CountKeys(), 3);
 }
 
+// Keys go in by groups of many rows per statement: a whole chunk keeps each
+// key's name, blob and WKID together, in order, and a name that exists in
+// the middle of a group refuses the chunk naming that key.
+TEST_F(KeystoreTest, LargeChunksKeepEveryKeyWithItsBlobAndRefuseATakenName) {
+  auto store = Open();
+  ASSERT_TRUE(store->AddKeys(Keys(5, b_, 1000)).ok());
+  std::vector<PlacedKey> chunk;
+  for (int i = 0; i < 300; ++i) {
+    chunk.push_back(PlacedKey{"k" + std::to_string(i), "blob" + std::to_string(i), i % 2 ? a_ : b_,
+                              i % 3 ? "" : "pending" + std::to_string(i), i % 3 ? "" : b_});
+  }
+  ASSERT_TRUE(store->AddKeysPlanned(chunk, std::nullopt).ok());
+  auto all = store->ReadPage(0, 1000);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 305u);
+  for (int i = 0; i < 300; ++i) {
+    const StoredKey& k = (*all)[static_cast<size_t>(5 + i)];
+    EXPECT_EQ(k.name, "k" + std::to_string(i));
+    EXPECT_EQ(k.blob, "blob" + std::to_string(i)) << k.name;
+    EXPECT_EQ(k.wkid, i % 2 ? a_ : b_) << k.name;
+    EXPECT_EQ(k.pending_blob, i % 3 ? "" : "pending" + std::to_string(i)) << k.name;
+  }
+  std::vector<PlacedKey> taken;
+  for (int i = 0; i < 200; ++i) {
+    taken.push_back(PlacedKey{"n" + std::to_string(i), "blob", a_, "", ""});
+  }
+  taken[130].name = "k77";  // in the third group of the chunk
+  absl::Status s = store->AddKeysPlanned(taken, std::nullopt);
+  EXPECT_EQ(ReasonOf(s), "KEY_EXISTS") << s;
+  EXPECT_NE(std::string(s.message()).find("'k77'"), std::string::npos) << s;
+  EXPECT_EQ(*store->CountKeys(), 305) << "nothing of the refused chunk is stored";
+}
+
 TEST_F(KeystoreTest, PendingBlobsThenPromotion) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys(Keys(10, a_)).ok());
