@@ -6,7 +6,8 @@
 // chunks per transaction, Keystore::AddKeysPlanned on a writer thread while
 // the next chunk is made, then one Flush).
 // BM_KeystoreRotation/N: on N stored keys, the keystore work of a rotation:
-// read the keys needing re-encryption in pages of 2048, store each page's
+// read the keys needing re-encryption in pages of 2048 as the rotation reads
+// them (Keystore::ReadToReencrypt), store each page's
 // re-encrypted blobs (the same bytes with one byte changed: no crypto), then
 // finalize (Keystore::PromotePending) and look for keys left under the
 // source (Keystore::ReadUnder, as finalization's straggler pass does).
@@ -128,7 +129,7 @@ void BM_KeystoreRotation(benchmark::State& state) {
     int64_t after = 0;
     while (true) {
       auto t = Clock::now();
-      auto page = store->ReadNeedingRewrap(after, kPage, kSource, kTarget);
+      auto page = store->ReadToReencrypt(after, kPage, kSource, kTarget);
       HSMSIM_CHECK(page.ok());
       read_s += Since(t);
       if (page->empty()) break;

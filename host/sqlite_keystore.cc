@@ -250,6 +250,38 @@ class SqliteKeystore final : public Keystore {
         });
   }
 
+  // One B-tree walked in key order (the current generation from `after_id`
+  // on), with a lookup of the same id in the next generation and among the
+  // problems (both small or appended in key order too: their pages are
+  // read once). The keys table is not read.
+  absl::StatusOr<std::vector<StoredKey>> ReadToReencrypt(int64_t after_id, size_t limit,
+                                                         std::string_view source_wkid,
+                                                         std::string_view target_wkid) override {
+    std::vector<StoredKey> out;
+    out.reserve(std::min<size_t>(limit, 65536));
+    HSMSIM_RETURN_IF_ERROR(
+        InTransaction(Txn::kRead, [&](const internal::BlobTables& t) -> absl::Status {
+          HSMSIM_ASSIGN_OR_RETURN(
+              auto q, db_->Prepare(StrCat(
+                          "SELECT c.id, c.blob FROM ", t.current,
+                          " c WHERE c.id>? AND c.wkid=? AND NOT EXISTS (SELECT 1 FROM ", t.next,
+                          " n WHERE n.id=c.id AND n.wkid=?) AND NOT EXISTS (SELECT 1 FROM "
+                          "key_problems p WHERE p.id=c.id AND p.quarantined<>0) ORDER BY c.id "
+                          "LIMIT ?")));
+          q.Bind(1, after_id).BindUnowned(2, source_wkid).BindUnowned(3, target_wkid);
+          q.Bind(4, static_cast<int64_t>(limit));
+          while (true) {
+            HSMSIM_ASSIGN_OR_RETURN(bool row, q.Step());
+            if (!row) break;
+            StoredKey& k = out.emplace_back();
+            k.id = q.Int(0);
+            k.blob = std::string(q.Text(1));
+          }
+          return absl::OkStatus();
+        }));
+    return out;
+  }
+
   absl::StatusOr<std::vector<StoredKey>> ReadUnder(int64_t after_id, size_t limit,
                                                    std::string_view wkid) override {
     return ReadWhere(
