@@ -2,10 +2,12 @@
 // against the bare SQLite append limit measured in the same iteration on the
 // same disk (host/hsmctl/bench_baselines.h).
 //
-// BM_KeystoreFill/N: N new keys stored as `keys create` stores them (chunks
-// of 4096 keys per transaction, Keystore::AddKeysPlanned, then one Flush).
+// BM_KeystoreFill/N: N new keys stored as `keys create` stores them (its
+// chunks per transaction, Keystore::AddKeysPlanned on a writer thread while
+// the next chunk is made, then one Flush).
 // BM_KeystoreRotation/N: on N stored keys, the keystore work of a rotation:
-// read the keys needing re-encryption in pages of 2048, store each page's
+// read the keys needing re-encryption in pages of 2048 as the rotation reads
+// them (Keystore::ReadToReencrypt), store each page's
 // re-encrypted blobs (the same bytes with one byte changed: no crypto), then
 // finalize (Keystore::PromotePending) and look for keys left under the
 // source (Keystore::ReadUnder, as finalization's straggler pass does).
@@ -25,7 +27,9 @@
 #include "common/check.h"
 #include "common/str_cat.h"
 #include "host/hsmctl/bench_baselines.h"
+#include "host/key_creation.h"
 #include "host/keystore.h"
+#include "host/store_thread.h"
 
 namespace hsmsim::bench {
 namespace {
@@ -34,7 +38,9 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kBlobBytes = 92;  // a stored blob's size (docs/protocol.md)
-constexpr size_t kFillChunk = 4096;
+// keys create's chunks (host::KeyCreationSpec).
+const size_t kFillChunk = host::KeyCreationSpec{}.store_chunk;
+const size_t kFillQueue = host::KeyCreationSpec{}.store_queue;
 constexpr size_t kPage = 2048;
 const std::string kSource(16, 'S');
 const std::string kTarget(16, 'T');
@@ -60,18 +66,29 @@ std::string Blob(int64_t i) {
   return b;
 }
 
+// Fill stores `n` keys as keys create does: chunks made on this thread and
+// stored on a thread of their own (a StoreThread), then one Flush.
 std::unique_ptr<host::Keystore> Fill(const std::string& path, int64_t n) {
   auto store = host::OpenSqliteKeystore(path, true);
   HSMSIM_CHECK(store.ok());
-  std::vector<host::PlacedKey> chunk;
-  for (int64_t i = 0; i < n; ++i) {
-    chunk.push_back(host::PlacedKey{StrCat("key-", i), Blob(i), kSource, "", ""});
-    if (chunk.size() == kFillChunk || i + 1 == n) {
-      HSMSIM_CHECK((*store)->AddKeysPlanned(chunk, std::nullopt).ok());
-      chunk.clear();
+  host::Keystore& keystore = **store;
+  {
+    host::StoreThread<std::vector<host::PlacedKey>> writer(
+        kFillQueue, [&](std::vector<host::PlacedKey>& chunk) {
+          return keystore.AddKeysPlanned(chunk, std::nullopt);
+        });
+    std::vector<host::PlacedKey> chunk;
+    for (int64_t i = 0; i < n; ++i) {
+      chunk.push_back(host::PlacedKey{StrCat("key-", i), Blob(i), kSource, "", ""});
+      if (chunk.size() == kFillChunk || i + 1 == n) {
+        HSMSIM_CHECK(writer.Push(std::move(chunk)).ok());
+        chunk = {};
+        chunk.reserve(kFillChunk);
+      }
     }
+    HSMSIM_CHECK(writer.Finish().ok());
   }
-  HSMSIM_CHECK((*store)->Flush().ok());
+  HSMSIM_CHECK(keystore.Flush().ok());
   return std::move(*store);
 }
 
@@ -112,7 +129,7 @@ void BM_KeystoreRotation(benchmark::State& state) {
     int64_t after = 0;
     while (true) {
       auto t = Clock::now();
-      auto page = store->ReadNeedingRewrap(after, kPage, kSource, kTarget);
+      auto page = store->ReadToReencrypt(after, kPage, kSource, kTarget);
       HSMSIM_CHECK(page.ok());
       read_s += Since(t);
       if (page->empty()) break;

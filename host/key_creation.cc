@@ -10,6 +10,7 @@
 #include "crypto/verification_pattern.h"
 #include "host/master_key_id.h"
 #include "host/rewrap_batch.h"
+#include "host/store_thread.h"
 #include "proto/wire/blob_format.h"
 
 namespace hsmsim::host {
@@ -118,34 +119,35 @@ absl::StatusOr<KeyCreationPlan> PlanDuringRotation(const std::vector<UnitObserva
   return plan;
 }
 
-// PlaceKeys turns one GenerateKeys answer of unit `channel` (route `route`)
-// into keystore rows that end under the plan's target: blobs under the
+// PlaceAnswer turns one GenerateKeys answer of unit `channel` (route
+// `route`) into keystore rows that end under the plan's target, appended to
+// `out` (the answer's blobs are moved out of `generated`): blobs under the
 // target as they are, blobs under the source re-encrypted to the target on
 // the same unit as their pending blob. Returns DATA_LOSS (WRONG_TARGET_KEY)
 // for a blob under any other key, FAILED_PRECONDITION (KEYS_NOT_REENCRYPTED)
 // when the unit refuses to re-encrypt one, or the unit's error; nothing of
-// the answer may be stored then.
-absl::StatusOr<std::vector<PlacedKey>> PlaceKeys(UnitChannel& channel, KeyRoute route,
-                                                 const KeyCreationPlan& plan,
-                                                 const v1::GenerateKeysResponse& generated) {
-  std::vector<PlacedKey> out;
+// the answer may be stored then (PlaceKeys takes it out of `out` again).
+absl::Status PlaceAnswer(UnitChannel& channel, KeyRoute route, const KeyCreationPlan& plan,
+                         v1::GenerateKeysResponse& generated, std::vector<PlacedKey>& out) {
   std::vector<StoredKey> to_rewrap;  // id = index into `out`
-  for (const std::string& blob : generated.blobs()) {
+  for (std::string& blob : *generated.mutable_blobs()) {
     HSMSIM_ASSIGN_OR_RETURN(wire::ParsedBlob parsed, wire::ParseBlob(AsBytes(blob)));
-    PlacedKey key{std::string(parsed.key_id), blob, crypto::AsString(parsed.wkid), "", ""};
-    if (route == KeyRoute::kPendingTarget && SameId(key.wkid, plan.source_wkid)) {
-      to_rewrap.push_back(StoredKey{static_cast<int64_t>(out.size()), key.name, key.blob, key.wkid,
-                                    "", "", "", false});
-    } else if (!SameId(key.wkid, plan.target_wkid)) {
+    // Copied out before `blob` is moved: `parsed` points into it.
+    std::string name(parsed.key_id);
+    std::string wkid(crypto::AsString(parsed.wkid));
+    if (route == KeyRoute::kPendingTarget && SameId(wkid, plan.source_wkid)) {
+      to_rewrap.push_back(
+          StoredKey{static_cast<int64_t>(out.size()), name, blob, wkid, "", "", "", false});
+    } else if (!SameId(wkid, plan.target_wkid)) {
       return Error(absl::StatusCode::kDataLoss, reason::kWrongTargetKey,
-                   StrCat("unit ", channel.name(), " made key '", key.name, "' under WKID ",
-                          ToHex(key.wkid), ", not under the target ", ToHex(plan.target_wkid),
+                   StrCat("unit ", channel.name(), " made key '", name, "' under WKID ",
+                          ToHex(wkid), ", not under the target ", ToHex(plan.target_wkid),
                           " (its CURRENT changed since it was observed); nothing of its answer "
                           "was stored"));
     }
-    out.push_back(std::move(key));
+    out.push_back(PlacedKey{std::move(name), std::move(blob), std::move(wkid), "", ""});
   }
-  if (to_rewrap.empty()) return out;
+  if (to_rewrap.empty()) return absl::OkStatus();
   RewrapKeys keys;
   v1::Request request = MakeRewrapRequest(RewrapKind::kCurrentToNew, to_rewrap, keys);
   absl::StatusOr<v1::Response> response = channel.Call(std::move(request));
@@ -165,11 +167,23 @@ absl::StatusOr<std::vector<PlacedKey>> PlaceKeys(UnitChannel& channel, KeyRoute 
     k.pending_blob = std::move(r.blob);
     k.pending_wkid = std::move(r.wkid);
   }
-  return out;
+  return absl::OkStatus();
 }
 
-// RunPlan makes the keys still to make under `plan`. Returns the first
-// error (JOURNAL_CHANGED when the plan is stale).
+// PlaceKeys is PlaceAnswer that leaves `out` as it was on error.
+absl::Status PlaceKeys(UnitChannel& channel, KeyRoute route, const KeyCreationPlan& plan,
+                       v1::GenerateKeysResponse& generated, std::vector<PlacedKey>& out) {
+  const size_t before = out.size();
+  absl::Status placed = PlaceAnswer(channel, route, plan, generated, out);
+  if (!placed.ok()) out.resize(before);
+  return placed;
+}
+
+// RunPlan makes the keys still to make under `plan`. The chunks are stored
+// on a thread of their own (a StoreThread), in the order they were made,
+// while this thread drives the fan-out; `report` counts what that thread
+// stored. Returns the first error (JOURNAL_CHANGED when the plan is stale);
+// the chunks made before a unit's error are still stored.
 absl::Status RunPlan(Keystore& keystore, const std::vector<UnitChannel*>& channels,
                      const KeyCreationPlan& plan, const KeyCreationSpec& spec,
                      KeyCreationReport& report, const std::function<void(int64_t)>& progress) {
@@ -187,7 +201,19 @@ absl::Status RunPlan(Keystore& keystore, const std::vector<UnitChannel*>& channe
   options.retry_elsewhere = false;  // keys create reports the unit's error
   options.activity = "key generation";
   BatchFanout fanout(lanes, options);
+  // Counted on the writer's thread once a chunk is stored, read here after
+  // it finished.
+  int64_t stored = 0;
+  int64_t stored_with_pending = 0;
+  StoreThread<std::vector<PlacedKey>> writer(
+      spec.store_queue, [&](std::vector<PlacedKey>& chunk) -> absl::Status {
+        HSMSIM_RETURN_IF_ERROR(keystore.AddKeysPlanned(chunk, plan.journal));
+        stored += static_cast<int64_t>(chunk.size());
+        for (const PlacedKey& k : chunk) stored_with_pending += k.pending_blob.empty() ? 0 : 1;
+        return absl::OkStatus();
+      });
   int64_t next = 0;
+  int64_t made = 0;  // handed to the writer
   std::vector<PlacedKey> chunk;
   auto next_batch = [&]() -> absl::StatusOr<std::optional<BatchFanout::Batch>> {
     if (next >= to_make) return std::nullopt;
@@ -200,27 +226,33 @@ absl::Status RunPlan(Keystore& keystore, const std::vector<UnitChannel*>& channe
     next += generate->key_ids_size();
     return batch;
   };
-  auto store_chunk = [&]() -> absl::Status {
-    HSMSIM_RETURN_IF_ERROR(keystore.AddKeysPlanned(chunk, plan.journal));
-    report.created += static_cast<int64_t>(chunk.size());
-    for (const PlacedKey& k : chunk) report.with_pending += k.pending_blob.empty() ? 0 : 1;
-    chunk.clear();
-    return absl::OkStatus();
+  auto hand_over = [&]() -> absl::Status {
+    made += static_cast<int64_t>(chunk.size());
+    absl::Status queued = writer.Push(std::move(chunk));
+    chunk = {};
+    chunk.reserve(spec.store_chunk);
+    return queued;
   };
+  chunk.reserve(spec.store_chunk);
   auto handle = [&](size_t lane, const BatchFanout::Batch&,
                     v1::Response& response) -> absl::Status {
-    HSMSIM_ASSIGN_OR_RETURN(
-        std::vector<PlacedKey> made,
-        PlaceKeys(fanout.channel(lane), lane_routes[lane], plan, response.generate_keys()));
-    for (PlacedKey& k : made) chunk.push_back(std::move(k));
+    HSMSIM_RETURN_IF_ERROR(PlaceKeys(fanout.channel(lane), lane_routes[lane], plan,
+                                     *response.mutable_generate_keys(), chunk));
     if (chunk.size() >= spec.store_chunk) {
-      if (absl::Status s = store_chunk(); !s.ok()) fanout.Stop(s);
+      if (absl::Status s = hand_over(); !s.ok()) fanout.Stop(s);
     }
-    if (progress) progress(report.created + static_cast<int64_t>(chunk.size()));
+    if (progress) progress(report.created + made + static_cast<int64_t>(chunk.size()));
     return absl::OkStatus();
   };
-  HSMSIM_RETURN_IF_ERROR(fanout.Run(next_batch, handle));
-  return chunk.empty() ? absl::OkStatus() : store_chunk();
+  absl::Status ran = fanout.Run(next_batch, handle);
+  // What was made before a unit's error is stored too; a keystore error
+  // (JOURNAL_CHANGED among them) stops the writer and is returned.
+  absl::Status handed = chunk.empty() ? absl::OkStatus() : hand_over();
+  absl::Status written = writer.Finish();
+  report.created += stored;
+  report.with_pending += stored_with_pending;
+  if (!written.ok()) return written;
+  return ran.ok() ? handed : ran;
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 // one is (docs/rotation.md, "Keys created during a rotation"). `hsmctl keys
 // create` and the keystore fill of `hsmctl bench rotate` use it.
 //
-// Thread-safety: CreateKeys runs on the caller's thread (the keystore is
-// written from it) and drives the channels' own threads through a
-// BatchFanout.
+// Thread-safety: CreateKeys runs on the caller's thread and drives the
+// channels' own threads through a BatchFanout; while it makes keys, the
+// keystore is written from a thread of its own (a StoreThread), pipelined
+// with the fan-out, and the caller must not use the keystore until
+// CreateKeys returned.
 #ifndef HSMSIM_HOST_KEY_CREATION_H_
 #define HSMSIM_HOST_KEY_CREATION_H_
 
@@ -66,9 +68,14 @@ absl::StatusOr<KeyCreationPlan> PlanKeyCreation(const std::optional<RotationJour
 struct KeyCreationSpec {
   std::string prefix = "key-";  // names are PREFIX<number>
   int64_t count = 0;
-  int64_t keys_per_request = 1024;  // GenerateKeys batch
+  int64_t keys_per_request = 4096;  // GenerateKeys batch
   int in_flight_per_unit = kDefaultInFlightPerLane;
-  size_t store_chunk = 4096;  // keys per keystore transaction
+  // Keys per keystore transaction, and chunks made and waiting for the
+  // keystore's thread. Large chunks: fewer commits (each is unsynced, and
+  // the one Flush at the end makes them durable), 10 MB or so each in
+  // memory (bench/keystore_bench BM_KeystoreFill, docs/performance.md).
+  size_t store_chunk = 32768;
+  size_t store_queue = 2;
 };
 
 struct KeyCreationReport {

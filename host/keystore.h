@@ -200,6 +200,18 @@ class Keystore {
       int64_t after_id, size_t limit, std::string_view source_wkid,
       std::string_view target_wkid) = 0;
 
+  // ReadToReencrypt returns the keys ReadNeedingRewrap returns, with only
+  // what re-encryption reads: each key's id and blob (its name, WKID,
+  // pending blob and problem are left empty; Keystore::ReadPage has them).
+  // The rotation's read, lighter than ReadNeedingRewrap: SQLite reads
+  // neither the names nor the pending blobs' rows for it. By default it is
+  // ReadNeedingRewrap.
+  virtual absl::StatusOr<std::vector<StoredKey>> ReadToReencrypt(int64_t after_id, size_t limit,
+                                                                 std::string_view source_wkid,
+                                                                 std::string_view target_wkid) {
+    return ReadNeedingRewrap(after_id, limit, source_wkid, target_wkid);
+  }
+
   // ReadUnder returns up to `limit` keys with id > `after_id` whose blob is
   // under `wkid`, that have no pending blob and are not quarantined.
   virtual absl::StatusOr<std::vector<StoredKey>> ReadUnder(int64_t after_id, size_t limit,

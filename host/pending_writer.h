@@ -1,7 +1,7 @@
 // PendingWriter: a rotation's re-encrypted batches stored in the keystore
 // (Keystore::StorePending) on a thread of their own, in the order given, so
 // that keystore writes overlap the network fan-out (issue "Rotation at the
-// speed of the keystore", item 3).
+// speed of the keystore", item 3). The thread is a StoreThread.
 //
 // Thread-safety: Push, Finish and Error are called from one thread (the
 // engine's); keys_done may be read from any. While a PendingWriter runs,
@@ -11,16 +11,13 @@
 #define HSMSIM_HOST_PENDING_WRITER_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "host/keystore.h"
+#include "host/store_thread.h"
 
 namespace hsmsim::host {
 
@@ -60,22 +57,15 @@ class PendingWriter {
   int64_t keys_stored() const { return keys_stored_.load(); }
 
  private:
-  void Run();
+  // Store stores one batch and passes its checkpoint (the writer's thread).
+  absl::Status Store(std::vector<RewrappedKey>& batch);
 
   Keystore& keystore_;
-  const size_t depth_;
   const AfterStore after_;
   std::atomic<int64_t> keys_done_;
   std::atomic<int64_t> keys_stored_{0};
 
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::deque<std::vector<RewrappedKey>> queue_;
-  bool closing_ = false;  // Finish: store what is queued, then end
-  absl::Status error_;    // the first store or AfterStore error
-  bool joined_ = false;
-
-  std::thread thread_;  // last: starts after every member above exists
+  StoreThread<std::vector<RewrappedKey>> thread_;  // last: starts after every member above
 };
 
 }  // namespace hsmsim::host

@@ -31,7 +31,7 @@ void RewrapPrefetcher::Run() {
       if (stop_) return;
     }
     absl::StatusOr<std::vector<StoredKey>> page =
-        reader_->ReadNeedingRewrap(after_id, page_keys_, source_wkid_, target_wkid_);
+        reader_->ReadToReencrypt(after_id, page_keys_, source_wkid_, target_wkid_);
     std::lock_guard<std::mutex> lock(mu_);
     if (!page.ok() || page->empty()) {
       if (!page.ok()) error_ = page.status();

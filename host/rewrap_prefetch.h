@@ -26,10 +26,10 @@ class RewrapPrefetcher {
  public:
   // Starts reading at once: pages of `page_keys` (>= 1) keys from `reader`
   // (a connection of its own to the rotation's keystore, from
-  // Keystore::Reopen; owned), with Keystore::ReadNeedingRewrap(`source_wkid`,
-  // `target_wkid`: 16 bytes each) in key order, at most `depth` (>= 1)
-  // pages ahead of Take. Each page is its own read snapshot, as when the
-  // engine reads them itself.
+  // Keystore::Reopen; owned), with Keystore::ReadToReencrypt(`source_wkid`,
+  // `target_wkid`: 16 bytes each; ids and blobs only) in key order, at
+  // most `depth` (>= 1) pages ahead of Take. Each page is its own read
+  // snapshot, as when the engine reads them itself.
   RewrapPrefetcher(std::unique_ptr<Keystore> reader, std::string source_wkid,
                    std::string target_wkid, size_t page_keys, size_t depth);
   // Stops the thread (a read in progress finishes first) and waits for it.

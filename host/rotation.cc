@@ -31,6 +31,21 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kPrefetchPages = 4;
 constexpr size_t kWriterQueue = 4;
 
+// NameFailedKeys puts the keys' names into what `failed` names: the
+// rotation reads the keys to re-encrypt without their names
+// (Keystore::ReadToReencrypt), so the few it names (at most
+// kMaxNamedFailedKeys; named[i] is problems[i], FailedKeys keeps them in
+// step) are read here, one key each. Returns the keystore's error.
+absl::Status NameFailedKeys(Keystore& keystore, FailedKeys& failed) {
+  for (size_t i = 0; i < failed.named.size() && i < failed.problems.size(); ++i) {
+    const BlobProblem& p = failed.problems[i];
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<StoredKey> key, keystore.ReadPage(p.id - 1, 1));
+    if (key.empty() || key[0].id != p.id) continue;  // keys are never deleted
+    failed.named[i] = StrCat(key[0].name, " (", p.reason, ")");
+  }
+  return absl::OkStatus();
+}
+
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -420,6 +435,7 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
   FailedKeys failed;
   absl::Status ran = ReencryptOn(ready, journal, report, failed);
   report.reencrypt_seconds += SecondsSince(start);
+  HSMSIM_RETURN_IF_ERROR(NameFailedKeys(keystore_, failed));
   ReportProgress(journal, SecondsSince(start), "re-encrypting");
   // Record which keys the units refused, so that hsmctl recover names them
   // and keys quarantine can set them aside. A run that went through every
@@ -479,8 +495,8 @@ absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
     if (prefetch) {
       HSMSIM_ASSIGN_OR_RETURN(page, prefetch->Take(batches.batch_size()));
     } else {
-      HSMSIM_ASSIGN_OR_RETURN(page, keystore_.ReadNeedingRewrap(after_id, batches.batch_size(),
-                                                                source_wkid, target_wkid));
+      HSMSIM_ASSIGN_OR_RETURN(page, keystore_.ReadToReencrypt(after_id, batches.batch_size(),
+                                                              source_wkid, target_wkid));
     }
     if (page.empty()) return std::nullopt;
     after_id = page.back().id;

@@ -27,13 +27,6 @@
 namespace hsmsim::hsmctl {
 namespace {
 
-// The keystore fill asks each unit for kFillBatch keys per GenerateKeys
-// request, with kFillInFlightPerUnit requests in flight per unit, and stores
-// them kFillChunk at a time.
-constexpr int64_t kFillBatch = 4096;
-constexpr int kFillInFlightPerUnit = 4;
-constexpr size_t kFillChunk = 50'000;
-
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
@@ -70,17 +63,14 @@ double Seconds(Clock::time_point since) {
 }
 
 // FillFromUnits stores `keys` new root keys named "key-N", which the units
-// generate under their CURRENT master key (GenerateKeys batches of
-// kFillBatch, kFillInFlightPerUnit in flight per unit), as keys create
-// does. Returns the first unit or keystore error.
+// generate under their CURRENT master key, as keys create does (the same
+// host::CreateKeys with the same host::KeyCreationSpec defaults). Returns the first unit or
+// keystore error.
 absl::Status FillFromUnits(std::vector<UnitConnection>& conns, host::Keystore& store,
                            int64_t keys) {
   host::KeyCreationSpec spec;
   spec.prefix = "key-";
   spec.count = keys;
-  spec.keys_per_request = kFillBatch;
-  spec.in_flight_per_unit = kFillInFlightPerUnit;
-  spec.store_chunk = kFillChunk;
   host::KeyCreationReport report;
   return host::CreateKeys(store, UnitPairs(conns), spec, report, nullptr, nullptr);
 }

@@ -26,11 +26,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// keys create asks for keys in GenerateKeys batches of this many, with this
-// many batches in flight per unit.
-constexpr int64_t kCreateBatch = 1024;
-constexpr int kCreateInFlightPerUnit = 4;
-
 struct Opened {
   host::FleetManifest manifest;
   std::vector<UnitConnection> conns;
@@ -100,8 +95,8 @@ int RunCreate(Invocation& inv, int64_t count, const std::string& prefix) {
   host::KeyCreationSpec spec;
   spec.prefix = prefix;
   spec.count = count;
-  spec.keys_per_request = kCreateBatch;
-  spec.in_flight_per_unit = kCreateInFlightPerUnit;
+  // GenerateKeys batches, batches in flight and keystore chunks: the
+  // defaults, which bench rotate's fill measures.
   host::KeyCreationReport report;
   LineFolder notes(std::cerr, "hsmctl: ");
   absl::Status failure = host::CreateKeys(

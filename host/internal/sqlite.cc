@@ -145,6 +145,15 @@ Statement& Statement::Bind(int index, std::string_view value, bool blob) {
   return *this;
 }
 
+Statement& Statement::BindUnowned(int index, std::string_view value, bool blob) {
+  if (blob) {
+    sqlite3_bind_blob(stmt_, index, value.data(), static_cast<int>(value.size()), SQLITE_STATIC);
+  } else {
+    sqlite3_bind_text(stmt_, index, value.data(), static_cast<int>(value.size()), SQLITE_STATIC);
+  }
+  return *this;
+}
+
 Statement& Statement::BindNull(int index) {
   sqlite3_bind_null(stmt_, index);
   return *this;

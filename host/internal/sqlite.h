@@ -54,6 +54,10 @@ class Statement {
 
   Statement& Bind(int index, int64_t value);
   Statement& Bind(int index, std::string_view text_or_blob, bool blob = true);
+  // BindUnowned binds like Bind without copying the bytes: SQLite reads
+  // them where they are. REQUIRES: they stay there, unchanged, until the
+  // statement is Reset (Run resets it) or bound again.
+  Statement& BindUnowned(int index, std::string_view text_or_blob, bool blob = true);
   Statement& BindNull(int index);
   // Step returns true when a row is ready, false when done, or an error.
   absl::StatusOr<bool> Step();

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -106,6 +107,39 @@ TEST_F(KeystoreTest, DuplicateNameRefusedAndNothingInserted) {
   EXPECT_EQ(*store->CountKeys(), 3);
 }
 
+// Keys go in by groups of many rows per statement: a whole chunk keeps each
+// key's name, blob and WKID together, in order, and a name that exists in
+// the middle of a group refuses the chunk naming that key.
+TEST_F(KeystoreTest, LargeChunksKeepEveryKeyWithItsBlobAndRefuseATakenName) {
+  auto store = Open();
+  ASSERT_TRUE(store->AddKeys(Keys(5, b_, 1000)).ok());
+  std::vector<PlacedKey> chunk;
+  for (int i = 0; i < 300; ++i) {
+    chunk.push_back(PlacedKey{"k" + std::to_string(i), "blob" + std::to_string(i), i % 2 ? a_ : b_,
+                              i % 3 ? "" : "pending" + std::to_string(i), i % 3 ? "" : b_});
+  }
+  ASSERT_TRUE(store->AddKeysPlanned(chunk, std::nullopt).ok());
+  auto all = store->ReadPage(0, 1000);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 305u);
+  for (int i = 0; i < 300; ++i) {
+    const StoredKey& k = (*all)[static_cast<size_t>(5 + i)];
+    EXPECT_EQ(k.name, "k" + std::to_string(i));
+    EXPECT_EQ(k.blob, "blob" + std::to_string(i)) << k.name;
+    EXPECT_EQ(k.wkid, i % 2 ? a_ : b_) << k.name;
+    EXPECT_EQ(k.pending_blob, i % 3 ? "" : "pending" + std::to_string(i)) << k.name;
+  }
+  std::vector<PlacedKey> taken;
+  for (int i = 0; i < 200; ++i) {
+    taken.push_back(PlacedKey{"n" + std::to_string(i), "blob", a_, "", ""});
+  }
+  taken[130].name = "k77";  // in the third group of the chunk
+  absl::Status s = store->AddKeysPlanned(taken, std::nullopt);
+  EXPECT_EQ(ReasonOf(s), "KEY_EXISTS") << s;
+  EXPECT_NE(std::string(s.message()).find("'k77'"), std::string::npos) << s;
+  EXPECT_EQ(*store->CountKeys(), 305) << "nothing of the refused chunk is stored";
+}
+
 TEST_F(KeystoreTest, PendingBlobsThenPromotion) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys(Keys(10, a_)).ok());
@@ -140,6 +174,56 @@ TEST_F(KeystoreTest, PendingBlobsThenPromotion) {
     EXPECT_EQ(k.blob, i < 4 ? std::string("new") : "blob" + std::to_string(i)) << k.name;
     EXPECT_EQ(k.wkid, i < 4 ? b_ : a_) << k.name;
     EXPECT_TRUE(k.pending_blob.empty() && k.pending_wkid.empty()) << k.name;
+  }
+}
+
+// The rotation's light read returns the very keys of the full one (the same
+// ids and blobs, page by page), and only ids and blobs: keys under another
+// key, keys already pending under the target and quarantined keys are
+// skipped; a key pending under another WKID or with a problem recorded but
+// not quarantined is still read.
+TEST_F(KeystoreTest, ReadToReencryptReadsTheKeysOfReadNeedingRewrap) {
+  auto store = Open();
+  std::vector<NewKey> keys = Keys(40, a_);
+  for (int i = 5; i < 40; i += 9) keys[static_cast<size_t>(i)].wkid = b_;  // under another key
+  ASSERT_TRUE(store->AddKeys(keys).ok());
+  auto all = store->ReadPage(0, 100);
+  ASSERT_TRUE(all.ok()) << all.status();
+  auto id = [&](int i) { return (*all)[static_cast<size_t>(i)].id; };
+  const std::string c = std::string(16, 'C');
+  ASSERT_TRUE(store->StorePending({{id(0), "p", b_}, {id(1), "p", c}, {id(2), "p", b_}}).ok());
+  ASSERT_TRUE(store
+                  ->RecordBlobProblems({{id(3), "BLOB_AUTHENTICATION_FAILED"},
+                                        {id(4), "BLOB_AUTHENTICATION_FAILED"}})
+                  .ok());
+  ASSERT_TRUE(store->SetQuarantined({"k3"}, true).ok());
+  for (size_t page_size : {1u, 6u, 100u}) {
+    std::vector<std::pair<int64_t, std::string>> full, light;
+    for (int64_t after = 0;;) {
+      auto page = store->ReadNeedingRewrap(after, page_size, a_, b_);
+      ASSERT_TRUE(page.ok()) << page.status();
+      if (page->empty()) break;
+      for (const StoredKey& k : *page) full.emplace_back(k.id, k.blob);
+      after = page->back().id;
+    }
+    for (int64_t after = 0;;) {
+      auto page = store->ReadToReencrypt(after, page_size, a_, b_);
+      ASSERT_TRUE(page.ok()) << page.status();
+      ASSERT_LE(page->size(), page_size);
+      if (page->empty()) break;
+      for (const StoredKey& k : *page) {
+        light.emplace_back(k.id, k.blob);
+        EXPECT_TRUE(k.name.empty() && k.wkid.empty() && k.pending_blob.empty() && k.problem.empty())
+            << k.id;
+      }
+      after = page->back().id;
+    }
+    EXPECT_EQ(light, full) << "pages of " << page_size;
+    std::vector<int64_t> ids;
+    for (const auto& [key, blob] : light) ids.push_back(key);
+    EXPECT_EQ(ids.size(), 40u - 4u - 2u - 1u) << "4 under B, 2 pending under B, 1 quarantined";
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), id(1)), 1) << "pending under another WKID";
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), id(4)), 1) << "a problem, not quarantined";
   }
 }
 

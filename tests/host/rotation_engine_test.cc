@@ -1082,6 +1082,19 @@ TEST_F(KeyCreationTest, ACollisionAtTheFirstKeyReportsNothingStored) {
   EXPECT_EQ(StoredKeys(), kKeys + 1);
 }
 
+// The keystore's writer thread stores the chunks in order; when one is
+// refused, the run stops and counts exactly the keys stored before it.
+TEST_F(KeyCreationTest, ARefusedChunkMidRunCountsOnlyTheKeysStoredBeforeIt) {
+  HookBeforeFirstStore store(*store_, [this] {
+    ASSERT_TRUE(store_->AddKeys({NewKey{"key-640", spare_[0], WkidOfVp(source_vp_)}}).ok());
+  });
+  KeyCreationReport created;
+  absl::Status s = Create(60, created, &store);
+  EXPECT_EQ(ReasonOf(s), "KEY_EXISTS") << s;
+  EXPECT_LT(created.created, 60);
+  EXPECT_EQ(StoredKeys(), kKeys + 1 + created.created) << "reported = stored";
+}
+
 // An interrupted keys create leaves gaps (key-0..key-599, then key-1000):
 // new names start above the highest stored number.
 TEST_F(KeyCreationTest, NewNamesNeverCollideWithStoredNamesAfterGaps) {
