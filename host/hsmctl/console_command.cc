@@ -2,12 +2,14 @@
 // server and the page live in host/console/; this file wires them to the
 // reports hsmctl's own commands print (json_reports.h).
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
 #include "common/str_cat.h"
 #include "host/console/access_token.h"
 #include "host/console/assets.h"
+#include "host/console/console_actions.h"
 #include "host/console/console_api.h"
 #include "host/console/console_server.h"
 #include "host/console/fleet_watcher.h"
@@ -40,7 +42,7 @@ constexpr std::chrono::seconds kRecoveryMaxAge{10};
 // watcher's).
 class FleetViews {
  public:
-  explicit FleetViews(Invocation& inv) : inv_(inv) {}
+  FleetViews(Invocation& inv, const console::ActionRunner& runner) : inv_(inv), runner_(runner) {}
 
   json Read() {
     json views{{"units", ViewOf(FleetStatusReport(inv_))},
@@ -60,11 +62,13 @@ class FleetViews {
       recovery_read_at_ = now;
     }
     views["recovery"] = recovery_;
+    views["action"] = runner_.State();
     return views;
   }
 
  private:
   Invocation& inv_;
+  const console::ActionRunner& runner_;
   json recovery_;
   json recovery_depends_on_;
   std::chrono::steady_clock::time_point recovery_read_at_;
@@ -86,12 +90,26 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
   actions.select_units = [action_inv = inv](const std::vector<std::string>& units, bool selected) {
     return UnitSelectReport(action_inv, units, selected);
   };
+  // The signed actions are this hsmctl's own commands, run as children on
+  // the same fleet (console_actions.h).
+  std::error_code ec;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  console::ActionRunner runner(
+      ec ? std::string("/proc/self/exe") : self,
+      {"--json", "--fleet", FleetDir(inv), "--timeout-ms", std::to_string(inv.timeout_ms)},
+      [&watcher] {
+        if (watcher) watcher->Refresh();
+      });
+  actions.start_action = [&runner](console::ActionCommand command) {
+    return runner.Start(std::move(command));
+  };
+  actions.action_state = [&runner] { return runner.State(); };
   console::ConsoleApi api(
       *token, console::ComposePage(assets.index_html, assets.style, assets.script),
       [&watcher] { watcher->Refresh(); }, std::move(actions));
   // The first reading is taken before the URL is printed, so the page and
   // the API answer with the fleet from the first request on.
-  FleetViews views(inv);
+  FleetViews views(inv, runner);
   api.SetSnapshot(views.Read());
   auto listening = console::ConsoleServer::Listen(
       address->ip, address->port,
@@ -112,6 +130,7 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
             << console::UrlHost(address->ip) << ":" << server->port()
             << " (open the URL above; Ctrl-C stops)" << std::endl;
   const int signal = server->Run();
+  runner.Shutdown();
   watcher->Stop();
   std::cerr << "hsmctl console: stopped" << (signal != 0 ? StrCat(" by signal ", signal) : "")
             << std::endl;
