@@ -252,6 +252,128 @@
     ]));
   }
 
+  // ---- signed actions (Master keys and Recovery tabs) ----------------------
+
+  // The form's rows are static page content, not part of a view: a new
+  // snapshot does not wipe what is being typed.
+  function fileRow(kind) {
+    const file = el('input', { class: 'file' });
+    file.type = 'text';
+    file.placeholder = kind === 'signer' ? 'alice.key or pkcs11:token=…;object=…'
+      : 'part1.kp or pkcs11:token=…;object=…';
+    file.autocomplete = 'off';
+    file.spellcheck = false;
+    const password = el('input', { class: 'password' });
+    password.type = 'password';
+    password.placeholder = 'password or PIN';
+    password.autocomplete = 'new-password';
+    const remove = el('button', { class: 'remove-row' }, 'Remove');
+    remove.type = 'button';
+    const row = el('div', { class: 'file-row ' + kind }, file, password, remove);
+    remove.addEventListener('click', () => row.remove());
+    return row;
+  }
+
+  function collectRows(containerId) {
+    const out = [];
+    for (const row of document.getElementById(containerId).querySelectorAll('.file-row')) {
+      const file = row.querySelector('.file').value.trim();
+      if (file) out.push({ file: file, password: row.querySelector('.password').value });
+    }
+    return out;
+  }
+
+  function clearPasswords(form) {
+    for (const input of form.querySelectorAll('input[type=password]')) input.value = '';
+  }
+
+  function showActionError(prefix, text) {
+    const box = document.getElementById(prefix + '-action-status');
+    box.className = 'action-status failed';
+    box.replaceChildren(el('span', { class: 'outcome' }, text));
+  }
+
+  async function startAction(prefix, button) {
+    const action = button.dataset.action;
+    const body = { signers: collectRows(prefix + '-signers') };
+    if (['mk-load', 'mk-commit', 'recover-apply'].includes(action)) {
+      const parts = collectRows(prefix + '-parts');
+      if (parts.length) body.parts = parts;
+    }
+    if (action === 'mk-commit') {
+      const vp = document.getElementById('mk-vp').value.trim();
+      if (vp) body.vp = vp;
+    }
+    if (action === 'mk-load') {
+      const total = document.getElementById('mk-total').value;
+      if (total) body.total = Number(total);
+    }
+    if (action === 'mk-clear') body.register = button.dataset.register;
+    clearPasswords(document.getElementById(prefix + '-form'));
+    try {
+      const res = await fetch('/api/actions/' + action, {
+        method: 'POST', cache: 'no-store',
+        headers: Object.assign({ 'Content-Type': 'application/json' }, authHeaders),
+        body: JSON.stringify(body),
+      });
+      const doc = await res.json();
+      if (res.status !== 202) {
+        showActionError(prefix, 'not started (HTTP ' + res.status + '): ' + (doc.message || ''));
+      }
+    } catch (err) {
+      showActionError(prefix, 'not started: ' + err);
+    }
+  }
+
+  for (const prefix of ['mk', 'recovery']) {
+    document.getElementById(prefix + '-signers').append(fileRow('signer'));
+    for (const button of document.querySelectorAll('#' + prefix + '-form .act')) {
+      button.addEventListener('click', () => startAction(prefix, button));
+    }
+  }
+  for (const button of document.querySelectorAll('.add-row')) {
+    button.addEventListener('click', () =>
+      document.getElementById(button.dataset.rows).append(fileRow(button.dataset.kind)));
+  }
+
+  // resultError returns "REASON: message" of a command's --json document.
+  function resultError(result) {
+    if (!result) return '';
+    const e = result.error || (result.prechecks && result.prechecks[0] && result.prechecks[0].error);
+    if (!e) return '';
+    return typeof e === 'string' ? e : (e.reason || '') + ': ' + (e.message || '');
+  }
+
+  function renderAction(state) {
+    for (const prefix of ['mk', 'recovery']) {
+      const box = document.getElementById(prefix + '-action-status');
+      if (!state || !state.id) {
+        box.className = 'action-status';
+        box.replaceChildren();
+        continue;
+      }
+      const nodes = [el('span', { class: 'action-id' }, 'Action ' + state.id + ': '),
+        el('code', { class: 'action-command' }, state.command), ' '];
+      let cls = 'running';
+      if (state.running) {
+        nodes.push(el('span', { class: 'outcome' }, 'running since ' + state.started_at + '…'));
+      } else {
+        cls = state.outcome === 'ok' ? 'ok' : state.outcome === 'refused' ? 'refused' : 'failed';
+        const why = resultError(state.result);
+        nodes.push(el('span', { class: 'outcome', 'data-outcome': state.outcome },
+          (state.outcome === 'ok' ? 'OK' : state.outcome.toUpperCase()) +
+          (why ? ': ' + why : '') + ' (exit ' + state.exit_code + ', ' + state.finished_at + ')'));
+        const details = el('details', {}, el('summary', {}, 'the command\'s --json document and stderr'),
+          el('pre', { class: 'action-result-json' },
+            JSON.stringify(state.result, null, 2) + (state.stderr ? '\n\n' + state.stderr : '')));
+        nodes.push(details);
+      }
+      box.className = 'action-status ' + cls;
+      box.setAttribute('data-action-id', String(state.id));
+      box.replaceChildren(...nodes);
+    }
+  }
+
   function render(snapshot) {
     const units = snapshot.units || {};
     document.getElementById('instance').textContent =
@@ -265,6 +387,7 @@
     renderRotation(snapshot.rotation);
     renderRecovery(snapshot.recovery);
     renderAudit(snapshot.audit);
+    renderAction(snapshot.action);
   }
 
   // ---- the event stream ---------------------------------------------------

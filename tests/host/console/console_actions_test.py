@@ -9,6 +9,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -20,6 +21,18 @@ ARGS = None
 def registers(fleet):
     """Every selected unit's registers, as hsmctl status --json gives them."""
     return {u["unit"]: u["registers"] for u in fleet.json("status")["units"]}
+
+
+def wait_gone(pid, timeout=60):
+    """Waits until process `pid` no longer exists (killed, then reaped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} still there after {timeout} s")
 
 
 class ConsoleActionsTest(unittest.TestCase):
@@ -163,6 +176,7 @@ class OneActionAtATimeTest(unittest.TestCase):
         # (however hsmctl resolves the lost reply), and the next may start.
         pid = self.fleet.json("fleet", "status")["units"][0]["pid"]
         os.kill(pid, signal.SIGKILL)
+        wait_gone(pid)
         self.fleet.run("fleet", "restart", "unit1")
         state = self.console.wait_action(first["id"])
         self.assertIn(state["outcome"], ("ok", "unit did not answer"), state)
