@@ -43,7 +43,10 @@ struct HttpResponse {
 };
 
 // The views of a fleet snapshot, each the document of one hsmctl command's
-// --json (host/hsmctl/json_reports.h), and the API path serving it.
+// --json (host/hsmctl/json_reports.h), except rotation_progress (what the
+// console derives from the journal's keys done over its readings:
+// docs/console.md), and the API path serving it. The snapshot also holds
+// "action" (GET /api/action).
 struct ConsoleView {
   const char* key;   // member of the snapshot object
   const char* path;  // GET path
@@ -52,6 +55,7 @@ inline constexpr ConsoleView kConsoleViews[] = {
     {"units", "/api/units"},       {"master_keys", "/api/master-keys"},
     {"rotation", "/api/rotation"}, {"recovery", "/api/recovery"},
     {"audit", "/api/audit"},
+    {"rotation_progress", "/api/rotation-progress"},
 };
 
 // ConsolePage is the one page the console serves and the

@@ -190,8 +190,16 @@
     return dl;
   }
 
-  function renderRotation(rot) {
+  function seconds(s) {
+    if (s === null || s === undefined) return '-';
+    if (s < 60) return s + ' s';
+    return Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
+  }
+
+  function renderRotation(rot, progress) {
     if (!rot || rot.ok === false) return fill('view-rotation', errorBox(rot));
+    const live = progress && progress.phase && progress.phase !== 'NONE' &&
+      rot.journal_phase === progress.phase ? progress : null;
     const holder = rot.lock_holder;
     const nodes = [definitions('rotation-facts', [
       ['Journal phase', rot.journal_phase, 'state journal-phase'],
@@ -199,6 +207,10 @@
         ? rot.keys_done + ' of ' + rot.keys_total : undefined, 'keys-done'],
       ['From (source VP)', rot.source_vp !== undefined ? shortVp(rot.source_vp) : undefined, 'vp'],
       ['To (target VP)', rot.target_vp !== undefined ? shortVp(rot.target_vp) : undefined, 'vp'],
+      ['Keys/s', live && live.keys_per_second !== null ? live.keys_per_second : undefined,
+        'keys-per-second'],
+      ['ETA', live && rot.journal_phase === 'REENCRYPTING' ? seconds(live.eta_seconds) : undefined,
+        'eta'],
       ['Started', rot.started_at],
       ['Last update', rot.updated_at],
       ['Rotation lock', holder ? 'held by ' + holder.command + ' (pid ' + holder.pid + ' on ' +
@@ -242,6 +254,65 @@
         el('tr', {}, el('td', { class: 'mono' }, c.wkid || '-'),
           el('td', { class: 'mono' }, c.pending_wkid || '-'), el('td', {}, c.keys))),
         'keys-per-wkid'));
+  }
+
+  // throughputChart draws keys re-encrypted against time of the last
+  // rotation (samples [seconds, keys done]) as an inline SVG: no library,
+  // nothing fetched.
+  function throughputChart(samples, total) {
+    const ns = 'http://www.w3.org/2000/svg';
+    const W = 640, H = 220, L = 90, B = 30, T = 10, R = 10;
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('id', 'throughput-chart');
+    svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+    svg.setAttribute('width', W);
+    svg.setAttribute('height', H);
+    svg.setAttribute('role', 'img');
+    const add = (tag, attrs, text) => {
+      const n = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+      if (text !== undefined) n.textContent = text;
+      svg.append(n);
+      return n;
+    };
+    const tMax = Math.max(samples[samples.length - 1][0], 0.1);
+    const kMax = Math.max(total || 0, ...samples.map((p) => p[1]), 1);
+    const x = (t) => L + (W - L - R) * t / tMax;
+    const y = (k) => H - B - (H - B - T) * k / kMax;
+    add('rect', { x: L, y: T, width: W - L - R, height: H - B - T, fill: '#fff', stroke: '#d5dae2' });
+    add('polyline', { points: samples.map((p) => x(p[0]) + ',' + y(p[1])).join(' '),
+      fill: 'none', stroke: '#1f5fa8', 'stroke-width': 2, class: 'throughput-line' });
+    for (const p of samples) add('circle', { cx: x(p[0]), cy: y(p[1]), r: 2.5, fill: '#1f5fa8' });
+    add('text', { x: L - 6, y: T + 10, 'text-anchor': 'end', 'font-size': 11 }, kMax + ' keys');
+    add('text', { x: L - 6, y: H - B, 'text-anchor': 'end', 'font-size': 11 }, '0');
+    add('text', { x: W - R, y: H - 8, 'text-anchor': 'end', 'font-size': 11 }, tMax + ' s');
+    add('text', { x: L, y: H - 8, 'font-size': 11 }, '0 s');
+    return svg;
+  }
+
+  function renderKeys(rec, progress) {
+    const nodes = [];
+    if (rec && rec.keys_per_wkid) {
+      nodes.push(table(['WKID', 'Pending WKID', 'Keys'], rec.keys_per_wkid.map((c) =>
+        el('tr', {}, el('td', { class: 'mono' }, c.wkid || '-'),
+          el('td', { class: 'mono' }, c.pending_wkid || '-'), el('td', {}, c.keys))),
+      'keys-table'));
+    } else {
+      nodes.push(errorBox(rec));
+    }
+    if (progress && progress.samples && progress.samples.length) {
+      const done = progress.samples[progress.samples.length - 1];
+      nodes.push(el('h3', {}, 'Last rotation: keys re-encrypted over time'),
+        el('p', { class: 'hint', id: 'throughput-summary' },
+          'from ' + shortVp(progress.rotation.source_vp) + ' to ' +
+          shortVp(progress.rotation.target_vp) + ', started ' + progress.rotation.started_at +
+          ': ' + done[1] + ' of ' + progress.keys_total + ' keys in ' + done[0] + ' s as the ' +
+          'console saw them (it reads the journal every --poll-ms)'),
+        throughputChart(progress.samples, progress.keys_total));
+    } else {
+      nodes.push(el('p', { class: 'hint' }, 'No rotation seen since this console started.'));
+    }
+    fill('view-keys', ...nodes);
   }
 
   function renderAudit(audit) {
@@ -384,7 +455,8 @@
     renderUnits(snapshot.units, snapshot.master_keys);
     renderAdmins(snapshot.master_keys);
     renderMasterKeys(snapshot.master_keys);
-    renderRotation(snapshot.rotation);
+    renderRotation(snapshot.rotation, snapshot.rotation_progress);
+    renderKeys(snapshot.recovery, snapshot.rotation_progress);
     renderRecovery(snapshot.recovery);
     renderAudit(snapshot.audit);
     renderAction(snapshot.action);

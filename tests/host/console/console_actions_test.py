@@ -13,7 +13,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from console_support import PASSWORD, Console, Fleet  # noqa: E402
+from console_support import PASSWORD, Console, EventStream, Fleet  # noqa: E402
 
 ARGS = None
 
@@ -41,7 +41,7 @@ class ConsoleActionsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.fleet = Fleet(ARGS.hsmctl, ARGS.unit, units=2)
+        cls.fleet = Fleet(ARGS.hsmctl, ARGS.unit, units=2, fault_injection=True)
         try:
             cls.admin = cls.fleet.ceremony()
             cls.console = Console(cls.fleet)
@@ -136,6 +136,35 @@ class ConsoleActionsTest(unittest.TestCase):
         for regs in registers(self.fleet).values():
             self.assertEqual(regs["new"]["state"], "FULL_COMMITTED")
             self.assertEqual(regs["new"]["verification_pattern"], expected)
+
+        # A rotation run by another hsmctl, stalled while units leave a batch
+        # unanswered: the console follows its progress from the
+        # journal (keys done, keys/s, the samples of the chart).
+        self.fleet.run("keys", "create", "--count", "5000")
+        events = EventStream(self.console)
+        try:
+            for unit in ("unit1", "unit2"):
+                self.fleet.run("fault", "inject", unit, "reencrypt-after-blobs", "hang", "1500")
+            # Each unit leaves one batch unanswered (4 s); the batch is sent
+            # again, and the rotation completes.
+            self.fleet.run("mk", "rotate", "--batch-size", "500", "--timeout-ms", "4000",
+                           "--sign", self.admin)
+
+            def stalled(snap):
+                p = snap.get("rotation_progress") or {}
+                return p.get("phase") == "REENCRYPTING" and 0 < p.get("keys_done", 0) < 5020
+            snap = events.wait_for(stalled, 60)
+            self.assertIsNotNone(snap, "the stalled rotation's progress never showed")
+            progress = snap["rotation_progress"]
+            self.assertEqual(progress["keys_total"], snap["rotation"]["keys_total"])
+            self.assertEqual(progress["rotation"]["target_vp"], expected)
+            self.assertEqual(progress["samples"][-1][1], progress["keys_done"])
+        finally:
+            events.close()
+
+        for regs in registers(self.fleet).values():
+            self.assertEqual(regs["current"]["verification_pattern"], expected)
+        self.fleet.run("keys", "verify")
 
 
 class OneActionAtATimeTest(unittest.TestCase):

@@ -348,6 +348,17 @@ class SeedStoryTest(BrowserCase):
         self.assertEqual(self.wait_situation(), "NOTHING_TO_DO")
         self.assertTrue(self.not_reloaded())
 
+        # Keys and audit: the keys per WKID, all under the new key now, and
+        # the chart of the rotation's keys re-encrypted over time.
+        self.open_tab("audit")
+        self.wait(lambda d: d.execute_script(
+            "return document.querySelectorAll('#throughput-chart circle').length") >= 1,
+            "the throughput chart")
+        self.wait(lambda d: (self.text_of("keys-table") or "").count("20000") == 1,
+                  "20000 keys under one WKID")
+        self.assertIn("of 20000 keys", self.text_of("throughput-summary"))
+        self.screenshot("console-keys.png")
+
         # Every unit's CURRENT is the new key, and every key verifies.
         for u in self.fleet.json("status")["units"]:
             self.assertEqual(u["registers"]["current"]["verification_pattern"], target)
