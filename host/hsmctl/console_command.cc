@@ -16,6 +16,7 @@
 #include "host/console/fleet_watcher.h"
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/json_reports.h"
+#include "host/hsmctl/keystore_support.h"
 
 namespace hsmsim::hsmctl {
 namespace {
@@ -45,19 +46,23 @@ constexpr std::chrono::seconds kRecoveryMaxAge{10};
 // reading.
 class RotationProgress {
  public:
-  json Update(const json& rotation) {
+  // `published` is what the rotating hsmctl publishes (ReadPublishedProgress):
+  // used, for its per-unit counts, keys/s and ETA, while its pid holds the
+  // rotation lock.
+  json Update(const json& rotation, const json& published) {
     const auto now = std::chrono::steady_clock::now();
     if (rotation.value("ok", false) && rotation.contains("keys_total")) {
-      const std::string id = StrCat(rotation.value("source_vp", ""), ">",
-                                    rotation.value("target_vp", ""), "@",
-                                    rotation.value("started_at", ""));
+      const std::string id =
+          StrCat(rotation.value("source_vp", ""), ">", rotation.value("target_vp", ""), "@",
+                 rotation.value("started_at", ""));
       if (id != id_) {
         id_ = id;
         first_ = now;
         samples_ = json::array();
-        view_ = json{{"rotation", {{"source_vp", rotation["source_vp"]},
-                                   {"target_vp", rotation["target_vp"]},
-                                   {"started_at", rotation["started_at"]}}}};
+        view_ = json{{"rotation",
+                      {{"source_vp", rotation["source_vp"]},
+                       {"target_vp", rotation["target_vp"]},
+                       {"started_at", rotation["started_at"]}}}};
       }
       const int64_t done = rotation.value("keys_done", int64_t{0});
       const std::string phase = rotation.value("journal_phase", "");
@@ -71,6 +76,7 @@ class RotationProgress {
         Rate(phase, done, rotation.value("keys_total", int64_t{0}));
         view_["samples"] = samples_;
       }
+      TakePublished(rotation, published);
     } else if (!view_.is_null()) {
       view_["phase"] = "NONE";  // finished, or abandoned: the last rotation's chart stays
       view_["eta_seconds"] = nullptr;
@@ -96,6 +102,20 @@ class RotationProgress {
     view_["eta_seconds"] = phase == "REENCRYPTING" && dt > 0 && dk > 0
                                ? json(std::round((total - done) * dt / dk))
                                : json(nullptr);
+  }
+
+  void TakePublished(const json& rotation, const json& published) {
+    const json holder = rotation.value("lock_holder", json());
+    if (!published.is_object() || !holder.is_object() ||
+        holder.value("pid", int64_t{-1}) != published.value("pid", int64_t{-2})) {
+      view_["published"] = false;
+      return;
+    }
+    view_["published"] = true;
+    view_["keys_per_unit"] = published.value("keys_per_unit", json::object());
+    view_["keys_per_second"] = published.value("keys_per_second", json());
+    view_["eta_seconds"] =
+        view_["phase"] == "REENCRYPTING" ? published.value("eta_seconds", json()) : json(nullptr);
   }
 
   // Thin keeps every other sample (and the last): a long rotation's chart
@@ -140,7 +160,7 @@ class FleetViews {
     }
     views["recovery"] = recovery_;
     views["action"] = runner_.State();
-    views["rotation_progress"] = progress_.Update(views["rotation"]);
+    views["rotation_progress"] = progress_.Update(views["rotation"], ReadPublishedProgress(inv_));
     return views;
   }
 

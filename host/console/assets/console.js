@@ -225,6 +225,12 @@
       nodes.push(el('p', { class: 'rewrap-done', id: 'rewrap-done' },
         'KMS CRK rewrap successful, waiting on cryptounit-mk-setimm.'));
     }
+    if (live && live.keys_per_unit && Object.keys(live.keys_per_unit).length) {
+      nodes.push(el('h3', {}, 'Keys re-encrypted per unit in this run'),
+        table(['Unit', 'Keys'], Object.entries(live.keys_per_unit).sort().map(([u, n]) =>
+          el('tr', { 'data-unit': u }, el('td', {}, u), el('td', { class: 'unit-keys' }, n))),
+        'rotation-units'));
+    }
     if (rot.keys_total) {
       const bar = el('progress', { id: 'rotation-progress' });
       bar.max = rot.keys_total;
@@ -260,7 +266,7 @@
   // rotation (samples [seconds, keys done]) as an inline SVG: no library,
   // nothing fetched.
   function throughputChart(samples, total) {
-    const ns = 'http://www.w3.org/2000/svg';
+    const ns = document.getElementById('svg-namespace').namespaceURI;
     const W = 640, H = 220, L = 90, B = 30, T = 10, R = 10;
     const svg = document.createElementNS(ns, 'svg');
     svg.setAttribute('id', 'throughput-chart');

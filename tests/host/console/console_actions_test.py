@@ -159,6 +159,17 @@ class ConsoleActionsTest(unittest.TestCase):
             self.assertEqual(progress["keys_total"], snap["rotation"]["keys_total"])
             self.assertEqual(progress["rotation"]["target_vp"], expected)
             self.assertEqual(progress["samples"][-1][1], progress["keys_done"])
+
+            # What the rotating hsmctl publishes beside the keystore: keys
+            # per unit (and its own keys/s and ETA) while it holds the lock.
+            def per_unit(snap):
+                p = snap.get("rotation_progress") or {}
+                return p.get("published") and sum(p.get("keys_per_unit", {}).values()) > 0
+            snap = events.wait_for(per_unit, 60)
+            self.assertIsNotNone(snap, "no per-unit progress was published")
+            progress = snap["rotation_progress"]
+            self.assertLessEqual(set(progress["keys_per_unit"]), {"unit1", "unit2"})
+            self.assertEqual(snap["rotation"]["lock_holder"]["command"], "mk rotate")
         finally:
             events.close()
 
