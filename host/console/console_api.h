@@ -54,8 +54,7 @@ struct ConsoleView {
 inline constexpr ConsoleView kConsoleViews[] = {
     {"units", "/api/units"},       {"master_keys", "/api/master-keys"},
     {"rotation", "/api/rotation"}, {"recovery", "/api/recovery"},
-    {"audit", "/api/audit"},
-    {"rotation_progress", "/api/rotation-progress"},
+    {"audit", "/api/audit"},       {"rotation_progress", "/api/rotation-progress"},
 };
 
 // ConsolePage is the one page the console serves and the
