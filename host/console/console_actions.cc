@@ -263,6 +263,27 @@ std::vector<char*> Pointers(std::vector<std::string>& strings) {
   return out;
 }
 
+// RedactForPage removes from a command's document what hsmctl status does
+// not show: the VP of each key part (mk load, recover --apply's reload),
+// which the custodian reads with hsmctl keypart show.
+void RedactForPage(json& doc) {
+  if (doc.is_object()) {
+    for (auto& [key, value] : doc.items()) {
+      if (key == "parts" && value.is_array()) {
+        for (json& part : value) {
+          if (part.is_object() && part.contains("verification_pattern")) {
+            part["verification_pattern"] = "(not shown: hsmctl keypart show)";
+          }
+        }
+      } else {
+        RedactForPage(value);
+      }
+    }
+  } else if (doc.is_array()) {
+    for (json& item : doc) RedactForPage(item);
+  }
+}
+
 }  // namespace
 
 std::string OutcomeOfExit(int exit_code) {
@@ -420,6 +441,7 @@ void ActionRunner::Wait(pid_t pid, int out_fd, int err_fd, std::vector<int> secr
   if (err.size() > kStderrTailBytes) err.erase(0, err.size() - kStderrTailBytes);
   json result = json::parse(out, nullptr, /*allow_exceptions=*/false);
   if (result.is_discarded()) result = nullptr;
+  RedactForPage(result);
   {
     std::lock_guard<std::mutex> lock(mu_);
     state_["running"] = false;

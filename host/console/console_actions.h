@@ -95,7 +95,8 @@ class ActionRunner {
   // none yet), "action", "command", "started_at", and once done
   // "finished_at", "exit_code", "outcome" ("ok", "refused" (exit 1),
   // "unit did not answer" (3), "bad input" (4), "usage" (2) or "failed"),
-  // "result" (the command's --json document, null when it printed none),
+  // "result" (the command's --json document, null when it printed none;
+  // each key part's VP replaced: hsmctl status does not show them),
   // "stderr" (its last 8 KiB)}.
   nlohmann::json State() const;
 

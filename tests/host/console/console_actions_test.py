@@ -6,6 +6,7 @@ a set immediate that works, one action at a time.
 usage: console_actions_test.py --hsmctl PATH --unit PATH"""
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -131,6 +132,12 @@ class ConsoleActionsTest(unittest.TestCase):
         state = self.console.action("mk-load", dict(self.signers(), parts=parts))
         self.assertEqual(state["outcome"], "ok", state)
         expected = state["result"]["expected_verification_pattern"]
+        # The parts' own VPs stay with the custodians (hsmctl keypart show).
+        for part in parts:
+            shown = self.fleet.run("keypart", "show", part["file"], "--json", fleet=False)
+            vp = json.loads(shown.stdout)["verification_pattern"]
+            self.assertEqual(len(vp), 64)
+            self.assertNotIn(vp, self.console.request("GET", "/api/snapshot")[2])
         state = self.console.action("mk-commit", dict(self.signers(), vp=expected))
         self.assertEqual(state["outcome"], "ok", state)
         for regs in registers(self.fleet).values():
