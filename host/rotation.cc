@@ -389,8 +389,8 @@ bool RotationEngine::EveryUnitPromoted(const RotationJournal& journal) {
 void RotationEngine::ReportProgress(const RotationJournal& journal, double seconds,
                                     std::string_view phase) {
   if (options_.progress) {
-    options_.progress(
-        RotationProgress{journal.keys_done, journal.keys_total, seconds, std::string(phase)});
+    options_.progress(RotationProgress{journal.keys_done, journal.keys_total, seconds,
+                                       std::string(phase), keys_per_unit_});
   }
 }
 
@@ -509,6 +509,7 @@ absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
         TakeRewrapped(RewrapKind::kCurrentToNew, response, batches.Keys(batch.tag), target_wkid,
                       fanout.channel(lane).name(), failed));
     batches.Forget(batch.tag);
+    keys_per_unit_[fanout.channel(lane).name()] += static_cast<int64_t>(rewrapped.size());
     if (writer) {
       if (absl::Status queued = writer->Push(std::move(rewrapped)); !queued.ok()) {
         fanout.Stop(queued);

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -114,6 +115,8 @@ struct RotationProgress {
   int64_t total = 0;
   double seconds = 0;
   std::string phase;
+  // While re-encrypting: keys each unit (by name) re-encrypted in this run.
+  std::map<std::string, int64_t> keys_per_unit = {};
 };
 
 struct RotationOptions {
@@ -217,6 +220,7 @@ class RotationEngine {
   // the rotation's source key. Returns the keystore's error.
   absl::Status SayQuarantined(std::string_view source_wkid);
   void ReportProgress(const RotationJournal& journal, double seconds, std::string_view phase);
+  std::map<std::string, int64_t> keys_per_unit_;  // for RotationProgress
   void Say(std::string_view line);
   absl::Status Checkpoint(std::string_view point, int64_t keys_done);
 

@@ -161,6 +161,30 @@ HttpResponse ConsoleApi::SelectUnits(const HttpRequest& request) const {
   return Json(200, *done);
 }
 
+HttpResponse ConsoleApi::StartAction(std::string_view name, const HttpRequest& request) const {
+  if (request.content_type.rfind("application/json", 0) != 0) {
+    return Json(415, json{{"ok", false}, {"message", "the body must be application/json"}});
+  }
+  json body = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    return Json(400, json{{"ok", false}, {"message", "the body is not JSON"}});
+  }
+  auto command = BuildActionCommand(name, body);
+  if (!command.ok()) {
+    const int status = absl::IsNotFound(command.status()) ? 404 : 400;
+    return Json(status, json{{"ok", false}, {"message", std::string(command.status().message())}});
+  }
+  const std::string action = command->name;
+  const std::string display = command->display;
+  auto id = actions_.start_action(*std::move(command));
+  if (!id.ok()) {
+    const int status = absl::IsFailedPrecondition(id.status()) ? 409 : 500;
+    return Json(status, json{{"ok", false}, {"message", std::string(id.status().message())}});
+  }
+  if (refresh_) refresh_();
+  return Json(202, json{{"ok", true}, {"id", *id}, {"action", action}, {"command", display}});
+}
+
 HttpResponse ConsoleApi::Handle(const HttpRequest& request) const {
   const auto [path, query] = SplitTarget(request.target);
   const bool is_page = path == "/" || path == "/index.html";
@@ -201,6 +225,15 @@ HttpResponse ConsoleApi::Handle(const HttpRequest& request) const {
   if (path == "/api/units/select" && actions_.select_units) {
     if (request.method != "POST") return method_not_allowed("POST");
     return SelectUnits(request);
+  }
+  constexpr std::string_view kActionsPrefix = "/api/actions/";
+  if (path.rfind(kActionsPrefix, 0) == 0 && actions_.start_action) {
+    if (request.method != "POST") return method_not_allowed("POST");
+    return StartAction(path.substr(kActionsPrefix.size()), request);
+  }
+  if (path == "/api/action" && actions_.action_state) {
+    if (!get) return method_not_allowed("GET");
+    return Json(200, actions_.action_state());
   }
   if (path == "/api/snapshot") {
     if (!get) return method_not_allowed("GET");

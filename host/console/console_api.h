@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "host/console/access_token.h"
+#include "host/console/console_actions.h"
 
 namespace hsmsim::console {
 
@@ -42,7 +43,10 @@ struct HttpResponse {
 };
 
 // The views of a fleet snapshot, each the document of one hsmctl command's
-// --json (host/hsmctl/json_reports.h), and the API path serving it.
+// --json (host/hsmctl/json_reports.h), except rotation_progress (what the
+// console derives from the journal's keys done over its readings:
+// docs/console.md), and the API path serving it. The snapshot also holds
+// "action" (GET /api/action).
 struct ConsoleView {
   const char* key;   // member of the snapshot object
   const char* path;  // GET path
@@ -50,7 +54,7 @@ struct ConsoleView {
 inline constexpr ConsoleView kConsoleViews[] = {
     {"units", "/api/units"},       {"master_keys", "/api/master-keys"},
     {"rotation", "/api/rotation"}, {"recovery", "/api/recovery"},
-    {"audit", "/api/audit"},
+    {"audit", "/api/audit"},       {"rotation_progress", "/api/rotation-progress"},
 };
 
 // ConsolePage is the one page the console serves and the
@@ -75,6 +79,11 @@ struct ConsoleActions {
   std::function<absl::StatusOr<nlohmann::json>(const std::vector<std::string>& units,
                                                bool selected)>
       select_units;
+  // Starts a signed action (console_actions.h: ActionRunner::Start) and
+  // returns its id; FAILED_PRECONDITION while another one runs.
+  std::function<absl::StatusOr<int64_t>(ActionCommand)> start_action;
+  // The actions' state (ActionRunner::State).
+  std::function<nlohmann::json()> action_state;
 };
 
 // ConsoleApi answers requests from the latest snapshot of the fleet.
@@ -111,12 +120,19 @@ class ConsoleApi {
   //    {"units": ["unit3"], "selected": false}: actions.select_units; 200
   //    and the command's document, 400 for a bad body, 415 for another
   //    Content-Type, 422 and {"ok": false, "error"} when the command fails;
+  //  - POST /api/actions/NAME (a kConsoleActionNames name), Content-Type
+  //    application/json, body as BuildActionCommand takes it: 202
+  //    {"ok": true, "id", "action", "command"} once the command started,
+  //    400 for a bad body, 404 for another NAME, 409 while another action
+  //    runs (nothing started), 415 for another Content-Type;
+  //    GET /api/action: actions.action_state();
   //  - 405 for another method on those paths, 404 for another path.
   HttpResponse Handle(const HttpRequest& request) const;
 
  private:
   HttpResponse Unauthorized() const;
   HttpResponse SelectUnits(const HttpRequest& request) const;
+  HttpResponse StartAction(std::string_view name, const HttpRequest& request) const;
   HttpResponse Json(int status, const nlohmann::json& doc) const;
 
   const AccessToken token_;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/reasons.h"
+#include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 
@@ -24,7 +25,7 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 constexpr size_t kHeaderLimit = 8 * 1024;
-constexpr size_t kBodyLimit = 1024;
+constexpr size_t kBodyLimit = 16 * 1024;
 constexpr auto kReadTimeout = std::chrono::seconds(30);
 constexpr size_t kEventQueueLimit = 64;
 constexpr auto kHeartbeatPeriod = std::chrono::seconds(15);
@@ -93,6 +94,8 @@ class Session : public std::enable_shared_from_this<Session> {
                         std::string(req[http::field::authorization]),
                         std::string(req[http::field::content_type]), std::move(req.body())};
     HttpResponse answer = server_.handler(request);
+    // An action's body holds passwords: gone once answered.
+    WipeString(&request.body);
     if (answer.event_stream && answer.status == 200) return StartEvents(answer);
     auto res = std::make_shared<http::response<http::string_body>>(
         static_cast<http::status>(answer.status), req.version());

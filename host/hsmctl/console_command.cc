@@ -2,17 +2,21 @@
 // server and the page live in host/console/; this file wires them to the
 // reports hsmctl's own commands print (json_reports.h).
 #include <chrono>
+#include <cmath>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
 #include "common/str_cat.h"
 #include "host/console/access_token.h"
 #include "host/console/assets.h"
+#include "host/console/console_actions.h"
 #include "host/console/console_api.h"
 #include "host/console/console_server.h"
 #include "host/console/fleet_watcher.h"
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/json_reports.h"
+#include "host/hsmctl/keystore_support.h"
 
 namespace hsmsim::hsmctl {
 namespace {
@@ -34,13 +38,108 @@ json ViewOf(absl::StatusOr<json> report) {
 // progress changes twice a second).
 constexpr std::chrono::seconds kRecoveryMaxAge{10};
 
+// RotationProgress follows the journal's keys done across readings (any
+// process's rotation: the journal is in the keystore) and derives what
+// the journal does not hold: keys/s over the last samples, the ETA, and
+// the samples of the last rotation for the page's throughput chart. A
+// sample is taken when keys done or the phase changed, at most one per
+// reading.
+class RotationProgress {
+ public:
+  // `published` is what the rotating hsmctl publishes (ReadPublishedProgress):
+  // used, for its per-unit counts, keys/s and ETA, while its pid holds the
+  // rotation lock.
+  json Update(const json& rotation, const json& published) {
+    const auto now = std::chrono::steady_clock::now();
+    if (rotation.value("ok", false) && rotation.contains("keys_total")) {
+      const std::string id =
+          StrCat(rotation.value("source_vp", ""), ">", rotation.value("target_vp", ""), "@",
+                 rotation.value("started_at", ""));
+      if (id != id_) {
+        id_ = id;
+        first_ = now;
+        samples_ = json::array();
+        view_ = json{{"rotation",
+                      {{"source_vp", rotation["source_vp"]},
+                       {"target_vp", rotation["target_vp"]},
+                       {"started_at", rotation["started_at"]}}}};
+      }
+      const int64_t done = rotation.value("keys_done", int64_t{0});
+      const std::string phase = rotation.value("journal_phase", "");
+      if (samples_.empty() || samples_.back()[1] != done || view_["phase"] != phase) {
+        const double t = std::chrono::duration<double>(now - first_).count();
+        samples_.push_back(json::array({std::round(t * 10) / 10, done}));
+        if (samples_.size() > kMaxSamples) Thin();
+        view_["phase"] = phase;
+        view_["keys_done"] = done;
+        view_["keys_total"] = rotation["keys_total"];
+        Rate(phase, done, rotation.value("keys_total", int64_t{0}));
+        view_["samples"] = samples_;
+      }
+      TakePublished(rotation, published);
+    } else if (!view_.is_null()) {
+      view_["phase"] = "NONE";  // finished, or abandoned: the last rotation's chart stays
+      view_["eta_seconds"] = nullptr;
+      id_.clear();
+    }
+    return view_;
+  }
+
+ private:
+  static constexpr size_t kMaxSamples = 240;
+  static constexpr double kRateWindowSeconds = 5;
+
+  // Rate sets keys/s over the samples of the last kRateWindowSeconds (at
+  // least two), and the ETA while re-encrypting.
+  void Rate(const std::string& phase, int64_t done, int64_t total) {
+    const double t_last = samples_.back()[0].get<double>();
+    size_t from = samples_.size() - 1;
+    while (from > 0 && t_last - samples_[from - 1][0].get<double>() <= kRateWindowSeconds) --from;
+    if (from == samples_.size() - 1 && from > 0) --from;
+    const double dt = t_last - samples_[from][0].get<double>();
+    const int64_t dk = done - samples_[from][1].get<int64_t>();
+    view_["keys_per_second"] = dt > 0 && dk >= 0 ? json(std::round(dk / dt)) : json(nullptr);
+    view_["eta_seconds"] = phase == "REENCRYPTING" && dt > 0 && dk > 0
+                               ? json(std::round((total - done) * dt / dk))
+                               : json(nullptr);
+  }
+
+  void TakePublished(const json& rotation, const json& published) {
+    const json holder = rotation.value("lock_holder", json());
+    if (!published.is_object() || !holder.is_object() ||
+        holder.value("pid", int64_t{-1}) != published.value("pid", int64_t{-2})) {
+      view_["published"] = false;
+      return;
+    }
+    view_["published"] = true;
+    view_["keys_per_unit"] = published.value("keys_per_unit", json::object());
+    view_["keys_per_second"] = published.value("keys_per_second", json());
+    view_["eta_seconds"] =
+        view_["phase"] == "REENCRYPTING" ? published.value("eta_seconds", json()) : json(nullptr);
+  }
+
+  // Thin keeps every other sample (and the last): a long rotation's chart
+  // keeps its shape in a bounded snapshot.
+  void Thin() {
+    json kept = json::array();
+    for (size_t i = 0; i < samples_.size(); i += 2) kept.push_back(samples_[i]);
+    if (kept.back() != samples_.back()) kept.push_back(samples_.back());
+    samples_ = std::move(kept);
+  }
+
+  std::string id_;
+  std::chrono::steady_clock::time_point first_;
+  json samples_ = json::array();
+  json view_;  // null until a rotation was seen
+};
+
 // FleetViews reads every view of the console, each with the function behind
 // its command's --json (an error stands in the view as that command's error
 // document). Used from one thread at a time (the first reading, then the
 // watcher's).
 class FleetViews {
  public:
-  explicit FleetViews(Invocation& inv) : inv_(inv) {}
+  FleetViews(Invocation& inv, const console::ActionRunner& runner) : inv_(inv), runner_(runner) {}
 
   json Read() {
     json views{{"units", ViewOf(FleetStatusReport(inv_))},
@@ -60,11 +159,15 @@ class FleetViews {
       recovery_read_at_ = now;
     }
     views["recovery"] = recovery_;
+    views["action"] = runner_.State();
+    views["rotation_progress"] = progress_.Update(views["rotation"], ReadPublishedProgress(inv_));
     return views;
   }
 
  private:
   Invocation& inv_;
+  const console::ActionRunner& runner_;
+  RotationProgress progress_;
   json recovery_;
   json recovery_depends_on_;
   std::chrono::steady_clock::time_point recovery_read_at_;
@@ -86,12 +189,26 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
   actions.select_units = [action_inv = inv](const std::vector<std::string>& units, bool selected) {
     return UnitSelectReport(action_inv, units, selected);
   };
+  // The signed actions are this hsmctl's own commands, run as children on
+  // the same fleet (console_actions.h).
+  std::error_code ec;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  console::ActionRunner runner(
+      ec ? std::string("/proc/self/exe") : self,
+      {"--json", "--fleet", FleetDir(inv), "--timeout-ms", std::to_string(inv.timeout_ms)},
+      [&watcher] {
+        if (watcher) watcher->Refresh();
+      });
+  actions.start_action = [&runner](console::ActionCommand command) {
+    return runner.Start(std::move(command));
+  };
+  actions.action_state = [&runner] { return runner.State(); };
   console::ConsoleApi api(
       *token, console::ComposePage(assets.index_html, assets.style, assets.script),
       [&watcher] { watcher->Refresh(); }, std::move(actions));
   // The first reading is taken before the URL is printed, so the page and
   // the API answer with the fleet from the first request on.
-  FleetViews views(inv);
+  FleetViews views(inv, runner);
   api.SetSnapshot(views.Read());
   auto listening = console::ConsoleServer::Listen(
       address->ip, address->port,
@@ -112,6 +229,7 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
             << console::UrlHost(address->ip) << ":" << server->port()
             << " (open the URL above; Ctrl-C stops)" << std::endl;
   const int signal = server->Run();
+  runner.Shutdown();
   watcher->Stop();
   std::cerr << "hsmctl console: stopped" << (signal != 0 ? StrCat(" by signal ", signal) : "")
             << std::endl;

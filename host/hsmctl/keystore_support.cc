@@ -3,8 +3,10 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "common/reasons.h"
@@ -83,10 +85,11 @@ ProgressPrinter::ProgressPrinter(bool quiet)
       last_line_(std::chrono::steady_clock::now()) {}
 
 void ProgressPrinter::Update(const host::RotationProgress& p) {
-  if (quiet_) return;
   const double rate = p.seconds > 0 ? static_cast<double>(p.done) / p.seconds : 0;
   const double eta =
       rate > 0 && p.total > p.done ? static_cast<double>(p.total - p.done) / rate : 0;
+  if (!publish_path_.empty()) Publish(p, rate, eta);
+  if (quiet_) return;
   if (tty_) {
     constexpr int kWidth = 30;
     int filled =
@@ -104,6 +107,49 @@ void ProgressPrinter::Update(const host::RotationProgress& p) {
   last_line_ = now;
   std::fprintf(stderr, "%s: %lld/%lld keys, %.0f keys/s, ETA %.0fs\n", p.phase.c_str(),
                static_cast<long long>(p.done), static_cast<long long>(p.total), rate, eta);
+}
+
+void ProgressPrinter::Publish(const host::RotationProgress& p, double rate, double eta) {
+  const auto now = std::chrono::steady_clock::now();
+  if (p.phase == published_phase_ && p.done < p.total &&
+      now - last_published_ < std::chrono::milliseconds(250)) {
+    return;
+  }
+  published_phase_ = p.phase;
+  last_published_ = now;
+  json doc{
+      {"pid", static_cast<int64_t>(::getpid())},
+      {"phase", p.phase},
+      {"keys_done", p.done},
+      {"keys_total", p.total},
+      {"seconds", std::round(p.seconds * 100) / 100},
+      {"keys_per_second", std::round(rate)},
+      {"eta_seconds", std::round(eta)},
+      {"keys_per_unit", p.keys_per_unit},
+      {"updated_at",
+       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()}};
+  const std::string tmp = StrCat(publish_path_, ".tmp.", ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << doc.dump() << "\n";
+    if (!out) return;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, publish_path_, ec);
+  if (ec) std::filesystem::remove(tmp, ec);
+}
+
+std::string ProgressFilePath(const Invocation& inv, const host::FleetManifest& manifest) {
+  return KeystorePath(inv, manifest) + ".progress.json";
+}
+
+json ReadPublishedProgress(const Invocation& inv) {
+  auto manifest = host::LoadFleetManifest(FleetDir(inv));
+  if (!manifest.ok()) return nullptr;
+  std::ifstream in(ProgressFilePath(inv, *manifest));
+  if (!in) return nullptr;
+  json doc = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return doc.is_object() ? doc : json(nullptr);
 }
 
 void ProgressPrinter::Finish() {

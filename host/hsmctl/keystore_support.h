@@ -50,19 +50,44 @@ std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> UnitPairs(
 absl::Status RefuseDuringRotation(host::Keystore& keystore);
 
 // ProgressPrinter draws a progress bar on a terminal (stderr), or a plain
-// line every 2 seconds otherwise. Silent with --json.
+// line every 2 seconds otherwise. Silent with --json. With PublishTo it
+// also publishes the progress for other processes (hsmctl console).
 class ProgressPrinter {
  public:
   explicit ProgressPrinter(bool quiet);
   void Update(const host::RotationProgress& p);
   void Finish();
 
+  // PublishTo makes Update also write the progress to `path` (a rotation's:
+  // ProgressFilePath), at most 4 times a second and at each change of
+  // phase, atomically (a temporary file renamed over it): {"pid",
+  // "phase", "keys_done", "keys_total", "seconds", "keys_per_second",
+  // "eta_seconds", "keys_per_unit": {UNIT: keys re-encrypted in this run},
+  // "updated_at" (Unix seconds)}. A write that fails is skipped: progress
+  // only, never a reason to stop.
+  void PublishTo(std::string path) { publish_path_ = std::move(path); }
+
  private:
+  void Publish(const host::RotationProgress& p, double rate, double eta);
+
   bool quiet_;
   bool tty_;
   bool drawn_ = false;
   std::chrono::steady_clock::time_point last_line_;
+  std::string publish_path_;
+  std::string published_phase_;
+  std::chrono::steady_clock::time_point last_published_;
 };
+
+// ProgressFilePath is where a rotation of the fleet's keystore publishes its
+// progress: KEYSTORE.progress.json beside the keystore.
+std::string ProgressFilePath(const Invocation& inv, const host::FleetManifest& manifest);
+
+// ReadPublishedProgress returns the fleet's published rotation progress
+// (ProgressPrinter::PublishTo), or null when there is none or it does not
+// parse. The file outlives its rotation: check its pid against the
+// rotation lock's holder.
+json ReadPublishedProgress(const Invocation& inv);
 
 std::string Base64Encode(std::string_view bytes);
 absl::StatusOr<std::string> Base64Decode(std::string_view text);

@@ -175,6 +175,8 @@ host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& 
   host::RotationOptions options;
   options.batch_size = f.batch_size;
   options.in_flight_per_unit = f.in_flight;
+  // Published beside the keystore for hsmctl console (keystore_support.h).
+  progress.PublishTo(ProgressFilePath(inv, s.manifest));
   options.progress = [&progress](const host::RotationProgress& p) { progress.Update(p); };
   // The rewrap message goes to stdout (to stderr with --json), so an
   // operator watching the run sees it exactly; repeated lines are folded.

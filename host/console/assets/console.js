@@ -190,8 +190,16 @@
     return dl;
   }
 
-  function renderRotation(rot) {
+  function seconds(s) {
+    if (s === null || s === undefined) return '-';
+    if (s < 60) return s + ' s';
+    return Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
+  }
+
+  function renderRotation(rot, progress) {
     if (!rot || rot.ok === false) return fill('view-rotation', errorBox(rot));
+    const live = progress && progress.phase && progress.phase !== 'NONE' &&
+      rot.journal_phase === progress.phase ? progress : null;
     const holder = rot.lock_holder;
     const nodes = [definitions('rotation-facts', [
       ['Journal phase', rot.journal_phase, 'state journal-phase'],
@@ -199,6 +207,10 @@
         ? rot.keys_done + ' of ' + rot.keys_total : undefined, 'keys-done'],
       ['From (source VP)', rot.source_vp !== undefined ? shortVp(rot.source_vp) : undefined, 'vp'],
       ['To (target VP)', rot.target_vp !== undefined ? shortVp(rot.target_vp) : undefined, 'vp'],
+      ['Keys/s', live && live.keys_per_second !== null ? live.keys_per_second : undefined,
+        'keys-per-second'],
+      ['ETA', live && rot.journal_phase === 'REENCRYPTING' ? seconds(live.eta_seconds) : undefined,
+        'eta'],
       ['Started', rot.started_at],
       ['Last update', rot.updated_at],
       ['Rotation lock', holder ? 'held by ' + holder.command + ' (pid ' + holder.pid + ' on ' +
@@ -212,6 +224,12 @@
     if (rot.journal_phase === 'REENCRYPTED' || rot.journal_phase === 'PROMOTING') {
       nodes.push(el('p', { class: 'rewrap-done', id: 'rewrap-done' },
         'KMS CRK rewrap successful, waiting on cryptounit-mk-setimm.'));
+    }
+    if (live && live.keys_per_unit && Object.keys(live.keys_per_unit).length) {
+      nodes.push(el('h3', {}, 'Keys re-encrypted per unit in this run'),
+        table(['Unit', 'Keys'], Object.entries(live.keys_per_unit).sort().map(([u, n]) =>
+          el('tr', { 'data-unit': u }, el('td', {}, u), el('td', { class: 'unit-keys' }, n))),
+        'rotation-units'));
     }
     if (rot.keys_total) {
       const bar = el('progress', { id: 'rotation-progress' });
@@ -244,12 +262,193 @@
         'keys-per-wkid'));
   }
 
+  // throughputChart draws keys re-encrypted against time of the last
+  // rotation (samples [seconds, keys done]) as an inline SVG: no library,
+  // nothing fetched.
+  function throughputChart(samples, total) {
+    const ns = document.getElementById('svg-namespace').namespaceURI;
+    const W = 640, H = 220, L = 90, B = 30, T = 10, R = 10;
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('id', 'throughput-chart');
+    svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+    svg.setAttribute('width', W);
+    svg.setAttribute('height', H);
+    svg.setAttribute('role', 'img');
+    const add = (tag, attrs, text) => {
+      const n = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+      if (text !== undefined) n.textContent = text;
+      svg.append(n);
+      return n;
+    };
+    const tMax = Math.max(samples[samples.length - 1][0], 0.1);
+    const kMax = Math.max(total || 0, ...samples.map((p) => p[1]), 1);
+    const x = (t) => L + (W - L - R) * t / tMax;
+    const y = (k) => H - B - (H - B - T) * k / kMax;
+    add('rect', { x: L, y: T, width: W - L - R, height: H - B - T, fill: '#fff', stroke: '#d5dae2' });
+    add('polyline', { points: samples.map((p) => x(p[0]) + ',' + y(p[1])).join(' '),
+      fill: 'none', stroke: '#1f5fa8', 'stroke-width': 2, class: 'throughput-line' });
+    for (const p of samples) add('circle', { cx: x(p[0]), cy: y(p[1]), r: 2.5, fill: '#1f5fa8' });
+    add('text', { x: L - 6, y: T + 10, 'text-anchor': 'end', 'font-size': 11 }, kMax + ' keys');
+    add('text', { x: L - 6, y: H - B, 'text-anchor': 'end', 'font-size': 11 }, '0');
+    add('text', { x: W - R, y: H - 8, 'text-anchor': 'end', 'font-size': 11 }, tMax + ' s');
+    add('text', { x: L, y: H - 8, 'font-size': 11 }, '0 s');
+    return svg;
+  }
+
+  function renderKeys(rec, progress) {
+    const nodes = [];
+    if (rec && rec.keys_per_wkid) {
+      nodes.push(table(['WKID', 'Pending WKID', 'Keys'], rec.keys_per_wkid.map((c) =>
+        el('tr', {}, el('td', { class: 'mono' }, c.wkid || '-'),
+          el('td', { class: 'mono' }, c.pending_wkid || '-'), el('td', {}, c.keys))),
+      'keys-table'));
+    } else {
+      nodes.push(errorBox(rec));
+    }
+    if (progress && progress.samples && progress.samples.length) {
+      const done = progress.samples[progress.samples.length - 1];
+      nodes.push(el('h3', {}, 'Last rotation: keys re-encrypted over time'),
+        el('p', { class: 'hint', id: 'throughput-summary' },
+          'from ' + shortVp(progress.rotation.source_vp) + ' to ' +
+          shortVp(progress.rotation.target_vp) + ', started ' + progress.rotation.started_at +
+          ': ' + done[1] + ' of ' + progress.keys_total + ' keys in ' + done[0] + ' s as the ' +
+          'console saw them (it reads the journal every --poll-ms)'),
+        throughputChart(progress.samples, progress.keys_total));
+    } else {
+      nodes.push(el('p', { class: 'hint' }, 'No rotation seen since this console started.'));
+    }
+    fill('view-keys', ...nodes);
+  }
+
   function renderAudit(audit) {
     if (!audit || audit.ok === false) return fill('view-audit', errorBox(audit));
     fill('view-audit', definitions('audit-facts', [
       ['Events', audit.events],
       ['Head of the hash chain', audit.head, 'mono'],
     ]));
+  }
+
+  // ---- signed actions (Master keys and Recovery tabs) ----------------------
+
+  // The form's rows are static page content, not part of a view: a new
+  // snapshot does not wipe what is being typed.
+  function fileRow(kind) {
+    const file = el('input', { class: 'file' });
+    file.type = 'text';
+    file.placeholder = kind === 'signer' ? 'alice.key or pkcs11:token=…;object=…'
+      : 'part1.kp or pkcs11:token=…;object=…';
+    file.autocomplete = 'off';
+    file.spellcheck = false;
+    const password = el('input', { class: 'password' });
+    password.type = 'password';
+    password.placeholder = 'password or PIN';
+    password.autocomplete = 'new-password';
+    const remove = el('button', { class: 'remove-row' }, 'Remove');
+    remove.type = 'button';
+    const row = el('div', { class: 'file-row ' + kind }, file, password, remove);
+    remove.addEventListener('click', () => row.remove());
+    return row;
+  }
+
+  function collectRows(containerId) {
+    const out = [];
+    for (const row of document.getElementById(containerId).querySelectorAll('.file-row')) {
+      const file = row.querySelector('.file').value.trim();
+      if (file) out.push({ file: file, password: row.querySelector('.password').value });
+    }
+    return out;
+  }
+
+  function clearPasswords(form) {
+    for (const input of form.querySelectorAll('input[type=password]')) input.value = '';
+  }
+
+  function showActionError(prefix, text) {
+    const box = document.getElementById(prefix + '-action-status');
+    box.className = 'action-status failed';
+    box.replaceChildren(el('span', { class: 'outcome' }, text));
+  }
+
+  async function startAction(prefix, button) {
+    const action = button.dataset.action;
+    const body = { signers: collectRows(prefix + '-signers') };
+    if (['mk-load', 'mk-commit', 'recover-apply'].includes(action)) {
+      const parts = collectRows(prefix + '-parts');
+      if (parts.length) body.parts = parts;
+    }
+    if (action === 'mk-commit') {
+      const vp = document.getElementById('mk-vp').value.trim();
+      if (vp) body.vp = vp;
+    }
+    if (action === 'mk-load') {
+      const total = document.getElementById('mk-total').value;
+      if (total) body.total = Number(total);
+    }
+    if (action === 'mk-clear') body.register = button.dataset.register;
+    clearPasswords(document.getElementById(prefix + '-form'));
+    try {
+      const res = await fetch('/api/actions/' + action, {
+        method: 'POST', cache: 'no-store',
+        headers: Object.assign({ 'Content-Type': 'application/json' }, authHeaders),
+        body: JSON.stringify(body),
+      });
+      const doc = await res.json();
+      if (res.status !== 202) {
+        showActionError(prefix, 'not started (HTTP ' + res.status + '): ' + (doc.message || ''));
+      }
+    } catch (err) {
+      showActionError(prefix, 'not started: ' + err);
+    }
+  }
+
+  for (const prefix of ['mk', 'recovery']) {
+    document.getElementById(prefix + '-signers').append(fileRow('signer'));
+    for (const button of document.querySelectorAll('#' + prefix + '-form .act')) {
+      button.addEventListener('click', () => startAction(prefix, button));
+    }
+  }
+  for (const button of document.querySelectorAll('.add-row')) {
+    button.addEventListener('click', () =>
+      document.getElementById(button.dataset.rows).append(fileRow(button.dataset.kind)));
+  }
+
+  // resultError returns "REASON: message" of a command's --json document.
+  function resultError(result) {
+    if (!result) return '';
+    const e = result.error || (result.prechecks && result.prechecks[0] && result.prechecks[0].error);
+    if (!e) return '';
+    return typeof e === 'string' ? e : (e.reason || '') + ': ' + (e.message || '');
+  }
+
+  function renderAction(state) {
+    for (const prefix of ['mk', 'recovery']) {
+      const box = document.getElementById(prefix + '-action-status');
+      if (!state || !state.id) {
+        box.className = 'action-status';
+        box.replaceChildren();
+        continue;
+      }
+      const nodes = [el('span', { class: 'action-id' }, 'Action ' + state.id + ': '),
+        el('code', { class: 'action-command' }, state.command), ' '];
+      let cls = 'running';
+      if (state.running) {
+        nodes.push(el('span', { class: 'outcome' }, 'running since ' + state.started_at + '…'));
+      } else {
+        cls = state.outcome === 'ok' ? 'ok' : state.outcome === 'refused' ? 'refused' : 'failed';
+        const why = resultError(state.result);
+        nodes.push(el('span', { class: 'outcome', 'data-outcome': state.outcome },
+          (state.outcome === 'ok' ? 'OK' : state.outcome.toUpperCase()) +
+          (why ? ': ' + why : '') + ' (exit ' + state.exit_code + ', ' + state.finished_at + ')'));
+        const details = el('details', {}, el('summary', {}, 'the command\'s --json document and stderr'),
+          el('pre', { class: 'action-result-json' },
+            JSON.stringify(state.result, null, 2) + (state.stderr ? '\n\n' + state.stderr : '')));
+        nodes.push(details);
+      }
+      box.className = 'action-status ' + cls;
+      box.setAttribute('data-action-id', String(state.id));
+      box.replaceChildren(...nodes);
+    }
   }
 
   function render(snapshot) {
@@ -262,9 +461,11 @@
     renderUnits(snapshot.units, snapshot.master_keys);
     renderAdmins(snapshot.master_keys);
     renderMasterKeys(snapshot.master_keys);
-    renderRotation(snapshot.rotation);
+    renderRotation(snapshot.rotation, snapshot.rotation_progress);
+    renderKeys(snapshot.recovery, snapshot.rotation_progress);
     renderRecovery(snapshot.recovery);
     renderAudit(snapshot.audit);
+    renderAction(snapshot.action);
   }
 
   // ---- the event stream ---------------------------------------------------

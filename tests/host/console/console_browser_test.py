@@ -19,7 +19,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from console_support import Console, Fleet  # noqa: E402
+from console_support import PASSWORD, Console, Fleet  # noqa: E402
 
 SKIP = 77
 ARGS = None
@@ -60,7 +60,9 @@ def start_browser():
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
-class ConsoleBrowserTest(unittest.TestCase):
+class BrowserCase(unittest.TestCase):
+    """A fleet of 3 units after a ceremony, the console and a browser; the
+    helpers both stories use."""
 
     @classmethod
     def setUpClass(cls):
@@ -145,6 +147,10 @@ class ConsoleBrowserTest(unittest.TestCase):
     def screenshot(self, name):
         self.browser.save_screenshot(os.path.join(ARGS.screenshots, name))
 
+
+
+class ConsoleBrowserTest(BrowserCase):
+
     def test_tabs_show_the_fleet_and_follow_changes(self):
         b = self.browser
         b.get(self.console.url)
@@ -219,7 +225,144 @@ class ConsoleBrowserTest(unittest.TestCase):
         self.wait(lambda d: self.text_of("recovery-situation") == situation,
                   f"the situation {situation}")
         self.assertTrue(self.not_reloaded())
+        self.screenshot("console-recovery-after-clrnew.png")
+
+
+class SeedStoryTest(BrowserCase):
+    """The seed page's story clicked through: set immediate, load and commit
+    a new master key, Rotate, a unit killed mid-rotation (fault injection),
+    the Recovery tab naming the situation, Apply finishing it, every key
+    verifying."""
+
+    @classmethod
+    def setUpClass(cls):
+        os.makedirs(ARGS.screenshots, exist_ok=True)
+        cls.fleet = Fleet(ARGS.hsmctl, ARGS.unit, units=3, fault_injection=True)
+        cls.console = None
+        cls.browser = None
+        try:
+            cls.admin = cls.fleet.ceremony()
+            cls.console = Console(cls.fleet)
+            cls.browser = start_browser()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    def type_rows(self, rows_id, add_kind, entries):
+        """Types (file, password) entries into the form rows `rows_id`,
+        adding rows with its Add button as needed."""
+        from selenium.webdriver.common.by import By
+        b = self.browser
+        for i, (file, password) in enumerate(entries):
+            rows = b.find_elements(By.CSS_SELECTOR, f"#{rows_id} .file-row")
+            if len(rows) <= i:
+                b.find_element(By.CSS_SELECTOR, f".add-row[data-rows='{rows_id}']").click()
+                rows = b.find_elements(By.CSS_SELECTOR, f"#{rows_id} .file-row")
+            rows[i].find_element(By.CSS_SELECTOR, ".file").clear()
+            rows[i].find_element(By.CSS_SELECTOR, ".file").send_keys(file)
+            rows[i].find_element(By.CSS_SELECTOR, ".password").send_keys(password)
+
+    def click_action(self, prefix, button_id, parts=()):
+        """Signs as alice and clicks the action button; returns the action's
+        final state from the page once it is done (id, outcome, text)."""
+        from selenium.webdriver.common.by import By
+        last = self.console.get_json("/api/action")["id"]
+        self.type_rows(f"{prefix}-signers", "signer", [(self.admin, PASSWORD)])
+        if parts:
+            self.type_rows(f"{prefix}-parts", "part", [(p, PASSWORD) for p in parts])
+        self.browser.find_element(By.ID, button_id).click()
+        # Passwords are cleared from the page once sent.
+        for field in self.browser.find_elements(By.CSS_SELECTOR,
+                                                f"#{prefix}-form input[type=password]"):
+            self.assertEqual(field.get_attribute("value"), "")
+        js = """const box = document.getElementById(arguments[0] + '-action-status');
+                const o = box.querySelector('.outcome[data-outcome]');
+                return o ? {id: Number(box.getAttribute('data-action-id')),
+                            outcome: o.getAttribute('data-outcome'),
+                            text: box.textContent} : null;"""
+
+        def done(d):
+            state = d.execute_script(js, prefix)
+            return state if state and state["id"] > last else None
+        state = self.wait(done, f"the end of the action {button_id}")
+        if parts:
+            for row in self.browser.find_elements(By.CSS_SELECTOR, f"#{prefix}-parts .remove-row"):
+                row.click()
+        return state
+
+    def wait_situation(self, not_this=None):
+        """Waits until the Recovery tab shows the situation hsmctl recover
+        names (and, with `not_this`, another one than that); returns it."""
+        seen = {}
+
+        def same(d):
+            situation = self.fleet.json("recover")["situation"]
+            seen["cli"] = situation
+            return situation != not_this and self.text_of("recovery-situation") == situation
+        self.wait(same, "the situation hsmctl recover names")
+        return seen["cli"]
+
+    def test_seed_story(self):
+        b = self.browser
+        b.get(self.console.url)
+        self.wait(lambda d: self.text_of("connection") == "live", "the live stream")
+        b.execute_script("window.__notReloaded = true;")
+        self.open_tab("master-keys")
+
+        # Set immediate: the ceremony's key becomes CURRENT everywhere.
+        state = self.click_action("mk", "act-mk-setimm")
+        self.assertEqual(state["outcome"], "ok", state["text"])
+        self.fleet.run("keys", "create", "--count", "20000")
+
+        # A new master key from two parts typed into the page: Load, Commit.
+        parts = [self.fleet.path(f"next{i}.kp") for i in (1, 2)]
+        for part in parts:
+            self.fleet.run("keypart", "generate", "--out", part, fleet=False)
+        state = self.click_action("mk", "act-mk-load", parts)
+        self.assertEqual(state["outcome"], "ok", state["text"])
+        state = self.click_action("mk", "act-mk-commit", parts)
+        self.assertEqual(state["outcome"], "ok", state["text"])
+        target = self.fleet.json("status")["units"][0]["registers"]["new"]["verification_pattern"]
+        self.screenshot("console-master-keys-actions.png")
+
+        # Rotate, with unit2 crashing in the middle of its first batch.
+        self.fleet.run("fault", "inject", "unit2", "reencrypt-after-blobs", "crash", "100")
+        state = self.click_action("mk", "act-mk-rotate")
+        self.assertEqual(state["outcome"], "unit did not answer", state["text"])
+        self.open_tab("rotation")
+        self.wait(lambda d: self.text_of("rewrap-done") ==
+                  "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm.",
+                  "the rewrap line")
+        self.screenshot("console-rotation.png")
+
+        # Recovery names the situation: a unit unreachable; once it is
+        # restarted, set immediate on every unit.
+        self.open_tab("recovery")
+        self.assertEqual(self.wait_situation(), "UNITS_UNREACHABLE")
+        self.fleet.run("fleet", "restart", "unit2")
+        situation = self.wait_situation(not_this="UNITS_UNREACHABLE")
+        self.assertIn(situation, ("SET_IMMEDIATE_ALL", "SET_IMMEDIATE_REST"))
         self.screenshot("console-recovery.png")
+        state = self.click_action("recovery", "act-recover-apply")
+        self.assertEqual(state["outcome"], "ok", state["text"])
+        self.assertEqual(self.wait_situation(), "NOTHING_TO_DO")
+        self.assertTrue(self.not_reloaded())
+
+        # Keys and audit: the keys per WKID, all under the new key now, and
+        # the chart of the rotation's keys re-encrypted over time.
+        self.open_tab("audit")
+        self.wait(lambda d: d.execute_script(
+            "return document.querySelectorAll('#throughput-chart circle').length") >= 1,
+            "the throughput chart")
+        self.wait(lambda d: (self.text_of("keys-table") or "").count("20000") == 1,
+                  "20000 keys under one WKID")
+        self.assertIn("of 20000 keys", self.text_of("throughput-summary"))
+        self.screenshot("console-keys.png")
+
+        # Every unit's CURRENT is the new key, and every key verifies.
+        for u in self.fleet.json("status")["units"]:
+            self.assertEqual(u["registers"]["current"]["verification_pattern"], target)
+        self.fleet.run("keys", "verify")
 
 
 def main():

@@ -37,7 +37,7 @@ signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 class Fleet:
     """A temporary fleet directory with `units` units, brought down by close()."""
 
-    def __init__(self, hsmctl, unit_binary, units):
+    def __init__(self, hsmctl, unit_binary, units, fault_injection=False):
         self.hsmctl = hsmctl
         self.unit_binary = unit_binary
         self.tmp = tempfile.TemporaryDirectory(prefix="hsmsim-console-")
@@ -47,7 +47,8 @@ class Fleet:
         self.closed = False
         _OPEN.append(self)
         try:
-            self.run("fleet", "up", "--units", str(units), "--unit-binary", unit_binary)
+            self.run("fleet", "up", "--units", str(units), "--unit-binary", unit_binary,
+                     *(["--allow-fault-injection"] if fault_injection else []))
         except BaseException:
             self.close()  # units that did start are stopped
             raise
@@ -155,6 +156,34 @@ class Console:
             return res.status, dict(res.getheaders()), res.read().decode()
         finally:
             conn.close()
+
+    def post_json(self, path, doc, token=True, content_type="application/json"):
+        """POSTs `doc` (a JSON value, or text as is); returns (status, document or text)."""
+        body = doc if isinstance(doc, str) else json.dumps(doc)
+        status, _, text = self.request("POST", path, headers={"Content-Type": content_type},
+                                       token=token, body=body)
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def action(self, name, doc, timeout=120):
+        """Runs the signed action NAME (POST /api/actions/NAME) and returns
+        GET /api/action once it is done (raises unless it was started)."""
+        status, answer = self.post_json("/api/actions/" + name, doc)
+        if status != 202:
+            raise AssertionError(f"action {name}: HTTP {status}: {answer}")
+        return self.wait_action(answer["id"], timeout)
+
+    def wait_action(self, action_id, timeout=120):
+        """Returns GET /api/action once action `action_id` is done."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.get_json("/api/action")
+            if state["id"] == action_id and not state["running"]:
+                return state
+            time.sleep(0.1)
+        raise AssertionError(f"action {action_id} not done within {timeout} s: {state}")
 
     def get_json(self, path):
         status, _, body = self.request("GET", path)
