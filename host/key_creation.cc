@@ -12,6 +12,7 @@
 #include "host/rewrap_batch.h"
 #include "host/store_thread.h"
 #include "proto/wire/blob_format.h"
+#include "proto/wire/packed_blobs.h"
 
 namespace hsmsim::host {
 namespace {
@@ -120,17 +121,32 @@ absl::StatusOr<KeyCreationPlan> PlanDuringRotation(const std::vector<UnitObserva
 }
 
 // PlaceAnswer turns one GenerateKeys answer of unit `channel` (route
-// `route`) into keystore rows that end under the plan's target, appended to
-// `out` (the answer's blobs are moved out of `generated`): blobs under the
-// target as they are, blobs under the source re-encrypted to the target on
-// the same unit as their pending blob. Returns DATA_LOSS (WRONG_TARGET_KEY)
-// for a blob under any other key, FAILED_PRECONDITION (KEYS_NOT_REENCRYPTED)
-// when the unit refuses to re-encrypt one, or the unit's error; nothing of
-// the answer may be stored then (PlaceKeys takes it out of `out` again).
+// `route`) to a request for `asked` keys into keystore rows that end under
+// the plan's target, appended to `out`: blobs under the target as they are,
+// blobs under the source re-encrypted to the target on the same unit as
+// their pending blob. Returns INTERNAL (BAD_RESPONSE) for an answer without
+// the packed form or with another number of blobs, DATA_LOSS
+// (WRONG_TARGET_KEY) for a blob under any other key, FAILED_PRECONDITION
+// (KEYS_NOT_REENCRYPTED) when the unit refuses to re-encrypt one, or the
+// unit's error; nothing of the answer may be stored then (PlaceKeys takes it
+// out of `out` again).
 absl::Status PlaceAnswer(UnitChannel& channel, KeyRoute route, const KeyCreationPlan& plan,
-                         v1::GenerateKeysResponse& generated, std::vector<PlacedKey>& out) {
+                         const v1::GenerateKeysResponse& generated, size_t asked,
+                         std::vector<PlacedKey>& out) {
+  auto blobs = generated.has_packed()
+                   ? wire::UnpackBlobs(generated.packed())
+                   : absl::StatusOr<std::vector<std::string_view>>(
+                         absl::InternalError("an answer without the packed form it was asked for"));
+  if (!blobs.ok() || blobs->size() != asked) {
+    return Error(
+        absl::StatusCode::kInternal, reason::kBadResponse,
+        StrCat("unit ", channel.name(), " answered GenerateKeys for ", asked, " keys with ",
+               blobs.ok() ? StrCat(blobs->size(), " blobs") : std::string(blobs.status().message()),
+               "; nothing of its answer was stored"));
+  }
   std::vector<StoredKey> to_rewrap;  // id = index into `out`
-  for (std::string& blob : *generated.mutable_blobs()) {
+  for (std::string_view view : *blobs) {
+    std::string blob(view);
     HSMSIM_ASSIGN_OR_RETURN(wire::ParsedBlob parsed, wire::ParseBlob(AsBytes(blob)));
     // Copied out before `blob` is moved: `parsed` points into it.
     std::string name(parsed.key_id);
@@ -172,9 +188,10 @@ absl::Status PlaceAnswer(UnitChannel& channel, KeyRoute route, const KeyCreation
 
 // PlaceKeys is PlaceAnswer that leaves `out` as it was on error.
 absl::Status PlaceKeys(UnitChannel& channel, KeyRoute route, const KeyCreationPlan& plan,
-                       v1::GenerateKeysResponse& generated, std::vector<PlacedKey>& out) {
+                       const v1::GenerateKeysResponse& generated, size_t asked,
+                       std::vector<PlacedKey>& out) {
   const size_t before = out.size();
-  absl::Status placed = PlaceAnswer(channel, route, plan, generated, out);
+  absl::Status placed = PlaceAnswer(channel, route, plan, generated, asked, out);
   if (!placed.ok()) out.resize(before);
   return placed;
 }
@@ -220,10 +237,11 @@ absl::Status RunPlan(Keystore& keystore, const std::vector<UnitChannel*>& channe
     BatchFanout::Batch batch;
     v1::GenerateKeysRequest* generate = batch.request.mutable_generate_keys();
     generate->set_algorithm(v1::KEY_ALGORITHM_AES_256);
-    for (int64_t i = next; i < to_make && i < next + spec.keys_per_request; ++i) {
-      generate->add_key_ids(StrCat(spec.prefix, first + i));
-    }
-    next += generate->key_ids_size();
+    const int64_t n = std::min<int64_t>(to_make - next, spec.keys_per_request);
+    wire::PackedBlobsWriter key_ids(*generate->mutable_packed_key_ids(), static_cast<size_t>(n),
+                                    static_cast<size_t>(n) * (spec.prefix.size() + 20));
+    for (int64_t i = next; i < next + n; ++i) key_ids.Add(StrCat(spec.prefix, first + i));
+    next += n;
     return batch;
   };
   auto hand_over = [&]() -> absl::Status {
@@ -234,10 +252,12 @@ absl::Status RunPlan(Keystore& keystore, const std::vector<UnitChannel*>& channe
     return queued;
   };
   chunk.reserve(spec.store_chunk);
-  auto handle = [&](size_t lane, const BatchFanout::Batch&,
+  auto handle = [&](size_t lane, const BatchFanout::Batch& batch,
                     v1::Response& response) -> absl::Status {
+    const auto asked =
+        static_cast<size_t>(batch.request.generate_keys().packed_key_ids().sizes_size());
     HSMSIM_RETURN_IF_ERROR(PlaceKeys(fanout.channel(lane), lane_routes[lane], plan,
-                                     *response.mutable_generate_keys(), chunk));
+                                     response.generate_keys(), asked, chunk));
     if (chunk.size() >= spec.store_chunk) {
       if (absl::Status s = hand_over(); !s.ok()) fanout.Stop(s);
     }
