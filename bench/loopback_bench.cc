@@ -26,11 +26,13 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "bench/bench_support.h"
 #include "host/signed_command.h"
 #include "host/unit_client.h"
+#include "proto/wire/packed_blobs.h"
 #include "proto/wire/status_codec.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/unit_process.h"
@@ -92,8 +94,9 @@ CommandSender RemoteSender(host::UnitClient& client) {
 struct LoopbackFixture {
   std::unique_ptr<LoopbackUnit> unit;
   std::unique_ptr<host::UnitClient> client;
-  std::map<int64_t, v1::Request> requests;  // a ReencryptBatch per batch size
-  double kernel_rate = 0;                   // blobs/s, one core, this run
+  // A ReencryptBatch per batch size, repeated (false) and packed (true).
+  std::map<std::pair<int64_t, bool>, v1::Request> requests;
+  double kernel_rate = 0;  // blobs/s, one core, this run
 };
 
 LoopbackFixture* fixture = nullptr;
@@ -148,10 +151,24 @@ absl::Status SetUp() {
   HSMSIM_ASSIGN_OR_RETURN(auto current, firmware::BlobKek::Create(c.current_master_key));
   std::vector<std::string> blobs = SealBlobs(*current, kMaxBatch, entropy);
   for (int64_t batch : {64, 256, 1024, 4096, 16384}) {
-    v1::Request& request = fixture->requests[batch];
-    for (int64_t i = 0; i < batch; ++i) request.mutable_reencrypt_batch()->add_blobs(blobs[i]);
+    v1::Request& repeated = fixture->requests[{batch, false}];
+    for (int64_t i = 0; i < batch; ++i) repeated.mutable_reencrypt_batch()->add_blobs(blobs[i]);
+    v1::Request& packed = fixture->requests[{batch, true}];
+    wire::PackedBlobsWriter writer(*packed.mutable_reencrypt_batch()->mutable_packed(),
+                                   static_cast<size_t>(batch), 0);
+    for (int64_t i = 0; i < batch; ++i) writer.Add(blobs[i]);
   }
   return absl::OkStatus();
+}
+
+// Reencrypted tells whether `answer` re-encrypted every blob of a batch of
+// `batch`, in whichever form it came.
+bool Reencrypted(const v1::ReencryptBatchResponse& answer, int64_t batch) {
+  if (answer.has_packed()) {
+    return answer.packed().sizes_size() == batch && answer.failures_size() == 0 &&
+           answer.already_under_target_size() == 0;
+  }
+  return answer.results_size() == batch && answer.results(0).outcome() == v1::BLOB_REENCRYPTED;
 }
 
 // Pipeline counts completions; shared with the callbacks, which may run after
@@ -167,7 +184,8 @@ struct Pipeline {
 void BM_Loopback(benchmark::State& state) {
   const int64_t batch = state.range(0);
   const int64_t inflight = state.range(1);
-  const v1::Request& prototype = fixture->requests.at(batch);
+  const bool packed = state.range(2) != 0;
+  const v1::Request& prototype = fixture->requests.at({batch, packed});
   auto pipe = std::make_shared<Pipeline>();
   auto send = [&] {
     fixture->client->CallAsync(prototype, [pipe, batch](absl::StatusOr<v1::Response> response) {
@@ -176,8 +194,7 @@ void BM_Loopback(benchmark::State& state) {
         problem = std::string(response.status().message());
       } else if (response->status().code() != 0) {
         problem = response->status().message();
-      } else if (response->reencrypt_batch().results_size() != batch ||
-                 response->reencrypt_batch().results(0).outcome() != v1::BLOB_REENCRYPTED) {
+      } else if (!Reencrypted(response->reencrypt_batch(), batch)) {
         problem = "the batch was not re-encrypted";
       }
       std::lock_guard lock(pipe->mu);
@@ -218,9 +235,12 @@ void BM_Loopback(benchmark::State& state) {
   state.counters["vs_kernel"] = rate / fixture->kernel_rate;
 }
 
+// packed:0 sends the blobs in the repeated field and gets one BlobResult
+// per blob back; packed:1 sends and gets them packed (docs/protocol.md
+// section 10.6), as hsmctl does.
 BENCHMARK(BM_Loopback)
-    ->ArgsProduct({{64, 256, 1024, 4096, 16384}, {1, 2, 4, 8, 16}})
-    ->ArgNames({"batch", "inflight"})
+    ->ArgsProduct({{64, 256, 1024, 4096, 16384}, {1, 2, 4, 8, 16}, {0, 1}})
+    ->ArgNames({"batch", "inflight", "packed"})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

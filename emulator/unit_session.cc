@@ -17,6 +17,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "common/check.h"
+#include "common/read_buffer.h"
 #include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
@@ -92,7 +93,9 @@ void UnitSession::Close() {
 }
 
 struct UnitSession::ReadState {
-  std::vector<uint8_t> buf;
+  // Grown before each read without zero-filling (ReadBuffer), shrunk to what
+  // the read brought.
+  ReadBuffer buf;
   size_t begin = 0;  // bytes of `buf` already consumed
   // A frame must arrive whole within read_timeout of its first byte: a
   // deadline per frame, not per read, so a client that trickles a byte at a
@@ -115,7 +118,7 @@ struct UnitSession::ReadState {
   void Consume(size_t frame_size) {
     begin += frame_size;
     if (buf.capacity() > kKeptBufferCapacity) {
-      std::vector<uint8_t> rest(buf.begin() + static_cast<std::ptrdiff_t>(begin), buf.end());
+      ReadBuffer rest(buf.begin() + static_cast<std::ptrdiff_t>(begin), buf.end());
       buf.swap(rest);
       begin = 0;
     }
@@ -145,7 +148,7 @@ asio::awaitable<absl::Status> UnitSession::HoldFrame(std::shared_ptr<UnitSession
 
 asio::awaitable<bool> UnitSession::ReadMore(std::shared_ptr<UnitSession> self, ReadState& state,
                                             size_t frame_size) {
-  std::vector<uint8_t>& buf = state.buf;
+  ReadBuffer& buf = state.buf;
   state.Compact();
   const bool mid_frame = !buf.empty();
   size_t want = kReadChunk;

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/read_buffer.h"
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -284,19 +285,24 @@ class UnitClient::Impl {
 
   void StartRead() {
     uint64_t generation = generation_;
-    socket_.async_read_some(asio::buffer(chunk_), [this, generation](boost::system::error_code ec,
-                                                                     size_t n) {
-      if (shutting_down_ || generation != generation_) return;
-      if (ec) {
-        OnConnectionLost(!write_error_.empty()    ? write_error_
-                         : ec == asio::error::eof ? std::string("the unit closed the connection")
-                                                  : LowerFirst(ec.message()));
-        return;
-      }
-      read_buf_.insert(read_buf_.end(), chunk_.begin(), chunk_.begin() + n);
-      if (!ParseFrames()) return;
-      StartRead();
-    });
+    // Read straight onto the end of read_buf_ (grown without zeros, shrunk
+    // to what came): no copy through a chunk.
+    const size_t had = read_buf_.size();
+    read_buf_.resize(had + kReadChunk);
+    socket_.async_read_some(asio::buffer(read_buf_.data() + had, kReadChunk),
+                            [this, generation, had](boost::system::error_code ec, size_t n) {
+                              if (shutting_down_ || generation != generation_) return;
+                              read_buf_.resize(had + n);
+                              if (ec) {
+                                OnConnectionLost(!write_error_.empty() ? write_error_
+                                                 : ec == asio::error::eof
+                                                     ? std::string("the unit closed the connection")
+                                                     : LowerFirst(ec.message()));
+                                return;
+                              }
+                              if (!ParseFrames()) return;
+                              StartRead();
+                            });
   }
 
   // ParseFrames dispatches every whole frame in read_buf_. Returns false
@@ -397,8 +403,8 @@ class UnitClient::Impl {
   // The unit's id-0 answer on the current connection, until it closes.
   std::optional<v1::Response> connection_refusal_;
   std::string write_error_;  // set when a write failed on the current connection
-  std::vector<uint8_t> read_buf_;
-  std::array<uint8_t, 64 * 1024> chunk_{};
+  static constexpr size_t kReadChunk = 64 * 1024;
+  ReadBuffer read_buf_;
 
   std::thread thread_;
 };

@@ -33,12 +33,16 @@ absl::StatusOr<std::optional<FrameHeader>> DecodeFrameHeader(absl::Span<const ui
 }
 
 void AppendFrame(const google::protobuf::MessageLite& message, std::string* out) {
-  size_t body = message.ByteSizeLong();
-  uint8_t prefix[kMaxVarint32Bytes];
-  uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
-      static_cast<uint32_t>(body), prefix);
-  out->append(reinterpret_cast<const char*>(prefix), static_cast<size_t>(end - prefix));
-  message.AppendToString(out);
+  // The size is computed once (it also caches every submessage's size), then
+  // the prefix and the body are written straight into `out`.
+  const size_t body = message.ByteSizeLong();
+  const size_t prefix =
+      google::protobuf::io::CodedOutputStream::VarintSize32(static_cast<uint32_t>(body));
+  const size_t at = out->size();
+  out->resize(at + prefix + body);
+  auto* p = reinterpret_cast<uint8_t*>(out->data()) + at;
+  p = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(body), p);
+  message.SerializeWithCachedSizesToArray(p);
 }
 
 std::string EncodeFrame(const google::protobuf::MessageLite& message) {
