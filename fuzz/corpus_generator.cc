@@ -14,6 +14,7 @@
 #include "emulator/state_store.h"
 #include "fuzz/fixed_unit.h"
 #include "proto/wire/frame_codec.h"
+#include "proto/wire/packed_blobs.h"
 
 namespace {
 
@@ -77,6 +78,29 @@ int main(int argc, char** argv) {
   r.Clear();
   for (const std::string& b : blobs) r.mutable_check_blobs()->add_blobs(b);
   add(r);
+  // The same batches packed (docs/protocol.md section 10.6).
+  {
+    std::vector<std::string> packed_blobs = blobs;
+    packed_blobs.emplace_back("not a blob");
+    auto pack = [&](v1::PackedBlobs& packed) {
+      wire::PackedBlobsWriter writer(packed, packed_blobs.size(), 0);
+      for (const std::string& b : packed_blobs) writer.Add(b);
+    };
+    r.Clear();
+    pack(*r.mutable_reencrypt_batch()->mutable_packed());
+    add(r);
+    r.Clear();
+    pack(*r.mutable_reencrypt_from_old()->mutable_packed());
+    add(r);
+    r.Clear();
+    pack(*r.mutable_check_blobs()->mutable_packed());
+    add(r);
+    r.Clear();
+    wire::PackedBlobsWriter ids(*r.mutable_generate_keys()->mutable_packed_key_ids(), 2, 0);
+    ids.Add("fuzz-key-1");
+    ids.Add("fuzz-key-2");
+    add(r);
+  }
 
   // Signed commands, valid for the fixed unit's counter.
   std::vector<v1::Command> commands(9);
