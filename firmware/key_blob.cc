@@ -196,4 +196,73 @@ absl::Status BlobRewrapper::RewrapInto(const ParsedBlob& blob, absl::Span<uint8_
   return absl::OkStatus();
 }
 
+// --- BlobSealer ------------------------------------------------------------------
+
+namespace {
+// A key and its IV, drawn together.
+constexpr size_t kDrawnPerKey = kRootKeySize + crypto::kGcmIvSize;
+}  // namespace
+
+absl::StatusOr<BlobSealer> BlobSealer::Create(const BlobKek& kek, crypto::Entropy& entropy,
+                                              size_t expected_keys) {
+  HSMSIM_ASSIGN_OR_RETURN(crypto::AesGcmKey::Session session, kek.kek_->StartSession());
+  return BlobSealer(kek, entropy, std::move(session), expected_keys);
+}
+
+BlobSealer::BlobSealer(const BlobKek& kek, crypto::Entropy& entropy,
+                       crypto::AesGcmKey::Session session, size_t expected_keys)
+    : kek_(kek),
+      entropy_(entropy),
+      session_(std::move(session)),
+      wanted_(std::max<size_t>(expected_keys, 1)) {}
+
+absl::Status BlobSealer::Next(absl::Span<uint8_t>& key, absl::Span<uint8_t>& iv) {
+  if (pos_ == drawn_.size()) {
+    const size_t count = std::clamp<size_t>(wanted_, 1, kIvChunk);
+    drawn_ = SecretBytes(count * kDrawnPerKey);  // the old buffer is wiped
+    pos_ = 0;
+    absl::Status got = entropy_.Generate(absl::MakeSpan(drawn_));
+    if (!got.ok()) {
+      drawn_ = SecretBytes();  // never use bytes of a failed draw
+      return got;
+    }
+  }
+  key = absl::MakeSpan(drawn_.data() + pos_, kRootKeySize);
+  iv = absl::MakeSpan(drawn_.data() + pos_ + kRootKeySize, crypto::kGcmIvSize);
+  pos_ += kDrawnPerKey;
+  if (wanted_ > 1) --wanted_;
+  return absl::OkStatus();
+}
+
+absl::Status BlobSealer::SealNewKeyInto(std::string_view key_id, uint32_t attributes,
+                                        absl::Span<uint8_t> out) {
+  if (key_id.empty() || key_id.size() > kMaxKeyIdSize) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyId,
+                 StrCat("key id must be 1..255 bytes, got ", key_id.size()));
+  }
+  if (out.size() != SealedSize(key_id)) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadBufferSize,
+                 StrCat("a blob for a key id of ", key_id.size(), " bytes takes ",
+                        SealedSize(key_id), " bytes, not ", out.size()));
+  }
+  absl::Span<uint8_t> key;
+  absl::Span<uint8_t> drawn_iv;
+  HSMSIM_RETURN_IF_ERROR(Next(key, drawn_iv));
+  const size_t header_size = wire::BlobHeaderSize(key_id);
+  wire::WriteBlobHeader(kBlobAlgorithmAes256, attributes, kek_.wkid_, key_id,
+                        out.first(header_size));
+  absl::Span<uint8_t> iv = out.subspan(header_size, crypto::kGcmIvSize);
+  std::copy(drawn_iv.begin(), drawn_iv.end(), iv.begin());
+  uint8_t* body = iv.data() + iv.size();
+  absl::Status sealed =
+      session_.Seal(iv, out.first(header_size), key, absl::Span<uint8_t>(body, kRootKeySize),
+                    absl::Span<uint8_t>(body + kRootKeySize, crypto::kGcmTagSize));
+  OPENSSL_cleanse(key.data(), key.size());  // the blob holds it now
+  if (!sealed.ok()) {
+    OPENSSL_cleanse(out.data(), out.size());
+    return sealed;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace hsmsim::firmware

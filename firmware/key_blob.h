@@ -67,6 +67,7 @@ class BlobKek {
 
  private:
   friend class BlobRewrapper;
+  friend class BlobSealer;
   BlobKek(std::unique_ptr<const crypto::AesGcmKey> kek, const crypto::Wkid& wkid)
       : kek_(std::move(kek)), wkid_(wkid) {}
   absl::StatusOr<std::string> SealWithHeader(std::string header, absl::Span<const uint8_t> key,
@@ -127,6 +128,52 @@ class BlobRewrapper {
   std::vector<uint8_t> ivs_;  // drawn, not yet used: ivs_[iv_pos_..]
   size_t iv_pos_ = 0;
   SecretBytes key_;  // the root key between open and seal
+};
+
+// BlobSealer makes new root keys as blobs under one KEK for a batch
+// (GenerateKeys): per key what drawing a key and BlobKek::Seal do, without
+// the per-key setup. It leases one keyed cipher context for its lifetime,
+// draws the keys and IVs from the entropy source in chunks (one call per 256
+// keys instead of two per key: RAND_bytes costs about 2 us a call), and
+// writes each blob straight into the caller's buffer. The keys drawn ahead
+// live in a wiping buffer and each is wiped once sealed.
+//
+// Not thread-safe: one per batch, used on one thread. `kek` and `entropy`
+// must outlive it.
+class BlobSealer {
+ public:
+  // Create prepares a sealer for about `expected_keys` keys (a hint for how
+  // much randomness to draw at once). Returns INTERNAL when OpenSSL fails.
+  static absl::StatusOr<BlobSealer> Create(const BlobKek& kek, crypto::Entropy& entropy,
+                                           size_t expected_keys);
+
+  BlobSealer(BlobSealer&&) noexcept = default;
+  BlobSealer& operator=(BlobSealer&&) = delete;
+
+  // SealedSize returns the size of the blob SealNewKeyInto makes for
+  // `key_id`: wire::kBlobOverhead + its size (docs/protocol.md section 11).
+  static size_t SealedSize(std::string_view key_id) { return wire::kBlobOverhead + key_id.size(); }
+
+  // SealNewKeyInto writes into `out` (exactly SealedSize(key_id) bytes) a
+  // blob holding a new random 32-byte root key with the given header fields.
+  // Returns INVALID_ARGUMENT (BAD_KEY_ID) for a key id outside 1..255 bytes,
+  // INVALID_ARGUMENT (BAD_BUFFER_SIZE) for an `out` of another size,
+  // INTERNAL (ENTROPY_FAILED or CRYPTO_FAILED); `out` holds no key on error.
+  absl::Status SealNewKeyInto(std::string_view key_id, uint32_t attributes,
+                              absl::Span<uint8_t> out);
+
+ private:
+  BlobSealer(const BlobKek& kek, crypto::Entropy& entropy, crypto::AesGcmKey::Session session,
+             size_t expected_keys);
+  // Next returns the next key and IV, drawing a chunk when none is left.
+  absl::Status Next(absl::Span<uint8_t>& key, absl::Span<uint8_t>& iv);
+
+  const BlobKek& kek_;
+  crypto::Entropy& entropy_;
+  crypto::AesGcmKey::Session session_;
+  size_t wanted_;      // keys still expected, to size the next draw
+  SecretBytes drawn_;  // keys and IVs drawn, not yet used: drawn_[pos_..]
+  size_t pos_ = 0;
 };
 
 }  // namespace hsmsim::firmware

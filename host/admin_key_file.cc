@@ -139,7 +139,9 @@ absl::StatusOr<AdminKey> ParseAdminKeyFile(std::string_view text, std::string_vi
   bool header_seen = false;
   size_t pos = 0;
   size_t pem_start = std::string_view::npos;
+  int line_number = 0;
   while (pos < text.size()) {
+    ++line_number;
     size_t end = text.find('\n', pos);
     if (end == std::string_view::npos) end = text.size();
     std::string_view line = text.substr(pos, end - pos);
@@ -152,7 +154,10 @@ absl::StatusOr<AdminKey> ParseAdminKeyFile(std::string_view text, std::string_vi
       pem_start = pos;
       break;
     } else if (!line.empty() && !line.starts_with("#")) {
-      return BadFile(StrCat("unexpected line ", line.size() > 40 ? "(long)" : std::string(line)));
+      // Not quoted: the file may be something else that holds a secret
+      // (a PIN file given by mistake).
+      return BadFile(StrCat("line ", line_number,
+                            " is neither a comment, the name line nor the start of the key"));
     }
     pos = end + 1;
   }

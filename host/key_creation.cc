@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "common/check.h"
 #include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
@@ -121,33 +122,42 @@ absl::StatusOr<KeyCreationPlan> PlanDuringRotation(const std::vector<UnitObserva
 }
 
 // PlaceAnswer turns one GenerateKeys answer of unit `channel` (route
-// `route`) to a request for `asked` keys into keystore rows that end under
+// `route`) to a request for the key ids `asked` into keystore rows that end under
 // the plan's target, appended to `out`: blobs under the target as they are,
 // blobs under the source re-encrypted to the target on the same unit as
 // their pending blob. Returns INTERNAL (BAD_RESPONSE) for an answer without
-// the packed form or with another number of blobs, DATA_LOSS
+// the packed form, with another number of blobs or a blob for another key id, DATA_LOSS
 // (WRONG_TARGET_KEY) for a blob under any other key, FAILED_PRECONDITION
 // (KEYS_NOT_REENCRYPTED) when the unit refuses to re-encrypt one, or the
 // unit's error; nothing of the answer may be stored then (PlaceKeys takes it
 // out of `out` again).
 absl::Status PlaceAnswer(UnitChannel& channel, KeyRoute route, const KeyCreationPlan& plan,
-                         const v1::GenerateKeysResponse& generated, size_t asked,
-                         std::vector<PlacedKey>& out) {
+                         const v1::GenerateKeysResponse& generated,
+                         absl::Span<const std::string_view> asked, std::vector<PlacedKey>& out) {
   auto blobs = generated.has_packed()
                    ? wire::UnpackBlobs(generated.packed())
                    : absl::StatusOr<std::vector<std::string_view>>(
                          absl::InternalError("an answer without the packed form it was asked for"));
-  if (!blobs.ok() || blobs->size() != asked) {
+  if (!blobs.ok() || blobs->size() != asked.size()) {
     return Error(
         absl::StatusCode::kInternal, reason::kBadResponse,
-        StrCat("unit ", channel.name(), " answered GenerateKeys for ", asked, " keys with ",
+        StrCat("unit ", channel.name(), " answered GenerateKeys for ", asked.size(), " keys with ",
                blobs.ok() ? StrCat(blobs->size(), " blobs") : std::string(blobs.status().message()),
                "; nothing of its answer was stored"));
   }
   std::vector<StoredKey> to_rewrap;  // id = index into `out`
-  for (std::string_view view : *blobs) {
-    std::string blob(view);
+  for (size_t i = 0; i < blobs->size(); ++i) {
+    std::string blob((*blobs)[i]);
     HSMSIM_ASSIGN_OR_RETURN(wire::ParsedBlob parsed, wire::ParseBlob(AsBytes(blob)));
+    // Each blob must be the key asked for at its place: a unit must not
+    // store keys under names outside those reserved for this run.
+    if (parsed.key_id != asked[i]) {
+      return Error(absl::StatusCode::kInternal, reason::kBadResponse,
+                   StrCat("unit ", channel.name(),
+                          " answered GenerateKeys with a blob for another "
+                          "key at place ",
+                          i + 1, "; nothing of its answer was stored"));
+    }
     // Copied out before `blob` is moved: `parsed` points into it.
     std::string name(parsed.key_id);
     std::string wkid(crypto::AsString(parsed.wkid));
@@ -188,8 +198,8 @@ absl::Status PlaceAnswer(UnitChannel& channel, KeyRoute route, const KeyCreation
 
 // PlaceKeys is PlaceAnswer that leaves `out` as it was on error.
 absl::Status PlaceKeys(UnitChannel& channel, KeyRoute route, const KeyCreationPlan& plan,
-                       const v1::GenerateKeysResponse& generated, size_t asked,
-                       std::vector<PlacedKey>& out) {
+                       const v1::GenerateKeysResponse& generated,
+                       absl::Span<const std::string_view> asked, std::vector<PlacedKey>& out) {
   const size_t before = out.size();
   absl::Status placed = PlaceAnswer(channel, route, plan, generated, asked, out);
   if (!placed.ok()) out.resize(before);
@@ -254,10 +264,11 @@ absl::Status RunPlan(Keystore& keystore, const std::vector<UnitChannel*>& channe
   chunk.reserve(spec.store_chunk);
   auto handle = [&](size_t lane, const BatchFanout::Batch& batch,
                     v1::Response& response) -> absl::Status {
-    const auto asked =
-        static_cast<size_t>(batch.request.generate_keys().packed_key_ids().sizes_size());
+    // Our own request: its packing was made above.
+    auto asked = wire::UnpackBlobs(batch.request.generate_keys().packed_key_ids());
+    HSMSIM_CHECK(asked.ok());
     HSMSIM_RETURN_IF_ERROR(PlaceKeys(fanout.channel(lane), lane_routes[lane], plan,
-                                     response.generate_keys(), asked, chunk));
+                                     response.generate_keys(), *asked, chunk));
     if (chunk.size() >= spec.store_chunk) {
       if (absl::Status s = hand_over(); !s.ok()) fanout.Stop(s);
     }

@@ -35,15 +35,19 @@ constexpr size_t kWriterQueue = 4;
 // rotation reads the keys to re-encrypt without their names
 // (Keystore::ReadToReencrypt), so the few it names (at most
 // kMaxNamedFailedKeys; named[i] is problems[i], FailedKeys keeps them in
-// step) are read here, one key each. Returns the keystore's error.
-absl::Status NameFailedKeys(Keystore& keystore, FailedKeys& failed) {
+// step) are read here, one key each. Best effort: the names are only for
+// the message, so a keystore error (likely when re-encryption itself
+// stopped on one) leaves the rest as they were and is not returned: it
+// must neither hide the run's own error nor keep the refused keys from
+// being recorded.
+void NameFailedKeys(Keystore& keystore, FailedKeys& failed) {
   for (size_t i = 0; i < failed.named.size() && i < failed.problems.size(); ++i) {
     const BlobProblem& p = failed.problems[i];
-    HSMSIM_ASSIGN_OR_RETURN(std::vector<StoredKey> key, keystore.ReadPage(p.id - 1, 1));
-    if (key.empty() || key[0].id != p.id) continue;  // keys are never deleted
-    failed.named[i] = StrCat(key[0].name, " (", p.reason, ")");
+    absl::StatusOr<std::vector<StoredKey>> key = keystore.ReadPage(p.id - 1, 1);
+    if (!key.ok()) return;
+    if (key->empty() || (*key)[0].id != p.id) continue;  // keys are never deleted
+    failed.named[i] = StrCat((*key)[0].name, " (", p.reason, ")");
   }
-  return absl::OkStatus();
 }
 
 double SecondsSince(Clock::time_point start) {
@@ -435,7 +439,7 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
   FailedKeys failed;
   absl::Status ran = ReencryptOn(ready, journal, report, failed);
   report.reencrypt_seconds += SecondsSince(start);
-  HSMSIM_RETURN_IF_ERROR(NameFailedKeys(keystore_, failed));
+  NameFailedKeys(keystore_, failed);
   ReportProgress(journal, SecondsSince(start), "re-encrypting");
   // Record which keys the units refused, so that hsmctl recover names them
   // and keys quarantine can set them aside. A run that went through every

@@ -1,8 +1,8 @@
 // StoreThread: batches handed over by one thread and stored, in the order
 // given, on a thread of its own, so that keystore writes overlap the work
 // that makes the batches (the network fan-out of a rotation or of key
-// creation). PendingWriter (re-encrypted blobs) and KeyWriter (new keys)
-// are its two uses.
+// creation). PendingWriter (re-encrypted blobs) and RunPlan in
+// host/key_creation.cc (new keys) are its two uses.
 //
 // Thread-safety: Push, Error and Finish are called from one thread (the
 // producer's); `store` runs on the StoreThread's own thread only.

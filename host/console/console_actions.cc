@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -40,6 +41,25 @@ absl::Status Bad(std::string_view what) { return absl::InvalidArgumentError(std:
 
 bool IsCardUri(std::string_view spec) { return spec.rfind("pkcs11:", 0) == 0; }
 
+// HoldsForbiddenUriAttribute tells whether a pkcs11: URI (RFC 7512) names a
+// PIN or a module, whatever the case and however its '-' is written.
+bool HoldsForbiddenUriAttribute(std::string_view uri) {
+  std::string lowered;
+  for (size_t i = 0; i < uri.size(); ++i) {
+    if (uri[i] == '%' && i + 2 < uri.size() && uri[i + 1] == '2' &&
+        (uri[i + 2] == 'd' || uri[i + 2] == 'D')) {
+      lowered += '-';
+      i += 2;
+      continue;
+    }
+    lowered += static_cast<char>(std::tolower(static_cast<unsigned char>(uri[i])));
+  }
+  for (std::string_view name : {"pin-value", "pin-source", "module-path", "module-name"}) {
+    if (lowered.find(name) != std::string::npos) return true;
+  }
+  return false;
+}
+
 // TakeFiles reads body[member] (an array of {"file", "password"}) into
 // `specs`, moving each non-empty password into `command` (as the next fd)
 // and adding its --password-file (a key file) or pin-source (a card URI).
@@ -58,6 +78,17 @@ absl::Status TakeFiles(json& body, const char* member, size_t max, ActionCommand
     }
     std::string file = entry["file"].get<std::string>();
     const bool card = IsCardUri(file);
+    // A URI from the page names a token and a key, nothing more: its PIN is
+    // typed into the PIN field (a PIN in the URI would reach argv, the log
+    // and the page), and the module is the console's own (a module path
+    // would let whoever holds the token load any library into hsmctl).
+    // The URI is not quoted back: it may hold a PIN.
+    if (card && HoldsForbiddenUriAttribute(file)) {
+      if (entry.contains("password")) WipeString(entry["password"].get_ptr<std::string*>());
+      return Bad(StrCat("\"", member,
+                        "\": a pkcs11: URI sent to the console may not name pin-value, "
+                        "pin-source, module-path or module-name; type the PIN into the page"));
+    }
     if (file.empty() || file.size() > kMaxPathBytes || file[0] == '-' ||
         file.find_first_of(std::string_view(",\n\r\0", 4)) != std::string::npos ||
         (!card && file.find('=') != std::string::npos)) {
@@ -77,11 +108,6 @@ absl::Status TakeFiles(json& body, const char* member, size_t max, ActionCommand
         const std::string fd_path = StrCat("/dev/fd/", 3 + command.secrets.size());
         command.secrets.push_back(MakeSecret(*password));
         if (card) {
-          if (file.find("pin-source") != std::string::npos ||
-              file.find("pin-value") != std::string::npos) {
-            WipeString(password);
-            return Bad(StrCat("the URI ", file, " names its PIN already; leave the PIN empty"));
-          }
           file += StrCat(file.find('?') == std::string::npos ? "?" : "&", "pin-source=", fd_path);
         } else {
           command.args.push_back("--password-file");
@@ -432,25 +458,30 @@ void ActionRunner::Wait(pid_t pid, int out_fd, int err_fd, std::vector<int> secr
       }
     }
   }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  // Wait for the child's end without reaping it: its pid stays taken (a
+  // zombie) until child_ is cleared under mu_ below, so Shutdown can never
+  // signal another process that got the pid meanwhile.
+  siginfo_t ended{};
+  while (waitid(P_PID, static_cast<id_t>(pid), &ended, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
   }
   for (int fd : secret_fds) WipeSecretFile(fd);
-  const int exit_code =
-      WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  const int exit_code = ended.si_code == CLD_EXITED ? ended.si_status : 128 + ended.si_status;
   if (err.size() > kStderrTailBytes) err.erase(0, err.size() - kStderrTailBytes);
   json result = json::parse(out, nullptr, /*allow_exceptions=*/false);
   if (result.is_discarded()) result = nullptr;
   RedactForPage(result);
   {
     std::lock_guard<std::mutex> lock(mu_);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    child_ = -1;
     state_["running"] = false;
     state_["finished_at"] = NowUtc();
     state_["exit_code"] = exit_code;
     state_["outcome"] = OutcomeOfExit(exit_code);
     state_["result"] = std::move(result);
     state_["stderr"] = err;
-    child_ = -1;
     std::cerr << "hsmctl console: action " << state_["id"].get<int64_t>()
               << " finished: " << state_["outcome"].get<std::string>() << " (exit " << exit_code
               << ")" << std::endl;

@@ -53,7 +53,8 @@ inline constexpr const char* kConsoleActionNames[] = {"mk-load",   "mk-commit", 
 //       becomes the URI's pin-source; empty: none given, and the command
 //       says NO_PASSWORD);
 //   "parts": [{"file", "password"}, ...] key part files or card URIs
-//       (mk-load: 1 to 20; mk-commit: 2 to 20 unless "vp";
+//       (mk-load: 1 to 20; mk-commit: 1 to 20, or none with "vp" (the
+//       command checks that the parts make the key);
 //       recover-apply: optional);
 //   "total": N (mk-load, optional: a load in parts, 2..20);
 //   "vp": 64 hex digits (mk-commit: the VP the custodians quote);

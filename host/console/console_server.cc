@@ -1,5 +1,7 @@
 #include "host/console/console_server.h"
 
+#include <openssl/crypto.h>
+
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -75,6 +77,15 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
  private:
+  // WipeReadBuffer zeroes the whole storage of the read buffer when it
+  // holds no unread byte.
+  void WipeReadBuffer() {
+    if (buffer_.size() != 0) return;
+    buffer_.clear();
+    const auto storage = buffer_.prepare(buffer_.capacity());
+    OPENSSL_cleanse(storage.data(), storage.size());
+  }
+
   void ReadRequest() {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
@@ -94,8 +105,12 @@ class Session : public std::enable_shared_from_this<Session> {
                         std::string(req[http::field::authorization]),
                         std::string(req[http::field::content_type]), std::move(req.body())};
     HttpResponse answer = server_.handler(request);
-    // An action's body holds passwords: gone once answered.
+    // An action's body holds passwords: gone once answered, from the
+    // parsed copy and from the read buffer it was parsed from (when no
+    // pipelined request waits in it; a body of up to kBodyLimit is read
+    // with its size known, so the body string never grew by copying).
     WipeString(&request.body);
+    WipeReadBuffer();
     if (answer.event_stream && answer.status == 200) return StartEvents(answer);
     auto res = std::make_shared<http::response<http::string_body>>(
         static_cast<http::status>(answer.status), req.version());

@@ -3,6 +3,7 @@
 // reports hsmctl's own commands print (json_reports.h).
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -106,8 +107,11 @@ class RotationProgress {
 
   void TakePublished(const json& rotation, const json& published) {
     const json holder = rotation.value("lock_holder", json());
-    if (!published.is_object() || !holder.is_object() ||
-        holder.value("pid", int64_t{-1}) != published.value("pid", int64_t{-2})) {
+    // `published` comes from ReadPublishedProgress, which keeps only fields
+    // of the expected types; the lock holder's pid is checked here too.
+    if (!published.is_object() || !published.contains("pid") || !holder.is_object() ||
+        !holder.contains("pid") || !holder["pid"].is_number_integer() ||
+        holder["pid"].get<int64_t>() != published["pid"].get<int64_t>()) {
       view_["published"] = false;
       return;
     }
@@ -174,6 +178,11 @@ class FleetViews {
 };
 
 int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
+  // A server does not die of a peer that went away (Asio sends with
+  // MSG_NOSIGNAL anyway), and the actions' children inherit the setting: a
+  // rotation started from the page keeps going when the console ends and
+  // its output pipes close.
+  std::signal(SIGPIPE, SIG_IGN);
   auto address = console::ParseListenAddress(flags.listen, flags.allow_remote);
   if (!address.ok()) return Fail(inv, address.status());
   auto token = console::AccessToken::Generate();

@@ -151,7 +151,11 @@ json StatusJson(const absl::Status& status) {
 
 int Fail(const Invocation& inv, const absl::Status& status) {
   std::cerr << "hsmctl: " << ReasonOf(status) << ": " << std::string(status.message()) << "\n";
-  if (inv.json) std::cout << FailureJson(status).dump(2) << "\n";
+  // An error message may quote bytes that are not UTF-8: replaced, never a
+  // throw in the middle of reporting a failure.
+  if (inv.json) {
+    std::cout << FailureJson(status).dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+  }
   return ExitCodeFor(status);
 }
 
@@ -256,7 +260,9 @@ int ReportOutcomes(const Invocation& inv, std::string_view command,
   }
   const int code = any_unreachable ? kExitUnreachable : any_failed ? kExitRefused : kExitOk;
   if (inv.json) {
-    std::cout << OutcomesJson(command, outcomes, std::move(extra)).dump(2) << "\n";
+    std::cout << OutcomesJson(command, outcomes, std::move(extra))
+                     .dump(2, ' ', false, json::error_handler_t::replace)
+              << "\n";
     return code;
   }
   if (!text_header.empty()) std::cout << text_header << "\n";

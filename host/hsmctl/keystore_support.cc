@@ -1,6 +1,8 @@
 #include "host/hsmctl/keystore_support.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -8,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "common/reasons.h"
 #include "common/status.h"
@@ -130,9 +133,17 @@ void ProgressPrinter::Publish(const host::RotationProgress& p, double rate, doub
        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()}};
   const std::string tmp = StrCat(publish_path_, ".tmp.", ::getpid());
   {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << doc.dump() << "\n";
-    if (!out) return;
+    // Never through a symbolic link someone put at the temporary name.
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    const std::string text = doc.dump() + "\n";
+    const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ::close(fd);
+    if (!written) {
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      return;
+    }
   }
   std::error_code ec;
   std::filesystem::rename(tmp, publish_path_, ec);
@@ -143,13 +154,55 @@ std::string ProgressFilePath(const Invocation& inv, const host::FleetManifest& m
   return KeystorePath(inv, manifest) + ".progress.json";
 }
 
+namespace {
+
+// The most a progress file may hold, and the most units it may name.
+constexpr size_t kMaxProgressFileBytes = 64 * 1024;
+constexpr size_t kMaxPublishedUnits = 64;
+
+// ReadSmallRegularFile returns the file at `path` when it is a regular file
+// (not followed through a link, never blocking on a FIFO) of at most
+// kMaxProgressFileBytes, else nothing.
+std::optional<std::string> ReadSmallRegularFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string text;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+      static_cast<size_t>(st.st_size) <= kMaxProgressFileBytes) {
+    text.resize(kMaxProgressFileBytes + 1);
+    const ssize_t n = ::read(fd, text.data(), text.size());
+    text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  }
+  ::close(fd);
+  if (text.empty() || text.size() > kMaxProgressFileBytes) return std::nullopt;
+  return text;
+}
+
+}  // namespace
+
 json ReadPublishedProgress(const Invocation& inv) {
   auto manifest = host::LoadFleetManifest(FleetDir(inv));
   if (!manifest.ok()) return nullptr;
-  std::ifstream in(ProgressFilePath(inv, *manifest));
-  if (!in) return nullptr;
-  json doc = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  return doc.is_object() ? doc : json(nullptr);
+  std::optional<std::string> text = ReadSmallRegularFile(ProgressFilePath(inv, *manifest));
+  if (!text.has_value()) return nullptr;
+  const json doc = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  // Anyone who can write beside the keystore can write this file: only
+  // the fields the console shows are kept, each of the type it expects.
+  if (!doc.is_object() || !doc.contains("pid") || !doc["pid"].is_number_integer()) return nullptr;
+  json out{{"pid", doc["pid"].get<int64_t>()}};
+  for (const char* number : {"keys_per_second", "eta_seconds"}) {
+    out[number] = doc.contains(number) && doc[number].is_number() ? doc[number] : json(nullptr);
+  }
+  json units = json::object();
+  if (doc.contains("keys_per_unit") && doc["keys_per_unit"].is_object()) {
+    for (const auto& [name, keys] : doc["keys_per_unit"].items()) {
+      if (units.size() >= kMaxPublishedUnits) break;
+      if (name.size() <= 64 && keys.is_number_integer()) units[name] = keys.get<int64_t>();
+    }
+  }
+  out["keys_per_unit"] = std::move(units);
+  return out;
 }
 
 void ProgressPrinter::Finish() {

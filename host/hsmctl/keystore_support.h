@@ -84,9 +84,12 @@ class ProgressPrinter {
 std::string ProgressFilePath(const Invocation& inv, const host::FleetManifest& manifest);
 
 // ReadPublishedProgress returns the fleet's published rotation progress
-// (ProgressPrinter::PublishTo), or null when there is none or it does not
-// parse. The file outlives its rotation: check its pid against the
-// rotation lock's holder.
+// (ProgressPrinter::PublishTo), or null when there is none, it is not a
+// regular file of at most 64 KiB, or it does not parse with an integer
+// "pid". Only "pid" (integer), "keys_per_second" and "eta_seconds" (numbers
+// or null) and "keys_per_unit" (at most 64 names of up to 64 bytes, integer
+// counts) are returned: the file is not trusted. It outlives its rotation:
+// check its pid against the rotation lock's holder.
 json ReadPublishedProgress(const Invocation& inv);
 
 std::string Base64Encode(std::string_view bytes);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "common/check.h"
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -19,17 +20,24 @@ absl::Status Malformed(std::string_view what) {
 
 }  // namespace
 
+void WriteBlobHeader(uint8_t algorithm, uint32_t attributes, const BlobWkid& wkid,
+                     std::string_view key_id, absl::Span<uint8_t> out) {
+  HSMSIM_CHECK(out.size() == BlobHeaderSize(key_id));
+  uint8_t* p = out.data();
+  *p++ = kBlobFormatVersion;
+  *p++ = algorithm;
+  for (int shift = 24; shift >= 0; shift -= 8) *p++ = static_cast<uint8_t>(attributes >> shift);
+  p = std::copy(wkid.begin(), wkid.end(), p);
+  *p++ = static_cast<uint8_t>(key_id.size() >> 8);
+  *p++ = static_cast<uint8_t>(key_id.size() & 0xff);
+  std::copy(key_id.begin(), key_id.end(), p);
+}
+
 std::string BuildBlobHeader(uint8_t algorithm, uint32_t attributes, const BlobWkid& wkid,
                             std::string_view key_id) {
-  std::string h;
-  h.reserve(kFixedHeaderSize + key_id.size());
-  h.push_back(static_cast<char>(kBlobFormatVersion));
-  h.push_back(static_cast<char>(algorithm));
-  for (int shift = 24; shift >= 0; shift -= 8) h.push_back(static_cast<char>(attributes >> shift));
-  h.append(reinterpret_cast<const char*>(wkid.data()), wkid.size());
-  h.push_back(static_cast<char>(key_id.size() >> 8));
-  h.push_back(static_cast<char>(key_id.size() & 0xff));
-  h.append(key_id);
+  std::string h(BlobHeaderSize(key_id), '\0');
+  WriteBlobHeader(algorithm, attributes, wkid, key_id,
+                  absl::MakeSpan(reinterpret_cast<uint8_t*>(h.data()), h.size()));
   return h;
 }
 

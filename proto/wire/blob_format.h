@@ -64,6 +64,17 @@ struct ParsedBlob {
 // UNSUPPORTED_BLOB_VERSION for another format version.
 absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob);
 
+// BlobHeaderSize returns the size of the header of a blob for `key_id`.
+inline size_t BlobHeaderSize(std::string_view key_id) {
+  return kBlobWkidOffset + kBlobWkidSize + 2 + key_id.size();
+}
+
+// WriteBlobHeader writes the header for the given fields into `out`, which
+// must be exactly BlobHeaderSize(key_id) bytes. REQUIRES: 1 <= key_id.size()
+// <= kMaxKeyIdSize (the caller checks).
+void WriteBlobHeader(uint8_t algorithm, uint32_t attributes, const BlobWkid& wkid,
+                     std::string_view key_id, absl::Span<uint8_t> out);
+
 // BuildBlobHeader returns the header bytes for the given fields. REQUIRES:
 // 1 <= key_id.size() <= kMaxKeyIdSize (the caller checks).
 std::string BuildBlobHeader(uint8_t algorithm, uint32_t attributes, const BlobWkid& wkid,

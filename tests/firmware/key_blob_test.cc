@@ -296,5 +296,67 @@ TEST_F(KeyBlobTest, OversizedBatchRefused) {
   EXPECT_EQ(Call(r).status().reason(), "BATCH_TOO_LARGE");
 }
 
+// An entropy source that fails after `good` calls.
+class FailingEntropy final : public crypto::Entropy {
+ public:
+  explicit FailingEntropy(int good) : good_(good) {}
+  absl::Status Generate(absl::Span<uint8_t> out) override {
+    if (good_-- <= 0) return absl::InternalError("no entropy");
+    for (uint8_t& b : out) b = static_cast<uint8_t>(++counter_);
+    return absl::OkStatus();
+  }
+
+ private:
+  int good_;
+  uint8_t counter_ = 0;
+};
+
+TEST(BlobSealerTest, EveryKeyOfABatchOpensAndNoTwoAreAlike) {
+  crypto::SeededEntropy entropy(41);
+  SecretBytes master(32, 0x5a);
+  auto kek = BlobKek::Create(master);
+  ASSERT_TRUE(kek.ok()) << kek.status();
+  auto sealer = BlobSealer::Create(**kek, entropy, 300);
+  ASSERT_TRUE(sealer.ok()) << sealer.status();
+  std::set<std::string> keys;
+  std::set<std::string> ivs;
+  for (int i = 0; i < 600; ++i) {  // more than two draws of 256
+    const std::string key_id = "key-" + std::to_string(i);
+    std::string blob(BlobSealer::SealedSize(key_id), '\0');
+    ASSERT_TRUE(
+        sealer
+            ->SealNewKeyInto(key_id, 7,
+                             absl::MakeSpan(reinterpret_cast<uint8_t*>(blob.data()), blob.size()))
+            .ok());
+    auto parsed = ParseBlob(AsBytes(blob));
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(parsed->key_id, key_id);
+    EXPECT_EQ(parsed->attributes, 7u);
+    auto key = (*kek)->Open(*parsed);
+    ASSERT_TRUE(key.ok()) << key.status();
+    keys.insert(std::string(key->begin(), key->end()));
+    ivs.insert(crypto::AsString(parsed->iv));
+  }
+  EXPECT_EQ(keys.size(), 600u);
+  EXPECT_EQ(ivs.size(), 600u);
+}
+
+TEST(BlobSealerTest, WrongSizesAndFailedEntropyLeaveNoKeyBehind) {
+  SecretBytes master(32, 0x33);
+  auto kek = BlobKek::Create(master);
+  ASSERT_TRUE(kek.ok());
+  FailingEntropy entropy(0);
+  auto sealer = BlobSealer::Create(**kek, entropy, 1);
+  ASSERT_TRUE(sealer.ok());
+  std::string blob(BlobSealer::SealedSize("k") + 1, 'x');
+  auto span = absl::MakeSpan(reinterpret_cast<uint8_t*>(blob.data()), blob.size());
+  EXPECT_EQ(ReasonOf(sealer->SealNewKeyInto("k", 0, span)), "BAD_BUFFER_SIZE");
+  EXPECT_EQ(ReasonOf(sealer->SealNewKeyInto("", 0, span.first(BlobSealer::SealedSize("")))),
+            "BAD_KEY_ID");
+  absl::Status failed = sealer->SealNewKeyInto("k", 0, span.first(BlobSealer::SealedSize("k")));
+  EXPECT_FALSE(failed.ok());
+  EXPECT_EQ(blob, std::string(blob.size(), 'x'));  // nothing written
+}
+
 }  // namespace
 }  // namespace hsmsim::firmware

@@ -7,6 +7,7 @@ usage: console_actions_test.py --hsmctl PATH --unit PATH"""
 
 import argparse
 import json
+import subprocess
 import os
 import signal
 import sys
@@ -183,6 +184,76 @@ class ConsoleActionsTest(unittest.TestCase):
         for regs in registers(self.fleet).values():
             self.assertEqual(regs["current"]["verification_pattern"], expected)
         self.fleet.run("keys", "verify")
+
+
+class ForgedProgressFileTest(unittest.TestCase):
+    """The progress file beside the keystore is not trusted: a damaged,
+    forged, oversized or FIFO one neither stops nor hangs the console."""
+
+    def test_console_survives_what_is_put_at_the_progress_file(self):
+        fleet = Fleet(ARGS.hsmctl, ARGS.unit, units=1, fault_injection=True)
+        console = None
+        rotate = None
+        try:
+            admin = fleet.ceremony()
+            fleet.run("mk", "setimm", "--sign", admin)
+            fleet.run("keys", "create", "--count", "3000")
+            parts = [fleet.path(f"next{i}.kp") for i in (1, 2)]
+            for part in parts:
+                fleet.run("keypart", "generate", "--out", part, fleet=False)
+            fleet.run("mk", "load", "--parts", ",".join(parts), "--sign", admin)
+            fleet.run("mk", "commit", "--parts", ",".join(parts), "--yes", "--sign", admin)
+            console = Console(fleet, "--poll-ms", "200")
+            # A rotation that holds the lock and stalls on its unit: the
+            # console reads the progress file on every poll meanwhile.
+            fleet.run("fault", "inject", "unit1", "reencrypt-after-blobs", "hang", "1000")
+            rotate = subprocess.Popen(
+                [fleet.hsmctl, "mk", "rotate", "--batch-size", "500", "--timeout-ms", "60000",
+                 "--sign", admin, "--fleet", fleet.dir],
+                env=fleet.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+            progress = os.path.join(fleet.dir, "keystore.db.progress.json")
+
+            def locked():
+                snap = console.get_json("/api/snapshot")
+                holder = (snap.get("rotation") or {}).get("lock_holder")
+                return isinstance(holder, dict) and holder.get("pid") == rotate.pid
+            deadline = time.monotonic() + 60
+            while not locked():
+                self.assertLess(time.monotonic(), deadline, "the rotation never took the lock")
+                time.sleep(0.2)
+
+            forged = [
+                '{"pid": "%d", "keys_per_unit": {"unit1": 5}}' % rotate.pid,
+                '{"pid": %d, "keys_per_unit": {"unit1": "many"}, "keys_per_second": "x"}'
+                % rotate.pid,
+                '{"pid": %d, "keys_per_unit": [1, 2]}' % rotate.pid,
+                "not json at all \xff",
+                '{"pid": %d, "pad": "%s"}' % (rotate.pid, "x" * (200 * 1024)),
+            ]
+            for text in forged + ["FIFO"]:
+                if os.path.lexists(progress):
+                    os.remove(progress)
+                if text == "FIFO":
+                    os.mkfifo(progress)
+                else:
+                    with open(progress, "w", encoding="utf-8", errors="surrogateescape") as f:
+                        f.write(text)
+                time.sleep(0.6)  # three polls
+                snap = console.get_json("/api/snapshot")
+                self.assertIsNone(console.proc.poll(), f"the console died on {text[:40]!r}")
+                p = snap.get("rotation_progress") or {}
+                units = p.get("keys_per_unit") or {}
+                self.assertTrue(all(isinstance(v, int) for v in units.values()), p)
+                if p.get("published"):
+                    self.assertIsInstance(p.get("keys_per_second"), (int, float, type(None)), p)
+        finally:
+            if rotate is not None:
+                rotate.kill()
+                rotate.wait()
+            if console is not None:
+                console.close()
+            fleet.close()
 
 
 class OneActionAtATimeTest(unittest.TestCase):

@@ -94,6 +94,32 @@ TEST(BuildActionCommandTest, BadRequestsAreRefusedAndPasswordsWiped) {
   EXPECT_EQ(BuildActionCommand("zeroize", unknown).status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(BuildActionCommandTest, CardUrisNamingAPinOrAModuleAreRefusedWithoutQuotingThem) {
+  for (const char* uri : {
+           "pkcs11:token=a;object=b;pin-value=123456",
+           "pkcs11:token=a;object=b?pin-value=123456",
+           "pkcs11:token=a;object=b?PIN-VALUE=123456",
+           "pkcs11:token=a;object=b?pin%2Dvalue=123456",
+           "pkcs11:token=a;object=b?pin-source=/run/alice.pin",
+           "pkcs11:token=a;object=b?module-path=/tmp/evil.so",
+           "pkcs11:token=a;object=b?module-name=evil",
+       }) {
+    for (const bool with_pin : {false, true}) {
+      json body{{"signers", {{{"file", uri}}}}};
+      if (with_pin) body["signers"][0]["password"] = "9999";
+      auto command = BuildActionCommand("mk-setimm", body);
+      EXPECT_EQ(command.status().code(), absl::StatusCode::kInvalidArgument) << uri;
+      const std::string message(command.status().message());
+      EXPECT_EQ(message.find("123456"), std::string::npos) << message;
+      EXPECT_EQ(message.find("evil"), std::string::npos) << message;
+      EXPECT_NE(message.find("type the PIN into the page"), std::string::npos) << message;
+      if (with_pin) {
+        EXPECT_EQ(body["signers"][0]["password"], "") << uri;
+      }
+    }
+  }
+}
+
 // An ActionRunner whose program is /bin/sh: `args` are a script.
 json RunToEnd(ActionRunner& runner, ActionCommand command) {
   auto id = runner.Start(std::move(command));
