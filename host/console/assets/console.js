@@ -323,10 +323,25 @@
 
   function renderAudit(audit) {
     if (!audit || audit.ok === false) return fill('view-audit', errorBox(audit));
+    const registers = (r) => r ? ['new', 'current', 'old'].map((k) =>
+      k.toUpperCase() + ' ' + ((r[k] && r[k].state) || '-') + ' ' + shortVp(r[k] && r[k].vp)).join(', ') : '-';
+    const rows = (audit.last_events || []).map((e) => el('tr', { 'data-seq': e.seq },
+      el('td', { class: 'col-seq' }, e.seq),
+      el('td', { class: 'col-time mono' }, e.time),
+      el('td', { class: 'col-unit' }, e.unit),
+      el('td', { class: 'col-command' }, e.command),
+      el('td', { class: 'col-outcome' + (e.ok ? '' : ' bad') },
+        e.ok ? 'ok' : (e.reason || 'FAILED') + ': ' + (e.message || '')),
+      el('td', { class: 'col-signers' },
+        (e.signers || []).map((s) => s.name).join(', ') || '-'),
+      el('td', { class: 'col-before mono' }, registers(e.before)),
+      el('td', { class: 'col-after mono' }, e.ok ? registers(e.after) : '-')));
     fill('view-audit', definitions('audit-facts', [
       ['Events', audit.events],
       ['Head of the hash chain', audit.head, 'mono'],
-    ]));
+    ]), el('h3', {}, 'Last ' + rows.length + ' event(s), newest first'),
+    table(['#', 'Time (UTC)', 'Unit', 'Command', 'Outcome', 'Signed by', 'Registers before',
+      'Registers after'], rows, 'audit-events'));
   }
 
   // ---- signed actions (Master keys and Recovery tabs) ----------------------
