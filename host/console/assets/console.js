@@ -197,7 +197,10 @@
   }
 
   function renderRotation(rot, progress) {
-    if (!rot || rot.ok === false) return fill('view-rotation', errorBox(rot));
+    if (!rot || rot.ok === false) {
+      document.getElementById('rotation-form').hidden = true;
+      return fill('view-rotation', errorBox(rot));
+    }
     const live = progress && progress.phase && progress.phase !== 'NONE' &&
       rot.journal_phase === progress.phase ? progress : null;
     const holder = rot.lock_holder;
@@ -238,6 +241,10 @@
       nodes.push(el('p', {}, bar));
     }
     fill('view-rotation', ...nodes);
+    // Abort (mk rotate --abort) only while a rotation is open; the command
+    // itself refuses one a unit has promoted (ROTATION_PROMOTED).
+    document.getElementById('rotation-form').hidden =
+      !rot.journal_phase || rot.journal_phase === 'NONE';
   }
 
   function renderRecovery(rec) {
@@ -387,7 +394,8 @@
 
   async function startAction(prefix, button) {
     const action = button.dataset.action;
-    const body = { signers: collectRows(prefix + '-signers') };
+    // mk rotate --abort needs no signature: nothing but the request.
+    const body = action === 'mk-abort' ? {} : { signers: collectRows(prefix + '-signers') };
     if (['mk-load', 'mk-commit', 'recover-apply'].includes(action)) {
       const parts = collectRows(prefix + '-parts');
       if (parts.length) body.parts = parts;
@@ -423,6 +431,8 @@
       button.addEventListener('click', () => startAction(prefix, button));
     }
   }
+  document.getElementById('act-mk-abort').addEventListener('click', (event) =>
+    startAction('rotation', event.currentTarget));
   for (const button of document.querySelectorAll('.add-row')) {
     button.addEventListener('click', () =>
       document.getElementById(button.dataset.rows).append(fileRow(button.dataset.kind)));
@@ -437,7 +447,7 @@
   }
 
   function renderAction(state) {
-    for (const prefix of ['mk', 'recovery']) {
+    for (const prefix of ['mk', 'recovery', 'rotation']) {
       const box = document.getElementById(prefix + '-action-status');
       if (!state || !state.id) {
         box.className = 'action-status';
