@@ -86,10 +86,17 @@
   }
 
   // selectButton does what hsmctl unit add NAME (`select`) or unit rm NAME
-  // does; the page shows the result when the next snapshot arrives.
+  // does; the page shows the result when the next snapshot arrives. The
+  // vendor console calls taking a unit out "Remove crypto units"; hsmctl
+  // has no command that deletes a unit from fleet.json, so Remove is
+  // unit rm: out of the selection, still running, still in fleet.json.
   function selectButton(unit, select) {
-    const button = el('button', { class: 'select-unit', 'data-unit': unit },
-      select ? 'Select' : 'Deselect');
+    const button = el('button', {
+      class: 'select-unit', 'data-unit': unit,
+      title: select ? 'Put ' + unit + ' back in the selection (hsmctl unit add ' + unit + ')'
+        : 'Take ' + unit + ' out of the selection (hsmctl unit rm ' + unit + '): it keeps ' +
+          'running and stays in fleet.json; commands no longer reach it',
+    }, select ? 'Select' : 'Remove crypto unit');
     button.type = 'button';
     button.addEventListener('click', () => postAction('/api/units/select',
       { units: [unit], selected: select },
