@@ -146,7 +146,7 @@ void AuditLog::OnCommand(const std::string& unit, const v1::GetInfoResponse& bef
   if (!head_ok) fail("cannot write the audit head");
 }
 
-absl::StatusOr<AuditSummary> VerifyAuditLog(const std::string& fleet_dir) {
+absl::StatusOr<AuditSummary> VerifyAuditLog(const std::string& fleet_dir, size_t keep_last) {
   const std::string path = StrCat(fleet_dir, "/", kAuditLogFile);
   auto text = ReadFileBytes(path);
   if (!text.ok()) {
@@ -182,6 +182,10 @@ absl::StatusOr<AuditSummary> VerifyAuditLog(const std::string& fleet_dir) {
       return Tampered(line_number, "its content does not match its hash (the line was edited)");
     }
     prev = line["hash"].get<std::string>();
+    if (keep_last > 0) {
+      if (summary.last_lines.size() == keep_last) summary.last_lines.pop_front();
+      summary.last_lines.emplace_back(raw);
+    }
   }
   summary.events = line_number;
   summary.head_hash = prev;

@@ -19,6 +19,7 @@
 #ifndef HSMSIM_HOST_AUDIT_LOG_H_
 #define HSMSIM_HOST_AUDIT_LOG_H_
 
+#include <deque>
 #include <mutex>
 #include <string>
 
@@ -50,14 +51,19 @@ class AuditLog : public CommandObserver {
 struct AuditSummary {
   int64_t events = 0;
   std::string head_hash;  // hex of the last line's hash
+  // The last events (at most the `keep_last` asked for), oldest first, each
+  // the line's JSON text as stored (the fields listed at the top of this
+  // file: no key material, PIN or password).
+  std::deque<std::string> last_lines;
 };
 
-// VerifyAuditLog checks FLEET/audit.jsonl against its chain and head.
+// VerifyAuditLog checks FLEET/audit.jsonl against its chain and head, and
+// keeps the text of its last `keep_last` lines (0: none) in `last_lines`.
 // Returns DATA_LOSS (AUDIT_LOG_TAMPERED) naming the first bad line and why
 // (not JSON, sequence gap or reorder, prev not the previous hash, hash not
 // the content's, head not the last line), NOT_FOUND (NO_AUDIT_LOG) when there
 // is none.
-absl::StatusOr<AuditSummary> VerifyAuditLog(const std::string& fleet_dir);
+absl::StatusOr<AuditSummary> VerifyAuditLog(const std::string& fleet_dir, size_t keep_last = 0);
 
 }  // namespace hsmsim::host
 

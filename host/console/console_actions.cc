@@ -145,6 +145,7 @@ absl::StatusOr<std::vector<std::string>> CommandWords(std::string_view action, c
   if (action == "mk-load") return std::vector<std::string>{"mk", "load"};
   if (action == "mk-commit") return std::vector<std::string>{"mk", "commit"};
   if (action == "mk-rotate") return std::vector<std::string>{"mk", "rotate"};
+  if (action == "mk-abort") return std::vector<std::string>{"mk", "rotate", "--abort"};
   if (action == "mk-setimm") return std::vector<std::string>{"mk", "setimm"};
   if (action == "recover-apply") return std::vector<std::string>{"recover", "--apply"};
   if (action == "mk-clear") {
@@ -160,7 +161,8 @@ absl::StatusOr<std::vector<std::string>> CommandWords(std::string_view action, c
 // CheckMembers refuses a body member the action does not take.
 absl::Status CheckMembers(std::string_view action, const json& body) {
   for (const auto& [key, value] : body.items()) {
-    const bool ok = key == "signers" ||
+    // mk rotate --abort needs no signature: no password is taken for it.
+    const bool ok = (key == "signers" && action != "mk-abort") ||
                     (key == "parts" &&
                      (action == "mk-load" || action == "mk-commit" || action == "recover-apply")) ||
                     (key == "total" && action == "mk-load") ||
@@ -188,7 +190,7 @@ absl::StatusOr<ActionCommand> Build(std::string_view action, json& body) {
   HSMSIM_ASSIGN_OR_RETURN(std::vector<std::string> words, CommandWords(action, body));
   HSMSIM_RETURN_IF_ERROR(CheckMembers(action, body));
   ActionCommand command;
-  command.name = words[0] + " " + words[1];
+  command.name = words[0] + " " + words[1] + (action == "mk-abort" ? " --abort" : "");
   command.args = words;
   std::vector<std::string> signers, parts;
   HSMSIM_RETURN_IF_ERROR(TakeFiles(body, "signers", kMaxSigners, command, signers));

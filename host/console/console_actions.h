@@ -32,7 +32,7 @@ namespace hsmsim::console {
 // ActionCommand is one hsmctl command line to run: `args` after the
 // program name (without the fleet options, which ActionRunner adds), and
 // the secrets the child reads from file descriptor 3 + i (`secrets[i]`).
-// `name` is the command ("mk rotate"), `display` the command line shown in
+// `name` is the command ("mk rotate", "mk rotate --abort"), `display` the command line shown in
 // the page and the log (`args` without the --password-file pairs).
 struct ActionCommand {
   std::string name;
@@ -42,8 +42,8 @@ struct ActionCommand {
 };
 
 // kConsoleActionNames are the actions POST /api/actions/NAME takes.
-inline constexpr const char* kConsoleActionNames[] = {"mk-load",   "mk-commit", "mk-rotate",
-                                                      "mk-setimm", "mk-clear",  "recover-apply"};
+inline constexpr const char* kConsoleActionNames[] = {
+    "mk-load", "mk-commit", "mk-rotate", "mk-abort", "mk-setimm", "mk-clear", "recover-apply"};
 
 // BuildActionCommand turns the page's request for `action` (one of
 // kConsoleActionNames) into its hsmctl command. `body` is the request's
@@ -59,6 +59,7 @@ inline constexpr const char* kConsoleActionNames[] = {"mk-load",   "mk-commit", 
 //   "total": N (mk-load, optional: a load in parts, 2..20);
 //   "vp": 64 hex digits (mk-commit: the VP the custodians quote);
 //   "register": "new" | "current" | "old" (mk-clear).
+// mk-abort (`mk rotate --abort`, which needs no signature) takes no member.
 // The passwords are moved out of `body` into the command's secrets and
 // wiped in `body`. Errors: INVALID_ARGUMENT with a message naming what is
 // wrong (an unknown action or member, a path that is empty, starts with

@@ -13,7 +13,7 @@ namespace hsmsim::hsmctl {
 // audit log of `fleet_dir` (once per process; later calls do nothing).
 void InstallAuditLog(const std::string& fleet_dir);
 
-// AddAuditCommands registers `hsmctl audit verify`.
+// AddAuditCommands registers `hsmctl audit verify` and `audit show`.
 void AddAuditCommands(CLI::App& app, Invocation& inv);
 
 }  // namespace hsmsim::hsmctl

@@ -39,6 +39,10 @@ json ViewOf(absl::StatusOr<json> report) {
 // progress changes twice a second).
 constexpr std::chrono::seconds kRecoveryMaxAge{10};
 
+// The Keys and audit tab lists this many of the audit log's last events
+// (`hsmctl audit show --last 50`).
+constexpr int kAuditEventsShown = 50;
+
 // RotationProgress follows the journal's keys done across readings (any
 // process's rotation: the journal is in the keystore) and derives what
 // the journal does not hold: keys/s over the last samples, the ETA, and
@@ -149,7 +153,7 @@ class FleetViews {
     json views{{"units", ViewOf(FleetStatusReport(inv_))},
                {"master_keys", ViewOf(UnitStatusReport(inv_))},
                {"rotation", ViewOf(RotationStatusReport(inv_))},
-               {"audit", ViewOf(AuditVerifyReport(inv_))}};
+               {"audit", ViewOf(AuditShowReport(inv_, kAuditEventsShown))}};
     json depends_on{views["units"], views["master_keys"]};
     for (const char* field :
          {"ok", "journal_phase", "lock_holder", "last_error", "source_vp", "target_vp", "error"}) {

@@ -51,6 +51,13 @@ absl::StatusOr<json> RecoverLookReport(Invocation& inv);
 // VerifyAuditLog's (NO_AUDIT_LOG, AUDIT_LOG_TAMPERED, ...).
 absl::StatusOr<json> AuditVerifyReport(const Invocation& inv);
 
+// AuditShowReport is `hsmctl audit show --last N --json`: what
+// AuditVerifyReport returns, and "last_events": the last `last` (1..1000)
+// events of the verified log, newest first, each the log's line as stored
+// (host/audit_log.h: no key material, PIN or password). Errors:
+// VerifyAuditLog's.
+absl::StatusOr<json> AuditShowReport(const Invocation& inv, int last);
+
 }  // namespace hsmsim::hsmctl
 
 #endif  // HSMSIM_HOST_HSMCTL_JSON_REPORTS_H_

@@ -64,6 +64,21 @@ class AuditLogTest : public ::testing::Test {
   AdminKey admin_;
 };
 
+TEST_F(AuditLogTest, KeepsTheLastLinesOfAVerifiedLogOldestFirst) {
+  auto none = VerifyAuditLog(dir_);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->last_lines.empty());
+  auto two = VerifyAuditLog(dir_, 2);
+  ASSERT_TRUE(two.ok()) << two.status();
+  const auto lines = Lines();
+  ASSERT_EQ(two->last_lines.size(), 2u);
+  EXPECT_EQ(two->last_lines[0], lines[2]);
+  EXPECT_EQ(two->last_lines[1], lines[3]);
+  auto all = VerifyAuditLog(dir_, 50);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(std::vector<std::string>(all->last_lines.begin(), all->last_lines.end()), lines);
+}
+
 TEST_F(AuditLogTest, IntactLogVerifiesAndNamesSignersAndResults) {
   auto summary = VerifyAuditLog(dir_);
   ASSERT_TRUE(summary.ok()) << summary.status();

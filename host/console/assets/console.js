@@ -86,10 +86,17 @@
   }
 
   // selectButton does what hsmctl unit add NAME (`select`) or unit rm NAME
-  // does; the page shows the result when the next snapshot arrives.
+  // does; the page shows the result when the next snapshot arrives. The
+  // vendor console calls taking a unit out "Remove crypto units"; hsmctl
+  // has no command that deletes a unit from fleet.json, so Remove is
+  // unit rm: out of the selection, still running, still in fleet.json.
   function selectButton(unit, select) {
-    const button = el('button', { class: 'select-unit', 'data-unit': unit },
-      select ? 'Select' : 'Deselect');
+    const button = el('button', {
+      class: 'select-unit', 'data-unit': unit,
+      title: select ? 'Put ' + unit + ' back in the selection (hsmctl unit add ' + unit + ')'
+        : 'Take ' + unit + ' out of the selection (hsmctl unit rm ' + unit + '): it keeps ' +
+          'running and stays in fleet.json; commands no longer reach it',
+    }, select ? 'Select' : 'Remove crypto unit');
     button.type = 'button';
     button.addEventListener('click', () => postAction('/api/units/select',
       { units: [unit], selected: select },
@@ -197,7 +204,10 @@
   }
 
   function renderRotation(rot, progress) {
-    if (!rot || rot.ok === false) return fill('view-rotation', errorBox(rot));
+    if (!rot || rot.ok === false) {
+      document.getElementById('rotation-form').hidden = true;
+      return fill('view-rotation', errorBox(rot));
+    }
     const live = progress && progress.phase && progress.phase !== 'NONE' &&
       rot.journal_phase === progress.phase ? progress : null;
     const holder = rot.lock_holder;
@@ -238,6 +248,10 @@
       nodes.push(el('p', {}, bar));
     }
     fill('view-rotation', ...nodes);
+    // Abort (mk rotate --abort) only while a rotation is open; the command
+    // itself refuses one a unit has promoted (ROTATION_PROMOTED).
+    document.getElementById('rotation-form').hidden =
+      !rot.journal_phase || rot.journal_phase === 'NONE';
   }
 
   function renderRecovery(rec) {
@@ -323,10 +337,25 @@
 
   function renderAudit(audit) {
     if (!audit || audit.ok === false) return fill('view-audit', errorBox(audit));
+    const registers = (r) => r ? ['new', 'current', 'old'].map((k) =>
+      k.toUpperCase() + ' ' + ((r[k] && r[k].state) || '-') + ' ' + shortVp(r[k] && r[k].vp)).join(', ') : '-';
+    const rows = (audit.last_events || []).map((e) => el('tr', { 'data-seq': e.seq },
+      el('td', { class: 'col-seq' }, e.seq),
+      el('td', { class: 'col-time mono' }, e.time),
+      el('td', { class: 'col-unit' }, e.unit),
+      el('td', { class: 'col-command' }, e.command),
+      el('td', { class: 'col-outcome' + (e.ok ? '' : ' bad') },
+        e.ok ? 'ok' : (e.reason || 'FAILED') + ': ' + (e.message || '')),
+      el('td', { class: 'col-signers' },
+        (e.signers || []).map((s) => s.name).join(', ') || '-'),
+      el('td', { class: 'col-before mono' }, registers(e.before)),
+      el('td', { class: 'col-after mono' }, e.ok ? registers(e.after) : '-')));
     fill('view-audit', definitions('audit-facts', [
       ['Events', audit.events],
       ['Head of the hash chain', audit.head, 'mono'],
-    ]));
+    ]), el('h3', {}, 'Last ' + rows.length + ' event(s), newest first'),
+    table(['#', 'Time (UTC)', 'Unit', 'Command', 'Outcome', 'Signed by', 'Registers before',
+      'Registers after'], rows, 'audit-events'));
   }
 
   // ---- signed actions (Master keys and Recovery tabs) ----------------------
@@ -372,7 +401,8 @@
 
   async function startAction(prefix, button) {
     const action = button.dataset.action;
-    const body = { signers: collectRows(prefix + '-signers') };
+    // mk rotate --abort needs no signature: nothing but the request.
+    const body = action === 'mk-abort' ? {} : { signers: collectRows(prefix + '-signers') };
     if (['mk-load', 'mk-commit', 'recover-apply'].includes(action)) {
       const parts = collectRows(prefix + '-parts');
       if (parts.length) body.parts = parts;
@@ -408,6 +438,8 @@
       button.addEventListener('click', () => startAction(prefix, button));
     }
   }
+  document.getElementById('act-mk-abort').addEventListener('click', (event) =>
+    startAction('rotation', event.currentTarget));
   for (const button of document.querySelectorAll('.add-row')) {
     button.addEventListener('click', () =>
       document.getElementById(button.dataset.rows).append(fileRow(button.dataset.kind)));
@@ -422,7 +454,7 @@
   }
 
   function renderAction(state) {
-    for (const prefix of ['mk', 'recovery']) {
+    for (const prefix of ['mk', 'recovery', 'rotation']) {
       const box = document.getElementById(prefix + '-action-status');
       if (!state || !state.id) {
         box.className = 'action-status';

@@ -10,6 +10,7 @@ import json
 import subprocess
 import os
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -145,10 +146,12 @@ class ConsoleActionsTest(unittest.TestCase):
             self.assertEqual(regs["new"]["state"], "FULL_COMMITTED")
             self.assertEqual(regs["new"]["verification_pattern"], expected)
 
+        self.fleet.run("keys", "create", "--count", "5000")
+        self.abort_story(expected)
+
         # A rotation run by another hsmctl, stalled while units leave a batch
         # unanswered: the console follows its progress from the
         # journal (keys done, keys/s, the samples of the chart).
-        self.fleet.run("keys", "create", "--count", "5000")
         events = EventStream(self.console)
         try:
             for unit in ("unit1", "unit2"):
@@ -184,6 +187,61 @@ class ConsoleActionsTest(unittest.TestCase):
         for regs in registers(self.fleet).values():
             self.assertEqual(regs["current"]["verification_pattern"], expected)
         self.fleet.run("keys", "verify")
+
+
+    def abort_story(self, target_vp):
+        """Abort (mk rotate --abort): refused with no rotation open; refused
+        while a stalled rotation holds the lock; then, the rotating hsmctl
+        killed, it abandons the rotation: every key stays under CURRENT."""
+        state = self.console.action("mk-abort", {})
+        self.assertEqual(state["action"], "mk rotate --abort")
+        self.assertEqual(state["outcome"], "refused", state)
+        self.assertEqual(state["result"]["error"]["reason"], "NO_ROTATION_IN_PROGRESS", state)
+        before = registers(self.fleet)
+
+        # Each unit leaves one batch unanswered, and this hsmctl waits for
+        # it (a long timeout): the rotation stalls at REENCRYPTING.
+        for unit in ("unit1", "unit2"):
+            self.fleet.run("fault", "inject", unit, "reencrypt-after-blobs", "hang", "1000")
+        rotating = subprocess.Popen(
+            [self.fleet.hsmctl, "mk", "rotate", "--batch-size", "500", "--timeout-ms", "600000",
+             "--sign", self.admin, "--fleet", self.fleet.dir],
+            env=self.fleet.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                rot = self.console.get_json("/api/rotation")
+                if rot.get("journal_phase") == "REENCRYPTING" and rot.get("lock_holder"):
+                    break
+                self.assertLess(time.monotonic(), deadline, rot)
+                self.assertIsNone(rotating.poll(), "the rotation ended instead of stalling")
+                time.sleep(0.2)
+            state = self.console.action("mk-abort", {})
+            self.assertEqual(state["outcome"], "refused", state)
+            self.assertEqual(state["result"]["error"]["reason"], "ROTATION_LOCKED", state)
+        finally:
+            rotating.kill()
+            rotating.wait(timeout=60)
+        # The hung units are killed and started again (the fault is gone).
+        for unit in self.fleet.json("fleet", "status")["units"]:
+            os.kill(unit["pid"], signal.SIGKILL)
+            wait_gone(unit["pid"])
+            self.fleet.run("fleet", "restart", unit["unit"], "--allow-fault-injection")
+        self.assertEqual(self.console.get_json("/api/rotation")["journal_phase"], "REENCRYPTING")
+
+        state = self.console.action("mk-abort", {})
+        self.assertEqual(state["outcome"], "ok", state)
+        self.assertEqual(state["result"]["target_verification_pattern"], target_vp, state)
+        self.assertEqual(state["result"]["phase_abandoned"], "REENCRYPTING", state)
+        self.assertEqual(self.fleet.json("mk", "rotate", "--status")["journal_phase"], "NONE")
+        self.assertEqual(registers(self.fleet), before, "no register changed")
+        self.fleet.run("keys", "verify")
+        # The page's Abort is there only while a rotation is open.
+        deadline = time.monotonic() + 60
+        while self.console.get_json("/api/rotation")["journal_phase"] != "NONE":
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.2)
 
 
 class ForgedProgressFileTest(unittest.TestCase):
@@ -286,6 +344,8 @@ class OneActionAtATimeTest(unittest.TestCase):
                                                 dict(signers, register="new"))
         self.assertEqual(status, 409, second)
         self.assertIn("another action is running: hsmctl mk setimm", second["message"])
+        status, third = self.console.post_json("/api/actions/mk-abort", {})
+        self.assertEqual(status, 409, third)
         state = self.console.get_json("/api/action")
         self.assertEqual(state["id"], first["id"], "the second action was not started")
         self.assertTrue(state["running"])

@@ -55,6 +55,12 @@ TEST(BuildActionCommandTest, EachActionIsItsCommand) {
   EXPECT_EQ(Args("mk-clear", json{{"register", "current"}}),
             (std::vector<std::string>{"mk", "clrcur"}));
   EXPECT_EQ(Args("mk-rotate", json::object()), (std::vector<std::string>{"mk", "rotate"}));
+  json abort = json::object();
+  auto abort_command = BuildActionCommand("mk-abort", abort);
+  ASSERT_TRUE(abort_command.ok()) << abort_command.status();
+  EXPECT_EQ(abort_command->name, "mk rotate --abort");
+  EXPECT_EQ(abort_command->args, (std::vector<std::string>{"mk", "rotate", "--abort"}));
+  EXPECT_TRUE(abort_command->secrets.empty());
   EXPECT_EQ(Args("recover-apply", json::object()),
             (std::vector<std::string>{"recover", "--apply"}));
   const std::string vp(64, 'a');
@@ -90,6 +96,10 @@ TEST(BuildActionCommandTest, BadRequestsAreRefusedAndPasswordsWiped) {
   EXPECT_FALSE(BuildActionCommand("mk-commit", short_vp).ok());
   json no_parts = json::object();
   EXPECT_FALSE(BuildActionCommand("mk-load", no_parts).ok());
+  // mk rotate --abort needs no signature: a password is not even taken.
+  json abort_signed = json::parse(R"({"signers": [{"file": "a.key", "password": "pw"}]})");
+  EXPECT_EQ(BuildActionCommand("mk-abort", abort_signed).status().code(),
+            absl::StatusCode::kInvalidArgument);
   json unknown = json::object();
   EXPECT_EQ(BuildActionCommand("zeroize", unknown).status().code(), absl::StatusCode::kNotFound);
 }
@@ -215,6 +225,13 @@ TEST(ConsoleApiActionsTest, RoutesAndStatusCodes) {
   HttpResponse conflict = post("/api/actions/mk-rotate", bearer, "application/json", body);
   EXPECT_EQ(conflict.status, 409);
   EXPECT_NE(conflict.body.find("another action is running"), std::string::npos);
+  HttpResponse abort_busy = post("/api/actions/mk-abort", bearer, "application/json", "{}");
+  EXPECT_EQ(abort_busy.status, 409) << abort_busy.body;
+  busy = false;
+  HttpResponse abort = post("/api/actions/mk-abort", bearer, "application/json", "{}");
+  EXPECT_EQ(abort.status, 202) << abort.body;
+  EXPECT_EQ(json::parse(abort.body)["command"], "hsmctl mk rotate --abort");
+  EXPECT_EQ(json::parse(abort.body)["action"], "mk rotate --abort");
   EXPECT_EQ(api.Handle(HttpRequest{"GET", "/api/action", bearer, "", ""}).status, 200);
   EXPECT_EQ(api.Handle(HttpRequest{"GET", "/api/actions/mk-setimm", bearer, "", ""}).status, 405);
 }

@@ -129,7 +129,7 @@ class BrowserCase(unittest.TestCase):
         self.wait(lambda d: d.find_element(By.ID, f"tab-{tab}").is_displayed(), f"the {tab} tab")
 
     def click_select_button(self, unit):
-        """Clicks `unit`'s Select / Deselect button like a user, once."""
+        """Clicks `unit`'s Select / Remove crypto unit button like a user, once."""
         from selenium.webdriver.common.by import By
         clicked = []
 
@@ -214,6 +214,10 @@ class ConsoleBrowserTest(BrowserCase):
                   .get("text") == "selected", "unit3 selected again")
         self.wait(lambda d: self.text_of("action-result") == "unit add unit3: ok",
                   "the action's result")
+        # A selected unit's button is the vendor console's "Remove crypto
+        # units" (hsmctl unit rm).
+        self.wait(lambda d: (self.cell("units-table", "unit3", "col-action") or {})
+                  .get("text") == "Remove crypto unit", "unit3's Remove crypto unit button")
         unit3 = next(u for u in self.fleet.json("fleet", "status")["units"]
                      if u["unit"] == "unit3")
         self.assertTrue(unit3["selected"])

@@ -115,9 +115,16 @@ class ConsoleProcessTest(unittest.TestCase):
     def test_rotation_recovery_audit_match_their_commands(self):
         self.assertServes("/api/rotation", "mk", "rotate", "--status")
         self.assertServes("/api/recovery", "recover")
-        audit = self.console.get_json("/api/audit")
-        self.assertEqual(audit["command"], "audit verify")
+        audit = self.assertServes("/api/audit", "audit", "show", "--last", "50")
+        self.assertEqual(audit["command"], "audit show")
         self.assertGreater(audit["events"], 0)
+        # The last events, newest first: the ceremony's, signed by alice.
+        seqs = [e["seq"] for e in audit["last_events"]]
+        self.assertEqual(seqs[0], audit["events"])
+        self.assertEqual(seqs, sorted(seqs, reverse=True))
+        self.assertEqual(len(seqs), min(50, audit["events"]))
+        self.assertEqual(audit["last_events"][0]["hash"], audit["head"])
+        self.assertEqual(audit["last_events"][0]["signers"][0]["name"], "alice")
 
     def test_no_key_material_in_any_answer(self):
         with open(self.admin) as f:
@@ -194,6 +201,39 @@ class ConsoleProcessTest(unittest.TestCase):
                 self.fleet.run("unit", "add", "unit3")
             back = events.wait_for(lambda s: unit3(s)["selected"], CHANGE_BOUND_S)
             self.assertIsNotNone(back, "unit add unit3 did not reach the stream")
+        finally:
+            events.close()
+
+
+    def test_audit_event_by_another_hsmctl_reaches_the_stream(self):
+        events = EventStream(self.console)
+        try:
+            first = events.wait_for(lambda s: s["audit"].get("ok"), CHANGE_BOUND_S)
+            self.assertIsNotNone(first, "no audit view on a new stream")
+            count = first["audit"]["events"]
+            # Another administrator installed by another hsmctl (and
+            # removed again): one audit event per unit and command.
+            bob = self.fleet.path("bob.key")
+            self.fleet.run("admin", "keygen", "--name", "bob", "--out", bob, fleet=False)
+            self.fleet.run("admin", "add", bob, "--sign", self.admin)
+            try:
+                changed = events.wait_for(lambda s: s["audit"].get("events", 0) >= count + 3,
+                                          CHANGE_BOUND_S)
+            finally:
+                self.fleet.run("admin", "rm", "bob", "--sign", self.admin)
+            self.assertIsNotNone(changed, "the new audit events did not reach the stream")
+            newest = changed["audit"]["last_events"][:3]
+            self.assertEqual([e["seq"] for e in newest], [count + 3, count + 2, count + 1])
+            self.assertEqual(sorted(e["unit"] for e in newest), ["unit1", "unit2", "unit3"])
+            for e in newest:
+                self.assertEqual(e["command"], "add_admin", e)
+                self.assertTrue(e["ok"], e)
+                self.assertEqual(e["signers"][0]["name"], "alice")
+            removed = events.wait_for(
+                lambda s: (s["audit"].get("last_events") or [{}])[0].get("command")
+                == "remove_admin",
+                CHANGE_BOUND_S)
+            self.assertIsNotNone(removed, "admin rm's events did not reach the stream")
         finally:
             events.close()
 
