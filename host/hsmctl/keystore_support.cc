@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -110,6 +112,37 @@ void ProgressPrinter::Update(const host::RotationProgress& p) {
   last_line_ = now;
   std::fprintf(stderr, "%s: %lld/%lld keys, %.0f keys/s, ETA %.0fs\n", p.phase.c_str(),
                static_cast<long long>(p.done), static_cast<long long>(p.total), rate, eta);
+}
+
+namespace {
+
+// RemoveDeadPublishersTemporaries removes PATH.tmp.PID files beside `path`
+// whose PID is not a running process: what an hsmctl killed between
+// writing and renaming its progress file leaves. Best effort.
+void RemoveDeadPublishersTemporaries(const std::string& path) {
+  const std::filesystem::path target(path);
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::error_code ec;
+  std::filesystem::directory_iterator it(target.parent_path().empty() ? "." : target.parent_path(),
+                                         ec);
+  for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid <= 0 || ::kill(pid, 0) == 0 || errno != ESRCH)
+      continue;  // running, or not ours to judge
+    std::error_code ignored;
+    std::filesystem::remove(it->path(), ignored);  // a link is removed, never followed
+  }
+}
+
+}  // namespace
+
+void ProgressPrinter::PublishTo(std::string path) {
+  publish_path_ = std::move(path);
+  RemoveDeadPublishersTemporaries(publish_path_);
 }
 
 void ProgressPrinter::Publish(const host::RotationProgress& p, double rate, double eta) {

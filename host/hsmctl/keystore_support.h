@@ -64,8 +64,10 @@ class ProgressPrinter {
   // "phase", "keys_done", "keys_total", "seconds", "keys_per_second",
   // "eta_seconds", "keys_per_unit": {UNIT: keys re-encrypted in this run},
   // "updated_at" (Unix seconds)}. A write that fails is skipped: progress
-  // only, never a reason to stop.
-  void PublishTo(std::string path) { publish_path_ = std::move(path); }
+  // only, never a reason to stop. Temporary files of earlier publishers
+  // that died before their rename (PATH.tmp.PID of a PID no longer
+  // running, e.g. an hsmctl killed mid-rotation) are removed here.
+  void PublishTo(std::string path);
 
  private:
   void Publish(const host::RotationProgress& p, double rate, double eta);

@@ -8,7 +8,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <map>
 
 #include "crypto/verification_pattern.h"
@@ -267,6 +270,38 @@ TEST_F(HsmctlOperatorTest, SetImmediateAfterReencryptionGivesNoWarning) {
   EXPECT_EQ(doc["keys_moving_to_old"], 0);
   EXPECT_FALSE(doc.contains("warning"));
   MustRun({"recover", "--apply", "--sign", sign_});
+  ExpectNoKeyLost();
+}
+
+// An hsmctl killed between writing its progress file and renaming it leaves
+// KEYSTORE.progress.json.tmp.PID behind; the next rotation removes those of
+// processes no longer running, and only those.
+TEST_F(HsmctlOperatorTest, RotationRemovesProgressTemporariesOfDeadProcesses) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(20);
+  const pid_t dead = ::fork();
+  ASSERT_GE(dead, 0);
+  if (dead == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(dead, nullptr, 0), dead);
+  const std::string base = fleet_ + "/keystore.db.progress.json";
+  const std::string stale = StrCat(base, ".tmp.", dead);
+  const std::string live = StrCat(base, ".tmp.", ::getpid());  // this test is running
+  const std::string other = fleet_ + "/keystore.db.progress.json.tmp.notapid";
+  for (const std::string& path : {stale, live, other}) std::ofstream(path) << "{}";
+
+  RunResult rotate = Hsmctl({"mk", "rotate", "--sign", sign_});
+  ASSERT_EQ(rotate.exit_code, 0) << Describe(rotate);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(other));
+  EXPECT_TRUE(fs::exists(base));
+  int temporaries = 0;
+  for (const auto& entry : fs::directory_iterator(fleet_)) {
+    if (entry.path().filename().string().find(".progress.json.tmp.") != std::string::npos) {
+      ++temporaries;
+    }
+  }
+  EXPECT_EQ(temporaries, 2);  // `live` and `other`; none of the rotation's own
   ExpectNoKeyLost();
 }
 
