@@ -7,8 +7,9 @@
 // switches generations.
 //
 // Reads stream in pages; nothing loads the whole keystore into memory.
-// SQLite is the implementation here (OpenSqliteKeystore); the interface is
-// what a PostgreSQL backend would implement for fleets that span machines.
+// SQLite is the embedded default (OpenSqliteKeystore); PostgreSQL serves
+// fleets that span machines (OpenPostgresKeystore); OpenKeystore picks one
+// by the location's form.
 //
 // Thread-safety: a Keystore is used from one thread at a time.
 #ifndef HSMSIM_HOST_KEYSTORE_H_
@@ -318,6 +319,26 @@ absl::StatusOr<KeystoreMigration> MigrateSqliteKeystore(const std::string& path)
 // (UNSUPPORTED_KEYSTORE_VERSION) for another schema version (version 1: the
 // message names hsmctl keys migrate).
 absl::StatusOr<std::unique_ptr<Keystore>> OpenSqliteKeystore(const std::string& path, bool create);
+
+// OpenPostgresKeystore opens the PostgreSQL keystore at `url` (a libpq
+// connection URI, postgresql://USER@HOST:PORT/DB?..., libpq section 34.1.1;
+// the password comes from PGPASSFILE/~/.pgpass or PGPASSWORD, as for psql),
+// creating its tables (host/postgres_keystore.cc) when `create`. Its
+// rotation lock is a session advisory lock that the server drops with the
+// holder's connection. Errors: UNAVAILABLE (KEYSTORE_IO) when the server
+// cannot be reached or refuses the login (the message has the server's
+// reason and the URL without any password); NOT_FOUND (NO_KEYSTORE) when
+// the database has no keystore and !create; DATA_LOSS (BAD_KEYSTORE) for
+// hsmsim tables without a schema version; FAILED_PRECONDITION
+// (UNSUPPORTED_KEYSTORE_VERSION) for another schema version;
+// INTERNAL (KEYSTORE_ERROR) for any other server error. location() is the
+// URL without its password.
+absl::StatusOr<std::unique_ptr<Keystore>> OpenPostgresKeystore(const std::string& url, bool create);
+
+// OpenKeystore opens `location`: a postgresql:// or postgres:// URL with
+// OpenPostgresKeystore, anything else as a SQLite file path with
+// OpenSqliteKeystore. Errors: theirs.
+absl::StatusOr<std::unique_ptr<Keystore>> OpenKeystore(const std::string& location, bool create);
 
 }  // namespace hsmsim::host
 

@@ -13,11 +13,15 @@ packages=(
   libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev softhsm2 libp11-kit-dev opensc
   libsqlite3-dev
+  # the PostgreSQL keystore (libpq) and the server its tests start
+  libpq-dev postgresql
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   openssl
   python3
   # the browser test of hsmctl console (tests/host/console/console_browser_test.py)
   chromium chromium-driver python3-selenium
+  # the deployment artifacts' check (tests/deploy/deploy_check.py)
+  systemd python3-yaml
 )
 
 missing=()

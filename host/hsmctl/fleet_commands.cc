@@ -10,6 +10,7 @@
 #include "host/fleet_launcher.h"
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/json_reports.h"
+#include "host/hsmctl/keystore_support.h"
 #include "host/unit_client.h"
 
 namespace hsmsim::hsmctl {
@@ -23,6 +24,7 @@ struct FleetUpOptions {
   int ready_timeout_ms = 20'000;
   bool allow_fault_injection = false;
   bool new_unit = false;  // fleet restart --new-unit
+  std::string keystore;   // fleet up --keystore; empty: DIR/keystore.db
 };
 
 // NewUnitAdvice is what to do with a unit that has just been replaced by a
@@ -44,8 +46,21 @@ int RunFleetUp(Invocation& inv, const FleetUpOptions& o) {
   options.ready_timeout = std::chrono::milliseconds(o.ready_timeout_ms);
   options.allow_fault_injection = o.allow_fault_injection;
   if (!inv.json) options.progress = [](const std::string& line) { std::cout << line << "\n"; };
+  if (!o.keystore.empty()) {
+    // Checked and created before any unit starts: a wrong URL or login
+    // leaves nothing behind.
+    if (absl::Status ok = CheckKeystoreLocation(o.keystore); !ok.ok()) return Fail(inv, ok);
+    auto store = host::OpenKeystore(o.keystore, true);
+    if (!store.ok()) return Fail(inv, store.status());
+  }
   auto manifest = host::LaunchFleet(options);
   if (!manifest.ok()) return Fail(inv, manifest.status());
+  if (!o.keystore.empty()) {
+    manifest->keystore = o.keystore;
+    if (absl::Status saved = host::SaveFleetManifest(options.fleet_dir, *manifest); !saved.ok()) {
+      return Fail(inv, saved);
+    }
+  }
   if (inv.json) {
     std::cout << json::parse(host::SerializeFleetManifest(*manifest)).dump(2) << "\n";
   } else {
@@ -395,6 +410,10 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
       ->check(CLI::Range(1, 3'600'000));
   up->add_flag("--allow-fault-injection", up_opts->allow_fault_injection,
                "Start the units with --allow-fault-injection (tests and drills; see hsmctl fault)");
+  up->add_option("--keystore", up_opts->keystore,
+                 "Where the fleet keeps its keys: a SQLite file, or a PostgreSQL database "
+                 "(postgresql://USER@HOST:PORT/DB; password from PGPASSFILE, ~/.pgpass or "
+                 "PGPASSWORD, never in the URL), created if new; else DIR/keystore.db");
   AddFleetOption(up, inv);
   AddJsonOption(up, inv);
   up->callback(

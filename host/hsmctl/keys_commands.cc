@@ -15,6 +15,7 @@
 #include "host/batch_fanout.h"
 #include "host/hsmctl/keystore_support.h"
 #include "host/hsmctl/verify_report.h"
+#include "host/internal/pq.h"
 #include "host/key_creation.h"
 #include "host/master_key_id.h"
 #include "host/straggler_upgrade.h"
@@ -508,6 +509,14 @@ int RunUpgrade(Invocation& inv) {
   return failed == 0 ? kExitOk : kExitRefused;
 }
 
+// PostgresVersion reports a PostgreSQL keystore's schema as a migration
+// with nothing to do: version 1 is the only one (opening checks it).
+absl::StatusOr<host::KeystoreMigration> PostgresVersion(const std::string& url) {
+  HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<host::Keystore> store, host::OpenKeystore(url, false));
+  HSMSIM_ASSIGN_OR_RETURN(int64_t keys, store->CountKeys());
+  return host::KeystoreMigration{1, 1, keys, 0};
+}
+
 // RunMigrate brings the fleet's keystore to the schema version this hsmctl
 // reads (host::MigrateSqliteKeystore); contacts no unit.
 int RunMigrate(Invocation& inv) {
@@ -515,14 +524,15 @@ int RunMigrate(Invocation& inv) {
   if (!m.ok()) return Fail(inv, m.status());
   const std::string path = KeystorePath(inv, *m);
   const auto start = Clock::now();
-  auto done = host::MigrateSqliteKeystore(path);
+  auto done = host::internal::IsPostgresUrl(path) ? PostgresVersion(path)
+                                                  : host::MigrateSqliteKeystore(path);
   if (!done.ok()) return Fail(inv, done.status());
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const bool changed = done->from_version != done->to_version;
   if (inv.json) {
     std::cout << json{{"command", "keys migrate"},
                       {"ok", true},
-                      {"keystore", path},
+                      {"keystore", ShownKeystoreLocation(path)},
                       {"from_version", done->from_version},
                       {"to_version", done->to_version},
                       {"migrated", changed},
@@ -534,8 +544,8 @@ int RunMigrate(Invocation& inv) {
     return kExitOk;
   }
   if (!changed) {
-    std::cout << "keystore " << path << ": already at schema version " << done->to_version << " ("
-              << done->keys << " key(s)); nothing to do\n";
+    std::cout << "keystore " << ShownKeystoreLocation(path) << ": already at schema version "
+              << done->to_version << " (" << done->keys << " key(s)); nothing to do\n";
     return kExitOk;
   }
   std::cout << "keystore " << path << ": migrated from schema version " << done->from_version
@@ -596,6 +606,7 @@ void AddKeysCommands(CLI::App& app, Invocation& inv) {
       [&inv, show_name] { inv.action = [&inv, show_name] { return RunShow(inv, *show_name); }; });
 
   AddMigrateCommand(*keys, inv);
+  AddSetKeystoreCommand(*keys, inv);
 
   auto name = std::make_shared<std::string>();
   CLI::App* wrap = keys->add_subcommand(

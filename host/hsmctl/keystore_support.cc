@@ -18,6 +18,7 @@
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "crypto/verification_pattern.h"
+#include "host/internal/pq.h"
 #include "proto/wire/blob_format.h"
 
 namespace hsmsim::hsmctl {
@@ -30,7 +31,7 @@ std::string KeystorePath(const Invocation& inv, const host::FleetManifest& manif
 absl::StatusOr<std::unique_ptr<host::Keystore>> OpenKeystore(const Invocation& inv,
                                                              const host::FleetManifest& manifest,
                                                              bool create) {
-  return host::OpenSqliteKeystore(KeystorePath(inv, manifest), create);
+  return host::OpenKeystore(KeystorePath(inv, manifest), create);
 }
 
 absl::StatusOr<std::vector<host::WkidPairCount>> KeyCounts(const Invocation& inv,
@@ -184,7 +185,13 @@ void ProgressPrinter::Publish(const host::RotationProgress& p, double rate, doub
 }
 
 std::string ProgressFilePath(const Invocation& inv, const host::FleetManifest& manifest) {
-  return KeystorePath(inv, manifest) + ".progress.json";
+  const std::string keystore = KeystorePath(inv, manifest);
+  // A keystore on a database server: the progress file goes in the fleet
+  // directory, where the console of this machine reads it.
+  if (host::internal::IsPostgresUrl(keystore)) {
+    return (std::filesystem::path(FleetDir(inv)) / "keystore.progress.json").string();
+  }
+  return keystore + ".progress.json";
 }
 
 namespace {

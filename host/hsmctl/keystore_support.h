@@ -14,10 +14,27 @@
 #include "host/keystore.h"
 #include "host/rotation.h"
 
+namespace CLI {
+class App;
+}  // namespace CLI
+
 namespace hsmsim::hsmctl {
 
 // KeystorePath returns the manifest's keystore, else FLEET_DIR/keystore.db.
 std::string KeystorePath(const Invocation& inv, const host::FleetManifest& manifest);
+
+// CheckKeystoreLocation accepts a SQLite file path or a postgresql:// URL
+// that names no password. INVALID_ARGUMENT: NO_KEYSTORE when empty,
+// KEYSTORE_URL_HAS_PASSWORD when the URL names a password (fleet.json would
+// keep it; it belongs in a password file).
+absl::Status CheckKeystoreLocation(const std::string& location);
+
+// ShownKeystoreLocation is `location` as messages show it: a URL without
+// any password.
+std::string ShownKeystoreLocation(const std::string& location);
+
+// AddSetKeystoreCommand registers hsmctl keys set-keystore LOCATION on `keys`.
+void AddSetKeystoreCommand(CLI::App& keys, Invocation& inv);
 
 // OpenKeystore opens the fleet's keystore (creating it when `create`).
 absl::StatusOr<std::unique_ptr<host::Keystore>> OpenKeystore(const Invocation& inv,

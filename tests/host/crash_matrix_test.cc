@@ -29,6 +29,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -78,6 +79,7 @@ struct CrashCase {
   std::string expect_phase;                  // journal phase when hsmctl stopped
   std::string expect_situation;              // recover, after the restart
   std::vector<std::string> expect_promoted;  // units whose CURRENT is the target then
+  bool postgres = false;                     // the fleet's keystore in PostgreSQL
 };
 
 const std::vector<std::string> kAll = {"unit1", "unit2", "unit3"};
@@ -206,6 +208,23 @@ std::vector<CrashCase> MakeCases() {
     cases.push_back(c);
   }
   cases.push_back(power_loss(cases[cases.size() - 2]));
+  // A subset on a PostgreSQL keystore (issue 14): hsmctl killed at every
+  // checkpoint, and a unit killed mid-re-encryption.
+  const std::vector<std::string> on_postgres = {
+      "journal_written_hsmctl", "reencrypt_50pct_hsmctl", "reencrypt_50pct_one_unit",
+      "reencrypted_hsmctl",     "promoting_hsmctl",       "unit_promoted_1_hsmctl",
+      "promoted_hsmctl",        "finalizing_hsmctl"};
+  const size_t sqlite_cases = cases.size();
+  for (size_t i = 0; i < sqlite_cases; ++i) {
+    if (std::find(on_postgres.begin(), on_postgres.end(), cases[i].name) == on_postgres.end()) {
+      continue;
+    }
+    CrashCase c = cases[i];
+    c.name += "_postgresql";
+    c.where += " (PostgreSQL keystore)";
+    c.postgres = true;
+    cases.push_back(c);
+  }
   return cases;
 }
 
@@ -253,6 +272,10 @@ class CrashMatrixTest : public RotationFixture, public ::testing::WithParamInter
 
 TEST_P(CrashMatrixTest, RecoverThenEveryKeyUnwraps) {
   const CrashCase& c = GetParam();
+  if (c.postgres) {
+    ASSERT_NO_FATAL_FAILURE(UsePostgres());
+    if (IsSkipped()) return;
+  }
   FleetGuard guard(tmp_, fleet_);
   ASSERT_NO_FATAL_FAILURE(Prepare(kKeys, /*faults=*/true));
   std::map<std::string, std::string> unit_ids;

@@ -17,13 +17,17 @@
 
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "host/internal/pq.h"
+#include "tests/support/postgres_cluster.h"
 
 namespace hsmsim::host {
 namespace {
 
 namespace fs = std::filesystem;
 
-class KeystoreTest : public ::testing::Test {
+// KeystoreTestBase: a keystore per test at location_ (a SQLite file by
+// default; a new PostgreSQL database for the "postgresql" backend).
+class KeystoreTestBase : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
@@ -31,11 +35,12 @@ class KeystoreTest : public ::testing::Test {
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
     path_ = (dir_ / "keystore.db").string();
+    location_ = path_;
   }
   void TearDown() override { fs::remove_all(dir_); }
 
   std::unique_ptr<Keystore> Open(bool create = true) {
-    auto s = OpenSqliteKeystore(path_, create);
+    auto s = OpenKeystore(location_, create);
     EXPECT_TRUE(s.ok()) << s.status();
     return s.ok() ? std::move(*s) : nullptr;
   }
@@ -49,11 +54,39 @@ class KeystoreTest : public ::testing::Test {
 
   fs::path dir_;
   std::string path_;
+  std::string location_;  // path_, or a PostgreSQL URL
   const std::string a_ = std::string(16, 'A');
   const std::string b_ = std::string(16, 'B');
 };
 
-TEST_F(KeystoreTest, MissingKeystoreIsNotCreatedUnlessAsked) {
+// The SQLite keystore's own behaviour: files, foreign files, schema edits.
+class SqliteKeystoreTest : public KeystoreTestBase {};
+
+// The Keystore contract, on each backend: "sqlite" and "postgresql" (a
+// throwaway cluster per test process, a new database per test; skipped,
+// saying why, only where the PostgreSQL server is not installed).
+class KeystoreTest : public KeystoreTestBase, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override {
+    KeystoreTestBase::SetUp();
+    if (GetParam() != "postgresql") return;
+    if (!test_support::PostgresCluster::ServerBinDir().has_value()) {
+      GTEST_SKIP() << "the PostgreSQL server is not installed (Debian package postgresql, "
+                      "which scripts/setup.sh installs)";
+    }
+    test_support::PostgresCluster* cluster = test_support::SharedPostgresCluster();
+    ASSERT_NE(cluster, nullptr);
+    static int databases = 0;
+    const std::string db = "keystore_" + std::to_string(++databases);
+    ASSERT_TRUE(cluster->CreateDatabase(db).ok());
+    location_ = cluster->Url(db);
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, KeystoreTest, ::testing::Values("sqlite", "postgresql"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+TEST_F(SqliteKeystoreTest, MissingKeystoreIsNotCreatedUnlessAsked) {
   auto s = OpenSqliteKeystore(path_, false);
   EXPECT_EQ(ReasonOf(s.status()), "NO_KEYSTORE");
   EXPECT_FALSE(fs::exists(path_));
@@ -61,7 +94,7 @@ TEST_F(KeystoreTest, MissingKeystoreIsNotCreatedUnlessAsked) {
 
 // The keystore, and the -wal and -shm files SQLite makes beside it, are
 // readable by their owner only, even under umask 000.
-TEST_F(KeystoreTest, FilesArePrivateUnderUmask000) {
+TEST_F(SqliteKeystoreTest, FilesArePrivateUnderUmask000) {
   const mode_t old_umask = ::umask(0);
   auto store = Open();
   ::umask(old_umask);
@@ -77,7 +110,7 @@ TEST_F(KeystoreTest, FilesArePrivateUnderUmask000) {
   EXPECT_GE(seen, 3);  // the database, and while it is open -wal and -shm
 }
 
-TEST_F(KeystoreTest, AddFindAndPage) {
+TEST_P(KeystoreTest, AddFindAndPage) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys(Keys(2500, a_)).ok());
   EXPECT_EQ(*store->CountKeys(), 2500);
@@ -98,7 +131,7 @@ TEST_F(KeystoreTest, AddFindAndPage) {
   EXPECT_EQ(seen, 2500);
 }
 
-TEST_F(KeystoreTest, DuplicateNameRefusedAndNothingInserted) {
+TEST_P(KeystoreTest, DuplicateNameRefusedAndNothingInserted) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys(Keys(3, a_)).ok());
   auto dup = Keys(5, a_, 1);  // k1..k5: k1 and k2 exist
@@ -110,7 +143,7 @@ TEST_F(KeystoreTest, DuplicateNameRefusedAndNothingInserted) {
 // Keys go in by groups of many rows per statement: a whole chunk keeps each
 // key's name, blob and WKID together, in order, and a name that exists in
 // the middle of a group refuses the chunk naming that key.
-TEST_F(KeystoreTest, LargeChunksKeepEveryKeyWithItsBlobAndRefuseATakenName) {
+TEST_P(KeystoreTest, LargeChunksKeepEveryKeyWithItsBlobAndRefuseATakenName) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys(Keys(5, b_, 1000)).ok());
   std::vector<PlacedKey> chunk;
@@ -140,7 +173,7 @@ TEST_F(KeystoreTest, LargeChunksKeepEveryKeyWithItsBlobAndRefuseATakenName) {
   EXPECT_EQ(*store->CountKeys(), 305) << "nothing of the refused chunk is stored";
 }
 
-TEST_F(KeystoreTest, PendingBlobsThenPromotion) {
+TEST_P(KeystoreTest, PendingBlobsThenPromotion) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys(Keys(10, a_)).ok());
   RotationJournal j;
@@ -182,7 +215,7 @@ TEST_F(KeystoreTest, PendingBlobsThenPromotion) {
 // key, keys already pending under the target and quarantined keys are
 // skipped; a key pending under another WKID or with a problem recorded but
 // not quarantined is still read.
-TEST_F(KeystoreTest, ReadToReencryptReadsTheKeysOfReadNeedingRewrap) {
+TEST_P(KeystoreTest, ReadToReencryptReadsTheKeysOfReadNeedingRewrap) {
   auto store = Open();
   std::vector<NewKey> keys = Keys(40, a_);
   for (int i = 5; i < 40; i += 9) keys[static_cast<size_t>(i)].wkid = b_;  // under another key
@@ -249,7 +282,7 @@ void RotateAll(Keystore& store, const std::string& from, const std::string& to,
   ASSERT_TRUE(promoted.ok()) << promoted.status();
 }
 
-TEST_F(KeystoreTest, EveryKeyReencryptedSwitchesTheGenerationAndTheNextRotationUsesTheOther) {
+TEST_P(KeystoreTest, EveryKeyReencryptedSwitchesTheGenerationAndTheNextRotationUsesTheOther) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys(Keys(20, a_)).ok());
   const std::string c = std::string(16, 'C');
@@ -271,7 +304,7 @@ TEST_F(KeystoreTest, EveryKeyReencryptedSwitchesTheGenerationAndTheNextRotationU
   EXPECT_EQ((*counts)[0].wkid, a_);
   EXPECT_EQ((*counts)[0].count, 20);
   // A keystore opened before the switches reads the blobs of now.
-  auto other = OpenSqliteKeystore(path_, false);
+  auto other = OpenKeystore(location_, false);
   ASSERT_TRUE(other.ok());
   RotateAll(*store, a_, b_, "4");
   auto seen = (*other)->FindKey("k3");
@@ -279,7 +312,7 @@ TEST_F(KeystoreTest, EveryKeyReencryptedSwitchesTheGenerationAndTheNextRotationU
   EXPECT_EQ((*seen)->blob, "blob3/1/2/3/4");
 }
 
-TEST_F(KeystoreTest, PromotionDropsPendingBlobsUnderAnotherKeyAndKeepsTheirKeysBlobs) {
+TEST_P(KeystoreTest, PromotionDropsPendingBlobsUnderAnotherKeyAndKeepsTheirKeysBlobs) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys(Keys(4, a_)).ok());
   auto page = store->ReadPage(0, 10);
@@ -300,7 +333,7 @@ TEST_F(KeystoreTest, PromotionDropsPendingBlobsUnderAnotherKeyAndKeepsTheirKeysB
   EXPECT_EQ((*all)[3].blob, "blob3");
 }
 
-TEST_F(KeystoreTest, KeysMadeDuringARotationAreFinalizedWithTheOthers) {
+TEST_P(KeystoreTest, KeysMadeDuringARotationAreFinalizedWithTheOthers) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys(Keys(3, a_)).ok());
   RotationJournal j;
@@ -323,7 +356,7 @@ TEST_F(KeystoreTest, KeysMadeDuringARotationAreFinalizedWithTheOthers) {
   EXPECT_EQ((*late)->wkid, b_);
 }
 
-TEST_F(KeystoreTest, ReplacedBlobsAndAbandonedRotationsLeaveNoPendingBlob) {
+TEST_P(KeystoreTest, ReplacedBlobsAndAbandonedRotationsLeaveNoPendingBlob) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys(Keys(3, a_)).ok());
   auto page = store->ReadPage(0, 10);
@@ -344,7 +377,7 @@ TEST_F(KeystoreTest, ReplacedBlobsAndAbandonedRotationsLeaveNoPendingBlob) {
   EXPECT_EQ(*store->PromotePending(b_), 0);
 }
 
-TEST_F(KeystoreTest, JournalSurvivesReopen) {
+TEST_P(KeystoreTest, JournalSurvivesReopen) {
   {
     auto store = Open();
     RotationJournal j;
@@ -364,7 +397,7 @@ TEST_F(KeystoreTest, JournalSurvivesReopen) {
   EXPECT_FALSE((*j)->started_at.empty());
 }
 
-TEST_F(KeystoreTest, GarbageFileRefusedAndLeftAlone) {
+TEST_F(SqliteKeystoreTest, GarbageFileRefusedAndLeftAlone) {
   { std::ofstream(path_) << "this is not a database, but it is somebody's file"; }
   auto s = OpenSqliteKeystore(path_, true);
   EXPECT_EQ(ReasonOf(s.status()), "BAD_KEYSTORE") << s.status();
@@ -373,7 +406,7 @@ TEST_F(KeystoreTest, GarbageFileRefusedAndLeftAlone) {
   EXPECT_EQ(content, "this is not a database, but it is somebody's file");
 }
 
-TEST_F(KeystoreTest, ForeignSqliteDatabaseRefused) {
+TEST_F(SqliteKeystoreTest, ForeignSqliteDatabaseRefused) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE invoices(id INTEGER)", nullptr, nullptr, nullptr),
@@ -385,7 +418,7 @@ TEST_F(KeystoreTest, ForeignSqliteDatabaseRefused) {
 
 // Several commands creating the keystore of a new fleet at once: every one
 // opens it (the schema is made once, under the write lock).
-TEST_F(KeystoreTest, ConcurrentCreatorsAllOpenTheOneSchema) {
+TEST_F(SqliteKeystoreTest, ConcurrentCreatorsAllOpenTheOneSchema) {
   for (int round = 0; round < 10; ++round) {
     const std::string path = (dir_ / ("race" + std::to_string(round) + ".db")).string();
     std::vector<std::thread> threads;
@@ -401,7 +434,7 @@ TEST_F(KeystoreTest, ConcurrentCreatorsAllOpenTheOneSchema) {
   }
 }
 
-TEST_F(KeystoreTest, NewerSchemaRefused) {
+TEST_F(SqliteKeystoreTest, NewerSchemaRefused) {
   { Open(); }
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
@@ -415,7 +448,7 @@ TEST_F(KeystoreTest, NewerSchemaRefused) {
 
 // --- New key names (ReserveKeyNumbers).
 
-TEST_F(KeystoreTest, ReservedNumbersStartAboveTheHighestStoredNameWhateverTheGaps) {
+TEST_P(KeystoreTest, ReservedNumbersStartAboveTheHighestStoredNameWhateverTheGaps) {
   auto store = Open();
   std::vector<NewKey> keys;
   for (const char* name : {"key-1", "key-2", "key-9", "key-10x", "key-", "other-40", "key-0007"}) {
@@ -439,7 +472,7 @@ TEST_F(KeystoreTest, ReservedNumbersStartAboveTheHighestStoredNameWhateverTheGap
 
 // A prefix that is a prefix of another ("key" and "key-1" both give
 // "key-15"): numbers are read from every stored name, so no collision.
-TEST_F(KeystoreTest, ReservedNumbersAvoidNamesMadeWithALongerPrefix) {
+TEST_P(KeystoreTest, ReservedNumbersAvoidNamesMadeWithALongerPrefix) {
   auto store = Open();
   ASSERT_TRUE(store->AddKeys({NewKey{"key15", "blob", a_}}).ok());
   auto first = store->ReserveKeyNumbers("key", 1);
@@ -447,7 +480,7 @@ TEST_F(KeystoreTest, ReservedNumbersAvoidNamesMadeWithALongerPrefix) {
   EXPECT_EQ(*first, 16);
 }
 
-TEST_F(KeystoreTest, ReservationsSurviveReopening) {
+TEST_P(KeystoreTest, ReservationsSurviveReopening) {
   { ASSERT_TRUE(Open()->ReserveKeyNumbers("key-", 100).ok()); }
   auto first = Open()->ReserveKeyNumbers("key-", 1);
   ASSERT_TRUE(first.ok());
@@ -456,7 +489,7 @@ TEST_F(KeystoreTest, ReservationsSurviveReopening) {
 
 // --- Inserts fenced by the journal (AddKeysPlanned).
 
-TEST_F(KeystoreTest, PlannedInsertStoresPendingBlobsWhileTheJournalIsUnchanged) {
+TEST_P(KeystoreTest, PlannedInsertStoresPendingBlobsWhileTheJournalIsUnchanged) {
   auto store = Open();
   RotationJournal j;
   j.source_vp = std::string(32, 'A');
@@ -474,7 +507,7 @@ TEST_F(KeystoreTest, PlannedInsertStoresPendingBlobsWhileTheJournalIsUnchanged) 
   EXPECT_EQ((*stored)->pending_wkid, b_);
 }
 
-TEST_F(KeystoreTest, PlannedInsertIsRefusedWhenARotationBeganOrEndedSince) {
+TEST_P(KeystoreTest, PlannedInsertIsRefusedWhenARotationBeganOrEndedSince) {
   auto store = Open();
   auto none = store->ReadJournal();
   ASSERT_TRUE(none.ok());
@@ -499,7 +532,7 @@ TEST_F(KeystoreTest, PlannedInsertIsRefusedWhenARotationBeganOrEndedSince) {
 
 // --- The rotation lock.
 
-TEST_F(KeystoreTest, SecondRotationLockIsRefusedNamingTheHolder) {
+TEST_P(KeystoreTest, SecondRotationLockIsRefusedNamingTheHolder) {
   auto first = Open();
   auto second = Open();
   RotationLockHolder me = RotationLockHolder::Self("mk rotate");
@@ -524,14 +557,14 @@ TEST_F(KeystoreTest, SecondRotationLockIsRefusedNamingTheHolder) {
 }
 
 // The holder is killed with SIGKILL: the lock goes with it.
-TEST_F(KeystoreTest, RotationLockIsReleasedWhenTheHolderIsKilled) {
+TEST_P(KeystoreTest, RotationLockIsReleasedWhenTheHolderIsKilled) {
   Open();
   int ready[2];
   ASSERT_EQ(::pipe(ready), 0);
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    auto store = OpenSqliteKeystore(path_, false);
+    auto store = OpenKeystore(location_, false);
     auto lock = store.ok() ? (*store)->LockRotation(RotationLockHolder::Self("mk rotate"))
                            : absl::StatusOr<std::unique_ptr<RotationLock>>(store.status());
     const char c = lock.ok() ? 'y' : 'n';
@@ -552,6 +585,104 @@ TEST_F(KeystoreTest, RotationLockIsReleasedWhenTheHolderIsKilled) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   EXPECT_EQ(c, 'y');
   EXPECT_TRUE(store->LockRotation(RotationLockHolder::Self("mk rotate")).ok());
+}
+
+// --- The PostgreSQL keystore's own behaviour: logins, a server that goes
+// away, databases that hold no keystore or another version.
+
+class PostgresKeystoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test_support::PostgresCluster::ServerBinDir().has_value()) {
+      GTEST_SKIP() << "the PostgreSQL server is not installed (Debian package postgresql, "
+                      "which scripts/setup.sh installs)";
+    }
+    cluster_ = test_support::SharedPostgresCluster();
+    ASSERT_NE(cluster_, nullptr);
+    static int databases = 0;
+    db_ = "pg_only_" + std::to_string(++databases);
+    ASSERT_TRUE(cluster_->CreateDatabase(db_).ok());
+  }
+  std::string Url() const { return cluster_->Url(db_); }
+
+  test_support::PostgresCluster* cluster_ = nullptr;
+  std::string db_;
+  const std::string a_ = std::string(16, 'A');
+};
+
+TEST_F(PostgresKeystoreTest, EmptyDatabaseIsNoKeystoreUnlessCreated) {
+  auto none = OpenKeystore(Url(), false);
+  EXPECT_EQ(ReasonOf(none.status()), "NO_KEYSTORE") << none.status();
+  EXPECT_NE(none.status().message().find("hsmctl fleet up --keystore"), std::string_view::npos);
+  auto made = OpenKeystore(Url(), true);
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_TRUE(OpenKeystore(Url(), false).ok());
+}
+
+// A wrong password is refused naming the server's reason; the URL shown
+// never carries the password, and nothing is created.
+TEST_F(PostgresKeystoreTest, WrongPasswordIsRefusedAndNeverShown) {
+  const std::string url = StrCat("postgresql://", test_support::PostgresCluster::kUser,
+                                 ":not-the-password@127.0.0.1:", cluster_->port(), "/", db_);
+  auto s = OpenKeystore(url, true);
+  EXPECT_EQ(ReasonOf(s.status()), "KEYSTORE_IO") << s.status();
+  EXPECT_NE(s.status().message().find("password authentication failed"), std::string_view::npos)
+      << s.status();
+  EXPECT_EQ(s.status().message().find("not-the-password"), std::string_view::npos);
+  EXPECT_NE(s.status().message().find(":***@"), std::string_view::npos) << s.status();
+  auto none = OpenKeystore(Url(), false);
+  EXPECT_EQ(ReasonOf(none.status()), "NO_KEYSTORE") << "the refused login created nothing";
+}
+
+TEST_F(PostgresKeystoreTest, UnreachableServerIsKeystoreIo) {
+  auto s = OpenKeystore(StrCat("postgresql://hsmsim@127.0.0.1:1/", db_), true);
+  EXPECT_EQ(ReasonOf(s.status()), "KEYSTORE_IO") << s.status();
+  EXPECT_NE(s.status().message().find("cannot connect to the PostgreSQL keystore"),
+            std::string_view::npos);
+}
+
+// The server goes away under an open keystore: the next call fails as
+// KEYSTORE_IO, nothing committed is lost, and a keystore opened once the
+// server is back carries on.
+TEST_F(PostgresKeystoreTest, ServerThatGoesAwayLosesNothingCommitted) {
+  auto store = OpenKeystore(Url(), true);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<NewKey> keys;
+  for (int i = 0; i < 50; ++i) keys.push_back(NewKey{StrCat("k", i), StrCat("blob", i), a_});
+  ASSERT_TRUE((*store)->AddKeys(keys).ok());
+  ASSERT_TRUE(cluster_->Stop().ok());
+  absl::Status gone = (*store)->AddKeys({NewKey{"late", "blob", a_}});
+  EXPECT_EQ(ReasonOf(gone), "KEYSTORE_IO") << gone;
+  ASSERT_TRUE(cluster_->StartAgain().ok());
+  auto again = OpenKeystore(Url(), false);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*(*again)->CountKeys(), 50);
+  EXPECT_FALSE((*again)->FindKey("late")->has_value());
+  EXPECT_TRUE((*again)->AddKeys({NewKey{"late", "blob", a_}}).ok());
+}
+
+TEST_F(PostgresKeystoreTest, OtherSchemaVersionIsRefused) {
+  { ASSERT_TRUE(OpenKeystore(Url(), true).ok()); }
+  {
+    auto conn = host::internal::PgConnection::Connect(Url());
+    ASSERT_TRUE(conn.ok());
+    ASSERT_TRUE((*conn)->Exec("UPDATE hsmsim_meta SET value='2' WHERE key='schema_version'").ok());
+  }
+  auto s = OpenKeystore(Url(), false);
+  EXPECT_EQ(ReasonOf(s.status()), "UNSUPPORTED_KEYSTORE_VERSION") << s.status();
+}
+
+TEST(PostgresUrlTest, PasswordsAreFoundAndRedacted) {
+  using host::internal::RedactPostgresUrl;
+  using host::internal::UrlHasPassword;
+  EXPECT_TRUE(UrlHasPassword("postgresql://u:secret@h:5432/db"));
+  EXPECT_TRUE(UrlHasPassword("postgresql://u@h/db?sslmode=require&password=secret"));
+  EXPECT_FALSE(UrlHasPassword("postgresql://u@h:5432/db"));
+  EXPECT_FALSE(UrlHasPassword("postgresql://h/db?passfile=/x"));
+  EXPECT_EQ(RedactPostgresUrl("postgresql://u:secret@h:5432/db"), "postgresql://u:***@h:5432/db");
+  EXPECT_EQ(RedactPostgresUrl("postgres://u@h/db?password=secret&sslmode=require"),
+            "postgres://u@h/db?password=***&sslmode=require");
+  EXPECT_EQ(RedactPostgresUrl("postgresql://u@h/db"), "postgresql://u@h/db");
 }
 
 TEST(RotationPhaseTest, NamesRoundTrip) {

@@ -14,6 +14,7 @@
 
 #include "host/keystore.h"
 #include "tests/host/hsmctl_harness.h"
+#include "tests/support/postgres_cluster.h"
 
 namespace hsmsim::host {
 
@@ -61,6 +62,10 @@ class RotationFixture : public test_support::ProcessEnvironmentTest {
   void Prepare(int keys, bool faults = false) {
     std::vector<std::string> up = {"fleet", "up", "--units", "3", "--instance", "it"};
     if (faults) up.push_back("--allow-fault-injection");
+    if (!keystore_url_.empty()) {
+      up.push_back("--keystore");
+      up.push_back(keystore_url_);
+    }
     MustRun(up);
     for (auto [name, file] : {std::pair{"alice", alice_}, std::pair{"bob", bob_}}) {
       RunResult r = RunHsmctl(
@@ -135,8 +140,30 @@ class RotationFixture : public test_support::ProcessEnvironmentTest {
     }
   }
 
+  // KeystoreLocation: the fleet's keystore, a PostgreSQL URL when the test
+  // set keystore_url_ before Prepare, else its SQLite file.
+  std::string KeystoreLocation() const {
+    return keystore_url_.empty() ? fleet_ + "/keystore.db" : keystore_url_;
+  }
+
+  // UsePostgres makes Prepare put the fleet's keystore in a new database of
+  // this process's throwaway PostgreSQL cluster; skips the test, saying
+  // why, when the server is not installed.
+  void UsePostgres() {
+    if (!test_support::PostgresCluster::ServerBinDir().has_value()) {
+      GTEST_SKIP() << "the PostgreSQL server is not installed (Debian package postgresql, "
+                      "which scripts/setup.sh installs)";
+    }
+    test_support::PostgresCluster* cluster = test_support::SharedPostgresCluster();
+    ASSERT_NE(cluster, nullptr);
+    static int databases = 0;
+    const std::string db = StrCat("fleet_", ::getpid(), "_", ++databases);
+    ASSERT_TRUE(cluster->CreateDatabase(db).ok());
+    keystore_url_ = cluster->Url(db);
+  }
+
   std::string JournalPhase() {
-    auto store = OpenSqliteKeystore(fleet_ + "/keystore.db", false);
+    auto store = OpenKeystore(KeystoreLocation(), false);
     if (!store.ok()) return "NO_KEYSTORE";
     auto j = (*store)->ReadJournal();
     if (!j.ok() || !j->has_value()) return "NONE";
@@ -221,6 +248,7 @@ class RotationFixture : public test_support::ProcessEnvironmentTest {
 
   TempDir tmp_;
   std::string fleet_, alice_, bob_, sign_, target_vp_;
+  std::string keystore_url_;  // empty: the fleet's SQLite keystore
   std::vector<std::string> first_parts_, next_parts_;
   std::vector<Sample> samples_;
   int num_keys_ = 0;
