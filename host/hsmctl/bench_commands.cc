@@ -40,6 +40,7 @@ struct BenchFlags {
   bool keep = false;
   bool peer = false;        // also run the SoftHSMv2 peer benchmark
   std::string peer_binary;  // its program (default: next to hsmctl)
+  std::string keystore;     // --keystore: an empty PostgreSQL database; "": SQLite in --dir
 };
 
 // PeakRssKib returns VmHWM of `pid` (kiB), or -1.
@@ -168,7 +169,7 @@ absl::Status TimeRotation(Invocation& inv, const BenchFlags& f, std::vector<Unit
 // MeasureBaselines measures, after the rotation and on the same disk, the
 // bare SQLite append limit for as many rows as keys of the stored blobs'
 // size, and with --peer the SoftHSMv2 peer.
-absl::Status MeasureBaselines(const BenchFlags& f, host::Keystore& store,
+absl::Status MeasureBaselines(const BenchFlags& f, host::Keystore& store, const std::string& dir,
                               const std::function<void(const std::string&)>& log,
                               BenchReport& report) {
   HSMSIM_ASSIGN_OR_RETURN(std::vector<host::StoredKey> first, store.ReadPage(0, 1));
@@ -176,8 +177,7 @@ absl::Status MeasureBaselines(const BenchFlags& f, host::Keystore& store,
   log(StrCat("measuring the SQLite append limit: ", f.keys, " row(s) of ", report.append_blob_bytes,
              " bytes"));
   HSMSIM_ASSIGN_OR_RETURN(report.append_rows_per_second,
-                          MeasureSqliteAppendLimit(fs::path(store.location()).parent_path(), f.keys,
-                                                   report.append_blob_bytes));
+                          MeasureSqliteAppendLimit(dir, f.keys, report.append_blob_bytes));
   if (f.peer) {
     log("running the SoftHSMv2 peer benchmark");
     HSMSIM_ASSIGN_OR_RETURN(report.peer_keys_per_second, RunSoftHsmPeer(f.peer_binary));
@@ -216,7 +216,8 @@ absl::StatusOr<BenchReport> BenchOnFleet(Invocation& inv, const BenchFlags& f,
     report.unit_peak_rss.push_back(
         {{"unit", u.name}, {"pid", u.pid}, {"peak_rss_kib", PeakRssKib(u.pid)}});
   }
-  HSMSIM_RETURN_IF_ERROR(MeasureBaselines(f, *store, log, report));
+  // On the fleet directory's disk (the keystore's, unless it is PostgreSQL).
+  HSMSIM_RETURN_IF_ERROR(MeasureBaselines(f, *store, FleetDir(inv), log, report));
   return report;
 }
 
@@ -231,6 +232,7 @@ void RenderBench(const Invocation& inv, const BenchFlags& f, const BenchReport& 
              {"ok", true},
              {"units", f.units},
              {"keys", f.keys},
+             {"keystore", f.keystore.empty() ? "sqlite" : "postgresql"},
              {"batch_size", f.batch_size},
              {"in_flight_per_unit", f.in_flight},
              {"fill_seconds", r.fill_seconds},
@@ -279,6 +281,25 @@ void RenderBench(const Invocation& inv, const BenchFlags& f, const BenchReport& 
   std::cout << "\n";
 }
 
+// UseEmptyKeystore makes `location` the bench fleet's keystore: it must
+// hold no key (the benchmark fills it), FAILED_PRECONDITION
+// (KEYSTORE_NOT_EMPTY) otherwise; the checks of keys set-keystore apply.
+absl::Status UseEmptyKeystore(const std::string& dir, const std::string& location,
+                              host::FleetManifest& manifest) {
+  HSMSIM_RETURN_IF_ERROR(CheckKeystoreLocation(location));
+  HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<host::Keystore> store,
+                          host::OpenKeystore(location, true));
+  HSMSIM_ASSIGN_OR_RETURN(int64_t keys, store->CountKeys());
+  if (keys != 0) {
+    return Error(
+        absl::StatusCode::kFailedPrecondition, reason::kKeystoreNotEmpty,
+        StrCat("bench rotate fills a keystore of its own: ", ShownKeystoreLocation(location),
+               " holds ", keys, " key(s); give an empty database"));
+  }
+  manifest.keystore = location;
+  return host::SaveFleetManifest(dir, manifest);
+}
+
 int RunBenchRotate(Invocation& inv, const BenchFlags& f) {
   const bool own_dir = f.dir.empty();
   std::string dir = f.dir;
@@ -312,6 +333,12 @@ int RunBenchRotate(Invocation& inv, const BenchFlags& f) {
     }
   } cleanup{&*manifest, dir, own_dir && !f.keep};
   log(StrCat(f.units, " unit(s) up in ", dir));
+  if (!f.keystore.empty()) {
+    if (absl::Status ok = UseEmptyKeystore(dir, f.keystore, *manifest); !ok.ok()) {
+      return Fail(inv, ok);
+    }
+    log(StrCat("keystore ", ShownKeystoreLocation(f.keystore)));
+  }
   auto report = BenchOnFleet(inv, f, *manifest, log);
   if (!report.ok()) return Fail(inv, report.status());
   RenderBench(inv, f, *report);
@@ -351,6 +378,10 @@ void AddBenchCommands(CLI::App& app, Invocation& inv) {
   rotate->add_option("--peer-binary", f->peer_binary,
                      "The peer benchmark program (default: ../bench/softhsm_peer_bench next to "
                      "hsmctl)");
+  rotate->add_option("--keystore", f->keystore,
+                     "Rotate a keystore in this empty PostgreSQL database "
+                     "(postgresql://USER@HOST:PORT/DB, password from PGPASSFILE, ~/.pgpass or "
+                     "PGPASSWORD) instead of a SQLite file in --dir");
   AddJsonOption(rotate, inv);
   rotate->callback([&inv, f] { inv.action = [&inv, f] { return RunBenchRotate(inv, *f); }; });
 }
