@@ -204,6 +204,10 @@ class PostgresKeystore final : public Keystore {
                    "host=EXCLUDED.host, started_at=EXCLUDED.started_at, command=EXCLUDED.command",
                    {PgParam::Int(holder.pid), PgParam::Text(holder.host),
                     PgParam::Text(holder.started_at), PgParam::Text(holder.command)}));
+    // Fresh statistics before the rotation's reads: after a bulk fill the
+    // planner would otherwise scan every key for each page of
+    // ReadToReencrypt. Best effort: a rotation runs without it, slower.
+    (void)conn->Exec("ANALYZE hsmsim_keys");
     return std::unique_ptr<RotationLock>(
         std::make_unique<AdvisoryRotationLock>(std::move(conn), holder));
   }
