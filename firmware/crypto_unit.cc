@@ -8,6 +8,7 @@
 #include "firmware/internal/argument_validation.h"
 #include "firmware/internal/authorization.h"
 #include "firmware/internal/commands.h"
+#include "firmware/internal/key_use.h"
 #include "firmware/internal/reencryption.h"
 #include "firmware/internal/refusal.h"
 #include "firmware/internal/snapshot_codec.h"
@@ -64,6 +65,9 @@ bool CryptoUnit::IsReadOnly(const v1::Request& request) {
     case v1::Request::kReencryptBatch:
     case v1::Request::kReencryptFromOld:
     case v1::Request::kCheckBlobs:
+    case v1::Request::kEncryptAesGcm:
+    case v1::Request::kDecryptAesGcm:
+    case v1::Request::kImportKey:
       return true;
     default:
       return false;
@@ -130,6 +134,18 @@ v1::Response CryptoUnit::HandleReadOnly(const v1::Request& request) const {
     case v1::Request::kCheckBlobs:
       status = Put(internal::CheckBlobs(request.check_blobs(), state_),
                    [&] { return response.mutable_check_blobs(); });
+      break;
+    case v1::Request::kEncryptAesGcm:
+      status = Put(internal::EncryptAesGcm(request.encrypt_aes_gcm(), state_),
+                   [&] { return response.mutable_encrypt_aes_gcm(); });
+      break;
+    case v1::Request::kDecryptAesGcm:
+      status = Put(internal::DecryptAesGcm(request.decrypt_aes_gcm(), state_),
+                   [&] { return response.mutable_decrypt_aes_gcm(); });
+      break;
+    case v1::Request::kImportKey:
+      status = Put(internal::ImportKey(request.import_key(), state_, entropy_),
+                   [&] { return response.mutable_import_key(); });
       break;
     default:
       status = internal::Invalid(reason::kNotReadOnly, "request is not a read-only operation");

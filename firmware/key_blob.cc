@@ -73,6 +73,26 @@ absl::StatusOr<std::string> BlobKek::Seal(std::string_view key_id, uint32_t attr
                         entropy);
 }
 
+absl::StatusOr<std::string> BlobKek::SealAesKey(std::string_view key_id, uint32_t attributes,
+                                                absl::Span<const uint8_t> key,
+                                                crypto::Entropy& entropy) const {
+  if (key_id.empty() || key_id.size() > kMaxKeyIdSize) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadKeyId,
+                 StrCat("key id must be 1..255 bytes, got ", key_id.size()));
+  }
+  uint8_t algorithm = 0;
+  for (uint8_t a : {wire::kBlobAlgorithmAes128, wire::kBlobAlgorithmAes192, kBlobAlgorithmAes256}) {
+    if (wire::BlobKeySize(a) == key.size()) algorithm = a;
+  }
+  if (algorithm == 0) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadAesKeySize,
+                 StrCat("an AES key is 16, 24 or 32 bytes, got ", key.size()));
+  }
+  SecretBytes padded(kRootKeySize, 0);
+  std::copy(key.begin(), key.end(), padded.begin());
+  return SealWithHeader(BuildBlobHeader(algorithm, attributes, wkid_, key_id), padded, entropy);
+}
+
 absl::StatusOr<SecretBytes> BlobKek::Open(const ParsedBlob& blob) const {
   if (!std::equal(blob.wkid.begin(), blob.wkid.end(), wkid_.begin())) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kWrongMasterKey,

@@ -53,6 +53,14 @@ class BlobKek {
   absl::StatusOr<std::string> Seal(std::string_view key_id, uint32_t attributes,
                                    absl::Span<const uint8_t> key, crypto::Entropy& entropy) const;
 
+  // SealAesKey returns a new blob holding the 16-, 24- or 32-byte AES `key`
+  // (algorithm AES-128, AES-192 or AES-256; a shorter key zero-padded to 32
+  // bytes inside). Returns INVALID_ARGUMENT (BAD_KEY_ID) for a bad key id,
+  // INVALID_ARGUMENT (BAD_AES_KEY_SIZE) for another key size.
+  absl::StatusOr<std::string> SealAesKey(std::string_view key_id, uint32_t attributes,
+                                         absl::Span<const uint8_t> key,
+                                         crypto::Entropy& entropy) const;
+
   // Open returns the key inside `blob`. Returns FAILED_PRECONDITION
   // (WRONG_MASTER_KEY) when the blob names another WKID, INVALID_ARGUMENT
   // (BLOB_AUTHENTICATION_FAILED) when it does not authenticate.

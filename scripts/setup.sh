@@ -18,6 +18,8 @@ packages=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   openssl
   python3
+  # the PKCS#11 module tests (tests/pkcs11/): PyKCS11, beside softhsm2 and opensc above
+  python3-pykcs11
   # the browser test of hsmctl console (tests/host/console/console_browser_test.py)
   chromium chromium-driver python3-selenium
   # the deployment artifacts' check (tests/deploy/deploy_check.py)

@@ -27,10 +27,10 @@ constexpr size_t kWrapOverhead = 1 + crypto::kGcmIvSize + crypto::kGcmTagSize;
 
 // CheckGenerate returns OK when a root key of `algorithm` can be generated.
 absl::Status CheckGenerate(v1::KeyAlgorithm algorithm, const UnitState& state) {
-  if (algorithm != v1::KEY_ALGORITHM_UNSPECIFIED && algorithm != v1::KEY_ALGORITHM_AES_256) {
-    return Invalid(
-        reason::kUnsupportedAlgorithm,
-        StrCat("key algorithm ", static_cast<int>(algorithm), " is not supported; use AES_256"));
+  if (algorithm < v1::KEY_ALGORITHM_UNSPECIFIED || algorithm > v1::KEY_ALGORITHM_AES_192) {
+    return Invalid(reason::kUnsupportedAlgorithm,
+                   StrCat("key algorithm ", static_cast<int>(algorithm),
+                          " is not supported; use AES_256, AES_128 or AES_192"));
   }
   if (!state.current_register.HoldsKey()) {
     return Precondition(reason::kCurrentRegisterEmpty,
@@ -64,12 +64,17 @@ absl::StatusOr<std::vector<std::string_view>> KeyIdsOf(const v1::GenerateKeysReq
   return key_ids;
 }
 
-// A root key opened from a blob under CURRENT or OLD.
-struct RootKey {
-  SecretBytes key;
-  std::string key_id;
-  bool under_old = false;
-};
+// CheckRootKeySize refuses a blob of an AES-128 or -192 key for the data
+// key wrap, which is defined with AES-256 root keys only.
+absl::Status CheckRootKeySize(const RootKey& root) {
+  if (root.key.size() == kRootKeySize) return absl::OkStatus();
+  return Invalid(
+      reason::kUnsupportedAlgorithm,
+      StrCat("the blob of key '", Printable(root.key_id), "' holds an AES-", root.key.size() * 8,
+             " key; WrapKey and UnwrapKey need an AES-256 root key"));
+}
+
+}  // namespace
 
 // OpenRootKey opens a root-key blob under CURRENT or OLD.
 absl::StatusOr<RootKey> OpenRootKey(std::string_view blob, const UnitState& state) {
@@ -79,12 +84,16 @@ absl::StatusOr<RootKey> OpenRootKey(std::string_view blob, const UnitState& stat
   const auto matches = [&](const MasterKeyRegister& r) {
     return r.HoldsKey() && r.kek()->wkid() == parsed.wkid;
   };
+  // A shorter AES key sits zero-padded in the 32 bytes: the padding is
+  // not secret, so dropping it needs no wipe.
   if (matches(state.current_register)) {
     HSMSIM_ASSIGN_OR_RETURN(root.key, state.current_register.kek()->Open(parsed));
+    root.key.resize(wire::BlobKeySize(parsed.algorithm));
     return root;
   }
   if (matches(state.old_register)) {
     HSMSIM_ASSIGN_OR_RETURN(root.key, state.old_register.kek()->Open(parsed));
+    root.key.resize(wire::BlobKeySize(parsed.algorithm));
     root.under_old = true;
     return root;
   }
@@ -100,17 +109,18 @@ absl::StatusOr<RootKey> OpenRootKey(std::string_view blob, const UnitState& stat
              ", which this unit holds in neither CURRENT nor OLD"));
 }
 
-}  // namespace
-
 absl::StatusOr<v1::GenerateKeyResponse> GenerateKey(const v1::GenerateKeyRequest& request,
                                                     const UnitState& state,
                                                     crypto::Entropy& entropy) {
   HSMSIM_RETURN_IF_ERROR(CheckGenerate(request.algorithm(), state));
-  SecretBytes key(kRootKeySize);
+  size_t size = kRootKeySize;
+  if (request.algorithm() == v1::KEY_ALGORITHM_AES_128) size = 16;
+  if (request.algorithm() == v1::KEY_ALGORITHM_AES_192) size = 24;
+  SecretBytes key(size);
   HSMSIM_RETURN_IF_ERROR(entropy.Generate(absl::MakeSpan(key)));
-  HSMSIM_ASSIGN_OR_RETURN(
-      std::string blob,
-      state.current_register.kek()->Seal(request.key_id(), request.attributes(), key, entropy));
+  HSMSIM_ASSIGN_OR_RETURN(std::string blob,
+                          state.current_register.kek()->SealAesKey(
+                              request.key_id(), request.attributes(), key, entropy));
   v1::GenerateKeyResponse response;
   response.set_blob(std::move(blob));
   return response;
@@ -120,6 +130,11 @@ absl::StatusOr<v1::GenerateKeysResponse> GenerateKeys(const v1::GenerateKeysRequ
                                                       const UnitState& state,
                                                       crypto::Entropy& entropy) {
   HSMSIM_RETURN_IF_ERROR(CheckGenerate(request.algorithm(), state));
+  if (request.algorithm() > v1::KEY_ALGORITHM_AES_256) {
+    return Invalid(reason::kUnsupportedAlgorithm,
+                   StrCat("GenerateKeys makes AES_256 keys only, not algorithm ",
+                          static_cast<int>(request.algorithm())));
+  }
   HSMSIM_ASSIGN_OR_RETURN(const std::vector<std::string_view> key_ids, KeyIdsOf(request));
   const bool packed = request.has_packed_key_ids();
   v1::GenerateKeysResponse response;
@@ -158,6 +173,7 @@ absl::StatusOr<v1::WrapKeyResponse> WrapKey(const v1::WrapKeyRequest& request,
                    StrCat("data key must be 1..1024 bytes, got ", plaintext.size()));
   }
   HSMSIM_ASSIGN_OR_RETURN(RootKey root, OpenRootKey(request.blob(), state));
+  HSMSIM_RETURN_IF_ERROR(CheckRootKeySize(root));
   const std::string aad = StrCat(kWrapLabel, root.key_id);
   std::string out(kWrapOverhead + plaintext.size(), '\0');
   auto* o = reinterpret_cast<uint8_t*>(out.data());
@@ -184,6 +200,7 @@ absl::StatusOr<v1::UnwrapKeyResponse> UnwrapKey(const v1::UnwrapKeyRequest& requ
         StrCat("wrapped data key of ", w.size(), " bytes is not a version-1 hsmsim wrapped key"));
   }
   HSMSIM_ASSIGN_OR_RETURN(RootKey root, OpenRootKey(request.blob(), state));
+  HSMSIM_RETURN_IF_ERROR(CheckRootKeySize(root));
   const std::string aad = StrCat(kWrapLabel, root.key_id);
   const auto* in = reinterpret_cast<const uint8_t*>(w.data());
   const size_t ct_size = w.size() - kWrapOverhead;

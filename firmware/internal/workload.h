@@ -7,12 +7,32 @@
 #ifndef HSMSIM_FIRMWARE_INTERNAL_WORKLOAD_H_
 #define HSMSIM_FIRMWARE_INTERNAL_WORKLOAD_H_
 
+#include <string>
+#include <string_view>
+
 #include "absl/status/statusor.h"
+#include "common/secret_bytes.h"
 #include "crypto/entropy.h"
 #include "firmware/unit_state.h"
 #include "hsmsim/v1/unit.pb.h"
 
 namespace hsmsim::firmware::internal {
+
+// A root key opened from a blob under CURRENT or OLD: `key` holds as many
+// bytes as the blob's algorithm says (32, or 16 or 24 for AES-128/-192).
+struct RootKey {
+  SecretBytes key;
+  std::string key_id;
+  bool under_old = false;
+};
+
+// OpenRootKey opens a root-key blob under CURRENT or OLD. Returns
+// INVALID_ARGUMENT (MALFORMED_BLOB) for bytes that are not a blob,
+// FAILED_PRECONDITION (BLOB_UNDER_NEW) for a blob under NEW,
+// FAILED_PRECONDITION (UNKNOWN_WKID) for a blob under another master key
+// (the caller may retry with the key's blob under another generation),
+// INVALID_ARGUMENT (BLOB_AUTHENTICATION_FAILED) for an altered blob.
+absl::StatusOr<RootKey> OpenRootKey(std::string_view blob, const UnitState& state);
 
 // GenerateKey returns a blob under CURRENT holding a new random root key.
 // Returns INVALID_ARGUMENT (UNSUPPORTED_ALGORITHM) for an algorithm other

@@ -228,6 +228,8 @@ void AddAdminCommands(CLI::App& app, Invocation& inv);
 void AddKeyPartCommands(CLI::App& app, Invocation& inv);
 void AddMasterKeyCommands(CLI::App& app, Invocation& inv);
 void AddFaultCommands(CLI::App& app, Invocation& inv);
+// AddPkcs11Commands registers `hsmctl pkcs11 set-pin` (pkcs11_commands.cc).
+void AddPkcs11Commands(CLI::App& app, Invocation& inv);
 void AddConsoleCommand(CLI::App& app, Invocation& inv);
 
 }  // namespace hsmsim::hsmctl

@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   AddFaultCommands(app, inv);
   AddCardCommands(app, inv);
   AddAuditCommands(app, inv);
+  AddPkcs11Commands(app, inv);
   AddConsoleCommand(app, inv);
   try {
     app.parse(argc, argv);

@@ -53,7 +53,7 @@ absl::StatusOr<ParsedBlob> ParseBlob(absl::Span<const uint8_t> blob) {
                         " is not supported (hsmsim reads version ", kBlobFormatVersion, ")"));
   }
   p.algorithm = blob[1];
-  if (p.algorithm != kBlobAlgorithmAes256) {
+  if (BlobKeySize(p.algorithm) == 0) {
     return Malformed(StrCat("unknown algorithm ", p.algorithm));
   }
   p.attributes = (uint32_t{blob[2]} << 24) | (uint32_t{blob[3]} << 16) | (uint32_t{blob[4]} << 8) |

@@ -5,12 +5,13 @@
 //
 // Layout (all integers big-endian; docs/protocol.md section 11):
 //   header  u8  format_version (1)
-//           u8  algorithm (1 = AES-256)
+//           u8  algorithm (1 = AES-256, 2 = AES-128, 3 = AES-192)
 //           u32 attributes
 //           16  WKID of the master key (the first 16 bytes of its VP)
 //           u16 key_id length (1..255), then the key id bytes
 //   body    12  IV
-//           32  ciphertext of the 32-byte root key
+//           32  ciphertext of the 32-byte root key (an AES-128 or -192 key
+//               zero-padded to 32 bytes: the algorithm says how many count)
 //           16  GCM tag
 // The body is AES-256-GCM (NIST SP 800-38D) with the whole header as
 // associated data.
@@ -30,6 +31,8 @@ namespace hsmsim::wire {
 
 inline constexpr uint8_t kBlobFormatVersion = 1;
 inline constexpr uint8_t kBlobAlgorithmAes256 = 1;
+inline constexpr uint8_t kBlobAlgorithmAes128 = 2;
+inline constexpr uint8_t kBlobAlgorithmAes192 = 3;
 inline constexpr size_t kMaxKeyIdSize = 255;
 inline constexpr size_t kRootKeySize = 32;
 inline constexpr size_t kBlobWkidSize = 16;
@@ -57,6 +60,21 @@ struct ParsedBlob {
   absl::Span<const uint8_t> ciphertext;
   absl::Span<const uint8_t> tag;
 };
+
+// BlobKeySize returns the size in bytes of the key a blob of `algorithm`
+// holds (32, 16 or 24), or 0 for an unknown algorithm.
+inline size_t BlobKeySize(uint8_t algorithm) {
+  switch (algorithm) {
+    case kBlobAlgorithmAes256:
+      return 32;
+    case kBlobAlgorithmAes128:
+      return 16;
+    case kBlobAlgorithmAes192:
+      return 24;
+    default:
+      return 0;
+  }
+}
 
 // ParseBlob checks the structure of `blob` (not its authenticity) and returns
 // views of its parts. Returns INVALID_ARGUMENT with reason MALFORMED_BLOB

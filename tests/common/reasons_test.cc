@@ -30,8 +30,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const char* const kProductionDirs[] = {"common",   "crypto", "firmware",
-                                       "emulator", "host",   "proto/wire"};
+const char* const kProductionDirs[] = {"common", "crypto",     "firmware", "emulator",
+                                       "host",   "proto/wire", "pkcs11"};
 
 std::string SourceDir() { return HSMSIM_SOURCE_DIR; }
 

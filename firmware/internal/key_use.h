@@ -1,0 +1,47 @@
+// Key use for applications (docs/protocol.md section 10.7): AES-GCM
+// encryption and decryption of caller data with the AES key in a blob, and
+// the import of a clear AES key value as a blob under CURRENT. The PKCS#11
+// module is the client. Unsigned and read-only, like the other workload
+// operations (firmware/internal/workload.h). Internal to firmware/.
+#ifndef HSMSIM_FIRMWARE_INTERNAL_KEY_USE_H_
+#define HSMSIM_FIRMWARE_INTERNAL_KEY_USE_H_
+
+#include <cstddef>
+
+#include "absl/status/statusor.h"
+#include "crypto/entropy.h"
+#include "firmware/unit_state.h"
+#include "hsmsim/v1/unit.pb.h"
+
+namespace hsmsim::firmware::internal {
+
+// The most data (plaintext, or ciphertext without its tag) and the most AAD
+// one EncryptAesGcm or DecryptAesGcm takes.
+inline constexpr size_t kMaxKeyUseMessageSize = 65'536;
+
+// EncryptAesGcm returns the ciphertext and tag of the request's plaintext
+// under the blob's key, with the caller's IV, AAD and tag size. Returns
+// INVALID_ARGUMENT (MESSAGE_TOO_LARGE) for data or AAD over 65,536 bytes,
+// INVALID_ARGUMENT (BAD_GCM_PARAMETERS) for an IV outside 1..128 bytes or a
+// tag size outside 12..16, and the blob's refusals (OpenRootKey): a blob
+// under another master key answers FAILED_PRECONDITION (UNKNOWN_WKID), so the
+// caller may retry with the key's other blob.
+absl::StatusOr<v1::EncryptAesGcmResponse> EncryptAesGcm(const v1::EncryptAesGcmRequest& request,
+                                                        const UnitState& state);
+
+// DecryptAesGcm returns the plaintext of the request's ciphertext and tag.
+// Errors as EncryptAesGcm, and INVALID_ARGUMENT
+// (CIPHERTEXT_AUTHENTICATION_FAILED) when the tag does not verify.
+absl::StatusOr<v1::DecryptAesGcmResponse> DecryptAesGcm(const v1::DecryptAesGcmRequest& request,
+                                                        const UnitState& state);
+
+// ImportKey returns a blob under CURRENT holding the request's clear AES key
+// value. Returns INVALID_ARGUMENT (BAD_AES_KEY_SIZE) for a value that is not
+// 16, 24 or 32 bytes, INVALID_ARGUMENT (BAD_KEY_ID) for a bad key id,
+// FAILED_PRECONDITION (CURRENT_REGISTER_EMPTY) without a VALID CURRENT.
+absl::StatusOr<v1::ImportKeyResponse> ImportKey(const v1::ImportKeyRequest& request,
+                                                const UnitState& state, crypto::Entropy& entropy);
+
+}  // namespace hsmsim::firmware::internal
+
+#endif  // HSMSIM_FIRMWARE_INTERNAL_KEY_USE_H_

@@ -1,0 +1,222 @@
+// Object functions: C_GenerateKey, C_CreateObject, C_DestroyObject,
+// C_GetAttributeValue, C_SetAttributeValue, C_FindObjectsInit,
+// C_FindObjects, C_FindObjectsFinal.
+#include <openssl/rand.h>
+#include <p11-kit/pkcs11.h>
+
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "common/hex.h"
+#include "common/secret_bytes.h"
+#include "pkcs11/module_state.h"
+
+namespace hsmsim::pkcs11 {
+namespace {
+
+const CK_ATTRIBUTE* Find(CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_ATTRIBUTE_TYPE type) {
+  for (CK_ULONG i = 0; i < count; ++i) {
+    if (templ[i].type == type) return &templ[i];
+  }
+  return nullptr;
+}
+
+bool ValidAesSize(CK_ULONG size) { return size == 16 || size == 24 || size == 32; }
+
+// NewKeyName returns a fresh keystore name for a token object.
+std::string NewKeyName() {
+  uint8_t random[16];
+  if (RAND_bytes(random, sizeof(random)) != 1) return std::string();
+  return "pkcs11-" + ToHex(absl::MakeConstSpan(random, sizeof(random)));
+}
+
+// NewKeyObject makes an AES key object from a template: a keystore key for
+// CKA_TOKEN TRUE, else a session object. `value` is the clear key for
+// C_CreateObject, null for C_GenerateKey.
+CK_RV NewKeyObject(ModuleState& m, CK_SESSION_HANDLE handle, Session& s, CK_ATTRIBUTE_PTR templ,
+                   CK_ULONG count, CK_ULONG key_bytes, CK_MECHANISM_TYPE mechanism,
+                   const SecretBytes* value, CK_OBJECT_HANDLE_PTR out, const char* function) {
+  Object object;
+  CK_RV rv = ObjectAttributes::ForNewAesKey(templ, count, key_bytes, mechanism, &object.attributes);
+  if (rv != CKR_OK) return rv;
+  const bool token = object.attributes.Bool(CKA_TOKEN);
+  if (token && !s.rw()) return CKR_SESSION_READ_ONLY;
+  if (object.attributes.Bool(CKA_PRIVATE) && m.user != CKU_USER) return CKR_USER_NOT_LOGGED_IN;
+  object.key.token = token;
+  if (token) {
+    object.key.name = NewKeyName();
+    if (object.key.name.empty()) return CKR_FUNCTION_FAILED;
+    absl::Status made = m.token->CreateTokenKey(object.key.name, key_bytes, value);
+    if (made.ok()) made = m.token->store().PutObject(object.key.name, object.attributes.Encode());
+    if (!made.ok()) return ToCkRv(made, function);
+  } else {
+    absl::StatusOr<std::string> blob = m.token->CreateSessionBlob(key_bytes, value);
+    if (!blob.ok()) return ToCkRv(blob.status(), function);
+    object.key.blob = std::move(*blob);
+    object.owner = handle;
+  }
+  const CK_OBJECT_HANDLE h = m.next_object++;
+  if (token) m.token_handles[object.key.name] = h;
+  m.objects[h] = std::move(object);
+  *out = h;
+  return CKR_OK;
+}
+
+CK_RV GenerateKey(ModuleState& m, CK_SESSION_HANDLE handle, Session& s, CK_MECHANISM_PTR mech,
+                  CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out) {
+  if (mech->mechanism != CKM_AES_KEY_GEN) return CKR_MECHANISM_INVALID;
+  if (mech->pParameter != nullptr || mech->ulParameterLen != 0) return CKR_MECHANISM_PARAM_INVALID;
+  if (Find(templ, count, CKA_VALUE) != nullptr) return CKR_TEMPLATE_INCONSISTENT;
+  const CK_ATTRIBUTE* len = Find(templ, count, CKA_VALUE_LEN);
+  if (len == nullptr) return CKR_TEMPLATE_INCOMPLETE;
+  if (len->pValue == nullptr || len->ulValueLen != sizeof(CK_ULONG)) {
+    return CKR_ATTRIBUTE_VALUE_INVALID;
+  }
+  CK_ULONG size = 0;
+  std::memcpy(&size, len->pValue, sizeof(size));
+  if (!ValidAesSize(size)) return CKR_ATTRIBUTE_VALUE_INVALID;
+  return NewKeyObject(m, handle, s, templ, count, size, CKM_AES_KEY_GEN, nullptr, out,
+                      "C_GenerateKey");
+}
+
+CK_RV CreateObject(ModuleState& m, CK_SESSION_HANDLE handle, Session& s, CK_ATTRIBUTE_PTR templ,
+                   CK_ULONG count, CK_OBJECT_HANDLE_PTR out) {
+  const CK_ATTRIBUTE* cls = Find(templ, count, CKA_CLASS);
+  const CK_ATTRIBUTE* type = Find(templ, count, CKA_KEY_TYPE);
+  const CK_ATTRIBUTE* value = Find(templ, count, CKA_VALUE);
+  if (cls == nullptr || type == nullptr || value == nullptr) return CKR_TEMPLATE_INCOMPLETE;
+  if (value->pValue == nullptr || !ValidAesSize(value->ulValueLen)) {
+    return CKR_ATTRIBUTE_VALUE_INVALID;
+  }
+  if (const CK_ATTRIBUTE* len = Find(templ, count, CKA_VALUE_LEN); len != nullptr) {
+    CK_ULONG size = 0;
+    if (len->pValue == nullptr || len->ulValueLen != sizeof(size))
+      return CKR_ATTRIBUTE_VALUE_INVALID;
+    std::memcpy(&size, len->pValue, sizeof(size));
+    if (size != value->ulValueLen) return CKR_TEMPLATE_INCONSISTENT;
+  }
+  const SecretBytes key = MakeSecret(
+      absl::MakeConstSpan(static_cast<const uint8_t*>(value->pValue), value->ulValueLen));
+  return NewKeyObject(m, handle, s, templ, count, value->ulValueLen, CK_UNAVAILABLE_INFORMATION,
+                      &key, out, "C_CreateObject");
+}
+
+CK_RV DestroyObject(ModuleState& m, Session& s, CK_OBJECT_HANDLE handle) {
+  Object* object = VisibleObject(m, handle);
+  if (object == nullptr) return CKR_OBJECT_HANDLE_INVALID;
+  if (!object->attributes.Bool(CKA_DESTROYABLE)) return CKR_ACTION_PROHIBITED;
+  if (object->key.token) {
+    if (!s.rw()) return CKR_SESSION_READ_ONLY;
+    absl::Status deleted = m.token->store().DeleteObject(object->key.name);
+    if (!deleted.ok()) return ToCkRv(deleted, "C_DestroyObject");
+    m.token_handles.erase(object->key.name);
+  }
+  m.objects.erase(handle);
+  return CKR_OK;
+}
+
+CK_RV SetAttributes(ModuleState& m, Session& s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_PTR templ,
+                    CK_ULONG count) {
+  Object* object = VisibleObject(m, handle);
+  if (object == nullptr) return CKR_OBJECT_HANDLE_INVALID;
+  if (object->key.token && !s.rw()) return CKR_SESSION_READ_ONLY;
+  ObjectAttributes next = object->attributes;
+  if (CK_RV rv = next.Set(templ, count); rv != CKR_OK) return rv;
+  if (object->key.token) {
+    absl::Status stored = m.token->store().PutObject(object->key.name, next.Encode());
+    if (!stored.ok()) return ToCkRv(stored, "C_SetAttributeValue");
+  }
+  object->attributes = std::move(next);
+  return CKR_OK;
+}
+
+CK_RV FindObjectsInit(ModuleState& m, Session& s, CK_ATTRIBUTE_PTR templ, CK_ULONG count) {
+  if (s.finding) return CKR_OPERATION_ACTIVE;
+  absl::Status refreshed = RefreshTokenObjects(m);
+  if (!refreshed.ok()) return ToCkRv(refreshed, "C_FindObjectsInit");
+  s.found.clear();
+  s.found_pos = 0;
+  for (const auto& [handle, object] : m.objects) {
+    if (VisibleObject(m, handle) == nullptr) continue;
+    if (object.attributes.Matches(templ, count)) s.found.push_back(handle);
+  }
+  s.finding = true;
+  return CKR_OK;
+}
+
+}  // namespace
+}  // namespace hsmsim::pkcs11
+
+using namespace hsmsim::pkcs11;  // NOLINT: the C entry points below
+
+extern "C" {
+
+CK_RV C_GenerateKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
+                    CK_ULONG count, CK_OBJECT_HANDLE_PTR key) {
+  if (mech == nullptr || key == nullptr || (templ == nullptr && count > 0))
+    return CKR_ARGUMENTS_BAD;
+  return WithSession(session, [&](ModuleState& m, Session& s) {
+    return GenerateKey(m, session, s, mech, templ, count, key);
+  });
+}
+
+CK_RV C_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                     CK_OBJECT_HANDLE_PTR object) {
+  if (object == nullptr || templ == nullptr) return CKR_ARGUMENTS_BAD;
+  return WithSession(session, [&](ModuleState& m, Session& s) {
+    return CreateObject(m, session, s, templ, count, object);
+  });
+}
+
+CK_RV C_DestroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object) {
+  return WithSession(session,
+                     [&](ModuleState& m, Session& s) { return DestroyObject(m, s, object); });
+}
+
+CK_RV C_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                          CK_ATTRIBUTE_PTR templ, CK_ULONG count) {
+  if (templ == nullptr && count > 0) return CKR_ARGUMENTS_BAD;
+  return WithSession(session, [&](ModuleState& m, Session&) {
+    Object* o = VisibleObject(m, object);
+    if (o == nullptr) return CKR_OBJECT_HANDLE_INVALID;
+    return o->attributes.Get(templ, count);
+  });
+}
+
+CK_RV C_SetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                          CK_ATTRIBUTE_PTR templ, CK_ULONG count) {
+  if (templ == nullptr && count > 0) return CKR_ARGUMENTS_BAD;
+  return WithSession(session, [&](ModuleState& m, Session& s) {
+    return SetAttributes(m, s, object, templ, count);
+  });
+}
+
+CK_RV C_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count) {
+  if (templ == nullptr && count > 0) return CKR_ARGUMENTS_BAD;
+  return WithSession(
+      session, [&](ModuleState& m, Session& s) { return FindObjectsInit(m, s, templ, count); });
+}
+
+CK_RV C_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR out, CK_ULONG max,
+                    CK_ULONG_PTR count) {
+  if (count == nullptr || (out == nullptr && max > 0)) return CKR_ARGUMENTS_BAD;
+  return WithSession(session, [&](ModuleState&, Session& s) {
+    if (!s.finding) return CKR_OPERATION_NOT_INITIALIZED;
+    CK_ULONG n = 0;
+    while (n < max && s.found_pos < s.found.size()) out[n++] = s.found[s.found_pos++];
+    *count = n;
+    return CKR_OK;
+  });
+}
+
+CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE session) {
+  return WithSession(session, [&](ModuleState&, Session& s) {
+    if (!s.finding) return CKR_OPERATION_NOT_INITIALIZED;
+    s.finding = false;
+    s.found.clear();
+    return CKR_OK;
+  });
+}
+
+}  // extern "C"
