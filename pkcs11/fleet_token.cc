@@ -6,6 +6,7 @@
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "host/internal/pq.h"
 #include "host/key_creation.h"
 #include "proto/wire/blob_format.h"
 #include "proto/wire/status_codec.h"
@@ -61,6 +62,12 @@ absl::StatusOr<std::unique_ptr<FleetToken>> FleetToken::Open(const ModuleConfig&
   HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(config.fleet_dir));
   std::string path = manifest.keystore;
   if (path.empty()) path = (std::filesystem::path(config.fleet_dir) / "keystore.db").string();
+  if (host::internal::IsPostgresUrl(path)) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kBadPkcs11Config,
+                 StrCat("fleet ", config.fleet_dir,
+                        " keeps its keys in PostgreSQL; this PKCS#11 module serves fleets with a "
+                        "SQLite keystore only (docs/pkcs11.md)"));
+  }
   HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<host::Keystore> keystore,
                           host::OpenSqliteKeystore(path, /*create=*/true));
   HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<TokenStore> store, TokenStore::Open(path));
