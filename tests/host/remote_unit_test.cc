@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/reasons.h"
+#include "host/keystore.h"
 #include "host/tls_certificates.h"
 #include "tests/host/hsmctl_harness.h"
 #include "tests/support/unit_process.h"
@@ -160,7 +161,25 @@ TEST_F(RemoteUnitTest, PlaintextRemoteUnitAnsweringWithAnotherIdIsRefused) {
   other.child->Stop();
   Remote back = StartRemote("127.0.0.3", "plain-a", /*tls=*/false, port);
   ASSERT_NO_FATAL_FAILURE(MustRun({"fleet", "status"}));
+
+  // While a rotation is journaled, the fleet's units do not change.
+  auto store = OpenSqliteKeystore(fleet_ + "/keystore.db", /*create=*/true);
+  ASSERT_TRUE(store.ok()) << store.status();
+  RotationJournal journal;
+  journal.phase = RotationPhase::kReencrypting;
+  journal.source_vp = std::string(32, '\x01');
+  journal.target_vp = std::string(32, '\x02');
+  journal.started_at = journal.updated_at = "2026-11-30T00:00:00Z";
+  ASSERT_TRUE((*store)->WriteJournal(journal).ok());
+  const std::string before = *ReadFileBytes(fleet_ + "/fleet.json");
+  RunResult rotating = Hsmctl({"fleet", "rm", "remote2"});
+  EXPECT_EQ(rotating.exit_code, 1) << Describe(rotating);
+  EXPECT_THAT(rotating.err, HasSubstr("ROTATION_IN_PROGRESS"));
+  EXPECT_EQ(*ReadFileBytes(fleet_ + "/fleet.json"), before);
+  journal.phase = RotationPhase::kDone;
+  ASSERT_TRUE((*store)->WriteJournal(journal).ok());
   ASSERT_NO_FATAL_FAILURE(MustRun({"fleet", "rm", "remote2"}));
+  EXPECT_EQ(LoadFleetManifest(fleet_)->FindUnit("remote2"), nullptr);
 }
 
 }  // namespace
