@@ -187,6 +187,7 @@ UnitOutcome StatusOfUnit(const host::FleetUnit& unit, const host::UnitClientOpti
   o.details["pid"] = unit.pid;
   o.details["pid_alive"] = alive;
   o.details["selected"] = unit.selected;
+  o.details["tls"] = unit.tls;
   o.details["reachable"] = reach.ok();
   o.details["stopped"] = stopped;
   o.details["state"] = reach.ok() ? "running" : stopped ? "stopped" : "unreachable";
@@ -194,9 +195,12 @@ UnitOutcome StatusOfUnit(const host::FleetUnit& unit, const host::UnitClientOpti
   if (stopped) {
     o.text = StrCat("stopped (fleet down), pid ", unit.pid,
                     " not running; hsmctl fleet start starts it again", selected);
+  } else if (unit.pid <= 0) {
+    o.text = StrCat("reachable at ", unit.endpoint, " (added with fleet add, not launched here)",
+                    unit.tls ? ", mutual TLS" : "", selected);
   } else {
     o.text = StrCat("reachable at ", unit.endpoint, ", pid ", unit.pid,
-                    alive ? " alive" : " not running", selected);
+                    alive ? " alive" : " not running", unit.tls ? ", mutual TLS" : "", selected);
   }
   return o;
 }
