@@ -26,6 +26,7 @@
 #include "emulator/state_store.h"
 #include "emulator/unit_options.h"
 #include "emulator/unit_server.h"
+#include "emulator/unit_tls.h"
 #include "firmware/limits.h"
 #include "proto/wire/build_version.h"
 
@@ -82,6 +83,16 @@ int main(int argc, char** argv) {
       options.new_unit ? NewUnitPolicy::kAllowed : NewUnitPolicy::kOnlyWhereNoUnitWas);
   if (!unit.ok()) return Fail(kExitBadSetup, unit.status());
   const std::string unit_id = hsmsim::ToHex((*unit)->unit_id());
+  if (options.print_unit_id) {
+    std::printf("%s\n", unit_id.c_str());
+    return kExitStopped;
+  }
+  std::shared_ptr<ServerTls> tls;
+  if (options.tls()) {
+    auto loaded = LoadServerTls(options.tls_cert, options.tls_key, options.tls_ca);
+    if (!loaded.ok()) return Fail(kExitBadSetup, loaded.status());
+    tls = *std::move(loaded);
+  }
   RequestDispatcher dispatcher(std::move(unit).value(), **store);
   FaultInjector faults;
   if (options.allow_fault_injection) {
@@ -98,7 +109,7 @@ int main(int argc, char** argv) {
   asio::thread_pool pool(options.workers);
   FrameBudget budget(options.memory_budget_bytes);
   UnitServer server(io, pool, dispatcher, budget,
-                    SessionConfig{options.max_frame_bytes, options.read_timeout});
+                    SessionConfig{options.max_frame_bytes, options.read_timeout}, tls);
   auto endpoint = server.Listen(options.listen_host, options.listen_port);
   if (!endpoint.ok()) return Fail(kExitCannotServe, endpoint.status());
 
@@ -119,9 +130,9 @@ int main(int argc, char** argv) {
   }
   spdlog::info(
       "unit {} listening on {}:{} (state {}, {} workers, frames up to {} bytes, memory budget {} "
-      "bytes{})",
+      "bytes{}{})",
       unit_id, endpoint->address().to_string(), endpoint->port(), (*store)->dir(), options.workers,
-      options.max_frame_bytes, budget.limit(),
+      options.max_frame_bytes, budget.limit(), tls ? ", mutual TLS" : ", plaintext",
       options.allow_fault_injection ? ", fault injection allowed" : "");
 
   io.run();

@@ -1,5 +1,8 @@
 #include "emulator/unit_options.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <charconv>
@@ -91,6 +94,28 @@ void AddUnitOptions(CLI::App& app, UnitOptions& options) {
          "is still inside a frame then is closed.")
       ->default_str(std::to_string(options.read_timeout.count()))
       ->check(CLI::Range(int64_t{1}, int64_t{86'400'000}));
+  app.add_option("--tls-cert", options.tls_cert,
+                 "The unit's TLS certificate (PEM; see docs/tls.md): with --tls-key and --tls-ca, "
+                 "every connection is mutual TLS 1.3.");
+  app.add_option("--tls-key", options.tls_key, "The private key of --tls-cert (PEM).");
+  app.add_option("--tls-ca", options.tls_ca,
+                 "The CA certificates (PEM) a client's certificate must chain to; a client "
+                 "without one fails the handshake.");
+  app.add_flag("--insecure", options.insecure,
+               "Allow plaintext on an address that is not loopback; without it such a --listen "
+               "needs TLS (exit 2).");
+  app.add_flag("--print-unit-id", options.print_unit_id,
+               "Print the unit id of the unit in --state-dir in hex (creating a new unit where "
+               "there is none, as a start would) and exit without listening.");
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
+  return false;
 }
 
 absl::Status ParseHostPort(const std::string& text, std::string* host, uint16_t* port) {
@@ -144,6 +169,18 @@ absl::Status FinishUnitOptions(UnitOptions& options) {
                    StrCat("--fault: ", fault.status().message()));
     }
     options.faults.push_back(*std::move(fault));
+  }
+  const int tls_files =
+      !options.tls_cert.empty() + !options.tls_key.empty() + !options.tls_ca.empty();
+  if (tls_files != 0 && tls_files != 3) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kTlsSetupFailed,
+                 "--tls-cert, --tls-key and --tls-ca go together: give all three or none");
+  }
+  if (!options.tls() && !options.insecure && !IsLoopbackHost(options.listen_host)) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kInsecureListen,
+                 StrCat("--listen ", options.listen,
+                        " is not a loopback address: give --tls-cert, --tls-key and --tls-ca "
+                        "(mutual TLS), or --insecure to serve plaintext there on purpose"));
   }
   if (options.workers == 0) {
     options.workers = std::max(1u, std::thread::hardware_concurrency());

@@ -44,6 +44,16 @@ struct UnitOptions {
   std::string log_level = "info";
   unsigned workers = 0;  // 0 before parsing: the number of cores
   std::chrono::milliseconds read_timeout{30000};
+  // Mutual TLS (emulator/unit_tls.h): all three PEM files, or none.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+  // Listen on an address that is not loopback without TLS (--insecure).
+  bool insecure = false;
+  // Print the unit id of --state-dir's unit and exit (--print-unit-id).
+  bool print_unit_id = false;
+
+  bool tls() const { return !tls_cert.empty(); }
 };
 
 // AddUnitOptions registers every flag of hsmsim-unit on `app`, bound to
@@ -61,8 +71,15 @@ std::string UnitExitCodeHelp();
 // (BAD_FLAG) naming the flag when a value is unusable, including --fault
 // without --allow-fault-injection, --max-frame-bytes outside
 // 1..kMaxMaxFrameBytes, and --memory-budget-bytes below twice
-// --max-frame-bytes (the message names both numbers).
+// --max-frame-bytes (the message names both numbers); INVALID_ARGUMENT
+// (TLS_SETUP_FAILED) when only some of --tls-cert, --tls-key, --tls-ca are
+// given; FAILED_PRECONDITION (INSECURE_LISTEN) when --listen's host is not
+// loopback (127.0.0.0/8, ::1, localhost) and neither TLS nor --insecure is.
 absl::Status FinishUnitOptions(UnitOptions& options);
+
+// IsLoopbackHost is true for "localhost", an IPv4 address in 127.0.0.0/8
+// and the IPv6 address ::1.
+bool IsLoopbackHost(const std::string& host);
 
 // ParseHostPort splits "HOST:PORT" or "[V6HOST]:PORT". INVALID_ARGUMENT
 // (BAD_FLAG) on a missing or out-of-range port.

@@ -22,12 +22,13 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 UnitServer::UnitServer(asio::io_context& io, asio::thread_pool& pool, RequestDispatcher& dispatcher,
-                       FrameBudget& budget, SessionConfig config)
+                       FrameBudget& budget, SessionConfig config, std::shared_ptr<ServerTls> tls)
     : io_(io),
       pool_(pool),
       dispatcher_(dispatcher),
       budget_(budget),
       config_(config),
+      tls_(std::move(tls)),
       acceptor_(io) {}
 
 absl::StatusOr<tcp::endpoint> UnitServer::Listen(const std::string& host, uint16_t port) {
@@ -91,8 +92,10 @@ asio::awaitable<void> UnitServer::AcceptLoop() {
     }
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    auto session =
-        std::make_shared<UnitSession>(std::move(socket), pool_, dispatcher_, budget_, config_);
+    std::shared_ptr<UnitSession> session =
+        tls_ ? MakeTlsSession(std::move(socket), tls_, pool_, dispatcher_, budget_, config_)
+             : std::make_shared<PlainUnitSession>(std::move(socket), pool_, dispatcher_, budget_,
+                                                  config_);
     {
       std::lock_guard lock(mu_);
       if (stopped_) co_return;  // the socket closes with `session`

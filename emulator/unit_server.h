@@ -19,15 +19,19 @@
 #include "emulator/frame_budget.h"
 #include "emulator/request_dispatcher.h"
 #include "emulator/unit_session.h"
+#include "emulator/unit_tls.h"
 
 namespace hsmsim::emulator {
 
 class UnitServer {
  public:
   // `io`, `pool`, `dispatcher` and `budget` must outlive the server; every
-  // session shares `budget` (see UnitSession for how it is used).
+  // session shares `budget` (see UnitSession for how it is used). `tls`
+  // null: plaintext sessions; otherwise every connection must complete a
+  // mutual TLS handshake with it (emulator/unit_tls.h) first.
   UnitServer(boost::asio::io_context& io, boost::asio::thread_pool& pool,
-             RequestDispatcher& dispatcher, FrameBudget& budget, SessionConfig config);
+             RequestDispatcher& dispatcher, FrameBudget& budget, SessionConfig config,
+             std::shared_ptr<ServerTls> tls = nullptr);
 
   UnitServer(const UnitServer&) = delete;
   UnitServer& operator=(const UnitServer&) = delete;
@@ -52,6 +56,7 @@ class UnitServer {
   RequestDispatcher& dispatcher_;
   FrameBudget& budget_;
   const SessionConfig config_;
+  const std::shared_ptr<ServerTls> tls_;
   boost::asio::ip::tcp::acceptor acceptor_;
 
   std::mutex mu_;

@@ -1,5 +1,11 @@
 // UnitSession: one client connection of hsmsim-unit. Owns the socket.
 //
+// BasicUnitSession<Stream> is the session over a plaintext TCP socket
+// (PlainUnitSession, unit_session.cc) or over a TLS stream
+// (emulator/unit_tls.h, unit_session_tls.cc), with the same frames: a TLS
+// session first completes the server handshake, within the read timeout,
+// then reads frames as a plaintext one does.
+//
 // The reader decodes frames (wire::DecodeFrameHeader / ParseFrameBody) and
 // hands every request to the worker pool at once, without waiting for the
 // previous one: many requests are in flight per connection. Responses are
@@ -40,6 +46,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "absl/status/status.h"
 #include "emulator/frame_budget.h"
@@ -62,56 +69,71 @@ struct SessionConfig {
   std::chrono::milliseconds read_timeout{30000};
 };
 
-class UnitSession : public std::enable_shared_from_this<UnitSession> {
+// UnitSession is what the server holds of a session, whatever its stream.
+class UnitSession {
+ public:
+  virtual ~UnitSession() = default;
+  // Start begins reading (after the TLS handshake, for TLS). Call once.
+  virtual void Start() = 0;
+  // Close closes the connection now; responses still in flight are dropped.
+  virtual void Close() = 0;
+};
+
+template <class Stream>
+class BasicUnitSession final : public UnitSession,
+                               public std::enable_shared_from_this<BasicUnitSession<Stream>> {
  public:
   // `socket` must use a strand executor. `pool`, `dispatcher` and `budget`
   // must outlive the session (the server joins the pool after the sessions
   // end).
-  UnitSession(boost::asio::ip::tcp::socket socket, boost::asio::thread_pool& pool,
-              RequestDispatcher& dispatcher, FrameBudget& budget, SessionConfig config);
+  BasicUnitSession(Stream socket, boost::asio::thread_pool& pool, RequestDispatcher& dispatcher,
+                   FrameBudget& budget, SessionConfig config);
   // Gives back to the budget whatever this session still holds.
-  ~UnitSession();
+  ~BasicUnitSession() override;
 
-  UnitSession(const UnitSession&) = delete;
-  UnitSession& operator=(const UnitSession&) = delete;
+  BasicUnitSession(const BasicUnitSession&) = delete;
+  BasicUnitSession& operator=(const BasicUnitSession&) = delete;
 
-  // Start begins reading. Call once.
-  void Start();
-
-  // Close closes the connection now; responses still in flight are dropped.
-  void Close();
+  void Start() override;
+  void Close() override;
 
  private:
+  static constexpr bool kTls = !std::is_same_v<Stream, boost::asio::ip::tcp::socket>;
   // The reader's buffer and the deadline of the frame being read.
   struct ReadState;
 
+  // Handshake completes the TLS server handshake within the read timeout.
+  // Returns false (the connection closed) when it fails or times out. A
+  // member template, so the plaintext instantiation never compiles it.
+  template <class S = Stream>
+  static boost::asio::awaitable<bool> Handshake(std::shared_ptr<BasicUnitSession> self);
   // ReadLoop cuts frames from the socket and spawns Serve for each, until
   // the peer closes, an error, or Close.
-  static boost::asio::awaitable<void> ReadLoop(std::shared_ptr<UnitSession> self);
+  static boost::asio::awaitable<void> ReadLoop(std::shared_ptr<BasicUnitSession> self);
   // HoldFrame reserves the budget for a frame of `frame_size` bytes whose
   // header was just decoded (ReserveFrame) and sizes the buffer for it.
   // Returns ReserveFrame's error.
-  static boost::asio::awaitable<absl::Status> HoldFrame(std::shared_ptr<UnitSession> self,
+  static boost::asio::awaitable<absl::Status> HoldFrame(std::shared_ptr<BasicUnitSession> self,
                                                         ReadState& state, size_t frame_size);
   // ReadMore reads the next bytes into the buffer (`frame_size` > 0: of a
   // frame that size), under the frame's deadline once a frame has begun.
   // Returns false when reading is over: the peer closed, a read failed or
   // timed out (the session is then closed or finishing).
-  static boost::asio::awaitable<bool> ReadMore(std::shared_ptr<UnitSession> self, ReadState& state,
-                                               size_t frame_size);
+  static boost::asio::awaitable<bool> ReadMore(std::shared_ptr<BasicUnitSession> self,
+                                               ReadState& state, size_t frame_size);
   // ReserveFrame waits until `frame_bytes` fit both this connection's share
   // and the unit's budget, then holds them. Returns RESOURCE_EXHAUSTED
   // (MEMORY_BUDGET_EXHAUSTED) naming the numbers at `deadline`, CANCELLED
   // when the connection closes meanwhile.
   static boost::asio::awaitable<absl::Status> ReserveFrame(
-      std::shared_ptr<UnitSession> self, size_t frame_bytes,
+      std::shared_ptr<BasicUnitSession> self, size_t frame_bytes,
       std::chrono::steady_clock::time_point deadline);
   // WaitForRoom waits while this connection has kMaxUnansweredPerConnection
   // requests unanswered. Returns false when the connection closed meanwhile.
-  static boost::asio::awaitable<bool> WaitForRoom(std::shared_ptr<UnitSession> self);
-  static boost::asio::awaitable<void> Serve(std::shared_ptr<UnitSession> self, v1::Request request,
-                                            size_t request_bytes);
-  static boost::asio::awaitable<void> WriteLoop(std::shared_ptr<UnitSession> self);
+  static boost::asio::awaitable<bool> WaitForRoom(std::shared_ptr<BasicUnitSession> self);
+  static boost::asio::awaitable<void> Serve(std::shared_ptr<BasicUnitSession> self,
+                                            v1::Request request, size_t request_bytes);
+  static boost::asio::awaitable<void> WriteLoop(std::shared_ptr<BasicUnitSession> self);
 
   // The rest run on the strand only.
   void Enqueue(std::string frame);
@@ -129,7 +151,7 @@ class UnitSession : public std::enable_shared_from_this<UnitSession> {
   // WakeReader resumes a reader waiting in WaitForRoom.
   void WakeReader();
 
-  boost::asio::ip::tcp::socket socket_;
+  Stream socket_;
   boost::asio::steady_timer read_timer_;
   boost::asio::steady_timer write_timer_;
   boost::asio::steady_timer room_timer_;  // WaitForRoom sleeps on it
@@ -149,6 +171,10 @@ class UnitSession : public std::enable_shared_from_this<UnitSession> {
   bool waiting_for_room_ = false;
   size_t held_bytes_ = 0;  // of budget_: requests in flight, replies unwritten
 };
+
+// The plaintext session, instantiated in unit_session.cc.
+using PlainUnitSession = BasicUnitSession<boost::asio::ip::tcp::socket>;
+extern template class BasicUnitSession<boost::asio::ip::tcp::socket>;
 
 }  // namespace hsmsim::emulator
 

@@ -15,14 +15,17 @@
 #include <thread>
 #include <vector>
 
+#include "common/hex.h"
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "host/admin_key_file.h"
+#include "host/fleet_tls.h"
 #include "host/pinned_unit_channel.h"
 #include "host/private_directory.h"
 #include "host/signed_command.h"
 #include "host/unit_client.h"
+#include "host/unit_tls.h"
 
 extern char** environ;
 
@@ -134,6 +137,9 @@ struct Started {
   bool allow_fault_injection = false;
   bool new_unit = false;
   std::optional<int> exit_status;  // set once the process is seen to exit
+  // Mutual TLS: the unit's flags, and hsmctl's side (null: plaintext).
+  UnitTlsFiles tls_files;
+  std::shared_ptr<const TlsClientConfig> tls_config;
 };
 
 // Exited returns UNAVAILABLE (UNIT_EXITED) for a unit seen to exit while
@@ -169,6 +175,10 @@ absl::StatusOr<int> Spawn(const std::string& binary, Started& s) {
                                    s.port_file, "--state-dir", s.unit.state_dir};
   if (s.allow_fault_injection) args.push_back("--allow-fault-injection");
   if (s.new_unit) args.push_back("--new-unit");
+  if (!s.tls_files.empty()) {
+    args.insert(args.end(), {"--tls-cert", s.tls_files.cert, "--tls-key", s.tls_files.key,
+                             "--tls-ca", s.tls_files.ca});
+  }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -186,6 +196,76 @@ absl::StatusOr<int> Spawn(const std::string& binary, Started& s) {
                         "): ", std::strerror(rc)));
   }
   return static_cast<int>(pid);
+}
+
+// PrintUnitId runs `binary --state-dir DIR --print-unit-id` for `s` (its
+// stderr to its log) and returns the unit id it prints (bytes): the unit of
+// that state directory, created there when there is none. UNIT_EXITED with
+// the unit's own words when it fails.
+absl::StatusOr<std::string> PrintUnitId(const std::string& binary, Started& s) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    return Error(absl::StatusCode::kInternal, reason::kSpawnFailed,
+                 StrCat("cannot make a pipe for ", s.unit.name, ": ", std::strerror(errno)));
+  }
+  s.log_offset = FileSize(s.log_file);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, s.log_file.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
+  std::vector<std::string> args = {binary, "--state-dir", s.unit.state_dir, "--print-unit-id"};
+  if (s.new_unit) args.push_back("--new-unit");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env = UnitEnvironment();
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, binary.c_str(), &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(fds[1]);
+  std::string out;
+  char buf[256];
+  for (ssize_t n; rc == 0 && (n = ::read(fds[0], buf, sizeof(buf))) != 0;) {
+    if (n > 0) out.append(buf, static_cast<size_t>(n));
+    if (n < 0 && errno != EINTR) break;
+  }
+  ::close(fds[0]);
+  if (rc != 0) {
+    return Error(absl::StatusCode::kInternal, reason::kSpawnFailed,
+                 StrCat("cannot start ", binary, " for ", s.unit.name, ": ", std::strerror(rc)));
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  auto id = FromHex(out);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !id.ok() || id->empty()) {
+    s.unit.pid = pid;
+    s.exit_status = status;
+    absl::Status exited = Exited(s, "printing its unit id");
+    s.unit.pid = 0;
+    return exited;
+  }
+  return *std::move(id);
+}
+
+// PrepareUnitTls gives `s` the TLS flags of its unit: the unit id its state
+// directory holds (PrintUnitId) and a certificate naming it.
+absl::Status PrepareUnitTls(const std::string& binary, const std::string& dir,
+                            const FleetTlsFiles& files,
+                            const std::shared_ptr<const TlsClientConfig>& config, Started& s) {
+  HSMSIM_ASSIGN_OR_RETURN(std::string id, PrintUnitId(binary, s));
+  HSMSIM_ASSIGN_OR_RETURN(s.tls_files,
+                          EnsureUnitCertificate(dir, files, s.unit.name, s.unit.state_dir, id));
+  s.tls_config = config;
+  s.unit.unit_id = std::move(id);
+  s.unit.tls = true;
+  return absl::OkStatus();
 }
 
 // WaitForEndpoint waits for the unit's port file and returns
@@ -225,6 +305,10 @@ absl::StatusOr<std::string> ReadyAndAssign(Started& s, const std::string& instan
   HSMSIM_ASSIGN_OR_RETURN(s.unit.endpoint, WaitForEndpoint(s, deadline));
   UnitClientOptions client_options;
   client_options.timeout = std::chrono::milliseconds(2'000);
+  client_options.tls = s.tls_config;
+  // Over TLS the certificate names the unit id: the pinned one, or the one
+  // the certificate was issued for.
+  client_options.tls_unit_id = pinned.empty() ? s.unit.unit_id : pinned;
   HSMSIM_ASSIGN_OR_RETURN(auto client,
                           UnitClient::Create(s.unit.name, s.unit.endpoint, client_options));
   absl::StatusOr<v1::GetInfoResponse> info;
@@ -375,6 +459,12 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
   const std::string dir = fs::absolute(options.fleet_dir).lexically_normal().string();
   HSMSIM_ASSIGN_OR_RETURN(const auto pins, PinsOfStoppedFleet(dir));
   HSMSIM_ASSIGN_OR_RETURN(std::string binary, LocateUnitBinary(options.unit_binary));
+  FleetTlsFiles tls_files;
+  std::shared_ptr<const TlsClientConfig> tls_config;
+  if (options.tls) {
+    HSMSIM_ASSIGN_OR_RETURN(tls_files, EnsureFleetTls(dir));
+    HSMSIM_ASSIGN_OR_RETURN(tls_config, LoadFleetTls(dir, tls_files));
+  }
 
   std::vector<Started> started;
   auto stop_all = [&] {
@@ -393,6 +483,13 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
     s.port_file = (fs::path(s.unit.state_dir) / "port").string();
     s.log_file = (fs::path(s.unit.state_dir) / "unit.log").string();
     s.allow_fault_injection = options.allow_fault_injection;
+    if (options.tls) {
+      if (absl::Status prepared = PrepareUnitTls(binary, dir, tls_files, tls_config, s);
+          !prepared.ok()) {
+        stop_all();
+        return prepared;
+      }
+    }
     fs::remove(s.port_file, ec);
     auto pid = Spawn(binary, s);
     if (!pid.ok()) {
@@ -420,6 +517,7 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
   FleetManifest manifest;
   manifest.instance = options.instance;
   manifest.keystore = (fs::path(dir) / "keystore.db").string();
+  manifest.tls = tls_files;
   for (Started& s : started) manifest.units.push_back(s.unit);
   absl::Status saved = SaveFleetManifest(dir, manifest);
   if (!saved.ok()) {
@@ -466,6 +564,10 @@ absl::StatusOr<FleetUnit> RestartUnit(const FleetLaunchOptions& options, const s
   // A replaced unit may answer with any id; otherwise it must be the pinned
   // one (a manifest without an id pins the first it sees).
   const std::string pinned = options.new_unit ? std::string() : unit->unit_id;
+  if (unit->tls) {
+    HSMSIM_ASSIGN_OR_RETURN(auto tls_config, LoadFleetTls(dir, manifest.tls));
+    HSMSIM_RETURN_IF_ERROR(PrepareUnitTls(binary, dir, manifest.tls, tls_config, s));
+  }
   std::error_code ec;
   fs::remove(s.port_file, ec);
   // The port may still be held briefly by the dying process: only a unit

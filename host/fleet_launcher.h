@@ -33,6 +33,11 @@ struct FleetLaunchOptions {
   std::chrono::milliseconds ready_timeout{20'000};
   // Start the units with --allow-fault-injection (tests, drills).
   bool allow_fault_injection = false;
+  // LaunchFleet only: mutual TLS (hsmctl fleet up --tls, host/fleet_tls.h):
+  // a fleet CA, a certificate per unit naming its unit id (read with
+  // hsmsim-unit --print-unit-id before it is started) and hsmctl's client
+  // certificate. RestartUnit keeps what fleet.json says of the unit.
+  bool tls = false;
   // RestartUnit only: start the unit with --new-unit (a blank unit where a
   // unit's state is gone) and pin whatever unit id it answers with.
   bool new_unit = false;

@@ -84,6 +84,27 @@ std::string FleetManifest::SelectAdvice(const std::vector<std::string>& left_out
   return StrCat("hsmctl unit add ", absl::StrJoin(left_out, " "));
 }
 
+namespace {
+
+// ParseTlsFiles reads the top-level "tls" object, when there is one.
+absl::StatusOr<FleetTlsFiles> ParseTlsFiles(const json& doc, std::string_view source) {
+  FleetTlsFiles files;
+  if (!doc.contains("tls")) return files;
+  const json& tls = doc["tls"];
+  if (!tls.is_object()) return Bad(source, "\"tls\" is not an object");
+  for (auto [key, field] :
+       {std::pair{"ca", &files.ca}, std::pair{"client_cert", &files.client_cert},
+        std::pair{"client_key", &files.client_key}}) {
+    if (!tls.contains(key) || !tls[key].is_string() || tls[key].get<std::string>().empty()) {
+      return Bad(source, StrCat("\"tls\": \"", key, "\" is missing or not a file name"));
+    }
+    *field = tls[key].get<std::string>();
+  }
+  return files;
+}
+
+}  // namespace
+
 absl::StatusOr<FleetManifest> ParseFleetManifest(std::string_view text, std::string_view source) {
   json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Bad(source, "not valid JSON (damaged or truncated?)");
@@ -112,6 +133,7 @@ absl::StatusOr<FleetManifest> ParseFleetManifest(std::string_view text, std::str
   };
   HSMSIM_ASSIGN_OR_RETURN(manifest.instance, get_string(doc, "instance", "", false));
   HSMSIM_ASSIGN_OR_RETURN(manifest.keystore, get_string(doc, "keystore", "", false));
+  HSMSIM_ASSIGN_OR_RETURN(manifest.tls, ParseTlsFiles(doc, source));
   if (!doc.contains("units") || !doc["units"].is_array()) {
     return Bad(source, "\"units\" is missing or not an array");
   }
@@ -141,12 +163,15 @@ absl::StatusOr<FleetManifest> ParseFleetManifest(std::string_view text, std::str
       }
       unit.pid = static_cast<int>(u["pid"].get<int64_t>());
     }
-    for (auto [key, field] :
-         {std::pair{"selected", &unit.selected}, std::pair{"stopped", &unit.stopped}}) {
+    for (auto [key, field] : {std::pair{"selected", &unit.selected},
+                              std::pair{"stopped", &unit.stopped}, std::pair{"tls", &unit.tls}}) {
       if (!u.contains(key)) continue;
       if (!u[key].is_boolean())
         return Bad(source, StrCat(where, "\"", key, "\" is not true/false"));
       *field = u[key].get<bool>();
+    }
+    if (unit.tls && manifest.tls.empty()) {
+      return Bad(source, StrCat(where, "speaks TLS but the fleet has no \"tls\" files"));
     }
     if (!names.insert(unit.name).second) {
       return Bad(source, StrCat("unit name '", unit.name, "' appears twice"));
@@ -170,7 +195,13 @@ std::string SerializeFleetManifest(const FleetManifest& manifest) {
                             {"unit_id", ToHex(unit.unit_id)},
                             {"pid", unit.pid},
                             {"selected", unit.selected},
-                            {"stopped", unit.stopped}});
+                            {"stopped", unit.stopped},
+                            {"tls", unit.tls}});
+  }
+  if (!manifest.tls.empty()) {
+    doc["tls"] = {{"ca", manifest.tls.ca},
+                  {"client_cert", manifest.tls.client_cert},
+                  {"client_key", manifest.tls.client_key}};
   }
   return doc.dump(2) + "\n";
 }

@@ -6,9 +6,18 @@
 //     "keystore": "/path/keystore.db",
 //     "units": [
 //       {"name": "unit1", "endpoint": "127.0.0.1:40123", "state_dir": "/path/unit1",
-//        "unit_id": "9f0c...", "pid": 4242, "selected": true, "stopped": false}
-//     ]
+//        "unit_id": "9f0c...", "pid": 4242, "selected": true, "stopped": false,
+//        "tls": true}
+//     ],
+//     "tls": {"ca": "tls/ca.pem", "client_cert": "tls/hsmctl.pem",
+//             "client_key": "tls/hsmctl.key"}
 //   }
+//
+// `tls` true: the unit speaks mutual TLS (docs/tls.md) and hsmctl connects
+// with the fleet's "tls" files (paths relative to the fleet directory):
+// the CA the units' certificates chain to, and hsmctl's client certificate
+// and key. Absent or false: plaintext. A unit added with `fleet add` has
+// no pid and no state_dir.
 //
 // `pid` is 0 (or absent) for a unit not launched by this host; `selected`
 // false means `hsmctl unit rm` dropped it from the commands' selection (it
@@ -39,12 +48,24 @@ struct FleetUnit {
   bool selected = true;
   bool stopped = false;
   std::string unit_id{};  // bytes of the pinned unit id; empty: not pinned
+  bool tls = false;       // the unit speaks mutual TLS
+};
+
+// The fleet's TLS files, relative to the fleet directory; all empty for a
+// fleet without TLS.
+struct FleetTlsFiles {
+  std::string ca;
+  std::string client_cert;
+  std::string client_key;
+
+  bool empty() const { return ca.empty() && client_cert.empty() && client_key.empty(); }
 };
 
 struct FleetManifest {
   std::string instance;
   std::string keystore;
   std::vector<FleetUnit> units;
+  FleetTlsFiles tls;
   // True once SelectOnly replaced the selection for one command (hsmctl
   // --unit); never written to fleet.json, and a manifest with it set must
   // not be saved.
@@ -72,6 +93,8 @@ struct FleetManifest {
 // errors. Returns INVALID_ARGUMENT (BAD_MANIFEST) naming the first problem
 // (not JSON, a missing or mistyped field, a duplicate unit name), and
 // FAILED_PRECONDITION (UNSUPPORTED_MANIFEST_VERSION) for another version.
+// A unit with "tls": true in a manifest without all three "tls" files is
+// BAD_MANIFEST.
 absl::StatusOr<FleetManifest> ParseFleetManifest(std::string_view text, std::string_view source);
 
 // SerializeFleetManifest returns the JSON text (pretty-printed).

@@ -21,6 +21,7 @@
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "host/tls_client_stream.h"
 #include "proto/wire/frame_codec.h"
 
 namespace hsmsim::host {
@@ -92,6 +93,29 @@ class UnitClient::Impl {
  private:
   enum class ConnState { kDisconnected, kConnecting, kConnected };
 
+  // The TCP socket of the current connection: the TLS stream's, or the
+  // plaintext one.
+  tcp::socket& Tcp() { return tls_stream_ ? tls_stream_->tcp() : socket_; }
+
+  // WriteBytes and ReadSome go through TLS when the fleet speaks it; the
+  // plaintext path is Asio's own, unchanged.
+  template <class Handler>
+  void WriteBytes(asio::const_buffer buffer, Handler&& handler) {
+    if (tls_stream_) {
+      tls_stream_->AsyncWrite(buffer, std::forward<Handler>(handler));
+    } else {
+      asio::async_write(socket_, buffer, std::forward<Handler>(handler));
+    }
+  }
+  template <class Handler>
+  void ReadSome(asio::mutable_buffer buffer, Handler&& handler) {
+    if (tls_stream_) {
+      tls_stream_->AsyncReadSome(buffer, std::forward<Handler>(handler));
+    } else {
+      socket_.async_read_some(buffer, std::forward<Handler>(handler));
+    }
+  }
+
   // --- everything below runs on thread_ ---
 
   void Submit(const std::shared_ptr<PendingCall>& call) {
@@ -150,6 +174,16 @@ class UnitClient::Impl {
     call->done(std::move(result));
   }
 
+  absl::Status Lost(std::string_view reason, std::string_view what) const {
+    return Error(absl::StatusCode::kUnavailable, reason, StrCat(Prefix(), ": ", what));
+  }
+
+  // AnsweredWithTlsAlert is true when what the unit sent before closing is
+  // a TLS alert record: a TLS unit refused this plaintext client.
+  bool AnsweredWithTlsAlert() const {
+    return !tls_stream_ && read_buf_.size() >= 2 && read_buf_[0] == 0x15 && read_buf_[1] == 0x03;
+  }
+
   absl::Status Unreachable(std::string_view what) const {
     return Error(absl::StatusCode::kUnavailable, kUnitUnreachable, StrCat(Prefix(), ": ", what));
   }
@@ -162,9 +196,19 @@ class UnitClient::Impl {
       connect_timed_out_ = true;
       resolver_.cancel();
       boost::system::error_code ignored;
-      socket_.close(ignored);
+      Tcp().close(ignored);
     });
     connect_timed_out_ = false;
+    if (options_.tls) {
+      // A fresh TLS stream per connection; the last one is released once
+      // its aborted operations have run.
+      if (tls_stream_) {
+        asio::post(io_, [this, old = std::shared_ptr<TlsClientStream>(std::move(tls_stream_))] {
+          asio::post(io_, [old] {});
+        });
+      }
+      tls_stream_ = TlsClientStream::Create(io_, *options_.tls);
+    }
     resolver_.async_resolve(
         host_, port_, [this](boost::system::error_code ec, tcp::resolver::results_type results) {
           if (shutting_down_) return;
@@ -172,11 +216,13 @@ class UnitClient::Impl {
             OnConnectFailed(ec);
             return;
           }
-          asio::async_connect(socket_, results,
+          asio::async_connect(Tcp(), results,
                               [this](boost::system::error_code ec2, const tcp::endpoint&) {
                                 if (shutting_down_) return;
                                 if (ec2) {
                                   OnConnectFailed(ec2);
+                                } else if (tls_stream_) {
+                                  StartHandshake();
                                 } else {
                                   OnConnected();
                                 }
@@ -185,28 +231,53 @@ class UnitClient::Impl {
   }
 
   void OnConnectFailed(boost::system::error_code ec) {
-    connect_timer_.cancel();
-    state_ = ConnState::kDisconnected;
-    boost::system::error_code ignored;
-    socket_.close(ignored);
     const std::string what =
         connect_timed_out_ ? StrCat("connect timed out after ", options_.timeout.count(), " ms")
                            : LowerFirst(ec.message());
+    FailWaiting([this, &what] { return Unreachable(what); });
+  }
+
+  // FailWaiting drops the connection being made and fails every call
+  // waiting for it with a status of `make_error`.
+  void FailWaiting(const std::function<absl::Status()>& make_error) {
+    connect_timer_.cancel();
+    state_ = ConnState::kDisconnected;
+    boost::system::error_code ignored;
+    Tcp().close(ignored);
     std::vector<std::shared_ptr<PendingCall>> waiting(waiting_.begin(), waiting_.end());
     waiting_.clear();
     // Each caller gets a Status of its own: absl's reference counts live in
     // an uninstrumented shared library, so a Status shared across threads
     // reads as a data race to TSan.
     for (auto& call : waiting) {
-      if (IsPending(call)) Finish(call, Unreachable(what));
+      if (IsPending(call)) Finish(call, make_error());
     }
+  }
+
+  // StartHandshake runs the TLS handshake on the connected socket, still
+  // under the connect timer, and checks the unit id of its certificate.
+  void StartHandshake() {
+    tls_stream_->AsyncHandshake(options_.tls_unit_id, Prefix(), [this](absl::Status status) {
+      if (shutting_down_) return;
+      if (status.ok()) {
+        OnConnected();
+        return;
+      }
+      if (connect_timed_out_) {
+        OnConnectFailed(asio::error::timed_out);
+        return;
+      }
+      FailWaiting([&status] {
+        return Error(status.code(), ReasonOf(status), std::string(status.message()));
+      });
+    });
   }
 
   void OnConnected() {
     connect_timer_.cancel();
     state_ = ConnState::kConnected;
     boost::system::error_code ignored;
-    socket_.set_option(tcp::no_delay(true), ignored);
+    Tcp().set_option(tcp::no_delay(true), ignored);
     read_buf_.clear();
     write_error_.clear();
     connection_refusal_.reset();
@@ -218,12 +289,14 @@ class UnitClient::Impl {
     }
   }
 
-  void OnConnectionLost(std::string_view what) {
+  // OnConnectionLost fails the calls sent on the lost connection with
+  // `reason` (UNIT_UNREACHABLE unless the unit turned out to speak TLS).
+  void OnConnectionLost(std::string_view what, std::string_view reason = kUnitUnreachable) {
     if (state_ != ConnState::kConnected) return;
     state_ = ConnState::kDisconnected;
     ++generation_;
     boost::system::error_code ignored;
-    socket_.close(ignored);
+    Tcp().close(ignored);
     write_queue_.clear();
     writing_ = false;
     std::vector<std::shared_ptr<PendingCall>> sent;
@@ -240,11 +313,11 @@ class UnitClient::Impl {
       if (refusal.has_value()) {
         Finish(call, RefusalFor(*call, *refusal));
       } else if (call->request.has_signed_command()) {
-        Finish(call, Unreachable(StrCat("connection lost: ", what,
-                                        "; the command may or may not have been applied: read "
-                                        "the unit's state before signing it again")));
+        Finish(call, Lost(reason, StrCat("connection lost: ", what,
+                                         "; the command may or may not have been applied: read "
+                                         "the unit's state before signing it again")));
       } else {
-        Finish(call, Unreachable(StrCat("connection lost: ", what)));  // one Status per caller
+        Finish(call, Lost(reason, StrCat("connection lost: ", what)));  // one Status per caller
       }
     }
     if (!waiting_.empty() && state_ == ConnState::kDisconnected) StartConnect();
@@ -260,27 +333,27 @@ class UnitClient::Impl {
   void DoWrite() {
     writing_ = true;
     uint64_t generation = generation_;
-    asio::async_write(socket_, asio::buffer(write_queue_.front()),
-                      [this, generation](boost::system::error_code ec, size_t) {
-                        if (shutting_down_ || generation != generation_) return;
-                        if (ec) {
-                          // The unit may have answered why it closed (an
-                          // id-0 answer still in the socket): let the
-                          // reader, which sees the close too, report it.
-                          write_error_ = LowerFirst(ec.message());
-                          write_queue_.clear();
-                          writing_ = false;
-                          boost::system::error_code ignored;
-                          socket_.shutdown(tcp::socket::shutdown_send, ignored);
-                          return;
-                        }
-                        write_queue_.pop_front();
-                        if (write_queue_.empty()) {
-                          writing_ = false;
-                        } else {
-                          DoWrite();
-                        }
-                      });
+    WriteBytes(asio::buffer(write_queue_.front()),
+               [this, generation](boost::system::error_code ec, size_t) {
+                 if (shutting_down_ || generation != generation_) return;
+                 if (ec) {
+                   // The unit may have answered why it closed (an
+                   // id-0 answer still in the socket): let the
+                   // reader, which sees the close too, report it.
+                   write_error_ = LowerFirst(ec.message());
+                   write_queue_.clear();
+                   writing_ = false;
+                   boost::system::error_code ignored;
+                   Tcp().shutdown(tcp::socket::shutdown_send, ignored);
+                   return;
+                 }
+                 write_queue_.pop_front();
+                 if (write_queue_.empty()) {
+                   writing_ = false;
+                 } else {
+                   DoWrite();
+                 }
+               });
   }
 
   void StartRead() {
@@ -289,20 +362,34 @@ class UnitClient::Impl {
     // to what came): no copy through a chunk.
     const size_t had = read_buf_.size();
     read_buf_.resize(had + kReadChunk);
-    socket_.async_read_some(asio::buffer(read_buf_.data() + had, kReadChunk),
-                            [this, generation, had](boost::system::error_code ec, size_t n) {
-                              if (shutting_down_ || generation != generation_) return;
-                              read_buf_.resize(had + n);
-                              if (ec) {
-                                OnConnectionLost(!write_error_.empty() ? write_error_
-                                                 : ec == asio::error::eof
-                                                     ? std::string("the unit closed the connection")
-                                                     : LowerFirst(ec.message()));
-                                return;
-                              }
-                              if (!ParseFrames()) return;
-                              StartRead();
-                            });
+    ReadSome(asio::buffer(read_buf_.data() + had, kReadChunk),
+             [this, generation, had](boost::system::error_code ec, size_t n) {
+               if (shutting_down_ || generation != generation_) return;
+               read_buf_.resize(had + n);
+               if (ec && tls_stream_ && tls_stream_->IsTlsError(ec)) {
+                 OnConnectionLost(StrCat("TLS error: ", LowerFirst(ec.message()),
+                                         " (did the unit refuse hsmctl's client certificate? "
+                                         "see its log)"),
+                                  reason::kTlsHandshakeFailed);
+                 return;
+               }
+               if (ec && AnsweredWithTlsAlert()) {
+                 OnConnectionLost(
+                     "the unit answered with a TLS alert: it speaks TLS and "
+                     "fleet.json says this unit is plaintext (see docs/tls.md)",
+                     reason::kTlsHandshakeFailed);
+                 return;
+               }
+               if (ec) {
+                 OnConnectionLost(!write_error_.empty() ? write_error_
+                                  : ec == asio::error::eof
+                                      ? std::string("the unit closed the connection")
+                                      : LowerFirst(ec.message()));
+                 return;
+               }
+               if (!ParseFrames()) return;
+               StartRead();
+             });
   }
 
   // ParseFrames dispatches every whole frame in read_buf_. Returns false
@@ -365,7 +452,7 @@ class UnitClient::Impl {
     boost::system::error_code ignored;
     connect_timer_.cancel();
     resolver_.cancel();
-    socket_.close(ignored);
+    Tcp().close(ignored);
     std::vector<std::shared_ptr<PendingCall>> all;
     for (auto& [id, call] : pending_) all.push_back(call);
     pending_.clear();
@@ -387,6 +474,7 @@ class UnitClient::Impl {
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   tcp::socket socket_;
+  std::unique_ptr<TlsClientStream> tls_stream_;  // with options_.tls: this connection's
   tcp::resolver resolver_;
   asio::steady_timer connect_timer_;
 

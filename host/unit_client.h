@@ -12,6 +12,10 @@
 // Errors of the transport name the unit and its endpoint, e.g.
 // "unit u2 at 127.0.0.1:40123: connection refused", with code UNAVAILABLE
 // and reason UNIT_UNREACHABLE, or DEADLINE_EXCEEDED and reason UNIT_TIMEOUT.
+// Over TLS (UnitClientOptions::tls) a failed handshake is UNAVAILABLE
+// (TLS_HANDSHAKE_FAILED) and a certificate for another unit id
+// FAILED_PRECONDITION (UNIT_CERT_ID_MISMATCH); a plaintext client that
+// meets a TLS unit gets TLS_HANDSHAKE_FAILED too.
 //
 // Thread-safety: all methods may be called from any thread concurrently. The
 // client owns one background thread that runs the socket.
@@ -30,6 +34,8 @@
 
 namespace hsmsim::host {
 
+class TlsClientConfig;  // host/unit_tls.h
+
 struct UnitClientOptions {
   // Time allowed for one attempt of a request, connecting included.
   std::chrono::milliseconds timeout{10'000};
@@ -40,6 +46,12 @@ struct UnitClientOptions {
   std::chrono::milliseconds retry_backoff{100};
   // Largest response frame accepted.
   size_t max_frame_bytes = size_t{64} << 20;
+  // Mutual TLS (host/unit_tls.h): null speaks plaintext. With it every
+  // connection completes a TLS handshake, within `timeout`, and the unit's
+  // certificate must name `tls_unit_id` (bytes; empty: any id) before a
+  // request is sent.
+  std::shared_ptr<const TlsClientConfig> tls;
+  std::string tls_unit_id;
 };
 
 class UnitClient final : public UnitChannel {

@@ -16,6 +16,7 @@
 #include "host/pinned_unit_channel.h"
 #include "host/signed_command.h"
 #include "host/unit_client.h"
+#include "host/unit_tls.h"
 
 namespace hsmsim::hsmctl {
 
@@ -184,9 +185,33 @@ std::vector<const host::AdminKey*> SignerPointers(const std::vector<host::AdminK
   return out;
 }
 
+absl::StatusOr<host::UnitClientOptions> FleetClientOptions(const Invocation& inv,
+                                                           const host::FleetManifest& manifest) {
+  host::UnitClientOptions options;
+  options.timeout = std::chrono::milliseconds(inv.timeout_ms);
+  HSMSIM_ASSIGN_OR_RETURN(options.tls, host::LoadFleetTls(FleetDir(inv), manifest.tls));
+  return options;
+}
+
+absl::StatusOr<host::UnitClientOptions> ForUnit(const host::FleetUnit& unit,
+                                                host::UnitClientOptions options) {
+  if (!unit.tls) {
+    options.tls = nullptr;
+    return options;
+  }
+  if (options.tls == nullptr) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadTlsFiles,
+                 StrCat(unit.name, " speaks TLS but the fleet's TLS files were not loaded"));
+  }
+  options.tls_unit_id = unit.unit_id;
+  return options;
+}
+
 absl::StatusOr<std::unique_ptr<host::UnitChannel>> ConnectPinned(
     const host::FleetUnit& unit, const host::UnitClientOptions& options) {
-  HSMSIM_ASSIGN_OR_RETURN(auto client, host::UnitClient::Create(unit.name, unit.endpoint, options));
+  HSMSIM_ASSIGN_OR_RETURN(host::UnitClientOptions unit_options, ForUnit(unit, options));
+  HSMSIM_ASSIGN_OR_RETURN(auto client,
+                          host::UnitClient::Create(unit.name, unit.endpoint, unit_options));
   return std::unique_ptr<host::UnitChannel>(
       std::make_unique<host::PinnedUnitChannel>(std::move(client), unit.unit_id));
 }
@@ -202,8 +227,7 @@ absl::StatusOr<std::vector<UnitConnection>> ConnectSelected(const Invocation& in
   HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, LoadSelection(inv));
   InstallAuditLog(FleetDir(inv));
   std::vector<UnitConnection> out;
-  host::UnitClientOptions options;
-  options.timeout = std::chrono::milliseconds(inv.timeout_ms);
+  HSMSIM_ASSIGN_OR_RETURN(host::UnitClientOptions options, FleetClientOptions(inv, manifest));
   for (const host::FleetUnit* unit : manifest.SelectedUnits()) {
     HSMSIM_ASSIGN_OR_RETURN(auto client, ConnectPinned(*unit, options));
     out.push_back(UnitConnection{*unit, std::move(client)});

@@ -107,8 +107,22 @@ struct UnitConnection {
 // behind a PinnedUnitChannel holding the unit id fleet.json pins, so a unit
 // that answers with another id gets nothing but GetInfo and every call
 // fails UNIT_ID_MISMATCH. INVALID_ARGUMENT (BAD_ENDPOINT) for a bad address.
+// Over TLS (unit.tls) the unit's certificate must name the pinned id too;
+// BAD_TLS_FILES when `options` carries no TLS files for a TLS unit.
 absl::StatusOr<std::unique_ptr<host::UnitChannel>> ConnectPinned(
     const host::FleetUnit& unit, const host::UnitClientOptions& options);
+
+// FleetClientOptions returns the options to reach the units of `manifest`
+// (the fleet of `inv`): --timeout-ms, and the fleet's TLS files loaded when
+// it has them (host/unit_tls.h LoadFleetTls; BAD_TLS_FILES naming the file).
+absl::StatusOr<host::UnitClientOptions> FleetClientOptions(const Invocation& inv,
+                                                           const host::FleetManifest& manifest);
+
+// ForUnit returns `options` for one unit: TLS only when the unit speaks it,
+// its certificate expected to name the pinned unit id. BAD_TLS_FILES when
+// the unit speaks TLS and `options` has no TLS files.
+absl::StatusOr<host::UnitClientOptions> ForUnit(const host::FleetUnit& unit,
+                                                host::UnitClientOptions options);
 
 // LoadSelection loads fleet.json with this command's selection: the units
 // --unit names (FleetManifest::SelectOnly), else fleet.json's own. Returns
@@ -223,6 +237,9 @@ std::string VpHex(std::string_view vp, bool full);
 
 // Command registration, one function per source file.
 void AddFleetCommands(CLI::App& app, Invocation& inv);
+// AddRemoteUnitCommands registers hsmctl fleet add | rm under `fleet`
+// (remote_unit_commands.cc).
+void AddRemoteUnitCommands(CLI::App* fleet, Invocation& inv);
 void AddStatusCommands(CLI::App& app, Invocation& inv);
 void AddAdminCommands(CLI::App& app, Invocation& inv);
 void AddKeyPartCommands(CLI::App& app, Invocation& inv);

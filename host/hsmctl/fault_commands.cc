@@ -49,9 +49,9 @@ int RunFaultRequest(Invocation& inv, const std::string& name, std::string_view c
     return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
                            StrCat("the fleet ", FleetDir(inv), " has no unit named '", name, "'")));
   }
-  host::UnitClientOptions options;
-  options.timeout = std::chrono::milliseconds(inv.timeout_ms);
-  auto client = ConnectPinned(*unit, options);
+  auto options = FleetClientOptions(inv, *manifest);
+  if (!options.ok()) return Fail(inv, options.status());
+  auto client = ConnectPinned(*unit, *options);
   if (!client.ok()) return Fail(inv, client.status());
 
   UnitOutcome o{unit->name, unit->endpoint, absl::OkStatus(), "", json::object()};

@@ -25,6 +25,7 @@ struct FleetUpOptions {
   bool allow_fault_injection = false;
   bool new_unit = false;  // fleet restart --new-unit
   std::string keystore;   // fleet up --keystore; empty: DIR/keystore.db
+  bool tls = false;       // fleet up --tls
 };
 
 // NewUnitAdvice is what to do with a unit that has just been replaced by a
@@ -45,6 +46,7 @@ int RunFleetUp(Invocation& inv, const FleetUpOptions& o) {
   options.unit_binary = o.unit_binary;
   options.ready_timeout = std::chrono::milliseconds(o.ready_timeout_ms);
   options.allow_fault_injection = o.allow_fault_injection;
+  options.tls = o.tls;
   if (!inv.json) options.progress = [](const std::string& line) { std::cout << line << "\n"; };
   if (!o.keystore.empty()) {
     // Checked and created before any unit starts: a wrong URL or login
@@ -79,17 +81,19 @@ int RunFleetRestart(Invocation& inv, const FleetUpOptions& o, const std::string&
   options.allow_fault_injection = o.allow_fault_injection;
   options.new_unit = o.new_unit;
   std::string was;
+  host::FleetManifest before;
   if (auto manifest = host::LoadFleetManifest(options.fleet_dir); manifest.ok()) {
     if (const host::FleetUnit* u = manifest->FindUnit(name)) was = u->unit_id;
+    before = *std::move(manifest);
   }
   auto unit = host::RestartUnit(options, name);
   if (!unit.ok()) return Fail(inv, unit.status());
   const bool replaced = !was.empty() && was != unit->unit_id;
   std::string advice;
   if (replaced) {
-    host::UnitClientOptions client_options;
-    client_options.timeout = std::chrono::milliseconds(inv.timeout_ms);
-    auto client = ConnectPinned(*unit, client_options);
+    auto client_options = FleetClientOptions(inv, before);
+    auto client =
+        client_options.ok() ? ConnectPinned(*unit, *client_options) : client_options.status();
     auto info = client.ok() ? (*client)->GetInfo() : client.status();
     advice = NewUnitAdvice(name, info.ok() && info->mode() == v1::MODE_IMPRINT);
   }
@@ -122,9 +126,10 @@ int RunUnitReplace(Invocation& inv, const std::string& name) {
     return Fail(inv, Error(absl::StatusCode::kNotFound, reason::kNoSuchUnit,
                            StrCat("the fleet ", dir, " has no unit '", name, "'")));
   }
-  host::UnitClientOptions options;
-  options.timeout = std::chrono::milliseconds(inv.timeout_ms);
-  auto client = host::UnitClient::Create(unit->name, unit->endpoint, options);
+  auto options = FleetClientOptions(inv, *manifest);
+  if (!options.ok()) return Fail(inv, options.status());
+  if (!unit->tls) options->tls = nullptr;  // and over TLS any certificate's id: this learns it
+  auto client = host::UnitClient::Create(unit->name, unit->endpoint, *options);
   if (!client.ok()) return Fail(inv, client.status());
   auto info = (*client)->GetInfo();  // deliberately not pinned: this learns the id
   if (!info.ok()) return Fail(inv, info.status());
@@ -197,6 +202,7 @@ UnitOutcome StatusOfUnit(const host::FleetUnit& unit, const host::UnitClientOpti
   o.details["pid"] = unit.pid;
   o.details["pid_alive"] = alive;
   o.details["selected"] = unit.selected;
+  o.details["tls"] = unit.tls;
   o.details["reachable"] = reach.ok();
   o.details["stopped"] = stopped;
   o.details["state"] = reach.ok() ? "running" : stopped ? "stopped" : "unreachable";
@@ -204,9 +210,12 @@ UnitOutcome StatusOfUnit(const host::FleetUnit& unit, const host::UnitClientOpti
   if (stopped) {
     o.text = StrCat("stopped (fleet down), pid ", unit.pid,
                     " not running; hsmctl fleet start starts it again", selected);
+  } else if (unit.pid <= 0) {
+    o.text = StrCat("reachable at ", unit.endpoint, " (added with fleet add, not launched here)",
+                    unit.tls ? ", mutual TLS" : "", selected);
   } else {
     o.text = StrCat("reachable at ", unit.endpoint, ", pid ", unit.pid,
-                    alive ? " alive" : " not running", selected);
+                    alive ? " alive" : " not running", unit.tls ? ", mutual TLS" : "", selected);
   }
   return o;
 }
@@ -214,12 +223,16 @@ UnitOutcome StatusOfUnit(const host::FleetUnit& unit, const host::UnitClientOpti
 // FleetStatusOutcomes reads every unit of `manifest` for fleet status.
 std::vector<UnitOutcome> FleetStatusOutcomes(const Invocation& inv,
                                              const host::FleetManifest& manifest) {
-  host::UnitClientOptions options;
-  options.timeout = std::chrono::milliseconds(inv.timeout_ms);
-  options.idempotent_attempts = 1;
+  auto options = FleetClientOptions(inv, manifest);
+  if (options.ok()) options->idempotent_attempts = 1;
   std::vector<UnitOutcome> outcomes;
   for (const host::FleetUnit& unit : manifest.units) {
-    outcomes.push_back(StatusOfUnit(unit, options));
+    if (!options.ok()) {
+      outcomes.push_back(
+          UnitOutcome{unit.name, unit.endpoint, options.status(), "", json::object()});
+      continue;
+    }
+    outcomes.push_back(StatusOfUnit(unit, *options));
   }
   return outcomes;
 }
@@ -414,6 +427,9 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
                  "Where the fleet keeps its keys: a SQLite file, or a PostgreSQL database "
                  "(postgresql://USER@HOST:PORT/DB; password from PGPASSFILE, ~/.pgpass or "
                  "PGPASSWORD, never in the URL), created if new; else DIR/keystore.db");
+  up->add_flag("--tls", up_opts->tls,
+               "Mutual TLS: make a fleet CA, a certificate per unit naming its unit id and one "
+               "for hsmctl (in the fleet directory; docs/tls.md), and start the units with them");
   AddFleetOption(up, inv);
   AddJsonOption(up, inv);
   up->callback(
@@ -459,6 +475,7 @@ void AddFleetCommands(CLI::App& app, Invocation& inv) {
       [&inv, grace_ms] { inv.action = [&inv, grace_ms] { return RunFleetDown(inv, *grace_ms); }; });
 
   AddFleetStart(fleet, inv);
+  AddRemoteUnitCommands(fleet, inv);
 
   CLI::App* status = fleet->add_subcommand("status", "Per unit: running, stopped or unreachable");
   AddNamedUnitOptions(status, inv);

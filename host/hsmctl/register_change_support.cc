@@ -53,8 +53,10 @@ absl::Status GuardRegisterChange(const Invocation& inv, const host::FleetManifes
 std::vector<host::UnitObservation> ObserveInstance(
     const Invocation& inv, const std::vector<host::UnitObservation>& selected,
     const host::FleetManifest& manifest) {
-  host::UnitClientOptions options;
-  options.timeout = std::chrono::milliseconds(inv.timeout_ms);
+  // A fleet whose TLS files cannot be read: every unit not already seen is
+  // unknown, with that error.
+  absl::StatusOr<host::UnitClientOptions> loaded = FleetClientOptions(inv, manifest);
+  host::UnitClientOptions options = loaded.ok() ? *loaded : host::UnitClientOptions{};
   options.idempotent_attempts = 1;  // a peek: a unit that does not answer is unknown
   std::vector<host::UnitObservation> out;
   for (const host::FleetUnit& unit : manifest.units) {
@@ -65,7 +67,7 @@ std::vector<host::UnitObservation> ObserveInstance(
       out.push_back(*seen);
       continue;
     }
-    auto client = ConnectPinned(unit, options);
+    auto client = loaded.ok() ? ConnectPinned(unit, options) : loaded.status();
     out.push_back(
         host::UnitObservation{unit, client.ok() ? (*client)->GetInfo() : client.status()});
   }

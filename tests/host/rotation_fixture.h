@@ -59,9 +59,11 @@ class RotationFixture : public test_support::ProcessEnvironmentTest {
   // Prepare: a 3-unit fleet after the ceremony (2 admins, thresholds 2/2,
   // 3 parts, CURRENT valid), `keys` root keys, five wrapped sample data
   // keys, and the next master key loaded and committed in NEW.
-  void Prepare(int keys, bool faults = false) {
+  // `tls`: the fleet speaks mutual TLS (fleet up --tls).
+  void Prepare(int keys, bool faults = false, bool tls = false) {
     std::vector<std::string> up = {"fleet", "up", "--units", "3", "--instance", "it"};
     if (faults) up.push_back("--allow-fault-injection");
+    if (tls) up.push_back("--tls");
     if (!keystore_url_.empty()) {
       up.push_back("--keystore");
       up.push_back(keystore_url_);

@@ -7,6 +7,7 @@
 
 #include <ostream>
 
+#include "host/tls_certificates.h"
 #include "tests/host/rotation_fixture.h"
 
 namespace hsmsim::host {
@@ -31,6 +32,36 @@ TEST_F(RotationIntegrationTest, RotatesThreeUnitsTenThousandKeys) {
   RunResult rec = Hsmctl({"recover", "--json"});
   EXPECT_EQ(rec.exit_code, 0) << Describe(rec);
   EXPECT_EQ(json::parse(rec.out)["situation"], "NOTHING_TO_DO") << rec.out;
+}
+
+// The same ceremony, rotation and verification on a fleet that speaks only
+// mutual TLS (fleet up --tls; docs/tls.md), with a unit killed and
+// restarted on the way: every unit's certificate names its pinned unit id.
+TEST_F(RotationIntegrationTest, RotatesAMutualTlsFleet) {
+  FleetGuard guard(tmp_, fleet_);
+  Prepare(3'000, /*faults=*/false, /*tls=*/true);
+  FleetManifest m = Manifest();
+  ASSERT_FALSE(m.tls.empty());
+  for (const FleetUnit& u : m.units) {
+    EXPECT_TRUE(u.tls) << u.name;
+    auto cert = ReadFileBytes(u.state_dir + "/tls-cert.pem");
+    ASSERT_TRUE(cert.ok()) << cert.status();
+    EXPECT_EQ(UnitIdOfCertificatePem(*cert), u.unit_id) << u.name;
+  }
+  for (const std::string& key : {m.tls.client_key, std::string("tls/ca.key")}) {
+    EXPECT_EQ(fs::status(fleet_ + "/" + key).permissions() & fs::perms::all,
+              fs::perms::owner_read | fs::perms::owner_write)
+        << key;
+  }
+  ASSERT_NO_FATAL_FAILURE(KillUnits({"unit2"}));
+  MustRun({"fleet", "restart", "unit2"});
+  RunResult r = Hsmctl({"mk", "rotate", "--sign", sign_});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(JournalPhase(), "DONE");
+  ExpectAllCurrentIsTarget();
+  ExpectNoKeyLost();
+  RunResult status = Hsmctl({"fleet", "status"});
+  EXPECT_EQ(status.exit_code, 0) << Describe(status);
 }
 
 TEST_F(RotationIntegrationTest, UnitKilledDuringReencryptionResumeCompletes) {
