@@ -358,6 +358,24 @@ absl::StatusOr<std::map<std::string, std::string>> PinsOfStoppedFleet(const std:
   return pins;
 }
 
+// KeepFromStoppedFleet carries into `manifest` (a fleet brought up again
+// over DIR) what the old DIR/fleet.json held besides its launched units:
+// the keystore location (a PostgreSQL URL, or one set by keys
+// set-keystore: dropping it would leave the fleet's keys behind), its TLS
+// files when this launch made none, and the units added with fleet add
+// (no state directory) whose names are still free.
+void KeepFromStoppedFleet(const std::string& dir, FleetManifest& manifest) {
+  std::error_code ec;
+  if (!fs::exists(FleetManifestPath(dir), ec)) return;
+  auto old = LoadFleetManifest(dir);
+  if (!old.ok()) return;
+  if (!old->keystore.empty()) manifest.keystore = old->keystore;
+  if (manifest.tls.empty()) manifest.tls = old->tls;
+  for (const FleetUnit& u : old->units) {
+    if (u.state_dir.empty() && manifest.FindUnit(u.name) == nullptr) manifest.units.push_back(u);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> LocateUnitBinary(const std::string& flag) {
@@ -519,6 +537,7 @@ absl::StatusOr<FleetManifest> LaunchFleet(const FleetLaunchOptions& options) {
   manifest.keystore = (fs::path(dir) / "keystore.db").string();
   manifest.tls = tls_files;
   for (Started& s : started) manifest.units.push_back(s.unit);
+  KeepFromStoppedFleet(dir, manifest);
   absl::Status saved = SaveFleetManifest(dir, manifest);
   if (!saved.ok()) {
     stop_all();

@@ -77,4 +77,39 @@ absl::StatusOr<UnitTlsFiles> EnsureUnitCertificate(const std::string& fleet_dir,
   return out;
 }
 
+absl::Status IssueRemoteUnitCertificate(const std::string& fleet_dir, const FleetTlsFiles& files,
+                                        const std::string& unit_name, const std::string& unit_id,
+                                        const std::string& out_dir) {
+  const fs::path out(out_dir);
+  const fs::path cert = out / "unit.crt";
+  const fs::path key = out / "unit.key";
+  const fs::path ca_copy = out / "fleet-ca.crt";
+  for (const fs::path& p : {cert, key, ca_copy}) {
+    if (Exists(p)) {
+      return Error(absl::StatusCode::kAlreadyExists, reason::kFileExists,
+                   StrCat(p.string(), " already exists; nothing was written"));
+    }
+  }
+  if (!Exists(out)) HSMSIM_RETURN_IF_ERROR(CreatePrivateDirectory(out.string()));
+  const fs::path ca_pem = fs::path(fleet_dir) / files.ca;
+  HSMSIM_ASSIGN_OR_RETURN(TlsIdentity ca,
+                          ReadIdentity(ca_pem, fs::path(fleet_dir) / "tls" / "ca.key"));
+  HSMSIM_ASSIGN_OR_RETURN(TlsIdentity unit, IssueCertificate(ca, unit_name, unit_id));
+  HSMSIM_RETURN_IF_ERROR(WriteTlsIdentity(unit, cert.string(), key.string()));
+  std::error_code ec;
+  fs::copy_file(ca_pem, ca_copy, ec);
+  if (ec) {
+    const std::string why = ec.message();
+    fs::remove(cert, ec);  // nothing half written: a rerun starts afresh
+    fs::remove(key, ec);
+    return Error(absl::StatusCode::kInternal, reason::kFileWriteFailed,
+                 StrCat("cannot write ", ca_copy.string(), ": ", why));
+  }
+  fs::permissions(ca_copy,
+                  fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                      fs::perms::others_read,
+                  ec);
+  return absl::OkStatus();
+}
+
 }  // namespace hsmsim::host

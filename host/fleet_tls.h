@@ -44,6 +44,19 @@ absl::StatusOr<UnitTlsFiles> EnsureUnitCertificate(const std::string& fleet_dir,
                                                    const std::string& state_dir,
                                                    const std::string& unit_id);
 
+// IssueRemoteUnitCertificate issues, with the fleet CA of `fleet_dir` (made
+// by EnsureFleetTls when the fleet has none), a certificate named
+// `unit_name` for the unit whose id is `unit_id` (bytes; hsmsim-unit
+// --print-unit-id on that unit's host tells it), and writes the three files
+// a unit on another host needs, as deploy/ expects them
+// (docs/deployment.md): OUT/unit.crt (0644), OUT/unit.key (0600) and
+// OUT/fleet-ca.crt (0644, the CA clients must chain to). OUT is created
+// 0700 when missing. FILE_EXISTS when one of the three exists (nothing is
+// written then); otherwise errors as EnsureFleetTls.
+absl::Status IssueRemoteUnitCertificate(const std::string& fleet_dir, const FleetTlsFiles& files,
+                                        const std::string& unit_name, const std::string& unit_id,
+                                        const std::string& out_dir);
+
 }  // namespace hsmsim::host
 
 #endif  // HSMSIM_HOST_FLEET_TLS_H_

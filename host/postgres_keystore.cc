@@ -70,7 +70,6 @@ constexpr char kKeyColumns[] =
     "id, name, blob, wkid, pending_blob, pending_wkid, problem, quarantined";
 
 using internal::DescribeJournal;
-using internal::KeyNumber;
 using internal::NowUtc;
 
 std::vector<StoredKey> KeysOf(const PgRows& r) {
@@ -159,14 +158,14 @@ class PostgresKeystore final : public Keystore {
     absl::Status s = [&]() -> absl::Status {
       HSMSIM_RETURN_IF_ERROR(
           db_->Exec(StrCat("SELECT pg_advisory_xact_lock(", kNumbersLockKey, ")").c_str()));
-      // Names with the prefix: left(name, n) = prefix, then their numbers.
+      // The largest N of a name PREFIX<N> (1..18 digits), on the server.
       HSMSIM_ASSIGN_OR_RETURN(
-          PgRows names, db_->Query("SELECT name FROM hsmsim_keys WHERE left(name, length($1)) = $1",
-                                   {PgParam::Text(std::string(prefix))}));
-      int64_t highest = 0;
-      for (int i = 0; i < names.rows(); ++i) {
-        highest = std::max(highest, KeyNumber(names.Bytes(i, 0), prefix));
-      }
+          PgRows names,
+          db_->Query("SELECT coalesce(max(substr(name, length($1) + 1)::bigint), 0) FROM "
+                     "hsmsim_keys WHERE left(name, length($1)) = $1 AND "
+                     "substr(name, length($1) + 1) ~ '^[0-9]{1,18}$'",
+                     {PgParam::Text(std::string(prefix))}));
+      int64_t highest = names.Int(0, 0);
       const std::string meta_key = StrCat("reserved_key_number:", prefix);
       HSMSIM_ASSIGN_OR_RETURN(PgRows reserved,
                               db_->Query("SELECT value::bigint FROM hsmsim_meta WHERE key=$1",

@@ -20,6 +20,7 @@
 #include "host/fleet_launcher.h"
 #include "host/hsmctl/bench_baselines.h"
 #include "host/hsmctl/keystore_support.h"
+#include "host/internal/pq.h"
 #include "host/key_creation.h"
 #include "host/key_part_loading.h"
 #include "host/signed_command.h"
@@ -232,7 +233,7 @@ void RenderBench(const Invocation& inv, const BenchFlags& f, const BenchReport& 
              {"ok", true},
              {"units", f.units},
              {"keys", f.keys},
-             {"keystore", f.keystore.empty() ? "sqlite" : "postgresql"},
+             {"keystore", host::internal::IsPostgresUrl(f.keystore) ? "postgresql" : "sqlite"},
              {"batch_size", f.batch_size},
              {"in_flight_per_unit", f.in_flight},
              {"fill_seconds", r.fill_seconds},
@@ -296,7 +297,7 @@ absl::Status UseEmptyKeystore(const std::string& dir, const std::string& locatio
         StrCat("bench rotate fills a keystore of its own: ", ShownKeystoreLocation(location),
                " holds ", keys, " key(s); give an empty database"));
   }
-  manifest.keystore = location;
+  manifest.keystore = StoredKeystoreLocation(location);
   return host::SaveFleetManifest(dir, manifest);
 }
 

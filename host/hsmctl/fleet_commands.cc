@@ -58,7 +58,7 @@ int RunFleetUp(Invocation& inv, const FleetUpOptions& o) {
   auto manifest = host::LaunchFleet(options);
   if (!manifest.ok()) return Fail(inv, manifest.status());
   if (!o.keystore.empty()) {
-    manifest->keystore = o.keystore;
+    manifest->keystore = StoredKeystoreLocation(o.keystore);
     if (absl::Status saved = host::SaveFleetManifest(options.fleet_dir, *manifest); !saved.ok()) {
       return Fail(inv, saved);
     }

@@ -1,6 +1,7 @@
 // Where a fleet keeps its keys: hsmctl keys set-keystore, and the checks
 // that fleet up --keystore shares (a SQLite file, or a PostgreSQL URL
 // without a password: docs/cli.md, docs/deployment.md).
+#include <filesystem>
 #include <iostream>
 
 #include "CLI/CLI.hpp"
@@ -21,11 +22,18 @@ absl::Status CheckKeystoreLocation(const std::string& location) {
   }
   if (host::internal::IsPostgresUrl(location) && host::internal::UrlHasPassword(location)) {
     return Error(absl::StatusCode::kInvalidArgument, reason::kKeystoreUrlHasPassword,
-                 StrCat("the keystore URL ", host::internal::RedactPostgresUrl(location),
-                        " names a password; fleet.json would keep it. Give it in a password file "
-                        "instead (PGPASSFILE or ~/.pgpass, libpq section 34.16) or PGPASSWORD"));
+                 "the keystore URL names a password (not repeated here); fleet.json would keep "
+                 "it. Give it in a password file instead (PGPASSFILE or ~/.pgpass, libpq "
+                 "section 34.16) or PGPASSWORD");
   }
   return absl::OkStatus();
+}
+
+std::string StoredKeystoreLocation(const std::string& location) {
+  if (host::internal::IsPostgresUrl(location)) return location;
+  std::error_code ec;
+  const std::filesystem::path absolute = std::filesystem::absolute(location, ec);
+  return ec ? location : absolute.lexically_normal().string();
 }
 
 std::string ShownKeystoreLocation(const std::string& location) {
@@ -54,7 +62,8 @@ absl::Status LeftBehind(const std::string& location) {
                       "between keystores). Nothing changed"));
 }
 
-int RunSetKeystore(Invocation& inv, const std::string& location) {
+int RunSetKeystore(Invocation& inv, const std::string& given) {
+  const std::string location = StoredKeystoreLocation(given);
   const std::string dir = FleetDir(inv);
   auto manifest = host::LoadFleetManifest(dir);
   if (!manifest.ok()) return Fail(inv, manifest.status());

@@ -29,6 +29,11 @@ std::string KeystorePath(const Invocation& inv, const host::FleetManifest& manif
 // keep it; it belongs in a password file).
 absl::Status CheckKeystoreLocation(const std::string& location);
 
+// StoredKeystoreLocation is `location` as fleet.json keeps it: a URL as
+// given, a file path made absolute (so every process finds the same file,
+// whatever its working directory).
+std::string StoredKeystoreLocation(const std::string& location);
+
 // ShownKeystoreLocation is `location` as messages show it: a URL without
 // any password.
 std::string ShownKeystoreLocation(const std::string& location);

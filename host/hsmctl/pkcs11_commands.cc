@@ -13,6 +13,7 @@
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/json_reports.h"
 #include "host/hsmctl/keystore_support.h"
+#include "host/internal/pq.h"
 #include "host/keystore.h"
 #include "pkcs11/token_store.h"
 
@@ -39,6 +40,11 @@ absl::StatusOr<std::string> SetPin(const Invocation& inv, const std::string& pin
   HSMSIM_RETURN_IF_ERROR(pkcs11::ValidatePin(pin));
   HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
   const std::string path = KeystorePath(inv, manifest);
+  if (host::internal::IsPostgresUrl(path)) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kBadPkcs11Config,
+                 "the fleet keeps its keys in PostgreSQL; the PKCS#11 token lives beside a SQLite "
+                 "keystore only (docs/pkcs11.md)");
+  }
   // The token lives beside the keystore: make it when the fleet has none yet.
   HSMSIM_RETURN_IF_ERROR(host::OpenSqliteKeystore(path, /*create=*/true).status());
   HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<pkcs11::TokenStore> store,

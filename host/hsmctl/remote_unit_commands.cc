@@ -10,6 +10,7 @@
 #include "common/reasons.h"
 #include "common/status.h"
 #include "common/str_cat.h"
+#include "host/fleet_tls.h"
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/json_reports.h"
 #include "host/hsmctl/keystore_support.h"
@@ -23,10 +24,12 @@ namespace {
 // units as they were when it started.
 absl::Status RefuseWhileRotating(const Invocation& inv, const host::FleetManifest& manifest,
                                  std::string_view command) {
-  std::error_code ec;
-  if (!std::filesystem::exists(KeystorePath(inv, manifest), ec)) return absl::OkStatus();
-  HSMSIM_ASSIGN_OR_RETURN(auto keystore, OpenKeystore(inv, manifest, /*create=*/false));
-  return WithContext(RefuseDuringRotation(*keystore),
+  auto keystore = OpenKeystore(inv, manifest, /*create=*/false);
+  if (!keystore.ok() && ReasonOf(keystore.status()) == reason::kNoKeystore) {
+    return absl::OkStatus();  // no keystore yet: no rotation either
+  }
+  HSMSIM_RETURN_IF_ERROR(keystore.status());
+  return WithContext(RefuseDuringRotation(**keystore),
                      StrCat(command, " changes the fleet's units; refused, nothing changed"));
 }
 
@@ -121,6 +124,53 @@ int RunFleetRm(Invocation& inv, const std::string& name) {
   return ReportOutcomes(inv, "fleet rm", {o});
 }
 
+// RunIssueCert issues a certificate for a unit on another host (fleet
+// issue-cert), with the fleet CA (made, and named in fleet.json, when the
+// fleet has none yet).
+int RunIssueCert(Invocation& inv, const std::string& name, const std::string& unit_id_hex,
+                 const std::string& out_dir) {
+  const std::string dir = FleetDir(inv);
+  auto manifest = host::LoadFleetManifest(dir);
+  if (!manifest.ok()) return Fail(inv, manifest.status());
+  auto unit_id = FromHex(unit_id_hex);
+  if (!unit_id.ok() || unit_id->size() != 16) {  // firmware/limits.h kUnitIdSize
+    return Fail(inv, Error(absl::StatusCode::kInvalidArgument, reason::kBadHex,
+                           "--unit-id must be the unit id, 32 hex digits, as hsmsim-unit "
+                           "--print-unit-id prints it"));
+  }
+  auto files = host::EnsureFleetTls(dir);
+  if (!files.ok()) return Fail(inv, files.status());
+  if (manifest->tls.empty()) {
+    manifest->tls = *files;
+    if (absl::Status saved = host::SaveFleetManifest(dir, *manifest); !saved.ok()) {
+      return Fail(inv, saved);
+    }
+  }
+  if (absl::Status issued = host::IssueRemoteUnitCertificate(dir, *files, name, *unit_id, out_dir);
+      !issued.ok()) {
+    return Fail(inv, issued);
+  }
+  namespace fs = std::filesystem;
+  const std::string cert = (fs::path(out_dir) / "unit.crt").string();
+  if (inv.json) {
+    std::cout << json{{"command", "fleet issue-cert"},
+                      {"ok", true},
+                      {"unit", name},
+                      {"unit_id", ToHex(*unit_id)},
+                      {"cert", cert},
+                      {"key", (fs::path(out_dir) / "unit.key").string()},
+                      {"ca", (fs::path(out_dir) / "fleet-ca.crt").string()}}
+                     .dump(2)
+              << "\n";
+  } else {
+    std::cout << "issued " << cert << " for unit " << name << " (unit id " << ToHex(*unit_id)
+              << "), with unit.key and fleet-ca.crt beside it; copy them to "
+              << "the unit's host (docs/deployment.md), then: hsmctl fleet add " << name
+              << " HOST:PORT --tls\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 void AddRemoteUnitCommands(CLI::App* fleet, Invocation& inv) {
@@ -148,6 +198,29 @@ void AddRemoteUnitCommands(CLI::App* fleet, Invocation& inv) {
   AddFleetOption(rm, inv);
   AddJsonOption(rm, inv);
   rm->callback([&inv, name] { inv.action = [&inv, name] { return RunFleetRm(inv, *name); }; });
+
+  auto cert_name = std::make_shared<std::string>();
+  auto unit_id = std::make_shared<std::string>();
+  auto out_dir = std::make_shared<std::string>();
+  CLI::App* issue = fleet->add_subcommand(
+      "issue-cert",
+      "Issue, with the fleet CA, a TLS certificate for a unit on another host: OUT/unit.crt, "
+      "OUT/unit.key and OUT/fleet-ca.crt, for hsmsim-unit --tls-cert/--tls-key/--tls-ca");
+  issue->add_option("NAME", *cert_name, "Unit name, e.g. remote1 (the certificate's CN)")
+      ->required();
+  issue
+      ->add_option("--unit-id", *unit_id,
+                   "The unit's id in hex: hsmsim-unit --print-unit-id --state-dir DIR on its host")
+      ->required();
+  issue->add_option("--out", *out_dir, "Directory for the three files (created 0700 if missing)")
+      ->required();
+  AddFleetOption(issue, inv);
+  AddJsonOption(issue, inv);
+  issue->callback([&inv, cert_name, unit_id, out_dir] {
+    inv.action = [&inv, cert_name, unit_id, out_dir] {
+      return RunIssueCert(inv, *cert_name, *unit_id, *out_dir);
+    };
+  });
 }
 
 }  // namespace hsmsim::hsmctl

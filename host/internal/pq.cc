@@ -35,43 +35,82 @@ bool IsPostgresUrl(std::string_view location) {
 }
 
 bool UrlHasPassword(std::string_view url) {
-  const size_t scheme = url.find("://");
-  if (scheme == std::string_view::npos) return false;
-  const std::string_view rest = url.substr(scheme + 3);
-  const size_t end = rest.find_first_of("/?");
-  const std::string_view authority = rest.substr(0, end);
-  const size_t at = authority.rfind('@');
-  if (at != std::string_view::npos && authority.substr(0, at).find(':') != std::string_view::npos) {
-    return true;
+  // libpq's own parser (section 34.1.2), so that every spelling it accepts
+  // (percent-encoded keywords, '?' or '/' in an unencoded password) counts.
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(std::string(url).c_str(), &error);
+  if (options == nullptr) {
+    PQfreemem(error);  // never shown: libpq quotes the URL in it
+    // Unparseable: a password may be in it; the redacted form says so.
+    return RedactPostgresUrl(url) != url;
   }
-  const size_t query = url.find('?');
-  if (query == std::string_view::npos) return false;
-  const std::string_view params = url.substr(query);
-  return params.find("?password=") != std::string_view::npos ||
-         params.find("&password=") != std::string_view::npos;
+  bool found = false;
+  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    const std::string_view key = o->keyword;
+    if ((key == "password" || key == "sslpassword") && o->val != nullptr && o->val[0] != '\0') {
+      found = true;
+    }
+  }
+  PQconninfoFree(options);
+  // Also what libpq would misread ("user:pa/ss@host": a '/' in an
+  // unencoded password) but would show in its error about the URL.
+  return found || RedactPostgresUrl(url) != url;
 }
 
 std::string RedactPostgresUrl(std::string_view url) {
   std::string out(url);
   const size_t scheme = out.find("://");
   if (scheme != std::string::npos) {
+    // The user info ends at the last '@' of the URL's authority; libpq
+    // reads a password up to '@', so '?', '/' and ':' may be inside it.
     const size_t start = scheme + 3;
-    const size_t end = std::min(out.find_first_of("/?", start), out.size());
-    const size_t at = out.rfind('@', end);
-    if (at != std::string::npos && at > start) {
-      const size_t colon = out.find(':', start);
-      if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
+    const size_t at = out.rfind('@');
+    const size_t colon = out.find(':', start);
+    if (at != std::string::npos && colon != std::string::npos && colon < at) {
+      out.replace(colon + 1, at - colon - 1, "***");
     }
   }
-  for (const char* key : {"?password=", "&password="}) {
-    const size_t p = out.find(key);
-    if (p == std::string::npos) continue;
-    const size_t value = p + std::strlen(key);
-    const size_t end = std::min(out.find('&', value), out.size());
-    out.replace(value, end - value, "***");
+  // Every password= or sslpassword= value, however often given.
+  for (const std::string key : {"password=", "sslpassword="}) {
+    for (size_t p = out.find(key); p != std::string::npos; p = out.find(key, p + 1)) {
+      if (p == 0 || (out[p - 1] != '?' && out[p - 1] != '&')) continue;
+      const size_t value = p + key.size();
+      const size_t end = std::min(out.find('&', value), out.size());
+      out.replace(value, end - value, "***");
+    }
   }
   return out;
 }
+
+namespace {
+
+// Scrubbed returns libpq's `message` about `url` with the URL, and any
+// password libpq parsed out of it, replaced by their redacted forms.
+std::string Scrubbed(std::string message, const std::string& url) {
+  auto replace_all = [&message](const std::string& from, const std::string& to) {
+    if (from.empty()) return;
+    for (size_t p = message.find(from); p != std::string::npos;
+         p = message.find(from, p + to.size())) {
+      message.replace(p, from.size(), to);
+    }
+  };
+  replace_all(url, RedactPostgresUrl(url));
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  PQfreemem(error);
+  if (options != nullptr) {
+    for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+      const std::string_view key = o->keyword;
+      if ((key == "password" || key == "sslpassword") && o->val != nullptr) {
+        replace_all(o->val, "***");
+      }
+    }
+    PQconninfoFree(options);
+  }
+  return message;
+}
+
+}  // namespace
 
 void PgResultDeleter::operator()(pg_result* r) const { PQclear(r); }
 
@@ -127,26 +166,37 @@ PgConnection::~PgConnection() { PQfinish(conn_); }
 absl::StatusOr<std::unique_ptr<PgConnection>> PgConnection::Connect(const std::string& url,
                                                                     int connect_timeout_seconds) {
   const std::string timeout = std::to_string(connect_timeout_seconds);
-  const char* keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
-  const char* values[] = {url.c_str(), timeout.c_str(), "hsmctl", nullptr};
-  // expand_dbname=1: `dbname` is a connection URI whose own settings win.
+  // Defaults first; `dbname`, last, is the URI (expand_dbname=1), whose own
+  // settings win. TCP keepalives so that a dead peer is noticed in about a
+  // minute (the rotation lock's connection idles for a whole rotation).
+  const char* keys[] = {"connect_timeout",     "application_name", "keepalives", "keepalives_idle",
+                        "keepalives_interval", "keepalives_count", "dbname",     nullptr};
+  const char* values[] = {timeout.c_str(), "hsmctl", "1", "30", "10", "3", url.c_str(), nullptr};
   PGconn* conn = PQconnectdbParams(keys, values, 1);
   if (conn == nullptr) {
     return Error(absl::StatusCode::kResourceExhausted, reason::kKeystoreIo,
                  "out of memory for a PostgreSQL connection");
   }
   if (PQstatus(conn) != CONNECTION_OK) {
-    const std::string message = Trimmed(PQerrorMessage(conn));
+    const std::string message = Scrubbed(Trimmed(PQerrorMessage(conn)), url);
     PQfinish(conn);
     return Error(absl::StatusCode::kUnavailable, reason::kKeystoreIo,
                  StrCat("cannot connect to the PostgreSQL keystore ", RedactPostgresUrl(url), ": ",
                         message));
   }
   std::unique_ptr<PgConnection> c(new PgConnection(conn, url));
-  // Messages in English whatever the server's locale; no notices on stderr.
+  // No notices on stderr. Commits synchronous unless a transaction says
+  // otherwise, whatever the database's or role's default (the keystore's
+  // durability rests on it). A lock held by a stuck writer is waited for
+  // at most a minute (KEYSTORE_BUSY), never forever.
   PQsetNoticeProcessor(
       conn, [](void*, const char*) {}, nullptr);
-  HSMSIM_RETURN_IF_ERROR(c->Exec("SET client_min_messages TO warning"));
+  HSMSIM_RETURN_IF_ERROR(
+      c->Exec("SET client_min_messages TO warning; SET synchronous_commit TO on; "
+              "SET lock_timeout TO '60s'"));
+  // PostgreSQL 14 and later would end an idle session, and with it the
+  // rotation lock; older servers do not know the setting.
+  (void)c->Exec("SET idle_session_timeout TO 0");
   return c;
 }
 

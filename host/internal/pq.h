@@ -28,8 +28,10 @@ bool IsPostgresUrl(std::string_view location);
 // messages and logs.
 std::string RedactPostgresUrl(std::string_view url);
 
-// UrlHasPassword is true when the URL's user info names a password
-// (postgresql://user:PASSWORD@host/db) or a password= query parameter.
+// UrlHasPassword is true when libpq would read a password or an
+// sslpassword from the URL (postgresql://user:PASSWORD@host/db, or a
+// password= or sslpassword= parameter, however spelled), or when the URL
+// does not parse and may hold one.
 bool UrlHasPassword(std::string_view url);
 
 // One parameter of a statement: text (PostgreSQL's input syntax for its

@@ -683,6 +683,16 @@ TEST(PostgresUrlTest, PasswordsAreFoundAndRedacted) {
   EXPECT_EQ(RedactPostgresUrl("postgres://u@h/db?password=secret&sslmode=require"),
             "postgres://u@h/db?password=***&sslmode=require");
   EXPECT_EQ(RedactPostgresUrl("postgresql://u@h/db"), "postgresql://u@h/db");
+  // Spellings libpq accepts that a naive reading misses.
+  EXPECT_TRUE(UrlHasPassword("postgresql://kms:pa?ss@db/keys"));
+  EXPECT_TRUE(UrlHasPassword("postgresql://kms:pa/ss@db/keys"));
+  EXPECT_TRUE(UrlHasPassword("postgresql://kms@db/keys?sslpassword=secret"));
+  EXPECT_TRUE(UrlHasPassword("postgresql://kms@db/keys?pass%77ord=secret"));
+  for (const char* url : {"postgresql://kms:pa?ss@db/keys", "postgresql://kms:pa/ss@db/keys"}) {
+    EXPECT_EQ(RedactPostgresUrl(url).find("pa"), std::string::npos) << RedactPostgresUrl(url);
+  }
+  EXPECT_EQ(RedactPostgresUrl("postgresql://u@h/db?password=a&password=b&sslpassword=c"),
+            "postgresql://u@h/db?password=***&password=***&sslpassword=***");
 }
 
 TEST(RotationPhaseTest, NamesRoundTrip) {

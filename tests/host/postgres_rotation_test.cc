@@ -44,6 +44,12 @@ TEST_F(PostgresRotationTest, RotationEndsDoneAndEveryKeyVerifies) {
   RunResult migrate = Hsmctl({"keys", "migrate", "--json"});
   ASSERT_EQ(migrate.exit_code, 0) << Describe(migrate);
   EXPECT_EQ(json::parse(migrate.out)["migrated"], false);
+  // Brought down and up again without --keystore: the fleet still keeps its
+  // keys in PostgreSQL (never a new, empty SQLite keystore beside it).
+  MustRun({"fleet", "down"});
+  MustRun({"fleet", "up", "--units", "3", "--instance", "it"});
+  EXPECT_EQ(Manifest().keystore, keystore_url_);
+  ASSERT_NO_FATAL_FAILURE(ExpectNoKeyLost());
 }
 
 // The server goes away while a rotation waits between re-encryption and
