@@ -201,9 +201,11 @@ std::vector<host::UnitObservation> FleetToken::ObserveUnits() {
 absl::Status FleetToken::CreateTokenKey(const std::string& name, size_t key_bytes,
                                         const SecretBytes* value) {
   // A rotation may move on between the plan and the insert: the keystore
-  // then refuses (JOURNAL_CHANGED) and the key is placed again.
+  // then refuses (JOURNAL_CHANGED), or the unit refuses to re-encrypt under
+  // a NEW it has just promoted, and the key is placed again from a fresh
+  // look at the journal and the units.
   absl::Status last = absl::OkStatus();
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
     HSMSIM_ASSIGN_OR_RETURN(std::optional<host::RotationJournal> journal, keystore_->ReadJournal());
     HSMSIM_ASSIGN_OR_RETURN(host::KeyCreationPlan plan,
                             host::PlanKeyCreation(journal, ObserveUnits()));
@@ -220,9 +222,21 @@ absl::Status FleetToken::CreateTokenKey(const std::string& name, size_t key_byte
     if (plan.routes[unit] == host::KeyRoute::kPendingTarget) {
       v1::Request r;
       r.mutable_reencrypt_batch()->add_blobs(key.blob);
-      HSMSIM_ASSIGN_OR_RETURN(v1::Response response, Answer(links_[unit]->Call(std::move(r))));
-      const v1::BlobResult& result = response.reencrypt_batch().results(0);
-      if (result.outcome() == v1::BLOB_FAILED) return wire::FromWireStatus(result.status());
+      absl::StatusOr<v1::Response> response = Answer(links_[unit]->Call(std::move(r)));
+      if (!response.ok()) {
+        last = response.status();
+        if (IsTransportError(last)) return last;
+        continue;  // the unit's registers moved on since the plan: plan again
+      }
+      if (response->reencrypt_batch().results_size() != 1) {
+        return Error(absl::StatusCode::kInternal, reason::kBadResponse,
+                     "the unit answered a one-blob re-encryption with another count");
+      }
+      const v1::BlobResult& result = response->reencrypt_batch().results(0);
+      if (result.outcome() == v1::BLOB_FAILED) {
+        last = wire::FromWireStatus(result.status());
+        continue;
+      }
       key.pending_blob = result.blob();
       HSMSIM_ASSIGN_OR_RETURN(key.pending_wkid, WkidOf(key.pending_blob));
     }
