@@ -71,7 +71,8 @@ TEST_F(PostgresRotationTest, ServerThatGoesAwayChangesNothingAndTheRotationResum
   // the old key.
   RunResult st = Hsmctl({"status", "--json", "--long"});
   ASSERT_EQ(st.exit_code, 0) << Describe(st);
-  for (const json& u : json::parse(st.out)["units"]) {
+  const json status = json::parse(st.out);  // kept alive for the loop below
+  for (const json& u : status["units"]) {
     EXPECT_EQ(u["registers"]["new"]["verification_pattern"], target_vp_) << u.dump();
     EXPECT_NE(u["registers"]["current"]["verification_pattern"], target_vp_) << u.dump();
   }
