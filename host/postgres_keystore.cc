@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <functional>
 
 #include "common/reasons.h"
 #include "common/status.h"
@@ -66,6 +67,13 @@ CREATE TABLE IF NOT EXISTS hsmsim_lock_holder(one int PRIMARY KEY CHECK (one = 1
   pid bigint NOT NULL, host text NOT NULL, started_at text NOT NULL, command text NOT NULL);
 )sql";
 
+// The keys a rotation still has to re-encrypt, by page ($1 after id, $2
+// limit, $3 source WKID, $4 target WKID): ReadNeedingRewrap and its light
+// form ReadToReencrypt.
+constexpr char kNeedingRewrap[] =
+    "wkid = $3 AND id > $1 AND NOT quarantined AND pending_wkid IS DISTINCT FROM $4 "
+    "ORDER BY wkid, id LIMIT $2";
+
 constexpr char kKeyColumns[] =
     "id, name, blob, wkid, pending_blob, pending_wkid, problem, quarantined";
 
@@ -111,23 +119,19 @@ class PostgresKeystore final : public Keystore {
 
   // Open checks (or, when `create`, creates) the schema.
   absl::Status Open(bool create) {
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
-    absl::Status s = CheckOrCreateSchema(create);
-    return Finish(s);
+    return InTransaction([&] { return CheckOrCreateSchema(create); });
   }
 
   absl::Status AddKeys(const std::vector<NewKey>& keys) override {
     std::vector<PlacedKey> placed;
     placed.reserve(keys.size());
     for (const NewKey& k : keys) placed.push_back(PlacedKey{k.name, k.blob, k.wkid, "", ""});
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
-    return Finish(InsertKeys(placed));
+    return InTransaction([&] { return InsertKeys(placed); });
   }
 
   absl::Status AddKeysPlanned(const std::vector<PlacedKey>& keys,
                               const std::optional<RotationJournal>& planned) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
-    absl::Status s = [&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
       HSMSIM_RETURN_IF_ERROR(db_->Exec("SET LOCAL synchronous_commit TO off"));
       HSMSIM_RETURN_IF_ERROR(
           db_->Exec(StrCat("SELECT pg_advisory_xact_lock_shared(", kJournalLockKey, ")").c_str()));
@@ -140,22 +144,18 @@ class PostgresKeystore final : public Keystore {
                    " now); ", keys.size(), " key(s) were not stored"));
       }
       return InsertKeys(keys);
-    }();
-    return Finish(s);
+    });
   }
 
   // A synchronous commit flushes the WAL up to it, and with it every
   // commit made before with synchronous_commit off.
   absl::Status Flush() override {
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
-    absl::Status s = db_->Exec("SELECT pg_current_xact_id()");
-    return Finish(s);
+    return InTransaction([&] { return db_->Exec("SELECT pg_current_xact_id()"); });
   }
 
   absl::StatusOr<int64_t> ReserveKeyNumbers(std::string_view prefix, int64_t count) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
     int64_t first = 0;
-    absl::Status s = [&]() -> absl::Status {
+    const absl::Status done = InTransaction([&]() -> absl::Status {
       HSMSIM_RETURN_IF_ERROR(
           db_->Exec(StrCat("SELECT pg_advisory_xact_lock(", kNumbersLockKey, ")").c_str()));
       // The largest N of a name PREFIX<N> (1..18 digits), on the server.
@@ -176,8 +176,8 @@ class PostgresKeystore final : public Keystore {
           "INSERT INTO hsmsim_meta(key, value) VALUES($1, $2) "
           "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
           {PgParam::Text(meta_key), PgParam::Int(first + count - 1)});
-    }();
-    HSMSIM_RETURN_IF_ERROR(Finish(s));
+    });
+    if (!done.ok()) return done;
     return first;
   }
 
@@ -189,13 +189,7 @@ class PostgresKeystore final : public Keystore {
         conn->Query(StrCat("SELECT pg_try_advisory_lock(", kRotationLockKey, ")").c_str()));
     if (!got.Bool(0, 0)) {
       HSMSIM_ASSIGN_OR_RETURN(std::optional<RotationLockHolder> other, ReadHolder());
-      return Error(absl::StatusCode::kFailedPrecondition, reason::kRotationLocked,
-                   StrCat("another process is rotating keystore ", db_->shown(), ": ",
-                          other.has_value() && other->pid != 0
-                              ? other->Describe()
-                              : std::string("a process that has not named itself yet"),
-                          "; wait for it to finish, or stop it (the lock is released when it "
-                          "exits) and run hsmctl recover"));
+      return internal::RotationLockedError(db_->shown(), other.value_or(RotationLockHolder{}));
     }
     HSMSIM_RETURN_IF_ERROR(
         conn->Exec("INSERT INTO hsmsim_lock_holder(one, pid, host, started_at, command) "
@@ -242,8 +236,7 @@ class PostgresKeystore final : public Keystore {
                                                            std::string_view source_wkid,
                                                            std::string_view target_wkid) override {
     return ReadWhere(
-        "wkid = $3 AND id > $1 AND NOT quarantined AND pending_wkid IS DISTINCT FROM $4 "
-        "ORDER BY wkid, id LIMIT $2",
+        kNeedingRewrap,
         {PgParam::Int(after_id), PgParam::Int(static_cast<int64_t>(limit)),
          PgParam::Bytes(std::string(source_wkid)), PgParam::Bytes(std::string(target_wkid))});
   }
@@ -255,8 +248,7 @@ class PostgresKeystore final : public Keystore {
     HSMSIM_ASSIGN_OR_RETURN(
         PgRows r,
         db_->Query(
-            "SELECT id, blob FROM hsmsim_keys WHERE wkid = $3 AND id > $1 AND NOT "
-            "quarantined AND pending_wkid IS DISTINCT FROM $4 ORDER BY wkid, id LIMIT $2",
+            StrCat("SELECT id, blob FROM hsmsim_keys WHERE ", kNeedingRewrap).c_str(),
             {PgParam::Int(after_id), PgParam::Int(static_cast<int64_t>(limit)),
              PgParam::Bytes(std::string(source_wkid)), PgParam::Bytes(std::string(target_wkid))}));
     std::vector<StoredKey> out(static_cast<size_t>(r.rows()));
@@ -278,37 +270,33 @@ class PostgresKeystore final : public Keystore {
 
   absl::Status StorePending(const std::vector<RewrappedKey>& rewrapped) override {
     if (rewrapped.empty()) return absl::OkStatus();
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
-    absl::Status s = [&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
       HSMSIM_RETURN_IF_ERROR(db_->Exec("SET LOCAL synchronous_commit TO off"));
       HSMSIM_RETURN_IF_ERROR(UpdateFromArrays("pending_blob", "pending_wkid", rewrapped));
       return db_->Exec("UPDATE hsmsim_journal SET keys_done = keys_done + $1",
                        {PgParam::Int(static_cast<int64_t>(rewrapped.size()))});
-    }();
-    return Finish(s);
+    });
   }
 
   absl::Status ReplaceBlobs(const std::vector<RewrappedKey>& rewrapped) override {
     if (rewrapped.empty()) return absl::OkStatus();
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
-    absl::Status s = UpdateFromArrays("blob", "wkid", rewrapped, /*clear_pending=*/true);
-    return Finish(s);
+    return InTransaction(
+        [&] { return UpdateFromArrays("blob", "wkid", rewrapped, /*clear_pending=*/true); });
   }
 
   absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
     int64_t promoted = 0;
-    absl::Status s = [&]() -> absl::Status {
+    const absl::Status done = InTransaction([&]() -> absl::Status {
       HSMSIM_ASSIGN_OR_RETURN(
-          PgRows done, db_->Query("UPDATE hsmsim_keys SET blob=pending_blob, wkid=pending_wkid, "
-                                  "pending_blob=NULL, pending_wkid=NULL WHERE pending_wkid=$1",
-                                  {PgParam::Bytes(std::string(target_wkid))}));
-      promoted = done.Affected();
+          PgRows updated, db_->Query("UPDATE hsmsim_keys SET blob=pending_blob, wkid=pending_wkid, "
+                                     "pending_blob=NULL, pending_wkid=NULL WHERE pending_wkid=$1",
+                                     {PgParam::Bytes(std::string(target_wkid))}));
+      promoted = updated.Affected();
       return db_->Exec(
           "UPDATE hsmsim_keys SET pending_blob=NULL, pending_wkid=NULL "
           "WHERE pending_wkid IS NOT NULL");
-    }();
-    HSMSIM_RETURN_IF_ERROR(Finish(s));
+    });
+    if (!done.ok()) return done;
     return promoted;
   }
 
@@ -337,28 +325,17 @@ class PostgresKeystore final : public Keystore {
   }
 
   absl::Status SetQuarantined(const std::vector<std::string>& names, bool quarantined) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
-    absl::Status s = [&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
       for (const std::string& name : names) {
         HSMSIM_ASSIGN_OR_RETURN(std::optional<StoredKey> k, FindKey(name));
-        if (!k.has_value()) {
-          return Error(absl::StatusCode::kNotFound, reason::kNoSuchKey,
-                       StrCat("no key named '", name, "' in ", db_->shown(), "; nothing changed"));
-        }
-        if (quarantined && k->problem.empty()) {
-          return Error(absl::StatusCode::kFailedPrecondition, reason::kKeyNotUnreadable,
-                       StrCat("key '", name,
-                              "' has no recorded failure: no unit was found unable to open its "
-                              "blob (hsmctl mk rotate's pre-check records them); nothing changed"));
-        }
+        HSMSIM_RETURN_IF_ERROR(internal::CheckQuarantineChange(name, k, quarantined, db_->shown()));
         if (k->problem.empty()) continue;  // releasing a key that was never quarantined
         HSMSIM_RETURN_IF_ERROR(
             db_->Exec("UPDATE hsmsim_keys SET quarantined=$1 WHERE id=$2",
                       {PgParam::Text(quarantined ? "true" : "false"), PgParam::Int(k->id)}));
       }
       return absl::OkStatus();
-    }();
-    return Finish(s);
+    });
   }
 
   absl::StatusOr<std::vector<WkidPairCount>> CountQuarantined() override {
@@ -410,8 +387,7 @@ class PostgresKeystore final : public Keystore {
   }
 
   absl::Status WriteJournal(const RotationJournal& j) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
-    absl::Status s = [&]() -> absl::Status {
+    return InTransaction([&]() -> absl::Status {
       HSMSIM_RETURN_IF_ERROR(
           db_->Exec(StrCat("SELECT pg_advisory_xact_lock(", kJournalLockKey, ")").c_str()));
       return db_->Exec(
@@ -424,14 +400,12 @@ class PostgresKeystore final : public Keystore {
           {PgParam::Text(std::string(RotationPhaseName(j.phase))), PgParam::Bytes(j.source_vp),
            PgParam::Bytes(j.target_vp), PgParam::Int(j.keys_total), PgParam::Int(j.keys_done),
            PgParam::Text(j.started_at.empty() ? NowUtc() : j.started_at), PgParam::Text(NowUtc())});
-    }();
-    return Finish(s);
+    });
   }
 
   absl::StatusOr<int64_t> AbandonRotation(std::string_view target_wkid) override {
-    HSMSIM_RETURN_IF_ERROR(db_->Begin());
     int64_t dropped = 0;
-    absl::Status s = [&]() -> absl::Status {
+    const absl::Status done = InTransaction([&]() -> absl::Status {
       HSMSIM_RETURN_IF_ERROR(
           db_->Exec(StrCat("SELECT pg_advisory_xact_lock(", kJournalLockKey, ")").c_str()));
       HSMSIM_ASSIGN_OR_RETURN(
@@ -440,8 +414,8 @@ class PostgresKeystore final : public Keystore {
                                {PgParam::Bytes(std::string(target_wkid))}));
       dropped = r.Affected();
       return db_->Exec("DELETE FROM hsmsim_journal");
-    }();
-    HSMSIM_RETURN_IF_ERROR(Finish(s));
+    });
+    if (!done.ok()) return done;
     return dropped;
   }
 
@@ -595,6 +569,13 @@ class PostgresKeystore final : public Keystore {
     return db_->Exec(sql.c_str(), {PgParam::Text(internal::IntArray(ids)),
                                    PgParam::Text(internal::HexArray(blobs)),
                                    PgParam::Text(internal::HexArray(wkids))});
+  }
+
+  // InTransaction runs `body` in a transaction: committed when it returns
+  // OK, else rolled back and its error returned.
+  absl::Status InTransaction(const std::function<absl::Status()>& body) {
+    HSMSIM_RETURN_IF_ERROR(db_->Begin());
+    return Finish(body());
   }
 
   // Finish commits when `s` is OK, else rolls back and returns `s`.

@@ -158,12 +158,7 @@ class SqliteKeystore final : public Keystore {
       }
       const RotationLockHolder other = ReadHolder(fd);
       ::close(fd);
-      return Error(absl::StatusCode::kFailedPrecondition, reason::kRotationLocked,
-                   StrCat("another process is rotating keystore ", db_->path(), ": ",
-                          other.pid == 0 ? std::string("a process that has not named itself yet")
-                                         : other.Describe(),
-                          "; wait for it to finish, or stop it (the lock is released when it "
-                          "exits) and run hsmctl recover"));
+      return internal::RotationLockedError(db_->path(), other);
     }
     const std::string text = FormatHolder(holder);
     if (::ftruncate(fd, 0) != 0 ||
@@ -334,16 +329,7 @@ class SqliteKeystore final : public Keystore {
                               db_->Prepare("UPDATE key_problems SET quarantined=? WHERE id=?"));
       for (const std::string& name : names) {
         HSMSIM_ASSIGN_OR_RETURN(std::optional<StoredKey> k, FindRow(t, name));
-        if (!k.has_value()) {
-          return Error(absl::StatusCode::kNotFound, reason::kNoSuchKey,
-                       StrCat("no key named '", name, "' in ", db_->path(), "; nothing changed"));
-        }
-        if (quarantined && k->problem.empty()) {
-          return Error(absl::StatusCode::kFailedPrecondition, reason::kKeyNotUnreadable,
-                       StrCat("key '", name,
-                              "' has no recorded failure: no unit was found unable to open its "
-                              "blob (hsmctl mk rotate's pre-check records them); nothing changed"));
-        }
+        HSMSIM_RETURN_IF_ERROR(internal::CheckQuarantineChange(name, k, quarantined, db_->path()));
         if (k->problem.empty()) continue;  // releasing a key that was never quarantined
         mark.Bind(1, int64_t{quarantined ? 1 : 0}).Bind(2, k->id);
         HSMSIM_RETURN_IF_ERROR(mark.Run());

@@ -2,6 +2,8 @@
 
 #include <ctime>
 
+#include "common/reasons.h"
+#include "common/status.h"
 #include "common/str_cat.h"
 
 namespace hsmsim::host::internal {
@@ -18,6 +20,30 @@ std::string NowUtc() {
 std::string DescribeJournal(const std::optional<RotationJournal>& j) {
   if (!j.has_value()) return "no rotation journaled";
   return StrCat("rotation started ", j->started_at, " in phase ", RotationPhaseName(j->phase));
+}
+
+absl::Status CheckQuarantineChange(std::string_view name, const std::optional<StoredKey>& key,
+                                   bool quarantined, std::string_view location) {
+  if (!key.has_value()) {
+    return Error(absl::StatusCode::kNotFound, reason::kNoSuchKey,
+                 StrCat("no key named '", name, "' in ", location, "; nothing changed"));
+  }
+  if (quarantined && key->problem.empty()) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kKeyNotUnreadable,
+                 StrCat("key '", name,
+                        "' has no recorded failure: no unit was found unable to open its "
+                        "blob (hsmctl mk rotate's pre-check records them); nothing changed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RotationLockedError(std::string_view location, const RotationLockHolder& holder) {
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kRotationLocked,
+               StrCat("another process is rotating keystore ", location, ": ",
+                      holder.pid == 0 ? std::string("a process that has not named itself yet")
+                                      : holder.Describe(),
+                      "; wait for it to finish, or stop it (the lock is released when it "
+                      "exits) and run hsmctl recover"));
 }
 
 int64_t KeyNumber(std::string_view name, std::string_view prefix) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "host/keystore.h"
 
 namespace hsmsim::host::internal {
@@ -19,6 +20,19 @@ std::string NowUtc();
 // DescribeJournal says which rotation `j` is, for messages ("no rotation
 // journaled" or "rotation started T in phase P").
 std::string DescribeJournal(const std::optional<RotationJournal>& j);
+
+// CheckQuarantineChange is SetQuarantined's refusal for the key called
+// `name` (`key`, nullopt when absent) of the keystore at `location`:
+// NOT_FOUND (NO_SUCH_KEY) when absent, FAILED_PRECONDITION
+// (KEY_NOT_UNREADABLE) when it is to be quarantined without a recorded
+// problem; OK otherwise.
+absl::Status CheckQuarantineChange(std::string_view name, const std::optional<StoredKey>& key,
+                                   bool quarantined, std::string_view location);
+
+// RotationLockedError is LockRotation's FAILED_PRECONDITION
+// (ROTATION_LOCKED) for the keystore at `location`, naming `holder` (pid 0:
+// a process that has not named itself yet).
+absl::Status RotationLockedError(std::string_view location, const RotationLockHolder& holder);
 
 // KeyNumber returns N when `name` is PREFIX<N> (1..18 decimal digits), else -1.
 int64_t KeyNumber(std::string_view name, std::string_view prefix);
