@@ -142,6 +142,63 @@ class RotationLock {
   virtual const RotationLockHolder& holder() const = 0;
 };
 
+// A range of key ids [first_id, last_id] that one rotation worker
+// re-encrypts (RewrapClaims).
+struct KeyRange {
+  int64_t number = 0;  // 1-based, in id order
+  int64_t first_id = 0;
+  int64_t last_id = 0;
+};
+
+// RewrapClaims shares a rotation's re-encryption among several workers
+// (hsmctl mk rotate and mk rotate --join, one process each, on one or
+// several machines): the keys still to re-encrypt are divided into ranges
+// of ids, and each worker claims one free range at a time, so that no two
+// workers read the same keys. A claim lasts until the worker claims its
+// next range, releases it, or its connection ends (the worker died): then
+// another worker claims that range again. A claimed range is marked
+// finished once its keys were read; the keys of a finished range whose
+// re-encrypted blobs a dead worker had not stored yet are re-encrypted by
+// the lead's last pass (RotationEngine::Reencrypt), which reads every key
+// still without a pending blob.
+//
+// Each RewrapClaims holds a connection of its own (docs/rotation.md,
+// "Rotation workers"). Thread-safety: used from one thread at a time.
+class RewrapClaims {
+ public:
+  virtual ~RewrapClaims() = default;
+
+  // Plan divides the ids of the keys rotation `journal` still has to
+  // re-encrypt (from the smallest to the largest such id) into ranges of
+  // `range_ids` (>= 1) consecutive ids, unless ranges for this rotation
+  // (its start and target) exist already: a resumed lead and every joining
+  // worker keep them. In one transaction that checks that the journal is
+  // still that rotation, REENCRYPTING: ABORTED (JOURNAL_CHANGED) otherwise.
+  // Returns how many ranges are not finished; the store's error otherwise.
+  virtual absl::StatusOr<int64_t> Plan(const RotationJournal& journal, int64_t range_ids) = 0;
+
+  // Claim marks the range claimed before (if any) finished, then claims the
+  // first unfinished range of rotation `journal` that no other worker
+  // holds, for `worker` (e.g. "pid 42 on host-a"). Returns std::nullopt when
+  // none is free; `*held_elsewhere` is then the number of unfinished ranges
+  // other workers hold (0: every range is finished). Errors: the store's
+  // (the claim is released then).
+  virtual absl::StatusOr<std::optional<KeyRange>> Claim(const RotationJournal& journal,
+                                                        std::string_view worker,
+                                                        int64_t* held_elsewhere) = 0;
+
+  // Release lets go of the range claimed, unfinished, so that another
+  // worker claims it. Best effort (the server releases it with the
+  // connection anyway).
+  virtual void Release() = 0;
+};
+
+// What the ranges of a rotation look like now (mk rotate --status).
+struct RewrapRangeCounts {
+  int64_t total = 0;
+  int64_t finished = 0;
+};
+
 class Keystore {
  public:
   virtual ~Keystore() = default;
@@ -213,6 +270,33 @@ class Keystore {
     return ReadNeedingRewrap(after_id, limit, source_wkid, target_wkid);
   }
 
+  // ReadToReencryptIn is ReadToReencrypt limited to ids <= `last_id` (a
+  // claimed range, RewrapClaims). By default it reads a page with
+  // ReadToReencrypt and drops the keys past `last_id`.
+  virtual absl::StatusOr<std::vector<StoredKey>> ReadToReencryptIn(int64_t after_id,
+                                                                   int64_t last_id, size_t limit,
+                                                                   std::string_view source_wkid,
+                                                                   std::string_view target_wkid) {
+    absl::StatusOr<std::vector<StoredKey>> page =
+        ReadToReencrypt(after_id, limit, source_wkid, target_wkid);
+    if (!page.ok()) return page;
+    while (!page->empty() && page->back().id > last_id) page->pop_back();
+    return page;
+  }
+
+  // OpenRewrapClaims opens the claims of rotation workers on a connection
+  // of its own (owned by the caller). FAILED_PRECONDITION
+  // (KEYSTORE_NOT_SHARED) for a keystore that workers on other machines
+  // cannot share (SQLite, the default); the store's error otherwise.
+  virtual absl::StatusOr<std::unique_ptr<RewrapClaims>> OpenRewrapClaims();
+
+  // CountRewrapRanges counts the ranges of rotation `journal` (zeros when
+  // it has none, or the keystore has no claims). Errors: the store's.
+  virtual absl::StatusOr<RewrapRangeCounts> CountRewrapRanges(const RotationJournal& journal) {
+    (void)journal;
+    return RewrapRangeCounts{};
+  }
+
   // ReadUnder returns up to `limit` keys with id > `after_id` whose blob is
   // under `wkid`, that have no pending blob and are not quarantined.
   virtual absl::StatusOr<std::vector<StoredKey>> ReadUnder(int64_t after_id, size_t limit,
@@ -225,6 +309,20 @@ class Keystore {
   // The journal's phase changes (WriteJournal) are synced and make them
   // durable too.
   virtual absl::Status StorePending(const std::vector<RewrappedKey>& rewrapped) = 0;
+
+  // StorePendingFor is StorePending for one of several rotation workers
+  // (RewrapClaims): in the same transaction it checks that the journal is
+  // still rotation `journal` (its start, source and target) in
+  // REENCRYPTING, else returns ABORTED (JOURNAL_CHANGED) and stores nothing
+  // (the lead moved on, or the rotation was abandoned); and a key that has
+  // a pending blob under the same WKID already (another worker stored it)
+  // keeps it and is not counted again in keys_done. By default (SQLite: one
+  // writer, under the rotation lock) it is StorePending.
+  virtual absl::Status StorePendingFor(const RotationJournal& journal,
+                                       const std::vector<RewrappedKey>& rewrapped) {
+    (void)journal;
+    return StorePending(rewrapped);
+  }
 
   // ReplaceBlobs makes `rewrapped` the keys' blobs (clearing any pending).
   virtual absl::Status ReplaceBlobs(const std::vector<RewrappedKey>& rewrapped) = 0;
@@ -311,6 +409,14 @@ struct KeystoreMigration {
 // FAILED_PRECONDITION (UNSUPPORTED_KEYSTORE_VERSION) for an unknown version;
 // the store's error otherwise (nothing changed then).
 absl::StatusOr<KeystoreMigration> MigrateSqliteKeystore(const std::string& path);
+
+// MigratePostgresKeystore brings the PostgreSQL keystore at `url` to the
+// schema version this code reads (2: version 1 plus the rotation workers'
+// ranges, host/postgres_keystore.cc), in one transaction; keys and the
+// rotation journal are not touched, so an open rotation resumes after it. A
+// keystore already current is left alone. Errors: OpenPostgresKeystore's
+// (UNSUPPORTED_KEYSTORE_VERSION for a version other than 1 and 2).
+absl::StatusOr<KeystoreMigration> MigratePostgresKeystore(const std::string& url);
 
 // OpenSqliteKeystore opens the SQLite keystore at `path` (WAL mode), creating
 // it and its schema when `create`. Its rotation lock is an flock() on

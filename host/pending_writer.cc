@@ -12,10 +12,20 @@ PendingWriter::PendingWriter(Keystore& keystore, int64_t keys_done, size_t depth
       keys_done_(keys_done),
       thread_(depth, [this](std::vector<RewrappedKey>& batch) { return Store(batch); }) {}
 
+PendingWriter::PendingWriter(Keystore& keystore, int64_t keys_done, size_t depth, AfterStore after,
+                             RotationJournal worker_journal)
+    : keystore_(keystore),
+      after_(std::move(after)),
+      worker_journal_(std::move(worker_journal)),
+      keys_done_(keys_done),
+      thread_(depth, [this](std::vector<RewrappedKey>& batch) { return Store(batch); }) {}
+
 PendingWriter::~PendingWriter() { (void)Finish(); }
 
 absl::Status PendingWriter::Store(std::vector<RewrappedKey>& batch) {
-  HSMSIM_RETURN_IF_ERROR(keystore_.StorePending(batch));
+  HSMSIM_RETURN_IF_ERROR(worker_journal_.has_value()
+                             ? keystore_.StorePendingFor(*worker_journal_, batch)
+                             : keystore_.StorePending(batch));
   keys_stored_ += static_cast<int64_t>(batch.size());
   const int64_t done = keys_done_ += static_cast<int64_t>(batch.size());
   return after_ ? after_(done) : absl::OkStatus();

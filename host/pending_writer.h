@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -33,6 +34,12 @@ class PendingWriter {
   // only from it; `keys_done` is the journal's count before the first
   // batch; at most `depth` (>= 1) batches wait in the queue.
   PendingWriter(Keystore& keystore, int64_t keys_done, size_t depth, AfterStore after);
+  // As above for one of several rotation workers: each batch is stored with
+  // Keystore::StorePendingFor(`worker_journal`), so that a store after the
+  // journal changed (JOURNAL_CHANGED) is the writer's error. keys_done then
+  // counts this writer's batches only.
+  PendingWriter(Keystore& keystore, int64_t keys_done, size_t depth, AfterStore after,
+                RotationJournal worker_journal);
   // Finish, when it was not called.
   ~PendingWriter();
   PendingWriter(const PendingWriter&) = delete;
@@ -62,6 +69,7 @@ class PendingWriter {
 
   Keystore& keystore_;
   const AfterStore after_;
+  const std::optional<RotationJournal> worker_journal_;
   std::atomic<int64_t> keys_done_;
   std::atomic<int64_t> keys_stored_{0};
 

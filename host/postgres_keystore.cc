@@ -1,6 +1,6 @@
 // The PostgreSQL keystore (OpenPostgresKeystore, host/keystore.h): the
 // Keystore interface over libpq, for fleets whose key storage is a database
-// server. Layout (schema version 1 of the PostgreSQL keystore), every table
+// server. Layout (schema version 2 of the PostgreSQL keystore), every table
 // prefixed hsmsim_ so the keystore can share a database:
 //   hsmsim_meta(key, value)                  schema_version, reserved numbers
 //   hsmsim_keys(id, name, blob, wkid, pending_blob, pending_wkid, problem,
@@ -8,6 +8,9 @@
 //   hsmsim_journal(one=1, ...)               the rotation journal
 //   hsmsim_rotation_error(one=1, ...)        the last rotation error
 //   hsmsim_lock_holder(one=1, ...)           who took the rotation lock
+//   hsmsim_rewrap_ranges(target_vp, started_at, range_no, first_id, last_id,
+//               finished, finished_by)       rotation workers' ranges of ids
+//                                            (RewrapClaims; new in version 2)
 // Unlike SQLite's blob generations, a pending blob is a column: PostgreSQL
 // writes a new row version on every UPDATE (MVCC), so a generation table
 // would save nothing on re-encryption; promotion is one UPDATE in the
@@ -16,6 +19,9 @@
 // Re-encrypted blobs and new keys commit with synchronous_commit off (a
 // crash of the server may undo the last ones, which re-encryption makes
 // again; Flush makes them durable); every other write is synchronous.
+// Rotation workers claim ranges with SELECT ... FOR UPDATE SKIP LOCKED in a
+// transaction they keep open while they read the range: a worker that dies
+// leaves its range to the others when the server ends its session.
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,7 +42,7 @@ using internal::PgConnection;
 using internal::PgParam;
 using internal::PgRows;
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 // Advisory lock keys (pg_advisory_lock's bigint space, one database): the
 // rotation lock, the journal (shared by writers of planned keys, exclusive
 // for journal writes), key number reservations and schema creation.
@@ -44,6 +50,7 @@ constexpr int64_t kRotationLockKey = 0x68736d01;
 constexpr int64_t kJournalLockKey = 0x68736d02;
 constexpr int64_t kNumbersLockKey = 0x68736d03;
 constexpr int64_t kSchemaLockKey = 0x68736d04;
+constexpr int64_t kRangesLockKey = 0x68736d05;  // planning rotation workers' ranges
 
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS hsmsim_meta(key text PRIMARY KEY, value text NOT NULL);
@@ -65,6 +72,16 @@ CREATE TABLE IF NOT EXISTS hsmsim_rotation_error(one int PRIMARY KEY CHECK (one 
   error text NOT NULL, phase text NOT NULL, recorded_at text NOT NULL);
 CREATE TABLE IF NOT EXISTS hsmsim_lock_holder(one int PRIMARY KEY CHECK (one = 1),
   pid bigint NOT NULL, host text NOT NULL, started_at text NOT NULL, command text NOT NULL);
+)sql";
+
+// Version 2: rotation workers' ranges of key ids (RewrapClaims), per
+// rotation (its target and start). `finished` once a worker read the range.
+constexpr char kSchemaV2[] = R"sql(
+CREATE TABLE IF NOT EXISTS hsmsim_rewrap_ranges(
+  target_vp bytea NOT NULL, started_at text NOT NULL, range_no bigint NOT NULL,
+  first_id bigint NOT NULL, last_id bigint NOT NULL,
+  finished boolean NOT NULL DEFAULT false, finished_by text,
+  PRIMARY KEY (target_vp, started_at, range_no));
 )sql";
 
 // The keys a rotation still has to re-encrypt, by page ($1 after id, $2
@@ -113,14 +130,143 @@ class AdvisoryRotationLock final : public RotationLock {
   RotationLockHolder holder_;
 };
 
+// PgRewrapClaims: rotation workers' claims (RewrapClaims) on a connection
+// of their own. A claim is a row lock of hsmsim_rewrap_ranges
+// (SELECT ... FOR UPDATE SKIP LOCKED) in a transaction left open until the
+// next Claim or Release; finishing the range is an UPDATE in that same
+// transaction.
+class PgRewrapClaims final : public RewrapClaims {
+ public:
+  explicit PgRewrapClaims(std::unique_ptr<PgConnection> conn) : conn_(std::move(conn)) {}
+  ~PgRewrapClaims() override { Release(); }
+
+  absl::StatusOr<int64_t> Plan(const RotationJournal& journal, int64_t range_ids) override {
+    Release();
+    if (range_ids < 1) range_ids = 1;
+    HSMSIM_RETURN_IF_ERROR(conn_->Begin());
+    absl::StatusOr<int64_t> unfinished = PlanIn(journal, range_ids);
+    if (!unfinished.ok()) {
+      conn_->Rollback();
+      return unfinished;
+    }
+    HSMSIM_RETURN_IF_ERROR(conn_->Commit());
+    return unfinished;
+  }
+
+  absl::StatusOr<std::optional<KeyRange>> Claim(const RotationJournal& journal,
+                                                std::string_view worker,
+                                                int64_t* held_elsewhere) override {
+    *held_elsewhere = 0;
+    if (claimed_ != 0) {
+      const absl::Status finished = FinishClaimed(journal, worker);
+      if (!finished.ok()) {
+        Release();
+        return finished;
+      }
+    }
+    HSMSIM_RETURN_IF_ERROR(conn_->Begin());
+    absl::StatusOr<PgRows> r = conn_->Query(
+        "SELECT range_no, first_id, last_id FROM hsmsim_rewrap_ranges WHERE target_vp=$1 AND "
+        "started_at=$2 AND NOT finished ORDER BY range_no LIMIT 1 FOR UPDATE SKIP LOCKED",
+        {PgParam::Bytes(journal.target_vp), PgParam::Text(journal.started_at)});
+    if (!r.ok()) {
+      conn_->Rollback();
+      return r.status();
+    }
+    if (r->rows() == 1) {
+      claimed_ = r->Int(0, 0);
+      return std::optional<KeyRange>(KeyRange{claimed_, r->Int(0, 1), r->Int(0, 2)});
+    }
+    conn_->Rollback();
+    HSMSIM_ASSIGN_OR_RETURN(
+        PgRows left,
+        conn_->Query("SELECT count(*) FROM hsmsim_rewrap_ranges WHERE target_vp=$1 "
+                     "AND started_at=$2 AND NOT finished",
+                     {PgParam::Bytes(journal.target_vp), PgParam::Text(journal.started_at)}));
+    *held_elsewhere = left.Int(0, 0);
+    return std::optional<KeyRange>();
+  }
+
+  void Release() override {
+    if (claimed_ == 0) return;
+    claimed_ = 0;
+    conn_->Rollback();
+  }
+
+ private:
+  // PlanIn is Plan's transaction.
+  absl::StatusOr<int64_t> PlanIn(const RotationJournal& journal, int64_t range_ids) {
+    HSMSIM_RETURN_IF_ERROR(
+        conn_->Exec(StrCat("SELECT pg_advisory_xact_lock(", kRangesLockKey, ")").c_str()));
+    HSMSIM_ASSIGN_OR_RETURN(
+        PgRows j,
+        conn_->Query("SELECT count(*) FROM hsmsim_journal WHERE phase='REENCRYPTING' "
+                     "AND target_vp=$1 AND source_vp=$2 AND started_at=$3",
+                     {PgParam::Bytes(journal.target_vp), PgParam::Bytes(journal.source_vp),
+                      PgParam::Text(journal.started_at)}));
+    if (j.Int(0, 0) != 1) {
+      return Error(absl::StatusCode::kAborted, reason::kJournalChanged,
+                   StrCat("keystore ", conn_->shown(), ": the rotation journal is no longer ",
+                          internal::DescribeJournal(journal)));
+    }
+    const std::vector<PgParam> rotation = {PgParam::Bytes(journal.target_vp),
+                                           PgParam::Text(journal.started_at)};
+    HSMSIM_ASSIGN_OR_RETURN(
+        PgRows have, conn_->Query("SELECT count(*), count(*) FILTER (WHERE NOT finished) FROM "
+                                  "hsmsim_rewrap_ranges WHERE target_vp=$1 AND started_at=$2",
+                                  rotation));
+    if (have.Int(0, 0) > 0) return have.Int(0, 1);
+    // Another rotation's ranges are of no use any more.
+    HSMSIM_RETURN_IF_ERROR(conn_->Exec(
+        "DELETE FROM hsmsim_rewrap_ranges WHERE target_vp<>$1 OR started_at<>$2", rotation));
+    const std::string source_wkid = journal.source_vp.substr(0, 16);
+    const std::string target_wkid = journal.target_vp.substr(0, 16);
+    HSMSIM_ASSIGN_OR_RETURN(
+        PgRows span,
+        conn_->Query("SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM hsmsim_keys WHERE "
+                     "wkid=$1 AND NOT quarantined AND pending_wkid IS DISTINCT FROM $2",
+                     {PgParam::Bytes(source_wkid), PgParam::Bytes(target_wkid)}));
+    const int64_t first = span.Int(0, 0);
+    const int64_t last = span.Int(0, 1);
+    if (last < first) return int64_t{0};
+    HSMSIM_ASSIGN_OR_RETURN(
+        PgRows made,
+        conn_->Query("INSERT INTO hsmsim_rewrap_ranges(target_vp, started_at, range_no, first_id, "
+                     "last_id) SELECT $1, $2, n, $3::bigint + (n - 1) * $5::bigint, "
+                     "least($3::bigint + n * $5::bigint - 1, $4::bigint) FROM "
+                     "generate_series(1::bigint, ($4::bigint - $3::bigint) / $5::bigint + 1) AS n",
+                     {PgParam::Bytes(journal.target_vp), PgParam::Text(journal.started_at),
+                      PgParam::Int(first), PgParam::Int(last), PgParam::Int(range_ids)}));
+    return made.Affected();
+  }
+
+  // FinishClaimed marks the claimed range finished and commits (ends the
+  // claim's transaction).
+  absl::Status FinishClaimed(const RotationJournal& journal, std::string_view worker) {
+    HSMSIM_RETURN_IF_ERROR(conn_->Exec(
+        "UPDATE hsmsim_rewrap_ranges SET finished=true, finished_by=$4 WHERE target_vp=$1 AND "
+        "started_at=$2 AND range_no=$3",
+        {PgParam::Bytes(journal.target_vp), PgParam::Text(journal.started_at),
+         PgParam::Int(claimed_), PgParam::Text(std::string(worker))}));
+    claimed_ = 0;
+    return conn_->Commit();
+  }
+
+  std::unique_ptr<PgConnection> conn_;
+  int64_t claimed_ = 0;  // the range claimed (its transaction is open), or 0
+};
+
 class PostgresKeystore final : public Keystore {
  public:
   explicit PostgresKeystore(std::unique_ptr<PgConnection> db) : db_(std::move(db)) {}
 
-  // Open checks (or, when `create`, creates) the schema.
-  absl::Status Open(bool create) {
+  // Open checks (or, when `create`, creates) the schema; with `migrate`, it
+  // brings version 1 to version 2 (migrated_from() is 1 then).
+  absl::Status Open(bool create, bool migrate = false) {
+    migrate_ = migrate;
     return InTransaction([&] { return CheckOrCreateSchema(create); });
   }
+  int migrated_from() const { return migrated_from_; }
 
   absl::Status AddKeys(const std::vector<NewKey>& keys) override {
     std::vector<PlacedKey> placed;
@@ -272,16 +418,74 @@ class PostgresKeystore final : public Keystore {
     if (rewrapped.empty()) return absl::OkStatus();
     return InTransaction([&]() -> absl::Status {
       HSMSIM_RETURN_IF_ERROR(db_->Exec("SET LOCAL synchronous_commit TO off"));
-      HSMSIM_RETURN_IF_ERROR(UpdateFromArrays("pending_blob", "pending_wkid", rewrapped));
+      HSMSIM_RETURN_IF_ERROR(UpdateFromArrays("pending_blob", "pending_wkid", rewrapped).status());
       return db_->Exec("UPDATE hsmsim_journal SET keys_done = keys_done + $1",
                        {PgParam::Int(static_cast<int64_t>(rewrapped.size()))});
     });
   }
 
+  absl::Status StorePendingFor(const RotationJournal& journal,
+                               const std::vector<RewrappedKey>& rewrapped) override {
+    if (rewrapped.empty()) return absl::OkStatus();
+    return InTransaction([&]() -> absl::Status {
+      HSMSIM_RETURN_IF_ERROR(db_->Exec("SET LOCAL synchronous_commit TO off"));
+      // Shared with the other workers' stores, exclusive for the lead's
+      // phase changes (WriteJournal): a phase change waits for the stores
+      // in progress, and every store after it sees the new phase.
+      HSMSIM_RETURN_IF_ERROR(
+          db_->Exec(StrCat("SELECT pg_advisory_xact_lock_shared(", kJournalLockKey, ")").c_str()));
+      HSMSIM_ASSIGN_OR_RETURN(std::optional<RotationJournal> now, ReadJournal());
+      if (!now.has_value() || now->phase != RotationPhase::kReencrypting ||
+          !SameRotationState(journal, now)) {
+        return Error(
+            absl::StatusCode::kAborted, reason::kJournalChanged,
+            StrCat("keystore ", db_->shown(), ": the rotation journal changed (",
+                   DescribeJournal(journal), " when this worker began, ", DescribeJournal(now),
+                   " now); ", rewrapped.size(), " re-encrypted blob(s) were not stored"));
+      }
+      HSMSIM_ASSIGN_OR_RETURN(const int64_t stored,
+                              UpdateFromArrays("pending_blob", "pending_wkid", rewrapped,
+                                               /*clear_pending=*/false, /*only_new=*/true));
+      return db_->Exec("UPDATE hsmsim_journal SET keys_done = keys_done + $1",
+                       {PgParam::Int(stored)});
+    });
+  }
+
+  absl::StatusOr<std::vector<StoredKey>> ReadToReencryptIn(int64_t after_id, int64_t last_id,
+                                                           size_t limit,
+                                                           std::string_view source_wkid,
+                                                           std::string_view target_wkid) override {
+    HSMSIM_ASSIGN_OR_RETURN(
+        PgRows r,
+        db_->Query(
+            StrCat("SELECT id, blob FROM hsmsim_keys WHERE id <= $5 AND ", kNeedingRewrap).c_str(),
+            {PgParam::Int(after_id), PgParam::Int(static_cast<int64_t>(limit)),
+             PgParam::Bytes(std::string(source_wkid)), PgParam::Bytes(std::string(target_wkid)),
+             PgParam::Int(last_id)}));
+    std::vector<StoredKey> out(static_cast<size_t>(r.rows()));
+    for (int i = 0; i < r.rows(); ++i) {
+      out[static_cast<size_t>(i)].id = r.Int(i, 0);
+      out[static_cast<size_t>(i)].blob = r.Bytes(i, 1);
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::unique_ptr<RewrapClaims>> OpenRewrapClaims() override;
+
+  absl::StatusOr<RewrapRangeCounts> CountRewrapRanges(const RotationJournal& journal) override {
+    HSMSIM_ASSIGN_OR_RETURN(
+        PgRows r,
+        db_->Query("SELECT count(*), count(*) FILTER (WHERE finished) FROM "
+                   "hsmsim_rewrap_ranges WHERE target_vp=$1 AND started_at=$2",
+                   {PgParam::Bytes(journal.target_vp), PgParam::Text(journal.started_at)}));
+    return RewrapRangeCounts{r.Int(0, 0), r.Int(0, 1)};
+  }
+
   absl::Status ReplaceBlobs(const std::vector<RewrappedKey>& rewrapped) override {
     if (rewrapped.empty()) return absl::OkStatus();
-    return InTransaction(
-        [&] { return UpdateFromArrays("blob", "wkid", rewrapped, /*clear_pending=*/true); });
+    return InTransaction([&] {
+      return UpdateFromArrays("blob", "wkid", rewrapped, /*clear_pending=*/true).status();
+    });
   }
 
   absl::StatusOr<int64_t> PromotePending(std::string_view target_wkid) override {
@@ -457,6 +661,7 @@ class PostgresKeystore final : public Keystore {
                             " (hsmctl fleet up --keystore creates one)"));
       }
       HSMSIM_RETURN_IF_ERROR(db_->Exec(kSchema));
+      HSMSIM_RETURN_IF_ERROR(db_->Exec(kSchemaV2));
       HSMSIM_RETURN_IF_ERROR(
           db_->Exec("INSERT INTO hsmsim_meta(key, value) VALUES('schema_version', $1)",
                     {PgParam::Int(kSchemaVersion)}));
@@ -470,11 +675,20 @@ class PostgresKeystore final : public Keystore {
                           "keystore, or a damaged one; left alone"));
     }
     const std::string v = version.Bytes(0, 0);
+    if (v == "1" && migrate_) {
+      // Version 1 -> 2: the rotation workers' ranges. Nothing else changes,
+      // so an open rotation resumes after it.
+      HSMSIM_RETURN_IF_ERROR(db_->Exec(kSchemaV2));
+      migrated_from_ = 1;
+      return db_->Exec("UPDATE hsmsim_meta SET value=$1 WHERE key='schema_version'",
+                       {PgParam::Int(kSchemaVersion)});
+    }
     if (v != std::to_string(kSchemaVersion)) {
       return Error(
           absl::StatusCode::kFailedPrecondition, reason::kUnsupportedKeystoreVersion,
           StrCat("PostgreSQL keystore ", db_->shown(), " has schema version ", v,
-                 "; this hsmctl reads version ", kSchemaVersion, " (use a matching build)"));
+                 "; this hsmctl reads version ", kSchemaVersion,
+                 v == "1" ? " (hsmctl keys migrate brings it there)" : " (use a matching build)"));
     }
     return absl::OkStatus();
   }
@@ -547,9 +761,11 @@ class PostgresKeystore final : public Keystore {
 
   // UpdateFromArrays sets (blob_col, wkid_col) of each key of `rewrapped`
   // in one statement (bigint[] and hex text[] parameters).
-  absl::Status UpdateFromArrays(const char* blob_col, const char* wkid_col,
-                                const std::vector<RewrappedKey>& rewrapped,
-                                bool clear_pending = false) {
+  // With `only_new`, a key whose wkid_col already holds the same WKID is
+  // left alone. Returns how many keys it updated.
+  absl::StatusOr<int64_t> UpdateFromArrays(const char* blob_col, const char* wkid_col,
+                                           const std::vector<RewrappedKey>& rewrapped,
+                                           bool clear_pending = false, bool only_new = false) {
     std::vector<int64_t> ids;
     std::vector<std::string_view> blobs;
     std::vector<std::string_view> wkids;
@@ -565,10 +781,13 @@ class PostgresKeystore final : public Keystore {
         "UPDATE hsmsim_keys k SET ", blob_col, " = decode(v.b, 'hex'), ", wkid_col,
         " = decode(v.w, 'hex')", clear_pending ? ", pending_blob = NULL, pending_wkid = NULL" : "",
         " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, b, w) "
-        "WHERE k.id = v.id");
-    return db_->Exec(sql.c_str(), {PgParam::Text(internal::IntArray(ids)),
-                                   PgParam::Text(internal::HexArray(blobs)),
-                                   PgParam::Text(internal::HexArray(wkids))});
+        "WHERE k.id = v.id",
+        only_new ? StrCat(" AND k.", wkid_col, " IS DISTINCT FROM decode(v.w, 'hex')") : "");
+    HSMSIM_ASSIGN_OR_RETURN(PgRows r,
+                            db_->Query(sql.c_str(), {PgParam::Text(internal::IntArray(ids)),
+                                                     PgParam::Text(internal::HexArray(blobs)),
+                                                     PgParam::Text(internal::HexArray(wkids))}));
+    return r.Affected();
   }
 
   // InTransaction runs `body` in a transaction: committed when it returns
@@ -588,9 +807,31 @@ class PostgresKeystore final : public Keystore {
   }
 
   std::unique_ptr<PgConnection> db_;
+  bool migrate_ = false;   // Open: bring version 1 to 2
+  int migrated_from_ = 0;  // 1 when Open migrated
 };
 
+absl::StatusOr<std::unique_ptr<RewrapClaims>> PostgresKeystore::OpenRewrapClaims() {
+  HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<PgConnection> conn, PgConnection::Connect(db_->url()));
+  return std::unique_ptr<RewrapClaims>(std::make_unique<PgRewrapClaims>(std::move(conn)));
+}
+
 }  // namespace
+
+absl::StatusOr<KeystoreMigration> MigratePostgresKeystore(const std::string& url) {
+  HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<PgConnection> conn, PgConnection::Connect(url));
+  auto store = std::make_unique<PostgresKeystore>(std::move(conn));
+  HSMSIM_RETURN_IF_ERROR(store->Open(/*create=*/false, /*migrate=*/true));
+  KeystoreMigration m;
+  m.to_version = kSchemaVersion;
+  m.from_version = store->migrated_from() != 0 ? store->migrated_from() : kSchemaVersion;
+  HSMSIM_ASSIGN_OR_RETURN(m.keys, store->CountKeys());
+  HSMSIM_ASSIGN_OR_RETURN(std::vector<WkidPairCount> counts, store->CountByWkid());
+  for (const WkidPairCount& c : counts) {
+    if (!c.pending_wkid.empty()) m.pending_blobs += c.count;
+  }
+  return m;
+}
 
 absl::StatusOr<std::unique_ptr<Keystore>> OpenPostgresKeystore(const std::string& url,
                                                                bool create) {

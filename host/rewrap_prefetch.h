@@ -8,11 +8,14 @@
 #ifndef HSMSIM_HOST_REWRAP_PREFETCH_H_
 #define HSMSIM_HOST_REWRAP_PREFETCH_H_
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +24,17 @@
 #include "host/keystore.h"
 
 namespace hsmsim::host {
+
+// How a prefetcher of one of several rotation workers reads: by ranges it
+// claims (RewrapClaims) rather than from the first key to the last.
+struct RewrapClaiming {
+  std::unique_ptr<RewrapClaims> claims;  // a connection of its own
+  RotationJournal journal;               // the rotation the ranges are of
+  std::string worker;                    // recorded with each finished range
+  // How long to wait before claiming again while other workers hold every
+  // unfinished range (a worker that dies leaves its range free).
+  std::chrono::milliseconds retry = std::chrono::milliseconds(100);
+};
 
 class RewrapPrefetcher {
  public:
@@ -32,6 +46,14 @@ class RewrapPrefetcher {
   // snapshot, as when the engine reads them itself.
   RewrapPrefetcher(std::unique_ptr<Keystore> reader, std::string source_wkid,
                    std::string target_wkid, size_t page_keys, size_t depth);
+  // As above, but reading only the ranges it claims (RewrapClaiming), each
+  // with Keystore::ReadToReencryptIn, until no range is left unfinished; a
+  // range is finished when the next one is claimed, that is once its keys
+  // were read. The claims' error stops the prefetcher as the reader's
+  // does.
+  RewrapPrefetcher(std::unique_ptr<Keystore> reader, std::string source_wkid,
+                   std::string target_wkid, size_t page_keys, size_t depth,
+                   RewrapClaiming claiming);
   // Stops the thread (a read in progress finishes first) and waits for it.
   ~RewrapPrefetcher();
   RewrapPrefetcher(const RewrapPrefetcher&) = delete;
@@ -43,14 +65,31 @@ class RewrapPrefetcher {
   // that error from then on (keys read before it are returned first).
   absl::StatusOr<std::vector<StoredKey>> Take(size_t limit);
 
+  // Ranges this prefetcher claimed so far (any thread).
+  int64_t ranges_claimed() const { return ranges_claimed_.load(); }
+
  private:
   void Run();
+  // ReadClaimedRanges reads the ranges it claims until none is left
+  // unfinished. Returns false when the prefetcher ended (stopped, or an
+  // error, which it recorded).
+  bool ReadClaimedRanges();
+  // ReadFrom reads pages of keys with id > `after_id` and <= `last_id`
+  // until none is left. Returns false as ReadClaimedRanges.
+  bool ReadFrom(int64_t after_id, int64_t last_id);
+  // WaitForRoom waits until fewer than depth_ pages wait; false when the
+  // destructor asks the thread to end.
+  bool WaitForRoom();
+  // End records the end of reading (with `error` when not OK).
+  void End(absl::Status error);
 
   const std::unique_ptr<Keystore> reader_;
   const std::string source_wkid_;
   const std::string target_wkid_;
   const size_t page_keys_;
   const size_t depth_;
+  std::optional<RewrapClaiming> claiming_;
+  std::atomic<int64_t> ranges_claimed_{0};
 
   std::mutex mu_;
   std::condition_variable changed_;

@@ -12,6 +12,7 @@
 #include "common/str_cat.h"
 #include "crypto/verification_pattern.h"
 #include "host/batch_fanout.h"
+#include "host/internal/keystore_text.h"
 #include "host/master_key_id.h"
 #include "host/pending_writer.h"
 #include "host/rewrap_prefetch.h"
@@ -30,6 +31,8 @@ using Clock = std::chrono::steady_clock;
 // re-encrypted batches waiting for the keystore writer.
 constexpr size_t kPrefetchPages = 4;
 constexpr size_t kWriterQueue = 4;
+// A rotation worker's range of key ids, in batches (RotationOptions::range_keys).
+constexpr int64_t kBatchesPerRange = 8;
 
 // NameFailedKeys puts the keys' names into what `failed` names: the
 // rotation reads the keys to re-encrypt without their names
@@ -406,6 +409,9 @@ absl::StatusOr<RotationJournal> RotationEngine::Begin(std::string source_vp,
   journal.target_vp = std::move(target_vp);
   HSMSIM_ASSIGN_OR_RETURN(journal.keys_total, keystore_.CountKeys());
   HSMSIM_RETURN_IF_ERROR(keystore_.WriteJournal(journal));
+  // As stored: with the start the store set, which names the rotation.
+  HSMSIM_ASSIGN_OR_RETURN(std::optional<RotationJournal> written, keystore_.ReadJournal());
+  if (written.has_value()) journal = *std::move(written);
   HSMSIM_RETURN_IF_ERROR(Checkpoint("journal-written", 0));
   return journal;
 }
@@ -425,19 +431,23 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
       journal.phase = RotationPhase::kFinalizing;
       return keystore_.WriteJournal(journal);
     }
-    // A unit that did not answer might have taken part: report that (exit 3),
-    // not a refusal.
-    if (!unreachable.ok()) {
-      return WithContext(unreachable, "no unit can re-encrypt; run hsmctl recover to see why");
-    }
-    return Error(absl::StatusCode::kUnavailable, reason::kNoUnitAvailable,
-                 "no unit holds CURRENT and a committed NEW of this rotation; run hsmctl "
-                 "recover to see why");
+    return NoUnitError(unreachable);
   }
   const auto start = Clock::now();
   report.keys_already_done = journal.keys_done;
   FailedKeys failed;
-  absl::Status ran = ReencryptOn(ready, journal, report, failed);
+  // On a keystore that several workers share (mk rotate --join), this run
+  // leads: it claims ranges with them, then, once its own batches are
+  // stored, reads every key still to do (the keys whose batches a dead
+  // worker never stored, keys outside every range).
+  shared_keystore_ = false;
+  absl::Status ran = ReencryptOn(ready, journal, report, failed,
+                                 options_.keystore_threads ? WorkerRole::kLead : WorkerRole::kOnly);
+  RefreshKeysDone(journal);
+  if (ran.ok() && shared_keystore_) {
+    ran = ReencryptOn(ready, journal, report, failed, WorkerRole::kSweep);
+    RefreshKeysDone(journal);
+  }
   report.reencrypt_seconds += SecondsSince(start);
   NameFailedKeys(keystore_, failed);
   ReportProgress(journal, SecondsSince(start), "re-encrypting");
@@ -461,9 +471,99 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
   return Checkpoint("reencrypted", journal.keys_done);
 }
 
+void RotationEngine::RefreshKeysDone(RotationJournal& journal) {
+  // Other workers' stores count in the journal too.
+  if (absl::StatusOr<std::optional<RotationJournal>> now = keystore_.ReadJournal();
+      now.ok() && SameRotationState(journal, *now)) {
+    journal.keys_done = (*now)->keys_done;
+  }
+}
+
+absl::Status RotationEngine::NoUnitError(const absl::Status& unreachable) {
+  // A unit that did not answer might have taken part: report that (exit 3),
+  // not a refusal.
+  if (!unreachable.ok()) {
+    return WithContext(unreachable, "no unit can re-encrypt; run hsmctl recover to see why");
+  }
+  return Error(absl::StatusCode::kUnavailable, reason::kNoUnitAvailable,
+               "no unit holds CURRENT and a committed NEW of this rotation; run hsmctl "
+               "recover to see why");
+}
+
+absl::Status RotationEngine::Join(RotationJournal& journal, RotationReport& report) {
+  if (journal.phase != RotationPhase::kReencrypting) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kNoReencryptionToJoin,
+                 StrCat("the rotation to ", ShortId(journal.target_vp), " is ",
+                        RotationPhaseName(journal.phase),
+                        ": its re-encryption is over, so there is nothing to join "
+                        "(hsmctl mk rotate --status shows it)"));
+  }
+  absl::Status unreachable = absl::OkStatus();
+  std::vector<UnitChannel*> ready = ReadyUnits(journal, &unreachable);
+  if (ready.empty()) return NoUnitError(unreachable);
+  const auto start = Clock::now();
+  FailedKeys failed;
+  absl::Status ran = ReencryptOn(ready, journal, report, failed, WorkerRole::kJoined);
+  report.reencrypt_seconds += SecondsSince(start);
+  NameFailedKeys(keystore_, failed);
+  HSMSIM_RETURN_IF_ERROR(keystore_.RecordBlobProblems(failed.problems));
+  if (ReasonOf(ran) == reason::kJournalChanged) {
+    // The lead moved on (or the rotation was abandoned) while this worker's
+    // last batches were in flight: they were not stored, and are not needed.
+    HSMSIM_ASSIGN_OR_RETURN(std::optional<RotationJournal> now, keystore_.ReadJournal());
+    Say(StrCat("the rotation journal changed while this worker re-encrypted (now ",
+               internal::DescribeJournal(now), "); its last batches were not stored"));
+    if (now.has_value()) journal = *now;
+    return absl::OkStatus();
+  }
+  HSMSIM_RETURN_IF_ERROR(ran);
+  if (failed.count > 0) {
+    return Error(
+        absl::StatusCode::kFailedPrecondition, reason::kKeysNotReencrypted,
+        StrCat(failed.count, " key(s) could not be re-encrypted (", failed.List(),
+               "); they are recorded, and the lead's rotation stops at them too: restore them, "
+               "or set them aside with hsmctl keys quarantine NAME...; hsmctl recover names "
+               "them all"));
+  }
+  if (absl::StatusOr<std::optional<RotationJournal>> now = keystore_.ReadJournal();
+      now.ok() && now->has_value()) {
+    journal = **now;
+  }
+  Say(StrCat("worker done: ", report.keys_rewrapped, " key(s) re-encrypted in ",
+             report.ranges_claimed,
+             " range(s); no range is left to claim. The lead (hsmctl mk "
+             "rotate) finishes the rotation"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<RewrapClaiming>> RotationEngine::OpenClaiming(
+    const RotationJournal& journal, WorkerRole role) {
+  if (role == WorkerRole::kOnly || role == WorkerRole::kSweep) {
+    return std::optional<RewrapClaiming>();
+  }
+  absl::StatusOr<std::unique_ptr<RewrapClaims>> opened = keystore_.OpenRewrapClaims();
+  if (!opened.ok() && role == WorkerRole::kLead &&
+      ReasonOf(opened.status()) == reason::kKeystoreNotShared) {
+    return std::optional<RewrapClaiming>();  // one worker: this one
+  }
+  HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<RewrapClaims> claims, std::move(opened));
+  const int64_t range_ids = options_.range_keys > 0
+                                ? options_.range_keys
+                                : static_cast<int64_t>(options_.batch_size) * kBatchesPerRange;
+  HSMSIM_ASSIGN_OR_RETURN(const int64_t unfinished, claims->Plan(journal, range_ids));
+  const RotationLockHolder self = RotationLockHolder::Self("");
+  RewrapClaiming c;
+  c.claims = std::move(claims);
+  c.journal = journal;
+  c.worker = StrCat("pid ", self.pid, " on ", self.host);
+  Say(StrCat(role == WorkerRole::kLead ? "lead" : "worker", " ", c.worker, ": ", unfinished,
+             " range(s) of key ids left to claim"));
+  return std::optional<RewrapClaiming>(std::move(c));
+}
+
 absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
                                          RotationJournal& journal, RotationReport& report,
-                                         FailedKeys& failed) {
+                                         FailedKeys& failed, WorkerRole role) {
   const std::string source_wkid = WkidOfVp(journal.source_vp);
   const std::string target_wkid = WkidOfVp(journal.target_vp);
   const auto start = Clock::now();
@@ -476,22 +576,40 @@ absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
   RewrapBatches batches(RewrapKind::kCurrentToNew, options_.batch_size);
   fanout.SetSplit([&batches](const BatchFanout::Batch& b) { return batches.Split(b); });
   // The keys to re-encrypt are read on a thread of their own when the
-  // keystore gives it a connection; else here, between batches.
+  // keystore gives it a connection; else here, between batches. With
+  // several workers (a keystore with RewrapClaims), that thread claims
+  // ranges of keys.
   std::unique_ptr<RewrapPrefetcher> prefetch;
-  if (options_.keystore_threads) {
+  HSMSIM_ASSIGN_OR_RETURN(std::optional<RewrapClaiming> claiming, OpenClaiming(journal, role));
+  const bool shared = claiming.has_value() || role == WorkerRole::kSweep;
+  if (claiming.has_value()) shared_keystore_ = true;
+  if (options_.keystore_threads || shared) {
     if (absl::StatusOr<std::unique_ptr<Keystore>> reader = keystore_.Reopen(); reader.ok()) {
-      prefetch = std::make_unique<RewrapPrefetcher>(std::move(*reader), source_wkid, target_wkid,
-                                                    options_.batch_size, kPrefetchPages);
+      if (claiming.has_value()) {
+        prefetch = std::make_unique<RewrapPrefetcher>(std::move(*reader), source_wkid, target_wkid,
+                                                      options_.batch_size, kPrefetchPages,
+                                                      std::move(*claiming));
+      } else {
+        prefetch = std::make_unique<RewrapPrefetcher>(std::move(*reader), source_wkid, target_wkid,
+                                                      options_.batch_size, kPrefetchPages);
+      }
+    } else if (shared) {
+      return reader.status();
     }
   }
   // With the reads on their own connection, this one is the writer's: the
   // re-encrypted batches are stored on a thread of their own, each followed
   // by its checkpoint, while this thread drives the fan-out.
   std::unique_ptr<PendingWriter> writer;
-  if (prefetch) {
-    writer = std::make_unique<PendingWriter>(
-        keystore_, journal.keys_done, kWriterQueue,
-        [this](int64_t done) { return Checkpoint("reencrypt-batch-stored", done); });
+  auto after_store = [this](int64_t done) { return Checkpoint("reencrypt-batch-stored", done); };
+  if (prefetch && shared) {
+    // A joined worker's checkpoints count its own keys.
+    writer = std::make_unique<PendingWriter>(keystore_,
+                                             role == WorkerRole::kJoined ? 0 : journal.keys_done,
+                                             kWriterQueue, after_store, journal);
+  } else if (prefetch) {
+    writer =
+        std::make_unique<PendingWriter>(keystore_, journal.keys_done, kWriterQueue, after_store);
   }
   int64_t after_id = 0;
   auto next = [&]() -> absl::StatusOr<std::optional<BatchFanout::Batch>> {
@@ -529,6 +647,7 @@ absl::Status RotationEngine::ReencryptOn(const std::vector<UnitChannel*>& ready,
     return absl::OkStatus();
   };
   absl::Status ran = fanout.Run(next, handle, options_.say);
+  if (prefetch) report.ranges_claimed += prefetch->ranges_claimed();
   if (!writer) return ran;
   // What is queued is stored (also after a unit's error: the progress is
   // kept), unless the writer stopped on its own error or checkpoint.

@@ -29,6 +29,7 @@
 #include "host/keystore.h"
 #include "host/master_key_id.h"
 #include "host/rewrap_batch.h"
+#include "host/rewrap_prefetch.h"
 #include "host/unit_channel.h"
 #include "hsmsim/v1/unit.pb.h"
 
@@ -141,6 +142,9 @@ struct RotationOptions {
   // calling thread, each checkpoint in step with the fan-out (tests that
   // act on a unit at a checkpoint and expect the fan-out to see it).
   bool keystore_threads = true;
+  // Keys ids per range that rotation workers claim (RewrapClaims) on a
+  // keystore they share; 0: 8 batches' worth (8 x batch_size).
+  int64_t range_keys = 0;
 };
 
 // Figures of one run, for the report and for benchmarks.
@@ -148,6 +152,7 @@ struct RotationReport {
   int64_t keys_rewrapped = 0;
   int64_t keys_already_done = 0;
   int64_t stragglers_moved = 0;
+  int64_t ranges_claimed = 0;  // ranges of key ids this worker claimed (RewrapClaims)
   double reencrypt_seconds = 0;
   double promote_seconds = 0;
   double finalize_seconds = 0;
@@ -198,7 +203,36 @@ class RotationEngine {
   // Run continues a journaled rotation from its phase to DONE.
   absl::Status Run(RotationJournal& journal, RotationReport& report);
 
+  // Join takes part in the re-encryption of rotation `journal` as one more
+  // worker (hsmctl mk rotate --join), beside the hsmctl that leads it (mk
+  // rotate, which changes the phases): it claims ranges of keys
+  // (Keystore::OpenRewrapClaims), re-encrypts them on the units in kReady
+  // state and stores them (Keystore::StorePendingFor), until every range is
+  // finished; it never writes the journal's phase. The
+  // "reencrypt-batch-stored" checkpoint counts this worker's keys only.
+  // Returns OK also when the journal moved on while its last batches were
+  // in flight (those were not stored: the lead's last pass re-encrypts such
+  // keys); `journal` is then the journal now. Errors: FAILED_PRECONDITION
+  // (NO_REENCRYPTION_TO_JOIN) unless `journal` is REENCRYPTING;
+  // FAILED_PRECONDITION (KEYSTORE_NOT_SHARED) for a keystore without claims
+  // (SQLite); UNAVAILABLE or NO_UNIT_AVAILABLE and KEYS_NOT_REENCRYPTED as
+  // Reencrypt; the keystore's error.
+  absl::Status Join(RotationJournal& journal, RotationReport& report);
+
  private:
+  // Who re-encrypts: the only worker (a keystore without claims, or
+  // keystore_threads false), the lead of several (claiming ranges, then a
+  // last pass over every key still to do: kSweep), or a joined worker.
+  enum class WorkerRole { kOnly, kLead, kSweep, kJoined };
+  // RefreshKeysDone takes keys_done from the stored journal when it is
+  // still `journal`'s rotation (other workers' keys count too).
+  void RefreshKeysDone(RotationJournal& journal);
+  bool shared_keystore_ = false;  // the last ReencryptOn claimed ranges
+  // OpenClaiming opens the claims of a shared keystore and plans its ranges
+  // (RewrapClaims::Plan); std::nullopt for kOnly, and for kLead on a
+  // keystore without claims. Errors: the keystore's.
+  absl::StatusOr<std::optional<RewrapClaiming>> OpenClaiming(const RotationJournal& journal,
+                                                             WorkerRole role);
   std::vector<UnitObservation> ObserveUnits();
   // ReadyUnits returns the channels of the units in kReady state and says
   // why each other unit takes no part.
@@ -210,7 +244,10 @@ class RotationEngine {
   bool EveryUnitPromoted(const RotationJournal& journal);
   // ReencryptOn runs the re-encryption fan-out over `ready`.
   absl::Status ReencryptOn(const std::vector<UnitChannel*>& ready, RotationJournal& journal,
-                           RotationReport& report, FailedKeys& failed);
+                           RotationReport& report, FailedKeys& failed, WorkerRole role);
+  // NoUnitError explains why no unit can re-encrypt (`unreachable`: a
+  // unit's transport error, or OK).
+  absl::Status NoUnitError(const absl::Status& unreachable);
   // StoreRewrapped stores one batch as pending and passes its checkpoint.
   absl::Status StoreRewrapped(const std::vector<RewrappedKey>& rewrapped, RotationJournal& journal,
                               RotationReport& report);

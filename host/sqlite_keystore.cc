@@ -833,6 +833,14 @@ bool SameRotationState(const std::optional<RotationJournal>& a,
          a->started_at == b->started_at;
 }
 
+absl::StatusOr<std::unique_ptr<RewrapClaims>> Keystore::OpenRewrapClaims() {
+  return Error(absl::StatusCode::kFailedPrecondition, reason::kKeystoreNotShared,
+               StrCat("keystore ", location(),
+                      " is a SQLite file, which one hsmctl rotates at its full write speed; "
+                      "rotation workers (mk rotate --join) share a PostgreSQL keystore "
+                      "(hsmctl keys set-keystore postgresql://...)"));
+}
+
 RotationLockHolder RotationLockHolder::Self(std::string command) {
   char host[256] = {};
   if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "common/hex.h"
 #include "common/reasons.h"
@@ -42,6 +43,7 @@ struct BenchFlags {
   bool peer = false;        // also run the SoftHSMv2 peer benchmark
   std::string peer_binary;  // its program (default: next to hsmctl)
   std::string keystore;     // --keystore: an empty PostgreSQL database; "": SQLite in --dir
+  int workers = 1;          // --workers: rotation workers (the lead and workers - 1 joined)
 };
 
 // PeakRssKib returns VmHWM of `pid` (kiB), or -1.
@@ -114,6 +116,7 @@ struct BenchReport {
   size_t append_blob_bytes = 0;
   // The SoftHSMv2 peer of the same run (--peer), keys/s; 0: not run.
   double peer_keys_per_second = 0;
+  std::vector<int64_t> joined_keys;  // keys each joined worker re-encrypted (--workers)
 };
 
 // RunCeremony installs one administrator with thresholds 1/1 on every unit
@@ -140,6 +143,40 @@ absl::Status RunCeremony(std::vector<UnitConnection>& conns, const host::AdminKe
   return absl::OkStatus();
 }
 
+// JoinedWorker: one more rotation worker in this process (bench rotate
+// --workers), with connections of its own to every unit and the keystore.
+struct JoinedWorker {
+  std::vector<UnitConnection> conns;
+  std::unique_ptr<host::Keystore> store;
+  std::unique_ptr<host::RotationEngine> engine;
+  host::RotationJournal journal;
+  host::RotationReport report;
+  absl::Status status = absl::OkStatus();
+};
+
+// PrepareJoinedWorkers makes f.workers - 1 joined workers of the rotation
+// `journal` of `store`. Errors: KEYSTORE_NOT_SHARED (a SQLite keystore),
+// the units' and the keystore's.
+absl::StatusOr<std::vector<JoinedWorker>> PrepareJoinedWorkers(
+    Invocation& inv, const BenchFlags& f, host::Keystore& store,
+    const host::RotationJournal& journal) {
+  std::vector<JoinedWorker> joined(static_cast<size_t>(std::max(f.workers - 1, 0)));
+  if (!joined.empty()) HSMSIM_RETURN_IF_ERROR(store.OpenRewrapClaims().status());
+  for (JoinedWorker& w : joined) {
+    HSMSIM_ASSIGN_OR_RETURN(w.conns, ConnectSelected(inv));
+    HSMSIM_ASSIGN_OR_RETURN(w.store, store.Reopen());
+    std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> units;
+    for (UnitConnection& c : w.conns) units.emplace_back(c.unit, c.client.get());
+    host::RotationOptions options;
+    options.batch_size = f.batch_size;
+    options.in_flight_per_unit = f.in_flight;
+    w.engine = std::make_unique<host::RotationEngine>(
+        *w.store, std::move(units), std::vector<const host::AdminKey*>{}, options);
+    w.journal = journal;
+  }
+  return joined;
+}
+
 // TimeRotation journals a rotation from `source_vp` to `target_vp` and runs
 // it to the end, filling the report's rotation figures and end-to-end time.
 absl::Status TimeRotation(Invocation& inv, const BenchFlags& f, std::vector<UnitConnection>& conns,
@@ -152,6 +189,8 @@ absl::Status TimeRotation(Invocation& inv, const BenchFlags& f, std::vector<Unit
   journal.target_vp = std::move(target_vp);
   journal.keys_total = f.keys;
   HSMSIM_RETURN_IF_ERROR(store.WriteJournal(journal));
+  HSMSIM_ASSIGN_OR_RETURN(std::optional<host::RotationJournal> written, store.ReadJournal());
+  journal = written.value_or(journal);  // with its start, which names the rotation
   std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> units;
   for (UnitConnection& c : conns) units.emplace_back(c.unit, c.client.get());
   ProgressPrinter progress(inv.json);
@@ -160,10 +199,21 @@ absl::Status TimeRotation(Invocation& inv, const BenchFlags& f, std::vector<Unit
   options.in_flight_per_unit = f.in_flight;
   options.progress = [&progress](const host::RotationProgress& p) { progress.Update(p); };
   host::RotationEngine engine(store, std::move(units), {&admin}, options);
+  HSMSIM_ASSIGN_OR_RETURN(std::vector<JoinedWorker> joined,
+                          PrepareJoinedWorkers(inv, f, store, journal));
   const auto rotate_start = Clock::now();
+  std::vector<std::thread> threads;
+  for (JoinedWorker& w : joined) {
+    threads.emplace_back([&w] { w.status = w.engine->Join(w.journal, w.report); });
+  }
   absl::Status ran = engine.Run(journal, report.rotation);
+  for (std::thread& t : threads) t.join();
   progress.Finish();
   report.end_to_end_seconds = Seconds(rotate_start);
+  for (const JoinedWorker& w : joined) {
+    report.joined_keys.push_back(w.report.keys_rewrapped);
+    if (ran.ok() && !w.status.ok()) ran = WithContext(w.status, "a joined worker");
+  }
   return ran;
 }
 
@@ -236,6 +286,8 @@ void RenderBench(const Invocation& inv, const BenchFlags& f, const BenchReport& 
              {"keystore", host::internal::IsPostgresUrl(f.keystore) ? "postgresql" : "sqlite"},
              {"batch_size", f.batch_size},
              {"in_flight_per_unit", f.in_flight},
+             {"workers", f.workers},
+             {"keys_per_joined_worker", r.joined_keys},
              {"fill_seconds", r.fill_seconds},
              {"reencrypt_seconds", r.rotation.reencrypt_seconds},
              {"reencrypt_keys_per_second", reencrypt_kps},
@@ -379,6 +431,12 @@ void AddBenchCommands(CLI::App& app, Invocation& inv) {
   rotate->add_option("--peer-binary", f->peer_binary,
                      "The peer benchmark program (default: ../bench/softhsm_peer_bench next to "
                      "hsmctl)");
+  rotate
+      ->add_option("--workers", f->workers,
+                   "Rotation workers: the lead and WORKERS - 1 joined ones (as mk rotate "
+                   "--join), each with its own connections (needs --keystore)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
   rotate->add_option("--keystore", f->keystore,
                      "Rotate a keystore in this empty PostgreSQL database "
                      "(postgresql://USER@HOST:PORT/DB, password from PGPASSFILE, ~/.pgpass or "

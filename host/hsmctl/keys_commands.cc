@@ -509,22 +509,15 @@ int RunUpgrade(Invocation& inv) {
   return failed == 0 ? kExitOk : kExitRefused;
 }
 
-// PostgresVersion reports a PostgreSQL keystore's schema as a migration
-// with nothing to do: version 1 is the only one (opening checks it).
-absl::StatusOr<host::KeystoreMigration> PostgresVersion(const std::string& url) {
-  HSMSIM_ASSIGN_OR_RETURN(std::unique_ptr<host::Keystore> store, host::OpenKeystore(url, false));
-  HSMSIM_ASSIGN_OR_RETURN(int64_t keys, store->CountKeys());
-  return host::KeystoreMigration{1, 1, keys, 0};
-}
-
 // RunMigrate brings the fleet's keystore to the schema version this hsmctl
-// reads (host::MigrateSqliteKeystore); contacts no unit.
+// reads (host::MigrateSqliteKeystore, host::MigratePostgresKeystore);
+// contacts no unit.
 int RunMigrate(Invocation& inv) {
   auto m = host::LoadFleetManifest(FleetDir(inv));
   if (!m.ok()) return Fail(inv, m.status());
   const std::string path = KeystorePath(inv, *m);
   const auto start = Clock::now();
-  auto done = host::internal::IsPostgresUrl(path) ? PostgresVersion(path)
+  auto done = host::internal::IsPostgresUrl(path) ? host::MigratePostgresKeystore(path)
                                                   : host::MigrateSqliteKeystore(path);
   if (!done.ok()) return Fail(inv, done.status());
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();

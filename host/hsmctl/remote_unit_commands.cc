@@ -14,6 +14,7 @@
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/json_reports.h"
 #include "host/hsmctl/keystore_support.h"
+#include "host/signed_command.h"
 #include "host/unit_client.h"
 
 namespace hsmsim::hsmctl {
@@ -35,7 +36,9 @@ absl::Status RefuseWhileRotating(const Invocation& inv, const host::FleetManifes
 
 // FirstContact reads the unit id of the unit at `unit.endpoint` (over TLS
 // with any certificate of the fleet CA when unit.tls), then connects again
-// pinned to it, so that a TLS unit's certificate must name that same id.
+// pinned to it, so that a TLS unit's certificate must name that same id. A
+// unit assigned to no instance yet is assigned to the fleet's. Returns its
+// GetInfo then.
 absl::StatusOr<v1::GetInfoResponse> FirstContact(const Invocation& inv,
                                                  const host::FleetManifest& manifest,
                                                  host::FleetUnit& unit) {
@@ -52,7 +55,18 @@ absl::StatusOr<v1::GetInfoResponse> FirstContact(const Invocation& inv,
   unit.unit_id = info.unit_id();
   HSMSIM_ASSIGN_OR_RETURN(auto pinned, ConnectPinned(unit, options));
   HSMSIM_ASSIGN_OR_RETURN(v1::GetInfoResponse again, pinned->GetInfo());
-  return again;
+  if (!again.instance().empty() || manifest.instance.empty()) return again;
+  // A unit not yet assigned to a service instance joins the fleet's, as
+  // fleet up assigns the units it starts (a unit in imprint mode takes the
+  // command unsigned).
+  v1::Command op;
+  op.mutable_assign_instance()->set_instance(manifest.instance);
+  if (auto assigned = host::IssueCommand(*pinned, again, op, {}); !assigned.ok()) {
+    return WithContext(
+        assigned.status(),
+        StrCat("assigning ", unit.name, " to the fleet's instance '", manifest.instance, "'"));
+  }
+  return pinned->GetInfo();
 }
 
 int RunFleetAdd(Invocation& inv, const std::string& name, const std::string& endpoint, bool tls) {

@@ -33,6 +33,7 @@ namespace {
 
 struct RotateFlags {
   bool resume = false;
+  bool join = false;  // mk rotate --join
   size_t batch_size = 2048;
   int in_flight = 4;
   std::vector<std::string> parts;  // recover --apply only
@@ -170,13 +171,14 @@ std::function<absl::Status(std::string_view, int64_t)> InterruptibleCheckpoint(
 
 host::RotationEngine MakeEngine(Invocation& inv, Session& s, const RotateFlags& f,
                                 ProgressPrinter& progress) {
+  // Published beside the keystore for hsmctl console (keystore_support.h),
+  // by the lead: a joined worker's own keys are not the rotation's.
+  if (!f.join) progress.PublishTo(ProgressFilePath(inv, s.manifest));
   std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> units;
   for (UnitConnection& c : s.conns) units.emplace_back(c.unit, c.client.get());
   host::RotationOptions options;
   options.batch_size = f.batch_size;
   options.in_flight_per_unit = f.in_flight;
-  // Published beside the keystore for hsmctl console (keystore_support.h).
-  progress.PublishTo(ProgressFilePath(inv, s.manifest));
   options.progress = [&progress](const host::RotationProgress& p) { progress.Update(p); };
   // The rewrap message goes to stdout (to stderr with --json), so an
   // operator watching the run sees it exactly; repeated lines are folded.
@@ -319,11 +321,13 @@ struct RotationStatus {
   std::optional<host::RotationJournal> journal;
   std::optional<host::RotationLockHolder> holder;
   std::optional<host::RotationError> last_error;
+  host::RewrapRangeCounts ranges;  // the rotation workers' ranges (PostgreSQL)
 };
 
 // ReadRotationStatus reads the rotation journal (phase, keys done of total,
 // source and target VPs, start and last update), who holds the rotation
-// lock and the last error, from the keystore alone: no unit is contacted,
+// lock, the last error and the rotation workers' ranges, from the keystore
+// alone: no unit is contacted,
 // so it works while a rotation runs and while units are down.
 absl::StatusOr<RotationStatus> ReadRotationStatus(const Invocation& inv) {
   HSMSIM_ASSIGN_OR_RETURN(host::FleetManifest manifest, host::LoadFleetManifest(FleetDir(inv)));
@@ -333,6 +337,9 @@ absl::StatusOr<RotationStatus> ReadRotationStatus(const Invocation& inv) {
   HSMSIM_ASSIGN_OR_RETURN(s.journal, store->ReadJournal());
   HSMSIM_ASSIGN_OR_RETURN(s.holder, store->FindRotationLockHolder());
   HSMSIM_ASSIGN_OR_RETURN(s.last_error, store->ReadRotationError());
+  if (s.journal.has_value()) {
+    HSMSIM_ASSIGN_OR_RETURN(s.ranges, store->CountRewrapRanges(*s.journal));
+  }
   return s;
 }
 
@@ -352,6 +359,7 @@ json RotationStatusJson(const RotationStatus& s) {
     doc["keys_total"] = j.keys_total;
     doc["started_at"] = j.started_at;
     doc["updated_at"] = j.updated_at;
+    doc["ranges"] = json{{"total", s.ranges.total}, {"finished", s.ranges.finished}};
   }
   if (s.holder.has_value()) {
     const host::RotationLockHolder& h = *s.holder;
@@ -382,6 +390,10 @@ int RunRotateStatus(Invocation& inv) {
               << ToHex(j.source_vp) << " to " << ToHex(j.target_vp) << "\n"
               << "keys: " << j.keys_done << " of " << j.keys_total << " re-encrypted\n"
               << "started: " << j.started_at << ", last update: " << j.updated_at << "\n";
+    if (status->ranges.total > 0) {
+      std::cout << "ranges: " << status->ranges.finished << " of " << status->ranges.total
+                << " finished (rotation workers' ranges of key ids)\n";
+    }
   }
   std::cout << "rotation lock: "
             << (holder.has_value() ? StrCat("held by ", holder->Describe())
@@ -464,7 +476,44 @@ int RunRotateDryRun(Invocation& inv, Session& s, const RotateFlags& f) {
   return RenderDryRun(inv, command, j, plan);
 }
 
+// RunJoin is mk rotate --join: one more worker for the open rotation's
+// re-encryption (RotationEngine::Join). It takes no rotation lock and
+// changes no phase; it needs no signer.
+int RunJoin(Invocation& inv, const RotateFlags& f) {
+  auto session = OpenSession(inv);
+  if (!session.ok()) return Fail(inv, session.status());
+  Session& s = *session;
+  if (auto claims = s.store->OpenRewrapClaims(); !claims.ok()) return Fail(inv, claims.status());
+  auto journal = s.store->ReadJournal();
+  if (!journal.ok()) return Fail(inv, journal.status());
+  if (!journal->has_value() || (*journal)->phase == host::RotationPhase::kDone) {
+    return Fail(inv, Error(absl::StatusCode::kFailedPrecondition, reason::kNoReencryptionToJoin,
+                           StrCat("no rotation is open in keystore ", s.store->location(),
+                                  "; start one with hsmctl mk rotate, then join it")));
+  }
+  auto holder = s.store->FindRotationLockHolder();
+  if (!holder.ok()) return Fail(inv, holder.status());
+  InterruptGuard interrupts;
+  ProgressPrinter progress(inv.json);
+  host::RotationEngine engine = MakeEngine(inv, s, f, progress);
+  std::ostream& out = inv.json ? std::cerr : std::cout;
+  out << "joining the rotation to " << host::ShortId((*journal)->target_vp) << " ("
+      << host::RotationPhaseName((*journal)->phase) << ", " << (*journal)->keys_done << " of "
+      << (*journal)->keys_total << " keys done) with " << s.conns.size() << " unit(s); "
+      << (holder->has_value()
+              ? StrCat("the lead is ", (*holder)->Describe())
+              : std::string("no hsmctl leads it now (nobody holds the rotation lock): after "
+                            "this worker, hsmctl mk rotate --resume finishes it"))
+      << "\n";
+  host::RotationJournal j = **journal;
+  host::RotationReport figures;
+  const absl::Status joined = engine.Join(j, figures);
+  progress.Finish();
+  return RenderJoin(inv, j, figures, joined);
+}
+
 int RunRotate(Invocation& inv, const RotateFlags& f) {
+  if (f.join) return RunJoin(inv, f);
   if (f.abort) return RunAbort(inv);
   if (f.status) return RunRotateStatus(inv);
   // A new rotation's pre-check names units left out (all-units-selected).
@@ -786,22 +835,31 @@ void AddRotationCommands(CLI::App& app, Invocation& inv) {
   CLI::Option* resume = rotate->add_flag("--resume", flags->resume,
                                          "Continue an interrupted rotation from its phase");
   rotate
+      ->add_flag("--join", flags->join,
+                 "Add this hsmctl as one more worker to the open rotation's re-encryption (on "
+                 "this or another machine; PostgreSQL keystore): claim ranges of keys until none "
+                 "is left, change no phase; the hsmctl that started it promotes")
+      ->excludes(resume);
+  rotate
       ->add_flag("--abort", flags->abort,
                  "Abandon the open rotation while no unit has promoted it: drop the pending "
                  "blobs and close the journal (CURRENT and every key's blob unchanged)")
-      ->excludes(resume);
+      ->excludes(resume)
+      ->excludes("--join");
   rotate
       ->add_flag("--status", flags->status,
                  "Show the rotation journal (phase, keys done of total, VPs, start, last "
                  "update) and who holds the rotation lock; contacts no unit")
       ->excludes(resume)
-      ->excludes("--abort");
+      ->excludes("--abort")
+      ->excludes("--join");
   rotate
       ->add_flag("--dry-run", flags->dry_run,
                  "Show what would be done (pre-checks, steps, units, key counts) and change "
                  "nothing: no unit, no journal, no lock")
       ->excludes("--abort")
-      ->excludes("--status");
+      ->excludes("--status")
+      ->excludes("--join");
   rotate->add_option("--batch-size", flags->batch_size, "Blobs per re-encryption batch")
       ->capture_default_str()
       ->check(CLI::Range(1, 100'000));

@@ -21,6 +21,7 @@ json FiguresJson(const host::RotationReport& r, const host::RotationJournal& j) 
       {"keys_rewrapped", r.keys_rewrapped},
       {"keys_already_done", r.keys_already_done},
       {"stragglers_moved", r.stragglers_moved},
+      {"ranges_claimed", r.ranges_claimed},
       {"reencrypt_seconds", r.reencrypt_seconds},
       {"reencrypt_keys_per_second",
        r.reencrypt_seconds > 0 ? static_cast<double>(r.keys_rewrapped) / r.reencrypt_seconds : 0.0},
@@ -161,6 +162,36 @@ int RenderRotate(const Invocation& inv, const RotateReport& r) {
               << static_cast<int64_t>(static_cast<double>(f.keys_rewrapped) / f.reencrypt_seconds)
               << " keys/s)\n";
   }
+  return kExitOk;
+}
+
+int RenderJoin(const Invocation& inv, const host::RotationJournal& j, const host::RotationReport& f,
+               const absl::Status& status) {
+  const double rate =
+      f.reencrypt_seconds > 0 ? static_cast<double>(f.keys_rewrapped) / f.reencrypt_seconds : 0.0;
+  if (inv.json) {
+    json doc = {{"command", "mk rotate --join"},
+                {"ok", status.ok()},
+                {"phase", std::string(host::RotationPhaseName(j.phase))},
+                {"target_vp", ToHex(j.target_vp)},
+                {"keys_total", j.keys_total},
+                {"keys_done", j.keys_done},
+                {"keys_rewrapped", f.keys_rewrapped},
+                {"ranges_claimed", f.ranges_claimed},
+                {"reencrypt_seconds", f.reencrypt_seconds},
+                {"reencrypt_keys_per_second", rate}};
+    if (!status.ok()) doc["error"] = StatusJson(status);
+    std::cout << doc.dump(2) << "\n";
+  }
+  if (!status.ok()) {
+    std::cerr << "hsmctl: " << ReasonOf(status) << ": " << status.message() << "\n";
+    return ExitCodeFor(status);
+  }
+  if (inv.json) return kExitOk;
+  std::cout << "this worker re-encrypted " << f.keys_rewrapped << " key(s) in " << f.ranges_claimed
+            << " range(s), " << f.reencrypt_seconds << " s (" << static_cast<int64_t>(rate)
+            << " keys/s); the rotation is at " << host::RotationPhaseName(j.phase) << ", "
+            << j.keys_done << " of " << j.keys_total << " key(s) done\n";
   return kExitOk;
 }
 

@@ -39,6 +39,15 @@ void RenderRotateStart(const Invocation& inv, const host::RotationJournal& journ
 // else 1 (or ExitCodeFor the engine's error).
 int RenderRotate(const Invocation& inv, const RotateReport& report);
 
+// RenderJoin prints what mk rotate --join did as this worker (`figures`),
+// the journal `journal` after it and its outcome `status`, as text or as
+// the JSON document {"command": "mk rotate --join", "ok", "phase",
+// "target_vp", "keys_total", "keys_done", "keys_rewrapped",
+// "ranges_claimed", "reencrypt_seconds", "reencrypt_keys_per_second"
+// [, "error"]}. Returns 0, or ExitCodeFor(status).
+int RenderJoin(const Invocation& inv, const host::RotationJournal& journal,
+               const host::RotationReport& figures, const absl::Status& status);
+
 // RenderDryRun prints what `command` (mk rotate or mk rotate --resume)
 // would do with --dry-run: the rotation from journal.source_vp to
 // journal.target_vp and the plan's steps, units and key counts, as text or

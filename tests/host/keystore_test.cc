@@ -12,6 +12,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -666,10 +667,200 @@ TEST_F(PostgresKeystoreTest, OtherSchemaVersionIsRefused) {
   {
     auto conn = host::internal::PgConnection::Connect(Url());
     ASSERT_TRUE(conn.ok());
-    ASSERT_TRUE((*conn)->Exec("UPDATE hsmsim_meta SET value='2' WHERE key='schema_version'").ok());
+    ASSERT_TRUE((*conn)->Exec("UPDATE hsmsim_meta SET value='3' WHERE key='schema_version'").ok());
   }
   auto s = OpenKeystore(Url(), false);
   EXPECT_EQ(ReasonOf(s.status()), "UNSUPPORTED_KEYSTORE_VERSION") << s.status();
+  auto migrated = MigratePostgresKeystore(Url());
+  EXPECT_EQ(ReasonOf(migrated.status()), "UNSUPPORTED_KEYSTORE_VERSION") << migrated.status();
+}
+
+// A keystore of version 1 (before rotation workers) is refused naming keys
+// migrate; the migration adds the workers' ranges and keeps the keys and
+// an open rotation's journal and pending blobs.
+TEST_F(PostgresKeystoreTest, VersionOneMigratesToVersionTwoKeepingAnOpenRotation) {
+  const std::string b = std::string(16, 'B');
+  {
+    auto store = OpenKeystore(Url(), true);
+    ASSERT_TRUE(store.ok()) << store.status();
+    std::vector<NewKey> keys;
+    for (int i = 0; i < 20; ++i) keys.push_back(NewKey{StrCat("k", i), StrCat("blob", i), a_});
+    ASSERT_TRUE((*store)->AddKeys(keys).ok());
+    RotationJournal j;
+    j.source_vp = a_ + std::string(16, 'x');
+    j.target_vp = b + std::string(16, 'y');
+    j.keys_total = 20;
+    ASSERT_TRUE((*store)->WriteJournal(j).ok());
+    auto page = (*store)->ReadPage(0, 5);
+    ASSERT_TRUE(page.ok());
+    std::vector<RewrappedKey> done;
+    for (const StoredKey& k : *page) done.push_back(RewrappedKey{k.id, "p", b});
+    ASSERT_TRUE((*store)->StorePending(done).ok());
+  }
+  {
+    auto conn = host::internal::PgConnection::Connect(Url());
+    ASSERT_TRUE(conn.ok());
+    ASSERT_TRUE((*conn)
+                    ->Exec("DROP TABLE hsmsim_rewrap_ranges; UPDATE hsmsim_meta SET value='1' "
+                           "WHERE key='schema_version'")
+                    .ok());
+  }
+  auto old = OpenKeystore(Url(), false);
+  EXPECT_EQ(ReasonOf(old.status()), "UNSUPPORTED_KEYSTORE_VERSION") << old.status();
+  EXPECT_NE(old.status().message().find("hsmctl keys migrate"), std::string_view::npos);
+  auto migrated = MigratePostgresKeystore(Url());
+  ASSERT_TRUE(migrated.ok()) << migrated.status();
+  EXPECT_EQ(migrated->from_version, 1);
+  EXPECT_EQ(migrated->to_version, 2);
+  EXPECT_EQ(migrated->keys, 20);
+  EXPECT_EQ(migrated->pending_blobs, 5);
+  auto again = MigratePostgresKeystore(Url());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->from_version, again->to_version) << "a current keystore is left alone";
+  auto store = OpenKeystore(Url(), false);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto journal = (*store)->ReadJournal();
+  ASSERT_TRUE(journal.ok() && journal->has_value());
+  EXPECT_EQ((*journal)->keys_done, 5);
+  auto claims = (*store)->OpenRewrapClaims();
+  ASSERT_TRUE(claims.ok()) << claims.status();
+  auto planned = (*claims)->Plan(**journal, 4);
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  EXPECT_EQ(*planned, 4) << "keys 6..20 still to do, in ranges of 4 ids";
+}
+
+// Rotation workers' claims: each range goes to one worker at a time (SKIP
+// LOCKED), a released range goes to another, a finished one to nobody, and
+// a second plan of the same rotation keeps the ranges.
+class PostgresClaimsTest : public PostgresKeystoreTest {
+ protected:
+  void SetUp() override {
+    PostgresKeystoreTest::SetUp();
+    if (IsSkipped()) return;
+    auto store = OpenKeystore(Url(), true);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    std::vector<NewKey> keys;
+    for (int i = 0; i < 100; ++i) keys.push_back(NewKey{StrCat("k", i), StrCat("blob", i), a_});
+    ASSERT_TRUE(store_->AddKeys(keys).ok());
+    journal_.source_vp = a_ + std::string(16, 'x');
+    journal_.target_vp = b_ + std::string(16, 'y');
+    journal_.keys_total = 100;
+    ASSERT_TRUE(store_->WriteJournal(journal_).ok());
+    journal_ = **store_->ReadJournal();
+  }
+  std::unique_ptr<RewrapClaims> Claims() {
+    auto c = store_->OpenRewrapClaims();
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+
+  const std::string b_ = std::string(16, 'B');
+  std::unique_ptr<Keystore> store_;
+  RotationJournal journal_;
+};
+
+TEST_F(PostgresClaimsTest, EachRangeGoesToOneWorkerAndAReleasedRangeToAnother) {
+  auto a = Claims();
+  auto b = Claims();
+  ASSERT_TRUE(a && b);
+  auto planned = a->Plan(journal_, 10);
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  ASSERT_EQ(*planned, 10);
+  auto again = b->Plan(journal_, 25);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, 10) << "a second plan of the same rotation keeps its ranges";
+  int64_t elsewhere = -1;
+  auto ra = a->Claim(journal_, "worker a", &elsewhere);
+  auto rb = b->Claim(journal_, "worker b", &elsewhere);
+  ASSERT_TRUE(ra.ok() && ra->has_value()) << ra.status();
+  ASSERT_TRUE(rb.ok() && rb->has_value()) << rb.status();
+  EXPECT_NE((*ra)->number, (*rb)->number) << "two workers hold the same range";
+  EXPECT_EQ((*ra)->last_id - (*ra)->first_id, 9);
+  // Worker b lets its range go unfinished (as when it dies): a takes it
+  // among the rest, and every range is handed out exactly once.
+  const int64_t released = (*rb)->number;
+  b->Release();
+  std::set<int64_t> seen = {(*ra)->number};
+  bool took_released = false;
+  while (true) {
+    auto r = a->Claim(journal_, "worker a", &elsewhere);
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (!r->has_value()) break;
+    EXPECT_TRUE(seen.insert((*r)->number).second) << "range " << (*r)->number << " twice";
+    took_released |= (*r)->number == released;
+  }
+  EXPECT_TRUE(took_released);
+  EXPECT_EQ(seen.size(), 10u);
+  EXPECT_EQ(elsewhere, 0) << "every range is finished";
+  auto counts = store_->CountRewrapRanges(journal_);
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(counts->total, 10);
+  EXPECT_EQ(counts->finished, 10);
+  auto none = b->Claim(journal_, "worker b", &elsewhere);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value()) << "a finished range is never claimed again";
+}
+
+TEST_F(PostgresClaimsTest, AWorkerWaitsWhileAnotherHoldsTheLastRange) {
+  auto a = Claims();
+  auto b = Claims();
+  ASSERT_TRUE(a && b);
+  auto planned = a->Plan(journal_, 100);
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  ASSERT_EQ(*planned, 1);
+  int64_t elsewhere = -1;
+  auto held = a->Claim(journal_, "worker a", &elsewhere);
+  ASSERT_TRUE(held.ok() && held->has_value());
+  auto none = b->Claim(journal_, "worker b", &elsewhere);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  EXPECT_EQ(elsewhere, 1) << "one unfinished range, held by worker a";
+  a.reset();  // its connection ends: the range is free again
+  auto taken = b->Claim(journal_, "worker b", &elsewhere);
+  ASSERT_TRUE(taken.ok() && taken->has_value()) << taken.status();
+  EXPECT_EQ((*taken)->first_id, (*held)->first_id);
+}
+
+// A worker's store is checked against the journal in its own transaction:
+// after the lead moved on it stores nothing, and a key another worker
+// stored already is not counted twice.
+TEST_F(PostgresClaimsTest, StoresAfterThePhaseChangedAreRefusedAndNoKeyCountsTwice) {
+  auto page = store_->ReadPage(0, 10);
+  ASSERT_TRUE(page.ok());
+  std::vector<RewrappedKey> first, overlap;
+  for (size_t i = 0; i < 6; ++i) first.push_back(RewrappedKey{(*page)[i].id, "p1", b_});
+  for (size_t i = 4; i < 10; ++i) overlap.push_back(RewrappedKey{(*page)[i].id, "p2", b_});
+  ASSERT_TRUE(store_->StorePendingFor(journal_, first).ok());
+  ASSERT_TRUE(store_->StorePendingFor(journal_, overlap).ok());
+  EXPECT_EQ((*store_->ReadJournal())->keys_done, 10) << "keys 4 and 5 counted once";
+  EXPECT_EQ((*store_->FindKey("k4"))->pending_blob, "p1") << "the first store is kept";
+  RotationJournal moved = journal_;
+  moved.phase = RotationPhase::kReencrypted;
+  moved.keys_done = 10;
+  ASSERT_TRUE(store_->WriteJournal(moved).ok());
+  absl::Status late =
+      store_->StorePendingFor(journal_, {RewrappedKey{(*page)[0].id + 50, "p", b_}});
+  EXPECT_EQ(ReasonOf(late), "JOURNAL_CHANGED") << late;
+  EXPECT_TRUE((*store_->FindKey("k50"))->pending_blob.empty()) << "nothing stored";
+  auto claims = Claims();
+  ASSERT_TRUE(claims);
+  auto planned = claims->Plan(journal_, 10);
+  EXPECT_EQ(ReasonOf(planned.status()), "JOURNAL_CHANGED") << planned.status();
+}
+
+// SQLite has one writer: no claims, and the refusal says what to use.
+TEST(SqliteClaimsTest, ASqliteKeystoreHasNoClaims) {
+  const fs::path dir = fs::temp_directory_path() / ("hsmsim-claims-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  {
+    auto store = OpenKeystore((dir / "keystore.db").string(), true);
+    ASSERT_TRUE(store.ok());
+    auto claims = (*store)->OpenRewrapClaims();
+    EXPECT_EQ(ReasonOf(claims.status()), "KEYSTORE_NOT_SHARED") << claims.status();
+    EXPECT_NE(claims.status().message().find("PostgreSQL"), std::string_view::npos);
+  }
+  fs::remove_all(dir);
 }
 
 TEST(PostgresUrlTest, PasswordsAreFoundAndRedacted) {

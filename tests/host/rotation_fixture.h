@@ -69,6 +69,12 @@ class RotationFixture : public test_support::ProcessEnvironmentTest {
       up.push_back(keystore_url_);
     }
     MustRun(up);
+    PrepareCeremony(keys);
+  }
+
+  // PrepareCeremony is Prepare after fleet up, on the fleet's units as they
+  // are (a test that starts its fleet its own way).
+  void PrepareCeremony(int keys) {
     for (auto [name, file] : {std::pair{"alice", alice_}, std::pair{"bob", bob_}}) {
       RunResult r = RunHsmctl(
           tmp_, {"admin", "keygen", "--name", name, "--out", file, "--kdf-cost", "10000"});
