@@ -68,6 +68,8 @@ bool CryptoUnit::IsReadOnly(const v1::Request& request) {
     case v1::Request::kEncryptAesGcm:
     case v1::Request::kDecryptAesGcm:
     case v1::Request::kImportKey:
+    case v1::Request::kWrapAesKeyPad:
+    case v1::Request::kUnwrapAesKeyPad:
       return true;
     default:
       return false;
@@ -146,6 +148,14 @@ v1::Response CryptoUnit::HandleReadOnly(const v1::Request& request) const {
     case v1::Request::kImportKey:
       status = Put(internal::ImportKey(request.import_key(), state_, entropy_),
                    [&] { return response.mutable_import_key(); });
+      break;
+    case v1::Request::kWrapAesKeyPad:
+      status = Put(internal::WrapAesKeyPad(request.wrap_aes_key_pad(), state_),
+                   [&] { return response.mutable_wrap_aes_key_pad(); });
+      break;
+    case v1::Request::kUnwrapAesKeyPad:
+      status = Put(internal::UnwrapAesKeyPad(request.unwrap_aes_key_pad(), state_, entropy_),
+                   [&] { return response.mutable_unwrap_aes_key_pad(); });
       break;
     default:
       status = internal::Invalid(reason::kNotReadOnly, "request is not a read-only operation");
