@@ -81,12 +81,14 @@ CK_RV Crypt(ModuleState& m, Session& s, CryptOp op, CK_BYTE_PTR in, CK_ULONG in_
   if (encrypt) {
     absl::StatusOr<std::string> result = m.token->Encrypt(object->key, s.gcm, input);
     if (!result.ok()) return ToCkRv(result.status(), "C_Encrypt");
+    AfterKeyUse(m);
     std::memcpy(out, result->data(), result->size());
     *out_size = result->size();
     return CKR_OK;
   }
   absl::StatusOr<SecretBytes> result = m.token->Decrypt(object->key, s.gcm, input);
   if (!result.ok()) return ToCkRv(result.status(), "C_Decrypt");
+  AfterKeyUse(m);
   if (!result->empty()) std::memcpy(out, result->data(), result->size());
   *out_size = result->size();
   return CKR_OK;

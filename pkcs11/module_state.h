@@ -90,6 +90,12 @@ Object* VisibleObject(ModuleState& m, CK_OBJECT_HANDLE handle);
 // get handles, gone ones lose theirs.
 absl::Status RefreshTokenObjects(ModuleState& m);
 
+// AfterKeyUse re-encrypts every session object's blob from OLD to CURRENT
+// when the last key use found a session object's blob under OLD (a
+// rotation promoted since it was made), so that session objects outlive the
+// next rotation too. Best effort: a failure leaves the blobs as they were.
+void AfterKeyUse(ModuleState& m);
+
 // CloseSession drops a session and its session objects; the last session
 // closed logs the user out.
 void CloseSession(ModuleState& m, CK_SESSION_HANDLE handle);

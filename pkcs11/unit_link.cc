@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "common/reasons.h"
+#include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "proto/wire/frame_codec.h"
@@ -112,7 +113,15 @@ absl::StatusOr<v1::Response> UnitLink::Call(v1::Request request) {
   if (fd_ < 0) HSMSIM_RETURN_IF_ERROR(Connect());
   const uint64_t id = next_id_++;
   request.set_id(id);
-  HSMSIM_RETURN_IF_ERROR(WriteAll(wire::EncodeFrame(request)));
+  std::string frame = wire::EncodeFrame(request);
+  const absl::Status written = WriteAll(frame);
+  if (request.has_import_key()) {
+    // The clear key of an ImportKey is wiped, in the request and the frame,
+    // before they are freed.
+    WipeString(request.mutable_import_key()->mutable_key_value());
+    WipeString(&frame);
+  }
+  HSMSIM_RETURN_IF_ERROR(written);
   while (true) {
     uint8_t prefix[wire::kMaxVarint32Bytes];
     size_t have = 0;
