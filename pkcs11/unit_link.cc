@@ -110,17 +110,21 @@ absl::Status UnitLink::ReadExact(uint8_t* out, size_t size) {
 }
 
 absl::StatusOr<v1::Response> UnitLink::Call(v1::Request request) {
+  // The clear key of an ImportKey is wiped, in the request (on every way
+  // out: locals go before the parameter) and in its frame, before they are
+  // freed.
+  struct WipeImportedKey {
+    v1::Request& r;
+    ~WipeImportedKey() {
+      if (r.has_import_key()) WipeString(r.mutable_import_key()->mutable_key_value());
+    }
+  } wipe{request};
   if (fd_ < 0) HSMSIM_RETURN_IF_ERROR(Connect());
   const uint64_t id = next_id_++;
   request.set_id(id);
   std::string frame = wire::EncodeFrame(request);
   const absl::Status written = WriteAll(frame);
-  if (request.has_import_key()) {
-    // The clear key of an ImportKey is wiped, in the request and the frame,
-    // before they are freed.
-    WipeString(request.mutable_import_key()->mutable_key_value());
-    WipeString(&frame);
-  }
+  if (request.has_import_key()) WipeString(&frame);
   HSMSIM_RETURN_IF_ERROR(written);
   while (true) {
     uint8_t prefix[wire::kMaxVarint32Bytes];
