@@ -164,6 +164,43 @@ absl::StatusOr<SecretBytes> FleetToken::Decrypt(const KeyRef& key, const GcmOper
   return out;
 }
 
+absl::StatusOr<std::string> FleetToken::EncryptCbcPad(const KeyRef& key, const std::string& iv,
+                                                      const std::string& plaintext) {
+  auto make = [&](const std::string& blob) {
+    v1::Request r;
+    v1::EncryptAesCbcPadRequest* e = r.mutable_encrypt_aes_cbc_pad();
+    e->set_blob(blob);
+    e->set_iv(iv);
+    e->set_plaintext(plaintext);
+    return r;
+  };
+  HSMSIM_ASSIGN_OR_RETURN(v1::Response response, UseKey(key, make));
+  if (!key.token && response.encrypt_aes_cbc_pad().blob_under_old()) {
+    session_blob_under_old_ = true;
+  }
+  return std::move(*response.mutable_encrypt_aes_cbc_pad()->mutable_ciphertext());
+}
+
+absl::StatusOr<SecretBytes> FleetToken::DecryptCbcPad(const KeyRef& key, const std::string& iv,
+                                                      const std::string& ciphertext) {
+  auto make = [&](const std::string& blob) {
+    v1::Request r;
+    v1::DecryptAesCbcPadRequest* d = r.mutable_decrypt_aes_cbc_pad();
+    d->set_blob(blob);
+    d->set_iv(iv);
+    d->set_ciphertext(ciphertext);
+    return r;
+  };
+  HSMSIM_ASSIGN_OR_RETURN(v1::Response response, UseKey(key, make));
+  if (!key.token && response.decrypt_aes_cbc_pad().blob_under_old()) {
+    session_blob_under_old_ = true;
+  }
+  std::string* plaintext = response.mutable_decrypt_aes_cbc_pad()->mutable_plaintext();
+  SecretBytes out = MakeSecret(*plaintext);
+  WipeString(plaintext);
+  return out;
+}
+
 absl::StatusOr<std::string> FleetToken::MakeBlob(UnitLink& link, const std::string& key_id,
                                                  size_t key_bytes, const KeySource& source) {
   if (!source.wrapped.empty()) {

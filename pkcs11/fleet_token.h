@@ -95,6 +95,14 @@ class FleetToken {
   absl::StatusOr<SecretBytes> Decrypt(const KeyRef& key, const GcmOperation& op,
                                       const std::string& ciphertext);
 
+  // EncryptCbcPad and DecryptCbcPad: AES-CBC with PKCS#7 padding and the
+  // 16-byte `iv`. Errors: the unit's (BAD_CBC_PARAMETERS,
+  // CBC_PADDING_INVALID, ...), NO_SUCH_KEY.
+  absl::StatusOr<std::string> EncryptCbcPad(const KeyRef& key, const std::string& iv,
+                                            const std::string& plaintext);
+  absl::StatusOr<SecretBytes> DecryptCbcPad(const KeyRef& key, const std::string& iv,
+                                            const std::string& ciphertext);
+
   // ReencryptFromOld returns `blobs` re-encrypted from OLD to CURRENT by a
   // unit, in order: a blob already under CURRENT comes back unchanged, one
   // the unit cannot re-encrypt comes back empty. For session objects, which

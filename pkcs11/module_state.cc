@@ -26,7 +26,10 @@ CK_RV ToCkRv(const absl::Status& status, const char* function) {
   }
   const std::string reason = ReasonOf(status);
   if (reason == reason::kCiphertextAuthenticationFailed) return CKR_ENCRYPTED_DATA_INVALID;
-  if (reason == reason::kBadGcmParameters) return CKR_MECHANISM_PARAM_INVALID;
+  if (reason == reason::kBadGcmParameters || reason == reason::kBadCbcParameters) {
+    return CKR_MECHANISM_PARAM_INVALID;
+  }
+  if (reason == reason::kCbcPaddingInvalid) return CKR_ENCRYPTED_DATA_INVALID;
   if (reason == reason::kMessageTooLarge) return CKR_DATA_LEN_RANGE;
   if (reason == reason::kBadPin) return CKR_PIN_LEN_RANGE;
   if (reason == reason::kNoSuchKey) return CKR_KEY_HANDLE_INVALID;

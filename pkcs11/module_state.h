@@ -41,6 +41,7 @@ struct Session {
   // C_Encrypt* / C_Decrypt*
   CryptOp op = CryptOp::kNone;
   CK_OBJECT_HANDLE key = 0;
+  CK_MECHANISM_TYPE mechanism = CKM_AES_GCM;  // or CKM_AES_CBC_PAD (IV in gcm.iv)
   GcmOperation gcm;
   // C_Digest*
   std::unique_ptr<EVP_MD_CTX, EvpMdCtxFree> digest;

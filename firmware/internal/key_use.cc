@@ -80,7 +80,88 @@ absl::StatusOr<int> KeyWrapPad(bool encrypt, absl::Span<const uint8_t> kek,
   return len + tail;
 }
 
+constexpr size_t kAesBlockSize = 16;
+
+const EVP_CIPHER* CbcCipherFor(size_t key_size) {
+  if (key_size == 16) return EVP_aes_128_cbc();
+  if (key_size == 24) return EVP_aes_192_cbc();
+  return EVP_aes_256_cbc();  // blob keys are 16, 24 or 32 bytes
+}
+
+// AesCbcPad encrypts or decrypts `in` into `out` (resized to what was
+// written) with PKCS#7 padding. Returns false when OpenSSL refuses: for a
+// decryption, bad padding.
+absl::StatusOr<bool> AesCbcPad(bool encrypt, const SecretBytes& key, std::string_view iv,
+                               std::string_view in, uint8_t* out, size_t* out_size) {
+  crypto::EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  if (ctx == nullptr ||
+      EVP_CipherInit_ex(ctx.get(), CbcCipherFor(key.size()), nullptr, key.data(),
+                        reinterpret_cast<const uint8_t*>(iv.data()), encrypt ? 1 : 0) != 1) {
+    return Error(absl::StatusCode::kInternal, reason::kCryptoFailed, "AES-CBC set-up failed");
+  }
+  int len = 0;
+  int tail = 0;
+  if (EVP_CipherUpdate(ctx.get(), out, &len, reinterpret_cast<const uint8_t*>(in.data()),
+                       static_cast<int>(in.size())) != 1) {
+    return false;
+  }
+  if (EVP_CipherFinal_ex(ctx.get(), out + len, &tail) != 1) return false;
+  *out_size = static_cast<size_t>(len + tail);
+  return true;
+}
+
+absl::Status CheckCbcIv(const std::string& iv) {
+  if (iv.size() != kAesBlockSize) {
+    return Invalid(reason::kBadCbcParameters,
+                   StrCat("the AES-CBC IV is 16 bytes, got ", iv.size()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<v1::EncryptAesCbcPadResponse> EncryptAesCbcPad(
+    const v1::EncryptAesCbcPadRequest& request, const UnitState& state) {
+  HSMSIM_RETURN_IF_ERROR(CheckMessageSizes(request.plaintext().size(), 0));
+  HSMSIM_RETURN_IF_ERROR(CheckCbcIv(request.iv()));
+  HSMSIM_ASSIGN_OR_RETURN(RootKey root, OpenRootKey(request.blob(), state));
+  std::string out(request.plaintext().size() + kAesBlockSize, '\0');
+  size_t size = 0;
+  HSMSIM_ASSIGN_OR_RETURN(bool ok, AesCbcPad(true, root.key, request.iv(), request.plaintext(),
+                                             reinterpret_cast<uint8_t*>(out.data()), &size));
+  if (!ok) {
+    return Error(absl::StatusCode::kInternal, reason::kCryptoFailed, "AES-CBC encryption failed");
+  }
+  out.resize(size);
+  v1::EncryptAesCbcPadResponse response;
+  response.set_ciphertext(std::move(out));
+  response.set_blob_under_old(root.under_old);
+  return response;
+}
+
+absl::StatusOr<v1::DecryptAesCbcPadResponse> DecryptAesCbcPad(
+    const v1::DecryptAesCbcPadRequest& request, const UnitState& state) {
+  const size_t in = request.ciphertext().size();
+  HSMSIM_RETURN_IF_ERROR(CheckMessageSizes(in > kAesBlockSize ? in - kAesBlockSize : 0, 0));
+  HSMSIM_RETURN_IF_ERROR(CheckCbcIv(request.iv()));
+  if (in == 0 || in % kAesBlockSize != 0) {
+    return Invalid(reason::kBadCbcParameters,
+                   StrCat("an AES-CBC ciphertext is a non-empty multiple of 16 bytes, got ", in));
+  }
+  HSMSIM_ASSIGN_OR_RETURN(RootKey root, OpenRootKey(request.blob(), state));
+  SecretBytes plaintext(in + kAesBlockSize);
+  size_t size = 0;
+  HSMSIM_ASSIGN_OR_RETURN(bool ok, AesCbcPad(false, root.key, request.iv(), request.ciphertext(),
+                                             plaintext.data(), &size));
+  if (!ok) {
+    return Invalid(reason::kCbcPaddingInvalid,
+                   "the AES-CBC padding is wrong: altered data, or another key or IV");
+  }
+  v1::DecryptAesCbcPadResponse response;
+  response.set_plaintext(reinterpret_cast<const char*>(plaintext.data()), size);
+  response.set_blob_under_old(root.under_old);
+  return response;
+}
 
 absl::StatusOr<std::string> AesKeyWrapPad(absl::Span<const uint8_t> kek,
                                           absl::Span<const uint8_t> key) {

@@ -1,5 +1,6 @@
-// Key use for applications (docs/protocol.md sections 10.7 and 10.8): AES-GCM
-// encryption and decryption of caller data with the AES key in a blob, the
+// Key use for applications (docs/protocol.md sections 10.7 to 10.9): AES-GCM
+// and AES-CBC-PAD encryption and decryption of caller data with the AES key
+// in a blob, the
 // import of a clear AES key value as a blob under CURRENT, and the wrapping
 // of one blob's AES key with another's (RFC 5649) and back. The PKCS#11
 // module is the client. Unsigned and read-only, like the other workload
@@ -78,6 +79,21 @@ absl::StatusOr<v1::WrapAesKeyPadResponse> WrapAesKeyPad(const v1::WrapAesKeyPadR
 // 24 or 32 bytes, and ImportKey's and the blob's refusals.
 absl::StatusOr<v1::UnwrapAesKeyPadResponse> UnwrapAesKeyPad(
     const v1::UnwrapAesKeyPadRequest& request, const UnitState& state, crypto::Entropy& entropy);
+
+// EncryptAesCbcPad returns the request's plaintext, PKCS#7-padded to the
+// next multiple of 16 bytes, encrypted with AES-CBC under the blob's key
+// with the caller's IV. Returns INVALID_ARGUMENT (MESSAGE_TOO_LARGE) for
+// data over 65,536 bytes, INVALID_ARGUMENT (BAD_CBC_PARAMETERS) for an IV
+// that is not 16 bytes, and the blob's refusals (OpenRootKey).
+absl::StatusOr<v1::EncryptAesCbcPadResponse> EncryptAesCbcPad(
+    const v1::EncryptAesCbcPadRequest& request, const UnitState& state);
+
+// DecryptAesCbcPad reverses EncryptAesCbcPad. Errors as EncryptAesCbcPad,
+// INVALID_ARGUMENT (BAD_CBC_PARAMETERS) for a ciphertext that is not a
+// non-empty multiple of 16 bytes, INVALID_ARGUMENT (CBC_PADDING_INVALID)
+// when the padding is wrong (no plaintext is returned then).
+absl::StatusOr<v1::DecryptAesCbcPadResponse> DecryptAesCbcPad(
+    const v1::DecryptAesCbcPadRequest& request, const UnitState& state);
 
 }  // namespace hsmsim::firmware::internal
 

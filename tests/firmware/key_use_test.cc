@@ -4,6 +4,8 @@
 // parameters, and key use across a master key rotation. WrapAesKeyPad and
 // UnwrapAesKeyPad (section 10.8): RFC 5649 section 6's test vectors, AES
 // keys wrapped to known answers, refusals, and wrapping during a rotation.
+// EncryptAesCbcPad and DecryptAesCbcPad (section 10.9): NIST SP 800-38A
+// F.2.1 and F.2.5 for the four unpadded blocks, then the padding block.
 #include "firmware/internal/key_use.h"
 
 #include <gtest/gtest.h>
@@ -362,11 +364,95 @@ TEST_F(KeyUseTest, WrapAesKeyPadWorksWithBlobsOfTwoGenerationsDuringARotation) {
   EXPECT_FALSE(resp.wrap_aes_key_pad().key_blob_under_old());
 }
 
+// NIST SP 800-38A appendix F.2: the IV and plaintext of F.2.1 (CBC-AES128)
+// and F.2.5 (CBC-AES256), their ciphertexts, and the block a full block of
+// PKCS#7 padding (16 x 0x10) encrypts to after them (computed with Python's
+// cryptography).
+constexpr char kCbcIv[] = "000102030405060708090a0b0c0d0e0f";
+constexpr char kCbcPlaintext[] =
+    "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"
+    "30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710";
+struct CbcVector {
+  const char* key;
+  const char* ciphertext;
+  const char* padding_block;
+};
+const CbcVector kCbcVectors[] = {
+    {"2b7e151628aed2a6abf7158809cf4f3c",
+     "7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2"
+     "73bed6b8e3c1743b7116e69e222295163ff1caa1681fac09120eca307586e1a7",
+     "8cb82807230e1321d3fae00d18cc2012"},
+    {"603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4",
+     "f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d"
+     "39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b",
+     "3f461796d6b0d6b2e0c2a72b4d80e644"},
+};
+
+v1::Request CbcRequest(bool encrypt, const std::string& blob, const std::string& iv,
+                       const std::string& data) {
+  v1::Request r;
+  if (encrypt) {
+    r.mutable_encrypt_aes_cbc_pad()->set_blob(blob);
+    r.mutable_encrypt_aes_cbc_pad()->set_iv(iv);
+    r.mutable_encrypt_aes_cbc_pad()->set_plaintext(data);
+  } else {
+    r.mutable_decrypt_aes_cbc_pad()->set_blob(blob);
+    r.mutable_decrypt_aes_cbc_pad()->set_iv(iv);
+    r.mutable_decrypt_aes_cbc_pad()->set_ciphertext(data);
+  }
+  return r;
+}
+
+TEST_F(KeyUseTest, AesCbcPadMatchesSp800_38aAndRoundTrips) {
+  for (const CbcVector& v : kCbcVectors) {
+    const std::string blob = ImportedBlob(Hex(v.key));
+    v1::Response enc = Call(CbcRequest(true, blob, Hex(kCbcIv), Hex(kCbcPlaintext)));
+    ASSERT_EQ(enc.status().code(), 0) << enc.status().message();
+    EXPECT_EQ(ToHex(enc.encrypt_aes_cbc_pad().ciphertext()),
+              std::string(v.ciphertext) + v.padding_block);
+    v1::Response dec =
+        Call(CbcRequest(false, blob, Hex(kCbcIv), enc.encrypt_aes_cbc_pad().ciphertext()));
+    ASSERT_EQ(dec.status().code(), 0) << dec.status().message();
+    EXPECT_EQ(ToHex(dec.decrypt_aes_cbc_pad().plaintext()), kCbcPlaintext);
+  }
+  // Lengths that are not whole blocks: 1..16 bytes of padding, and none
+  // lost.
+  const std::string blob = ImportedBlob(Hex(kCbcVectors[1].key));
+  for (size_t n : {0, 1, 15, 16, 17, 100}) {
+    const std::string data(n, 'd');
+    v1::Response enc = Call(CbcRequest(true, blob, Hex(kCbcIv), data));
+    ASSERT_EQ(enc.status().code(), 0);
+    EXPECT_EQ(enc.encrypt_aes_cbc_pad().ciphertext().size(), (n / 16 + 1) * 16);
+    EXPECT_EQ(Call(CbcRequest(false, blob, Hex(kCbcIv), enc.encrypt_aes_cbc_pad().ciphertext()))
+                  .decrypt_aes_cbc_pad()
+                  .plaintext(),
+              data);
+  }
+}
+
+TEST_F(KeyUseTest, AesCbcPadRefusesBadIvsSizesAndPadding) {
+  const std::string blob = ImportedBlob(Hex(kCbcVectors[0].key));
+  EXPECT_EQ(Call(CbcRequest(true, blob, "short", "x")).status().reason(), "BAD_CBC_PARAMETERS");
+  EXPECT_EQ(Call(CbcRequest(false, blob, Hex(kCbcIv), std::string(20, 'c'))).status().reason(),
+            "BAD_CBC_PARAMETERS");
+  EXPECT_EQ(Call(CbcRequest(false, blob, Hex(kCbcIv), "")).status().reason(), "BAD_CBC_PARAMETERS");
+  EXPECT_EQ(Call(CbcRequest(true, blob, Hex(kCbcIv), std::string(65'537, 'p'))).status().reason(),
+            "MESSAGE_TOO_LARGE");
+  // The F.2.1 blocks without their padding block end in no valid padding.
+  EXPECT_EQ(
+      Call(CbcRequest(false, blob, Hex(kCbcIv), Hex(kCbcVectors[0].ciphertext))).status().reason(),
+      "CBC_PADDING_INVALID");
+}
+
 TEST_F(KeyUseTest, KeyUseIsReadOnly) {
   v1::Request r;
   r.mutable_wrap_aes_key_pad();
   EXPECT_TRUE(CryptoUnit::IsReadOnly(r));
   r.mutable_unwrap_aes_key_pad();
+  EXPECT_TRUE(CryptoUnit::IsReadOnly(r));
+  r.mutable_encrypt_aes_cbc_pad();
+  EXPECT_TRUE(CryptoUnit::IsReadOnly(r));
+  r.mutable_decrypt_aes_cbc_pad();
   EXPECT_TRUE(CryptoUnit::IsReadOnly(r));
   r.mutable_encrypt_aes_gcm();
   EXPECT_TRUE(CryptoUnit::IsReadOnly(r));

@@ -74,6 +74,20 @@ WRAP_VECTORS = [
      "fe6a0320617d94d5abcd3cadbb5a15ee23574ad2a6509b3f5a2b3b9d96fda766e6d1204253503895"),
 ]
 WRAP_PAD = PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_WRAP_PAD)
+# NIST SP 800-38A F.2.5 (CBC-AES256): key, IV, four plaintext blocks, their
+# ciphertext; CKM_AES_CBC_PAD adds a block of padding (16 x 0x10), which
+# encrypts to CBC_PAD_BLOCK after them (computed with Python's cryptography).
+CBC_KEY = "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4"
+CBC_IV = "000102030405060708090a0b0c0d0e0f"
+CBC_PLAINTEXT = ("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"
+                 "30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710")
+CBC_CIPHERTEXT = ("f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d"
+                  "39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b")
+CBC_PAD_BLOCK = "3f461796d6b0d6b2e0c2a72b4d80e644"
+
+
+def cbc(iv):
+    return PyKCS11.Mechanism(PyKCS11.CKM_AES_CBC_PAD, list(iv))
 KEK_USES = [(PyKCS11.CKA_WRAP, True), (PyKCS11.CKA_UNWRAP, True)]
 EXTRACTABLE = [(PyKCS11.CKA_EXTRACTABLE, True)]
 
@@ -189,6 +203,7 @@ class Pkcs11ModuleTest(unittest.TestCase):
         self.assertIn("CKM_AES_GCM", mechanisms)
         self.assertIn("CKM_AES_KEY_GEN", mechanisms)
         self.assertIn("CKM_AES_KEY_WRAP_PAD", mechanisms)
+        self.assertIn("CKM_AES_CBC_PAD", mechanisms)
         wrap_info = self.mf.lib.getMechanismInfo(slots[0], "CKM_AES_KEY_WRAP_PAD").flags2text()
         for flag in ("CKF_HW", "CKF_WRAP", "CKF_UNWRAP"):
             self.assertIn(flag, wrap_info)
@@ -208,6 +223,40 @@ class Pkcs11ModuleTest(unittest.TestCase):
         finally:
             s.logout()
             s.closeSession()
+
+    def test_cbc_pad_vectors_and_same_answers_as_softhsm(self):
+        soft = SoftHsm()
+        s = self.mf.session()
+        try:
+            key = s.createObject(aes_template(bytes.fromhex(CBC_KEY), token=False))
+            iv = bytes.fromhex(CBC_IV)
+            out = bytes(s.encrypt(key, b(CBC_PLAINTEXT), cbc(iv)))
+            self.assertEqual(out.hex(), CBC_CIPHERTEXT + CBC_PAD_BLOCK)
+            self.assertEqual(bytes(s.decrypt(key, list(out), cbc(iv))).hex(), CBC_PLAINTEXT)
+            # The four blocks without the padding block: no valid padding.
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.decrypt(key, b(CBC_CIPHERTEXT), cbc(iv))
+            self.assertEqual(e.exception.value, PyKCS11.CKR_ENCRYPTED_DATA_INVALID)
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.encrypt(key, list(b"x"), cbc(iv[:12]))
+            self.assertEqual(e.exception.value, PyKCS11.CKR_MECHANISM_PARAM_INVALID)
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.decrypt(key, list(range(20)), cbc(iv))
+            self.assertEqual(e.exception.value, PyKCS11.CKR_ENCRYPTED_DATA_LEN_RANGE)
+            for size in (16, 24, 32):
+                value = os.urandom(size)
+                ours = s.createObject(aes_template(value, token=True, label=f"cbc{size}"))
+                theirs = soft.session.createObject(aes_template(value, token=False))
+                for n in (1, 15, 16, 17, 100):
+                    iv, data = os.urandom(16), list(os.urandom(n))
+                    a = bytes(s.encrypt(ours, data, cbc(iv)))
+                    c = bytes(soft.session.encrypt(theirs, data, cbc(iv)))
+                    self.assertEqual(a, c, f"AES-{size * 8}, {n} bytes")
+                    self.assertEqual(bytes(s.decrypt(ours, list(c), cbc(iv))), bytes(data))
+        finally:
+            s.logout()
+            s.closeSession()
+            soft.close()
 
     def test_same_answers_as_softhsm_for_generated_sizes(self):
         soft = SoftHsm()
