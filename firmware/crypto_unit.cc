@@ -68,6 +68,10 @@ bool CryptoUnit::IsReadOnly(const v1::Request& request) {
     case v1::Request::kEncryptAesGcm:
     case v1::Request::kDecryptAesGcm:
     case v1::Request::kImportKey:
+    case v1::Request::kWrapAesKeyPad:
+    case v1::Request::kUnwrapAesKeyPad:
+    case v1::Request::kEncryptAesCbcPad:
+    case v1::Request::kDecryptAesCbcPad:
       return true;
     default:
       return false;
@@ -146,6 +150,22 @@ v1::Response CryptoUnit::HandleReadOnly(const v1::Request& request) const {
     case v1::Request::kImportKey:
       status = Put(internal::ImportKey(request.import_key(), state_, entropy_),
                    [&] { return response.mutable_import_key(); });
+      break;
+    case v1::Request::kWrapAesKeyPad:
+      status = Put(internal::WrapAesKeyPad(request.wrap_aes_key_pad(), state_),
+                   [&] { return response.mutable_wrap_aes_key_pad(); });
+      break;
+    case v1::Request::kUnwrapAesKeyPad:
+      status = Put(internal::UnwrapAesKeyPad(request.unwrap_aes_key_pad(), state_, entropy_),
+                   [&] { return response.mutable_unwrap_aes_key_pad(); });
+      break;
+    case v1::Request::kEncryptAesCbcPad:
+      status = Put(internal::EncryptAesCbcPad(request.encrypt_aes_cbc_pad(), state_),
+                   [&] { return response.mutable_encrypt_aes_cbc_pad(); });
+      break;
+    case v1::Request::kDecryptAesCbcPad:
+      status = Put(internal::DecryptAesCbcPad(request.decrypt_aes_cbc_pad(), state_),
+                   [&] { return response.mutable_decrypt_aes_cbc_pad(); });
       break;
     default:
       status = internal::Invalid(reason::kNotReadOnly, "request is not a read-only operation");

@@ -1,5 +1,6 @@
 // Encryption, decryption and digest functions: C_EncryptInit, C_Encrypt,
-// C_DecryptInit, C_Decrypt (CKM_AES_GCM, in a unit), C_DigestInit,
+// C_DecryptInit, C_Decrypt (CKM_AES_GCM and CKM_AES_CBC_PAD, in a unit),
+// C_DigestInit,
 // C_Digest, C_DigestUpdate, C_DigestFinal (CKM_SHA256, on the host).
 #include <openssl/evp.h>
 #include <p11-kit/pkcs11.h>
@@ -15,6 +16,7 @@ namespace hsmsim::pkcs11 {
 namespace {
 
 constexpr CK_ULONG kSha256Size = 32;
+constexpr CK_ULONG kAesBlockSize = 16;
 // The unit's limit on AAD (docs/protocol.md section 10.7).
 constexpr CK_ULONG kMaxAadSize = 65'536;
 
@@ -46,9 +48,18 @@ CK_RV CryptInit(ModuleState& m, Session& s, CryptOp op, CK_MECHANISM_PTR mech,
   const CK_ATTRIBUTE_TYPE use = op == CryptOp::kEncrypt ? CKA_ENCRYPT : CKA_DECRYPT;
   if (!object->attributes.Bool(use)) return CKR_KEY_FUNCTION_NOT_PERMITTED;
   GcmOperation gcm;
-  if (CK_RV rv = GcmParameters(mech, &gcm); rv != CKR_OK) return rv;
+  if (mech->mechanism == CKM_AES_CBC_PAD) {
+    // The parameter is the 16-byte IV.
+    if (mech->pParameter == nullptr || mech->ulParameterLen != kAesBlockSize) {
+      return CKR_MECHANISM_PARAM_INVALID;
+    }
+    gcm.iv.assign(static_cast<const char*>(mech->pParameter), kAesBlockSize);
+  } else if (CK_RV rv = GcmParameters(mech, &gcm); rv != CKR_OK) {
+    return rv;
+  }
   s.op = op;
   s.key = key;
+  s.mechanism = mech->mechanism;
   s.gcm = std::move(gcm);
   return CKR_OK;
 }
@@ -59,13 +70,17 @@ CK_RV CryptInit(ModuleState& m, Session& s, CryptOp op, CK_MECHANISM_PTR mech,
 CK_RV Crypt(ModuleState& m, Session& s, CryptOp op, CK_BYTE_PTR in, CK_ULONG in_size,
             CK_BYTE_PTR out, CK_ULONG_PTR out_size) {
   if (s.op != op) return CKR_OPERATION_NOT_INITIALIZED;
+  const bool cbc = s.mechanism == CKM_AES_CBC_PAD;
   const CK_ULONG tag = s.gcm.tag_size;
   const bool encrypt = op == CryptOp::kEncrypt;
-  if (!encrypt && in_size < tag) {
+  if (!encrypt && (cbc ? in_size == 0 || in_size % kAesBlockSize != 0 : in_size < tag)) {
     s.op = CryptOp::kNone;
     return CKR_ENCRYPTED_DATA_LEN_RANGE;
   }
-  const CK_ULONG need = encrypt ? in_size + tag : in_size - tag;
+  // CBC: the padded size; for a decryption an upper bound (the padding is
+  // known only once decrypted), as PKCS#11 5.2 allows.
+  const CK_ULONG need = cbc ? (encrypt ? (in_size / kAesBlockSize + 1) * kAesBlockSize : in_size)
+                            : (encrypt ? in_size + tag : in_size - tag);
   if (out == nullptr) {
     *out_size = need;
     return CKR_OK;
@@ -79,14 +94,18 @@ CK_RV Crypt(ModuleState& m, Session& s, CryptOp op, CK_BYTE_PTR in, CK_ULONG in_
   if (object == nullptr) return CKR_KEY_HANDLE_INVALID;
   const std::string input(reinterpret_cast<const char*>(in), in_size);
   if (encrypt) {
-    absl::StatusOr<std::string> result = m.token->Encrypt(object->key, s.gcm, input);
+    absl::StatusOr<std::string> result = cbc ? m.token->EncryptCbcPad(object->key, s.gcm.iv, input)
+                                             : m.token->Encrypt(object->key, s.gcm, input);
     if (!result.ok()) return ToCkRv(result.status(), "C_Encrypt");
+    AfterKeyUse(m);
     std::memcpy(out, result->data(), result->size());
     *out_size = result->size();
     return CKR_OK;
   }
-  absl::StatusOr<SecretBytes> result = m.token->Decrypt(object->key, s.gcm, input);
+  absl::StatusOr<SecretBytes> result = cbc ? m.token->DecryptCbcPad(object->key, s.gcm.iv, input)
+                                           : m.token->Decrypt(object->key, s.gcm, input);
   if (!result.ok()) return ToCkRv(result.status(), "C_Decrypt");
+  AfterKeyUse(m);
   if (!result->empty()) std::memcpy(out, result->data(), result->size());
   *out_size = result->size();
   return CKR_OK;

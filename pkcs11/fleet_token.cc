@@ -140,6 +140,7 @@ absl::StatusOr<std::string> FleetToken::Encrypt(const KeyRef& key, const GcmOper
     return r;
   };
   HSMSIM_ASSIGN_OR_RETURN(v1::Response response, UseKey(key, make));
+  if (!key.token && response.encrypt_aes_gcm().blob_under_old()) session_blob_under_old_ = true;
   return std::move(*response.mutable_encrypt_aes_gcm()->mutable_ciphertext());
 }
 
@@ -156,28 +157,176 @@ absl::StatusOr<SecretBytes> FleetToken::Decrypt(const KeyRef& key, const GcmOper
     return r;
   };
   HSMSIM_ASSIGN_OR_RETURN(v1::Response response, UseKey(key, make));
+  if (!key.token && response.decrypt_aes_gcm().blob_under_old()) session_blob_under_old_ = true;
   std::string* plaintext = response.mutable_decrypt_aes_gcm()->mutable_plaintext();
   SecretBytes out = MakeSecret(*plaintext);
   WipeString(plaintext);
   return out;
 }
 
+absl::StatusOr<std::string> FleetToken::EncryptCbcPad(const KeyRef& key, const std::string& iv,
+                                                      const std::string& plaintext) {
+  auto make = [&](const std::string& blob) {
+    v1::Request r;
+    v1::EncryptAesCbcPadRequest* e = r.mutable_encrypt_aes_cbc_pad();
+    e->set_blob(blob);
+    e->set_iv(iv);
+    e->set_plaintext(plaintext);
+    return r;
+  };
+  HSMSIM_ASSIGN_OR_RETURN(v1::Response response, UseKey(key, make));
+  if (!key.token && response.encrypt_aes_cbc_pad().blob_under_old()) {
+    session_blob_under_old_ = true;
+  }
+  return std::move(*response.mutable_encrypt_aes_cbc_pad()->mutable_ciphertext());
+}
+
+absl::StatusOr<SecretBytes> FleetToken::DecryptCbcPad(const KeyRef& key, const std::string& iv,
+                                                      const std::string& ciphertext) {
+  auto make = [&](const std::string& blob) {
+    v1::Request r;
+    v1::DecryptAesCbcPadRequest* d = r.mutable_decrypt_aes_cbc_pad();
+    d->set_blob(blob);
+    d->set_iv(iv);
+    d->set_ciphertext(ciphertext);
+    return r;
+  };
+  HSMSIM_ASSIGN_OR_RETURN(v1::Response response, UseKey(key, make));
+  if (!key.token && response.decrypt_aes_cbc_pad().blob_under_old()) {
+    session_blob_under_old_ = true;
+  }
+  std::string* plaintext = response.mutable_decrypt_aes_cbc_pad()->mutable_plaintext();
+  SecretBytes out = MakeSecret(*plaintext);
+  WipeString(plaintext);
+  return out;
+}
+
 absl::StatusOr<std::string> FleetToken::MakeBlob(UnitLink& link, const std::string& key_id,
-                                                 size_t key_bytes, const SecretBytes* value) {
+                                                 size_t key_bytes, const KeySource& source) {
+  if (!source.wrapped.empty()) {
+    absl::Status last = Error(absl::StatusCode::kFailedPrecondition, reason::kNoUnitAvailable,
+                              "the unwrapping key has no blob");
+    for (const std::string& blob : source.unwrapping_blobs) {
+      if (blob.empty()) continue;
+      v1::Request r;
+      v1::UnwrapAesKeyPadRequest* u = r.mutable_unwrap_aes_key_pad();
+      u->set_wrapping_blob(blob);
+      u->set_wrapped(source.wrapped);
+      u->set_key_id(key_id);
+      absl::StatusOr<v1::Response> response = Answer(link.Call(std::move(r)));
+      if (response.ok()) return std::move(*response->mutable_unwrap_aes_key_pad()->mutable_blob());
+      last = response.status();
+      if (!IsWkidRefusal(last)) return last;
+    }
+    return last;
+  }
   v1::Request r;
-  if (value != nullptr) {
+  if (source.value != nullptr) {
     r.mutable_import_key()->set_key_id(key_id);
-    r.mutable_import_key()->set_key_value(std::string(AsStringView(*value)));
+    r.mutable_import_key()->set_key_value(std::string(AsStringView(*source.value)));
   } else {
     r.mutable_generate_key()->set_key_id(key_id);
     r.mutable_generate_key()->set_algorithm(AlgorithmFor(key_bytes));
   }
+  // The request holds the clear key: UnitLink::Call wipes it (and its
+  // encoded frame) before they are freed.
   absl::StatusOr<v1::Response> response = Answer(link.Call(std::move(r)));
-  // The request held the clear key: it is gone with `r` (protobuf frees it
-  // without a wipe; the encoded frame in UnitLink likewise). See
-  // docs/pkcs11.md, "Not done yet".
   if (!response.ok()) return response.status();
-  return value != nullptr ? response->import_key().blob() : response->generate_key().blob();
+  return source.value != nullptr ? response->import_key().blob() : response->generate_key().blob();
+}
+
+absl::StatusOr<std::vector<std::string>> FleetToken::BlobsOf(const KeyRef& key) {
+  if (!key.token) return std::vector<std::string>{key.blob};
+  HSMSIM_ASSIGN_OR_RETURN(std::optional<host::StoredKey> row, keystore_->FindKey(key.name));
+  if (!row.has_value()) {
+    return Error(absl::StatusCode::kNotFound, reason::kNoSuchKey,
+                 StrCat("key '", key.name, "' is no longer in the keystore"));
+  }
+  return std::vector<std::string>{row->blob, row->pending_blob};
+}
+
+absl::StatusOr<std::optional<std::string>> FleetToken::TryWrap(
+    const std::vector<std::string>& wrapping, const std::vector<std::string>& key,
+    absl::Status* last) {
+  for (size_t tried = 0; tried < links_.size(); ++tried) {
+    UnitLink& link = *links_[(next_unit_ + tried) % links_.size()];
+    bool next_unit = false;
+    for (const std::string& w : wrapping) {
+      for (const std::string& k : key) {
+        if (w.empty() || k.empty() || next_unit) continue;
+        v1::Request r;
+        r.mutable_wrap_aes_key_pad()->set_wrapping_blob(w);
+        r.mutable_wrap_aes_key_pad()->set_key_blob(k);
+        absl::StatusOr<v1::Response> response = Answer(link.Call(std::move(r)));
+        if (response.ok()) {
+          next_unit_ = (next_unit_ + tried + 1) % links_.size();
+          const v1::WrapAesKeyPadResponse& answer = response->wrap_aes_key_pad();
+          if ((wrapping.size() == 1 && answer.wrapping_blob_under_old()) ||
+              (key.size() == 1 && answer.key_blob_under_old())) {
+            session_blob_under_old_ = true;  // one blob: a session object's
+          }
+          return std::optional<std::string>(
+              std::move(*response->mutable_wrap_aes_key_pad()->mutable_wrapped()));
+        }
+        *last = response.status();
+        if (IsTransportError(*last))
+          next_unit = true;  // the next unit
+        else if (!IsWkidRefusal(*last))
+          return *last;  // the keys' answer
+      }
+    }
+  }
+  return std::optional<std::string>();
+}
+
+absl::StatusOr<std::vector<std::string>> FleetToken::ReencryptFromOld(
+    const std::vector<std::string>& blobs) {
+  absl::Status last = Error(absl::StatusCode::kFailedPrecondition, reason::kNoUnitAvailable,
+                            StrCat("fleet ", config_.fleet_dir, " selects no unit"));
+  for (size_t tried = 0; tried < links_.size(); ++tried) {
+    UnitLink& link = *links_[(next_unit_ + tried) % links_.size()];
+    v1::Request r;
+    for (const std::string& blob : blobs) r.mutable_reencrypt_from_old()->add_blobs(blob);
+    absl::StatusOr<v1::Response> response = Answer(link.Call(std::move(r)));
+    if (!response.ok()) {
+      last = response.status();
+      if (IsTransportError(last)) continue;
+      return last;
+    }
+    const v1::ReencryptBatchResponse& answer = response->reencrypt_from_old();
+    if (answer.results_size() != static_cast<int>(blobs.size())) {
+      return Error(absl::StatusCode::kInternal, reason::kBadResponse,
+                   "the unit answered a re-encryption with another count");
+    }
+    std::vector<std::string> out;
+    for (int i = 0; i < answer.results_size(); ++i) {
+      const v1::BlobResult& result = answer.results(i);
+      if (result.outcome() == v1::BLOB_REENCRYPTED) {
+        out.push_back(result.blob());
+      } else if (result.outcome() == v1::BLOB_ALREADY_UNDER_TARGET) {
+        out.push_back(blobs[static_cast<size_t>(i)]);
+      } else {
+        out.emplace_back();
+      }
+    }
+    return out;
+  }
+  return last;
+}
+
+absl::StatusOr<std::string> FleetToken::WrapKey(const KeyRef& wrapping, const KeyRef& key) {
+  absl::Status last = Error(absl::StatusCode::kFailedPrecondition, reason::kNoUnitAvailable,
+                            StrCat("fleet ", config_.fleet_dir, " selects no unit"));
+  // The second round reads the rows again, as UseKey does.
+  for (int round = 0; round < 2; ++round) {
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<std::string> wrapping_blobs, BlobsOf(wrapping));
+    HSMSIM_ASSIGN_OR_RETURN(std::vector<std::string> key_blobs, BlobsOf(key));
+    HSMSIM_ASSIGN_OR_RETURN(std::optional<std::string> wrapped,
+                            TryWrap(wrapping_blobs, key_blobs, &last));
+    if (wrapped.has_value()) return std::move(*wrapped);
+    if (!IsWkidRefusal(last)) return last;
+  }
+  return last;
 }
 
 std::vector<host::UnitObservation> FleetToken::ObserveUnits() {
@@ -199,7 +348,7 @@ std::vector<host::UnitObservation> FleetToken::ObserveUnits() {
 }
 
 absl::Status FleetToken::CreateTokenKey(const std::string& name, size_t key_bytes,
-                                        const SecretBytes* value) {
+                                        const KeySource& source) {
   // A rotation may move on between the plan and the insert: the keystore
   // then refuses (JOURNAL_CHANGED), or the unit refuses to re-encrypt under
   // a NEW it has just promoted, and the key is placed again from a fresh
@@ -217,7 +366,7 @@ absl::Status FleetToken::CreateTokenKey(const std::string& name, size_t key_byte
     }
     host::PlacedKey key;
     key.name = name;
-    HSMSIM_ASSIGN_OR_RETURN(key.blob, MakeBlob(*links_[unit], name, key_bytes, value));
+    HSMSIM_ASSIGN_OR_RETURN(key.blob, MakeBlob(*links_[unit], name, key_bytes, source));
     HSMSIM_ASSIGN_OR_RETURN(key.wkid, WkidOf(key.blob));
     if (plan.routes[unit] == host::KeyRoute::kPendingTarget) {
       v1::Request r;
@@ -248,13 +397,15 @@ absl::Status FleetToken::CreateTokenKey(const std::string& name, size_t key_byte
 }
 
 absl::StatusOr<std::string> FleetToken::CreateSessionBlob(size_t key_bytes,
-                                                          const SecretBytes* value) {
+                                                          const KeySource& source) {
   absl::Status last = Error(absl::StatusCode::kFailedPrecondition, reason::kNoUnitAvailable,
                             StrCat("fleet ", config_.fleet_dir, " selects no unit"));
   for (size_t tried = 0; tried < links_.size(); ++tried) {
     UnitLink& link = *links_[(next_unit_ + tried) % links_.size()];
-    absl::StatusOr<std::string> blob = MakeBlob(link, "pkcs11-session-key", key_bytes, value);
-    if (blob.ok() || !IsTransportError(blob.status())) return blob;
+    absl::StatusOr<std::string> blob = MakeBlob(link, "pkcs11-session-key", key_bytes, source);
+    if (blob.ok() || !(IsTransportError(blob.status()) || IsWkidRefusal(blob.status()))) {
+      return blob;
+    }
     last = blob.status();
   }
   return last;

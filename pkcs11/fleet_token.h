@@ -2,8 +2,9 @@
 // PKCS#11 token. Its keys are the fleet keystore's keys (token objects:
 // rows of the keystore, so a master key rotation re-encrypts them with every
 // other key) or blobs held in memory (session objects). All key crypto
-// happens in a unit, over the unit protocol: GenerateKey and ImportKey make
-// keys, EncryptAesGcm and DecryptAesGcm use them (docs/protocol.md 10.7).
+// happens in a unit, over the unit protocol: GenerateKey, ImportKey and
+// UnwrapAesKeyPad make keys, EncryptAesGcm, DecryptAesGcm and WrapAesKeyPad
+// use them (docs/protocol.md 10.7, 10.8).
 //
 // Rotation: a token key is used with its blob and, when the unit answers
 // UNKNOWN_WKID or BLOB_UNDER_NEW, with its pending blob (the one a running
@@ -19,7 +20,9 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -42,6 +45,15 @@ struct KeyRef {
   std::string blob;  // session: the blob
 };
 
+// Where a new key's value comes from: a unit generates it (the default),
+// `value` is imported, or `wrapped` (RFC 5649) is unwrapped in a unit with
+// the AES key of one of `unwrapping_blobs` (the unwrapping key's blobs).
+struct KeySource {
+  const SecretBytes* value = nullptr;
+  std::vector<std::string> unwrapping_blobs;
+  std::string wrapped;
+};
+
 // Parameters of one AES-GCM operation.
 struct GcmOperation {
   std::string iv;
@@ -56,14 +68,24 @@ class FleetToken {
   static absl::StatusOr<std::unique_ptr<FleetToken>> Open(const ModuleConfig& config);
 
   // CreateTokenKey makes the AES key `name` of `key_bytes` (16, 24 or 32)
-  // bytes in the keystore: generated in a unit, or `value` imported when
-  // not null. Errors: the units' (no unit available, UNIT_UNREACHABLE) and
-  // the keystore's (KEY_EXISTS).
-  absl::Status CreateTokenKey(const std::string& name, size_t key_bytes, const SecretBytes* value);
+  // bytes in the keystore from `source`. Errors: the units' (no unit
+  // available, UNIT_UNREACHABLE; for an unwrap WRAPPED_KEY_AUTHENTICATION_
+  // FAILED, BAD_AES_KEY_SIZE) and the keystore's (KEY_EXISTS).
+  absl::Status CreateTokenKey(const std::string& name, size_t key_bytes, const KeySource& source);
 
-  // CreateSessionBlob returns a blob of a new (or imported) AES key for a
-  // session object, under the units' CURRENT.
-  absl::StatusOr<std::string> CreateSessionBlob(size_t key_bytes, const SecretBytes* value);
+  // CreateSessionBlob returns a blob of a new AES key from `source` for a
+  // session object, under the units' CURRENT. Errors as CreateTokenKey.
+  absl::StatusOr<std::string> CreateSessionBlob(size_t key_bytes, const KeySource& source);
+
+  // BlobsOf returns the blobs a key may be used with: a session object's
+  // blob; a token key's blob and pending blob (empty when none). NOT_FOUND
+  // (NO_SUCH_KEY) for a token key no longer in the keystore.
+  absl::StatusOr<std::vector<std::string>> BlobsOf(const KeyRef& key);
+
+  // WrapKey returns `key` wrapped with `wrapping` (RFC 5649), in a unit that
+  // can open a blob of each (any pair of their blobs, so a rotation half
+  // done is no obstacle). Errors: the units', NO_SUCH_KEY.
+  absl::StatusOr<std::string> WrapKey(const KeyRef& wrapping, const KeyRef& key);
 
   // Encrypt returns ciphertext || tag; Decrypt the plaintext. Errors: the
   // unit's (CIPHERTEXT_AUTHENTICATION_FAILED, BAD_GCM_PARAMETERS, ...),
@@ -72,6 +94,26 @@ class FleetToken {
                                       const std::string& plaintext);
   absl::StatusOr<SecretBytes> Decrypt(const KeyRef& key, const GcmOperation& op,
                                       const std::string& ciphertext);
+
+  // EncryptCbcPad and DecryptCbcPad: AES-CBC with PKCS#7 padding and the
+  // 16-byte `iv`. Errors: the unit's (BAD_CBC_PARAMETERS,
+  // CBC_PADDING_INVALID, ...), NO_SUCH_KEY.
+  absl::StatusOr<std::string> EncryptCbcPad(const KeyRef& key, const std::string& iv,
+                                            const std::string& plaintext);
+  absl::StatusOr<SecretBytes> DecryptCbcPad(const KeyRef& key, const std::string& iv,
+                                            const std::string& ciphertext);
+
+  // ReencryptFromOld returns `blobs` re-encrypted from OLD to CURRENT by a
+  // unit, in order: a blob already under CURRENT comes back unchanged, one
+  // the unit cannot re-encrypt comes back empty. For session objects, which
+  // no rotation re-encrypts. Errors: the units' (NO_UNIT_AVAILABLE,
+  // UNIT_UNREACHABLE, BATCH_TOO_LARGE).
+  absl::StatusOr<std::vector<std::string>> ReencryptFromOld(const std::vector<std::string>& blobs);
+
+  // TakeSessionBlobUnderOld is true when a key use since the last call used
+  // a session object's blob under OLD (a rotation has promoted since the
+  // object was made: after the next one no unit could use it), and resets.
+  bool TakeSessionBlobUnderOld() { return std::exchange(session_blob_under_old_, false); }
 
   TokenStore& store() { return *store_; }
   const ModuleConfig& config() const { return config_; }
@@ -94,9 +136,15 @@ class FleetToken {
                                         const std::function<v1::Request(const std::string&)>& make);
   absl::StatusOr<v1::Response> UseKey(const KeyRef& key,
                                       const std::function<v1::Request(const std::string&)>& make);
-  // MakeBlob generates or imports a key on `link`, under its CURRENT.
+  // MakeBlob generates, imports or unwraps a key on `link`, under its
+  // CURRENT.
   absl::StatusOr<std::string> MakeBlob(UnitLink& link, const std::string& key_id, size_t key_bytes,
-                                       const SecretBytes* value);
+                                       const KeySource& source);
+  // TryWrap asks each unit for the wrap with each pair of blobs; nullopt
+  // when every answer was a WKID refusal (`last` holds the last one).
+  absl::StatusOr<std::optional<std::string>> TryWrap(const std::vector<std::string>& wrapping,
+                                                     const std::vector<std::string>& key,
+                                                     absl::Status* last);
   std::vector<host::UnitObservation> ObserveUnits();
 
   ModuleConfig config_;
@@ -105,6 +153,7 @@ class FleetToken {
   std::unique_ptr<TokenStore> store_;
   std::vector<std::unique_ptr<UnitLink>> links_;  // selected units, manifest order
   size_t next_unit_ = 0;                          // round robin start
+  bool session_blob_under_old_ = false;
 };
 
 }  // namespace hsmsim::pkcs11

@@ -115,16 +115,6 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM *mechanism,
                         CK_OBJECT_HANDLE *private_key) {
   return CKR_FUNCTION_NOT_SUPPORTED;
 }
-CK_RV C_WrapKey(CK_SESSION_HANDLE session, CK_MECHANISM *mechanism, CK_OBJECT_HANDLE wrapping_key,
-                CK_OBJECT_HANDLE key, unsigned char *wrapped_key, unsigned long *wrapped_key_len) {
-  return CKR_FUNCTION_NOT_SUPPORTED;
-}
-CK_RV C_UnwrapKey(CK_SESSION_HANDLE session, CK_MECHANISM *mechanism,
-                  CK_OBJECT_HANDLE unwrapping_key, unsigned char *wrapped_key,
-                  unsigned long wrapped_key_len, CK_ATTRIBUTE *templ, unsigned long attribute_count,
-                  CK_OBJECT_HANDLE *key) {
-  return CKR_FUNCTION_NOT_SUPPORTED;
-}
 CK_RV C_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM *mechanism, CK_OBJECT_HANDLE base_key,
                   CK_ATTRIBUTE *templ, unsigned long attribute_count, CK_OBJECT_HANDLE *key) {
   return CKR_FUNCTION_NOT_SUPPORTED;

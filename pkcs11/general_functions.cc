@@ -25,6 +25,8 @@ struct MechanismEntry {
 constexpr MechanismEntry kMechanisms[] = {
     {CKM_AES_KEY_GEN, {16, 32, CKF_HW | CKF_GENERATE}},
     {CKM_AES_GCM, {16, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT}},
+    {CKM_AES_CBC_PAD, {16, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT}},
+    {CKM_AES_KEY_WRAP_PAD, {16, 32, CKF_HW | CKF_WRAP | CKF_UNWRAP}},
     {CKM_SHA256, {0, 0, CKF_DIGEST}},
 };
 

@@ -5,6 +5,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "common/reasons.h"
 #include "common/status.h"
@@ -23,10 +26,17 @@ CK_RV ToCkRv(const absl::Status& status, const char* function) {
   }
   const std::string reason = ReasonOf(status);
   if (reason == reason::kCiphertextAuthenticationFailed) return CKR_ENCRYPTED_DATA_INVALID;
-  if (reason == reason::kBadGcmParameters) return CKR_MECHANISM_PARAM_INVALID;
+  if (reason == reason::kBadGcmParameters || reason == reason::kBadCbcParameters) {
+    return CKR_MECHANISM_PARAM_INVALID;
+  }
+  if (reason == reason::kCbcPaddingInvalid) return CKR_ENCRYPTED_DATA_INVALID;
   if (reason == reason::kMessageTooLarge) return CKR_DATA_LEN_RANGE;
   if (reason == reason::kBadPin) return CKR_PIN_LEN_RANGE;
   if (reason == reason::kNoSuchKey) return CKR_KEY_HANDLE_INVALID;
+  if (reason == reason::kWrappedKeyAuthenticationFailed || reason == reason::kMalformedWrappedKey ||
+      (reason == reason::kBadAesKeySize && std::strcmp(function, "C_UnwrapKey") == 0)) {
+    return CKR_WRAPPED_KEY_INVALID;
+  }
   if (status.code() == absl::StatusCode::kUnavailable ||
       status.code() == absl::StatusCode::kDeadlineExceeded ||
       status.code() == absl::StatusCode::kFailedPrecondition) {
@@ -50,6 +60,25 @@ Object* VisibleObject(ModuleState& m, CK_OBJECT_HANDLE handle) {
   if (it == m.objects.end()) return nullptr;
   if (it->second.attributes.Bool(CKA_PRIVATE) && m.user != CKU_USER) return nullptr;
   return &it->second;
+}
+
+void AfterKeyUse(ModuleState& m) {
+  if (!m.token->TakeSessionBlobUnderOld()) return;
+  std::vector<Object*> objects;
+  std::vector<std::string> blobs;
+  for (auto& [handle, object] : m.objects) {
+    if (object.key.token) continue;
+    objects.push_back(&object);
+    blobs.push_back(object.key.blob);
+  }
+  absl::StatusOr<std::vector<std::string>> upgraded = m.token->ReencryptFromOld(blobs);
+  if (!upgraded.ok()) {
+    (void)ToCkRv(upgraded.status(), "re-encrypting session objects");  // logged only
+    return;
+  }
+  for (size_t i = 0; i < objects.size(); ++i) {
+    if (!(*upgraded)[i].empty()) objects[i]->key.blob = std::move((*upgraded)[i]);
+  }
 }
 
 absl::Status RefreshTokenObjects(ModuleState& m) {

@@ -41,6 +41,7 @@ struct Session {
   // C_Encrypt* / C_Decrypt*
   CryptOp op = CryptOp::kNone;
   CK_OBJECT_HANDLE key = 0;
+  CK_MECHANISM_TYPE mechanism = CKM_AES_GCM;  // or CKM_AES_CBC_PAD (IV in gcm.iv)
   GcmOperation gcm;
   // C_Digest*
   std::unique_ptr<EVP_MD_CTX, EvpMdCtxFree> digest;
@@ -89,6 +90,12 @@ Object* VisibleObject(ModuleState& m, CK_OBJECT_HANDLE handle);
 // RefreshTokenObjects reads the token objects from the keystore: new ones
 // get handles, gone ones lose theirs.
 absl::Status RefreshTokenObjects(ModuleState& m);
+
+// AfterKeyUse re-encrypts every session object's blob from OLD to CURRENT
+// when the last key use found a session object's blob under OLD (a
+// rotation promoted since it was made), so that session objects outlive the
+// next rotation too. Best effort: a failure leaves the blobs as they were.
+void AfterKeyUse(ModuleState& m);
 
 // CloseSession drops a session and its session objects; the last session
 // closed logs the user out.

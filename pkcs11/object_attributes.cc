@@ -182,6 +182,9 @@ CK_RV ObjectAttributes::Set(CK_ATTRIBUTE_PTR templ, CK_ULONG count) {
       case CKA_EXTRACTABLE:  // may only become FALSE
         if (on && !Bool(CKA_EXTRACTABLE)) return CKR_ATTRIBUTE_READ_ONLY;
         break;
+      case CKA_WRAP_WITH_TRUSTED:  // may only become TRUE
+        if (!on && Bool(CKA_WRAP_WITH_TRUSTED)) return CKR_ATTRIBUTE_READ_ONLY;
+        break;
       default:
         if (auto it = values_.find(a.type); it != values_.end() && it->second == value) {
           continue;  // no change asked

@@ -1,7 +1,8 @@
 // The PKCS#11 attributes of an AES secret key object, as the module keeps
 // them: a template applied over the defaults, the standard's change policy
 // (PKCS#11 2.40 section 4.1 and 4.4: CKA_SENSITIVE only FALSE to TRUE,
-// CKA_EXTRACTABLE only TRUE to FALSE, CKA_CLASS, CKA_KEY_TYPE, CKA_VALUE_LEN
+// CKA_EXTRACTABLE only TRUE to FALSE, CKA_WRAP_WITH_TRUSTED only FALSE to
+// TRUE, CKA_CLASS, CKA_KEY_TYPE, CKA_VALUE_LEN
 // and the CKA_ALWAYS/NEVER/LOCAL attributes never), template matching for
 // C_FindObjects, and a byte encoding for the keystore's pkcs11_objects table.
 // CKA_VALUE is never held: the key lives only in its unit blob.

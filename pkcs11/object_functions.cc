@@ -1,12 +1,15 @@
 // Object functions: C_GenerateKey, C_CreateObject, C_DestroyObject,
 // C_GetAttributeValue, C_SetAttributeValue, C_FindObjectsInit,
-// C_FindObjects, C_FindObjectsFinal.
+// C_FindObjects, C_FindObjectsFinal; C_WrapKey and C_UnwrapKey
+// (CKM_AES_KEY_WRAP_PAD, in a unit).
 #include <openssl/rand.h>
 #include <p11-kit/pkcs11.h>
 
 #include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/hex.h"
 #include "common/secret_bytes.h"
@@ -32,11 +35,12 @@ std::string NewKeyName() {
 }
 
 // NewKeyObject makes an AES key object from a template: a keystore key for
-// CKA_TOKEN TRUE, else a session object. `value` is the clear key for
-// C_CreateObject, null for C_GenerateKey.
+// CKA_TOKEN TRUE, else a session object. `source` says where the key comes
+// from: generated (C_GenerateKey), a clear value (C_CreateObject) or a
+// wrapped key (C_UnwrapKey).
 CK_RV NewKeyObject(ModuleState& m, CK_SESSION_HANDLE handle, Session& s, CK_ATTRIBUTE_PTR templ,
                    CK_ULONG count, CK_ULONG key_bytes, CK_MECHANISM_TYPE mechanism,
-                   const SecretBytes* value, CK_OBJECT_HANDLE_PTR out, const char* function) {
+                   const KeySource& source, CK_OBJECT_HANDLE_PTR out, const char* function) {
   Object object;
   CK_RV rv = ObjectAttributes::ForNewAesKey(templ, count, key_bytes, mechanism, &object.attributes);
   if (rv != CKR_OK) return rv;
@@ -47,11 +51,11 @@ CK_RV NewKeyObject(ModuleState& m, CK_SESSION_HANDLE handle, Session& s, CK_ATTR
   if (token) {
     object.key.name = NewKeyName();
     if (object.key.name.empty()) return CKR_FUNCTION_FAILED;
-    absl::Status made = m.token->CreateTokenKey(object.key.name, key_bytes, value);
+    absl::Status made = m.token->CreateTokenKey(object.key.name, key_bytes, source);
     if (made.ok()) made = m.token->store().PutObject(object.key.name, object.attributes.Encode());
     if (!made.ok()) return ToCkRv(made, function);
   } else {
-    absl::StatusOr<std::string> blob = m.token->CreateSessionBlob(key_bytes, value);
+    absl::StatusOr<std::string> blob = m.token->CreateSessionBlob(key_bytes, source);
     if (!blob.ok()) return ToCkRv(blob.status(), function);
     object.key.blob = std::move(*blob);
     object.owner = handle;
@@ -76,7 +80,7 @@ CK_RV GenerateKey(ModuleState& m, CK_SESSION_HANDLE handle, Session& s, CK_MECHA
   CK_ULONG size = 0;
   std::memcpy(&size, len->pValue, sizeof(size));
   if (!ValidAesSize(size)) return CKR_ATTRIBUTE_VALUE_INVALID;
-  return NewKeyObject(m, handle, s, templ, count, size, CKM_AES_KEY_GEN, nullptr, out,
+  return NewKeyObject(m, handle, s, templ, count, size, CKM_AES_KEY_GEN, KeySource(), out,
                       "C_GenerateKey");
 }
 
@@ -98,8 +102,87 @@ CK_RV CreateObject(ModuleState& m, CK_SESSION_HANDLE handle, Session& s, CK_ATTR
   }
   const SecretBytes key = MakeSecret(
       absl::MakeConstSpan(static_cast<const uint8_t*>(value->pValue), value->ulValueLen));
+  KeySource source;
+  source.value = &key;
   return NewKeyObject(m, handle, s, templ, count, value->ulValueLen, CK_UNAVAILABLE_INFORMATION,
-                      &key, out, "C_CreateObject");
+                      source, out, "C_CreateObject");
+}
+
+// The RFC 5649 overhead: a key is wrapped to its size rounded up to 8
+// bytes, plus 8.
+constexpr CK_ULONG kKeyWrapPadOverhead = 8;
+
+CK_RV CheckKeyWrapMechanism(CK_MECHANISM_PTR mech) {
+  if (mech->mechanism != CKM_AES_KEY_WRAP_PAD) return CKR_MECHANISM_INVALID;
+  // The optional parameter (another initial value than RFC 5649's) is not
+  // supported.
+  if (mech->pParameter != nullptr || mech->ulParameterLen != 0) return CKR_MECHANISM_PARAM_INVALID;
+  return CKR_OK;
+}
+
+// WrapKey: the attribute policy (CKA_WRAP, CKA_EXTRACTABLE,
+// CKA_WRAP_WITH_TRUSTED), a size query, then the wrap in a unit.
+CK_RV WrapKey(ModuleState& m, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE wrapping_handle,
+              CK_OBJECT_HANDLE key_handle, CK_BYTE_PTR out, CK_ULONG_PTR out_size) {
+  if (CK_RV rv = CheckKeyWrapMechanism(mech); rv != CKR_OK) return rv;
+  const Object* wrapping = VisibleObject(m, wrapping_handle);
+  if (wrapping == nullptr) return CKR_WRAPPING_KEY_HANDLE_INVALID;
+  const Object* key = VisibleObject(m, key_handle);
+  if (key == nullptr) return CKR_KEY_HANDLE_INVALID;
+  if (!wrapping->attributes.Bool(CKA_WRAP)) return CKR_KEY_FUNCTION_NOT_PERMITTED;
+  if (!key->attributes.Bool(CKA_EXTRACTABLE)) return CKR_KEY_UNEXTRACTABLE;
+  // No key of this token is CKA_TRUSTED (a template may not set it), so a
+  // key to be wrapped only with trusted keys is never wrapped.
+  if (key->attributes.Bool(CKA_WRAP_WITH_TRUSTED) && !wrapping->attributes.Bool(CKA_TRUSTED)) {
+    return CKR_KEY_NOT_WRAPPABLE;
+  }
+  const CK_ULONG need = (key->attributes.Ulong(CKA_VALUE_LEN) + 7) / 8 * 8 + kKeyWrapPadOverhead;
+  if (out == nullptr) {
+    *out_size = need;
+    return CKR_OK;
+  }
+  if (*out_size < need) {
+    *out_size = need;
+    return CKR_BUFFER_TOO_SMALL;
+  }
+  absl::StatusOr<std::string> wrapped = m.token->WrapKey(wrapping->key, key->key);
+  if (!wrapped.ok()) return ToCkRv(wrapped.status(), "C_WrapKey");
+  AfterKeyUse(m);
+  std::memcpy(out, wrapped->data(), wrapped->size());
+  *out_size = wrapped->size();
+  return CKR_OK;
+}
+
+// UnwrapKey makes a key object from an RFC 5649 wrapped AES key, unwrapped
+// in a unit: not CKA_LOCAL, not CKA_ALWAYS_SENSITIVE, not
+// CKA_NEVER_EXTRACTABLE (its value has been outside the token).
+CK_RV UnwrapKey(ModuleState& m, CK_SESSION_HANDLE handle, Session& s, CK_MECHANISM_PTR mech,
+                CK_OBJECT_HANDLE unwrapping_handle, CK_BYTE_PTR wrapped, CK_ULONG wrapped_size,
+                CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out) {
+  if (CK_RV rv = CheckKeyWrapMechanism(mech); rv != CKR_OK) return rv;
+  const Object* unwrapping = VisibleObject(m, unwrapping_handle);
+  if (unwrapping == nullptr) return CKR_UNWRAPPING_KEY_HANDLE_INVALID;
+  if (!unwrapping->attributes.Bool(CKA_UNWRAP)) return CKR_KEY_FUNCTION_NOT_PERMITTED;
+  if (Find(templ, count, CKA_VALUE) != nullptr) return CKR_TEMPLATE_INCONSISTENT;
+  // An AES key of 16, 24 or 32 bytes wraps to 24, 32 or 40.
+  if (wrapped_size < kKeyWrapPadOverhead || !ValidAesSize(wrapped_size - kKeyWrapPadOverhead)) {
+    return CKR_WRAPPED_KEY_LEN_RANGE;
+  }
+  const CK_ULONG key_bytes = wrapped_size - kKeyWrapPadOverhead;
+  if (const CK_ATTRIBUTE* len = Find(templ, count, CKA_VALUE_LEN); len != nullptr) {
+    CK_ULONG size = 0;
+    if (len->pValue == nullptr || len->ulValueLen != sizeof(size))
+      return CKR_ATTRIBUTE_VALUE_INVALID;
+    std::memcpy(&size, len->pValue, sizeof(size));
+    if (size != key_bytes) return CKR_TEMPLATE_INCONSISTENT;
+  }
+  KeySource source;
+  source.wrapped.assign(reinterpret_cast<const char*>(wrapped), wrapped_size);
+  absl::StatusOr<std::vector<std::string>> blobs = m.token->BlobsOf(unwrapping->key);
+  if (!blobs.ok()) return ToCkRv(blobs.status(), "C_UnwrapKey");
+  source.unwrapping_blobs = std::move(*blobs);
+  return NewKeyObject(m, handle, s, templ, count, key_bytes, CK_UNAVAILABLE_INFORMATION, source,
+                      out, "C_UnwrapKey");
 }
 
 CK_RV DestroyObject(ModuleState& m, Session& s, CK_OBJECT_HANDLE handle) {
@@ -166,6 +249,24 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG
   if (object == nullptr || templ == nullptr) return CKR_ARGUMENTS_BAD;
   return WithSession(session, [&](ModuleState& m, Session& s) {
     return CreateObject(m, session, s, templ, count, object);
+  });
+}
+
+CK_RV C_WrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE wrapping_key,
+                CK_OBJECT_HANDLE key, CK_BYTE_PTR wrapped, CK_ULONG_PTR wrapped_size) {
+  if (mech == nullptr || wrapped_size == nullptr) return CKR_ARGUMENTS_BAD;
+  return WithSession(session, [&](ModuleState& m, Session&) {
+    return WrapKey(m, mech, wrapping_key, key, wrapped, wrapped_size);
+  });
+}
+
+CK_RV C_UnwrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE unwrapping_key,
+                  CK_BYTE_PTR wrapped, CK_ULONG wrapped_size, CK_ATTRIBUTE_PTR templ,
+                  CK_ULONG count, CK_OBJECT_HANDLE_PTR key) {
+  if (mech == nullptr || key == nullptr || wrapped == nullptr || (templ == nullptr && count > 0))
+    return CKR_ARGUMENTS_BAD;
+  return WithSession(session, [&](ModuleState& m, Session& s) {
+    return UnwrapKey(m, session, s, mech, unwrapping_key, wrapped, wrapped_size, templ, count, key);
   });
 }
 

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "common/reasons.h"
+#include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
 #include "proto/wire/frame_codec.h"
@@ -109,10 +110,22 @@ absl::Status UnitLink::ReadExact(uint8_t* out, size_t size) {
 }
 
 absl::StatusOr<v1::Response> UnitLink::Call(v1::Request request) {
+  // The clear key of an ImportKey is wiped, in the request (on every way
+  // out: locals go before the parameter) and in its frame, before they are
+  // freed.
+  struct WipeImportedKey {
+    v1::Request& r;
+    ~WipeImportedKey() {
+      if (r.has_import_key()) WipeString(r.mutable_import_key()->mutable_key_value());
+    }
+  } wipe{request};
   if (fd_ < 0) HSMSIM_RETURN_IF_ERROR(Connect());
   const uint64_t id = next_id_++;
   request.set_id(id);
-  HSMSIM_RETURN_IF_ERROR(WriteAll(wire::EncodeFrame(request)));
+  std::string frame = wire::EncodeFrame(request);
+  const absl::Status written = WriteAll(frame);
+  if (request.has_import_key()) WipeString(&frame);
+  HSMSIM_RETURN_IF_ERROR(written);
   while (true) {
     uint8_t prefix[wire::kMaxVarint32Bytes];
     size_t have = 0;

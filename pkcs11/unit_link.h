@@ -34,7 +34,8 @@ class UnitLink {
   // when the unit cannot be reached or the connection breaks,
   // DEADLINE_EXCEEDED (UNIT_TIMEOUT) after the timeout, both naming the unit
   // and endpoint; INVALID_ARGUMENT (MALFORMED_FRAME) for a response that does
-  // not parse.
+  // not parse. The clear key of an ImportKey request is wiped (in the
+  // request and its encoded frame) before they are freed.
   absl::StatusOr<v1::Response> Call(v1::Request request);
 
   // Forget drops the connection without closing the socket's peer state

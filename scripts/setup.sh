@@ -20,6 +20,8 @@ packages=(
   python3
   # the PKCS#11 module tests (tests/pkcs11/): PyKCS11, beside softhsm2 and opensc above
   python3-pykcs11
+  # p11tool, for the p11-kit module file test (tests/pkcs11/p11kit_module_file_test.py)
+  gnutls-bin
   # the browser test of hsmctl console (tests/host/console/console_browser_test.py)
   chromium chromium-driver python3-selenium
   # the deployment artifacts' check (tests/deploy/deploy_check.py)

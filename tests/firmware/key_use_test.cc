@@ -1,12 +1,19 @@
 // EncryptAesGcm, DecryptAesGcm and ImportKey (docs/protocol.md section 10.7):
 // known answers from the GCM specification's test cases (McGrew and Viega,
 // "The Galois/Counter Mode of Operation", appendix B), refusals of bad
-// parameters, and key use across a master key rotation.
+// parameters, and key use across a master key rotation. WrapAesKeyPad and
+// UnwrapAesKeyPad (section 10.8): RFC 5649 section 6's test vectors, AES
+// keys wrapped to known answers, refusals, and wrapping during a rotation.
+// EncryptAesCbcPad and DecryptAesCbcPad (section 10.9): NIST SP 800-38A
+// F.2.1 and F.2.5 for the four unpadded blocks, then the padding block.
+#include "firmware/internal/key_use.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "common/hex.h"
+#include "common/status.h"
 #include "tests/firmware/unit_fixture.h"
 
 namespace hsmsim::firmware {
@@ -245,8 +252,208 @@ TEST_F(KeyUseTest, BlobUnderOldStillWorksAndUnknownWkidAsksForTheOtherBlob) {
             "UNKNOWN_WKID");
 }
 
+// RFC 5649 section 6: the 192-bit KEK and its two examples.
+constexpr char kRfc5649Kek[] = "5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8";
+constexpr char kRfc5649Key20[] = "c37b7e6492584340bed12207808941155068f738";
+constexpr char kRfc5649Wrapped20[] =
+    "138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a";
+constexpr char kRfc5649Key7[] = "466f7250617369";
+constexpr char kRfc5649Wrapped7[] = "afbeb0f07dfbf5419200f2ccb50bb24f";
+// AES keys wrapped under the same KEK (computed with Python's cryptography,
+// aes_key_wrap_with_padding).
+constexpr char kAes128Key[] = "000102030405060708090a0b0c0d0e0f";
+constexpr char kAes128Wrapped[] = "fae3022b1073e043182236d89f83c916fdaf8828261c3215";
+constexpr char kAes256Key[] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+constexpr char kAes256Wrapped[] =
+    "fe6a0320617d94d5abcd3cadbb5a15ee23574ad2a6509b3f5a2b3b9d96fda766e6d1204253503895";
+
+TEST(AesKeyWrapPadTest, Rfc5649Section6Vectors) {
+  const std::string kek = Hex(kRfc5649Kek);
+  for (auto [key, wrapped] :
+       {std::pair{kRfc5649Key20, kRfc5649Wrapped20}, std::pair{kRfc5649Key7, kRfc5649Wrapped7}}) {
+    auto out = internal::AesKeyWrapPad(AsBytes(kek), AsBytes(Hex(key)));
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(ToHex(*out), wrapped);
+    auto back = internal::AesKeyUnwrapPad(AsBytes(kek), AsBytes(Hex(wrapped)));
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(ToHex(*back), key);
+  }
+}
+
+TEST(AesKeyWrapPadTest, AlteredOrMisshapenWrappedKeysAreRefused) {
+  const std::string kek = Hex(kRfc5649Kek);
+  std::string altered = Hex(kRfc5649Wrapped20);
+  altered[5] ^= 1;
+  EXPECT_EQ(ReasonOf(internal::AesKeyUnwrapPad(AsBytes(kek), AsBytes(altered)).status()),
+            "WRAPPED_KEY_AUTHENTICATION_FAILED");
+  const std::string other_kek(24, '\x01');
+  EXPECT_EQ(
+      ReasonOf(
+          internal::AesKeyUnwrapPad(AsBytes(other_kek), AsBytes(Hex(kRfc5649Wrapped7))).status()),
+      "WRAPPED_KEY_AUTHENTICATION_FAILED");
+  EXPECT_EQ(
+      ReasonOf(internal::AesKeyUnwrapPad(AsBytes(kek), AsBytes(std::string(20, 'x'))).status()),
+      "MALFORMED_WRAPPED_KEY");
+  EXPECT_EQ(ReasonOf(internal::AesKeyWrapPad(AsBytes(std::string(20, 'k')), AsBytes(kek)).status()),
+            "BAD_AES_KEY_SIZE");
+  EXPECT_EQ(ReasonOf(internal::AesKeyWrapPad(AsBytes(kek), AsBytes(std::string())).status()),
+            "BAD_DATA_KEY_SIZE");
+}
+
+TEST_F(KeyUseTest, WrapAesKeyPadGivesTheRfc5649BytesAndUnwrapMakesAUsableBlob) {
+  const std::string kek_blob = ImportedBlob(Hex(kRfc5649Kek));
+  for (auto [key, wrapped] :
+       {std::pair{kAes128Key, kAes128Wrapped}, std::pair{kAes256Key, kAes256Wrapped}}) {
+    const std::string key_blob = ImportedBlob(Hex(key));
+    v1::Request wrap;
+    wrap.mutable_wrap_aes_key_pad()->set_wrapping_blob(kek_blob);
+    wrap.mutable_wrap_aes_key_pad()->set_key_blob(key_blob);
+    v1::Response wrapped_resp = Call(wrap);
+    ASSERT_EQ(wrapped_resp.status().code(), 0) << wrapped_resp.status().message();
+    EXPECT_EQ(ToHex(wrapped_resp.wrap_aes_key_pad().wrapped()), wrapped);
+
+    v1::Request unwrap;
+    unwrap.mutable_unwrap_aes_key_pad()->set_wrapping_blob(kek_blob);
+    unwrap.mutable_unwrap_aes_key_pad()->set_wrapped(Hex(wrapped));
+    unwrap.mutable_unwrap_aes_key_pad()->set_key_id("app/unwrapped");
+    v1::Response unwrapped = Call(unwrap);
+    ASSERT_EQ(unwrapped.status().code(), 0) << unwrapped.status().message();
+    // The new blob holds the same key: it encrypts as the imported one.
+    const std::string& blob = unwrapped.unwrap_aes_key_pad().blob();
+    EXPECT_NE(blob, key_blob);
+    EXPECT_EQ(Encrypt(blob, "iv", "", "data").encrypt_aes_gcm().ciphertext(),
+              Encrypt(key_blob, "iv", "", "data").encrypt_aes_gcm().ciphertext());
+  }
+}
+
+TEST_F(KeyUseTest, UnwrapAesKeyPadRefusesWhatIsNotAWrappedAesKey) {
+  const std::string kek_blob = ImportedBlob(Hex(kRfc5649Kek));
+  auto unwrap = [&](const std::string& wrapped) {
+    v1::Request r;
+    r.mutable_unwrap_aes_key_pad()->set_wrapping_blob(kek_blob);
+    r.mutable_unwrap_aes_key_pad()->set_wrapped(wrapped);
+    r.mutable_unwrap_aes_key_pad()->set_key_id("k");
+    return Call(r).status().reason();
+  };
+  // RFC 5649's 20-byte key unwraps (the integrity check passes) but is no
+  // AES key; its 7-byte key is too short to be one at all.
+  EXPECT_EQ(unwrap(Hex(kRfc5649Wrapped20)), "BAD_AES_KEY_SIZE");
+  EXPECT_EQ(unwrap(Hex(kRfc5649Wrapped7)), "MALFORMED_WRAPPED_KEY");
+  std::string altered = Hex(kAes128Wrapped);
+  altered.back() ^= 1;
+  EXPECT_EQ(unwrap(altered), "WRAPPED_KEY_AUTHENTICATION_FAILED");
+}
+
+TEST_F(KeyUseTest, WrapAesKeyPadWorksWithBlobsOfTwoGenerationsDuringARotation) {
+  const std::string kek_blob = ImportedBlob(Hex(kRfc5649Kek));
+  const std::string key_blob = ImportedBlob(Hex(kAes128Key));
+  LoadAndCommit(*unit_, k2_);
+  v1::Request rewrap;
+  rewrap.mutable_reencrypt_batch()->add_blobs(key_blob);
+  const std::string new_key_blob = Call(rewrap).reencrypt_batch().results(0).blob();
+  v1::Request wrap;
+  wrap.mutable_wrap_aes_key_pad()->set_wrapping_blob(kek_blob);
+  wrap.mutable_wrap_aes_key_pad()->set_key_blob(new_key_blob);
+  EXPECT_EQ(Call(wrap).status().reason(), "BLOB_UNDER_NEW");
+  Promote(*unit_);
+  // The KEK's blob is under OLD now, the key's under CURRENT.
+  v1::Response resp = Call(wrap);
+  ASSERT_EQ(resp.status().code(), 0) << resp.status().message();
+  EXPECT_EQ(ToHex(resp.wrap_aes_key_pad().wrapped()), kAes128Wrapped);
+  EXPECT_TRUE(resp.wrap_aes_key_pad().wrapping_blob_under_old());
+  EXPECT_FALSE(resp.wrap_aes_key_pad().key_blob_under_old());
+}
+
+// NIST SP 800-38A appendix F.2: the IV and plaintext of F.2.1 (CBC-AES128)
+// and F.2.5 (CBC-AES256), their ciphertexts, and the block a full block of
+// PKCS#7 padding (16 x 0x10) encrypts to after them (computed with Python's
+// cryptography).
+constexpr char kCbcIv[] = "000102030405060708090a0b0c0d0e0f";
+constexpr char kCbcPlaintext[] =
+    "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"
+    "30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710";
+struct CbcVector {
+  const char* key;
+  const char* ciphertext;
+  const char* padding_block;
+};
+const CbcVector kCbcVectors[] = {
+    {"2b7e151628aed2a6abf7158809cf4f3c",
+     "7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2"
+     "73bed6b8e3c1743b7116e69e222295163ff1caa1681fac09120eca307586e1a7",
+     "8cb82807230e1321d3fae00d18cc2012"},
+    {"603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4",
+     "f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d"
+     "39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b",
+     "3f461796d6b0d6b2e0c2a72b4d80e644"},
+};
+
+v1::Request CbcRequest(bool encrypt, const std::string& blob, const std::string& iv,
+                       const std::string& data) {
+  v1::Request r;
+  if (encrypt) {
+    r.mutable_encrypt_aes_cbc_pad()->set_blob(blob);
+    r.mutable_encrypt_aes_cbc_pad()->set_iv(iv);
+    r.mutable_encrypt_aes_cbc_pad()->set_plaintext(data);
+  } else {
+    r.mutable_decrypt_aes_cbc_pad()->set_blob(blob);
+    r.mutable_decrypt_aes_cbc_pad()->set_iv(iv);
+    r.mutable_decrypt_aes_cbc_pad()->set_ciphertext(data);
+  }
+  return r;
+}
+
+TEST_F(KeyUseTest, AesCbcPadMatchesSp800_38aAndRoundTrips) {
+  for (const CbcVector& v : kCbcVectors) {
+    const std::string blob = ImportedBlob(Hex(v.key));
+    v1::Response enc = Call(CbcRequest(true, blob, Hex(kCbcIv), Hex(kCbcPlaintext)));
+    ASSERT_EQ(enc.status().code(), 0) << enc.status().message();
+    EXPECT_EQ(ToHex(enc.encrypt_aes_cbc_pad().ciphertext()),
+              std::string(v.ciphertext) + v.padding_block);
+    v1::Response dec =
+        Call(CbcRequest(false, blob, Hex(kCbcIv), enc.encrypt_aes_cbc_pad().ciphertext()));
+    ASSERT_EQ(dec.status().code(), 0) << dec.status().message();
+    EXPECT_EQ(ToHex(dec.decrypt_aes_cbc_pad().plaintext()), kCbcPlaintext);
+  }
+  // Lengths that are not whole blocks: 1..16 bytes of padding, and none
+  // lost.
+  const std::string blob = ImportedBlob(Hex(kCbcVectors[1].key));
+  for (size_t n : {0, 1, 15, 16, 17, 100}) {
+    const std::string data(n, 'd');
+    v1::Response enc = Call(CbcRequest(true, blob, Hex(kCbcIv), data));
+    ASSERT_EQ(enc.status().code(), 0);
+    EXPECT_EQ(enc.encrypt_aes_cbc_pad().ciphertext().size(), (n / 16 + 1) * 16);
+    EXPECT_EQ(Call(CbcRequest(false, blob, Hex(kCbcIv), enc.encrypt_aes_cbc_pad().ciphertext()))
+                  .decrypt_aes_cbc_pad()
+                  .plaintext(),
+              data);
+  }
+}
+
+TEST_F(KeyUseTest, AesCbcPadRefusesBadIvsSizesAndPadding) {
+  const std::string blob = ImportedBlob(Hex(kCbcVectors[0].key));
+  EXPECT_EQ(Call(CbcRequest(true, blob, "short", "x")).status().reason(), "BAD_CBC_PARAMETERS");
+  EXPECT_EQ(Call(CbcRequest(false, blob, Hex(kCbcIv), std::string(20, 'c'))).status().reason(),
+            "BAD_CBC_PARAMETERS");
+  EXPECT_EQ(Call(CbcRequest(false, blob, Hex(kCbcIv), "")).status().reason(), "BAD_CBC_PARAMETERS");
+  EXPECT_EQ(Call(CbcRequest(true, blob, Hex(kCbcIv), std::string(65'537, 'p'))).status().reason(),
+            "MESSAGE_TOO_LARGE");
+  // The F.2.1 blocks without their padding block end in no valid padding.
+  EXPECT_EQ(
+      Call(CbcRequest(false, blob, Hex(kCbcIv), Hex(kCbcVectors[0].ciphertext))).status().reason(),
+      "CBC_PADDING_INVALID");
+}
+
 TEST_F(KeyUseTest, KeyUseIsReadOnly) {
   v1::Request r;
+  r.mutable_wrap_aes_key_pad();
+  EXPECT_TRUE(CryptoUnit::IsReadOnly(r));
+  r.mutable_unwrap_aes_key_pad();
+  EXPECT_TRUE(CryptoUnit::IsReadOnly(r));
+  r.mutable_encrypt_aes_cbc_pad();
+  EXPECT_TRUE(CryptoUnit::IsReadOnly(r));
+  r.mutable_decrypt_aes_cbc_pad();
+  EXPECT_TRUE(CryptoUnit::IsReadOnly(r));
   r.mutable_encrypt_aes_gcm();
   EXPECT_TRUE(CryptoUnit::IsReadOnly(r));
   r.mutable_decrypt_aes_gcm();

@@ -1,6 +1,7 @@
 """libhsmsim-pkcs11.so driven by real PKCS#11 clients: PyKCS11 (python3-pykcs11)
 and pkcs11-tool (opensc), against a fleet of real hsmsim-unit processes, with
-SoftHSM2 (softhsm2) as the reference for AES-GCM given the same keys.
+SoftHSM2 (softhsm2) as the reference for AES-GCM and AES key wrap with
+padding (RFC 5649) given the same keys.
 
 usage: pkcs11_module_test.py --hsmctl PATH --unit PATH --module PATH
 Exits 77 (skipped, with the reason) when PyKCS11 is not installed."""
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,6 +32,8 @@ PARSER = argparse.ArgumentParser()
 PARSER.add_argument("--hsmctl", required=True)
 PARSER.add_argument("--unit", required=True)
 PARSER.add_argument("--module", required=True)
+PARSER.add_argument("--rotation-keys", type=int, default=100_000,
+                    help="keystore keys RotationTest rotates (default: the issue's 100,000)")
 ARGS, REST = PARSER.parse_known_args()
 
 PIN = "123456"
@@ -54,6 +58,38 @@ GCM_VECTORS = [
      "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
      "76fc6ece0f4e1768cddf8853bb2d551b"),
 ]
+
+
+# RFC 5649 section 6: the 192-bit KEK and its two examples (a 20-byte and a
+# 7-byte key: no AES keys, so the module can only refuse to unwrap them as
+# keys), and AES keys wrapped under the same KEK. The AES answers were
+# computed with Python's cryptography (aes_key_wrap_with_padding) and agree
+# with tests/firmware/key_use_test.cc.
+RFC5649_KEK = "5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8"
+RFC5649_WRAPPED20 = "138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a"
+RFC5649_WRAPPED7 = "afbeb0f07dfbf5419200f2ccb50bb24f"
+WRAP_VECTORS = [
+    ("000102030405060708090a0b0c0d0e0f", "fae3022b1073e043182236d89f83c916fdaf8828261c3215"),
+    ("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+     "fe6a0320617d94d5abcd3cadbb5a15ee23574ad2a6509b3f5a2b3b9d96fda766e6d1204253503895"),
+]
+WRAP_PAD = PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_WRAP_PAD)
+# NIST SP 800-38A F.2.5 (CBC-AES256): key, IV, four plaintext blocks, their
+# ciphertext; CKM_AES_CBC_PAD adds a block of padding (16 x 0x10), which
+# encrypts to CBC_PAD_BLOCK after them (computed with Python's cryptography).
+CBC_KEY = "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4"
+CBC_IV = "000102030405060708090a0b0c0d0e0f"
+CBC_PLAINTEXT = ("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"
+                 "30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710")
+CBC_CIPHERTEXT = ("f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d"
+                  "39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b")
+CBC_PAD_BLOCK = "3f461796d6b0d6b2e0c2a72b4d80e644"
+
+
+def cbc(iv):
+    return PyKCS11.Mechanism(PyKCS11.CKM_AES_CBC_PAD, list(iv))
+KEK_USES = [(PyKCS11.CKA_WRAP, True), (PyKCS11.CKA_UNWRAP, True)]
+EXTRACTABLE = [(PyKCS11.CKA_EXTRACTABLE, True)]
 
 
 def b(hex_text):
@@ -166,6 +202,11 @@ class Pkcs11ModuleTest(unittest.TestCase):
         mechanisms = self.mf.lib.getMechanismList(slots[0])
         self.assertIn("CKM_AES_GCM", mechanisms)
         self.assertIn("CKM_AES_KEY_GEN", mechanisms)
+        self.assertIn("CKM_AES_KEY_WRAP_PAD", mechanisms)
+        self.assertIn("CKM_AES_CBC_PAD", mechanisms)
+        wrap_info = self.mf.lib.getMechanismInfo(slots[0], "CKM_AES_KEY_WRAP_PAD").flags2text()
+        for flag in ("CKF_HW", "CKF_WRAP", "CKF_UNWRAP"):
+            self.assertIn(flag, wrap_info)
         gcm_info = self.mf.lib.getMechanismInfo(slots[0], "CKM_AES_GCM")
         self.assertIn("CKF_HW", gcm_info.flags2text())
         self.assertNotIn("CKF_HW", self.mf.lib.getMechanismInfo(slots[0], "CKM_SHA256").flags2text())
@@ -182,6 +223,40 @@ class Pkcs11ModuleTest(unittest.TestCase):
         finally:
             s.logout()
             s.closeSession()
+
+    def test_cbc_pad_vectors_and_same_answers_as_softhsm(self):
+        soft = SoftHsm()
+        s = self.mf.session()
+        try:
+            key = s.createObject(aes_template(bytes.fromhex(CBC_KEY), token=False))
+            iv = bytes.fromhex(CBC_IV)
+            out = bytes(s.encrypt(key, b(CBC_PLAINTEXT), cbc(iv)))
+            self.assertEqual(out.hex(), CBC_CIPHERTEXT + CBC_PAD_BLOCK)
+            self.assertEqual(bytes(s.decrypt(key, list(out), cbc(iv))).hex(), CBC_PLAINTEXT)
+            # The four blocks without the padding block: no valid padding.
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.decrypt(key, b(CBC_CIPHERTEXT), cbc(iv))
+            self.assertEqual(e.exception.value, PyKCS11.CKR_ENCRYPTED_DATA_INVALID)
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.encrypt(key, list(b"x"), cbc(iv[:12]))
+            self.assertEqual(e.exception.value, PyKCS11.CKR_MECHANISM_PARAM_INVALID)
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.decrypt(key, list(range(20)), cbc(iv))
+            self.assertEqual(e.exception.value, PyKCS11.CKR_ENCRYPTED_DATA_LEN_RANGE)
+            for size in (16, 24, 32):
+                value = os.urandom(size)
+                ours = s.createObject(aes_template(value, token=True, label=f"cbc{size}"))
+                theirs = soft.session.createObject(aes_template(value, token=False))
+                for n in (1, 15, 16, 17, 100):
+                    iv, data = os.urandom(16), list(os.urandom(n))
+                    a = bytes(s.encrypt(ours, data, cbc(iv)))
+                    c = bytes(soft.session.encrypt(theirs, data, cbc(iv)))
+                    self.assertEqual(a, c, f"AES-{size * 8}, {n} bytes")
+                    self.assertEqual(bytes(s.decrypt(ours, list(c), cbc(iv))), bytes(data))
+        finally:
+            s.logout()
+            s.closeSession()
+            soft.close()
 
     def test_same_answers_as_softhsm_for_generated_sizes(self):
         soft = SoftHsm()
@@ -220,6 +295,122 @@ class Pkcs11ModuleTest(unittest.TestCase):
         finally:
             s.logout()
             s.closeSession()
+
+    def test_wrap_gives_rfc5649_bytes_and_unwrap_makes_the_same_key(self):
+        s = self.mf.session()
+        try:
+            kek = s.createObject(aes_template(bytes.fromhex(RFC5649_KEK), token=False,
+                                              extra=KEK_USES))
+            for key_hex, wrapped_hex in WRAP_VECTORS:
+                key = s.createObject(aes_template(bytes.fromhex(key_hex), token=True,
+                                                  label="to-wrap", extra=EXTRACTABLE))
+                wrapped = bytes(s.wrapKey(kek, key, WRAP_PAD))
+                self.assertEqual(wrapped.hex(), wrapped_hex)
+                back = s.unwrapKey(kek, list(wrapped), aes_template(token=False, size=None)[:-1],
+                                   WRAP_PAD)
+                # The unwrapped key is the same key: same GCM answers.
+                iv = os.urandom(12)
+                self.assertEqual(bytes(s.encrypt(back, list(b"same"), gcm(iv))),
+                                 bytes(s.encrypt(key, list(b"same"), gcm(iv))))
+                attrs = s.getAttributeValue(back, [
+                    PyKCS11.CKA_VALUE_LEN, PyKCS11.CKA_LOCAL, PyKCS11.CKA_ALWAYS_SENSITIVE,
+                    PyKCS11.CKA_NEVER_EXTRACTABLE, PyKCS11.CKA_KEY_GEN_MECHANISM])
+                # PyKCS11 gives CK_UNAVAILABLE_INFORMATION (~0) as -1.
+                attrs[4] %= 1 << 64
+                self.assertEqual(attrs, [len(key_hex) // 2, False, False, False,
+                                         PyKCS11.CK_UNAVAILABLE_INFORMATION])
+            # RFC 5649's own examples are no AES keys: the 20-byte key unwraps
+            # in the unit (its integrity check passes) and is refused as a key;
+            # the 7-byte one has the size of no wrapped AES key.
+            for wrapped_hex, code in ((RFC5649_WRAPPED20, PyKCS11.CKR_WRAPPED_KEY_INVALID),
+                                      (RFC5649_WRAPPED7, PyKCS11.CKR_WRAPPED_KEY_LEN_RANGE)):
+                with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                    s.unwrapKey(kek, b(wrapped_hex), aes_template(token=False)[:-1], WRAP_PAD)
+                self.assertEqual(e.exception.value, code)
+            altered = b(WRAP_VECTORS[0][1])
+            altered[3] ^= 1
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.unwrapKey(kek, altered, aes_template(token=False)[:-1], WRAP_PAD)
+            self.assertEqual(e.exception.value, PyKCS11.CKR_WRAPPED_KEY_INVALID)
+        finally:
+            s.logout()
+            s.closeSession()
+
+    def test_wrap_policy(self):
+        s = self.mf.session()
+        try:
+            kek = s.generateKey(aes_template(size=32, token=False, extra=KEK_USES))
+            no_wrap = s.generateKey(aes_template(size=32, token=False, extra=EXTRACTABLE))
+            unextractable = s.generateKey(aes_template(size=32, token=True, label="stays"))
+            trusted_only = s.generateKey(aes_template(
+                size=16, token=False, extra=EXTRACTABLE + [(PyKCS11.CKA_WRAP_WITH_TRUSTED, True)]))
+            for wrapping, key, code in (
+                    (kek, unextractable, PyKCS11.CKR_KEY_UNEXTRACTABLE),
+                    (no_wrap, no_wrap, PyKCS11.CKR_KEY_FUNCTION_NOT_PERMITTED),
+                    (kek, trusted_only, PyKCS11.CKR_KEY_NOT_WRAPPABLE)):
+                with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                    s.wrapKey(wrapping, key, WRAP_PAD)
+                self.assertEqual(e.exception.value, code)
+            wrapped = s.wrapKey(kek, no_wrap, WRAP_PAD)
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.unwrapKey(no_wrap, wrapped, aes_template(token=False)[:-1], WRAP_PAD)
+            self.assertEqual(e.exception.value, PyKCS11.CKR_KEY_FUNCTION_NOT_PERMITTED)
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.wrapKey(kek, no_wrap, PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_WRAP_PAD, [1, 2, 3, 4]))
+            self.assertEqual(e.exception.value, PyKCS11.CKR_MECHANISM_PARAM_INVALID)
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.unwrapKey(kek, wrapped, aes_template(token=False, size=16), WRAP_PAD)
+            self.assertEqual(e.exception.value, PyKCS11.CKR_TEMPLATE_INCONSISTENT)
+            # CKA_WRAP_WITH_TRUSTED may be switched on, never off again.
+            s.setAttributeValue(no_wrap, [(PyKCS11.CKA_WRAP_WITH_TRUSTED, True)])
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.wrapKey(kek, no_wrap, WRAP_PAD)
+            self.assertEqual(e.exception.value, PyKCS11.CKR_KEY_NOT_WRAPPABLE)
+            with self.assertRaises(PyKCS11.PyKCS11Error) as e:
+                s.setAttributeValue(no_wrap, [(PyKCS11.CKA_WRAP_WITH_TRUSTED, False)])
+            self.assertEqual(e.exception.value, PyKCS11.CKR_ATTRIBUTE_READ_ONLY)
+        finally:
+            s.logout()
+            s.closeSession()
+
+    def test_wrap_here_unwrap_in_softhsm_and_the_reverse(self):
+        soft = SoftHsm()
+        s = self.mf.session()
+        try:
+            kek_value = os.urandom(32)
+            ours_kek = s.createObject(aes_template(kek_value, token=True, label="kek",
+                                                   extra=KEK_USES))
+            soft_kek = soft.session.createObject(aes_template(kek_value, token=False,
+                                                              extra=KEK_USES))
+            unwrap_template = aes_template(token=False)[:-1] + EXTRACTABLE
+            iv = os.urandom(12)
+            # hsmsim -> SoftHSM2: a key generated in a unit.
+            ours = s.generateKey(aes_template(size=24, token=True, label="leaves",
+                                              extra=EXTRACTABLE))
+            wrapped = s.wrapKey(ours_kek, ours, WRAP_PAD)
+            self.assertEqual(len(wrapped), 32)
+            theirs = soft.session.unwrapKey(soft_kek, wrapped, unwrap_template, WRAP_PAD)
+            self.assertEqual(bytes(soft.session.encrypt(theirs, list(b"across"), gcm(iv))),
+                             bytes(s.encrypt(ours, list(b"across"), gcm(iv))))
+            # SoftHSM2 -> hsmsim.
+            theirs = soft.session.generateKey(aes_template(size=32, token=False,
+                                                           extra=EXTRACTABLE),
+                                              PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_GEN))
+            wrapped = soft.session.wrapKey(soft_kek, theirs, WRAP_PAD)
+            ours = s.unwrapKey(ours_kek, wrapped, aes_template(token=True, label="arrived")[:-1],
+                               WRAP_PAD)
+            self.assertEqual(bytes(s.encrypt(ours, list(b"back"), gcm(iv))),
+                             bytes(soft.session.encrypt(theirs, list(b"back"), gcm(iv))))
+            # And both wrap a key they share to the same bytes.
+            value = os.urandom(16)
+            a = s.createObject(aes_template(value, token=False, extra=EXTRACTABLE))
+            c = soft.session.createObject(aes_template(value, token=False, extra=EXTRACTABLE))
+            self.assertEqual(bytes(s.wrapKey(ours_kek, a, WRAP_PAD)),
+                             bytes(soft.session.wrapKey(soft_kek, c, WRAP_PAD)))
+        finally:
+            s.logout()
+            s.closeSession()
+            soft.close()
 
     def test_attribute_policy(self):
         s = self.mf.session()
@@ -326,11 +517,12 @@ class Pkcs11ModuleTest(unittest.TestCase):
 
 class RotationTest(unittest.TestCase):
     """Keys made through the module keep working through a master key rotation
-    while 8 application threads use them; keys made during the rotation end
-    under the target."""
+    while 8 application threads use them (decrypt, wrap, unwrap, generate);
+    keys made during the rotation end under the target."""
 
     THREADS = 8
-    BACKGROUND_KEYS = 2000  # hsmctl keys, so the rotation has work to spread over
+    # hsmctl keys, so the rotation has work to spread over (--rotation-keys).
+    BACKGROUND_KEYS = ARGS.rotation_keys
 
     def test_workload_through_a_rotation(self):
         mf = ModuleFleet()
@@ -338,22 +530,41 @@ class RotationTest(unittest.TestCase):
             mf.fleet.run("keys", "create", "--count", str(self.BACKGROUND_KEYS))
             s = mf.session()
             keys = [s.generateKey(aes_template(size=32, label=f"rot{i}")) for i in range(5)]
+            kek = s.generateKey(aes_template(size=32, label="rot-kek", extra=KEK_USES))
+            leaving = s.generateKey(aes_template(size=16, label="rot-out", extra=EXTRACTABLE))
             iv = os.urandom(12)
             before = [bytes(s.encrypt(k, list(b"before"), gcm(iv))) for k in keys]
+            # RFC 5649 is deterministic: the same key wraps to the same bytes
+            # whichever blobs the units use.
+            wrapped_before = bytes(s.wrapKey(kek, leaving, WRAP_PAD))
+            leaving_ct = bytes(s.encrypt(leaving, list(b"leaving"), gcm(iv)))
             mf.new_master_key("second")
             failures, operations, made = [], [0] * self.THREADS, []
             stop = threading.Event()
 
             def workload(n):
                 w = mf.session(login=False)  # the login is the application's
+                rounds = 0
                 while not stop.is_set():
+                    rounds += 1
                     try:
                         for k, ct in zip(keys, before):
                             if bytes(w.decrypt(k, list(ct), gcm(iv))) != b"before":
                                 failures.append("wrong plaintext")
                             operations[n] += 1
-                        if operations[n] % 20 == 0:
+                        if bytes(w.wrapKey(kek, leaving, WRAP_PAD)) != wrapped_before:
+                            failures.append("wrong wrapped key")
+                        operations[n] += 1
+                        if rounds % 4 == 0:
+                            back = w.unwrapKey(kek, list(wrapped_before),
+                                               aes_template(token=False)[:-1], WRAP_PAD)
+                            if bytes(w.decrypt(back, list(leaving_ct), gcm(iv))) != b"leaving":
+                                failures.append("unwrapped key is another key")
+                            w.destroyObject(back)
+                            operations[n] += 2
+                        if rounds % 5 == 0:
                             made.append(w.generateKey(aes_template(size=16, label="during")))
+                            operations[n] += 1
                     except PyKCS11.PyKCS11Error as e:  # noqa: PERF203
                         failures.append(str(e))
                 w.closeSession()
@@ -361,12 +572,17 @@ class RotationTest(unittest.TestCase):
             threads = [threading.Thread(target=workload, args=(n,)) for n in range(self.THREADS)]
             for t in threads:
                 t.start()
+            started = time.monotonic()
             try:
                 mf.fleet.run("mk", "rotate", "--sign", mf.admin)
             finally:
+                rotation_seconds = time.monotonic() - started
                 stop.set()
                 for t in threads:
                     t.join(timeout=120)
+            print(f"RotationTest: {self.BACKGROUND_KEYS} keystore keys rotated in "
+                  f"{rotation_seconds:.1f} s; {sum(operations)} operations in {self.THREADS} "
+                  f"threads during it, {len(failures)} failed", file=sys.stderr)
             self.assertEqual(failures, [])
             self.assertTrue(all(n > 0 for n in operations), operations)
             self.assertGreater(len(made), 0)
@@ -379,6 +595,33 @@ class RotationTest(unittest.TestCase):
             # Every key of the keystore, the module's too, is under the new
             # CURRENT and opens in every unit: keys verify says so.
             mf.fleet.run("keys", "verify")
+            s.logout()
+            s.closeSession()
+        finally:
+            mf.close()
+
+    def test_session_objects_across_two_rotations(self):
+        """Session objects are no keystore rows, so no rotation re-encrypts
+        them: the module does, from OLD to CURRENT, when a use finds one under
+        OLD. Both session keys, the one used between the rotations and the
+        one that was not, work after the second."""
+        mf = ModuleFleet()
+        try:
+            s = mf.session()
+            used = s.generateKey(aes_template(size=32, token=False, extra=KEK_USES))
+            idle = s.createObject(aes_template(os.urandom(16), token=False, extra=EXTRACTABLE))
+            iv = os.urandom(12)
+            used_ct = bytes(s.encrypt(used, list(b"used"), gcm(iv)))
+            idle_ct = bytes(s.encrypt(idle, list(b"idle"), gcm(iv)))
+            wrapped = bytes(s.wrapKey(used, idle, WRAP_PAD))
+            mf.new_master_key("second")
+            mf.fleet.run("mk", "rotate", "--sign", mf.admin)
+            self.assertEqual(bytes(s.decrypt(used, list(used_ct), gcm(iv))), b"used")
+            mf.new_master_key("third")
+            mf.fleet.run("mk", "rotate", "--sign", mf.admin)
+            self.assertEqual(bytes(s.decrypt(used, list(used_ct), gcm(iv))), b"used")
+            self.assertEqual(bytes(s.decrypt(idle, list(idle_ct), gcm(iv))), b"idle")
+            self.assertEqual(bytes(s.wrapKey(used, idle, WRAP_PAD)), wrapped)
             s.logout()
             s.closeSession()
         finally:
