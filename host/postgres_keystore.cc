@@ -217,8 +217,13 @@ class PgRewrapClaims final : public RewrapClaims {
                                   rotation));
     if (have.Int(0, 0) > 0) return have.Int(0, 1);
     // Another rotation's ranges are of no use any more.
+    // (A stalled worker of an abandoned rotation may still hold one: it is
+    // left for a later plan rather than waited for.)
     HSMSIM_RETURN_IF_ERROR(conn_->Exec(
-        "DELETE FROM hsmsim_rewrap_ranges WHERE target_vp<>$1 OR started_at<>$2", rotation));
+        "DELETE FROM hsmsim_rewrap_ranges WHERE (target_vp, started_at, range_no) IN (SELECT "
+        "target_vp, started_at, range_no FROM hsmsim_rewrap_ranges WHERE target_vp<>$1 OR "
+        "started_at<>$2 FOR UPDATE SKIP LOCKED)",
+        rotation));
     const std::string source_wkid = journal.source_vp.substr(0, 16);
     const std::string target_wkid = journal.target_vp.substr(0, 16);
     HSMSIM_ASSIGN_OR_RETURN(

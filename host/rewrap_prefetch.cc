@@ -62,6 +62,12 @@ bool RewrapPrefetcher::ReadClaimedRanges() {
     if (held_elsewhere == 0) return true;
     // Other workers hold every unfinished range: wait, then look again (a
     // worker that died leaves its range free).
+    if (claiming_->before_wait) {
+      if (absl::Status go_on = claiming_->before_wait(); !go_on.ok()) {
+        End(go_on);
+        return false;
+      }
+    }
     std::unique_lock<std::mutex> lock(mu_);
     if (changed_.wait_for(lock, claiming_->retry, [this] { return stop_; })) return false;
   }

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -34,6 +35,10 @@ struct RewrapClaiming {
   // How long to wait before claiming again while other workers hold every
   // unfinished range (a worker that dies leaves its range free).
   std::chrono::milliseconds retry = std::chrono::milliseconds(100);
+  // Called on the prefetcher's thread before each such wait; a non-OK
+  // status (the operator's interrupt) ends reading with that error. May be
+  // empty.
+  std::function<absl::Status()> before_wait;
 };
 
 class RewrapPrefetcher {

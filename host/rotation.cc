@@ -428,6 +428,7 @@ absl::Status RotationEngine::Reencrypt(RotationJournal& journal, RotationReport&
       Say(StrCat("every unit already promoted ", ShortId(journal.target_vp), " with ",
                  journal.keys_total - journal.keys_done,
                  " key(s) not re-encrypted; they are re-encrypted OLD -> CURRENT"));
+      RefreshKeysDone(journal);
       journal.phase = RotationPhase::kFinalizing;
       return keystore_.WriteJournal(journal);
     }
@@ -505,8 +506,6 @@ absl::Status RotationEngine::Join(RotationJournal& journal, RotationReport& repo
   FailedKeys failed;
   absl::Status ran = ReencryptOn(ready, journal, report, failed, WorkerRole::kJoined);
   report.reencrypt_seconds += SecondsSince(start);
-  NameFailedKeys(keystore_, failed);
-  HSMSIM_RETURN_IF_ERROR(keystore_.RecordBlobProblems(failed.problems));
   if (ReasonOf(ran) == reason::kJournalChanged) {
     // The lead moved on (or the rotation was abandoned) while this worker's
     // last batches were in flight: they were not stored, and are not needed.
@@ -516,6 +515,10 @@ absl::Status RotationEngine::Join(RotationJournal& journal, RotationReport& repo
     if (now.has_value()) journal = *now;
     return absl::OkStatus();
   }
+  // The rotation is still this one: what the units refused is recorded
+  // (recorded after a change, it would name keys of another rotation).
+  NameFailedKeys(keystore_, failed);
+  HSMSIM_RETURN_IF_ERROR(keystore_.RecordBlobProblems(failed.problems));
   HSMSIM_RETURN_IF_ERROR(ran);
   if (failed.count > 0) {
     return Error(
@@ -556,6 +559,10 @@ absl::StatusOr<std::optional<RewrapClaiming>> RotationEngine::OpenClaiming(
   c.claims = std::move(claims);
   c.journal = journal;
   c.worker = StrCat("pid ", self.pid, " on ", self.host);
+  // While other workers hold every range left, the operator's interrupt
+  // still stops this one (the checkpoint "claim-wait", on the reader's
+  // thread).
+  c.before_wait = [this] { return Checkpoint("claim-wait", 0); };
   Say(StrCat(role == WorkerRole::kLead ? "lead" : "worker", " ", c.worker, ": ", unfinished,
              " range(s) of key ids left to claim"));
   return std::optional<RewrapClaiming>(std::move(c));

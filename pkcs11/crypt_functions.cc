@@ -98,6 +98,7 @@ CK_RV Crypt(ModuleState& m, Session& s, CryptOp op, CK_BYTE_PTR in, CK_ULONG in_
                                              : m.token->Encrypt(object->key, s.gcm, input);
     if (!result.ok()) return ToCkRv(result.status(), "C_Encrypt");
     AfterKeyUse(m);
+    if (result->size() > *out_size) return CKR_DEVICE_ERROR;  // never past the caller's buffer
     std::memcpy(out, result->data(), result->size());
     *out_size = result->size();
     return CKR_OK;
@@ -106,6 +107,7 @@ CK_RV Crypt(ModuleState& m, Session& s, CryptOp op, CK_BYTE_PTR in, CK_ULONG in_
                                            : m.token->Decrypt(object->key, s.gcm, input);
   if (!result.ok()) return ToCkRv(result.status(), "C_Decrypt");
   AfterKeyUse(m);
+  if (result->size() > *out_size) return CKR_DEVICE_ERROR;  // never past the caller's buffer
   if (!result->empty()) std::memcpy(out, result->data(), result->size());
   *out_size = result->size();
   return CKR_OK;

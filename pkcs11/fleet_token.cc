@@ -213,6 +213,7 @@ absl::StatusOr<std::string> FleetToken::MakeBlob(UnitLink& link, const std::stri
       u->set_wrapping_blob(blob);
       u->set_wrapped(source.wrapped);
       u->set_key_id(key_id);
+      u->set_attributes(source.blob_attributes);
       absl::StatusOr<v1::Response> response = Answer(link.Call(std::move(r)));
       if (response.ok()) return std::move(*response->mutable_unwrap_aes_key_pad()->mutable_blob());
       last = response.status();
@@ -224,9 +225,11 @@ absl::StatusOr<std::string> FleetToken::MakeBlob(UnitLink& link, const std::stri
   if (source.value != nullptr) {
     r.mutable_import_key()->set_key_id(key_id);
     r.mutable_import_key()->set_key_value(std::string(AsStringView(*source.value)));
+    r.mutable_import_key()->set_attributes(source.blob_attributes);
   } else {
     r.mutable_generate_key()->set_key_id(key_id);
     r.mutable_generate_key()->set_algorithm(AlgorithmFor(key_bytes));
+    r.mutable_generate_key()->set_attributes(source.blob_attributes);
   }
   // The request holds the clear key: UnitLink::Call wipes it (and its
   // encoded frame) before they are freed.

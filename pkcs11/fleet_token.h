@@ -52,6 +52,10 @@ struct KeySource {
   const SecretBytes* value = nullptr;
   std::vector<std::string> unwrapping_blobs;
   std::string wrapped;
+  // The new blob's header attributes (proto/wire/blob_attributes.h):
+  // wire::kBlobAttributeExtractable for a key with CKA_EXTRACTABLE TRUE, so
+  // that the unit wraps it (C_WrapKey); 0 otherwise.
+  uint32_t blob_attributes = 0;
 };
 
 // Parameters of one AES-GCM operation.

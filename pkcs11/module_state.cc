@@ -33,6 +33,7 @@ CK_RV ToCkRv(const absl::Status& status, const char* function) {
   if (reason == reason::kMessageTooLarge) return CKR_DATA_LEN_RANGE;
   if (reason == reason::kBadPin) return CKR_PIN_LEN_RANGE;
   if (reason == reason::kNoSuchKey) return CKR_KEY_HANDLE_INVALID;
+  if (reason == reason::kKeyNotExtractable) return CKR_KEY_UNEXTRACTABLE;
   if (reason == reason::kWrappedKeyAuthenticationFailed || reason == reason::kMalformedWrappedKey ||
       (reason == reason::kBadAesKeySize && std::strcmp(function, "C_UnwrapKey") == 0)) {
     return CKR_WRAPPED_KEY_INVALID;

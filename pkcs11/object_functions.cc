@@ -14,6 +14,7 @@
 #include "common/hex.h"
 #include "common/secret_bytes.h"
 #include "pkcs11/module_state.h"
+#include "proto/wire/blob_attributes.h"
 
 namespace hsmsim::pkcs11 {
 namespace {
@@ -48,14 +49,19 @@ CK_RV NewKeyObject(ModuleState& m, CK_SESSION_HANDLE handle, Session& s, CK_ATTR
   if (token && !s.rw()) return CKR_SESSION_READ_ONLY;
   if (object.attributes.Bool(CKA_PRIVATE) && m.user != CKU_USER) return CKR_USER_NOT_LOGGED_IN;
   object.key.token = token;
+  // Only a key made extractable may leave a unit wrapped: the unit checks
+  // the blob's attribute, whatever the application does with this module.
+  KeySource placed = source;
+  placed.blob_attributes =
+      object.attributes.Bool(CKA_EXTRACTABLE) ? wire::kBlobAttributeExtractable : 0;
   if (token) {
     object.key.name = NewKeyName();
     if (object.key.name.empty()) return CKR_FUNCTION_FAILED;
-    absl::Status made = m.token->CreateTokenKey(object.key.name, key_bytes, source);
+    absl::Status made = m.token->CreateTokenKey(object.key.name, key_bytes, placed);
     if (made.ok()) made = m.token->store().PutObject(object.key.name, object.attributes.Encode());
     if (!made.ok()) return ToCkRv(made, function);
   } else {
-    absl::StatusOr<std::string> blob = m.token->CreateSessionBlob(key_bytes, source);
+    absl::StatusOr<std::string> blob = m.token->CreateSessionBlob(key_bytes, placed);
     if (!blob.ok()) return ToCkRv(blob.status(), function);
     object.key.blob = std::move(*blob);
     object.owner = handle;
@@ -148,6 +154,9 @@ CK_RV WrapKey(ModuleState& m, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE wrapping_h
   absl::StatusOr<std::string> wrapped = m.token->WrapKey(wrapping->key, key->key);
   if (!wrapped.ok()) return ToCkRv(wrapped.status(), "C_WrapKey");
   AfterKeyUse(m);
+  // The unit's answer is sized by the key it holds, which the attributes
+  // should match; never write past the caller's buffer if they do not.
+  if (wrapped->size() > *out_size) return CKR_DEVICE_ERROR;
   std::memcpy(out, wrapped->data(), wrapped->size());
   *out_size = wrapped->size();
   return CKR_OK;

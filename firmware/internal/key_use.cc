@@ -15,6 +15,8 @@
 #include "firmware/internal/refusal.h"
 #include "firmware/internal/workload.h"
 #include "firmware/limits.h"
+#include "proto/wire/blob_attributes.h"
+#include "proto/wire/blob_format.h"
 
 namespace hsmsim::firmware::internal {
 namespace {
@@ -251,6 +253,16 @@ absl::StatusOr<v1::WrapAesKeyPadResponse> WrapAesKeyPad(const v1::WrapAesKeyPadR
                                                         const UnitState& state) {
   HSMSIM_ASSIGN_OR_RETURN(RootKey kek, OpenRootKey(request.wrapping_blob(), state));
   HSMSIM_ASSIGN_OR_RETURN(RootKey key, OpenRootKey(request.key_blob(), state));
+  // The header was authenticated by OpenRootKey (it is the blob's
+  // associated data): only a key whose creator asked for it leaves the
+  // unit, never one of hsmctl's root keys.
+  absl::StatusOr<wire::ParsedBlob> header = wire::ParseBlob(AsBytes(request.key_blob()));
+  if (!header.ok() || (header->attributes & wire::kBlobAttributeExtractable) == 0) {
+    return Precondition(reason::kKeyNotExtractable,
+                        "the key's blob is not marked extractable (blob attribute 0x1, set only "
+                        "when its creator asks, as for a PKCS#11 key with CKA_EXTRACTABLE TRUE); "
+                        "it does not leave the unit");
+  }
   v1::WrapAesKeyPadResponse response;
   HSMSIM_ASSIGN_OR_RETURN(*response.mutable_wrapped(), AesKeyWrapPad(kek.key, key.key));
   response.set_wrapping_blob_under_old(kek.under_old);

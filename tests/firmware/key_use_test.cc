@@ -14,6 +14,7 @@
 
 #include "common/hex.h"
 #include "common/status.h"
+#include "proto/wire/blob_attributes.h"
 #include "tests/firmware/unit_fixture.h"
 
 namespace hsmsim::firmware {
@@ -90,16 +91,23 @@ class KeyUseTest : public testing::UnitFixture {
     Promote(*unit_);
   }
 
-  v1::Response Import(const std::string& key_id, const std::string& value) {
+  v1::Response Import(const std::string& key_id, const std::string& value,
+                      uint32_t attributes = 0) {
     v1::Request r;
     r.mutable_import_key()->set_key_id(key_id);
     r.mutable_import_key()->set_key_value(value);
+    r.mutable_import_key()->set_attributes(attributes);
     return Call(r);
   }
-  std::string ImportedBlob(const std::string& value) {
-    v1::Response resp = Import("app/key", value);
+  std::string ImportedBlob(const std::string& value, uint32_t attributes = 0) {
+    v1::Response resp = Import("app/key", value, attributes);
     HSMSIM_CHECK(resp.status().code() == 0);
     return resp.import_key().blob();
+  }
+  // A key its creator made extractable (a PKCS#11 key with CKA_EXTRACTABLE
+  // TRUE): the only kind WrapAesKeyPad wraps.
+  std::string ExtractableBlob(const std::string& value) {
+    return ImportedBlob(value, wire::kBlobAttributeExtractable);
   }
   v1::Response Encrypt(const std::string& blob, const std::string& iv, const std::string& aad,
                        const std::string& plaintext, uint32_t tag_size = 16) {
@@ -304,7 +312,7 @@ TEST_F(KeyUseTest, WrapAesKeyPadGivesTheRfc5649BytesAndUnwrapMakesAUsableBlob) {
   const std::string kek_blob = ImportedBlob(Hex(kRfc5649Kek));
   for (auto [key, wrapped] :
        {std::pair{kAes128Key, kAes128Wrapped}, std::pair{kAes256Key, kAes256Wrapped}}) {
-    const std::string key_blob = ImportedBlob(Hex(key));
+    const std::string key_blob = ExtractableBlob(Hex(key));
     v1::Request wrap;
     wrap.mutable_wrap_aes_key_pad()->set_wrapping_blob(kek_blob);
     wrap.mutable_wrap_aes_key_pad()->set_key_blob(key_blob);
@@ -344,9 +352,38 @@ TEST_F(KeyUseTest, UnwrapAesKeyPadRefusesWhatIsNotAWrappedAesKey) {
   EXPECT_EQ(unwrap(altered), "WRAPPED_KEY_AUTHENTICATION_FAILED");
 }
 
+// A key leaves the unit only when its blob says so: not a key imported or
+// generated without the extractable attribute, and never one of hsmctl's
+// root keys (GenerateKeys), even under a wrapping key the caller knows.
+TEST_F(KeyUseTest, WrapAesKeyPadRefusesKeysNotMadeExtractable) {
+  const std::string kek_blob = ImportedBlob(Hex(kRfc5649Kek));
+  v1::Request generate;
+  generate.mutable_generate_keys()->add_key_ids("root/1");
+  generate.mutable_generate_keys()->set_algorithm(v1::KEY_ALGORITHM_AES_256);
+  v1::Response generated = Call(generate);
+  ASSERT_EQ(generated.status().code(), 0) << generated.status().message();
+  for (const std::string& key_blob :
+       {ImportedBlob(Hex(kAes128Key)), generated.generate_keys().blobs(0)}) {
+    v1::Request wrap;
+    wrap.mutable_wrap_aes_key_pad()->set_wrapping_blob(kek_blob);
+    wrap.mutable_wrap_aes_key_pad()->set_key_blob(key_blob);
+    v1::Response refused = Call(wrap);
+    EXPECT_EQ(refused.status().reason(), "KEY_NOT_EXTRACTABLE");
+    EXPECT_TRUE(refused.wrap_aes_key_pad().wrapped().empty());
+  }
+  // The attribute is bound to the blob: the same bytes with the bit set in
+  // the header no longer open.
+  std::string forged = ImportedBlob(Hex(kAes128Key));
+  forged[5] = static_cast<char>(forged[5] | 0x1);  // attributes' low byte
+  v1::Request wrap;
+  wrap.mutable_wrap_aes_key_pad()->set_wrapping_blob(kek_blob);
+  wrap.mutable_wrap_aes_key_pad()->set_key_blob(forged);
+  EXPECT_EQ(Call(wrap).status().reason(), "BLOB_AUTHENTICATION_FAILED");
+}
+
 TEST_F(KeyUseTest, WrapAesKeyPadWorksWithBlobsOfTwoGenerationsDuringARotation) {
   const std::string kek_blob = ImportedBlob(Hex(kRfc5649Kek));
-  const std::string key_blob = ImportedBlob(Hex(kAes128Key));
+  const std::string key_blob = ExtractableBlob(Hex(kAes128Key));
   LoadAndCommit(*unit_, k2_);
   v1::Request rewrap;
   rewrap.mutable_reencrypt_batch()->add_blobs(key_blob);

@@ -816,7 +816,40 @@ TEST_F(PostgresClaimsTest, AWorkerWaitsWhileAnotherHoldsTheLastRange) {
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
   EXPECT_EQ(elsewhere, 1) << "one unfinished range, held by worker a";
-  a.reset();  // its connection ends: the range is free again
+  // Worker a's session ends without a word from it (as when its process or
+  // host dies): the server ends its transaction, and the range is free.
+  {
+    auto admin = host::internal::PgConnection::Connect(Url());
+    ASSERT_TRUE(admin.ok()) << admin.status();
+    auto killed = (*admin)->Query(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+        "datname = current_database() AND state = 'idle in transaction' AND pid <> "
+        "pg_backend_pid()");
+    ASSERT_TRUE(killed.ok()) << killed.status();
+    ASSERT_EQ(killed->Int(0, 0), 1) << "worker a's claim is the one open transaction";
+  }
+  std::optional<KeyRange> taken_range;
+  for (int i = 0; i < 100 && !taken_range.has_value(); ++i) {  // the backend ends asynchronously
+    auto taken = b->Claim(journal_, "worker b", &elsewhere);
+    ASSERT_TRUE(taken.ok()) << taken.status();
+    taken_range = *taken;
+    if (!taken_range.has_value()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(taken_range.has_value()) << "the dead worker's range was not freed";
+  EXPECT_EQ(taken_range->first_id, (*held)->first_id);
+  a.reset();
+}
+
+TEST_F(PostgresClaimsTest, ReleaseGivesTheRangeBack) {
+  auto a = Claims();
+  auto b = Claims();
+  ASSERT_TRUE(a && b);
+  auto planned = a->Plan(journal_, 100);
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  int64_t elsewhere = -1;
+  auto held = a->Claim(journal_, "worker a", &elsewhere);
+  ASSERT_TRUE(held.ok() && held->has_value());
+  a.reset();  // Release: the range goes back unfinished
   auto taken = b->Claim(journal_, "worker b", &elsewhere);
   ASSERT_TRUE(taken.ok() && taken->has_value()) << taken.status();
   EXPECT_EQ((*taken)->first_id, (*held)->first_id);

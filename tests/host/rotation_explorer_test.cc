@@ -8,14 +8,17 @@
 //   HSMSIM_EXPLORER_SEED=S       LongRun's seed (default 1)
 //   HSMSIM_EXPLORER_SWITCHES=+name,-name   gated actions (explorer.h)
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
+#include "common/status.h"
 #include "common/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "tests/host/explorer/explorer.h"
+#include "tests/support/postgres_cluster.h"
 
 namespace hsmsim::explorer {
 namespace {
@@ -94,6 +97,36 @@ TEST_P(FixedSeedTest, NoInvariantBroken) {
 INSTANTIATE_TEST_SUITE_P(RotationExplorer, FixedSeedTest,
                          ::testing::Values(uint64_t{11}, uint64_t{1011}, uint64_t{20261130},
                                            uint64_t{424242}),
+                         [](const auto& param_info) { return StrCat("seed_", param_info.param); });
+
+// The explorer's seeds on the PostgreSQL keystore (issue 14, item 5): the
+// same random operator actions and faults, the keystore in a database of
+// a throwaway cluster (a new one for every run and replay). Fewer steps:
+// each keystore call crosses a socket.
+class PostgresSeedTest : public ::testing::TestWithParam<uint64_t> {};
+
+TEST_P(PostgresSeedTest, NoInvariantBroken) {
+  if (!test_support::PostgresCluster::ServerBinDir().has_value()) {
+    GTEST_SKIP() << "the PostgreSQL server is not installed (Debian package postgresql, which "
+                    "scripts/setup.sh installs)";
+  }
+  test_support::PostgresCluster* cluster = test_support::SharedPostgresCluster();
+  ASSERT_NE(cluster, nullptr);
+  ExplorerOptions options;
+  options.seed = GetParam();
+  options.steps = EnvInt("HSMSIM_EXPLORER_PG_STEPS", 1000);
+  options.switches = SwitchesFromEnv();
+  options.new_keystore = [cluster]() -> absl::StatusOr<std::string> {
+    static int databases = 0;
+    const std::string db = StrCat("explorer_", ::getpid(), "_", ++databases);
+    HSMSIM_RETURN_IF_ERROR(cluster->CreateDatabase(db));
+    return cluster->Url(db);
+  };
+  Explore(options);
+}
+
+INSTANTIATE_TEST_SUITE_P(RotationExplorer, PostgresSeedTest,
+                         ::testing::Values(uint64_t{11}, uint64_t{20261130}),
                          [](const auto& param_info) { return StrCat("seed_", param_info.param); });
 
 TEST(RotationExplorerTest, LongRun) {

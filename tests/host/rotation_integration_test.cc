@@ -15,9 +15,24 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class RotationIntegrationTest : public RotationFixture {};
+// The rotation suite on both keystores (issue 14, item 5): the fleet's
+// SQLite file, and a database of a throwaway PostgreSQL cluster.
+class RotationIntegrationTest : public RotationFixture,
+                                public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override {
+    RotationFixture::SetUp();
+    if (GetParam() == "postgresql") {
+      ASSERT_NO_FATAL_FAILURE(UsePostgres());
+    }
+  }
+};
 
-TEST_F(RotationIntegrationTest, RotatesThreeUnitsTenThousandKeys) {
+INSTANTIATE_TEST_SUITE_P(Keystores, RotationIntegrationTest,
+                         ::testing::Values(std::string("sqlite"), std::string("postgresql")),
+                         [](const auto& param_info) { return param_info.param; });
+
+TEST_P(RotationIntegrationTest, RotatesThreeUnitsTenThousandKeys) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(10'000);
   RunResult r = Hsmctl({"mk", "rotate", "--sign", sign_});
@@ -37,7 +52,7 @@ TEST_F(RotationIntegrationTest, RotatesThreeUnitsTenThousandKeys) {
 // The same ceremony, rotation and verification on a fleet that speaks only
 // mutual TLS (fleet up --tls; docs/tls.md), with a unit killed and
 // restarted on the way: every unit's certificate names its pinned unit id.
-TEST_F(RotationIntegrationTest, RotatesAMutualTlsFleet) {
+TEST_P(RotationIntegrationTest, RotatesAMutualTlsFleet) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(3'000, /*faults=*/false, /*tls=*/true);
   FleetManifest m = Manifest();
@@ -64,7 +79,7 @@ TEST_F(RotationIntegrationTest, RotatesAMutualTlsFleet) {
   EXPECT_EQ(status.exit_code, 0) << Describe(status);
 }
 
-TEST_F(RotationIntegrationTest, UnitKilledDuringReencryptionResumeCompletes) {
+TEST_P(RotationIntegrationTest, UnitKilledDuringReencryptionResumeCompletes) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(6'000, /*faults=*/true);
   // Every unit dies in the middle of re-encryption: nothing is left to
@@ -94,7 +109,7 @@ TEST_F(RotationIntegrationTest, UnitKilledDuringReencryptionResumeCompletes) {
   ExpectNoKeyLost();
 }
 
-TEST_F(RotationIntegrationTest, OneUnitDiesOthersFinishReencryptionThenRecoverPromotes) {
+TEST_P(RotationIntegrationTest, OneUnitDiesOthersFinishReencryptionThenRecoverPromotes) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(4'000, /*faults=*/true);
   MustRun({"fault", "inject", "unit2", "reencrypt-after-blobs", "crash", "500"});
@@ -114,7 +129,7 @@ TEST_F(RotationIntegrationTest, OneUnitDiesOthersFinishReencryptionThenRecoverPr
   ExpectNoKeyLost();
 }
 
-TEST_F(RotationIntegrationTest, SetImmediateReachedOnlySomeUnitsRecoverFinishesIt) {
+TEST_P(RotationIntegrationTest, SetImmediateReachedOnlySomeUnitsRecoverFinishesIt) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(3'000, /*faults=*/true);
   // Set immediate fails on unit1 (the first the rotation promotes).
@@ -139,7 +154,7 @@ TEST_F(RotationIntegrationTest, SetImmediateReachedOnlySomeUnitsRecoverFinishesI
   ExpectNoKeyLost();
 }
 
-TEST_F(RotationIntegrationTest, LostNewRegisterIsReloadedFromTheSamePartsBeforePromotion) {
+TEST_P(RotationIntegrationTest, LostNewRegisterIsReloadedFromTheSamePartsBeforePromotion) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(2'000, /*faults=*/true);
   MustRun({"fault", "inject", "unit3", "before-persist", "return-error"});
@@ -177,7 +192,7 @@ void PrintTo(const PrecheckCase& c, std::ostream* os) {
   *os << c.name << " (" << c.reason << (*c.unit != '\0' ? " on " : "") << c.unit << ")";
 }
 
-class RotationPrecheckTest : public RotationIntegrationTest,
+class RotationPrecheckTest : public RotationFixture,
                              public ::testing::WithParamInterface<PrecheckCase> {};
 
 TEST_P(RotationPrecheckTest, DetectedNamedAndNothingChanged) {
@@ -255,7 +270,7 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(param_info.param.name);
     });
 
-TEST_F(RotationIntegrationTest, InterlocksRefuseToStrandKeys) {
+TEST_P(RotationIntegrationTest, InterlocksRefuseToStrandKeys) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(1'000);
   // Before the rotation every key is under CURRENT: clearing it is refused,
@@ -290,7 +305,7 @@ TEST_F(RotationIntegrationTest, InterlocksRefuseToStrandKeys) {
 
 // A second rotation is refused while one is journaled; keys created
 // meanwhile are taken along (online rotation) and end under the target.
-TEST_F(RotationIntegrationTest, RotationInProgressRefusesASecondStartAndTakesNewKeysAlong) {
+TEST_P(RotationIntegrationTest, RotationInProgressRefusesASecondStartAndTakesNewKeysAlong) {
   FleetGuard guard(tmp_, fleet_);
   Prepare(1'000, /*faults=*/true);
   MustRun({"fault", "inject", "unit1", "before-persist", "return-error"});

@@ -757,7 +757,15 @@ std::vector<Step> GenerateSteps(const ExplorerOptions& options) {
 RunResult RunSteps(const std::vector<Step>& steps, const ExplorerOptions& options) {
   RunResult result;
   const auto start = Clock::now();
-  auto world = FleetWorld::Create(options.initial_keys);
+  absl::StatusOr<std::unique_ptr<FleetWorld>> world =
+      absl::InternalError("no keystore for the world");
+  if (!options.new_keystore) {
+    world = FleetWorld::Create(options.initial_keys);
+  } else if (absl::StatusOr<std::string> location = options.new_keystore(); location.ok()) {
+    world = FleetWorld::Create(options.initial_keys, *location);
+  } else {
+    world = location.status();
+  }
   if (!world.ok()) {
     result.violation = Violation{0, "setup", world.status().ToString()};
     return result;

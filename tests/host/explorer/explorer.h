@@ -35,6 +35,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+
 namespace hsmsim::explorer {
 
 // Switches for actions whose correct handling is another part of issue 11.
@@ -127,6 +129,10 @@ struct ExplorerOptions {
   // empty): a long run shows how far it got.
   std::function<void(int64_t steps_run, double seconds)> progress;
   int64_t progress_every = 10'000;
+  // Makes the keystore location of each world the run sets up (every run
+  // and replay needs an empty keystore): a postgresql:// URL of a new
+  // database. Empty: a SQLite file of the world's own.
+  std::function<absl::StatusOr<std::string>()> new_keystore;
 };
 
 struct Violation {

@@ -89,9 +89,10 @@ bool IsTransportError(const absl::Status& status) {
   return !status.ok() && host::IsUnreachable(status);
 }
 
-absl::StatusOr<std::unique_ptr<FleetWorld>> FleetWorld::Create(int keys) {
+absl::StatusOr<std::unique_ptr<FleetWorld>> FleetWorld::Create(int keys,
+                                                               std::string keystore_location) {
   std::unique_ptr<FleetWorld> world(new FleetWorld());
-  HSMSIM_RETURN_IF_ERROR(world->Setup(keys));
+  HSMSIM_RETURN_IF_ERROR(world->Setup(keys, std::move(keystore_location)));
   return world;
 }
 
@@ -102,7 +103,7 @@ FleetWorld::~FleetWorld() {
   if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
 }
 
-absl::Status FleetWorld::Setup(int keys) {
+absl::Status FleetWorld::Setup(int keys, std::string keystore_location) {
   // /dev/shm when there is one: SQLite's fsyncs are then free.
   const char* tmp = std::getenv("TMPDIR");
   std::string base = std::filesystem::is_directory("/dev/shm")
@@ -113,7 +114,9 @@ absl::Status FleetWorld::Setup(int keys) {
     return Error(absl::StatusCode::kInternal, "TEST_SETUP", "mkdtemp failed");
   }
   dir_ = tmpl;
-  HSMSIM_ASSIGN_OR_RETURN(store_, host::OpenSqliteKeystore(dir_ + "/keystore.db", true));
+  keystore_location_ =
+      keystore_location.empty() ? dir_ + "/keystore.db" : std::move(keystore_location);
+  HSMSIM_ASSIGN_OR_RETURN(store_, host::OpenKeystore(keystore_location_, true));
   HSMSIM_ASSIGN_OR_RETURN(alice_, NewAdmin("alice"));
   HSMSIM_ASSIGN_OR_RETURN(bob_, NewAdmin("bob"));
   HSMSIM_ASSIGN_OR_RETURN(carol_, NewAdmin("carol"));
@@ -182,7 +185,7 @@ const MasterKeyValue* FleetWorld::FindMasterKey(std::string_view vp) const {
 host::FleetManifest FleetWorld::Manifest() const {
   host::FleetManifest m;
   m.instance = kInstance;
-  m.keystore = dir_ + "/keystore.db";
+  m.keystore = keystore_location_;
   for (int i = 0; i < kUnits; ++i) {
     m.units.push_back(host::FleetUnit{units_[static_cast<size_t>(i)]->name(), "in-process", "", 0,
                                       selected(i), false});

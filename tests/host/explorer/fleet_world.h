@@ -88,7 +88,10 @@ class FleetWorld {
   // on every unit, thresholds 2/2, the first master key set, `keys` keys
   // created and stored. carol and a stranger have keys but are installed
   // nowhere.
-  static absl::StatusOr<std::unique_ptr<FleetWorld>> Create(int keys);
+  // `keystore_location`: where the keystore is (a postgresql:// URL of an
+  // empty database); empty: a SQLite file in the world's directory.
+  static absl::StatusOr<std::unique_ptr<FleetWorld>> Create(int keys,
+                                                            std::string keystore_location = "");
   ~FleetWorld();
 
   testing::InProcessUnit& unit(int i) { return *units_[static_cast<size_t>(i)]; }
@@ -175,7 +178,7 @@ class FleetWorld {
 
  private:
   FleetWorld() = default;
-  absl::Status Setup(int keys);
+  absl::Status Setup(int keys, std::string keystore_location);
   absl::Status Ceremony(testing::InProcessUnit& unit);
   std::vector<const host::AdminKey*> Signers(SignerSet s) const;
   std::vector<std::pair<host::FleetUnit, host::UnitChannel*>> SelectedPairs();
@@ -194,6 +197,7 @@ class FleetWorld {
   absl::Status RecordUnmodelledKeys();
 
   std::string dir_;
+  std::string keystore_location_;  // the SQLite file or PostgreSQL URL
   std::unique_ptr<host::Keystore> store_;
   std::vector<std::unique_ptr<testing::InProcessUnit>> units_;
   std::vector<bool> selected_ = std::vector<bool>(kUnits, true);
