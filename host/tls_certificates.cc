@@ -122,9 +122,13 @@ absl::StatusOr<TlsIdentity> MakeFleetCa(std::string_view common_name,
   return ToPem(cert.get(), key.get());
 }
 
-absl::StatusOr<TlsIdentity> IssueCertificate(const TlsIdentity& ca, std::string_view common_name,
-                                             std::string_view unit_id,
-                                             CertificateValidity validity) {
+namespace {
+
+// IssueWithSan is IssueCertificate with the subjectAltName `san` in
+// OpenSSL's configuration syntax ("URI:...", "IP:..."; empty: none).
+absl::StatusOr<TlsIdentity> IssueWithSan(const TlsIdentity& ca, std::string_view common_name,
+                                         const std::string& san,
+                                         const CertificateValidity& validity) {
   BioPtr cert_bio(BIO_new_mem_buf(ca.cert_pem.data(), static_cast<int>(ca.cert_pem.size())));
   BioPtr key_bio(BIO_new_mem_buf(ca.key_pem.data(), static_cast<int>(ca.key_pem.size())));
   X509Ptr ca_cert(cert_bio ? PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr)
@@ -145,14 +149,30 @@ absl::StatusOr<TlsIdentity> IssueCertificate(const TlsIdentity& ca, std::string_
       !AddExtension(cert.get(), ca_cert.get(), NID_authority_key_identifier, "keyid:always")) {
     return CryptoFailed("certificate extensions");
   }
-  if (!unit_id.empty()) {
-    const std::string san = StrCat("URI:", kUnitIdUriPrefix, ToHex(unit_id));
-    if (!AddExtension(cert.get(), ca_cert.get(), NID_subject_alt_name, san.c_str())) {
-      return CryptoFailed("subjectAltName");
-    }
+  if (!san.empty() && !AddExtension(cert.get(), ca_cert.get(), NID_subject_alt_name, san.c_str())) {
+    return CryptoFailed("subjectAltName");
   }
   if (X509_sign(cert.get(), ca_key.get(), EVP_sha256()) == 0) return CryptoFailed("X509_sign");
   return ToPem(cert.get(), key.get());
+}
+
+}  // namespace
+
+absl::StatusOr<TlsIdentity> IssueCertificate(const TlsIdentity& ca, std::string_view common_name,
+                                             std::string_view unit_id,
+                                             CertificateValidity validity) {
+  return IssueWithSan(ca, common_name,
+                      unit_id.empty() ? "" : StrCat("URI:", kUnitIdUriPrefix, ToHex(unit_id)),
+                      validity);
+}
+
+absl::StatusOr<TlsIdentity> IssueIpCertificate(const TlsIdentity& ca, std::string_view common_name,
+                                               std::string_view ip, CertificateValidity validity) {
+  if (ip.empty() || ip.find_first_not_of("0123456789abcdefABCDEF.:") != std::string_view::npos) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadTlsFiles,
+                 StrCat("'", ip, "' is not an IP address for a certificate"));
+  }
+  return IssueWithSan(ca, common_name, StrCat("IP:", ip), validity);
 }
 
 std::string UnitIdOfCertificate(X509* cert) {

@@ -52,6 +52,15 @@ absl::StatusOr<TlsIdentity> IssueCertificate(const TlsIdentity& ca, std::string_
                                              std::string_view unit_id,
                                              CertificateValidity validity = {});
 
+// IssueIpCertificate is IssueCertificate for a TLS server known by its IP
+// address (hsmctl console): the certificate carries the subjectAltName
+// IP:`ip` (an IPv4 or IPv6 literal, without brackets) and no unit id.
+// INVALID_ARGUMENT (BAD_TLS_FILES) for an `ip` that is not an address (or
+// a CA that does not parse); CRYPTO_FAILED.
+absl::StatusOr<TlsIdentity> IssueIpCertificate(const TlsIdentity& ca, std::string_view common_name,
+                                               std::string_view ip,
+                                               CertificateValidity validity = {});
+
 // UnitIdOfCertificate returns the unit id (bytes) a certificate names in
 // its subjectAltName URI, or an empty string when it names none (or names
 // one that is not hex).
