@@ -68,9 +68,10 @@ struct ConsoleServer::Impl {
 
 namespace {
 
-// Session is one connection over `Stream` (beast::tcp_stream, or
-// asio::ssl::stream of one: its buffered handshake): requests read and answered one at a time
-// (keep-alive), until one opens an event stream, which it stays.
+// Session is one connection over `Stream` (beast::tcp_stream, or an
+// asio::ssl::stream over one, whose buffered handshake takes the bytes the
+// Detector read): requests read and answered one at a time (keep-alive),
+// until one opens an event stream, which it stays.
 template <class Stream>
 class Session : public EventSink, public std::enable_shared_from_this<Session<Stream>> {
  public:
