@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 
+#include "common/reasons.h"
 #include "common/secret_bytes.h"
 #include "common/status.h"
 #include "common/str_cat.h"
@@ -185,16 +186,28 @@ class FleetViews {
 
 // ConsoleTls returns the TLS identity the console serves HTTPS with when
 // the fleet has TLS (fleet.json's "tls", `fleet up --tls`): a certificate
-// the fleet CA issues now for `ip`, held in memory only; nothing when the
-// fleet has no TLS (or no fleet.json yet). Errors: the fleet CA's files
-// unreadable (FILE_UNREADABLE) or not PEM (BAD_TLS_FILES), CRYPTO_FAILED.
-absl::StatusOr<std::optional<console::ServerTls>> ConsoleTls(Invocation& inv,
+// the fleet CA issues now for `ip`, held in memory only, with the path of
+// the CA certificate a client trusts it with; nothing when the fleet has no
+// TLS (or no fleet.json yet: NO_FLEET). Errors: fleet.json unreadable
+// (FILE_UNREADABLE), damaged (BAD_MANIFEST) or too new
+// (UNSUPPORTED_MANIFEST_VERSION) -- never served as plain HTTP, since the
+// fleet may have TLS; the fleet CA's files unreadable (FILE_UNREADABLE) or
+// not PEM (BAD_TLS_FILES), CRYPTO_FAILED.
+struct ConsoleTlsIdentity {
+  console::ServerTls server;
+  std::string ca_path;
+};
+absl::StatusOr<std::optional<ConsoleTlsIdentity>> ConsoleTls(Invocation& inv,
                                                              const std::string& ip) {
   auto manifest = host::LoadFleetManifest(FleetDir(inv));
-  if (!manifest.ok() || manifest->tls.empty()) return std::nullopt;
+  if (!manifest.ok() && ReasonOf(manifest.status()) == reason::kNoFleet) return std::nullopt;
+  if (!manifest.ok()) return manifest.status();
+  if (manifest->tls.empty()) return std::nullopt;
   HSMSIM_ASSIGN_OR_RETURN(host::TlsIdentity identity,
                           host::IssueConsoleCertificate(FleetDir(inv), manifest->tls, ip));
-  return console::ServerTls{std::move(identity.cert_pem), std::move(identity.key_pem)};
+  return ConsoleTlsIdentity{
+      console::ServerTls{std::move(identity.cert_pem), std::move(identity.key_pem)},
+      (std::filesystem::path(FleetDir(inv)) / manifest->tls.ca).string()};
 }
 
 int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
@@ -245,8 +258,9 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
   auto listening = console::ConsoleServer::Listen(
       address->ip, address->port,
       [&api](const console::HttpRequest& request) { return api.Handle(request); },
-      tls->has_value() ? &**tls : nullptr);
-  if (tls->has_value()) SecretBytes().swap((*tls)->key_pem);  // freed, wiped: the context has it
+      tls->has_value() ? &(*tls)->server : nullptr);
+  if (tls->has_value())
+    SecretBytes().swap((*tls)->server.key_pem);  // freed, wiped: the context has it
   if (!listening.ok()) return Fail(inv, listening.status());
   server = std::move(*listening);
   server->Publish(api.SnapshotEvent());
@@ -262,7 +276,7 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
   std::cerr << "hsmctl console: serving fleet " << FleetDir(inv) << " on "
             << console::UrlHost(address->ip) << ":" << server->port()
             << (tls->has_value() ? StrCat(" over HTTPS, with a certificate of the fleet CA (",
-                                          FleetDir(inv), "/tls/ca.pem) for ", address->ip)
+                                          (*tls)->ca_path, ") for ", address->ip)
                                  : std::string())
             << " (open the URL above; Ctrl-C stops)" << std::endl;
   const int signal = server->Run();

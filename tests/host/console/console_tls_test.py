@@ -45,6 +45,7 @@ class ConsoleTlsTest(unittest.TestCase):
     def test_url_is_https_and_the_certificate_chains_to_the_fleet_ca(self):
         self.assertEqual(self.console.scheme, "https", self.console.url)
         self.assertIn("over HTTPS", self.console.error_output())
+        self.assertIn(f"fleet CA ({self.console.ca_file})", self.console.error_output())
         # The fleet CA as the only trust anchor, the host name checked
         # against the certificate's IP subjectAltName.
         context = ssl.create_default_context(cafile=self.console.ca_file)
@@ -100,6 +101,19 @@ class ConsoleTlsTest(unittest.TestCase):
         self.assertIn(f"https://127.0.0.1:{self.console.port}/", body)
         self.assertNotIn(self.console.token, body)
         self.assertNotIn("unit1", body)
+        # With a body the console does not read: it is drained, so the
+        # client gets the 400, not a connection reset.
+        for _ in range(5):
+            conn = http.client.HTTPConnection("127.0.0.1", self.console.port, timeout=30)
+            try:
+                conn.request("POST", "/api/refresh", body=b"x" * (32 * 1024),
+                             headers={"Content-Type": "application/json"})
+                res = conn.getresponse()
+                body = res.read().decode()
+            finally:
+                conn.close()
+            self.assertEqual(res.status, 400)
+            self.assertIn("HTTPS only", body)
 
     def test_views_match_their_commands_over_tls(self):
         units = self.console.get_json("/api/units")
@@ -145,6 +159,19 @@ class ConsoleTlsTest(unittest.TestCase):
         self.assertEqual(result.stdout, "", "no URL printed")
         self.assertIn("FILE_UNREADABLE", result.stderr)
         self.assertIn("ca.key", result.stderr)
+
+    def test_damaged_fleet_json_stops_the_console_not_plain_http(self):
+        # A fleet.json that cannot be read may name TLS: the console must
+        # not fall back to plain HTTP (which would send the token in clear).
+        fleet = self.fleet.path("damaged-fleet")
+        os.makedirs(fleet)
+        with open(os.path.join(fleet, "fleet.json"), "w") as f:
+            f.write('{"format_version": 1, "tls": {"ca": "tls/ca.pem"')
+        result = self.fleet.run("console", "--fleet", fleet, check=False, fleet=False)
+        self.assertEqual(result.returncode, 4, result.stderr)
+        self.assertEqual(result.stdout, "", "no URL printed")
+        self.assertNotIn("http://", result.stderr)
+        self.assertIn("BAD_MANIFEST", result.stderr)
 
 
 class RemoteUnit:
