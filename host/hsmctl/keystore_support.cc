@@ -234,7 +234,8 @@ json ReadPublishedProgress(const Invocation& inv) {
   json out{{"pid", doc["pid"].get<int64_t>()}};
   // The publisher's host name (as the rotation lock records it: a keystore
   // shared by hosts makes a pid alone ambiguous); null when absent.
-  out["host"] = doc.contains("host") && doc["host"].is_string() && doc["host"].size() <= 255
+  out["host"] = doc.contains("host") && doc["host"].is_string() &&
+                        doc["host"].get_ref<const std::string&>().size() <= 255
                     ? doc["host"]
                     : json(nullptr);
   for (const char* number : {"keys_per_second", "eta_seconds"}) {
