@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <array>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -247,10 +248,33 @@ class Detector : public std::enable_shared_from_this<Detector> {
                          server_.https_url, " instead, with the token it printed.\n");
     res->keep_alive(false);
     res->prepare_payload();
-    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code, size_t) {
-      self->Close();
-    });
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res](beast::error_code ec, size_t) {
+                        if (ec) return self->Close();
+                        // The 400 sent, our side ends; the rest of the request
+                        // is read and dropped before closing, so the client
+                        // reads the 400 instead of a reset (closing with
+                        // unread data sends RST).
+                        beast::error_code ignored;
+                        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                        self->stream_.expires_after(kDrainTimeout);
+                        self->Drain();
+                      });
   }
+
+  // Drain reads and discards what the client still sends, until it closes,
+  // kDrainLimit bytes or kDrainTimeout (set by the caller), then closes.
+  void Drain() {
+    stream_.async_read_some(asio::buffer(drain_),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              self->drained_ += n;
+                              if (ec || self->drained_ >= kDrainLimit) return self->Close();
+                              self->Drain();
+                            });
+  }
+
+  static constexpr std::chrono::seconds kDrainTimeout{1};
+  static constexpr size_t kDrainLimit = 64 * 1024;
 
   void Close() {
     beast::error_code ignored;
@@ -261,6 +285,8 @@ class Detector : public std::enable_shared_from_this<Detector> {
   beast::tcp_stream stream_;
   ConsoleServer::Impl& server_;
   beast::flat_buffer buffer_;
+  std::array<char, 4096> drain_{};
+  size_t drained_ = 0;
 };
 
 void ConsoleServer::Impl::Accept() {
@@ -294,13 +320,18 @@ void ConsoleServer::Impl::ScheduleHeartbeat() {
 namespace {
 
 // SetUpTls makes `impl`'s TLS context: TLS 1.2 or later, `tls`'s
-// certificate chain and key.
+// certificate chain and key. OpenSSL wipes the plaintext it decrypted (a
+// request body's PINs and passwords) from its own buffers once delivered
+// (SSL_OP_CLEANSE_PLAINTEXT, OpenSSL 3) and frees idle connections' buffers
+// (SSL_MODE_RELEASE_BUFFERS).
 absl::Status SetUpTls(const ServerTls& tls, ConsoleServer::Impl& impl) {
   impl.tls.emplace(ssl::context::tls_server);
   ssl::context& ctx = *impl.tls;
   ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
                   ssl::context::single_dh_use);
+  SSL_CTX_set_options(ctx.native_handle(), SSL_OP_CLEANSE_PLAINTEXT);
+  SSL_CTX_set_mode(ctx.native_handle(), SSL_MODE_RELEASE_BUFFERS);
   beast::error_code ec;
   ctx.use_certificate_chain(asio::buffer(tls.cert_chain_pem), ec);
   const char* what = "certificate";
@@ -342,6 +373,9 @@ absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text, bool all
   }
   const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
   if (bracketed) host = host.substr(1, host.size() - 2);
+  if (host.find('%') != std::string_view::npos) {
+    return bad("an IPv6 zone (%...) is not supported: give a global or loopback address");
+  }
   beast::error_code ec;
   const asio::ip::address address = asio::ip::make_address(std::string(host), ec);
   if (ec || address.is_v6() != bracketed) {
@@ -351,8 +385,9 @@ absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text, bool all
     return Error(absl::StatusCode::kInvalidArgument, reason::kListenNotLoopback,
                  StrCat("--listen '", text,
                         "' is not a loopback address: the console would be open to other "
-                        "hosts, which see its access token in clear (no TLS). Listen on "
-                        "127.0.0.1, or add --allow-remote if that is what you want"));
+                        "hosts (which, on a fleet without TLS, see its access token in "
+                        "clear). Listen on 127.0.0.1, or add --allow-remote if that is what "
+                        "you want"));
   }
   return ListenAddress{address.to_string(),
                        static_cast<uint16_t>(std::stoul(std::string(port_text)))};

@@ -307,6 +307,7 @@ TEST(ParseListenAddressTest, OtherAddressesNeedAllowRemote) {
     auto refused = ParseListenAddress(text, false);
     EXPECT_EQ(ReasonOf(refused.status()), reason::kListenNotLoopback) << text;
     EXPECT_THAT(std::string(refused.status().message()), HasSubstr("--allow-remote"));
+    EXPECT_THAT(std::string(refused.status().message()), Not(HasSubstr("(no TLS)")));
     EXPECT_TRUE(ParseListenAddress(text, true).ok()) << text;
   }
 }
@@ -317,6 +318,12 @@ TEST(ParseListenAddressTest, BadAddresses) {
                            "127.0.0.1:0x10", "127.0.0.1:123456"}) {
     auto bad = ParseListenAddress(text, true);
     EXPECT_EQ(ReasonOf(bad.status()), reason::kBadListenAddress) << text;
+  }
+  // An IPv6 zone: refused here, not later by the certificate (BAD_TLS_FILES).
+  for (const char* text : {"[fe80::1%eth0]:80", "[::1%1]:80", "[fe80::1%25lo]:0"}) {
+    auto zoned = ParseListenAddress(text, true);
+    EXPECT_EQ(ReasonOf(zoned.status()), reason::kBadListenAddress) << text;
+    EXPECT_THAT(std::string(zoned.status().message()), HasSubstr("zone")) << text;
   }
 }
 
