@@ -112,4 +112,12 @@ absl::Status IssueRemoteUnitCertificate(const std::string& fleet_dir, const Flee
   return absl::OkStatus();
 }
 
+absl::StatusOr<TlsIdentity> IssueConsoleCertificate(const std::string& fleet_dir,
+                                                    const FleetTlsFiles& files,
+                                                    const std::string& ip) {
+  const fs::path base(fleet_dir);
+  HSMSIM_ASSIGN_OR_RETURN(TlsIdentity ca, ReadIdentity(base / files.ca, base / "tls" / "ca.key"));
+  return IssueIpCertificate(ca, "hsmctl console", ip);
+}
+
 }  // namespace hsmsim::host

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "host/fleet_manifest.h"
+#include "host/tls_certificates.h"
 
 namespace hsmsim::host {
 
@@ -56,6 +57,16 @@ absl::StatusOr<UnitTlsFiles> EnsureUnitCertificate(const std::string& fleet_dir,
 absl::Status IssueRemoteUnitCertificate(const std::string& fleet_dir, const FleetTlsFiles& files,
                                         const std::string& unit_name, const std::string& unit_id,
                                         const std::string& out_dir);
+
+// IssueConsoleCertificate issues, with the fleet CA of `fleet_dir`
+// (`files.ca` and DIR/tls/ca.key), a server certificate for hsmctl console
+// listening on `ip` (an IP literal, without brackets; subjectAltName
+// IP:`ip`). Nothing is written: the certificate and its key live as long
+// as the console. NOT_FOUND (FILE_UNREADABLE) naming a CA file that cannot
+// be read, BAD_TLS_FILES for one that is not PEM, CRYPTO_FAILED.
+absl::StatusOr<TlsIdentity> IssueConsoleCertificate(const std::string& fleet_dir,
+                                                    const FleetTlsFiles& files,
+                                                    const std::string& ip);
 
 }  // namespace hsmsim::host
 

@@ -122,9 +122,16 @@ absl::StatusOr<TlsIdentity> MakeFleetCa(std::string_view common_name,
   return ToPem(cert.get(), key.get());
 }
 
-absl::StatusOr<TlsIdentity> IssueCertificate(const TlsIdentity& ca, std::string_view common_name,
-                                             std::string_view unit_id,
-                                             CertificateValidity validity) {
+namespace {
+
+// IssueWithSan is IssueCertificate with the subjectAltName `san` in
+// OpenSSL's configuration syntax ("URI:...", "IP:..."; empty: none) and
+// the extendedKeyUsage `ext_key_usage` ("serverAuth,clientAuth",
+// "serverAuth"). BAD_TLS_FILES when `ca`'s certificate or key does not
+// parse, or the key is not the certificate's.
+absl::StatusOr<TlsIdentity> IssueWithSan(const TlsIdentity& ca, std::string_view common_name,
+                                         const std::string& san, const char* ext_key_usage,
+                                         const CertificateValidity& validity) {
   BioPtr cert_bio(BIO_new_mem_buf(ca.cert_pem.data(), static_cast<int>(ca.cert_pem.size())));
   BioPtr key_bio(BIO_new_mem_buf(ca.key_pem.data(), static_cast<int>(ca.key_pem.size())));
   X509Ptr ca_cert(cert_bio ? PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr)
@@ -136,23 +143,45 @@ absl::StatusOr<TlsIdentity> IssueCertificate(const TlsIdentity& ca, std::string_
     return Error(absl::StatusCode::kInvalidArgument, reason::kBadTlsFiles,
                  "the fleet CA's certificate or key is not PEM");
   }
+  if (X509_check_private_key(ca_cert.get(), ca_key.get()) != 1) {
+    ERR_clear_error();
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadTlsFiles,
+                 "the fleet CA's key is not the key of its certificate");
+  }
   HSMSIM_ASSIGN_OR_RETURN(PkeyPtr key, NewKey());
   HSMSIM_ASSIGN_OR_RETURN(X509Ptr cert, NewCertificate(key.get(), common_name, validity));
   if (X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get())) != 1 ||
       !AddExtension(cert.get(), ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE") ||
       !AddExtension(cert.get(), ca_cert.get(), NID_key_usage, "critical,digitalSignature") ||
-      !AddExtension(cert.get(), ca_cert.get(), NID_ext_key_usage, "serverAuth,clientAuth") ||
+      !AddExtension(cert.get(), ca_cert.get(), NID_ext_key_usage, ext_key_usage) ||
       !AddExtension(cert.get(), ca_cert.get(), NID_authority_key_identifier, "keyid:always")) {
     return CryptoFailed("certificate extensions");
   }
-  if (!unit_id.empty()) {
-    const std::string san = StrCat("URI:", kUnitIdUriPrefix, ToHex(unit_id));
-    if (!AddExtension(cert.get(), ca_cert.get(), NID_subject_alt_name, san.c_str())) {
-      return CryptoFailed("subjectAltName");
-    }
+  if (!san.empty() && !AddExtension(cert.get(), ca_cert.get(), NID_subject_alt_name, san.c_str())) {
+    return CryptoFailed("subjectAltName");
   }
   if (X509_sign(cert.get(), ca_key.get(), EVP_sha256()) == 0) return CryptoFailed("X509_sign");
   return ToPem(cert.get(), key.get());
+}
+
+}  // namespace
+
+absl::StatusOr<TlsIdentity> IssueCertificate(const TlsIdentity& ca, std::string_view common_name,
+                                             std::string_view unit_id,
+                                             CertificateValidity validity) {
+  return IssueWithSan(ca, common_name,
+                      unit_id.empty() ? "" : StrCat("URI:", kUnitIdUriPrefix, ToHex(unit_id)),
+                      "serverAuth,clientAuth", validity);
+}
+
+absl::StatusOr<TlsIdentity> IssueIpCertificate(const TlsIdentity& ca, std::string_view common_name,
+                                               std::string_view ip, CertificateValidity validity) {
+  if (ip.empty() || ip.find_first_not_of("0123456789abcdefABCDEF.:") != std::string_view::npos) {
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadTlsFiles,
+                 StrCat("'", ip, "' is not an IP address for a certificate"));
+  }
+  // A server only: not a client credential a unit would accept.
+  return IssueWithSan(ca, common_name, StrCat("IP:", ip), "serverAuth", validity);
 }
 
 std::string UnitIdOfCertificate(X509* cert) {

@@ -47,10 +47,22 @@ absl::StatusOr<TlsIdentity> MakeFleetCa(std::string_view common_name,
 // signed by `ca` (a MakeFleetCa result), usable for TLS server and client
 // authentication. `unit_id` (bytes): when not empty, the certificate
 // carries the subjectAltName URI kUnitIdUriPrefix + hex(unit_id).
-// INVALID_ARGUMENT (BAD_TLS_FILES) when `ca` does not parse; CRYPTO_FAILED.
+// INVALID_ARGUMENT (BAD_TLS_FILES) when `ca` does not parse or its key is
+// not its certificate's; CRYPTO_FAILED.
 absl::StatusOr<TlsIdentity> IssueCertificate(const TlsIdentity& ca, std::string_view common_name,
                                              std::string_view unit_id,
                                              CertificateValidity validity = {});
+
+// IssueIpCertificate is IssueCertificate for a TLS server known by its IP
+// address (hsmctl console): the certificate carries the subjectAltName
+// IP:`ip` (an IPv4 or IPv6 literal, without brackets), no unit id, and
+// the extended key usage serverAuth only (a unit refuses it as a client
+// certificate).
+// INVALID_ARGUMENT (BAD_TLS_FILES) for an `ip` that is not an address (or
+// a CA that does not parse); CRYPTO_FAILED.
+absl::StatusOr<TlsIdentity> IssueIpCertificate(const TlsIdentity& ca, std::string_view common_name,
+                                               std::string_view ip,
+                                               CertificateValidity validity = {});
 
 // UnitIdOfCertificate returns the unit id (bytes) a certificate names in
 // its subjectAltName URI, or an empty string when it names none (or names

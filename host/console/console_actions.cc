@@ -127,6 +127,24 @@ std::string JoinComma(const std::vector<std::string>& items) {
   return out;
 }
 
+// WithoutPinSources returns `arg` without the "?pin-source=/dev/fd/N" and
+// "&pin-source=/dev/fd/N" TakeFiles added to card URIs (a URI from the
+// page holds no pin-source of its own: it is refused).
+std::string WithoutPinSources(std::string arg) {
+  static constexpr std::string_view kAdded = "pin-source=/dev/fd/";
+  for (size_t at = arg.find(kAdded); at != std::string::npos; at = arg.find(kAdded, at)) {
+    if (at == 0 || (arg[at - 1] != '?' && arg[at - 1] != '&')) {
+      ++at;
+      continue;
+    }
+    size_t end = at + kAdded.size();
+    while (end < arg.size() && std::isdigit(static_cast<unsigned char>(arg[end]))) ++end;
+    arg.erase(at - 1, end - (at - 1));
+    at -= 1;
+  }
+  return arg;
+}
+
 // Display is the command line without the --password-file pairs and the
 // URIs' pin-source.
 std::string Display(const std::vector<std::string>& args) {
@@ -136,12 +154,48 @@ std::string Display(const std::vector<std::string>& args) {
       ++i;
       continue;
     }
-    out += " " + args[i];
+    out += " " + WithoutPinSources(args[i]);
   }
   return out;
 }
 
+// Argument returns body[member] as one word of the command line: a string
+// of 1 to 255 bytes that does not start with '-' (an option to hsmctl) and
+// holds no space or control character. What it means is for hsmctl to
+// judge, as on its own command line.
+absl::StatusOr<std::string> Argument(const json& body, const char* member,
+                                     std::string_view example) {
+  const json value = body.value(member, json());
+  bool ok = value.is_string() && !value.get<std::string>().empty() &&
+            value.get<std::string>().size() <= 255 && value.get<std::string>()[0] != '-';
+  if (ok) {
+    for (const char c : value.get<std::string>()) {
+      if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) ok = false;
+    }
+  }
+  if (!ok) {
+    return Bad(StrCat("\"", member,
+                      "\" must be text of 1 to 255 characters without spaces, not "
+                      "starting with '-', e.g. ",
+                      example));
+  }
+  return value.get<std::string>();
+}
+
+// FleetAddWords is `fleet add NAME HOST:PORT [--tls]` from the body's
+// "name", "endpoint" and "tls" (a boolean, optional).
+absl::StatusOr<std::vector<std::string>> FleetAddWords(const json& body) {
+  HSMSIM_ASSIGN_OR_RETURN(std::string name, Argument(body, "name", "remote1"));
+  HSMSIM_ASSIGN_OR_RETURN(std::string endpoint, Argument(body, "endpoint", "10.0.0.7:7000"));
+  const json tls = body.value("tls", json(false));
+  if (!tls.is_boolean()) return Bad("\"tls\" must be true or false");
+  std::vector<std::string> words{"fleet", "add", std::move(name), std::move(endpoint)};
+  if (tls.get<bool>()) words.push_back("--tls");
+  return words;
+}
+
 absl::StatusOr<std::vector<std::string>> CommandWords(std::string_view action, const json& body) {
+  if (action == "fleet-add") return FleetAddWords(body);
   if (action == "mk-load") return std::vector<std::string>{"mk", "load"};
   if (action == "mk-commit") return std::vector<std::string>{"mk", "commit"};
   if (action == "mk-rotate") return std::vector<std::string>{"mk", "rotate"};
@@ -161,13 +215,15 @@ absl::StatusOr<std::vector<std::string>> CommandWords(std::string_view action, c
 // CheckMembers refuses a body member the action does not take.
 absl::Status CheckMembers(std::string_view action, const json& body) {
   for (const auto& [key, value] : body.items()) {
-    // mk rotate --abort needs no signature: no password is taken for it.
-    const bool ok = (key == "signers" && action != "mk-abort") ||
-                    (key == "parts" &&
-                     (action == "mk-load" || action == "mk-commit" || action == "recover-apply")) ||
-                    (key == "total" && action == "mk-load") ||
-                    (key == "vp" && action == "mk-commit") ||
-                    (key == "register" && action == "mk-clear");
+    // mk rotate --abort and fleet add need no signature: no password is
+    // taken for them.
+    const bool ok =
+        (key == "signers" && action != "mk-abort" && action != "fleet-add") ||
+        ((key == "name" || key == "endpoint" || key == "tls") && action == "fleet-add") ||
+        (key == "parts" &&
+         (action == "mk-load" || action == "mk-commit" || action == "recover-apply")) ||
+        (key == "total" && action == "mk-load") || (key == "vp" && action == "mk-commit") ||
+        (key == "register" && action == "mk-clear");
     if (!ok) return Bad(StrCat("the action ", action, " takes no \"", key, "\""));
   }
   return absl::OkStatus();

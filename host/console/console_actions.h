@@ -42,8 +42,9 @@ struct ActionCommand {
 };
 
 // kConsoleActionNames are the actions POST /api/actions/NAME takes.
-inline constexpr const char* kConsoleActionNames[] = {
-    "mk-load", "mk-commit", "mk-rotate", "mk-abort", "mk-setimm", "mk-clear", "recover-apply"};
+inline constexpr const char* kConsoleActionNames[] = {"mk-load",       "mk-commit", "mk-rotate",
+                                                      "mk-abort",      "mk-setimm", "mk-clear",
+                                                      "recover-apply", "fleet-add"};
 
 // BuildActionCommand turns the page's request for `action` (one of
 // kConsoleActionNames) into its hsmctl command. `body` is the request's
@@ -60,6 +61,11 @@ inline constexpr const char* kConsoleActionNames[] = {
 //   "vp": 64 hex digits (mk-commit: the VP the custodians quote);
 //   "register": "new" | "current" | "old" (mk-clear).
 // mk-abort (`mk rotate --abort`, which needs no signature) takes no member.
+// fleet-add (`fleet add NAME ENDPOINT [--tls]`, no signature) takes only
+//   "name" and "endpoint" (each 1 to 255 characters, no space or control
+//   character, not starting with '-') and "tls" (a boolean, optional);
+//   the command checks the rest (UNIT_NAME_TAKEN, UNIT_UNREACHABLE,
+//   BAD_TLS_FILES, UNIT_ID_MISMATCH, ... as on its command line).
 // The passwords are moved out of `body` into the command's secrets and
 // wiped in `body`. Errors: INVALID_ARGUMENT with a message naming what is
 // wrong (an unknown action or member, a path that is empty, starts with

@@ -8,6 +8,7 @@
 
 #include "common/check.h"
 #include "common/reasons.h"
+#include "common/secret_bytes.h"
 #include "common/status.h"
 
 namespace hsmsim::console {
@@ -71,6 +72,35 @@ void AddCommonHeaders(HttpResponse& r) {
 }
 
 }  // namespace
+
+json ParseSecretBody(std::string_view body) {
+  // The lexer's buffers only grow, and each token is written into them
+  // from their first byte: a last token longer than the whole body
+  // overwrites every byte a password could have left there, before any
+  // buffer is grown (and its old storage freed).
+  const std::string filler(body.size() + 1, 'x');
+  std::string text;
+  text.reserve(body.size() + filler.size() + 8);  // never reallocated: no stray copy
+  text.append("[").append(body).append(",\"").append(filler).append("\"]");
+  json wrapped = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  WipeString(&text);
+  // Exactly [BODY, FILLER]: a body that is not one JSON value ("1, 2", or
+  // one ending in a string of its own) does not parse as such.
+  if (wrapped.is_discarded() || !wrapped.is_array() || wrapped.size() != 2 ||
+      wrapped[1] != filler) {
+    return json(json::value_t::discarded);
+  }
+  return std::move(wrapped[0]);
+}
+
+bool PublisherHoldsRotationLock(const json& holder, const json& published) {
+  if (!holder.is_object() || !published.is_object()) return false;
+  const json pid = holder.value("pid", json());
+  if (!pid.is_number_integer() || published.value("pid", json()) != pid) return false;
+  const json host = holder.value("host", json());
+  if (!host.is_string() || host.get<std::string>().empty()) return true;
+  return published.value("host", json()) == host;
+}
 
 ConsolePage ComposePage(std::string_view html, std::string_view style, std::string_view script) {
   ConsolePage page{std::string(html), ""};
@@ -165,7 +195,7 @@ HttpResponse ConsoleApi::StartAction(std::string_view name, const HttpRequest& r
   if (request.content_type.rfind("application/json", 0) != 0) {
     return Json(415, json{{"ok", false}, {"message", "the body must be application/json"}});
   }
-  json body = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  json body = ParseSecretBody(request.body);
   if (body.is_discarded()) {
     return Json(400, json{{"ok", false}, {"message", "the body is not JSON"}});
   }

@@ -71,6 +71,28 @@ struct ConsolePage {
 // origin, no other inline code, no external fetch.
 ConsolePage ComposePage(std::string_view html, std::string_view style, std::string_view script);
 
+// ParseSecretBody parses `body`, a request body that may hold passwords
+// and PINs, as json::parse does (discarded when it is not one JSON value),
+// so that the parser keeps no copy of them: nlohmann's lexer holds the
+// text of the last token it read, in a string buffer and a buffer of raw
+// characters of its own, freed without being zeroed. `body` is parsed as
+// the first element of an array whose second and last element is a string
+// longer than the whole body, which overwrites every byte of those buffers
+// before they are grown or freed; the text parsed is wiped after. The
+// caller wipes `body` and the strings of the result (BuildActionCommand
+// wipes the passwords it takes). Not covered: the lexer's buffers after a
+// body that does not parse (they hold the text up to the error).
+nlohmann::json ParseSecretBody(std::string_view body);
+
+// PublisherHoldsRotationLock is true when the published rotation progress
+// `published` (ReadPublishedProgress: {"pid", "host", ...}) was written by
+// the process that holds the rotation lock, `holder` (`mk rotate --status
+// --json`'s "lock_holder": {"pid", "host", ...}, or null): the same integer
+// pid, and the same host name when the holder names one (a PostgreSQL
+// keystore shared by several hosts: the same pid on another host is
+// another process). False for anything of another shape.
+bool PublisherHoldsRotationLock(const nlohmann::json& holder, const nlohmann::json& published);
+
 // ConsoleActions are the changes the page may ask for, each done by the
 // code of the hsmctl command that does it (null: not offered, 404).
 struct ConsoleActions {

@@ -1,12 +1,18 @@
 #include "host/console/console_server.h"
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
+#include <array>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/http.hpp>
 #include <csignal>
 #include <deque>
@@ -24,6 +30,7 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
 constexpr size_t kHeaderLimit = 8 * 1024;
@@ -34,7 +41,12 @@ constexpr auto kHeartbeatPeriod = std::chrono::seconds(15);
 // A comment line: keeps the stream busy so a closed client is noticed.
 constexpr char kHeartbeat[] = ": keep-alive\n\n";
 
-class Session;
+// EventSink is an open event stream (a Session over plain TCP or TLS).
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void Send(const std::string& event) = 0;
+};
 
 }  // namespace
 
@@ -44,8 +56,10 @@ struct ConsoleServer::Impl {
   asio::signal_set signals{ioc, SIGINT, SIGTERM};
   asio::steady_timer heartbeat{ioc};
   RequestHandler handler;
-  std::string last_event;                         // the io thread's
-  std::vector<std::shared_ptr<Session>> streams;  // the io thread's
+  std::optional<ssl::context> tls;                  // set: HTTPS only
+  std::string https_url;                            // named to a plain HTTP client
+  std::string last_event;                           // the io thread's
+  std::vector<std::shared_ptr<EventSink>> streams;  // the io thread's
   int signal = 0;
 
   void Accept();
@@ -55,18 +69,39 @@ struct ConsoleServer::Impl {
 
 namespace {
 
-// Session is one connection: requests read and answered one at a time
-// (keep-alive), until one opens an event stream, which it stays.
-class Session : public std::enable_shared_from_this<Session> {
+// Session is one connection over `Stream` (beast::tcp_stream, or an
+// asio::ssl::stream over one, whose buffered handshake takes the bytes the
+// Detector read): requests read and answered one at a time (keep-alive),
+// until one opens an event stream, which it stays.
+template <class Stream>
+class Session : public EventSink, public std::enable_shared_from_this<Session<Stream>> {
  public:
-  Session(tcp::socket socket, ConsoleServer::Impl& server)
-      : stream_(std::move(socket)), server_(server) {}
+  // `args` make the stream; `buffer` holds bytes already read from it.
+  template <class... Args>
+  Session(ConsoleServer::Impl& server, beast::flat_buffer buffer, Args&&... args)
+      : stream_(std::forward<Args>(args)...), server_(server), buffer_(std::move(buffer)) {}
 
-  void Start() { ReadRequest(); }
+  // Start reads the first request (after the TLS handshake, over TLS).
+  void Start() {
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      ReadRequest();
+    } else {
+      beast::get_lowest_layer(stream_).expires_after(kReadTimeout);
+      // The bytes the detector read are the start of the handshake.
+      stream_.async_handshake(ssl::stream_base::server, buffer_.data(),
+                              [self = this->shared_from_this()](beast::error_code ec, size_t used) {
+                                // A handshake that fails (a client that does not trust the
+                                // fleet CA, or timed out) has no one to answer.
+                                if (ec) return self->Close();
+                                self->buffer_.consume(used);
+                                self->ReadRequest();
+                              });
+    }
+  }
 
   // Send queues `event` on this event stream (closing a stream whose
   // client has stopped reading).
-  void Send(const std::string& event) {
+  void Send(const std::string& event) override {
     if (closed_) return;
     if (queue_.size() >= kEventQueueLimit) {
       Close();
@@ -90,10 +125,10 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(kBodyLimit);
-    stream_.expires_after(kReadTimeout);
+    beast::get_lowest_layer(stream_).expires_after(kReadTimeout);
     http::async_read(
         stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRequest(ec); });
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnRequest(ec); });
   }
 
   void OnRequest(beast::error_code ec) {
@@ -121,7 +156,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(req.keep_alive());
     res->prepare_payload();
     http::async_write(stream_, *res,
-                      [self = shared_from_this(), res](beast::error_code write_ec, size_t) {
+                      [self = this->shared_from_this(), res](beast::error_code write_ec, size_t) {
                         if (write_ec || !res->keep_alive()) return self->Close();
                         self->ReadRequest();
                       });
@@ -130,18 +165,18 @@ class Session : public std::enable_shared_from_this<Session> {
   // StartEvents answers with the header of a text/event-stream without a
   // length (the body ends when the connection does), then the last event.
   void StartEvents(const HttpResponse& answer) {
-    stream_.expires_never();
+    beast::get_lowest_layer(stream_).expires_never();
     auto res = std::make_shared<http::response<http::empty_body>>(http::status::ok, 11);
     res->set(http::field::server, "hsmctl-console");
     res->set(http::field::content_type, answer.content_type);
     for (const auto& [name, value] : answer.headers) res->set(name, value);
     res->keep_alive(false);
     auto serializer = std::make_shared<http::response_serializer<http::empty_body>>(*res);
-    server_.streams.push_back(shared_from_this());
+    server_.streams.push_back(this->shared_from_this());
     if (!server_.last_event.empty()) Send(server_.last_event);
     http::async_write_header(
         stream_, *serializer,
-        [self = shared_from_this(), res, serializer](beast::error_code ec, size_t) {
+        [self = this->shared_from_this(), res, serializer](beast::error_code ec, size_t) {
           if (ec) return self->Close();
           self->streaming_ = true;
           if (!self->queue_.empty()) self->WriteNextEvent();
@@ -150,7 +185,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void WriteNextEvent() {
     asio::async_write(stream_, asio::buffer(queue_.front()),
-                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
                         if (ec) return self->Close();
                         self->queue_.pop_front();
                         if (!self->queue_.empty()) self->WriteNextEvent();
@@ -161,13 +196,14 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     closed_ = true;
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    beast::tcp_stream& tcp_layer = beast::get_lowest_layer(stream_);
+    tcp_layer.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    tcp_layer.close();
     std::erase_if(server_.streams,
-                  [this](const std::shared_ptr<Session>& s) { return s.get() == this; });
+                  [this](const std::shared_ptr<EventSink>& s) { return s.get() == this; });
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   ConsoleServer::Impl& server_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -178,18 +214,98 @@ class Session : public std::enable_shared_from_this<Session> {
 
 }  // namespace
 
+// Detector reads the first bytes of a connection to a TLS console: a TLS
+// ClientHello goes on to the handshake; anything else (plain HTTP) is
+// answered, in plain HTTP, 400 and the https:// URL to use, then closed.
+class Detector : public std::enable_shared_from_this<Detector> {
+ public:
+  Detector(tcp::socket socket, ConsoleServer::Impl& server)
+      : stream_(std::move(socket)), server_(server) {}
+
+  void Start() {
+    stream_.expires_after(kReadTimeout);
+    beast::async_detect_ssl(stream_, buffer_,
+                            [self = shared_from_this()](beast::error_code ec, bool is_tls) {
+                              if (ec) return self->Close();
+                              if (is_tls) {
+                                std::make_shared<Session<ssl::stream<beast::tcp_stream>>>(
+                                    self->server_, std::move(self->buffer_),
+                                    std::move(self->stream_), *self->server_.tls)
+                                    ->Start();
+                                return;
+                              }
+                              self->RefusePlaintext();
+                            });
+  }
+
+ private:
+  void RefusePlaintext() {
+    auto res = std::make_shared<http::response<http::string_body>>(http::status::bad_request, 11);
+    res->set(http::field::server, "hsmctl-console");
+    res->set(http::field::content_type, "text/plain; charset=utf-8");
+    res->set(http::field::cache_control, "no-store");
+    res->body() = StrCat("This hsmctl console speaks HTTPS only (the fleet has TLS): open ",
+                         server_.https_url, " instead, with the token it printed.\n");
+    res->keep_alive(false);
+    res->prepare_payload();
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res](beast::error_code ec, size_t) {
+                        if (ec) return self->Close();
+                        // The 400 sent, our side ends; the rest of the request
+                        // is read and dropped before closing, so the client
+                        // reads the 400 instead of a reset (closing with
+                        // unread data sends RST).
+                        beast::error_code ignored;
+                        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                        self->stream_.expires_after(kDrainTimeout);
+                        self->Drain();
+                      });
+  }
+
+  // Drain reads and discards what the client still sends, until it closes,
+  // kDrainLimit bytes or kDrainTimeout (set by the caller), then closes.
+  void Drain() {
+    stream_.async_read_some(asio::buffer(drain_),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              self->drained_ += n;
+                              if (ec || self->drained_ >= kDrainLimit) return self->Close();
+                              self->Drain();
+                            });
+  }
+
+  static constexpr std::chrono::seconds kDrainTimeout{1};
+  static constexpr size_t kDrainLimit = 64 * 1024;
+
+  void Close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  ConsoleServer::Impl& server_;
+  beast::flat_buffer buffer_;
+  std::array<char, 4096> drain_{};
+  size_t drained_ = 0;
+};
+
 void ConsoleServer::Impl::Accept() {
   acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;
-    if (!ec) std::make_shared<Session>(std::move(socket), *this)->Start();
+    if (!ec && tls.has_value()) {
+      std::make_shared<Detector>(std::move(socket), *this)->Start();
+    } else if (!ec) {
+      std::make_shared<Session<beast::tcp_stream>>(*this, beast::flat_buffer(), std::move(socket))
+          ->Start();
+    }
     Accept();
   });
 }
 
 void ConsoleServer::Impl::Broadcast(const std::string& event) {
   // Send may close a stream, which leaves `streams`: walk a copy.
-  const std::vector<std::shared_ptr<Session>> open = streams;
-  for (const std::shared_ptr<Session>& s : open) s->Send(event);
+  const std::vector<std::shared_ptr<EventSink>> open = streams;
+  for (const std::shared_ptr<EventSink>& s : open) s->Send(event);
 }
 
 void ConsoleServer::Impl::ScheduleHeartbeat() {
@@ -200,6 +316,44 @@ void ConsoleServer::Impl::ScheduleHeartbeat() {
     ScheduleHeartbeat();
   });
 }
+
+namespace {
+
+// SetUpTls makes `impl`'s TLS context: TLS 1.2 or later, `tls`'s
+// certificate chain and key. OpenSSL wipes the plaintext it decrypted (a
+// request body's PINs and passwords) from its own buffers once delivered
+// (SSL_OP_CLEANSE_PLAINTEXT, OpenSSL 3) and frees idle connections' buffers
+// (SSL_MODE_RELEASE_BUFFERS).
+absl::Status SetUpTls(const ServerTls& tls, ConsoleServer::Impl& impl) {
+  impl.tls.emplace(ssl::context::tls_server);
+  ssl::context& ctx = *impl.tls;
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                  ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                  ssl::context::single_dh_use);
+  SSL_CTX_set_options(ctx.native_handle(), SSL_OP_CLEANSE_PLAINTEXT);
+  SSL_CTX_set_mode(ctx.native_handle(), SSL_MODE_RELEASE_BUFFERS);
+  beast::error_code ec;
+  ctx.use_certificate_chain(asio::buffer(tls.cert_chain_pem), ec);
+  const char* what = "certificate";
+  if (!ec) {
+    what = "private key";
+    ctx.use_private_key(asio::buffer(tls.key_pem.data(), tls.key_pem.size()), ssl::context::pem,
+                        ec);
+  }
+  if (!ec && SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
+    what = "private key (it does not match the certificate)";
+    ec = beast::error_code(static_cast<int>(ERR_get_error()), asio::error::get_ssl_category());
+  }
+  ERR_clear_error();
+  if (ec) {
+    impl.tls.reset();
+    return Error(absl::StatusCode::kInvalidArgument, reason::kBadTlsFiles,
+                 StrCat("the console's TLS ", what, " is unusable: ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text, bool allow_remote) {
   auto bad = [&](std::string_view why) {
@@ -219,6 +373,9 @@ absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text, bool all
   }
   const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
   if (bracketed) host = host.substr(1, host.size() - 2);
+  if (host.find('%') != std::string_view::npos) {
+    return bad("an IPv6 zone (%...) is not supported: give a global or loopback address");
+  }
   beast::error_code ec;
   const asio::ip::address address = asio::ip::make_address(std::string(host), ec);
   if (ec || address.is_v6() != bracketed) {
@@ -228,8 +385,9 @@ absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text, bool all
     return Error(absl::StatusCode::kInvalidArgument, reason::kListenNotLoopback,
                  StrCat("--listen '", text,
                         "' is not a loopback address: the console would be open to other "
-                        "hosts, which see its access token in clear (no TLS). Listen on "
-                        "127.0.0.1, or add --allow-remote if that is what you want"));
+                        "hosts (which, on a fleet without TLS, see its access token in "
+                        "clear). Listen on 127.0.0.1, or add --allow-remote if that is what "
+                        "you want"));
   }
   return ListenAddress{address.to_string(),
                        static_cast<uint16_t>(std::stoul(std::string(port_text)))};
@@ -241,7 +399,8 @@ std::string UrlHost(const std::string& ip) {
 
 absl::StatusOr<std::unique_ptr<ConsoleServer>> ConsoleServer::Listen(const std::string& ip,
                                                                      uint16_t port,
-                                                                     RequestHandler handler) {
+                                                                     RequestHandler handler,
+                                                                     const ServerTls* tls) {
   beast::error_code ec;
   const asio::ip::address address = asio::ip::make_address(ip, ec);
   if (ec) {
@@ -250,6 +409,7 @@ absl::StatusOr<std::unique_ptr<ConsoleServer>> ConsoleServer::Listen(const std::
   }
   auto impl = std::make_unique<Impl>();
   impl->handler = std::move(handler);
+  if (tls != nullptr) HSMSIM_RETURN_IF_ERROR(SetUpTls(*tls, *impl));
   const tcp::endpoint endpoint(address, port);
   impl->acceptor.open(endpoint.protocol(), ec);
   if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
@@ -259,6 +419,8 @@ absl::StatusOr<std::unique_ptr<ConsoleServer>> ConsoleServer::Listen(const std::
     return Error(absl::StatusCode::kFailedPrecondition, reason::kConsoleListenFailed,
                  StrCat("cannot listen on ", ip, " port ", port, ": ", ec.message()));
   }
+  impl->https_url =
+      StrCat("https://", UrlHost(ip), ":", impl->acceptor.local_endpoint().port(), "/");
   return std::unique_ptr<ConsoleServer>(new ConsoleServer(std::move(impl)));
 }
 

@@ -7,7 +7,11 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 
+#include "common/reasons.h"
+#include "common/secret_bytes.h"
+#include "common/status.h"
 #include "common/str_cat.h"
 #include "host/console/access_token.h"
 #include "host/console/assets.h"
@@ -15,6 +19,7 @@
 #include "host/console/console_api.h"
 #include "host/console/console_server.h"
 #include "host/console/fleet_watcher.h"
+#include "host/fleet_tls.h"
 #include "host/hsmctl/context.h"
 #include "host/hsmctl/json_reports.h"
 #include "host/hsmctl/keystore_support.h"
@@ -52,8 +57,8 @@ constexpr int kAuditEventsShown = 50;
 class RotationProgress {
  public:
   // `published` is what the rotating hsmctl publishes (ReadPublishedProgress):
-  // used, for its per-unit counts, keys/s and ETA, while its pid holds the
-  // rotation lock.
+  // used, for its per-unit counts, keys/s and ETA, while its pid and host
+  // hold the rotation lock.
   json Update(const json& rotation, const json& published) {
     const auto now = std::chrono::steady_clock::now();
     if (rotation.value("ok", false) && rotation.contains("keys_total")) {
@@ -110,12 +115,10 @@ class RotationProgress {
   }
 
   void TakePublished(const json& rotation, const json& published) {
-    const json holder = rotation.value("lock_holder", json());
     // `published` comes from ReadPublishedProgress, which keeps only fields
-    // of the expected types; the lock holder's pid is checked here too.
-    if (!published.is_object() || !published.contains("pid") || !holder.is_object() ||
-        !holder.contains("pid") || !holder["pid"].is_number_integer() ||
-        holder["pid"].get<int64_t>() != published["pid"].get<int64_t>()) {
+    // of the expected types; it counts only while its writer (pid and host)
+    // holds the rotation lock.
+    if (!console::PublisherHoldsRotationLock(rotation.value("lock_holder", json()), published)) {
       view_["published"] = false;
       return;
     }
@@ -181,6 +184,32 @@ class FleetViews {
   std::chrono::steady_clock::time_point recovery_read_at_;
 };
 
+// ConsoleTls returns the TLS identity the console serves HTTPS with when
+// the fleet has TLS (fleet.json's "tls", `fleet up --tls`): a certificate
+// the fleet CA issues now for `ip`, held in memory only, with the path of
+// the CA certificate a client trusts it with; nothing when the fleet has no
+// TLS (or no fleet.json yet: NO_FLEET). Errors: fleet.json unreadable
+// (FILE_UNREADABLE), damaged (BAD_MANIFEST) or too new
+// (UNSUPPORTED_MANIFEST_VERSION) -- never served as plain HTTP, since the
+// fleet may have TLS; the fleet CA's files unreadable (FILE_UNREADABLE) or
+// not PEM (BAD_TLS_FILES), CRYPTO_FAILED.
+struct ConsoleTlsIdentity {
+  console::ServerTls server;
+  std::string ca_path;
+};
+absl::StatusOr<std::optional<ConsoleTlsIdentity>> ConsoleTls(Invocation& inv,
+                                                             const std::string& ip) {
+  auto manifest = host::LoadFleetManifest(FleetDir(inv));
+  if (!manifest.ok() && ReasonOf(manifest.status()) == reason::kNoFleet) return std::nullopt;
+  if (!manifest.ok()) return manifest.status();
+  if (manifest->tls.empty()) return std::nullopt;
+  HSMSIM_ASSIGN_OR_RETURN(host::TlsIdentity identity,
+                          host::IssueConsoleCertificate(FleetDir(inv), manifest->tls, ip));
+  return ConsoleTlsIdentity{
+      console::ServerTls{std::move(identity.cert_pem), std::move(identity.key_pem)},
+      (std::filesystem::path(FleetDir(inv)) / manifest->tls.ca).string()};
+}
+
 int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
   // A server does not die of a peer that went away (Asio sends with
   // MSG_NOSIGNAL anyway), and the actions' children inherit the setting: a
@@ -191,7 +220,10 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
   if (!address.ok()) return Fail(inv, address.status());
   auto token = console::AccessToken::Generate();
   if (!token.ok()) return Fail(inv, token.status());
-  const std::string url = StrCat("http://", console::UrlHost(address->ip), ":");
+  auto tls = ConsoleTls(inv, address->ip);
+  if (!tls.ok()) return Fail(inv, tls.status());
+  const std::string url =
+      StrCat(tls->has_value() ? "https://" : "http://", console::UrlHost(address->ip), ":");
 
   std::unique_ptr<console::FleetWatcher> watcher;
   std::unique_ptr<console::ConsoleServer> server;
@@ -225,7 +257,10 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
   api.SetSnapshot(views.Read());
   auto listening = console::ConsoleServer::Listen(
       address->ip, address->port,
-      [&api](const console::HttpRequest& request) { return api.Handle(request); });
+      [&api](const console::HttpRequest& request) { return api.Handle(request); },
+      tls->has_value() ? &(*tls)->server : nullptr);
+  if (tls->has_value())
+    SecretBytes().swap((*tls)->server.key_pem);  // freed, wiped: the context has it
   if (!listening.ok()) return Fail(inv, listening.status());
   server = std::move(*listening);
   server->Publish(api.SnapshotEvent());
@@ -240,6 +275,9 @@ int RunConsole(Invocation& inv, const ConsoleFlags& flags) {
   std::cout << url << server->port() << "/?token=" << token->text() << std::endl;
   std::cerr << "hsmctl console: serving fleet " << FleetDir(inv) << " on "
             << console::UrlHost(address->ip) << ":" << server->port()
+            << (tls->has_value() ? StrCat(" over HTTPS, with a certificate of the fleet CA (",
+                                          (*tls)->ca_path, ") for ", address->ip)
+                                 : std::string())
             << " (open the URL above; Ctrl-C stops)" << std::endl;
   const int signal = server->Run();
   runner.Shutdown();
@@ -263,8 +301,8 @@ void AddConsoleCommand(CLI::App& app, Invocation& inv) {
                   "--allow-remote (port 0: any free port)")
       ->capture_default_str();
   cmd->add_flag("--allow-remote", flags->allow_remote,
-                "Allow a --listen address other than loopback (plain HTTP: the token and the "
-                "fleet's state cross the network in clear)");
+                "Allow a --listen address other than loopback (without the fleet's TLS, plain "
+                "HTTP: the token and the fleet's state cross the network in clear)");
   cmd->add_option("--poll-ms", flags->poll_ms,
                   "How often the fleet is read for changes (fleet.json, keystore, units)")
       ->capture_default_str()

@@ -156,6 +156,7 @@ void ProgressPrinter::Publish(const host::RotationProgress& p, double rate, doub
   last_published_ = now;
   json doc{
       {"pid", static_cast<int64_t>(::getpid())},
+      {"host", host::RotationLockHolder::Self("").host},
       {"phase", p.phase},
       {"keys_done", p.done},
       {"keys_total", p.total},
@@ -231,6 +232,12 @@ json ReadPublishedProgress(const Invocation& inv) {
   // the fields the console shows are kept, each of the type it expects.
   if (!doc.is_object() || !doc.contains("pid") || !doc["pid"].is_number_integer()) return nullptr;
   json out{{"pid", doc["pid"].get<int64_t>()}};
+  // The publisher's host name (as the rotation lock records it: a keystore
+  // shared by hosts makes a pid alone ambiguous); null when absent.
+  out["host"] = doc.contains("host") && doc["host"].is_string() &&
+                        doc["host"].get_ref<const std::string&>().size() <= 255
+                    ? doc["host"]
+                    : json(nullptr);
   for (const char* number : {"keys_per_second", "eta_seconds"}) {
     out[number] = doc.contains(number) && doc[number].is_number() ? doc[number] : json(nullptr);
   }

@@ -82,13 +82,12 @@ class ProgressPrinter {
 
   // PublishTo makes Update also write the progress to `path` (a rotation's:
   // ProgressFilePath), at most 4 times a second and at each change of
-  // phase, atomically (a temporary file renamed over it): {"pid",
-  // "phase", "keys_done", "keys_total", "seconds", "keys_per_second",
-  // "eta_seconds", "keys_per_unit": {UNIT: keys re-encrypted in this run},
-  // "updated_at" (Unix seconds)}. A write that fails is skipped: progress
-  // only, never a reason to stop. Temporary files of earlier publishers
-  // that died before their rename (PATH.tmp.PID of a PID no longer
-  // running, e.g. an hsmctl killed mid-rotation) are removed here.
+  // phase, atomically (a temporary file renamed over it): {"pid", "host"
+  // (gethostname, as the rotation lock's holder records it), "phase", "keys_done", "keys_total",
+  // "seconds", "keys_per_second", "eta_seconds", "keys_per_unit": {UNIT: keys re-encrypted in this
+  // run}, "updated_at" (Unix seconds)}. A write that fails is skipped: progress only, never a
+  // reason to stop. Temporary files of earlier publishers that died before their rename
+  // (PATH.tmp.PID of a PID no longer running, e.g. an hsmctl killed mid-rotation) are removed here.
   void PublishTo(std::string path);
 
  private:
@@ -110,10 +109,12 @@ std::string ProgressFilePath(const Invocation& inv, const host::FleetManifest& m
 // ReadPublishedProgress returns the fleet's published rotation progress
 // (ProgressPrinter::PublishTo), or null when there is none, it is not a
 // regular file of at most 64 KiB, or it does not parse with an integer
-// "pid". Only "pid" (integer), "keys_per_second" and "eta_seconds" (numbers
+// "pid". Only "pid" (integer), "host" (a string of at most 255 bytes, or
+// null), "keys_per_second" and "eta_seconds" (numbers
 // or null) and "keys_per_unit" (at most 64 names of up to 64 bytes, integer
 // counts) are returned: the file is not trusted. It outlives its rotation:
-// check its pid against the rotation lock's holder.
+// check its pid and host against the rotation lock's holder
+// (console::PublisherHoldsRotationLock).
 json ReadPublishedProgress(const Invocation& inv);
 
 std::string Base64Encode(std::string_view bytes);

@@ -170,6 +170,29 @@ TEST_F(UnitTlsTest, UnitOfAnotherCaIsRefusedAndWorksOnceTheCaIsRight) {
   EXPECT_EQ(info->unit_id(), unit_id_);
 }
 
+TEST_F(UnitTlsTest, ConsoleServerCertificateIsNotAClientCredential) {
+  auto unit = StartUnit(&unit_files_);
+  // hsmctl console's certificate (same CA, serverAuth only): a unit must
+  // not take it for hsmctl's client certificate.
+  auto console = IssueIpCertificate(ca_, "hsmctl console", "127.0.0.1");
+  ASSERT_TRUE(console.ok()) << console.status();
+  const Files console_files = Write("console", *console);
+  auto refused = Client(ca_file_, console_files, unit_id_)->GetInfo();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(ReasonOf(refused.status()), reason::kTlsHandshakeFailed) << refused.status();
+  ASSERT_TRUE(GetInfoOverTls().ok());
+}
+
+TEST_F(UnitTlsTest, CaKeyThatIsNotTheCaCertificatesIsRefused) {
+  auto other = MakeFleetCa("another CA");
+  ASSERT_TRUE(other.ok());
+  const TlsIdentity mixed{ca_.cert_pem, other->key_pem};
+  auto issued = IssueCertificate(mixed, "client", "");
+  ASSERT_FALSE(issued.ok());
+  EXPECT_EQ(ReasonOf(issued.status()), reason::kBadTlsFiles) << issued.status();
+  EXPECT_THAT(issued.status().message(), HasSubstr("not the key of its certificate"));
+}
+
 TEST_F(UnitTlsTest, ExpiredUnitCertificateIsRefusedAndWorksOnceRenewed) {
   const Files expired =
       Issue("expired", unit_id_, {.not_before_seconds = -7200, .not_after_seconds = -3600});

@@ -401,8 +401,17 @@
 
   async function startAction(prefix, button) {
     const action = button.dataset.action;
-    // mk rotate --abort needs no signature: nothing but the request.
-    const body = action === 'mk-abort' ? {} : { signers: collectRows(prefix + '-signers') };
+    // mk rotate --abort and fleet add need no signature.
+    let body = {};
+    if (action === 'fleet-add') {
+      body = {
+        name: document.getElementById('add-unit-name').value.trim(),
+        endpoint: document.getElementById('add-unit-endpoint').value.trim(),
+        tls: document.getElementById('add-unit-tls').checked,
+      };
+    } else if (action !== 'mk-abort') {
+      body.signers = collectRows(prefix + '-signers');
+    }
     if (['mk-load', 'mk-commit', 'recover-apply'].includes(action)) {
       const parts = collectRows(prefix + '-parts');
       if (parts.length) body.parts = parts;
@@ -440,6 +449,8 @@
   }
   document.getElementById('act-mk-abort').addEventListener('click', (event) =>
     startAction('rotation', event.currentTarget));
+  document.getElementById('act-fleet-add').addEventListener('click', (event) =>
+    startAction('units', event.currentTarget));
   for (const button of document.querySelectorAll('.add-row')) {
     button.addEventListener('click', () =>
       document.getElementById(button.dataset.rows).append(fileRow(button.dataset.kind)));
@@ -454,7 +465,7 @@
   }
 
   function renderAction(state) {
-    for (const prefix of ['mk', 'recovery', 'rotation']) {
+    for (const prefix of ['mk', 'recovery', 'rotation', 'units']) {
       const box = document.getElementById(prefix + '-action-status');
       if (!state || !state.id) {
         box.className = 'action-status';

@@ -51,6 +51,49 @@ TEST(BuildActionCommandTest, CardPinBecomesThePinSource) {
                                 "pkcs11:token=alice;object=alice?pin-source=/dev/fd/3"}));
 }
 
+TEST(BuildActionCommandTest, DisplayLeavesOutTheCardsPinSource) {
+  json body = json::parse(R"({"signers": [{"file": "pkcs11:token=alice;object=alice",
+                                           "password": "1234"},
+                                          {"file": "pkcs11:token=bob;object=bob?slot-id=1",
+                                           "password": "5678"}]})");
+  auto command = BuildActionCommand("mk-setimm", body);
+  ASSERT_TRUE(command.ok()) << command.status();
+  EXPECT_EQ(command->display,
+            "hsmctl mk setimm --sign pkcs11:token=alice;object=alice,"
+            "pkcs11:token=bob;object=bob?slot-id=1");
+}
+
+TEST(BuildActionCommandTest, FleetAddIsTheCommandWithoutSignature) {
+  json body = json{{"name", "remote1"}, {"endpoint", "127.0.0.2:7000"}, {"tls", true}};
+  auto command = BuildActionCommand("fleet-add", body);
+  ASSERT_TRUE(command.ok()) << command.status();
+  EXPECT_EQ(command->name, "fleet add");
+  EXPECT_EQ(command->args,
+            (std::vector<std::string>{"fleet", "add", "remote1", "127.0.0.2:7000", "--tls"}));
+  EXPECT_EQ(command->display, "hsmctl fleet add remote1 127.0.0.2:7000 --tls");
+  EXPECT_TRUE(command->secrets.empty());
+  EXPECT_EQ(Args("fleet-add", json{{"name", "r2"}, {"endpoint", "[::1]:7000"}}),
+            (std::vector<std::string>{"fleet", "add", "r2", "[::1]:7000"}));
+}
+
+TEST(BuildActionCommandTest, FleetAddRefusesWhatWouldNotBeOneArgument) {
+  for (const json& body :
+       {json{{"endpoint", "127.0.0.2:7000"}}, json{{"name", "r1"}},
+        json{{"name", "--tls"}, {"endpoint", "127.0.0.2:7000"}},
+        json{{"name", "r 1"}, {"endpoint", "127.0.0.2:7000"}},
+        json{{"name", "r1"}, {"endpoint", "127.0.0.2:7000\n"}},
+        json{{"name", ""}, {"endpoint", "127.0.0.2:7000"}},
+        json{{"name", std::string(256, 'r')}, {"endpoint", "127.0.0.2:7000"}},
+        json{{"name", 7}, {"endpoint", "127.0.0.2:7000"}},
+        json{{"name", "r1"}, {"endpoint", "127.0.0.2:7000"}, {"tls", "yes"}},
+        json{{"name", "r1"}, {"endpoint", "127.0.0.2:7000"}, {"signers", json::array()}},
+        json{{"name", "r1"}, {"endpoint", "127.0.0.2:7000"}, {"vp", std::string(64, 'a')}}}) {
+    json copy = body;
+    auto command = BuildActionCommand("fleet-add", copy);
+    EXPECT_TRUE(absl::IsInvalidArgument(command.status())) << body.dump();
+  }
+}
+
 TEST(BuildActionCommandTest, EachActionIsItsCommand) {
   EXPECT_EQ(Args("mk-clear", json{{"register", "current"}}),
             (std::vector<std::string>{"mk", "clrcur"}));

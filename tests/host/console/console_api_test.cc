@@ -307,6 +307,7 @@ TEST(ParseListenAddressTest, OtherAddressesNeedAllowRemote) {
     auto refused = ParseListenAddress(text, false);
     EXPECT_EQ(ReasonOf(refused.status()), reason::kListenNotLoopback) << text;
     EXPECT_THAT(std::string(refused.status().message()), HasSubstr("--allow-remote"));
+    EXPECT_THAT(std::string(refused.status().message()), Not(HasSubstr("(no TLS)")));
     EXPECT_TRUE(ParseListenAddress(text, true).ok()) << text;
   }
 }
@@ -317,6 +318,60 @@ TEST(ParseListenAddressTest, BadAddresses) {
                            "127.0.0.1:0x10", "127.0.0.1:123456"}) {
     auto bad = ParseListenAddress(text, true);
     EXPECT_EQ(ReasonOf(bad.status()), reason::kBadListenAddress) << text;
+  }
+  // An IPv6 zone: refused here, not later by the certificate (BAD_TLS_FILES).
+  for (const char* text : {"[fe80::1%eth0]:80", "[::1%1]:80", "[fe80::1%25lo]:0"}) {
+    auto zoned = ParseListenAddress(text, true);
+    EXPECT_EQ(ReasonOf(zoned.status()), reason::kBadListenAddress) << text;
+    EXPECT_THAT(std::string(zoned.status().message()), HasSubstr("zone")) << text;
+  }
+}
+
+// The published progress file outlives its rotation, and a PostgreSQL
+// keystore is shared by hosts: it counts only while its writer, by pid and
+// host name, holds the rotation lock.
+TEST(PublisherHoldsRotationLockTest, SamePidAndHost) {
+  const json holder{{"pid", 4242}, {"host", "hsm-host-a"}, {"command", "mk rotate"}};
+  EXPECT_TRUE(PublisherHoldsRotationLock(holder, json{{"pid", 4242}, {"host", "hsm-host-a"}}));
+}
+
+TEST(PublisherHoldsRotationLockTest, SamePidOnAnotherHostIsAnotherProcess) {
+  const json holder{{"pid", 4242}, {"host", "hsm-host-a"}};
+  EXPECT_FALSE(PublisherHoldsRotationLock(holder, json{{"pid", 4242}, {"host", "hsm-host-b"}}));
+  // A publisher that names no host cannot be told apart from another
+  // host's process: not taken.
+  EXPECT_FALSE(PublisherHoldsRotationLock(holder, json{{"pid", 4242}, {"host", nullptr}}));
+  EXPECT_FALSE(PublisherHoldsRotationLock(holder, json{{"pid", 4242}}));
+}
+
+TEST(PublisherHoldsRotationLockTest, AnotherPidOrNoHolder) {
+  const json published{{"pid", 4242}, {"host", "hsm-host-a"}};
+  EXPECT_FALSE(PublisherHoldsRotationLock(json{{"pid", 4243}, {"host", "hsm-host-a"}}, published));
+  EXPECT_FALSE(PublisherHoldsRotationLock(json(nullptr), published));
+  EXPECT_FALSE(
+      PublisherHoldsRotationLock(json{{"pid", "4242"}, {"host", "hsm-host-a"}}, published));
+  EXPECT_FALSE(PublisherHoldsRotationLock(json{{"pid", 4242}, {"host", "hsm-host-a"}}, nullptr));
+}
+
+TEST(PublisherHoldsRotationLockTest, HolderWithoutHostNameMatchesByPid) {
+  // gethostname failed for the holder (it recorded ""): the pid is all
+  // there is to compare.
+  EXPECT_TRUE(PublisherHoldsRotationLock(json{{"pid", 7}, {"host", ""}},
+                                         json{{"pid", 7}, {"host", "hsm-host-a"}}));
+}
+
+// ParseSecretBody parses as json::parse does, one JSON value, and no more.
+TEST(ParseSecretBodyTest, ParsesOneValueLikeJsonParse) {
+  for (const char* text : {R"({"signers": [{"file": "a.key", "password": "pw with \" quote"}]})",
+                           "{}", "[1, 2]", R"("a string")", "  {\"a\": 1}  ", "12"}) {
+    EXPECT_EQ(ParseSecretBody(text), json::parse(text)) << text;
+  }
+}
+
+TEST(ParseSecretBodyTest, RefusesWhatIsNotOneJsonValue) {
+  for (const char* text : {"", "1, 2", R"({"a": 1}, {"b": 2})", R"({"a": 1}, "xxx")", R"({"a": "b)",
+                           "{", R"({"a": 1}])", "null null"}) {
+    EXPECT_TRUE(ParseSecretBody(text).is_discarded()) << text;
   }
 }
 

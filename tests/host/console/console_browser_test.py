@@ -15,6 +15,7 @@ usage: console_browser_test.py --hsmctl PATH --unit PATH --screenshots DIR"""
 import argparse
 import os
 import shutil
+import socket
 import sys
 import unittest
 
@@ -221,6 +222,22 @@ class ConsoleBrowserTest(BrowserCase):
         unit3 = next(u for u in self.fleet.json("fleet", "status")["units"]
                      if u["unit"] == "unit3")
         self.assertTrue(unit3["selected"])
+
+        # Add crypto unit at an address where no unit listens: hsmctl fleet
+        # add's own error under the form, fleet.json unchanged.
+        from selenium.webdriver.common.by import By
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.2", 0))
+            port = sock.getsockname()[1]
+        before = self.fleet.json("fleet", "status")
+        b.find_element(By.ID, "add-unit-name").send_keys("ghost")
+        b.find_element(By.ID, "add-unit-endpoint").send_keys(f"127.0.0.2:{port}")
+        b.find_element(By.ID, "act-fleet-add").click()
+        self.wait(lambda d: "UNIT_UNREACHABLE" in (self.text_of("units-action-status") or ""),
+                  "fleet add's UNIT_UNREACHABLE under the form")
+        self.assertIn(f"hsmctl fleet add ghost 127.0.0.2:{port}",
+                      self.text_of("units-action-status"))
+        self.assertEqual(self.fleet.json("fleet", "status"), before)
         self.fleet.run("unit", "rm", "unit3")
 
         # Recovery names the situation hsmctl recover names.

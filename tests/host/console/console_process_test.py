@@ -75,6 +75,7 @@ class ConsoleProcessTest(unittest.TestCase):
         self.assertEqual(status, 202, body)
 
     def test_page_opens_with_the_printed_url(self):
+        self.assertEqual(self.console.scheme, "http", "a fleet without TLS: plain HTTP")
         status, headers, body = self.console.request(
             "GET", "/?token=" + self.console.token, token=False)
         self.assertEqual(status, 200)

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,7 @@ signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 class Fleet:
     """A temporary fleet directory with `units` units, brought down by close()."""
 
-    def __init__(self, hsmctl, unit_binary, units, fault_injection=False):
+    def __init__(self, hsmctl, unit_binary, units, fault_injection=False, tls=False):
         self.hsmctl = hsmctl
         self.unit_binary = unit_binary
         self.tmp = tempfile.TemporaryDirectory(prefix="hsmsim-console-")
@@ -48,7 +49,8 @@ class Fleet:
         _OPEN.append(self)
         try:
             self.run("fleet", "up", "--units", str(units), "--unit-binary", unit_binary,
-                     *(["--allow-fault-injection"] if fault_injection else []))
+                     *(["--allow-fault-injection"] if fault_injection else []),
+                     *(["--tls"] if tls else []))
         except BaseException:
             self.close()  # units that did start are stopped
             raise
@@ -104,7 +106,7 @@ class Fleet:
 class Console:
     """A running `hsmctl console` on the fleet; close() stops it (SIGTERM)."""
 
-    URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/\?token=([0-9a-f]{64})$")
+    URL = re.compile(r"^(https?)://127\.0\.0\.1:(\d+)/\?token=([0-9a-f]{64})$")
 
     def __init__(self, fleet, *extra):
         # stderr goes to a file: a pipe nobody reads while the console runs
@@ -122,8 +124,22 @@ class Console:
             raise AssertionError(f"hsmctl console printed {line!r}, not its URL; stderr: "
                                  f"{self.error_output()}")
         self.url = line.strip()
-        self.port = int(match.group(1))
-        self.token = match.group(2)
+        self.scheme = match.group(1)
+        self.port = int(match.group(2))
+        self.token = match.group(3)
+        # Over HTTPS the fleet CA is the one trust anchor, and the
+        # certificate must name the address (check_hostname, an IP SAN).
+        self.ca_file = os.path.join(fleet.dir, "tls", "ca.pem")
+        self.tls_context = None
+        if self.scheme == "https":
+            self.tls_context = ssl.create_default_context(cafile=self.ca_file)
+
+    def connection(self, timeout=30):
+        """A new HTTP or HTTPS connection to the console."""
+        if self.tls_context is not None:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                               context=self.tls_context)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def _first_line(self, timeout):
         box = []
@@ -146,7 +162,7 @@ class Console:
     def request(self, method, path, headers=None, token=True, body=None):
         """Returns (status, headers, body) of one request; `token` adds the
         Authorization header."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = self.connection()
         try:
             h = dict(headers or {})
             if token:
@@ -214,7 +230,7 @@ class EventStream:
     """GET /api/events read on a thread; snapshots() returns those received."""
 
     def __init__(self, console):
-        self.conn = http.client.HTTPConnection("127.0.0.1", console.port, timeout=120)
+        self.conn = console.connection(timeout=120)
         self.conn.request("GET", "/api/events", headers={"Authorization": "Bearer " + console.token})
         self.response = self.conn.getresponse()
         self.status = self.response.status
